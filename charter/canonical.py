@@ -1,0 +1,55 @@
+"""Canonical JSON (RFC 8785, JCS) for everything Charter hashes or signs.
+
+Charter's signed objects hold only strings, booleans, null, integers within ±(2^53 - 1),
+lists and objects (no floats). On that domain a sorted, compact ``json.dumps`` with
+``ensure_ascii=False`` produces exactly the JCS bytes, except that JCS sorts keys by UTF-16
+code units; ``_check`` refuses keys outside the Basic Multilingual Plane so the two orders
+agree. Tests prove byte equality with the ``rfc8785`` package.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_SAFE_INT = 2**53 - 1
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 bytes of ``value``.
+
+    Raises:
+        ValueError: if ``value`` holds a float, an out-of-range integer, a non-string key, a
+            key outside the BMP, a lone surrogate, or a type JSON cannot express.
+    """
+    _check(value)
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise ValueError("string is not valid Unicode") from exc
+
+
+def _check(value: Any, depth: int = 0) -> None:
+    if depth > 64:
+        raise ValueError("value is nested too deeply")
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise ValueError("integer outside the JSON safe range")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError("object keys must be strings")
+            if any(ord(ch) > 0xFFFF for ch in key):
+                raise ValueError("object keys must lie in the Basic Multilingual Plane")
+            _check(item, depth + 1)
+        return
+    raise ValueError(f"cannot canonicalize a {type(value).__name__}")

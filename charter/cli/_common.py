@@ -1,0 +1,86 @@
+"""Shared CLI pieces: the home option, owner passphrase, JSON output, the one error handler."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from charter.config import Settings
+from charter.errors import CharterError, ConfigError
+from charter.home import Home, resolve_passphrase
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def home_option(fn: F) -> F:
+    """``--home DIR`` (default: ``CHARTER_HOME`` or the platform data dir)."""
+    return click.option(
+        "--home",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Charter home folder (default: $CHARTER_HOME or the user data dir).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: machine-readable output."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+def passphrase_option(fn: F) -> F:
+    """``--passphrase-file``: where the owner key's passphrase is, if it has one."""
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="File holding the owner key's passphrase (else prompted when needed).",
+    )(fn)
+
+
+def settings(home: Path | None, agent: str | None = None) -> Settings:
+    """Resolve settings from flags and the environment (read here, once)."""
+    return Settings.from_env(os.environ, home=home, agent=agent)
+
+
+def open_home(home: Path | None) -> Home:
+    """Open the home named by ``--home``/``CHARTER_HOME``."""
+    return Home.open(settings(home))
+
+
+def owner_passphrase(home: Home, path: Path | None) -> bytes | None:
+    """The owner key's passphrase: from ``--passphrase-file``, else a prompt, else None."""
+    if path is not None:
+        return resolve_passphrase(path)
+    if not home.owner_key_protected():
+        return None
+    if not sys.stdin.isatty():
+        raise ConfigError("the owner key is protected: pass --passphrase-file FILE")
+    return click.prompt("Owner key passphrase", hide_input=True).encode()
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as indented JSON."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def handle_errors(fn: F) -> F:
+    """Turn :class:`CharterError` into its public message on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CharterError as exc:
+            if os.environ.get("CHARTER_DEBUG"):
+                raise
+            click.secho(f"error: {exc.public_message}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]

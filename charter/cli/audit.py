@@ -1,0 +1,120 @@
+"""``charter audit tail|show|verify|export``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from charter.cli._common import emit_json, handle_errors, home_option, json_option, open_home
+from charter.errors import LedgerIntegrityError, NotFound
+from charter.storage.ledger import Entry
+from charter.tools import audit
+from charter.tools.audit import EntryOut
+
+
+def ledger_table(entries: list[EntryOut]) -> Table:
+    """The ledger as a readable table."""
+    table = Table("seq", "time", "actor", "action", "phase", "outcome", "signer")
+    for e in entries:
+        actor = e.actor.rsplit("/", 1)[-1] if e.actor.startswith("spiffe://") else e.actor
+        table.add_row(str(e.seq), e.ts[11:23], actor, e.action, e.phase, e.outcome or "",
+                      e.kid[:8])
+    return table
+
+
+def register(cli: click.Group) -> None:
+    """Add the command group."""
+
+    @cli.group("audit")
+    def audit_group() -> None:
+        """Read, verify and export the signed audit ledger."""
+
+    @audit_group.command("tail")
+    @click.option("-n", "count", default=20, show_default=True, help="How many entries.")
+    @click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
+    @home_option
+    @json_option
+    @handle_errors
+    def tail(count: int, follow: bool, home: Path | None, as_json: bool) -> None:
+        """Show the last entries."""
+        with open_home(home) as h:
+            size, _ = h.ledger.head()
+            start = max(0, size - count)
+            while True:
+                entries = [audit.entry_out(Entry.from_body(b))
+                           for b in h.ledger.iter_bodies(start)]
+                if entries:
+                    if as_json:
+                        for e in entries:
+                            click.echo(e.model_dump_json())
+                    else:
+                        Console().print(ledger_table(entries))
+                    start = entries[-1].seq + 1
+                if not follow:
+                    return
+                time.sleep(0.5)
+
+    @audit_group.command("show")
+    @click.argument("seq", type=int)
+    @home_option
+    @handle_errors
+    def show(seq: int, home: Path | None) -> None:
+        """Print entry SEQ in full."""
+        with open_home(home) as h:
+            entry = h.ledger.get(seq)
+        if entry is None:
+            raise NotFound(f"no entry {seq}")
+        emit_json(entry.fields | {"hash": entry.hash})
+
+    @audit_group.command("verify")
+    @click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False),
+                  default=None, help="Verify an exported folder instead of the home.")
+    @click.option("--owner-key", default=None,
+                  help="Pin the owner key (JWK thumbprint) when verifying an export.")
+    @home_option
+    @json_option
+    @handle_errors
+    def verify(export_dir: Path | None, owner_key: str | None, home: Path | None,
+               as_json: bool) -> None:
+        """Verify every signature, the hash chain and every charter; exit non-zero if bad."""
+        try:
+            if export_dir is not None:
+                report = audit.verify_export(export_dir, owner_key=owner_key)
+            else:
+                with open_home(home) as h, Progress(transient=True, disable=as_json) as bar:
+                    task = bar.add_task("verifying", total=h.ledger.head()[0])
+                    report = audit.verify_home(
+                        h, progress=lambda done, total: bar.update(task, completed=done))
+        except LedgerIntegrityError as exc:
+            if as_json:
+                emit_json({"valid": False, "failed_seq": exc.seq, "reason": exc.reason})
+            raise
+        if as_json:
+            emit_json({"valid": True, "size": report.size, "head": report.head,
+                       "agents": report.agents, "revoked": report.revoked})
+        else:
+            click.echo(f"OK: {report.size} entries verified; head {report.head}")
+
+    @audit_group.command("export")
+    @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+    @home_option
+    @json_option
+    @handle_errors
+    def export(folder: Path, home: Path | None, as_json: bool) -> None:
+        """Write an auditor's bundle (entries, keys, charters) to FOLDER."""
+        with open_home(home) as h:
+            manifest = audit.export(h, folder)
+        if as_json:
+            emit_json(manifest)
+        else:
+            click.echo(f"Exported {manifest['size']} entries to {folder}")
+            click.echo(f"Verify with: charter audit verify --export {folder}")
+
+
+__all__ = ["json", "ledger_table", "register"]

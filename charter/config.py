@@ -1,0 +1,106 @@
+"""Settings, read once at the edge into a frozen object, and the layout of a Charter home."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from charter.errors import ConfigError
+
+ENV_HOME = "CHARTER_HOME"
+ENV_AGENT = "CHARTER_AGENT"
+
+
+def default_home() -> Path:
+    """The platform's user data dir for Charter (used when ``CHARTER_HOME`` is not set)."""
+    import platformdirs  # noqa: PLC0415 - only needed when no home is given
+
+    return Path(platformdirs.user_data_dir("charter", appauthor=False))
+
+
+@dataclass(frozen=True, slots=True)
+class HomeLayout:
+    """Where everything lives inside a Charter home."""
+
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        """The SQLite database (ledger, agents, vault rows)."""
+        return self.root / "charter.db"
+
+    @property
+    def keys(self) -> Path:
+        """Folder of key files (0700)."""
+        return self.root / "keys"
+
+    @property
+    def owner_key(self) -> Path:
+        """The owner's signing key (optionally passphrase-protected)."""
+        return self.keys / "owner.key"
+
+    @property
+    def log_key(self) -> Path:
+        """The key that signs checkpoints and the server's own refusals."""
+        return self.keys / "log.key"
+
+    def issuer_key(self, kid: str) -> Path:
+        """An issuer (token-signing) key, by key id."""
+        return self.keys / f"issuer-{kid}.key"
+
+    def agent_key(self, name: str) -> Path:
+        """An agent's signing key."""
+        return self.keys / "agents" / f"{name}.key"
+
+    def check(self) -> None:
+        """Refuse a home that is missing or readable by others.
+
+        Raises:
+            ConfigError: with what to do next.
+        """
+        if not self.db.exists():
+            raise ConfigError(
+                f"no Charter home at {self.root}: run `charter init --owner YOU@EXAMPLE.COM` "
+                f"(or set {ENV_HOME} to an existing home)"
+            )
+        for folder in (self.root, self.keys):
+            try:
+                mode = stat.S_IMODE(folder.stat().st_mode)
+            except OSError as exc:
+                raise ConfigError(f"cannot read {folder}: {exc.strerror}") from exc
+            if mode & 0o077:
+                raise ConfigError(
+                    f"{folder} is accessible to other users (mode {mode:o}); "
+                    f"run `chmod 700 {folder}` and try again"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything Charter reads from flags and the environment, resolved once."""
+
+    home: Path
+    agent: str | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        home: Path | str | None = None,
+        agent: str | None = None,
+    ) -> Settings:
+        """Resolve settings: explicit arguments (CLI flags) win, then ``CHARTER_*``, then defaults."""
+        home_value = home or environ.get(ENV_HOME) or default_home()
+        return cls(
+            home=Path(os.path.expanduser(str(home_value))).resolve(),
+            agent=agent or environ.get(ENV_AGENT) or None,
+        )
+
+    @property
+    def layout(self) -> HomeLayout:
+        """The home's file layout."""
+        return HomeLayout(self.home)

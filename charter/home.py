@@ -1,0 +1,256 @@
+"""A Charter home: its folder, database, keys and ledger, opened once per process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charter.charters import TRUST_DOMAIN, owner_handle
+from charter.clock import Clock, SystemClock, rfc3339
+from charter.config import HomeLayout, Settings
+from charter.errors import ConfigError, InvalidInput
+from charter.keys import (
+    KeyPair,
+    b64url_decode,
+    key_file_is_protected,
+    public_jwk,
+    read_key_file,
+    write_key_file,
+)
+from charter.storage import ledger_hooks
+from charter.storage.db import connect, migrate, transaction
+from charter.storage.ledger import Draft, Entry, Ledger, LedgerIdentity
+
+_EMAIL = r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$"
+
+
+@dataclass
+class Home:
+    """An open Charter home."""
+
+    settings: Settings
+    conn: sqlite3.Connection
+    meta: dict[str, str]
+    clock: Clock
+    log_key: KeyPair
+    _owner_key: KeyPair | None = field(default=None, repr=False)
+    _ledger: Ledger | None = field(default=None, repr=False)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock | None = None) -> Home:
+        """Open an existing home.
+
+        Raises:
+            ConfigError: if the home is missing, unsafe, or its database or keys are corrupt.
+        """
+        layout = settings.layout
+        layout.check()
+        conn = connect(layout.db)
+        try:
+            migrate(conn)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ConfigError(f"database {layout.db.name} is corrupt: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        if "origin" not in meta:
+            conn.close()
+            raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
+        try:
+            log_key = read_key_file(layout.log_key)
+            if public_jwk(log_key.public_key)["x"] != json.loads(meta["log_key"])["x"]:
+                raise ConfigError("log.key does not match the ledger's log key")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(settings, conn, meta, clock or SystemClock(), log_key)
+
+    @classmethod
+    def init(
+        cls,
+        settings: Settings,
+        *,
+        owner: str,
+        trust_domain: str = "charter.local",
+        passphrase: bytes | None = None,
+        clock: Clock | None = None,
+        cheap_kdf: bool = False,
+    ) -> Home:
+        """Create a new home: folders, database, owner/issuer/log keys and ledger entry 0.
+
+        Raises:
+            ConfigError: if a home already exists there.
+            InvalidInput: for a malformed owner email or trust domain.
+        """
+        import re  # noqa: PLC0415 - init-only
+
+        if not re.match(_EMAIL, owner):
+            raise InvalidInput(f"owner must be an email address, got {owner!r}")
+        if not TRUST_DOMAIN.match(trust_domain):
+            raise InvalidInput(f"invalid trust domain {trust_domain!r}")
+        clock = clock or SystemClock()
+        layout = settings.layout
+        if layout.db.exists() or layout.keys.exists():
+            raise ConfigError(f"a Charter home already exists at {layout.root}; refusing to overwrite it")
+        layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(layout.root, 0o700)
+        (layout.keys / "agents").mkdir(mode=0o700, parents=True)
+        os.chmod(layout.keys, 0o700)
+
+        owner_key, log_key, issuer_key = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+        write_key_file(layout.owner_key, owner_key, passphrase, cheap_kdf=cheap_kdf)
+        write_key_file(layout.log_key, log_key)
+        write_key_file(layout.issuer_key(issuer_key.kid), issuer_key)
+
+        ledger_id = secrets.token_hex(8)
+        origin = f"{trust_domain}/charter/{owner_handle(owner)}/{ledger_id}"
+        meta = {
+            "origin": origin,
+            "ledger_id": ledger_id,
+            "owner_id": owner,
+            "trust_domain": trust_domain,
+            "owner_key": json.dumps(public_jwk(owner_key.public_key)),
+            "log_key": json.dumps(public_jwk(log_key.public_key)),
+            "issuer_kid": issuer_key.kid,
+            "created_at": rfc3339(clock.now()),
+        }
+        conn = connect(layout.db)
+        os.chmod(layout.db, 0o600)
+        migrate(conn)
+        with transaction(conn):
+            conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
+        home = cls(settings, conn, meta, clock, log_key, _owner_key=owner_key)
+        home.record_owner_event(
+            "ledger.init",
+            {
+                "origin": origin,
+                "owner": owner,
+                "owner_key": public_jwk(owner_key.public_key),
+                "log_key": public_jwk(log_key.public_key),
+                "issuer_key": public_jwk(issuer_key.public_key),
+                "trust_domain": trust_domain,
+            },
+        )
+        return home
+
+    def close(self) -> None:
+        """Close the database."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __enter__(self) -> Home:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> HomeLayout:
+        """File layout."""
+        return self.settings.layout
+
+    @property
+    def owner_id(self) -> str:
+        """The owner's id (their email address)."""
+        return self.meta["owner_id"]
+
+    @property
+    def trust_domain(self) -> str:
+        """SPIFFE trust domain of this home's agents."""
+        return self.meta["trust_domain"]
+
+    @property
+    def origin(self) -> str:
+        """The ledger's unique origin (also its C2SP checkpoint origin)."""
+        return self.meta["origin"]
+
+    @property
+    def owner_public_key(self) -> bytes:
+        """The owner's public key."""
+        return b64url_decode(json.loads(self.meta["owner_key"])["x"])
+
+    @property
+    def identity(self) -> LedgerIdentity:
+        """The ledger identity bound into the genesis hash."""
+        return LedgerIdentity(
+            origin=self.origin,
+            owner_id=self.owner_id,
+            owner_key=self.owner_public_key,
+            log_key=self.log_key.public_key,
+        )
+
+    def owner_key_protected(self) -> bool:
+        """True when the owner key needs a passphrase."""
+        return key_file_is_protected(self.layout.owner_key)
+
+    def owner_key(self, passphrase: bytes | None = None) -> KeyPair:
+        """Load (once) the owner's signing key.
+
+        Raises:
+            ConfigError: missing/corrupt key, or wrong or missing passphrase.
+        """
+        if self._owner_key is None:
+            key = read_key_file(self.layout.owner_key, passphrase)
+            if key.public_key != self.owner_public_key:
+                raise ConfigError("owner.key does not match the ledger's owner key")
+            self._owner_key = key
+        return self._owner_key
+
+    # -- ledger ----------------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger, with every registered in-transaction hook (e.g. the Merkle tree)."""
+        if self._ledger is None:
+            self._ledger = Ledger(
+                self.conn, self.identity, self.clock, log_key=self.log_key, hooks=ledger_hooks()
+            )
+        return self._ledger
+
+    def record_owner_event(
+        self,
+        action: str,
+        args: dict[str, Any],
+        *,
+        passphrase: bytes | None = None,
+        outcome: str = "ok",
+    ) -> Entry:
+        """Sign ``args`` into the ledger as an owner action (phase ``event``)."""
+        from charter.canonical import canonical_json  # noqa: PLC0415
+        import hashlib  # noqa: PLC0415
+
+        return self.ledger.append_one(
+            Draft(
+                actor=self.owner_id,
+                owner=self.owner_id,
+                action=action,
+                phase="event",
+                signer=self.owner_key(passphrase),
+                args=args,
+                args_hash=hashlib.sha256(canonical_json(args)).hexdigest(),
+                outcome=outcome,
+            )
+        )
+
+
+def resolve_passphrase(path: Path | None) -> bytes | None:
+    """Read a passphrase from a file (first line, without its newline), or None."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read passphrase file: {exc.strerror}") from exc
+    return data.split(b"\n", 1)[0] or None

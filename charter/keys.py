@@ -1,0 +1,202 @@
+"""Ed25519 keys, their JWK form (RFC 8037), key ids (RFC 7638 thumbprints) and key files.
+
+A key file is a JSON private JWK (``kty``, ``crv``, ``x``, ``d``), mode 0600. When it is
+protected by a passphrase, ``d`` is replaced by ``enc``: the seed sealed with
+XSalsa20-Poly1305 under a key derived from the passphrase with Argon2id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from charter.errors import ConfigError
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding; raise ``ValueError`` on bad input."""
+    if not isinstance(text, str) or any(c in text for c in "+/= \n"):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not base64url") from exc
+
+
+def public_jwk(public_key: bytes) -> dict[str, str]:
+    """The RFC 8037 OKP JWK of an Ed25519 public key."""
+    return {"crv": "Ed25519", "kty": "OKP", "x": b64url(public_key)}
+
+
+def thumbprint(public_key: bytes) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of an Ed25519 public key: Charter's key id."""
+    members = f'{{"crv":"Ed25519","kty":"OKP","x":"{b64url(public_key)}"}}'
+    return b64url(hashlib.sha256(members.encode("ascii")).digest())
+
+
+def public_key_from_jwk(jwk: Any) -> bytes:
+    """Return the raw public key from an OKP Ed25519 JWK, refusing anything else.
+
+    Raises:
+        ValueError: if the JWK is not an Ed25519 OKP key.
+    """
+    if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ValueError("not an Ed25519 OKP JWK")
+    raw = b64url_decode(str(jwk.get("x", "")))
+    if len(raw) != 32:
+        raise ValueError("Ed25519 public key must be 32 bytes")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """An Ed25519 signing key with its public key and key id precomputed."""
+
+    signing_key: nacl.signing.SigningKey = field(repr=False)
+    public_key: bytes
+    kid: str
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        """Make a fresh random key."""
+        return cls.from_seed(nacl.utils.random(32))
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> KeyPair:
+        """Build from a 32-byte seed."""
+        sk = nacl.signing.SigningKey(seed)
+        pk = bytes(sk.verify_key)
+        return cls(signing_key=sk, public_key=pk, kid=thumbprint(pk))
+
+    def sign(self, message: bytes) -> bytes:
+        """Return the 64-byte Ed25519 signature of ``message``."""
+        return self.signing_key.sign(message).signature
+
+    def jwk(self) -> dict[str, str]:
+        """The public JWK."""
+        return public_jwk(self.public_key)
+
+    def __repr__(self) -> str:
+        return f"KeyPair(kid={self.kid!r})"
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        return False
+    return True
+
+
+# Argon2id "moderate" costs protect an owner key at rest; tests may pass cheaper ones.
+_OPS = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+_MEM = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+
+
+def write_key_file(
+    path: Path, key: KeyPair, passphrase: bytes | None = None, *, cheap_kdf: bool = False
+) -> None:
+    """Write ``key`` as a 0600 JWK file, sealed under ``passphrase`` if one is given.
+
+    The file is created exclusively: an existing key is never overwritten.
+    """
+    seed = bytes(key.signing_key)
+    doc: dict[str, Any] = public_jwk(key.public_key) | {"kid": key.kid}
+    if passphrase:
+        ops, mem = (
+            (nacl.pwhash.argon2id.OPSLIMIT_MIN, nacl.pwhash.argon2id.MEMLIMIT_MIN)
+            if cheap_kdf
+            else (_OPS, _MEM)
+        )
+        salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+        box_key = nacl.pwhash.argon2id.kdf(32, passphrase, salt, opslimit=ops, memlimit=mem)
+        sealed = nacl.secret.SecretBox(box_key).encrypt(seed)
+        doc["enc"] = {
+            "alg": "argon2id/xsalsa20poly1305",
+            "salt": b64url(salt),
+            "ops": ops,
+            "mem": mem,
+            "box": b64url(bytes(sealed)),
+        }
+    else:
+        doc["d"] = b64url(seed)
+    data = json.dumps(doc, indent=2).encode() + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def key_file_is_protected(path: Path) -> bool:
+    """True when the key file at ``path`` needs a passphrase."""
+    return "enc" in _read_key_doc(path)
+
+
+def read_key_file(path: Path, passphrase: bytes | None = None) -> KeyPair:
+    """Load a key file written by :func:`write_key_file`.
+
+    Raises:
+        ConfigError: if the file is missing, unreadable, corrupt, needs a passphrase that was
+            not given, or the passphrase is wrong.
+    """
+    doc = _read_key_doc(path)
+    try:
+        if "enc" in doc:
+            if not passphrase:
+                raise ConfigError(f"key file {path.name} is protected: a passphrase is required")
+            enc = doc["enc"]
+            box_key = nacl.pwhash.argon2id.kdf(
+                32,
+                passphrase,
+                b64url_decode(enc["salt"]),
+                opslimit=int(enc["ops"]),
+                memlimit=int(enc["mem"]),
+            )
+            try:
+                seed = nacl.secret.SecretBox(box_key).decrypt(b64url_decode(enc["box"]))
+            except nacl.exceptions.CryptoError as exc:
+                raise ConfigError(f"wrong passphrase for key file {path.name}") from exc
+        else:
+            seed = b64url_decode(doc["d"])
+        key = KeyPair.from_seed(seed)
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, nacl.exceptions.CryptoError) as exc:
+        raise ConfigError(f"key file {path.name} is corrupt") from exc
+    if b64url(key.public_key) != doc.get("x"):
+        raise ConfigError(f"key file {path.name} is corrupt: its public key does not match")
+    return key
+
+
+def _read_key_doc(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"key file {path.name} is missing from the Charter home") from exc
+    except OSError as exc:
+        raise ConfigError(f"key file {path.name} cannot be read: {exc.strerror}") from exc
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"key file {path.name} is corrupt") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"key file {path.name} is corrupt")
+    return doc

@@ -1,0 +1,174 @@
+"""The per-call gate: who is calling, is it allowed, and what the ledger records.
+
+Every tool call runs inside a :class:`Call`. A tool with side effects calls
+:meth:`Call.intent` after its checks and before acting: the signed intent entry is committed
+first, and if it cannot be, the action does not happen. When the tool returns or fails, the
+server writes the ``outcome`` entry; a call that never reached an intent (read-only tools,
+refusals, invalid arguments) is recorded as one ``call`` entry.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from charter.canonical import canonical_json
+from charter.errors import CharterError, InvalidInput
+from charter.scopes import require
+from charter.server.deps import Deps
+from charter.storage.ledger import Draft, Entry
+from charter.tools.identity import AgentContext
+
+_current: contextvars.ContextVar[Call] = contextvars.ContextVar("charter_call")
+
+#: Longest string kept verbatim in a ledger summary; longer ones are cut and marked.
+SUMMARY_MAX_CHARS = 200
+
+
+def current_call() -> Call:
+    """The call being served (tools use this to reach their agent and the ledger)."""
+    return _current.get()
+
+
+def hash_value(value: Any) -> str:
+    """Hex SHA-256 of a JSON value's canonical bytes.
+
+    Values outside the canonical domain (floats, huge integers) are hashed from a sorted
+    compact ``json.dumps`` instead, so hashing agent input can never fail.
+    """
+    try:
+        data = canonical_json(value)
+    except ValueError:
+        data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode(
+            "utf-8", "surrogatepass"
+        )
+    return hashlib.sha256(data).hexdigest()
+
+
+def summarize(arguments: dict[str, Any], visible: frozenset[str]) -> dict[str, Any]:
+    """Redacted summary of ``arguments``: ``visible`` names kept (short), others hashed."""
+    out: dict[str, Any] = {}
+    for name in sorted(arguments):
+        value = arguments[name]
+        if name in visible and _is_small(value):
+            out[name] = value
+        elif name in visible and isinstance(value, str):
+            out[name] = value[:SUMMARY_MAX_CHARS] + "…[cut]"
+        else:
+            out[name] = {"sha256": hash_value(value)}
+    return out
+
+
+def _is_small(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    if isinstance(value, str):
+        return len(value) <= SUMMARY_MAX_CHARS and "\x00" not in value
+    if isinstance(value, list) and len(value) <= 20:
+        return all(_is_small(v) and not isinstance(v, list) for v in value)
+    return False
+
+
+@dataclass
+class Call:
+    """One tool call by one agent."""
+
+    deps: Deps
+    agent: AgentContext
+    tool: str
+    action: str
+    arguments: dict[str, Any]
+    visible_args: frozenset[str]
+    call_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    intent_entry: Entry | None = None
+    #: Extra, non-secret facts the outcome entry should carry (e.g. the SMTP reply).
+    outcome_details: dict[str, Any] = field(default_factory=dict)
+
+    def require(self, scope: str) -> None:
+        """Refuse the call unless the agent's charter grants ``scope``.
+
+        Raises:
+            ScopeDenied: recorded as a denied call.
+        """
+        require(self.agent.charter.scopes, scope)
+
+    async def intent(self, details: dict[str, Any] | None = None) -> Entry:
+        """Commit the signed intent entry; only then may the tool act.
+
+        ``details`` are extra non-secret facts (e.g. the resolved Message-ID) merged into the
+        argument summary.
+
+        Raises:
+            LedgerUnavailable / AgentRevoked: the intent was not committed; do not act.
+        """
+        if self.intent_entry is not None:
+            raise InvalidInput("intent already recorded for this call")
+        args = self.summary()
+        if details:
+            args = args | {"details": details}
+        self.intent_entry = await self.deps.writer.append(self._draft("intent", args))
+        return self.intent_entry
+
+    def summary(self) -> dict[str, Any]:
+        """The redacted argument summary recorded in the ledger."""
+        return summarize(self.arguments, self.visible_args)
+
+    async def finish(
+        self,
+        outcome: str,
+        *,
+        reason: str | None = None,
+        result: Any = None,
+    ) -> Entry:
+        """Write the closing entry: ``outcome`` after an intent, else a single ``call`` entry."""
+        args: dict[str, Any]
+        if self.intent_entry is not None:
+            phase = "outcome"
+            args = {"intent": self.intent_entry.hash}
+        else:
+            phase = "call"
+            args = self.summary()
+        if self.outcome_details:
+            args = args | {"details": self.outcome_details}
+        draft = self._draft(phase, args)
+        draft.outcome = outcome
+        draft.reason = reason
+        draft.result_hash = None if result is None else hash_value(result)
+        return await self.deps.writer.append(draft)
+
+    def _draft(self, phase: str, args: dict[str, Any]) -> Draft:
+        agent = self.agent
+        return Draft(
+            actor=agent.agent_id,
+            owner=agent.owner_id,
+            action=self.action,
+            phase=phase,
+            signer=agent.key,
+            charter=agent.charter.hash,
+            session=self.deps.session_id,
+            call=self.call_id,
+            args=args,
+            args_hash=hash_value(self.arguments),
+            require_agent=agent.name,
+        )
+
+
+def enter(call: Call) -> contextvars.Token[Call]:
+    """Make ``call`` current."""
+    return _current.set(call)
+
+
+def leave(token: contextvars.Token[Call]) -> None:
+    """Restore the previous call."""
+    _current.reset(token)
+
+
+def public_error(exc: CharterError) -> str:
+    """The message an agent may read."""
+    return exc.public_message

@@ -1,0 +1,51 @@
+"""What the server needs to serve calls, built once per process."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from charter.home import Home
+from charter.storage.db import connect
+from charter.storage.ledger import Ledger, LedgerWriter
+from charter.tools.identity import AgentContext
+
+#: Returns the agent a call acts for (stdio: fixed; HTTP: from the bearer token).
+AgentResolver = Callable[[], Awaitable[AgentContext]]
+
+
+@dataclass
+class Deps:
+    """Shared services of one server process."""
+
+    home: Home
+    resolve_agent: AgentResolver
+    session_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    #: Called when the server shuts down (e.g. sign a final checkpoint).
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    _writer: LedgerWriter | None = None
+
+    @property
+    def writer(self) -> LedgerWriter:
+        """The group-commit ledger writer (started on first use, on its own connection)."""
+        if self._writer is None:
+            home = self.home
+            ledger = Ledger(
+                connect(home.layout.db),
+                home.identity,
+                home.clock,
+                log_key=home.log_key,
+                hooks=home.ledger.hooks,
+            )
+            self._writer = LedgerWriter(ledger)
+        return self._writer
+
+    def shutdown(self) -> None:
+        """Run shutdown hooks and stop the writer (pending appends finish first)."""
+        for hook in self.on_shutdown:
+            hook()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer.ledger.conn.close()
+            self._writer = None

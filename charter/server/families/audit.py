@@ -1,0 +1,80 @@
+"""``audit_*`` tools."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import anyio.to_thread
+from pydantic import Field
+
+from charter.home import Home
+from charter.server.app import READ_ONLY
+from charter.server.calls import current_call
+from charter.tools import audit
+
+if TYPE_CHECKING:
+    from charter.server.app import CharterServer
+
+
+def register(server: CharterServer) -> None:
+    """Register the audit tools."""
+
+    @server.charter_tool(
+        "audit_query",
+        annotations=READ_ONLY,
+        title="Query my audit trail",
+        visible_args=("action", "outcome", "since", "until", "limit", "cursor"),
+    )
+    async def audit_query(
+        action: Annotated[
+            str | None, Field(max_length=64, description="Only this action, e.g. 'email.send'.")
+        ] = None,
+        outcome: Annotated[
+            Literal["ok", "denied", "error"] | None, Field(description="Only this outcome.")
+        ] = None,
+        since: Annotated[
+            str | None, Field(max_length=40, description="RFC 3339 time; entries at or after it.")
+        ] = None,
+        until: Annotated[
+            str | None, Field(max_length=40, description="RFC 3339 time; entries before it.")
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=audit.MAX_QUERY_LIMIT)] = 50,
+        cursor: Annotated[
+            int, Field(ge=0, description="`next_cursor` from the previous page.")
+        ] = 0,
+    ) -> audit.QueryPage:
+        """List this agent's own entries in the signed audit ledger, oldest first.
+
+        Use it to check what you did and what was refused. Needs scope `audit:read`. You see
+        only your own entries. No side effects.
+        """
+        call = current_call()
+        call.require("audit:read")
+        return audit.query(
+            call.deps.home.conn,
+            actor=call.agent.agent_id,
+            action=action,
+            outcome=outcome,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @server.charter_tool("audit_verify", annotations=READ_ONLY, title="Verify the audit ledger")
+    async def audit_verify() -> audit.VerifyOut:
+        """Verify the whole ledger: every signature, the hash chain and every charter.
+
+        Returns the size and head hash, or the first failing entry and why. Needs scope
+        `audit:read`. No side effects; may take a while on a large ledger.
+        """
+        call = current_call()
+        call.require("audit:read")
+        settings = call.deps.home.settings
+
+        def run() -> audit.VerifyOut:
+            # A private connection: verification runs on a worker thread.
+            with Home.open(settings) as home:
+                return audit.verify_out(home)
+
+        return await anyio.to_thread.run_sync(run)

@@ -1,0 +1,55 @@
+"""``identity_*`` tools."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from charter.clock import rfc3339
+from charter.server.app import READ_ONLY
+from charter.server.calls import current_call
+
+if TYPE_CHECKING:
+    from charter.server.app import CharterServer
+
+
+class WhoAmI(BaseModel):
+    """This agent's identity and what its owner allows it to do."""
+
+    agent_id: str = Field(description="SPIFFE ID of this agent.")
+    name: str
+    owner: str = Field(description="The responsible human (owner id).")
+    scopes: list[str] = Field(description="The ceiling of what this agent may do.")
+    audiences: list[str] = Field(description="Services this agent may get tokens for.")
+    charter_hash: str = Field(description="SHA-256 of the owner-signed charter.")
+    key_id: str = Field(description="RFC 7638 thumbprint of this agent's signing key.")
+    not_before: str
+    not_after: str
+    policy: dict[str, object] = Field(default_factory=dict)
+
+
+def register(server: CharterServer) -> None:
+    """Register the identity tools."""
+
+    @server.charter_tool("identity_whoami", annotations=READ_ONLY, title="Who am I")
+    async def identity_whoami() -> WhoAmI:
+        """Show this agent's identity: its id, owner, scopes, audiences and charter validity.
+
+        Use it first, to learn what you may do. Needs no scope. No side effects (the call is
+        recorded in the audit ledger, like every call).
+        """
+        agent = current_call().agent
+        view = agent.charter
+        return WhoAmI(
+            agent_id=view.agent_id,
+            name=agent.name,
+            owner=view.owner_id,
+            scopes=list(view.scopes),
+            audiences=list(view.audiences),
+            charter_hash=view.hash,
+            key_id=agent.key.kid,
+            not_before=rfc3339(view.not_before),
+            not_after=rfc3339(view.not_after),
+            policy=view.policy,
+        )

@@ -1,0 +1,126 @@
+"""SQLite connections, transactions and migrations.
+
+Every connection runs in WAL mode with ``synchronous=FULL`` (an acknowledged commit survives
+power loss, not just a crash) and a busy timeout, so several processes can share one home.
+Writes go through :func:`transaction`, which takes the write lock up front with
+``BEGIN IMMEDIATE``: a read-then-insert inside it can never interleave with another writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from charter.errors import ConfigError, LedgerUnavailable
+
+BUSY_TIMEOUT_MS = 10_000
+_BEGIN_RETRIES = 20
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the database with Charter's pragmas.
+
+    Raises:
+        ConfigError: if the file cannot be opened or is not a Charter database.
+    """
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigError(f"database {path.name} cannot use WAL mode ({mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"database {path.name} cannot be opened: {exc}") from exc
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run a write transaction under ``BEGIN IMMEDIATE``; roll back on any exception.
+
+    Nested use becomes a savepoint. ``BEGIN`` itself is retried a bounded number of times
+    with jitter if another process holds the lock past the busy timeout.
+
+    Raises:
+        LedgerUnavailable: if the write lock cannot be had.
+    """
+    if conn.in_transaction:
+        name = f"sp{random.randrange(1 << 30)}"  # noqa: S311 - a name, not a secret
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+        return
+    for attempt in range(_BEGIN_RETRIES):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise LedgerUnavailable(f"the database cannot be written: {exc}") from exc
+            if attempt == _BEGIN_RETRIES - 1:
+                raise LedgerUnavailable("the database stayed locked by another writer") from exc
+            time.sleep(0.005 * (attempt + 1) * (0.5 + random.random()))  # noqa: S311
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply every migration in ``charter/storage/migrations/*.sql`` not yet recorded.
+
+    Each runs in its own transaction and is recorded in ``schema_migrations``. Returns the
+    names applied.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')))"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    folder = resources.files("charter.storage") / "migrations"
+    applied = []
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not item.name.endswith(".sql") or item.name in done:
+            continue
+        with transaction(conn):
+            for statement in _split_sql(item.read_text(encoding="utf-8")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations(name) VALUES (?)", (item.name,))
+        applied.append(item.name)
+    return applied
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (``CREATE TRIGGER`` bodies hold semicolons)."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

@@ -1,0 +1,379 @@
+"""The append-only, signed, hash-chained ledger (DESIGN §4), stored in SQLite.
+
+An entry is a JSON object; its bytes are RFC 8785 canonical JSON. The signer signs
+``SIGNING_PREFIX || canonical(entry without "sig")``; the entry hash is
+``SHA-256(canonical(entry))`` (signature included) and becomes the next entry's ``prev``.
+Entry 0's ``prev`` is the genesis hash, which binds the ledger's origin, owner and log key.
+
+Appends read the head and insert inside one ``BEGIN IMMEDIATE`` transaction, so processes
+sharing the file never fork the chain. :class:`LedgerWriter` adds group commit for the
+server: one writer thread, one transaction (one fsync) per batch, and each caller's future
+resolved only after its entry is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from charter.canonical import canonical_json
+from charter.clock import Clock, parse_rfc3339, rfc3339
+from charter.errors import AgentRevoked, CharterError, LedgerUnavailable
+from charter.keys import KeyPair, b64url, public_jwk
+from charter.storage.db import transaction
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SIGNING_PREFIX = b"charter.ledger.entry.v1\x00"
+GENESIS_PREFIX = b"charter.ledger.genesis.v1\x00"
+PHASES = ("intent", "outcome", "call", "event")
+OUTCOMES = ("ok", "denied", "error")
+
+#: Called inside the append transaction for every new entry: (connection, seq, entry bytes).
+AppendHook = Callable[[sqlite3.Connection, int, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerIdentity:
+    """What makes this ledger this ledger: bound into entry 0 through the genesis hash."""
+
+    origin: str
+    owner_id: str
+    owner_key: bytes
+    log_key: bytes
+
+    def genesis_document(self) -> dict[str, Any]:
+        """The object whose canonical bytes, prefixed, hash to the genesis ``prev``."""
+        return {
+            "log_key": public_jwk(self.log_key),
+            "origin": self.origin,
+            "owner": self.owner_id,
+            "owner_key": public_jwk(self.owner_key),
+        }
+
+    def genesis_hash(self) -> str:
+        """Hex SHA-256 of ``GENESIS_PREFIX || canonical(genesis_document())``."""
+        return hashlib.sha256(GENESIS_PREFIX + canonical_json(self.genesis_document())).hexdigest()
+
+
+@dataclass(slots=True)
+class Draft:
+    """An entry to be appended; the ledger fills in seq, ts, prev, kid and sig."""
+
+    actor: str
+    owner: str
+    action: str
+    phase: str
+    signer: KeyPair
+    charter: str | None = None
+    session: str | None = None
+    call: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    args_hash: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    result_hash: str | None = None
+    #: Agent name that must still be active (with ``charter`` current) when the entry is
+    #: committed; checked inside the append transaction so a revocation wins every race.
+    require_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A committed entry: its parsed fields, canonical bytes and hash."""
+
+    fields: dict[str, Any]
+    body: bytes
+    hash: str
+
+    @property
+    def seq(self) -> int:
+        """Position in the ledger (0-based)."""
+        return int(self.fields["seq"])
+
+    @classmethod
+    def from_body(cls, body: bytes) -> Entry:
+        """Parse stored bytes (trusted: they came from our own database)."""
+        return cls(json.loads(body), body, hashlib.sha256(body).hexdigest())
+
+
+def sign_entry(fields: dict[str, Any], signer: KeyPair) -> Entry:
+    """Sign ``fields`` (which must not yet hold ``kid``/``sig``) and return the entry."""
+    fields["kid"] = signer.kid
+    fields["sig"] = b64url(signer.sign(SIGNING_PREFIX + canonical_json(fields)))
+    body = canonical_json(fields)
+    return Entry(fields, body, hashlib.sha256(body).hexdigest())
+
+
+class Ledger:
+    """Synchronous access to the ledger of one Charter home."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        identity: LedgerIdentity,
+        clock: Clock,
+        *,
+        log_key: KeyPair | None = None,
+        hooks: Sequence[AppendHook] = (),
+    ) -> None:
+        self.conn = conn
+        self.identity = identity
+        self.clock = clock
+        self.log_key = log_key
+        self.hooks = list(hooks)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, drafts: Sequence[Draft]) -> list[Entry | CharterError]:
+        """Append ``drafts`` in one transaction; return each one's entry or its refusal.
+
+        A draft whose ``require_agent`` is no longer active is not written as asked: a denial
+        signed by the log key is written in its place, and :class:`AgentRevoked` is returned
+        for it. A draft that cannot be canonicalized gets a ``LedgerUnavailable``.
+
+        Raises:
+            LedgerUnavailable: if the transaction cannot be committed (nothing was written).
+        """
+        results: list[Entry | CharterError] = []
+        try:
+            with transaction(self.conn):
+                row = self.conn.execute(
+                    "SELECT seq, hash, ts FROM ledger ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    seq, prev, last_ts = 0, self.identity.genesis_hash(), ""
+                else:
+                    seq, prev, last_ts = row[0] + 1, row[1], row[2]
+                for draft in drafts:
+                    refusal = self._check_agent(draft)
+                    if refusal is not None:
+                        draft = self._refusal_draft(draft, refusal)
+                    ts = rfc3339(self.clock.now())
+                    ts = max(ts, last_ts)  # never step back in time along the chain
+                    try:
+                        entry = sign_entry(_fields(draft, seq, ts, prev), draft.signer)
+                    except ValueError as exc:
+                        results.append(LedgerUnavailable(f"entry cannot be recorded: {exc}"))
+                        continue
+                    self._insert(entry)
+                    results.append(refusal if refusal is not None else entry)
+                    seq, prev, last_ts = seq + 1, entry.hash, ts
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"the ledger cannot be written: {exc}") from exc
+        return results
+
+    def append_one(self, draft: Draft) -> Entry:
+        """Append a single draft.
+
+        Raises:
+            CharterError: the refusal or failure for that draft.
+        """
+        (result,) = self.append([draft])
+        if isinstance(result, CharterError):
+            raise result
+        return result
+
+    def _insert(self, entry: Entry) -> None:
+        f = entry.fields
+        self.conn.execute(
+            "INSERT INTO ledger(seq, prev, hash, ts, actor, action, phase, outcome, call_id, body)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                f["seq"],
+                f["prev"],
+                entry.hash,
+                f["ts"],
+                f["actor"],
+                f["action"],
+                f["phase"],
+                f["outcome"],
+                f["call"],
+                entry.body,
+            ),
+        )
+        for hook in self.hooks:
+            hook(self.conn, f["seq"], entry.body)
+
+    def _check_agent(self, draft: Draft) -> AgentRevoked | None:
+        if draft.require_agent is None:
+            return None
+        row = self.conn.execute(
+            "SELECT status, charter_hash FROM agents WHERE name = ?", (draft.require_agent,)
+        ).fetchone()
+        if row is None or row[0] != "active":
+            return AgentRevoked(f"agent {draft.require_agent!r} has been revoked")
+        if row[1] != draft.charter:
+            return AgentRevoked("the agent's charter was replaced; reconnect to use the new one")
+        return None
+
+    def _refusal_draft(self, draft: Draft, refusal: AgentRevoked) -> Draft:
+        if self.log_key is None:
+            raise LedgerUnavailable("no log key loaded to record a refusal")
+        # NOTE: a revoked agent's key is no longer trusted, so the server records the refusal
+        # under its own log key; the verifier only accepts denials from that key.
+        return Draft(
+            actor=draft.actor,
+            owner=draft.owner,
+            action=draft.action,
+            phase="call",
+            signer=self.log_key,
+            charter=draft.charter,
+            session=draft.session,
+            call=draft.call,
+            args=draft.args,
+            args_hash=draft.args_hash,
+            outcome="denied",
+            reason=refusal.public_message,
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, str]:
+        """Return (size, hash of the last entry or the genesis hash)."""
+        row = self.conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, self.identity.genesis_hash()
+        return int(row[0]) + 1, str(row[1])
+
+    def get(self, seq: int) -> Entry | None:
+        """The entry at ``seq``, or None."""
+        row = self.conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else Entry.from_body(bytes(row[0]))
+
+    def iter_bodies(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield raw entry bytes in seq order from ``start`` (inclusive) to ``end`` (exclusive)."""
+        stop = end if end is not None else 1 << 62
+        cursor = start
+        while cursor < stop:
+            rows = self.conn.execute(
+                "SELECT seq, body FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 2000",
+                (cursor, stop),
+            ).fetchall()
+            if not rows:
+                return
+            for _, body in rows:
+                yield bytes(body)
+            cursor = rows[-1][0] + 1
+
+
+def _fields(draft: Draft, seq: int, ts: str, prev: str) -> dict[str, Any]:
+    if draft.phase not in PHASES:
+        raise ValueError(f"unknown phase {draft.phase!r}")
+    if draft.outcome is not None and draft.outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {draft.outcome!r}")
+    return {
+        "v": FORMAT_VERSION,
+        "seq": seq,
+        "ts": ts,
+        "prev": prev,
+        "actor": draft.actor,
+        "owner": draft.owner,
+        "charter": draft.charter,
+        "session": draft.session,
+        "call": draft.call,
+        "phase": draft.phase,
+        "action": draft.action,
+        "args": draft.args,
+        "args_hash": draft.args_hash,
+        "outcome": draft.outcome,
+        "reason": draft.reason,
+        "result_hash": draft.result_hash,
+    }
+
+
+def entry_time(entry: Entry) -> Any:
+    """The entry's timestamp as a datetime."""
+    return parse_rfc3339(entry.fields["ts"])
+
+
+class LedgerWriter:
+    """Group commit for a server: callers await durable appends; one thread does the writing.
+
+    Each batch is one ``BEGIN IMMEDIATE … COMMIT`` (one fsync) and one thread hop back to the
+    event loop; a caller's future resolves only after the commit, so an acknowledged entry
+    is on disk.
+    """
+
+    _MAX_BATCH = 256
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._queue: queue.SimpleQueue[
+            tuple[Draft, asyncio.Future[Entry], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="charter-ledger", daemon=True)
+        self._thread.start()
+
+    async def append(self, draft: Draft) -> Entry:
+        """Append one draft; return once it is committed.
+
+        Raises:
+            CharterError: the refusal for this draft, or ``LedgerUnavailable``.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Entry] = loop.create_future()
+        self._queue.put((draft, future, loop))
+        return await future
+
+    def close(self) -> None:
+        """Finish pending appends and stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(
+        self, batch: list[tuple[Draft, asyncio.Future[Entry], asyncio.AbstractEventLoop]]
+    ) -> None:
+        try:
+            results: list[Entry | CharterError] = self.ledger.append([d for d, _, _ in batch])
+        except CharterError as exc:
+            results = [exc] * len(batch)
+        except Exception as exc:  # never leave a caller waiting forever
+            log.exception("ledger writer failed")
+            results = [LedgerUnavailable(f"the ledger cannot be written: {type(exc).__name__}")]
+            results *= len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Entry], Any]]] = {}
+        for (_, future, loop), result in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append((future, result))
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, pairs)
+            except RuntimeError:  # the loop has closed; its callers are gone
+                continue
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Entry], Any]]) -> None:
+    for future, result in pairs:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -1,0 +1,280 @@
+"""Reading, verifying and exporting the ledger (agent tools and owner CLI share these)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from charter.canonical import canonical_json
+from charter.clock import parse_rfc3339, rfc3339
+from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
+from charter.home import Home
+from charter.keys import b64url_decode, public_jwk, public_key_from_jwk, thumbprint
+from charter.storage.ledger import Entry, LedgerIdentity
+from charter.verifier import VerifyReport, verify_entries
+
+EXPORT_FORMAT = "charter-export/v1"
+MAX_QUERY_LIMIT = 200
+
+
+class EntryOut(BaseModel):
+    """One ledger entry as returned by queries."""
+
+    seq: int
+    ts: str
+    hash: str
+    actor: str
+    action: str
+    phase: str
+    outcome: str | None
+    reason: str | None
+    call: str | None
+    charter: str | None
+    args: dict[str, Any]
+    args_hash: str | None
+    result_hash: str | None
+    kid: str
+
+
+class QueryPage(BaseModel):
+    """A page of entries, oldest first, with the cursor for the next page."""
+
+    entries: list[EntryOut]
+    next_cursor: int | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
+
+
+class VerifyOut(BaseModel):
+    """Result of verifying the whole ledger."""
+
+    valid: bool
+    size: int
+    head: str | None = Field(description="Hash of the last entry when valid.")
+    failed_seq: int | None = None
+    reason: str | None = None
+
+
+def entry_out(entry: Entry) -> EntryOut:
+    """Project a stored entry for output."""
+    f = entry.fields
+    return EntryOut(
+        seq=f["seq"],
+        ts=f["ts"],
+        hash=entry.hash,
+        actor=f["actor"],
+        action=f["action"],
+        phase=f["phase"],
+        outcome=f["outcome"],
+        reason=f["reason"],
+        call=f["call"],
+        charter=f["charter"],
+        args=f["args"],
+        args_hash=f["args_hash"],
+        result_hash=f["result_hash"],
+        kid=f["kid"],
+    )
+
+
+def query(
+    conn: sqlite3.Connection,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    outcome: Literal["ok", "denied", "error"] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 50,
+    cursor: int = 0,
+) -> QueryPage:
+    """Entries matching every filter, in seq order, from ``cursor`` on.
+
+    Uses the (actor, seq) and (action, seq) indexes, so a page costs O(log n + limit).
+
+    Raises:
+        InvalidInput: for a malformed timestamp or an out-of-range limit.
+    """
+    if not 1 <= limit <= MAX_QUERY_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+    if cursor < 0:
+        raise InvalidInput("cursor must not be negative")
+    clauses, params = ["seq >= ?"], [cursor]
+    for column, value in (("actor", actor), ("action", action), ("outcome", outcome)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)  # type: ignore[arg-type]
+    for op, value in ((">=", since), ("<", until)):
+        if value is not None:
+            try:
+                stamp = rfc3339(parse_rfc3339(value))
+            except ValueError as exc:
+                raise InvalidInput(f"invalid timestamp {value!r}: use RFC 3339") from exc
+            clauses.append(f"ts {op} ?")
+            params.append(stamp)  # type: ignore[arg-type]
+    sql = f"SELECT body FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
+    rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+    entries = [entry_out(Entry.from_body(bytes(r[0]))) for r in rows[:limit]]
+    nxt = rows[limit] if len(rows) > limit else None
+    return QueryPage(
+        entries=entries,
+        next_cursor=None if nxt is None else Entry.from_body(bytes(nxt[0])).seq,
+    )
+
+
+def verify_home(
+    home: Home, progress: Callable[[int, int], None] | None = None
+) -> VerifyReport:
+    """Verify the home's whole ledger.
+
+    Raises:
+        LedgerIntegrityError: at the first bad entry.
+    """
+    size, _ = home.ledger.head()
+    bodies: Iterator[bytes] = home.ledger.iter_bodies()
+    if progress is not None:
+        bodies = _counting(bodies, size, progress)
+    report, _ = verify_entries(home.identity, bodies)
+    if report.size != size:
+        raise LedgerIntegrityError(report.size, "fewer entries than the ledger's head claims")
+    return report
+
+
+def verify_out(home: Home) -> VerifyOut:
+    """:func:`verify_home` as a tool result."""
+    try:
+        report = verify_home(home)
+    except LedgerIntegrityError as exc:
+        return VerifyOut(
+            valid=False, size=home.ledger.head()[0], head=None, failed_seq=exc.seq, reason=exc.reason
+        )
+    return VerifyOut(valid=True, size=report.size, head=report.head)
+
+
+def _counting(
+    bodies: Iterator[bytes], total: int, progress: Callable[[int, int], None]
+) -> Iterator[bytes]:
+    for i, body in enumerate(bodies, 1):
+        yield body
+        if i % 1000 == 0 or i == total:
+            progress(i, total)
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def export(home: Home, folder: Path) -> dict[str, Any]:
+    """Write an auditor's bundle to ``folder`` (which must be empty or absent).
+
+    Layout (AUDIT-FORMAT.md §6): ``ledger.json`` (identity and head), ``entries.jsonl`` (one
+    canonical entry per line), ``keys.json`` (JWKS of every public key), ``charters/<hash>.json``.
+
+    Raises:
+        InvalidInput: the folder exists and is not empty.
+    """
+    if folder.exists() and any(folder.iterdir()):
+        raise InvalidInput(f"{folder} is not empty; choose a new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "charters").mkdir(exist_ok=True)
+    # One read transaction: a consistent snapshot even while servers keep appending.
+    conn = home.conn
+    conn.execute("BEGIN")
+    try:
+        size, head = home.ledger.head()
+        with open(folder / "entries.jsonl", "wb") as fh:
+            for body in home.ledger.iter_bodies(0, size):
+                fh.write(body + b"\n")
+        charters = conn.execute("SELECT hash, body FROM charters ORDER BY issued_at").fetchall()
+        agent_keys = conn.execute("SELECT name, public_key, kid FROM agents ORDER BY name").fetchall()
+    finally:
+        conn.execute("COMMIT")
+    for h, body in charters:
+        (folder / "charters" / f"{h}.json").write_bytes(bytes(body) + b"\n")
+    keys = [
+        public_jwk(home.owner_public_key) | {"kid": thumbprint(home.owner_public_key), "use": "owner"},
+        public_jwk(home.log_key.public_key) | {"kid": home.log_key.kid, "use": "log"},
+    ]
+    for name, x, kid in agent_keys:
+        keys.append({"crv": "Ed25519", "kty": "OKP", "x": x, "kid": kid, "use": f"agent:{name}"})
+    (folder / "keys.json").write_text(json.dumps({"keys": keys}, indent=2) + "\n")
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "origin": home.origin,
+        "owner": home.owner_id,
+        "owner_key": public_jwk(home.owner_public_key),
+        "log_key": public_jwk(home.log_key.public_key),
+        "genesis": home.identity.genesis_hash(),
+        "size": size,
+        "head": head,
+    }
+    (folder / "ledger.json").write_bytes(canonical_json(manifest) + b"\n")
+    for path in folder.rglob("*"):
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    return manifest
+
+
+def load_export(folder: Path) -> tuple[LedgerIdentity, dict[str, Any], Iterator[bytes]]:
+    """Open an export for verification: (identity, manifest, entry bytes).
+
+    Raises:
+        ConfigError: the folder is not a readable export.
+    """
+    try:
+        manifest = json.loads((folder / "ledger.json").read_text())
+        if manifest.get("format") != EXPORT_FORMAT:
+            raise ConfigError(f"{folder} is not a {EXPORT_FORMAT} export")
+        identity = LedgerIdentity(
+            origin=str(manifest["origin"]),
+            owner_id=str(manifest["owner"]),
+            owner_key=public_key_from_jwk(manifest["owner_key"]),
+            log_key=public_key_from_jwk(manifest["log_key"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{folder} is not a readable Charter export: {exc}") from exc
+
+    def bodies() -> Iterator[bytes]:
+        with open(folder / "entries.jsonl", "rb") as fh:
+            for line in fh:
+                yield line.rstrip(b"\n")
+
+    return identity, manifest, bodies()
+
+
+def verify_export(folder: Path, *, owner_key: str | None = None) -> VerifyReport:
+    """Verify an export offline; ``owner_key`` (a JWK thumbprint or base64url key) pins the owner.
+
+    Raises:
+        ConfigError: unreadable export.  LedgerIntegrityError: at the first bad entry, or if
+            the export's size/head disagree with its entries or the owner key is not the pinned one.
+    """
+    identity, manifest, bodies = load_export(folder)
+    if owner_key is not None and owner_key not in (
+        thumbprint(identity.owner_key),
+        public_jwk(identity.owner_key)["x"],
+    ):
+        raise LedgerIntegrityError(None, "the export's owner key is not the pinned owner key")
+    if manifest.get("genesis") != identity.genesis_hash():
+        raise LedgerIntegrityError(None, "the manifest's genesis hash does not match its identity")
+    report, _ = verify_entries(identity, bodies)
+    if report.size != manifest.get("size") or report.head != manifest.get("head"):
+        raise LedgerIntegrityError(
+            report.size, "the entries do not match the manifest's size and head (truncated or extended)"
+        )
+    return report
+
+
+__all__ = [
+    "EntryOut",
+    "QueryPage",
+    "VerifyOut",
+    "b64url_decode",
+    "export",
+    "load_export",
+    "query",
+    "verify_export",
+    "verify_home",
+    "verify_out",
+]

@@ -1,0 +1,320 @@
+"""Agents and their charters: register, update, revoke, look up (owner side and server side)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from charter.charters import (
+    CharterView,
+    agent_spiffe_id,
+    charter_hash,
+    make_charter,
+    validate_agent_name,
+    verify_charter,
+)
+from charter.clock import rfc3339
+from charter.errors import AgentRevoked, ConfigError, InvalidInput, NotFound
+from charter.home import Home
+from charter.keys import KeyPair, read_key_file, write_key_file
+from charter.storage.db import transaction
+
+DEFAULT_VALIDITY = dt.timedelta(days=90)
+
+
+class AgentInfo(BaseModel):
+    """What the owner (and the agent itself) may see about an agent."""
+
+    name: str
+    agent_id: str
+    owner: str
+    kid: str
+    status: str
+    scopes: list[str]
+    audiences: list[str]
+    policy: dict[str, Any]
+    charter_hash: str
+    not_before: str
+    not_after: str
+    created_at: str
+    revoked_at: str | None = None
+    revoked_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """A loaded agent, as a server acting for it needs it: key, charter and ids."""
+
+    name: str
+    key: KeyPair
+    charter: CharterView
+
+    @property
+    def agent_id(self) -> str:
+        """SPIFFE ID."""
+        return self.charter.agent_id
+
+    @property
+    def owner_id(self) -> str:
+        """The responsible human."""
+        return self.charter.owner_id
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse ``30d``, ``12h``, ``45m``, ``90s`` or ``2w``.
+
+    Raises:
+        InvalidInput: for anything else.
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise InvalidInput(f"invalid duration {text!r}: use e.g. 90d, 12h, 30m")
+    seconds = int(text[:-1]) * units[text[-1]]
+    if not 0 < seconds <= 10 * 365 * 86400:
+        raise InvalidInput("duration must be between 1 second and 10 years")
+    return dt.timedelta(seconds=seconds)
+
+
+def add_agent(
+    home: Home,
+    name: str,
+    *,
+    scopes: list[str],
+    audiences: list[str] | None = None,
+    valid_for: dt.timedelta = DEFAULT_VALIDITY,
+    policy: dict[str, Any] | None = None,
+    passphrase: bytes | None = None,
+) -> AgentInfo:
+    """Create an agent's key and owner-signed charter, and record ``agent.register``.
+
+    Raises:
+        InvalidInput: bad name, unknown scope, bad audience.
+        ConfigError: the agent already exists.
+    """
+    validate_agent_name(name)
+    if home.conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
+        raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
+    owner_key = home.owner_key(passphrase)
+    key = KeyPair.generate()
+    now = home.clock.now()
+    agent_id = agent_spiffe_id(home.trust_domain, home.owner_id, name)
+    charter = make_charter(
+        owner_key=owner_key,
+        owner_id=home.owner_id,
+        agent_id=agent_id,
+        agent_name=name,
+        agent_public_key=key.public_key,
+        scopes=scopes,
+        audiences=audiences or [],
+        not_before=now,
+        not_after=now + valid_for,
+        policy=policy,
+    )
+    key_path = home.layout.agent_key(name)
+    if key_path.exists():  # a leftover from an interrupted add; never reuse it
+        key_path.unlink()
+    write_key_file(key_path, key)
+    h = charter_hash(charter)
+    with transaction(home.conn):
+        home.conn.execute(
+            "INSERT INTO agents(name, agent_id, public_key, kid, charter_hash, status, created_at)"
+            " VALUES (?,?,?,?,?, 'active', ?)",
+            (name, agent_id, key.jwk()["x"], key.kid, h, rfc3339(now)),
+        )
+        _store_charter(home, name, charter, h)
+        home.record_owner_event(
+            "agent.register",
+            {"agent": name, "agent_id": agent_id, "charter": charter, "charter_hash": h},
+            passphrase=passphrase,
+        )
+    return get_agent(home, name)
+
+
+def update_agent(
+    home: Home,
+    name: str,
+    *,
+    scopes: list[str] | None = None,
+    audiences: list[str] | None = None,
+    valid_for: dt.timedelta | None = None,
+    policy: dict[str, Any] | None = None,
+    passphrase: bytes | None = None,
+) -> AgentInfo:
+    """Re-issue an agent's charter with new grants (same key); record ``agent.update``.
+
+    Fields left as None keep their current value. The old charter stops being accepted.
+
+    Raises:
+        NotFound: unknown agent.  AgentRevoked: the agent is revoked.
+    """
+    current = get_agent(home, name)
+    if current.status != "active":
+        raise AgentRevoked(f"agent {name!r} is revoked; add a new agent instead")
+    view = load_charter(home, current.charter_hash)
+    now = home.clock.now()
+    charter = make_charter(
+        owner_key=home.owner_key(passphrase),
+        owner_id=home.owner_id,
+        agent_id=view.agent_id,
+        agent_name=name,
+        agent_public_key=view.agent_key,
+        scopes=list(view.scopes) if scopes is None else scopes,
+        audiences=list(view.audiences) if audiences is None else audiences,
+        not_before=now,
+        not_after=now + valid_for if valid_for else max(view.not_after, now + dt.timedelta(seconds=1)),
+        policy=view.policy if policy is None else policy,
+    )
+    h = charter_hash(charter)
+    with transaction(home.conn):
+        home.conn.execute("UPDATE agents SET charter_hash = ? WHERE name = ?", (h, name))
+        _store_charter(home, name, charter, h)
+        home.record_owner_event(
+            "agent.update",
+            {
+                "agent": name,
+                "agent_id": view.agent_id,
+                "charter": charter,
+                "charter_hash": h,
+                "replaces": view.hash,
+            },
+            passphrase=passphrase,
+        )
+    return get_agent(home, name)
+
+
+def revoke_agent(
+    home: Home, name: str, *, reason: str = "", passphrase: bytes | None = None
+) -> AgentInfo:
+    """Revoke an agent: an owner-signed ``agent.revoke`` entry; all its later calls are refused.
+
+    Raises:
+        NotFound: unknown agent.  InvalidInput: already revoked.
+    """
+    info = get_agent(home, name)
+    if info.status == "revoked":
+        raise InvalidInput(f"agent {name!r} is already revoked")
+    if len(reason) > 500:
+        raise InvalidInput("reason is too long (500 characters at most)")
+    now = rfc3339(home.clock.now())
+    with transaction(home.conn):
+        home.conn.execute(
+            "UPDATE agents SET status='revoked', revoked_at=?, revoked_reason=? WHERE name=?",
+            (now, reason or None, name),
+        )
+        home.record_owner_event(
+            "agent.revoke",
+            {
+                "agent": name,
+                "agent_id": info.agent_id,
+                "charter_hash": info.charter_hash,
+                "reason": reason,
+            },
+            passphrase=passphrase,
+        )
+    return get_agent(home, name)
+
+
+def list_agents(home: Home) -> list[AgentInfo]:
+    """Every agent of this home, by name."""
+    names = [r[0] for r in home.conn.execute("SELECT name FROM agents ORDER BY name")]
+    return [get_agent(home, n) for n in names]
+
+
+def get_agent(home: Home, name: str) -> AgentInfo:
+    """One agent's current state and charter.
+
+    Raises:
+        NotFound: unknown agent.
+    """
+    row = home.conn.execute(
+        "SELECT name, agent_id, kid, charter_hash, status, created_at, revoked_at, revoked_reason"
+        " FROM agents WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no agent named {name!r} (see `charter agent list`)")
+    view = load_charter(home, row[3])
+    return AgentInfo(
+        name=row[0],
+        agent_id=row[1],
+        owner=view.owner_id,
+        kid=row[2],
+        status=row[4],
+        scopes=list(view.scopes),
+        audiences=list(view.audiences),
+        policy=view.policy,
+        charter_hash=row[3],
+        not_before=rfc3339(view.not_before),
+        not_after=rfc3339(view.not_after),
+        created_at=row[5],
+        revoked_at=row[6],
+        revoked_reason=row[7],
+    )
+
+
+def load_charter(home: Home, h: str) -> CharterView:
+    """Load and re-verify a stored charter by hash.
+
+    Raises:
+        ConfigError: the stored charter is missing or fails verification (database tampered).
+    """
+    row = home.conn.execute("SELECT body FROM charters WHERE hash = ?", (h,)).fetchone()
+    if row is None:
+        raise ConfigError(f"charter {h[:12]}… is missing from the database")
+    try:
+        view = verify_charter(json.loads(bytes(row[0])), home.owner_public_key)
+    except ValueError as exc:
+        raise ConfigError(f"stored charter {h[:12]}… is invalid: {exc}") from exc
+    if view.hash != h:
+        raise ConfigError(f"stored charter {h[:12]}… does not match its hash")
+    return view
+
+
+def load_agent(home: Home, name: str) -> AgentContext:
+    """Load what a server needs to act as ``name``, refusing a revoked or expired agent.
+
+    Raises:
+        NotFound: unknown agent.  AgentRevoked: revoked, expired or not yet valid.
+        ConfigError: key file missing/corrupt or not the charter's key.
+    """
+    info = get_agent(home, name)
+    if info.status != "active":
+        raise AgentRevoked(f"agent {name!r} has been revoked and cannot be served")
+    view = load_charter(home, info.charter_hash)
+    check_validity(view, home.clock.now())
+    key = read_key_file(home.layout.agent_key(name))
+    if key.public_key != view.agent_key:
+        raise ConfigError(f"key file for agent {name!r} does not match its charter")
+    return AgentContext(name=name, key=key, charter=view)
+
+
+def check_validity(view: CharterView, now: dt.datetime) -> None:
+    """Raise :class:`AgentRevoked` when ``now`` is outside the charter's validity window."""
+    if now < view.not_before:
+        raise AgentRevoked("the agent's charter is not valid yet")
+    if now >= view.not_after:
+        raise AgentRevoked(
+            "the agent's charter has expired; the owner can renew it with "
+            "`charter agent update NAME --valid-for 90d`"
+        )
+
+
+def agent_status(conn: sqlite3.Connection, name: str) -> tuple[str, str] | None:
+    """(status, current charter hash) of an agent, or None: a cheap per-call check."""
+    row = conn.execute("SELECT status, charter_hash FROM agents WHERE name = ?", (name,)).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:
+    from charter.canonical import canonical_json  # noqa: PLC0415
+
+    home.conn.execute(
+        "INSERT INTO charters(hash, agent_name, body, issued_at) VALUES (?,?,?,?)",
+        (h, name, canonical_json(charter), charter["issued_at"]),
+    )
