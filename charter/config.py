@@ -16,7 +16,7 @@ ENV_AGENT = "CHARTER_AGENT"
 
 def default_home() -> Path:
     """The platform's user data dir for Charter (used when ``CHARTER_HOME`` is not set)."""
-    import platformdirs  # noqa: PLC0415 - only needed when no home is given
+    import platformdirs
 
     return Path(platformdirs.user_data_dir("charter", appauthor=False))
 
@@ -93,7 +93,7 @@ class Settings:
         home: Path | str | None = None,
         agent: str | None = None,
     ) -> Settings:
-        """Resolve settings: explicit arguments (CLI flags) win, then ``CHARTER_*``, then defaults."""
+        """Resolve settings: CLI flags win, then ``CHARTER_*`` variables, then defaults."""
         home_value = home or environ.get(ENV_HOME) or default_home()
         return cls(
             home=Path(os.path.expanduser(str(home_value))).resolve(),

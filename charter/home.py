@@ -92,7 +92,7 @@ class Home:
             ConfigError: if a home already exists there.
             InvalidInput: for a malformed owner email or trust domain.
         """
-        import re  # noqa: PLC0415 - init-only
+        import re
 
         if not re.match(_EMAIL, owner):
             raise InvalidInput(f"owner must be an email address, got {owner!r}")
@@ -101,7 +101,9 @@ class Home:
         clock = clock or SystemClock()
         layout = settings.layout
         if layout.db.exists() or layout.keys.exists():
-            raise ConfigError(f"a Charter home already exists at {layout.root}; refusing to overwrite it")
+            raise ConfigError(
+                f"a Charter home already exists at {layout.root}; refusing to overwrite it"
+            )
         layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(layout.root, 0o700)
         (layout.keys / "agents").mkdir(mode=0o700, parents=True)
@@ -228,8 +230,9 @@ class Home:
         outcome: str = "ok",
     ) -> Entry:
         """Sign ``args`` into the ledger as an owner action (phase ``event``)."""
-        from charter.canonical import canonical_json  # noqa: PLC0415
-        import hashlib  # noqa: PLC0415
+        import hashlib
+
+        from charter.canonical import canonical_json
 
         return self.ledger.append_one(
             Draft(

@@ -83,8 +83,7 @@ def is_subset(requested: Iterable[str], ceiling: Iterable[str]) -> bool:
             return False
         pattern = scope[len(family) :]
         if not any(
-            c.startswith(family) and fnmatch.fnmatchcase(pattern, c[len(family) :])
-            for c in ceiling
+            c.startswith(family) and fnmatch.fnmatchcase(pattern, c[len(family) :]) for c in ceiling
         ):
             return False
     return True

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from charter.canonical import canonical_json
 from charter.charters import CharterView, verify_charter
@@ -114,7 +114,7 @@ def verify_entries(
     return VerifyReport(st.size, st.head, len(agents), revoked), st
 
 
-def _fail(seq: int | None, reason: str) -> Any:
+def _fail(seq: int | None, reason: str) -> NoReturn:
     raise LedgerIntegrityError(seq, reason)
 
 
@@ -127,7 +127,9 @@ def _parse(seq: int, body: bytes) -> dict[str, Any]:
         _fail(seq, "entry is not a JSON object")
     if set(entry) != ENTRY_FIELDS:
         missing, extra = ENTRY_FIELDS - set(entry), set(entry) - ENTRY_FIELDS
-        _fail(seq, f"entry fields are wrong (missing {sorted(missing)}, unexpected {sorted(extra)})")
+        _fail(
+            seq, f"entry fields are wrong (missing {sorted(missing)}, unexpected {sorted(extra)})"
+        )
     try:
         canonical = canonical_json(entry)
     except ValueError as exc:
@@ -145,10 +147,12 @@ def _parse(seq: int, body: bytes) -> dict[str, Any]:
         _fail(seq, f"unknown phase {entry['phase']!r}")
     if entry["outcome"] is not None and entry["outcome"] not in OUTCOMES:
         _fail(seq, f"unknown outcome {entry['outcome']!r}")
-    return entry  # type: ignore[no-any-return]
+    return entry
 
 
-def _check_chain(seq: int, entry: dict[str, Any], st: VerifyState, identity: LedgerIdentity) -> None:
+def _check_chain(
+    seq: int, entry: dict[str, Any], st: VerifyState, identity: LedgerIdentity
+) -> None:
     if entry["seq"] != seq:
         _fail(seq, f"expected seq {seq}, found {entry['seq']!r} (entry missing, inserted or moved)")
     if entry["prev"] != st.head:

@@ -19,9 +19,5 @@ for module in (init, agent, audit, serve, demo):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``charter`` console script."""
-    try:
-        cli.main(args=argv, prog_name="charter", standalone_mode=True)
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+    """Entry point of the ``charter`` console script (exits with the command's status)."""
+    cli.main(args=argv, prog_name="charter")

@@ -46,20 +46,35 @@ def register(cli: click.Group) -> None:
     @agent.command("add")
     @click.argument("name")
     @click.option("--scope", "scopes", multiple=True, help="A scope to grant (repeatable).")
-    @click.option("--audience", "audiences", multiple=True,
-                  help="A service URL the agent may get tokens for (repeatable).")
-    @click.option("--valid-for", default="90d", show_default=True,
-                  help="Charter validity, e.g. 90d, 12h.")
+    @click.option(
+        "--audience",
+        "audiences",
+        multiple=True,
+        help="A service URL the agent may get tokens for (repeatable).",
+    )
+    @click.option(
+        "--valid-for", default="90d", show_default=True, help="Charter validity, e.g. 90d, 12h."
+    )
     @home_option
     @passphrase_option
     @json_option
     @handle_errors
-    def add(name: str, scopes: tuple[str, ...], audiences: tuple[str, ...], valid_for: str,
-            home: Path | None, passphrase_file: Path | None, as_json: bool) -> None:
+    def add(
+        name: str,
+        scopes: tuple[str, ...],
+        audiences: tuple[str, ...],
+        valid_for: str,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
         """Create agent NAME with its own key and an owner-signed charter."""
         with open_home(home) as h:
             info = identity.add_agent(
-                h, name, scopes=list(scopes), audiences=list(audiences),
+                h,
+                name,
+                scopes=list(scopes),
+                audiences=list(audiences),
                 valid_for=identity.parse_duration(valid_for),
                 passphrase=owner_passphrase(h, passphrase_file),
             )
@@ -78,13 +93,22 @@ def register(cli: click.Group) -> None:
     @passphrase_option
     @json_option
     @handle_errors
-    def update(name: str, scopes: tuple[str, ...], audiences: tuple[str, ...],
-               valid_for: str | None, home: Path | None, passphrase_file: Path | None,
-               as_json: bool) -> None:
+    def update(
+        name: str,
+        scopes: tuple[str, ...],
+        audiences: tuple[str, ...],
+        valid_for: str | None,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
         """Re-issue NAME's charter with new grants (same key); the old charter stops working."""
         with open_home(home) as h:
             info = identity.update_agent(
-                h, name, scopes=list(scopes) or None, audiences=list(audiences) or None,
+                h,
+                name,
+                scopes=list(scopes) or None,
+                audiences=list(audiences) or None,
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
                 passphrase=owner_passphrase(h, passphrase_file),
             )
@@ -131,15 +155,23 @@ def register(cli: click.Group) -> None:
     @passphrase_option
     @json_option
     @handle_errors
-    def revoke(name: str, reason: str, yes: bool, home: Path | None,
-               passphrase_file: Path | None, as_json: bool) -> None:
+    def revoke(
+        name: str,
+        reason: str,
+        yes: bool,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
         """Revoke NAME: every later call by it is refused and recorded as denied."""
-        if not yes and not click.confirm(f"Revoke agent {name!r}? This cannot be undone",
-                                         default=False, err=True):
+        if not yes and not click.confirm(
+            f"Revoke agent {name!r}? This cannot be undone", default=False, err=True
+        ):
             raise click.Abort
         with open_home(home) as h:
-            info = identity.revoke_agent(h, name, reason=reason,
-                                         passphrase=owner_passphrase(h, passphrase_file))
+            info = identity.revoke_agent(
+                h, name, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
+            )
         if as_json:
             emit_json(info.model_dump())
         else:

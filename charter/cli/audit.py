@@ -23,8 +23,7 @@ def ledger_table(entries: list[EntryOut]) -> Table:
     table = Table("seq", "time", "actor", "action", "phase", "outcome", "signer")
     for e in entries:
         actor = e.actor.rsplit("/", 1)[-1] if e.actor.startswith("spiffe://") else e.actor
-        table.add_row(str(e.seq), e.ts[11:23], actor, e.action, e.phase, e.outcome or "",
-                      e.kid[:8])
+        table.add_row(str(e.seq), e.ts[11:23], actor, e.action, e.phase, e.outcome or "", e.kid[:8])
     return table
 
 
@@ -47,8 +46,7 @@ def register(cli: click.Group) -> None:
             size, _ = h.ledger.head()
             start = max(0, size - count)
             while True:
-                entries = [audit.entry_out(Entry.from_body(b))
-                           for b in h.ledger.iter_bodies(start)]
+                entries = [audit.entry_out(Entry.from_body(b)) for b in h.ledger.iter_bodies(start)]
                 if entries:
                     if as_json:
                         for e in entries:
@@ -73,15 +71,24 @@ def register(cli: click.Group) -> None:
         emit_json(entry.fields | {"hash": entry.hash})
 
     @audit_group.command("verify")
-    @click.option("--export", "export_dir", type=click.Path(path_type=Path, file_okay=False),
-                  default=None, help="Verify an exported folder instead of the home.")
-    @click.option("--owner-key", default=None,
-                  help="Pin the owner key (JWK thumbprint) when verifying an export.")
+    @click.option(
+        "--export",
+        "export_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Verify an exported folder instead of the home.",
+    )
+    @click.option(
+        "--owner-key",
+        default=None,
+        help="Pin the owner key (JWK thumbprint) when verifying an export.",
+    )
     @home_option
     @json_option
     @handle_errors
-    def verify(export_dir: Path | None, owner_key: str | None, home: Path | None,
-               as_json: bool) -> None:
+    def verify(
+        export_dir: Path | None, owner_key: str | None, home: Path | None, as_json: bool
+    ) -> None:
         """Verify every signature, the hash chain and every charter; exit non-zero if bad."""
         try:
             if export_dir is not None:
@@ -90,14 +97,22 @@ def register(cli: click.Group) -> None:
                 with open_home(home) as h, Progress(transient=True, disable=as_json) as bar:
                     task = bar.add_task("verifying", total=h.ledger.head()[0])
                     report = audit.verify_home(
-                        h, progress=lambda done, total: bar.update(task, completed=done))
+                        h, progress=lambda done, total: bar.update(task, completed=done)
+                    )
         except LedgerIntegrityError as exc:
             if as_json:
                 emit_json({"valid": False, "failed_seq": exc.seq, "reason": exc.reason})
             raise
         if as_json:
-            emit_json({"valid": True, "size": report.size, "head": report.head,
-                       "agents": report.agents, "revoked": report.revoked})
+            emit_json(
+                {
+                    "valid": True,
+                    "size": report.size,
+                    "head": report.head,
+                    "agents": report.agents,
+                    "revoked": report.revoked,
+                }
+            )
         else:
             click.echo(f"OK: {report.size} entries verified; head {report.head}")
 

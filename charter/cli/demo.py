@@ -51,8 +51,9 @@ def run_demo(home_dir: Path) -> None:
     settings = Settings(home=home_dir)
     with Home.init(settings, owner="owner@example.com") as home:
         _say("charter init", f"owner owner@example.com, ledger {home.origin}")
-        identity.add_agent(home, "demo-agent", scopes=["audit:read"],
-                           audiences=["https://api.example.com"])
+        identity.add_agent(
+            home, "demo-agent", scopes=["audit:read"], audiences=["https://api.example.com"]
+        )
         _say("charter agent add demo-agent", "own Ed25519 key + owner-signed charter")
     results = anyio.run(_drive_server, home_dir)
     who = results["whoami"]
@@ -64,13 +65,14 @@ def run_demo(home_dir: Path) -> None:
         entries = [audit.entry_out(Entry.from_body(b)) for b in home.ledger.iter_bodies()]
         report = audit.verify_home(home)
     Console().print(ledger_table(entries))
-    _say("charter audit verify",
-         f"OK: {report.size} entries, head {report.head[:16]}… "
-         f"({time.monotonic() - started:.1f}s)")
+    _say(
+        "charter audit verify",
+        f"OK: {report.size} entries, head {report.head[:16]}… ({time.monotonic() - started:.1f}s)",
+    )
 
 
 async def _drive_server(home_dir: Path) -> dict[str, Any]:
-    from mcp import Client, StdioServerParameters  # noqa: PLC0415 - heavy, demo-only
+    from mcp import Client, StdioServerParameters
 
     params = StdioServerParameters(
         command=sys.executable,
@@ -80,8 +82,9 @@ async def _drive_server(home_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with Client(params) as client:
         for name in ("whoami", "query", "verify"):
-            tool = {"whoami": "identity_whoami", "query": "audit_query",
-                    "verify": "audit_verify"}[name]
+            tool = {"whoami": "identity_whoami", "query": "audit_query", "verify": "audit_verify"}[
+                name
+            ]
             result = await client.call_tool(tool, {})
             if result.is_error or result.structured_content is None:
                 raise ServiceError(f"{tool} failed in the demo")

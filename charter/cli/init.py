@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli._common import handle_errors, home_option, json_option, emit_json, settings
+from charter.cli._common import emit_json, handle_errors, home_option, json_option, settings
 from charter.home import Home, resolve_passphrase
 
 
@@ -15,22 +15,43 @@ def register(cli: click.Group) -> None:
 
     @cli.command("init")
     @click.option("--owner", required=True, help="Your email address: the responsible human.")
-    @click.option("--trust-domain", default="charter.local", show_default=True,
-                  help="SPIFFE trust domain for your agents' ids.")
-    @click.option("--passphrase-file", type=click.Path(path_type=Path, dir_okay=False),
-                  default=None, help="Protect the owner key with the passphrase in this file "
-                  "(default: no passphrase, like ssh-keygen -N '').")
+    @click.option(
+        "--trust-domain",
+        default="charter.local",
+        show_default=True,
+        help="SPIFFE trust domain for your agents' ids.",
+    )
+    @click.option(
+        "--passphrase-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Protect the owner key with the passphrase in this file "
+        "(default: no passphrase, like ssh-keygen -N '').",
+    )
     @home_option
     @json_option
     @handle_errors
-    def init(owner: str, trust_domain: str, passphrase_file: Path | None,
-             home: Path | None, as_json: bool) -> None:
+    def init(
+        owner: str,
+        trust_domain: str,
+        passphrase_file: Path | None,
+        home: Path | None,
+        as_json: bool,
+    ) -> None:
         """Create a Charter home: database, owner key, token-issuer key and log key."""
         s = settings(home)
-        with Home.init(s, owner=owner, trust_domain=trust_domain,
-                       passphrase=resolve_passphrase(passphrase_file)) as h:
-            info = {"home": str(s.home), "owner": h.owner_id, "origin": h.origin,
-                    "owner_key_protected": passphrase_file is not None}
+        with Home.init(
+            s,
+            owner=owner,
+            trust_domain=trust_domain,
+            passphrase=resolve_passphrase(passphrase_file),
+        ) as h:
+            info = {
+                "home": str(s.home),
+                "owner": h.owner_id,
+                "origin": h.origin,
+                "owner_key_protected": passphrase_file is not None,
+            }
         if as_json:
             emit_json(info)
             return

@@ -20,16 +20,26 @@ def register(cli: click.Group) -> None:
     """Add the command."""
 
     @cli.command("serve")
-    @click.option("--agent", default=None, help="The agent this stdio server acts as "
-                  "(default: $CHARTER_AGENT).")
-    @click.option("--log-level", default="WARNING", show_default=True,
-                  type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+    @click.option(
+        "--agent",
+        default=None,
+        help="The agent this stdio server acts as (default: $CHARTER_AGENT).",
+    )
+    @click.option(
+        "--log-level",
+        default="WARNING",
+        show_default=True,
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    )
     @home_option
     @handle_errors
     def serve(agent: str | None, log_level: str, home: Path | None) -> None:
         """Serve MCP over stdio as one agent. stdout carries only JSON-RPC; logs go to stderr."""
-        logging.basicConfig(stream=sys.stderr, level=log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         s = settings(home, agent)
         if not s.agent:
             raise ConfigError("name the agent to serve: --agent NAME or CHARTER_AGENT=NAME")

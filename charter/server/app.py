@@ -211,7 +211,7 @@ def _lifespan(deps: Deps) -> Callable[[MCPServer[Any]], Any]:
 
 def build_server(deps: Deps) -> CharterServer:
     """Build the server with every tool family registered."""
-    from charter.server.registry import register_all  # noqa: PLC0415 - avoids an import cycle
+    from charter.server.registry import register_all
 
     server = CharterServer(deps)
     register_all(server)

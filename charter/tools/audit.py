@@ -46,7 +46,9 @@ class QueryPage(BaseModel):
     """A page of entries, oldest first, with the cursor for the next page."""
 
     entries: list[EntryOut]
-    next_cursor: int | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
+    next_cursor: int | None = Field(
+        description="Pass as `cursor` to get the next page; null at the end."
+    )
 
 
 class VerifyOut(BaseModel):
@@ -125,9 +127,7 @@ def query(
     )
 
 
-def verify_home(
-    home: Home, progress: Callable[[int, int], None] | None = None
-) -> VerifyReport:
+def verify_home(home: Home, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Verify the home's whole ledger.
 
     Raises:
@@ -149,7 +149,11 @@ def verify_out(home: Home) -> VerifyOut:
         report = verify_home(home)
     except LedgerIntegrityError as exc:
         return VerifyOut(
-            valid=False, size=home.ledger.head()[0], head=None, failed_seq=exc.seq, reason=exc.reason
+            valid=False,
+            size=home.ledger.head()[0],
+            head=None,
+            failed_seq=exc.seq,
+            reason=exc.reason,
         )
     return VerifyOut(valid=True, size=report.size, head=report.head)
 
@@ -188,13 +192,16 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
             for body in home.ledger.iter_bodies(0, size):
                 fh.write(body + b"\n")
         charters = conn.execute("SELECT hash, body FROM charters ORDER BY issued_at").fetchall()
-        agent_keys = conn.execute("SELECT name, public_key, kid FROM agents ORDER BY name").fetchall()
+        agent_keys = conn.execute(
+            "SELECT name, public_key, kid FROM agents ORDER BY name"
+        ).fetchall()
     finally:
         conn.execute("COMMIT")
     for h, body in charters:
         (folder / "charters" / f"{h}.json").write_bytes(bytes(body) + b"\n")
     keys = [
-        public_jwk(home.owner_public_key) | {"kid": thumbprint(home.owner_public_key), "use": "owner"},
+        public_jwk(home.owner_public_key)
+        | {"kid": thumbprint(home.owner_public_key), "use": "owner"},
         public_jwk(home.log_key.public_key) | {"kid": home.log_key.kid, "use": "log"},
     ]
     for name, x, kid in agent_keys:
@@ -261,7 +268,8 @@ def verify_export(folder: Path, *, owner_key: str | None = None) -> VerifyReport
     report, _ = verify_entries(identity, bodies)
     if report.size != manifest.get("size") or report.head != manifest.get("head"):
         raise LedgerIntegrityError(
-            report.size, "the entries do not match the manifest's size and head (truncated or extended)"
+            report.size,
+            "the entries do not match the manifest's size and head (truncated or extended)",
         )
     return report
 

@@ -167,7 +167,9 @@ def update_agent(
         scopes=list(view.scopes) if scopes is None else scopes,
         audiences=list(view.audiences) if audiences is None else audiences,
         not_before=now,
-        not_after=now + valid_for if valid_for else max(view.not_after, now + dt.timedelta(seconds=1)),
+        not_after=now + valid_for
+        if valid_for
+        else max(view.not_after, now + dt.timedelta(seconds=1)),
         policy=view.policy if policy is None else policy,
     )
     h = charter_hash(charter)
@@ -312,7 +314,7 @@ def agent_status(conn: sqlite3.Connection, name: str) -> tuple[str, str] | None:
 
 
 def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:
-    from charter.canonical import canonical_json  # noqa: PLC0415
+    from charter.canonical import canonical_json
 
     home.conn.execute(
         "INSERT INTO charters(hash, agent_name, body, issued_at) VALUES (?,?,?,?)",
