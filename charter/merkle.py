@@ -336,7 +336,7 @@ def root_nodes(size: int) -> list[tuple[int, int]]:
         size: Tree size.
 
     Returns:
-        Distinct ``(level, index)`` addresses.
+        Distinct ``(level, index)`` addresses, in the order they are read.
     """
     return _addresses(lambda get: root(size, get))
 
@@ -349,7 +349,7 @@ def inclusion_proof_nodes(index: int, size: int) -> list[tuple[int, int]]:
         size: Tree size.
 
     Returns:
-        Distinct ``(level, index)`` addresses.
+        Distinct ``(level, index)`` addresses, in the order they are read.
     """
     return _addresses(lambda get: inclusion_proof(index, size, get))
 
@@ -362,7 +362,7 @@ def consistency_proof_nodes(old_size: int, new_size: int) -> list[tuple[int, int
         new_size: Size of the later tree.
 
     Returns:
-        Distinct ``(level, index)`` addresses.
+        Distinct ``(level, index)`` addresses, in the order they are read.
     """
     return _addresses(lambda get: consistency_proof(old_size, new_size, get))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import click
 
 import charter
-from charter.cli import agent, audit, demo, init, serve
+from charter import cli as _pkg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,8 +17,10 @@ def cli() -> None:
     """Charter: owner-bound identity, tools and a signed audit ledger for AI agents."""
 
 
-for module in (init, agent, audit, serve, demo):
-    module.register(cli)
+# Each public module of this package adds its command (group) through ``register(cli)``.
+for _info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}").register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,50 @@
+"""Helpers for tests (ours and yours): a frozen clock, throwaway homes, in-process servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from charter.config import Settings
+from charter.home import Home
+from charter.server.app import CharterServer, build_server
+from charter.server.deps import Deps
+from charter.tools.identity import AgentContext, load_agent
+
+
+class FrozenClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.current = start or dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+
+    def now(self) -> dt.datetime:
+        """The frozen time."""
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        """Move forward by ``timedelta(**delta)``."""
+        self.current += dt.timedelta(**delta)
+
+
+def make_home(
+    root: Path,
+    *,
+    owner: str = "owner@example.com",
+    clock: FrozenClock | None = None,
+    passphrase: bytes | None = None,
+) -> Home:
+    """Create a new home at ``root`` (cheap key derivation, for speed)."""
+    return Home.init(
+        Settings(home=root), owner=owner, clock=clock, passphrase=passphrase, cheap_kdf=True
+    )
+
+
+def server_for(home: Home, agent: str) -> CharterServer:
+    """An in-process server acting as ``agent`` (what ``charter serve --agent`` builds)."""
+    ctx = load_agent(home, agent)
+
+    async def resolve() -> AgentContext:
+        return ctx
+
+    return build_server(Deps(home=home, resolve_agent=resolve))
