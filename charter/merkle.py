@@ -124,8 +124,12 @@ def root_from_leaves(leaf_hashes: Sequence[bytes]) -> bytes:
     return mth(0, len(leaf_hashes))
 
 
-def _check_size(value: int, what: str) -> None:
-    if not 0 <= value <= MAX_TREE_SIZE:
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TREE_SIZE
+
+
+def _check_size(value: object, what: str) -> None:
+    if not _is_size(value):
         raise ValueError(f"{what} out of range: {value}")
 
 
@@ -373,7 +377,7 @@ def _check_hash(value: object, what: str) -> None:
 
 
 def _check_proof_size(value: object, what: str) -> None:
-    if not isinstance(value, int) or not 0 <= value <= MAX_TREE_SIZE:
+    if not _is_size(value):
         raise ProofError(f"{what} out of range")
 
 

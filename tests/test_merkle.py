@@ -652,6 +652,7 @@ def test_verifiers_reject_malformed_arguments() -> None:
         lambda: verify_inclusion(leaf, 0, -4, proof, r4),
         lambda: verify_inclusion(leaf, 0, 0, [], EMPTY_ROOT),
         lambda: verify_inclusion(leaf, 0, 4.0, proof, r4),  # type: ignore[arg-type]
+        lambda: verify_inclusion(leaf, False, 4, proof, r4),
         lambda: verify_consistency(-1, 4, r4, r4, []),
         lambda: verify_consistency(2, 2**64, BIG_TREE.root(2), r4, proof),
         lambda: verify_consistency(2, 4, BIG_TREE.root(2), r4, [b"x" * 33]),
