@@ -1,0 +1,119 @@
+"""The one sanctioned subprocess test: `charter serve` over real stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from charter.home import Home
+from charter.storage.ledger import Entry
+from charter.testing import make_home
+from charter.tools import audit, identity
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Home]:
+    """A home on the real clock: the server subprocess reads the real time."""
+    h = make_home(tmp_path / "home")
+    identity.add_agent(h, "alpha", scopes=["audit:read"])
+    yield h
+    h.close()
+
+
+def _env(home: Home) -> dict[str, str]:
+    # Hosts hand the server a minimal environment (mcp-sdk-2.md §2): mimic it.
+    return {"CHARTER_HOME": str(home.settings.home), "PATH": os.environ.get("PATH", "")}
+
+
+def test_every_stdout_line_is_json_rpc(home: Home) -> None:
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+         "params": {"name": "identity_whoami", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+         "params": {"name": "audit_query", "arguments": {"limit": "many"}}},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+         "params": {"name": "no_such_tool", "arguments": {}}},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charter", "serve", "--agent", "alpha", "--log-level", "DEBUG"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(home),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    lines: list[str] = []
+    # One request at a time, waiting for its answer: closing stdin early cancels calls.
+    for request in requests:
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        while "id" in request:
+            line = proc.stdout.readline()
+            assert line, "server closed stdout early"
+            lines.append(line)
+            if json.loads(line).get("id") == request["id"]:
+                break
+    proc.stdin.close()
+    lines += proc.stdout.readlines()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    proc.stdout.close()
+    if proc.stderr:
+        proc.stderr.close()
+    assert proc.wait(timeout=30) == 0, stderr
+    messages = [json.loads(line) for line in lines if line.strip()]  # a stray print fails here
+    assert all(m.get("jsonrpc") == "2.0" for m in messages)
+    by_id = {m["id"]: m for m in messages if "id" in m}
+    assert set(by_id) == {1, 2, 3, 4, 5}
+    who = by_id[3]["result"]["structuredContent"]
+    assert who["agent_id"].endswith("/alpha")
+    assert by_id[4]["result"]["isError"] is True
+    assert by_id[5]["result"]["isError"] is True
+    assert "Traceback" not in "".join(lines)
+    audit.verify_home(home)
+    actions = [Entry.from_body(b).fields["action"] for b in home.ledger.iter_bodies()]
+    assert actions[-3:] == ["identity.whoami", "audit.query", "tool.unknown"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_sdk_client_over_stdio(home: Home, mode: str) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "charter", "serve", "--agent", "alpha"],
+        env=_env(home),
+    )
+    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+        tools = {t.name for t in (await client.list_tools()).tools}
+        result = await client.call_tool("identity_whoami", {})
+    assert {"identity_whoami", "audit_query", "audit_verify"} <= tools
+    assert result.structured_content is not None
+    assert result.structured_content["name"] == "alpha"
+
+
+def test_serve_refuses_a_revoked_agent_with_a_clear_message(home: Home) -> None:
+    identity.revoke_agent(home, "alpha", reason="test")
+    proc = subprocess.run(
+        [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
+        input="", capture_output=True, text=True, env=_env(home), timeout=60, check=False,
+    )
+    assert proc.returncode != 0
+    assert "revoked" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_serve_without_a_home_says_how_to_init(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
+        input="", capture_output=True, text=True, timeout=60, check=False,
+        env={"CHARTER_HOME": str(tmp_path / "nowhere"), "PATH": os.environ.get("PATH", "")},
+    )
+    assert proc.returncode != 0
+    assert "charter init" in proc.stderr
