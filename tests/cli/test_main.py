@@ -53,16 +53,38 @@ def test_missing_home_says_how_to_init(tmp_path: Path) -> None:
 
 
 def test_agent_lifecycle(home: Path) -> None:
-    added = run(home, "agent", "add", "bot", "--scope", "audit:read", "--audience",
-                "https://api.example.com", "--valid-for", "30d", "--json")
+    added = run(
+        home,
+        "agent",
+        "add",
+        "bot",
+        "--scope",
+        "audit:read",
+        "--audience",
+        "https://api.example.com",
+        "--valid-for",
+        "30d",
+        "--json",
+    )
     assert added.exit_code == 0, added.output
     info = json.loads(added.output)
     assert info["agent_id"] == "spiffe://charter.local/agent/alice/bot"
     assert info["scopes"] == ["audit:read"]
     listed = json.loads(run(home, "agent", "list", "--json").output)
     assert [a["name"] for a in listed] == ["bot"]
-    updated = json.loads(run(home, "agent", "update", "bot", "--scope", "audit:read",
-                             "--scope", "token:issue", "--json").output)
+    updated = json.loads(
+        run(
+            home,
+            "agent",
+            "update",
+            "bot",
+            "--scope",
+            "audit:read",
+            "--scope",
+            "token:issue",
+            "--json",
+        ).output
+    )
     assert updated["scopes"] == ["audit:read", "token:issue"]
     assert updated["charter_hash"] != info["charter_hash"]
     revoked = run(home, "agent", "revoke", "bot", "--reason", "done", "--yes", "--json")
@@ -92,8 +114,10 @@ def test_audit_verify_fails_at_the_tampered_seq(home: Path) -> None:
     conn = sqlite3.connect(home / "charter.db")
     conn.execute("DROP TRIGGER ledger_no_update")
     body = conn.execute("SELECT body FROM ledger WHERE seq = 1").fetchone()[0]
-    conn.execute("UPDATE ledger SET body = ? WHERE seq = 1",
-                 (bytes(body).replace(b"audit:read", b"token:issue"),))
+    conn.execute(
+        "UPDATE ledger SET body = ? WHERE seq = 1",
+        (bytes(body).replace(b"audit:read", b"token:issue"),),
+    )
     conn.commit()
     conn.close()
     result = run(home, "audit", "verify")
@@ -105,8 +129,12 @@ def test_export_verifies_offline_and_detects_truncation(home: Path, tmp_path: Pa
     run(home, "agent", "add", "bot", "--scope", "audit:read")
     out = tmp_path / "export"
     assert run(home, "audit", "export", str(out)).exit_code == 0
-    assert {p.name for p in out.iterdir()} >= {"ledger.json", "entries.jsonl", "keys.json",
-                                               "charters"}
+    assert {p.name for p in out.iterdir()} >= {
+        "ledger.json",
+        "entries.jsonl",
+        "keys.json",
+        "charters",
+    }
     ok = run(home, "audit", "verify", "--export", str(out))
     assert ok.exit_code == 0, ok.output
     lines = (out / "entries.jsonl").read_bytes().splitlines(keepends=True)
@@ -140,17 +168,19 @@ def test_passphrase_protected_owner_key(tmp_path: Path) -> None:
     secret.write_text("correct horse\n")
     wrong = tmp_path / "wrong"
     wrong.write_text("battery staple\n")
-    assert run(path, "init", "--owner", "a@example.com", "--passphrase-file",
-               str(secret)).exit_code == 0
+    assert (
+        run(path, "init", "--owner", "a@example.com", "--passphrase-file", str(secret)).exit_code
+        == 0
+    )
     key_doc = json.loads((path / "keys" / "owner.key").read_text())
     assert "d" not in key_doc and "enc" in key_doc
     refused = run(path, "agent", "add", "bot", "--scope", "audit:read")
     assert refused.exit_code != 0 and "passphrase" in refused.output
-    bad = run(path, "agent", "add", "bot", "--scope", "audit:read", "--passphrase-file",
-              str(wrong))
+    bad = run(path, "agent", "add", "bot", "--scope", "audit:read", "--passphrase-file", str(wrong))
     assert bad.exit_code != 0 and "wrong passphrase" in bad.output
-    good = run(path, "agent", "add", "bot", "--scope", "audit:read", "--passphrase-file",
-               str(secret))
+    good = run(
+        path, "agent", "add", "bot", "--scope", "audit:read", "--passphrase-file", str(secret)
+    )
     assert good.exit_code == 0, good.output
 
 

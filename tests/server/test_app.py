@@ -17,7 +17,7 @@ def entries(home: Home) -> list[dict[str, Any]]:
 
 
 async def test_whoami_returns_identity_and_is_signed_into_the_ledger(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "alpha"), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
         result = await client.call_tool("identity_whoami", {})
     assert not result.is_error
     who = result.structured_content
@@ -36,7 +36,7 @@ async def test_whoami_returns_identity_and_is_signed_into_the_ledger(home: Home,
 
 
 async def test_missing_scope_is_refused_and_recorded_as_denied(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "beta"), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, "beta"), mode=mode) as client:
         result = await client.call_tool("audit_query", {})
     assert result.is_error
     assert "does not grant 'audit:read'" in result.content[0].text  # type: ignore[union-attr]
@@ -46,8 +46,10 @@ async def test_missing_scope_is_refused_and_recorded_as_denied(home: Home, mode:
     audit.verify_home(home)
 
 
-async def test_invalid_arguments_give_a_clear_error_and_a_denied_entry(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "alpha"), mode=mode) as client:  # type: ignore[arg-type]
+async def test_invalid_arguments_give_a_clear_error_and_a_denied_entry(
+    home: Home, mode: str
+) -> None:
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
         result = await client.call_tool("audit_query", {"limit": 10_000, "outcome": "maybe"})
     assert result.is_error
     text = result.content[0].text  # type: ignore[union-attr]
@@ -61,9 +63,9 @@ async def test_invalid_arguments_give_a_clear_error_and_a_denied_entry(home: Hom
 
 
 async def test_agent_sees_only_its_own_entries(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "beta"), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, "beta"), mode=mode) as client:
         await client.call_tool("identity_whoami", {})
-    async with Client(server_for(home, "alpha"), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
         await client.call_tool("identity_whoami", {})
         result = await client.call_tool("audit_query", {"limit": 200})
     page = result.structured_content
@@ -74,7 +76,7 @@ async def test_agent_sees_only_its_own_entries(home: Home, mode: str) -> None:
 
 async def test_revoked_agent_is_refused_on_the_next_call(home: Home, mode: str) -> None:
     server = server_for(home, "alpha")
-    async with Client(server, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server, mode=mode) as client:
         ok = await client.call_tool("identity_whoami", {})
         assert not ok.is_error
         identity.revoke_agent(home, "alpha", reason="compromised")
@@ -88,7 +90,7 @@ async def test_revoked_agent_is_refused_on_the_next_call(home: Home, mode: str) 
 
 
 async def test_audit_verify_tool_reports_a_valid_ledger(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "alpha"), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
         result = await client.call_tool("audit_verify", {})
     out = result.structured_content
     assert out is not None and out["valid"] is True

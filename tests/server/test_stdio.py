@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -33,22 +34,44 @@ def _env(home: Home) -> dict[str, str]:
 
 
 def test_every_stdout_line_is_json_rpc(home: Home) -> None:
-    requests = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "raw-test", "version": "0"}}},
+    requests: list[dict[str, Any]] = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "0"},
+            },
+        },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-         "params": {"name": "identity_whoami", "arguments": {}}},
-        {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
-         "params": {"name": "audit_query", "arguments": {"limit": "many"}}},
-        {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
-         "params": {"name": "no_such_tool", "arguments": {}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "identity_whoami", "arguments": {}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 4,
+            "method": "tools/call",
+            "params": {"name": "audit_query", "arguments": {"limit": "many"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "no_such_tool", "arguments": {}},
+        },
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "charter", "serve", "--agent", "alpha", "--log-level", "DEBUG"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=_env(home),
     )
     assert proc.stdin is not None and proc.stdout is not None
@@ -87,10 +110,11 @@ def test_every_stdout_line_is_json_rpc(home: Home) -> None:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_sdk_client_over_stdio(home: Home, mode: str) -> None:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "charter", "serve", "--agent", "alpha"],
+        command=sys.executable,
+        args=["-m", "charter", "serve", "--agent", "alpha"],
         env=_env(home),
     )
-    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(params, mode=mode) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         result = await client.call_tool("identity_whoami", {})
     assert {"identity_whoami", "audit_query", "audit_verify"} <= tools
@@ -102,7 +126,12 @@ def test_serve_refuses_a_revoked_agent_with_a_clear_message(home: Home) -> None:
     identity.revoke_agent(home, "alpha", reason="test")
     proc = subprocess.run(
         [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
-        input="", capture_output=True, text=True, env=_env(home), timeout=60, check=False,
+        input="",
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=60,
+        check=False,
     )
     assert proc.returncode != 0
     assert "revoked" in proc.stderr
@@ -112,7 +141,11 @@ def test_serve_refuses_a_revoked_agent_with_a_clear_message(home: Home) -> None:
 def test_serve_without_a_home_says_how_to_init(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
-        input="", capture_output=True, text=True, timeout=60, check=False,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={"CHARTER_HOME": str(tmp_path / "nowhere"), "PATH": os.environ.get("PATH", "")},
     )
     assert proc.returncode != 0
