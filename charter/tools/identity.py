@@ -53,6 +53,9 @@ class AgentContext:
     name: str
     key: KeyPair
     charter: CharterView
+    #: Over HTTP, the scopes of the bearer token the call came with: a call may use only
+    #: what both the charter and the token grant. None over stdio (the charter alone).
+    token_scopes: tuple[str, ...] | None = None
 
     @property
     def agent_id(self) -> str:
