@@ -24,7 +24,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -320,20 +320,31 @@ class Vault:
 
     # -- the master key --------------------------------------------------------------------
 
-    def rotate_master_key(self, *, new_passphrase: bytes | None = None) -> tuple[int, int]:
+    def rotate_master_key(
+        self,
+        *,
+        new_passphrase: bytes | None = None,
+        on_commit: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
         """Re-encrypt every stored version under a fresh master key, in one transaction.
 
         With ``new_passphrase`` the new key is derived from it (Argon2id); otherwise it is
-        random and stored in ``keys/vault.key``. Returns ``(new key version, rows)``.
+        random and stored in ``keys/vault.key``. ``on_commit(key_version, rows)`` runs inside
+        the transaction (e.g. to record a ledger event). Returns ``(new key version, rows)``.
+        Must not be called inside another transaction: the key file is swapped after commit.
 
         Raises:
             ConfigError: the current key is wrong or missing, or a row fails authentication
                 (nothing is changed).
         """
+        if self.conn.in_transaction:
+            raise RuntimeError("rotate_master_key must run in its own transaction")
         pending = self.key_path.with_name("vault.key.new")
         try:
             with transaction(self.conn):
                 new_version, new_key, count = self._reencrypt_all(pending, new_passphrase)
+                if on_commit is not None:
+                    on_commit(new_version, count)
         except BaseException:
             pending.unlink(missing_ok=True)
             raise

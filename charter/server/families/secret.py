@@ -1,0 +1,153 @@
+"""``secret_*`` tools: use a secret without seeing it, or (rarely) read it."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from charter.server.app import READ_ONLY
+from charter.server.calls import current_call
+from charter.storage.vault import Vault
+from charter.tools.vault import (
+    HttpResponseOut,
+    Method,
+    SecretListOut,
+    decode_secret,
+    http_request,
+    read_secret,
+    visible_secrets,
+)
+
+if TYPE_CHECKING:
+    from charter.server.app import CharterServer
+
+SecretName = Annotated[str, Field(min_length=1, max_length=100, description="The secret's name.")]
+
+REVEAL = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+OUTBOUND = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+)
+
+
+class SecretOut(BaseModel):
+    """A secret's value. Treat it as sensitive: never echo it into chat, files or logs."""
+
+    name: str
+    version: int
+    value: str
+    encoding: Literal["utf-8", "base64"] = Field(description="'base64' when the secret is binary.")
+    salt: str = Field(
+        description="Random; keeps the audit ledger's hash of this result from revealing "
+        "anything about the value. Ignore it."
+    )
+
+
+def register(server: CharterServer) -> None:
+    """Register the secret tools."""
+    cache: dict[str, Vault] = {}
+
+    def vault() -> Vault:
+        # One Vault per server: it caches the decrypted master key between calls.
+        if "vault" not in cache:
+            cache["vault"] = Vault(server.deps.home)
+        return cache["vault"]
+
+    @server.charter_tool("secret_list", annotations=READ_ONLY, title="List my secrets")
+    async def secret_list() -> SecretListOut:
+        """List the secrets this agent may use or read: names, descriptions, allowed hosts.
+
+        Never returns values. To use one, put `{{secret:NAME}}` in a `secret_http_request`.
+        Needs no scope (shows only what `secret:use:*` / `secret:read:*` grants allow). No side
+        effects.
+        """
+        return visible_secrets(vault(), current_call().agent.charter.scopes)
+
+    @server.charter_tool(
+        "secret_http_request",
+        annotations=OUTBOUND,
+        title="HTTP request using a secret",
+        visible_args=("method",),
+    )
+    async def secret_http_request(
+        method: Annotated[Method, Field(description="HTTP method.")],
+        url: Annotated[
+            str,
+            Field(
+                max_length=8192,
+                description="https URL; `{{secret:NAME}}` allowed in the path and query "
+                "(percent-encoded when injected), never in the host.",
+            ),
+        ],
+        headers: Annotated[
+            dict[str, Annotated[str, Field(max_length=8192)]] | None,
+            Field(
+                max_length=50,
+                description='Request headers, e.g. {"Authorization": "Bearer {{secret:API_KEY}}"}.',
+            ),
+        ] = None,
+        # NOTE: plain `str` (not Optional): the SDK would parse a JSON-looking Optional body.
+        body: Annotated[
+            str,
+            Field(
+                max_length=1024 * 1024,
+                description="Request body (text); may hold placeholders. Empty: no body.",
+            ),
+        ] = "",
+    ) -> HttpResponseOut:
+        """Send an HTTP request with secrets injected server-side, without you seeing them.
+
+        This is the default way to use a credential. Write `{{secret:NAME}}` where the value
+        goes: in a header value, the body, or the URL's path or query. Each secret needs the
+        scope `secret:use:NAME`, and the URL's host must be one of that secret's allowed
+        hosts (see `secret_list`); https only, except for loopback hosts. Redirects are
+        followed (at most 5) only while they stay on hosts every injected secret allows;
+        otherwise the 3xx response is returned with `redirect_refused` set. The response
+        comes back with every occurrence of a secret replaced by `[REDACTED:NAME]`, the body
+        capped at 1 MiB (`truncated`), the whole exchange bounded to 30 s. Side effects:
+        whatever the remote request does; the secret names, versions, host and method are
+        recorded in the audit ledger before it is sent (never the values).
+        """
+        call = current_call()
+        result, facts = await http_request(
+            vault(),
+            call.agent.charter.scopes,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body or None,
+            commit_intent=call.intent,
+        )
+        call.outcome_details.update(facts)
+        return result
+
+    @server.charter_tool(
+        "secret_get",
+        annotations=REVEAL,
+        title="Read a secret's value",
+        action="secret.read",
+        visible_args=("name",),
+    )
+    async def secret_get(name: SecretName) -> SecretOut:
+        """Return a secret's value. Prefer `secret_http_request`, which never reveals it.
+
+        Use only for a credential that cannot travel in an HTTP request (e.g. a database
+        password for a local tool). Needs the scope `secret:read:NAME`. Side effect: the read
+        (name and version, never the value) is recorded in the audit ledger before the value
+        is returned. Never repeat the value in chat, files or logs.
+        """
+        call = current_call()
+        value = read_secret(vault(), call.agent.charter.scopes, name)
+        await call.intent({"name": value.name, "version": value.version})
+        text, encoding = decode_secret(value.reveal())
+        return SecretOut(
+            name=value.name,
+            version=value.version,
+            value=text,
+            encoding=encoding,
+            salt=secrets.token_hex(16),
+        )
