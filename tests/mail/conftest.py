@@ -11,7 +11,7 @@ helpers as ``mailservers`` (see that module's docstring).
 * ``smtp_server_auth_starttls``: :class:`SmtpServer` requiring STARTTLS and then AUTH
   (``SMTP_USERNAME``/``SMTP_PASSWORD``, also in ``.auth``); ``.tls.client_context`` trusts it.
 * ``dovecot`` (session): plain :class:`DovecotServer` — ``host``, ``port``, ``add_user()``,
-  ``new_user()``, ``connect()``, ``append()``, ``fetch_all()``.
+  ``new_user()``, ``connect()``, ``append()``, ``fetch_all()``, ``login_log()``, ``log_tail()``.
 * ``dovecot_tls`` (session): :class:`DovecotServer` with STARTTLS on ``port`` and IMAPS on
   ``ssl_port``; ``.tls.client_context`` trusts it.
 

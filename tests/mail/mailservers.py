@@ -1,20 +1,20 @@
 """Real mail servers on 127.0.0.1 for tests: aiosmtpd (SMTP) and a private Dovecot (IMAP).
 
-Why this lives in ``tests/mail/`` and how to import it
-------------------------------------------------------
-pytest runs with ``--import-mode=importlib`` and ``tests/`` is not a package, so pytest
-never puts a test directory on ``sys.path`` and ``from tests.mailservers import ...`` is not
-a dependable import (it only resolves through pytest's internal module naming, and it makes
-a plain ``mypy`` run see this file twice, as ``mailservers`` and ``tests.mailservers``).
-Instead ``tests/mail/conftest.py`` inserts ``tests/mail`` into ``sys.path`` and imports this
-module under the plain top-level name ``mailservers``; mypy resolves the same name because
-``tests/mail`` is the base directory of the files it checks there. So:
+Where this lives and how to import it
+-------------------------------------
+pytest runs with ``--import-mode=importlib`` and ``tests/`` is not a package: no test
+directory is put on ``sys.path``, and ``from tests.mail.mailservers import ...`` would only
+resolve through pytest's internal module naming (and would make mypy see this file under two
+names). So ``tests/mail/conftest.py`` inserts ``tests/mail`` into ``sys.path`` and imports this
+module under the plain top-level name ``mailservers``; mypy resolves that same name because
+``tests/mail`` is the base directory of the files it checks there (should the project turn on
+mypy's ``explicit_package_bases``, add ``tests/mail`` to ``mypy_path``). So:
 
-* tests under ``tests/mail/`` use the fixtures from ``tests/mail/conftest.py`` and may write
-  ``from mailservers import SmtpServer, DovecotServer, TlsMaterial`` for types or for
-  servers with non-default options (``with SmtpServer(implicit_tls=tls) as smtp: ...``);
-* a conftest elsewhere can reuse the helpers with the same two lines (``sys.path`` insert of
-  this directory, then ``from mailservers import ...``).
+* tests under ``tests/mail/`` use the fixtures of ``tests/mail/conftest.py`` and may write
+  ``from mailservers import SmtpServer, DovecotServer, TlsMaterial`` for annotations or for
+  servers with other options (``with SmtpServer(implicit_tls=tls) as smtp: ...``);
+* a conftest elsewhere can reuse the helpers the same way (insert this directory into
+  ``sys.path``, then ``from mailservers import ...``).
 
 Dovecot comes from the ``dovecot-imapd`` Debian package (``.ci/install-mail-servers``). When it
 is missing, :func:`find_dovecot` fails the test if the ``CI`` environment variable is set
@@ -75,19 +75,6 @@ def free_port(host: str = LOOPBACK) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_for_port(host: str, port: int, timeout: float) -> bool:
-    """Poll until ``host:port`` accepts a TCP connection; False if ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +370,7 @@ class SmtpServer:
 
     def rcpt_reply_for(self, address: str) -> str | None:
         """The configured RCPT reply for ``address`` (or for ``"*"``), None to accept."""
-        replies = {key.lower(): value for key, value in self.rcpt_replies.items()}
+        replies = {key.lower(): value for key, value in self.rcpt_replies.copy().items()}
         return replies.get(address.lower(), replies.get("*"))
 
     def reject_recipients(self, *addresses: str, reply: str = "550 5.1.1 No such user") -> None:
@@ -463,7 +450,11 @@ class MailAccount:
 
 @dataclass(frozen=True)
 class _Identity:
-    """The system user that owns the mail and runs Dovecot's unprivileged processes."""
+    """The system user that owns the mail and runs Dovecot's unprivileged processes.
+
+    ``nobody`` when running as root (CI); otherwise the current user, which Dovecot allows
+    for a non-root instance (that path is not exercised by CI).
+    """
 
     name: str
     uid: int
@@ -525,7 +516,8 @@ class DovecotServer:
     ``TLS`` in :meth:`login_log`. Each user has its own passwd-file (``passwd.d/<address>``,
     SHA512-CRYPT), read at first login, so :meth:`add_user` works before and after start();
     changing an existing user's password may take a second to be seen (Dovecot re-reads a
-    passwd-file at most once per second).
+    passwd-file at most once per second). Use ``with DovecotServer() as imap:`` or
+    start()/stop(); stop() also removes the directory of a server that never started.
     """
 
     def __init__(self, *, tls: TlsMaterial | None = None) -> None:
@@ -737,8 +729,9 @@ class DovecotServer:
         ports = [self.port] if self.ssl_port is None else [self.port, self.ssl_port]
         deadline = time.monotonic() + START_TIMEOUT
         for port in ports:
-            while not wait_for_port(self.host, port, 0.1):
+            while not self._greets(port):
                 if proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
                     continue
                 why = (
                     f"exited with status {proc.returncode}"
@@ -747,6 +740,21 @@ class DovecotServer:
                 )
                 self._terminate()
                 raise DovecotError(f"Dovecot {why} (config {self.config_path}).\n{self.log_tail()}")
+
+    def _greets(self, port: int) -> bool:
+        """True if an IMAP server greets on ``port`` (through TLS on the IMAPS port).
+
+        A bare TCP connect is not enough: after losing a port race, the port answers too.
+        """
+        try:
+            with socket.create_connection((self.host, port), timeout=0.5) as raw:
+                if port == self.ssl_port and self.tls is not None:
+                    ctx = self.tls.client_context
+                    with ctx.wrap_socket(raw, server_hostname=self.host) as encrypted:
+                        return encrypted.recv(64).startswith(b"* OK")
+                return raw.recv(64).startswith(b"* OK")
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Stop Dovecot (``doveadm stop``, then SIGKILL as a fallback) and delete its directory."""
