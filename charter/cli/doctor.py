@@ -1,0 +1,205 @@
+"""``charter doctor``: check a home and the installation, and say what to fix."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from charter.cli._common import emit_json, home_option, json_option, settings
+from charter.config import HomeLayout
+from charter.errors import CharterError
+from charter.home import Home
+from charter.keys import read_key_file
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_sdk() -> Check:
+    """The installed MCP SDK is a 2.x at least 2.3."""
+    try:
+        version = metadata.version("mcp")
+    except metadata.PackageNotFoundError:
+        return Check("mcp sdk", "fail", "not installed", "pip install 'mcp>=2.3,<3'")
+    major, minor = (int(p) for p in version.split(".")[:2])
+    if major != 2 or minor < 3:
+        return Check("mcp sdk", "fail", f"mcp {version}", "pip install 'mcp>=2.3,<3'")
+    return Check("mcp sdk", "ok", f"mcp {version} on Python {sys.version.split()[0]}")
+
+
+def check_permissions(layout: HomeLayout) -> list[Check]:
+    """The home and keys folder are 0700 and every key file 0600."""
+    out = []
+    for folder in (layout.root, layout.keys):
+        mode = _mode(folder)
+        if mode & 0o077:
+            out.append(
+                Check(
+                    f"permissions {folder.name}/", "fail", f"mode {mode:o}", f"chmod 700 {folder}"
+                )
+            )
+        else:
+            out.append(Check(f"permissions {folder.name}/", "ok", f"mode {mode:o}"))
+    loose = [p for p in layout.keys.rglob("*.key") if _mode(p) & 0o077]
+    if loose:
+        out.append(
+            Check(
+                "key file modes",
+                "fail",
+                ", ".join(p.name for p in loose),
+                "chmod 600 " + " ".join(str(p) for p in loose),
+            )
+        )
+    else:
+        out.append(Check("key file modes", "ok", "all 0600"))
+    return out
+
+
+def check_keys(home: Home) -> list[Check]:
+    """Every key file loads and matches what the database expects."""
+    out = []
+    protected = home.owner_key_protected()
+    if protected:
+        out.append(Check("owner key", "ok", "present, passphrase-protected"))
+    else:
+        try:
+            home.owner_key()
+            out.append(
+                Check(
+                    "owner key",
+                    "warn",
+                    "present, no passphrase",
+                    "consider re-creating the home with --passphrase-file",
+                )
+            )
+        except CharterError as exc:
+            out.append(Check("owner key", "fail", exc.public_message, "restore owner.key"))
+    out.append(Check("log key", "ok", f"kid {home.log_key.kid[:12]}…"))
+    for name, kid in home.conn.execute("SELECT name, kid FROM agents WHERE status='active'"):
+        try:
+            key = read_key_file(home.layout.agent_key(name))
+            ok = key.kid == kid
+            out.append(
+                Check(
+                    f"agent key {name}",
+                    "ok" if ok else "fail",
+                    "matches its charter" if ok else "does not match its charter",
+                    "" if ok else f"charter agent revoke {name}",
+                )
+            )
+        except CharterError as exc:
+            out.append(
+                Check(
+                    f"agent key {name}",
+                    "fail",
+                    exc.public_message,
+                    f"restore the key or revoke: charter agent revoke {name}",
+                )
+            )
+    return out
+
+
+def check_database(home: Home) -> list[Check]:
+    """SQLite integrity, and the whole ledger verifies."""
+    from charter.tools import audit
+
+    out = []
+    result = home.conn.execute("PRAGMA integrity_check").fetchone()[0]
+    out.append(
+        Check(
+            "database integrity",
+            "ok" if result == "ok" else "fail",
+            str(result),
+            "" if result == "ok" else "restore charter.db from a backup",
+        )
+    )
+    try:
+        report = audit.verify_home(home)
+        out.append(Check("ledger", "ok", f"{report.size} entries verify; head {report.head[:16]}…"))
+    except CharterError as exc:
+        out.append(
+            Check(
+                "ledger",
+                "fail",
+                exc.public_message,
+                "export it (charter audit export) and investigate the named entry",
+            )
+        )
+    return out
+
+
+def check_mail(home: Home) -> Check:
+    """Mail settings, if the email feature is set up."""
+    tables = {r[0] for r in home.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    candidates = [t for t in tables if t.startswith("mail")]
+    if not candidates:
+        return Check("mail", "ok", "not configured (local transport)")
+    return Check("mail", "ok", f"tables: {', '.join(sorted(candidates))}")
+
+
+def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]:
+    """Every check, in order; later checks are skipped when the home cannot be opened."""
+    checks = [check_sdk()]
+    if not layout.db.exists():
+        checks.append(
+            Check(
+                "home",
+                "fail",
+                f"no Charter home at {layout.root}",
+                "charter init --owner YOU@EXAMPLE.COM",
+            )
+        )
+        return checks
+    checks.extend(check_permissions(layout))
+    try:
+        home = open_home()
+    except CharterError as exc:
+        checks.append(Check("home", "fail", exc.public_message, "see the message"))
+        return checks
+    with home:
+        checks.append(Check("home", "ok", f"{layout.root} (owner {home.owner_id})"))
+        checks.extend(check_keys(home))
+        checks.extend(check_database(home))
+        checks.append(check_mail(home))
+    return checks
+
+
+def register(cli: click.Group) -> None:
+    """Add the command."""
+
+    @cli.command("doctor")
+    @home_option
+    @json_option
+    def doctor(home: Path | None, as_json: bool) -> None:
+        """Check the home's permissions, keys, database, ledger and the MCP SDK; say what to fix."""
+        s = settings(home)
+        checks = run_checks(s.layout, lambda: Home.open(s))
+        failed = any(c.status == "fail" for c in checks)
+        if as_json:
+            emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
+        else:
+            table = Table("check", "status", "detail", "fix")
+            colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+            for c in checks:
+                table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix)
+            Console().print(table)
+        sys.exit(1 if failed else 0)
