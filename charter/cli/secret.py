@@ -1,0 +1,186 @@
+"""``charter secret set|list|rm|rotate-master-key``: the owner's side of the vault.
+
+Values are read from stdin or a file, never from the command line (argv is visible to
+other users in ``ps`` and lands in shell history), and never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from charter.cli._common import (
+    emit_json,
+    handle_errors,
+    home_option,
+    json_option,
+    open_home,
+    owner_passphrase,
+    passphrase_option,
+)
+from charter.errors import InvalidInput
+from charter.home import resolve_passphrase
+from charter.storage.vault import MAX_VALUE_BYTES, SecretInfo
+from charter.tools import vault as vault_tools
+
+
+def _vault_passphrase_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--vault-passphrase-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="File holding the vault passphrase, when the master key is derived from one.",
+    )(fn)
+
+
+def _read_value(from_file: Path | None) -> bytes:
+    """The secret value from ``--from-file`` or stdin (hidden prompt on a terminal).
+
+    One trailing newline is dropped (``echo VALUE |`` and most editors add one).
+    """
+    if from_file is not None:
+        try:
+            data = from_file.read_bytes()[: MAX_VALUE_BYTES + 2]
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {from_file}: {exc.strerror}") from None
+    elif sys.stdin.isatty():
+        data = click.prompt(
+            "Secret value", hide_input=True, confirmation_prompt=True, err=True
+        ).encode()
+    else:
+        data = sys.stdin.buffer.read(MAX_VALUE_BYTES + 2)
+    data = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not data:
+        raise InvalidInput("the secret value is empty: pipe it on stdin or use --from-file")
+    return data
+
+
+def _describe(info: SecretInfo) -> str:
+    hosts = ", ".join(info.allowed_hosts) or "(none: agents cannot send it anywhere)"
+    return f"{info.name} version {info.version}; allowed hosts: {hosts}"
+
+
+def register(cli: click.Group) -> None:
+    """Add the command group."""
+
+    @cli.group("secret")
+    def secret() -> None:
+        """Store secrets agents can use without seeing them (encrypted at rest).
+
+        Grant an agent a secret with `charter agent update NAME --scope secret:use:SECRET`
+        (use through secret_http_request) or `--scope secret:read:SECRET` (read its value).
+        """
+
+    @secret.command("set")
+    @click.argument("name")
+    @click.option("--description", default=None, help="What it is for (shown to agents).")
+    @click.option(
+        "--allow-host",
+        "allow_hosts",
+        multiple=True,
+        help="A host the secret may be sent to (repeatable; replaces the current list).",
+    )
+    @click.option(
+        "--from-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Read the value from this file (default: stdin).",
+    )
+    @_vault_passphrase_option
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def set_(
+        name: str,
+        description: str | None,
+        allow_hosts: tuple[str, ...],
+        from_file: Path | None,
+        vault_passphrase_file: Path | None,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Store a new version of secret NAME, read from stdin or --from-file."""
+        value = _read_value(from_file)
+        with open_home(home) as h:
+            info = vault_tools.set_secret(
+                h,
+                name,
+                value,
+                description=description,
+                allowed_hosts=list(allow_hosts) or None,
+                passphrase=owner_passphrase(h, passphrase_file),
+                vault_passphrase=resolve_passphrase(vault_passphrase_file),
+            )
+        if as_json:
+            emit_json(dataclasses.asdict(info))
+        else:
+            click.echo(f"Stored {_describe(info)}")
+
+    @secret.command("list")
+    @home_option
+    @json_option
+    @handle_errors
+    def list_(home: Path | None, as_json: bool) -> None:
+        """List secrets: names, versions, allowed hosts (never values)."""
+        with open_home(home) as h:
+            infos = vault_tools.list_secrets(h)
+        if as_json:
+            emit_json([dataclasses.asdict(i) for i in infos])
+            return
+        table = Table("name", "version", "allowed hosts", "description", "updated")
+        for i in infos:
+            description = "(Charter's own)" if i.system else i.description
+            table.add_row(
+                i.name, str(i.version), " ".join(i.allowed_hosts), description, i.updated_at
+            )
+        Console().print(table)
+
+    @secret.command("rm")
+    @click.argument("name")
+    @home_option
+    @passphrase_option
+    @handle_errors
+    def rm(name: str, home: Path | None, passphrase_file: Path | None) -> None:
+        """Delete secret NAME and all its versions."""
+        with open_home(home) as h:
+            info = vault_tools.remove_secret(
+                h, name, passphrase=owner_passphrase(h, passphrase_file)
+            )
+        versions = ", ".join(str(v) for v in info.versions)
+        click.echo(f"Removed {name} (versions {versions})")
+
+    @secret.command("rotate-master-key")
+    @click.option(
+        "--new-vault-passphrase-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Derive the new master key from this passphrase (default: a random key file).",
+    )
+    @_vault_passphrase_option
+    @home_option
+    @passphrase_option
+    @handle_errors
+    def rotate(
+        new_vault_passphrase_file: Path | None,
+        vault_passphrase_file: Path | None,
+        home: Path | None,
+        passphrase_file: Path | None,
+    ) -> None:
+        """Re-encrypt every secret version under a new master key (one transaction)."""
+        with open_home(home) as h:
+            key_version, rows = vault_tools.rotate_master_key(
+                h,
+                passphrase=owner_passphrase(h, passphrase_file),
+                vault_passphrase=resolve_passphrase(vault_passphrase_file),
+                new_vault_passphrase=resolve_passphrase(new_vault_passphrase_file),
+            )
+        click.echo(
+            f"Master key rotated to version {key_version}; {rows} secret versions re-encrypted"
+        )
