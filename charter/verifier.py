@@ -36,12 +36,35 @@ ENTRY_FIELDS = frozenset(
 )  # fmt: skip
 #: Owner actions that revoke every agent at once (the kill switch).
 LOCKDOWN_ACTIONS = frozenset({"owner.lockdown"})
+#: Actions only the owner key may sign, whoever else could produce a valid signature.
+OWNER_ONLY_ACTIONS = frozenset(
+    {
+        "ledger.init", "agent.register", "agent.update", "agent.revoke", "agent.reinstate",
+        "approval.approve", "approval.deny", "owner.lockdown", "owner.lockdown.lift",
+    }
+)  # fmt: skip
+_CHARTER_ACTIONS = ("agent.register", "agent.update", "agent.reinstate")
 
 
 @dataclass
 class _Agent:
     charter: CharterView
     revoked_at: int | None = None
+    #: Revoked by a lockdown (so it may be reinstated), not by ``agent.revoke`` (final).
+    by_lockdown: bool = False
+
+
+@dataclass
+class _Approval:
+    """An approval request as the ledger tells it (docs/APPROVALS.md)."""
+
+    mode: str
+    actor: str
+    action: str
+    args_hash: str
+    expires_at: dt.datetime
+    #: requested -> approved | denied (owner) or accepted | denied (client) -> used; or cancelled
+    status: str = "requested"
 
 
 @dataclass
@@ -53,6 +76,8 @@ class VerifyState:
     last_ts: str = ""
     agents_by_kid: dict[str, _Agent] = field(default_factory=dict)
     agents_by_id: dict[str, _Agent] = field(default_factory=dict)
+    approvals: dict[str, _Approval] = field(default_factory=dict)
+    locked_down: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +122,8 @@ def verify_entries(
             _check_agent_entry(seq, entry, agent)
         else:
             _fail(seq, f"signed by an unknown key {kid!r}")
+        if kid != owner_kid and entry["action"] in OWNER_ONLY_ACTIONS:
+            _fail(seq, f"{entry['action']} must be signed by the owner key")
         unsigned = {k: v for k, v in entry.items() if k != "sig"}
         try:
             sig = b64url_decode(entry["sig"])
@@ -106,6 +133,8 @@ def verify_entries(
             _fail(seq, "signature does not verify")
         if kid == owner_kid:
             _apply_owner_event(seq, entry, st, identity)
+        elif kid != log_kid:
+            _apply_agent_entry(seq, entry, st)
         st.size = seq + 1
         st.head = hashlib.sha256(body).hexdigest()
         st.last_ts = entry["ts"]
@@ -195,7 +224,9 @@ def _apply_owner_event(
             or args.get("log_key") != public_jwk(identity.log_key)
         ):
             _fail(seq, "ledger.init does not match the ledger identity")
-    elif action in ("agent.register", "agent.update"):
+    elif action in _CHARTER_ACTIONS:
+        if st.locked_down:
+            _fail(seq, f"{action} during a lockdown")
         try:
             view = verify_charter(args.get("charter"), identity.owner_key)
         except ValueError as exc:
@@ -207,6 +238,11 @@ def _apply_owner_event(
         if action == "agent.register":
             if existing is not None or kid in st.agents_by_kid:
                 _fail(seq, "agent.register for an agent or key already registered")
+        elif action == "agent.reinstate":
+            if existing is None or existing.revoked_at is None or not existing.by_lockdown:
+                _fail(seq, "agent.reinstate for an agent no lockdown revoked")
+            if thumbprint(existing.charter.agent_key) != kid:
+                _fail(seq, "agent.reinstate changes the agent's key")
         elif existing is None or existing.revoked_at is not None:
             _fail(seq, "agent.update for an unknown or revoked agent")
         elif thumbprint(existing.charter.agent_key) != kid:
@@ -219,10 +255,97 @@ def _apply_owner_event(
         if target is None:
             _fail(seq, "agent.revoke names an unknown agent")
         target.revoked_at = seq
+        target.by_lockdown = False
     elif action in LOCKDOWN_ACTIONS:
+        st.locked_down = True
         for agent in st.agents_by_id.values():
             if agent.revoked_at is None:
                 agent.revoked_at = seq
+                agent.by_lockdown = True
+        for approval in st.approvals.values():
+            if approval.status in ("requested", "approved", "accepted"):
+                approval.status = "cancelled"
+    elif action == "owner.lockdown.lift":
+        if not st.locked_down:
+            _fail(seq, "owner.lockdown.lift without a lockdown")
+        st.locked_down = False
+    elif action in ("approval.approve", "approval.deny"):
+        _apply_owner_decision(seq, entry, st)
+
+
+def _apply_owner_decision(seq: int, entry: dict[str, Any], st: VerifyState) -> None:
+    args = entry["args"]
+    approval = st.approvals.get(str(args.get("approval")))
+    if approval is None or approval.mode != "owner" or approval.status != "requested":
+        _fail(seq, f"{entry['action']} for an unknown, undecidable or already decided approval")
+    if args.get("agent_id") != approval.actor or args.get("call_args_hash") != approval.args_hash:
+        _fail(seq, f"{entry['action']} does not match the request's agent or arguments")
+    if entry_time(entry) >= approval.expires_at:
+        _fail(seq, f"{entry['action']} after the request expired")
+    if entry["action"] == "approval.deny":
+        approval.status = "denied"
+        return
+    approval.status = "approved"
+    approval.expires_at = _time_arg(seq, args, "expires_at")
+
+
+def _apply_agent_entry(seq: int, entry: dict[str, Any], st: VerifyState) -> None:
+    """Approval rules for agent-signed entries: requests, client answers, approved intents."""
+    action, args = entry["action"], entry["args"]
+    if action == "approval.request":
+        approval_id = args.get("approval")
+        if not isinstance(approval_id, str) or approval_id in st.approvals:
+            _fail(seq, "approval.request without a fresh approval id")
+        if args.get("mode") not in ("client", "owner") or not isinstance(args.get("action"), str):
+            _fail(seq, "approval.request without a valid mode and action")
+        st.approvals[approval_id] = _Approval(
+            mode=args["mode"],
+            actor=entry["actor"],
+            action=args["action"],
+            args_hash=str(entry["args_hash"]),
+            expires_at=_time_arg(seq, args, "expires_at"),
+        )
+    elif action == "approval.answer":
+        approval = _linked_approval(seq, entry, st, str(args.get("approval")))
+        if approval.mode != "client" or approval.status != "requested":
+            _fail(seq, "approval.answer for a request that is not a pending client request")
+        accepted = args.get("answer") == "accept" and entry["outcome"] == "ok"
+        if accepted and entry_time(entry) >= approval.expires_at:
+            _fail(seq, "approval.answer accepted after the request expired")
+        approval.status = "accepted" if accepted else "denied"
+    elif entry["phase"] == "intent":
+        details = args.get("details")
+        link = details.get("approval") if isinstance(details, dict) else None
+        if link is None:
+            return
+        if not isinstance(link, dict):
+            _fail(seq, "intent carries a malformed approval link")
+        approval = _linked_approval(seq, entry, st, str(link.get("id")))
+        if approval.action != action or link.get("mode") != approval.mode:
+            _fail(seq, "intent's approval was given for another action")
+        if approval.status != ("approved" if approval.mode == "owner" else "accepted"):
+            _fail(seq, f"intent relies on an approval that is {approval.status}, not granted")
+        if approval.mode == "owner" and entry_time(entry) >= approval.expires_at:
+            _fail(seq, "intent relies on an expired owner approval")
+        approval.status = "used"
+
+
+def _linked_approval(
+    seq: int, entry: dict[str, Any], st: VerifyState, approval_id: str
+) -> _Approval:
+    approval = st.approvals.get(approval_id)
+    if approval is None:
+        _fail(seq, f"{entry['action']} names an unknown approval")
+    if approval.actor != entry["actor"] or approval.args_hash != entry["args_hash"]:
+        _fail(seq, f"{entry['action']} names an approval for another agent or other arguments")
+    return approval
+
+
+def _time_arg(seq: int, args: dict[str, Any], name: str) -> dt.datetime:
+    try:
+        return parse_rfc3339(str(args.get(name)))
+    except ValueError:
+        _fail(seq, f"field args.{name} is not an RFC 3339 timestamp")
 
 
 def charter_views(state: VerifyState) -> list[CharterView]:

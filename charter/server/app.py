@@ -25,6 +25,7 @@ from pydantic import ValidationError
 import charter
 from charter.errors import AgentRevoked, CharterError, InvalidInput
 from charter.server import calls
+from charter.server.approvals import InputRequired
 from charter.server.deps import Deps
 from charter.storage.ledger import Draft
 from charter.tools.identity import AgentContext, agent_status, check_validity
@@ -110,6 +111,7 @@ class CharterServer(MCPServer[Any]):
             action=spec.action,
             arguments=arguments,
             visible_args=spec.visible_args,
+            context=context,
         )
         token = calls.enter(call)
         try:
@@ -119,6 +121,10 @@ class CharterServer(MCPServer[Any]):
                     raise InvalidInput(f"unknown tool {name!r}")
                 result = await super().call_tool(name, arguments, context)
             except ToolError as exc:
+                if isinstance(exc.__cause__, InputRequired):
+                    # 2026-07-28 client approval: the client asks its human, then retries the
+                    # call; the approval.request entry records this round.
+                    return exc.__cause__.result
                 public, outcome = _translate(name, exc)
                 await self._finish(call, outcome, reason=public)
                 raise ToolError(public) from None

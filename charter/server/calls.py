@@ -19,6 +19,7 @@ from typing import Any
 from charter.canonical import canonical_json
 from charter.errors import CharterError, InvalidInput
 from charter.scopes import require
+from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
 from charter.storage.ledger import Draft, Entry
 from charter.tools.identity import AgentContext
@@ -89,6 +90,10 @@ class Call:
     intent_entry: Entry | None = None
     #: Extra, non-secret facts the outcome entry should carry (e.g. the SMTP reply).
     outcome_details: dict[str, Any] = field(default_factory=dict)
+    #: The MCP request context (``mcp.server.mcpserver.Context``), to ask for approval.
+    context: Any = None
+    #: The concrete scopes this call needed (``require``); approval policy matches these.
+    scopes: list[str] = field(default_factory=list)
 
     def require(self, scope: str) -> None:
         """Refuse the call unless the agent's charter grants ``scope``.
@@ -97,18 +102,27 @@ class Call:
             ScopeDenied: recorded as a denied call.
         """
         require(self.agent.charter.scopes, scope)
+        self.scopes.append(scope)
 
     async def intent(self, details: dict[str, Any] | None = None) -> Entry:
         """Commit the signed intent entry; only then may the tool act.
 
         ``details`` are extra non-secret facts (e.g. the resolved Message-ID) merged into the
-        argument summary.
+        argument summary. When the charter's policy says a scope this call needed requires
+        approval, the approval is obtained first and linked as ``details["approval"]``
+        (docs/APPROVALS.md).
 
         Raises:
             LedgerUnavailable / AgentRevoked: the intent was not committed; do not act.
+            ApprovalPending / ApprovalRefused: no approval (yet); do not act.
         """
         if self.intent_entry is not None:
             raise InvalidInput("intent already recorded for this call")
+        if details and "approval" in details:
+            raise InvalidInput("intent details may not use the reserved key 'approval'")
+        approval = await obtain_approval(self, details or {})
+        if approval is not None:
+            details = (details or {}) | {"approval": approval}
         args = self.summary()
         if details:
             args = args | {"details": details}
@@ -142,12 +156,12 @@ class Call:
         draft.result_hash = None if result is None else hash_value(result)
         return await self.deps.writer.append(draft)
 
-    def _draft(self, phase: str, args: dict[str, Any]) -> Draft:
+    def _draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:
         agent = self.agent
         return Draft(
             actor=agent.agent_id,
             owner=agent.owner_id,
-            action=self.action,
+            action=action or self.action,
             phase=phase,
             signer=agent.key,
             charter=agent.charter.hash,

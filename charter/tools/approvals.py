@@ -1,0 +1,457 @@
+"""Human approval of sensitive calls: the charter's policy, approval requests, owner decisions.
+
+The owner marks scopes whose calls need a human yes in the agent's (owner-signed) charter::
+
+    policy["approvals"] = [{"pattern": "email:send", "mode": "client"},
+                           {"pattern": "secret:read:*", "mode": "owner"}]
+
+A rule applies to a call when its pattern matches one of the concrete scopes the call needed
+(:func:`pattern_matches`). ``client`` asks the human through the MCP client (elicitation, see
+``charter/server/approvals.py``); ``owner`` parks the call as a pending request that the owner
+approves or denies with the owner key (``charter approve ID``), after which the agent's retry
+with exactly the same arguments runs once. When several rules match, ``owner`` wins.
+
+Every request and decision is a signed ledger entry (docs/APPROVALS.md lists them); the
+``approvals`` table is the queryable current state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from charter.canonical import canonical_json
+from charter.clock import parse_rfc3339, rfc3339
+from charter.errors import AgentRevoked, CharterError, ConfigError, InvalidInput, NotFound
+from charter.home import Home
+from charter.keys import b64url_decode, thumbprint, verify_signature
+from charter.storage.db import transaction
+from charter.storage.ledger import SIGNING_PREFIX, Entry
+
+Mode = Literal["client", "owner"]
+MODES: tuple[Mode, ...] = ("client", "owner")
+#: How long a pending request waits for an answer.
+PENDING_TTL: dict[str, dt.timedelta] = {
+    "client": dt.timedelta(minutes=10),  # the MCP SDK's request-state lifetime
+    "owner": dt.timedelta(hours=24),
+}
+#: How long an owner-approved call may be retried before the approval lapses.
+DEFAULT_USE_WINDOW = dt.timedelta(hours=1)
+FAMILIES = ("token", "email", "secret", "audit")
+_PATTERN = re.compile(r"^[A-Za-z0-9_.*?@+\-\[\]!:]{1,250}$")
+_ID = re.compile(r"^apr-[0-9a-f]{16}$")
+
+
+class ApprovalPending(CharterError):
+    """The call waits for the owner's decision; the message names the approval id."""
+
+    exit_code = 4
+    outcome = "denied"
+
+
+class ApprovalRefused(CharterError):
+    """The human declined, the answer did not match the call, or approval was impossible."""
+
+    exit_code = 4
+    outcome = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """One ``{"pattern", "mode"}`` entry of ``policy["approvals"]``."""
+
+    pattern: str
+    mode: Mode
+
+    def as_policy(self) -> dict[str, str]:
+        """The JSON form stored in the charter."""
+        return {"pattern": self.pattern, "mode": self.mode}
+
+
+class Approval(BaseModel):
+    """An approval request and its state (what ``charter approvals`` shows)."""
+
+    id: str
+    mode: Mode
+    agent: str
+    agent_id: str
+    tool: str
+    action: str
+    call_id: str
+    args_hash: str
+    scopes: list[str]
+    summary: dict[str, Any]
+    status: Literal["pending", "approved", "denied", "used", "cancelled"]
+    requested_at: str
+    expires_at: str
+    request_entry: str
+    decided_at: str | None = None
+    decided_by: str | None = None
+    decision_seq: int | None = None
+    reason: str | None = None
+    used_at: str | None = None
+    used_call: str | None = None
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+
+def validate_pattern(pattern: str) -> str:
+    """Return ``pattern`` if it is a scope glob of a known family (or ``*``).
+
+    Raises:
+        InvalidInput: otherwise.
+    """
+    family = pattern.split(":", 1)[0]
+    if pattern != "*" and (not _PATTERN.match(pattern) or family not in FAMILIES):
+        raise InvalidInput(
+            f"invalid approval pattern {pattern!r}: use a scope or scope glob such as "
+            "'email:send', 'secret:read:*' or 'token:issue'"
+        )
+    return pattern
+
+
+def parse_rule(text: str) -> ApprovalRule:
+    """Parse ``SCOPE_PATTERN[=client|owner]`` (the default mode is ``client``).
+
+    Raises:
+        InvalidInput: bad pattern or mode.
+    """
+    pattern, sep, mode = text.rpartition("=")
+    if not sep:
+        pattern, mode = text, "client"
+    if mode not in MODES:
+        raise InvalidInput(f"invalid approval mode {mode!r} in {text!r}: use client or owner")
+    return ApprovalRule(validate_pattern(pattern.strip()), mode)
+
+
+def rules_of(policy: dict[str, Any]) -> list[ApprovalRule]:
+    """The approval rules of a charter policy.
+
+    Raises:
+        ConfigError: the (owner-signed) policy is malformed; callers fail closed.
+    """
+    raw = policy.get("approvals", [])
+    if not isinstance(raw, list):
+        raise ConfigError("the charter's approval policy is malformed")
+    rules = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"pattern", "mode"}:
+            raise ConfigError("the charter's approval policy is malformed")
+        try:
+            rules.append(parse_rule(f"{item['pattern']}={item['mode']}"))
+        except InvalidInput as exc:
+            raise ConfigError(f"the charter's approval policy is malformed: {exc}") from exc
+    return rules
+
+
+def with_rules(policy: dict[str, Any], rules: Iterable[ApprovalRule]) -> dict[str, Any]:
+    """``policy`` with its approval rules replaced (dropped when there are none)."""
+    out = {k: v for k, v in policy.items() if k != "approvals"}
+    unique = {(r.pattern, r.mode): r for r in rules}
+    if unique:
+        out["approvals"] = [r.as_policy() for r in unique.values()]
+    return out
+
+
+def pattern_matches(pattern: str, scope: str) -> bool:
+    """True when ``pattern`` covers the concrete ``scope``.
+
+    A glob match, plus: a pattern naming a scope covers its refinements, so ``email:send``
+    covers ``email:send:bob@example.com`` (as the scope ``email:send`` grants it).
+    """
+    return fnmatch.fnmatchcase(scope, pattern) or scope.startswith(pattern + ":")
+
+
+def required_mode(
+    rules: Iterable[ApprovalRule], scopes: Iterable[str]
+) -> tuple[Mode | None, list[str]]:
+    """The strongest mode any rule demands for ``scopes``, and the scopes that matched."""
+    mode: Mode | None = None
+    matched: list[str] = []
+    for scope in dict.fromkeys(scopes):
+        for rule in rules:
+            if pattern_matches(rule.pattern, scope):
+                matched.append(scope)
+                if mode != "owner":
+                    mode = rule.mode
+    return mode, matched
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def new_approval_id() -> str:
+    """A fresh approval id, e.g. ``apr-3f9c2a1b7d4e5f60``."""
+    return f"apr-{secrets.token_hex(8)}"
+
+
+def insert_request(conn: sqlite3.Connection, approval: Approval) -> None:
+    """Store a new pending request (its ``approval.request`` entry is already committed)."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO approvals(id, mode, agent, agent_id, tool, action, call_id, args_hash,"
+            " scopes, summary, status, requested_at, expires_at, request_entry)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                approval.id,
+                approval.mode,
+                approval.agent,
+                approval.agent_id,
+                approval.tool,
+                approval.action,
+                approval.call_id,
+                approval.args_hash,
+                json.dumps(approval.scopes),
+                json.dumps(approval.summary, ensure_ascii=False),
+                approval.status,
+                approval.requested_at,
+                approval.expires_at,
+                approval.request_entry,
+            ),
+        )
+
+
+_COLUMNS = (
+    "id, mode, agent, agent_id, tool, action, call_id, args_hash, scopes, summary, status,"
+    " requested_at, expires_at, request_entry, decided_at, decided_by, decision_seq, reason,"
+    " used_at, used_call"
+)
+
+
+def _row(row: tuple[Any, ...]) -> Approval:
+    names = [c.strip() for c in _COLUMNS.split(",")]
+    data = dict(zip(names, row, strict=True))
+    data["scopes"] = json.loads(data["scopes"])
+    data["summary"] = json.loads(data["summary"])
+    return Approval.model_validate(data)
+
+
+def get_approval(conn: sqlite3.Connection, approval_id: str) -> Approval:
+    """One approval by id.
+
+    Raises:
+        NotFound: unknown (or malformed) id.
+    """
+    if _ID.match(approval_id):
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM approvals WHERE id = ?",  # noqa: S608 - fixed column list
+            (approval_id,),
+        ).fetchone()
+        if row is not None:
+            return _row(row)
+    raise NotFound(f"no approval {approval_id!r} (see `charter approvals`)")
+
+
+def latest_for_call(
+    conn: sqlite3.Connection, agent: str, tool: str, args_hash: str, mode: Mode
+) -> Approval | None:
+    """The most recent request of ``mode`` for exactly this call, whatever its status."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM approvals WHERE agent = ? AND tool = ? AND args_hash = ?"  # noqa: S608
+        " AND mode = ? ORDER BY requested_at DESC, rowid DESC LIMIT 1",
+        (agent, tool, args_hash, mode),
+    ).fetchone()
+    return None if row is None else _row(row)
+
+
+def list_pending(home: Home) -> list[Approval]:
+    """Owner requests waiting for a decision (unexpired), oldest first."""
+    now = rfc3339(home.clock.now())
+    rows = home.conn.execute(
+        f"SELECT {_COLUMNS} FROM approvals WHERE mode = 'owner' AND status = 'pending'"  # noqa: S608
+        " AND expires_at > ? ORDER BY requested_at, rowid",
+        (now,),
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+def claim(
+    conn: sqlite3.Connection, approval_id: str, *, status: str, call_id: str, now: str
+) -> bool:
+    """Atomically mark an unexpired ``status`` approval used by ``call_id``; False if gone.
+
+    Single use: of two concurrent retries, only one claim succeeds.
+    """
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE approvals SET status = 'used', used_at = ?, used_call = ?"
+            " WHERE id = ? AND status = ? AND expires_at > ?",
+            (now, call_id, approval_id, status, now),
+        )
+    return cur.rowcount == 1
+
+
+def close_request(conn: sqlite3.Connection, approval_id: str, *, reason: str, now: str) -> None:
+    """Mark a pending client request denied (declined, cancelled or answered wrongly)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE approvals SET status = 'denied', decided_at = ?, reason = ?"
+            " WHERE id = ? AND status = 'pending'",
+            (now, reason, approval_id),
+        )
+
+
+def cancel_open(conn: sqlite3.Connection, *, reason: str, now: str) -> int:
+    """Cancel every pending or approved-but-unused request (the kill switch does this)."""
+    cur = conn.execute(
+        "UPDATE approvals SET status = 'cancelled', reason = ?,"
+        " decided_at = COALESCE(decided_at, ?) WHERE status IN ('pending', 'approved')",
+        (reason, now),
+    )
+    return cur.rowcount
+
+
+# -- owner decisions ---------------------------------------------------------------------------
+
+
+def approve(
+    home: Home,
+    approval_id: str,
+    *,
+    valid_for: dt.timedelta = DEFAULT_USE_WINDOW,
+    passphrase: bytes | None = None,
+) -> Approval:
+    """Approve a pending owner request: an owner-signed ``approval.approve`` entry.
+
+    The agent may then retry exactly the same call once, within ``valid_for``.
+
+    Raises:
+        NotFound: unknown id.  InvalidInput: not pending, expired, or not an owner request.
+        AgentRevoked: the agent was revoked meanwhile.  ConfigError: wrong passphrase.
+    """
+    return _decide(home, approval_id, approved=True, valid_for=valid_for, passphrase=passphrase)
+
+
+def deny(
+    home: Home, approval_id: str, *, reason: str = "", passphrase: bytes | None = None
+) -> Approval:
+    """Deny a pending owner request: an owner-signed ``approval.deny`` entry.
+
+    Raises:
+        NotFound / InvalidInput / ConfigError: as for :func:`approve`.
+    """
+    if len(reason) > 500:
+        raise InvalidInput("reason is too long (500 characters at most)")
+    return _decide(home, approval_id, approved=False, reason=reason, passphrase=passphrase)
+
+
+def _decide(
+    home: Home,
+    approval_id: str,
+    *,
+    approved: bool,
+    valid_for: dt.timedelta = DEFAULT_USE_WINDOW,
+    reason: str = "",
+    passphrase: bytes | None = None,
+) -> Approval:
+    home.owner_key(passphrase)  # a wrong passphrase fails here, before anything is read
+    now = home.clock.now()
+    with transaction(home.conn):
+        current = get_approval(home.conn, approval_id)
+        if current.mode != "owner":
+            raise InvalidInput(f"approval {approval_id} is answered by the client, not the owner")
+        if current.status != "pending":
+            raise InvalidInput(f"approval {approval_id} is already {current.status}")
+        if parse_rfc3339(current.expires_at) <= now:
+            raise InvalidInput(
+                f"approval {approval_id} expired at {current.expires_at}; the agent must ask again"
+            )
+        status = home.conn.execute(
+            "SELECT status FROM agents WHERE name = ?", (current.agent,)
+        ).fetchone()
+        if approved and (status is None or status[0] != "active"):
+            raise AgentRevoked(f"agent {current.agent!r} is revoked; nothing to approve")
+        expires_at = rfc3339(now + valid_for) if approved else current.expires_at
+        args: dict[str, Any] = {
+            "approval": current.id,
+            "agent_id": current.agent_id,
+            "tool": current.tool,
+            "action": current.action,
+            "call_args_hash": current.args_hash,
+            "request": current.request_entry,
+        }
+        args |= {"expires_at": expires_at} if approved else {"reason": reason}
+        entry = home.record_owner_event(
+            "approval.approve" if approved else "approval.deny", args, passphrase=passphrase
+        )
+        home.conn.execute(
+            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, decision_seq = ?,"
+            " expires_at = ?, reason = ? WHERE id = ?",
+            (
+                "approved" if approved else "denied",
+                rfc3339(now),
+                home.owner_id,
+                entry.seq,
+                expires_at,
+                reason or None,
+                current.id,
+            ),
+        )
+    return get_approval(home.conn, approval_id)
+
+
+def genuine_decision(home: Home, approval: Approval) -> Entry | None:
+    """The approval's decision entry, if it is an owner-signed approval of exactly it.
+
+    The server checks this before running an owner-approved call, so a row edited in the
+    database (or a decision signed by any other key) approves nothing.
+    """
+    entry = None if approval.decision_seq is None else home.ledger.get(approval.decision_seq)
+    if entry is None:
+        return None
+    f = entry.fields
+    args = f.get("args") or {}
+    unsigned = {k: v for k, v in f.items() if k != "sig"}
+    try:
+        sig = b64url_decode(f["sig"])
+    except (KeyError, ValueError):
+        return None
+    genuine = (
+        f.get("kid") == thumbprint(home.owner_public_key)
+        and f.get("action") == "approval.approve"
+        and args.get("approval") == approval.id
+        and args.get("call_args_hash") == approval.args_hash
+        and args.get("agent_id") == approval.agent_id
+        and args.get("tool") == approval.tool
+        and args.get("expires_at") == approval.expires_at
+        and verify_signature(home.owner_public_key, SIGNING_PREFIX + canonical_json(unsigned), sig)
+    )
+    return entry if genuine else None
+
+
+def render(approval: Approval) -> str:
+    """The plain-text summary a human approves: who, which tool, the exact arguments, the hash.
+
+    Values are JSON-escaped (ASCII only), so agent-chosen text cannot fake extra lines.
+    Arguments the tool does not show are named with their hash.
+    """
+    lines = [
+        f"Agent {approval.agent!r} wants to run {approval.tool} "
+        f"(needs approval for: {', '.join(approval.scopes)}).",
+        "Arguments:",
+    ]
+    arguments = approval.summary.get("arguments", {})
+    for name, value in arguments.items():
+        if isinstance(value, dict) and set(value) == {"sha256"}:
+            lines.append(f"  {name}: (not shown; sha256 {value['sha256']})")
+        else:
+            lines.append(f"  {name}: {json.dumps(value)}")
+    if not arguments:
+        lines.append("  (none)")
+    for name, value in (approval.summary.get("details") or {}).items():
+        lines.append(f"  [{name}]: {json.dumps(value)}")
+    lines += [
+        f"Call hash (SHA-256 of the canonical arguments): {approval.args_hash}",
+        f"Approval {approval.id}, expires {approval.expires_at}.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,440 @@
+"""Approval of sensitive calls through a real MCP client, in both protocol generations.
+
+``client`` mode asks the human through form elicitation: mid-call on a handshake connection
+(``legacy``, 2025-11-25), through ``InputRequiredResult`` and a retried call on 2026-07-28
+(``auto``). ``owner`` mode parks the call until ``charter approve``. A small test-only tool
+(``test_poke``) stands in for the side-effecting tools: it requires a scope, commits its
+intent, then "acts" by appending to a list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp.types import ElicitRequestParams, ElicitResult, InputRequiredResult, ToolAnnotations
+
+from charter.errors import LedgerIntegrityError
+from charter.home import Home
+from charter.server.app import CharterServer
+from charter.server.calls import current_call, hash_value
+from charter.storage.ledger import Draft, Entry
+from charter.testing import FrozenClock, make_home, server_for
+from charter.tools import approvals, audit, identity, lockdown
+
+SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
+Answer = Callable[[Any, ElicitRequestParams], Awaitable[ElicitResult]]
+
+
+@pytest.fixture
+def home(tmp_path: Any, clock: FrozenClock) -> Any:
+    """Agent ``clerk``: token:issue needs the client's approval, email:send the owner's."""
+    h = make_home(tmp_path / "home", clock=clock)
+    identity.add_agent(
+        h,
+        "clerk",
+        scopes=["token:issue", "email:send", "audit:read"],
+        policy={
+            "approvals": [
+                {"pattern": "token:issue", "mode": "client"},
+                {"pattern": "email:send", "mode": "owner"},
+            ]
+        },
+    )
+    yield h
+    h.close()
+
+
+def serve(home: Home, acted: list[str], agent: str = "clerk") -> CharterServer:
+    """The agent's server plus test tools that need token:issue / email:send:<to>."""
+    server = server_for(home, agent)
+
+    @server.charter_tool("test_poke", annotations=SIDE_EFFECT, visible_args=("target",))
+    async def test_poke(target: str, secret_note: str = "") -> dict[str, str]:
+        """Poke ``target`` (needs token:issue)."""
+        call = current_call()
+        call.require("token:issue")
+        await call.intent({"resolved": target.upper()})
+        acted.append(target)
+        return {"poked": target}
+
+    @server.charter_tool("test_mail", annotations=SIDE_EFFECT, visible_args=("to",))
+    async def test_mail(to: list[str], body: str) -> dict[str, int]:
+        """Mail ``to`` (needs email:send:<recipient> for each)."""
+        call = current_call()
+        for rcpt in to:
+            call.require(f"email:send:{rcpt}")
+        await call.intent()
+        acted.append(",".join(to))
+        return {"sent": len(to)}
+
+    return server
+
+
+def answering(action: str, content: dict[str, Any] | None = None) -> tuple[Answer, list[str]]:
+    """An elicitation callback giving ``action`` (and ``content``); records what it was shown."""
+    shown: list[str] = []
+
+    async def answer(_ctx: Any, params: ElicitRequestParams) -> ElicitResult:
+        shown.append(params.message)
+        return ElicitResult(action=action, content=content)  # type: ignore[arg-type]
+
+    return answer, shown
+
+
+def entries(home: Home) -> list[dict[str, Any]]:
+    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+
+
+def actions(home: Home, since: int = 0) -> list[tuple[str, str, str | None]]:
+    return [(e["action"], e["phase"], e["outcome"]) for e in entries(home)[since:]]
+
+
+def text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+# -- client approval ---------------------------------------------------------------------------
+
+
+async def test_client_accept_runs_the_call_and_links_the_approval(home: Home, mode: str) -> None:
+    acted: list[str] = []
+    answer, shown = answering("accept", {"approve": True})
+    args = {"target": "prod-db", "secret_note": "hunter2"}
+    start = home.ledger.head()[0]
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("test_poke", args)
+    assert not result.is_error, text(result)
+    assert acted == ["prod-db"]
+    # The human saw the exact call: tool, visible argument, hidden one by hash, and the hash.
+    (message,) = shown
+    assert "test_poke" in message and '"prod-db"' in message
+    assert "hunter2" not in message
+    assert f"sha256 {hash_value('hunter2')}" in message
+    assert hash_value(args) in message
+    assert actions(home, start) == [
+        ("approval.request", "event", None),
+        ("approval.answer", "event", "ok"),
+        ("test.poke", "intent", None),
+        ("test.poke", "outcome", "ok"),
+    ]
+    request, answer_entry, intent, _ = entries(home)[start:]
+    assert {e["args_hash"] for e in (request, answer_entry, intent)} == {hash_value(args)}
+    assert request["args"]["mode"] == "client" and request["args"]["scopes"] == ["token:issue"]
+    assert answer_entry["args"]["answer"] == "accept"
+    assert answer_entry["args"]["client"]["name"] == "mcp"  # the relaying client's own name
+    link = intent["args"]["details"]["approval"]
+    assert link["id"] == request["args"]["approval"] == answer_entry["args"]["approval"]
+    assert link["request"] == Entry.from_body(next(home.ledger.iter_bodies(start, start + 1))).hash
+    assert intent["args"]["details"]["resolved"] == "PROD-DB"
+    assert "hunter2" not in str(entries(home))
+    audit.verify_home(home)
+
+
+@pytest.mark.parametrize(
+    ("action", "content", "says"),
+    [
+        ("decline", None, "declined"),
+        ("cancel", None, "dismissed"),
+        ("accept", {"approve": False}, "declined"),
+    ],
+)
+async def test_client_decline_or_cancel_refuses_and_records(
+    home: Home, mode: str, action: str, content: dict[str, Any] | None, says: str
+) -> None:
+    acted: list[str] = []
+    answer, shown = answering(action, content)
+    start = home.ledger.head()[0]
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("test_poke", {"target": "prod-db"})
+    assert result.is_error
+    assert says in text(result) and "not run" in text(result)
+    assert acted == [] and len(shown) == 1
+    assert actions(home, start) == [
+        ("approval.request", "event", None),
+        ("approval.answer", "event", "denied"),
+        ("test.poke", "call", "denied"),
+    ]
+    expected = "decline" if content else action
+    assert entries(home)[start + 1]["args"]["answer"] == expected
+    audit.verify_home(home)
+
+
+async def test_client_without_elicitation_is_refused_with_the_reason(home: Home, mode: str) -> None:
+    acted: list[str] = []
+    start = home.ledger.head()[0]
+    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("test_poke", {"target": "prod-db"})
+    assert result.is_error
+    assert "did not declare the elicitation capability" in text(result)
+    assert acted == []
+    assert actions(home, start) == [("test.poke", "call", "denied")]
+    audit.verify_home(home)
+
+
+async def test_calls_outside_the_policy_need_no_approval(home: Home, mode: str) -> None:
+    async with Client(server_for(home, "clerk"), mode=mode) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("audit_query", {"limit": 1})
+    assert not result.is_error
+
+
+async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home) -> None:
+    """2026-07-28: the retry's answer must be the one asked for this exact call, once."""
+    acted: list[str] = []
+    answer, _ = answering("accept", {"approve": True})
+    accept = ElicitResult(action="accept", content={"approve": True})
+    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        session = client.session
+        first = await session.call_tool("test_poke", {"target": "a"}, allow_input_required=True)
+        second = await session.call_tool("test_poke", {"target": "b"}, allow_input_required=True)
+        assert isinstance(first, InputRequiredResult) and isinstance(second, InputRequiredResult)
+        assert first.input_requests and second.input_requests
+        (key_a,) = first.input_requests
+        (key_b,) = second.input_requests
+        assert key_a != key_b
+
+        # The answer to call a, sent with call b's state: refused, and b's request is closed.
+        start = home.ledger.head()[0]
+        wrong = await session.call_tool(
+            "test_poke",
+            {"target": "b"},
+            input_responses={key_a: accept},
+            request_state=second.request_state,
+            allow_input_required=True,
+        )
+        assert not isinstance(wrong, InputRequiredResult) and wrong.is_error
+        assert "does not belong to this call" in text(wrong)
+        assert actions(home, start) == [
+            ("approval.answer", "event", "denied"),
+            ("test.poke", "call", "denied"),
+        ]
+        assert entries(home)[start]["args"]["answer"] == "invalid"
+
+        # Call a's state replayed onto different arguments: the SDK's sealed state refuses it.
+        with pytest.raises(MCPError, match="requestState"):
+            await session.call_tool(
+                "test_poke",
+                {"target": "b"},
+                input_responses={key_a: accept},
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+
+        # The right answer for call a runs it, once; replaying that answer is refused.
+        ok = await session.call_tool(
+            "test_poke",
+            {"target": "a"},
+            input_responses={key_a: accept},
+            request_state=first.request_state,
+        )
+        assert not ok.is_error, text(ok)
+        replay = await session.call_tool(
+            "test_poke",
+            {"target": "a"},
+            input_responses={key_a: accept},
+            request_state=first.request_state,
+        )
+        assert replay.is_error and "already answered" in text(replay)
+
+        # An answer nobody asked for (no state) is refused too.
+        unasked = await session.call_tool(
+            "test_poke", {"target": "c"}, input_responses={key_a: accept}
+        )
+        assert unasked.is_error and "did not ask for" in text(unasked)
+    assert acted == ["a"]
+    audit.verify_home(home)
+
+
+async def test_modern_answer_after_expiry_is_refused(home: Home, clock: FrozenClock) -> None:
+    acted: list[str] = []
+    answer, _ = answering("accept", {"approve": True})
+    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        asked = await client.session.call_tool(
+            "test_poke", {"target": "a"}, allow_input_required=True
+        )
+        assert isinstance(asked, InputRequiredResult) and asked.input_requests
+        clock.advance(minutes=11)
+        late = await client.session.call_tool(
+            "test_poke",
+            {"target": "a"},
+            input_responses={k: ElicitResult(action="accept", content={"approve": True})
+                             for k in asked.input_requests},
+            request_state=asked.request_state,
+        )
+    assert late.is_error and "expired" in text(late)
+    assert acted == []
+    audit.verify_home(home)
+
+
+# -- owner approval ----------------------------------------------------------------------------
+
+
+def pending_id(result: Any) -> str:
+    match = re.search(r"\(id (apr-[0-9a-f]{16})\)", text(result))
+    assert match, text(result)
+    return match.group(1)
+
+
+async def test_owner_approval_round_trip(home: Home, mode: str) -> None:
+    acted: list[str] = []
+    args = {"to": ["bob@example.com"], "body": "the quarterly numbers"}
+    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+        start = home.ledger.head()[0]
+        first = await client.call_tool("test_mail", args)
+        assert first.is_error and text(first).startswith("approval pending")
+        approval_id = pending_id(first)
+        assert f"charter approve {approval_id}" in text(first)
+        assert actions(home, start) == [
+            ("approval.request", "event", None),
+            ("test.mail", "call", "denied"),
+        ]
+        # Retrying before the owner decides is still pending, under the same id.
+        again = await client.call_tool("test_mail", args)
+        assert pending_id(again) == approval_id
+
+        (listed,) = approvals.list_pending(home)
+        assert listed.id == approval_id and listed.args_hash == hash_value(args)
+        assert listed.scopes == ["email:send:bob@example.com"]
+        shown = approvals.render(listed)
+        assert '"bob@example.com"' in shown and "quarterly" not in shown
+        decided = approvals.approve(home, approval_id)
+        assert decided.status == "approved"
+
+        start = home.ledger.head()[0]
+        ok = await client.call_tool("test_mail", args)
+        assert not ok.is_error, text(ok)
+    assert acted == ["bob@example.com"]
+    intent = entries(home)[start]
+    assert intent["phase"] == "intent"
+    link = intent["args"]["details"]["approval"]
+    decision = Entry.from_body(next(home.ledger.iter_bodies(decided.decision_seq or 0)))
+    assert link == {
+        "id": approval_id,
+        "mode": "owner",
+        "request": listed.request_entry,
+        "decision": decision.hash,
+    }
+    assert approvals.get_approval(home.conn, approval_id).status == "used"
+    assert approvals.list_pending(home) == []
+    audit.verify_home(home)
+
+
+async def test_owner_approval_runs_only_the_exact_arguments_once(home: Home, mode: str) -> None:
+    acted: list[str] = []
+    args = {"to": ["bob@example.com"], "body": "hello"}
+    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+        approval_id = pending_id(await client.call_tool("test_mail", args))
+        approvals.approve(home, approval_id)
+        # Drift: one more recipient, or a different body: refused, a new request is opened.
+        for drift in ({**args, "to": ["bob@example.com", "eve@example.com"]},
+                      {**args, "body": "hello!"}):
+            refused = await client.call_tool("test_mail", drift)
+            assert refused.is_error and pending_id(refused) != approval_id
+        assert acted == []
+        ok = await client.call_tool("test_mail", args)
+        assert not ok.is_error, text(ok)
+        replay = await client.call_tool("test_mail", args)
+        assert replay.is_error
+        assert f"approval {approval_id} was already used" in text(replay)
+        assert pending_id(replay) != approval_id
+    assert acted == ["bob@example.com"]
+    audit.verify_home(home)
+
+
+async def test_expired_or_denied_owner_approval_is_refused(
+    home: Home, clock: FrozenClock, mode: str
+) -> None:
+    acted: list[str] = []
+    late = {"to": ["bob@example.com"], "body": "late"}
+    denied = {"to": ["bob@example.com"], "body": "no"}
+    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+        late_id = pending_id(await client.call_tool("test_mail", late))
+        denied_id = pending_id(await client.call_tool("test_mail", denied))
+        approvals.approve(home, late_id, valid_for=approvals.dt.timedelta(minutes=5))
+        approvals.deny(home, denied_id, reason="not today")
+        clock.advance(minutes=6)
+        expired = await client.call_tool("test_mail", late)
+        assert expired.is_error and f"approval {late_id} expired" in text(expired)
+        refused = await client.call_tool("test_mail", denied)
+        assert refused.is_error and "owner denied this exact call" in text(refused)
+    assert acted == []
+    audit.verify_home(home)
+
+
+async def test_an_approval_not_signed_by_the_owner_runs_nothing(home: Home, mode: str) -> None:
+    """A row marked approved in the database, without the owner's signed decision, is refused."""
+    acted: list[str] = []
+    args = {"to": ["bob@example.com"], "body": "forged"}
+    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+        approval_id = pending_id(await client.call_tool("test_mail", args))
+        request = approvals.get_approval(home.conn, approval_id)
+        request_seq = home.conn.execute(
+            "SELECT seq FROM ledger WHERE hash = ?", (request.request_entry,)
+        ).fetchone()[0]
+        # Point the decision at the agent-signed request entry, as a tamperer might.
+        home.conn.execute(
+            "UPDATE approvals SET status = 'approved', decision_seq = ? WHERE id = ?",
+            (request_seq, approval_id),
+        )
+        refused = await client.call_tool("test_mail", args)
+    assert refused.is_error and "not signed by the owner's key" in text(refused)
+    assert acted == []
+    audit.verify_home(home)
+
+
+async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str) -> None:
+    acted: list[str] = []
+    args = {"to": ["bob@example.com"], "body": "forged"}
+    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+        approval_id = pending_id(await client.call_tool("test_mail", args))
+    request = approvals.get_approval(home.conn, approval_id)
+    agent = identity.load_agent(home, "clerk")
+    # The agent's key signs a well-formed entry of its own that claims to approve its request.
+    home.ledger.append_one(
+        Draft(
+            actor=agent.agent_id,
+            owner=home.owner_id,
+            charter=agent.charter.hash,
+            action="approval.approve",
+            phase="event",
+            signer=agent.key,
+            args={"approval": approval_id, "agent_id": request.agent_id,
+                  "call_args_hash": request.args_hash, "expires_at": request.expires_at},
+        )
+    )
+    with pytest.raises(LedgerIntegrityError, match="must be signed by the owner key"):
+        audit.verify_home(home)
+
+
+# -- kill switch -------------------------------------------------------------------------------
+
+
+async def test_lockdown_stops_a_running_server_on_the_next_call(home: Home, mode: str) -> None:
+    acted: list[str] = []
+    answer, _ = answering("accept", {"approve": True})
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        assert not (await client.call_tool("identity_whoami", {})).is_error
+        state = lockdown.lockdown(home, reason="suspected leak")
+        assert state.active and state.agents == ["clerk"]
+        refused = await client.call_tool("test_poke", {"target": "x"})
+        whoami = await client.call_tool("identity_whoami", {})
+    assert refused.is_error and "revoked" in text(refused)
+    assert whoami.is_error
+    assert acted == []
+    last = entries(home)[-1]
+    assert last["outcome"] == "denied" and last["kid"] == home.log_key.kid
+    audit.verify_home(home)
+
+    lockdown.lift(home)
+    with pytest.raises(approvals.CharterError):
+        identity.load_agent(home, "clerk")  # still revoked: lifting reinstates no one
+    lockdown.reinstate_agent(home, "clerk")
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("test_poke", {"target": "y"})
+    assert not result.is_error, text(result)
+    assert acted == ["y"]
+    audit.verify_home(home)
