@@ -1,0 +1,76 @@
+"""``token_*`` tools."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from charter.server.calls import current_call
+from charter.tools import tokens
+
+if TYPE_CHECKING:
+    from charter.server.app import CharterServer
+
+ISSUES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+
+
+def register(server: CharterServer) -> None:
+    """Register the token tools."""
+
+    @server.charter_tool(
+        "token_issue",
+        annotations=ISSUES,
+        title="Issue a scoped token",
+        visible_args=("audience", "scopes", "ttl_seconds"),
+    )
+    async def token_issue(
+        audience: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=512,
+                description="The service the token is for; one of your charter's audiences.",
+            ),
+        ],
+        scopes: Annotated[
+            list[Annotated[str, Field(max_length=256)]] | None,
+            Field(
+                max_length=32,
+                description="Scopes to put in the token, each within your charter. Omit for "
+                "all of your scopes except token:issue; ask for as few as the task needs.",
+            ),
+        ] = None,
+        ttl_seconds: Annotated[
+            int,
+            Field(ge=1, le=tokens.MAX_TTL_SECONDS, description="Lifetime in seconds (max 3600)."),
+        ] = tokens.DEFAULT_TTL_SECONDS,
+    ) -> tokens.IssuedToken:
+        """Get a short-lived bearer token (EdDSA JWT) for one service, in your owner's name.
+
+        Use it when a service asks for a Charter token: request that service as `audience`,
+        only the scopes the task needs, and a short lifetime. Send the token as
+        `Authorization: Bearer <token>`; the service verifies it with Charter's published keys.
+        Needs scope `token:issue`. Side effect: a token is issued and recorded in the audit
+        ledger (its id, audience, scopes and expiry; never the token). The owner can revoke it
+        by its `jti`. Keep the token to yourself: do not print it or put it in email.
+        """
+        call = current_call()
+        call.require("token:issue")
+        agent = call.agent
+        request = tokens.prepare(
+            call.deps.home,
+            agent.name,
+            agent.charter,
+            audience=audience,
+            scopes=scopes,
+            ttl_seconds=ttl_seconds,
+            limit=agent.token_scopes,
+        )
+        await call.intent(request.ledger_details())
+        issued = tokens.issue(call.deps.home, request)
+        call.outcome_details["kid"] = issued.kid
+        return issued
