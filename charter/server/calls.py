@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charter.canonical import canonical_json
-from charter.errors import CharterError, InvalidInput
-from charter.scopes import require
+from charter.errors import CharterError, InvalidInput, ScopeDenied
+from charter.scopes import grants, require
 from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
 from charter.storage.ledger import Draft, Entry
@@ -96,12 +96,15 @@ class Call:
     scopes: list[str] = field(default_factory=list)
 
     def require(self, scope: str) -> None:
-        """Refuse the call unless the agent's charter grants ``scope``.
+        """Refuse the call unless the agent's charter (and its bearer token, if any) grant it.
 
         Raises:
             ScopeDenied: recorded as a denied call.
         """
         require(self.agent.charter.scopes, scope)
+        token_scopes = self.agent.token_scopes
+        if token_scopes is not None and not grants(token_scopes, scope):
+            raise ScopeDenied(f"the token this call was made with does not grant {scope!r}")
         self.scopes.append(scope)
 
     async def intent(self, details: dict[str, Any] | None = None) -> Entry:
