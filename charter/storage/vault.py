@@ -199,9 +199,9 @@ class Vault:
             InvalidInput: bad name, empty or oversized value, bad host or description, or a
                 system/agent name mismatch with an existing secret.
         """
-        validate_name(name, system=system)
         if not system and is_system_name(name):
             raise InvalidInput(f"names starting with {SYSTEM_PREFIX!r} are reserved for Charter")
+        validate_name(name, system=system)
         if not value:
             raise InvalidInput("a secret value must be non-empty bytes")
         if len(value) > MAX_VALUE_BYTES:
