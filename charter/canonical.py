@@ -32,9 +32,23 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _check(value: Any, depth: int = 0) -> None:
+    # NOTE: on every ledger append and every verified entry: exact-type fast paths first,
+    # the isinstance() chain only for subclasses.
     if depth > 64:
         raise ValueError("value is nested too deeply")
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return
+    if kind is dict or isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise ValueError("object keys must be strings")
+            if not key.isascii() and any(ord(ch) > 0xFFFF for ch in key):
+                raise ValueError("object keys must lie in the Basic Multilingual Plane")
+            if (type(item) is not str and item is not None) or depth >= 64:
+                _check(item, depth + 1)
+        return
+    if isinstance(value, str | bool):
         return
     if isinstance(value, int):
         if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
@@ -42,14 +56,6 @@ def _check(value: Any, depth: int = 0) -> None:
         return
     if isinstance(value, list | tuple):
         for item in value:
-            _check(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError("object keys must be strings")
-            if any(ord(ch) > 0xFFFF for ch in key):
-                raise ValueError("object keys must lie in the Basic Multilingual Plane")
             _check(item, depth + 1)
         return
     raise ValueError(f"cannot canonicalize a {type(value).__name__}")

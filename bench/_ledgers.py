@@ -1,0 +1,78 @@
+"""Throwaway Charter homes with ledgers of a given size, built through the real append path.
+
+Large ledgers are built with group commit: ``Ledger.append`` with batches of drafts, one
+``BEGIN IMMEDIATE … COMMIT`` (one fsync) per batch, exactly what ``LedgerWriter`` does under
+load. Each entry is an agent-signed ``call`` entry like the ones a tool call writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+
+from bench._common import scratch_dir
+from charter.config import Settings
+from charter.home import Home
+from charter.storage.ledger import Draft
+from charter.testing import make_home
+from charter.tools import identity
+from charter.tools.identity import AgentContext
+
+AGENT = "bench"
+BATCH = 1000
+
+_cache: dict[int, Path] = {}
+
+
+def new_home(root: Path) -> Home:
+    """A new home (system clock) with agent ``bench`` allowed to read its audit trail."""
+    home = make_home(root)
+    identity.add_agent(home, AGENT, scopes=["audit:read"], audiences=["https://api.example.com"])
+    return home
+
+
+def open_home(root: Path) -> Home:
+    """Open an existing home."""
+    return Home.open(Settings(home=root))
+
+
+def call_draft(agent: AgentContext, session: str, i: int) -> Draft:
+    """An entry like the one an ``audit_query`` call writes (about 900 bytes)."""
+    args = {"action": "email.send", "limit": 50, "cursor": i}
+    return Draft(
+        actor=agent.agent_id,
+        owner=agent.owner_id,
+        action="audit.query",
+        phase="call",
+        signer=agent.key,
+        charter=agent.charter.hash,
+        session=session,
+        call=secrets.token_hex(8),
+        args=args,
+        args_hash=hashlib.sha256(repr(args).encode()).hexdigest(),
+        outcome="ok",
+        result_hash=hashlib.sha256(str(i).encode()).hexdigest(),
+        require_agent=agent.name,
+    )
+
+
+def fill(home: Home, size: int, batch: int = BATCH) -> None:
+    """Append agent entries in batches until the ledger holds at least ``size`` entries."""
+    agent = identity.load_agent(home, AGENT)
+    session = secrets.token_hex(8)
+    have, _ = home.ledger.head()
+    while have < size:
+        n = min(batch, size - have)
+        home.ledger.append([call_draft(agent, session, have + k) for k in range(n)])
+        have += n
+
+
+def ledger_of(size: int) -> Path:
+    """The root of a home whose ledger holds at least ``size`` entries (built once per run)."""
+    if size not in _cache:
+        root = scratch_dir(f"ledger{size}") / "home"
+        with new_home(root) as home:
+            fill(home, size)
+        _cache[size] = root
+    return _cache[size]

@@ -1,0 +1,77 @@
+"""Servers the benchmarks spawn over stdio: the bare ``MCPServer`` baseline and Charter with
+a side-effecting no-op tool.
+
+``python -m bench._servers bare`` serves one no-op tool on a bare ``MCPServer``: the
+baseline for round trips and cold start. ``python -m bench._servers touch HOME AGENT`` is
+exactly what ``charter serve --agent AGENT`` builds, plus ``bench_touch``, registered through
+the public ``charter_tool`` API: a side-effecting tool that commits its signed intent and
+does nothing else, so a call costs exactly the gate of a side-effecting call.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class Touched(BaseModel):
+    """What ``bench_touch`` returns: the seq of its intent entry."""
+
+    seq: int
+
+
+def bare() -> None:
+    """Serve the baseline: a bare MCPServer with a no-op tool."""
+    from mcp.server.mcpserver import MCPServer
+
+    server: MCPServer[object] = MCPServer("bare")
+
+    @server.tool(name="noop")
+    async def noop() -> str:
+        """Do nothing."""
+        return "ok"
+
+    server.run("stdio")
+
+
+def touch(home_root: str, agent_name: str) -> None:
+    """Serve Charter as ``agent_name`` with the extra side-effecting ``bench_touch`` tool."""
+    from mcp.types import ToolAnnotations
+
+    from charter.config import Settings
+    from charter.home import Home
+    from charter.server.app import build_server
+    from charter.server.calls import current_call
+    from charter.server.deps import Deps
+    from charter.tools.identity import AgentContext, load_agent
+
+    home = Home.open(Settings(home=Path(home_root)))
+    ctx = load_agent(home, agent_name)
+
+    async def resolve() -> AgentContext:
+        return ctx
+
+    server = build_server(Deps(home=home, resolve_agent=resolve))
+    side_effect = ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, open_world_hint=False
+    )
+
+    @server.charter_tool("bench_touch", annotations=side_effect, visible_args=("note",))
+    async def bench_touch(note: str = "") -> Touched:
+        """Benchmark only: commit a signed intent, act (no-op), return."""
+        entry = await current_call().intent()
+        return Touched(seq=entry.seq)
+
+    try:
+        server.run("stdio")
+    finally:
+        home.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "bare":
+        bare()
+    else:
+        touch(sys.argv[2], sys.argv[3])

@@ -1,0 +1,238 @@
+"""Ledger append: Charter's durable append vs the raw limit, and group commit across processes.
+
+The raw limit is what any signed, hash-chained, durable append must do: canonicalize the
+entry, sign it (Ed25519), hash it (SHA-256), and commit one ``INSERT`` with
+``synchronous=FULL`` in WAL mode, on plain ``sqlite3`` in a tight loop. It writes the same
+entry fields into a table with the ledger's own schema (same columns and indexes), so the
+ratio measures Charter's code path, not its schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, scratch_dir
+from bench._ledgers import AGENT, call_draft, new_home, open_home
+from charter.keys import b64url
+from charter.server.deps import Deps
+from charter.storage.db import migrate
+from charter.storage.ledger import SIGNING_PREFIX, Ledger
+from charter.tools import audit, identity
+from charter.tools.identity import AgentContext
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = ">= 0.7x"
+PROCESSES = (1, 2, 4, 8)
+#: Concurrent callers awaiting appends inside each writer process.
+CALLERS_PER_PROCESS = 8
+
+
+class RawLedger:
+    """The raw limit: canonicalize + sign + hash + one committed INSERT per entry."""
+
+    def __init__(self, path: Path, agent: AgentContext) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        migrate(self.conn)  # the ledger's own table and indexes
+        self.agent = agent
+        self.signing_key = agent.key.signing_key
+        self.seq = 0
+        self.prev = "0" * 64
+        self.session = secrets.token_hex(8)
+
+    def append(self, n: int) -> None:
+        """Append ``n`` entries, one transaction each."""
+        agent = self.agent
+        for _ in range(n):
+            d = call_draft(agent, self.session, self.seq)
+            fields: dict[str, Any] = {
+                "v": 1, "seq": self.seq, "ts": "2026-01-02T03:04:05.678Z", "prev": self.prev,
+                "actor": d.actor, "owner": d.owner, "charter": d.charter, "session": d.session,
+                "call": d.call, "phase": d.phase, "action": d.action, "args": d.args,
+                "args_hash": d.args_hash, "outcome": d.outcome, "reason": None,
+                "result_hash": d.result_hash, "kid": agent.key.kid,
+            }  # fmt: skip
+            message = SIGNING_PREFIX + _dumps(fields)
+            fields["sig"] = b64url(self.signing_key.sign(message).signature)
+            body = _dumps(fields)
+            digest = hashlib.sha256(body).hexdigest()
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "INSERT INTO ledger(seq, prev, hash, ts, actor, action, phase, outcome, call_id,"
+                " body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (self.seq, self.prev, digest, fields["ts"], d.actor, d.action, d.phase,
+                 d.outcome, d.call, body),
+            )  # fmt: skip
+            self.conn.execute("COMMIT")
+            self.seq, self.prev = self.seq + 1, digest
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _charter_append(ledger: Ledger, agent: AgentContext, n: int) -> None:
+    session = secrets.token_hex(8)
+    for i in range(n):
+        ledger.append_one(call_draft(agent, session, i))
+
+
+def _writer_append(deps: Deps, agent: AgentContext, n: int) -> None:
+    async def go() -> None:
+        session = secrets.token_hex(8)
+        for i in range(n):
+            await deps.writer.append(call_draft(agent, session, i))
+
+    asyncio.run(go())
+
+
+def run(quick: bool) -> list[Row]:
+    """Append rows: single durable append, the server's writer path, concurrent processes."""
+    n = pick(quick, full=1000, quick_n=250, tiny_n=10)
+    rounds = pick(quick, full=9, quick_n=5, tiny_n=2)
+    root = scratch_dir("append")
+    home = new_home(root / "home")
+    agent = identity.load_agent(home, AGENT)
+    raw = RawLedger(root / "raw.db", agent)
+    deps = Deps(home=home, resolve_agent=_no_resolver)
+    rows: list[Row] = []
+    try:
+        base, subj = interleave(
+            rounds,
+            lambda: rate(n, lambda: raw.append(n)),
+            lambda: rate(n, lambda: _charter_append(home.ledger, agent, n)),
+        )
+        rows.append(
+            row(
+                "append: Ledger.append_one (durable, 1 per txn)",
+                median(subj),
+                median(base),
+                "entries/s",
+                TARGET,
+                f"{rounds} interleaved rounds of {n}; raw = canonicalize+sign+hash+INSERT, FULL",
+                ratio=ratio_of_rounds(subj, base),
+            )
+        )
+        base, subj = interleave(
+            rounds,
+            lambda: rate(n, lambda: raw.append(n)),
+            lambda: rate(n, lambda: _writer_append(deps, agent, n)),
+        )
+        rows.append(
+            row(
+                "append: LedgerWriter, 1 caller (server path)",
+                median(subj),
+                median(base),
+                "entries/s",
+                TARGET,
+                "one awaiting caller: each append is its own batch (queue + 2 thread hops)",
+                ratio=ratio_of_rounds(subj, base),
+            )
+        )
+        deps.shutdown()
+        rows.extend(_processes(quick, root, raw, n))
+        audit.verify_home(home)  # concurrent writers never fork the chain
+    finally:
+        deps.shutdown()
+        home.close()
+        raw.conn.close()
+    return rows
+
+
+async def _no_resolver() -> AgentContext:
+    raise NotImplementedError
+
+
+def _processes(quick: bool, root: Path, raw: RawLedger, n: int) -> list[Row]:
+    """Group-commit throughput with several writer processes sharing one home."""
+    small = bool(pick(quick, full=0, quick_n=0, tiny_n=1))
+    seconds = 0.3 if small else (1.0 if quick else 3.0)
+    rows: list[Row] = []
+    for procs in PROCESSES[:2] if small else PROCESSES:
+        before = rate(n, lambda: raw.append(n))
+        total = _run_writers(root / "home", procs, seconds)
+        after = rate(n, lambda: raw.append(n))
+        rows.append(
+            row(
+                f"append: group commit, {procs} writer process(es)",
+                total / seconds,
+                median([before, after]),
+                "entries/s",
+                ">= 1.0x",
+                f"{CALLERS_PER_PROCESS} concurrent callers per process for {seconds:g} s; "
+                "baseline = raw limit (1 writer), measured just before and after",
+            )
+        )
+    return rows
+
+
+def _run_writers(home_root: Path, procs: int, seconds: float) -> int:
+    """Start ``procs`` writer processes, release them together, return their total appends."""
+    code = f"from bench.bench_append import writer_main; writer_main({str(home_root)!r}, {seconds})"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            text=True,
+        )
+        for _ in range(procs)
+    ]
+    try:
+        for w in workers:  # each says "ready" once its writer is open
+            assert w.stdout is not None
+            if w.stdout.readline().strip() != "ready":
+                raise RuntimeError("a writer process failed to start")
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        return sum(int(w.communicate(timeout=120)[0].strip()) for w in workers)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+
+
+def writer_main(home_root: str, seconds: float) -> None:
+    """One server-like process: a LedgerWriter with several concurrent callers.
+
+    Prints ``ready``, waits for a line on stdin, appends for ``seconds``, prints the count.
+    """
+    home = open_home(Path(home_root))
+    agent = identity.load_agent(home, AGENT)
+    deps = Deps(home=home, resolve_agent=_no_resolver)
+    _ = deps.writer  # open the writer's connection before the clock starts
+    session = secrets.token_hex(8)
+
+    async def caller(deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            await deps.writer.append(call_draft(agent, session, done))
+            done += 1
+        return done
+
+    async def go() -> int:
+        deadline = time.perf_counter() + seconds
+        counts = await asyncio.gather(*(caller(deadline) for _ in range(CALLERS_PER_PROCESS)))
+        return sum(counts)
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        print(asyncio.run(go()), flush=True)
+    finally:
+        deps.shutdown()
+        home.close()

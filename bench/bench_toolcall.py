@@ -1,0 +1,106 @@
+"""Tool-call round trip over stdio: Charter vs a bare ``MCPServer`` no-op, same real client.
+
+Both servers are subprocesses driven by the SDK's ``Client`` over stdio, open at the same
+time; calls alternate one by one between them, so both see the same machine load. Every
+Charter call is signed into the ledger and committed durably (fsync) before the response:
+one entry for a read-only call, two (intent, outcome) for a side-effecting one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+from bench._common import Row, percentile, pick, row, scratch_dir
+from bench._ledgers import AGENT, new_home
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "<= 1.5x"
+#: Protocol generation the hosts use (Claude Desktop, Claude Code, the TS SDK): the
+#: initialize handshake. ``auto`` (2026-07-28) adds the same per-request cost to both sides.
+MODE = "legacy"
+
+
+def charter_command() -> list[str]:
+    """How a host launches Charter: the ``charter`` console script next to this Python."""
+    script = Path(sys.executable).with_name("charter")
+    found = str(script) if script.exists() else shutil.which("charter")
+    return [found] if found else [sys.executable, "-m", "charter"]
+
+
+def params(argv: list[str], env: dict[str, str] | None = None) -> StdioServerParameters:
+    """Stdio launch parameters run from the repository root."""
+    return StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(REPO))
+
+
+def bare_params() -> StdioServerParameters:
+    """The baseline server."""
+    return params([sys.executable, "-m", "bench._servers", "bare"])
+
+
+async def _timed(client: Client, tool: str, args: dict[str, Any]) -> float:
+    t0 = time.perf_counter()
+    result = await client.call_tool(tool, args)
+    elapsed = time.perf_counter() - t0
+    if result.is_error:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return elapsed
+
+
+async def _compare(
+    subject: StdioServerParameters, tool: str, args: dict[str, Any], calls: int
+) -> tuple[list[float], list[float]]:
+    """Alternate ``calls`` calls between the bare no-op and ``tool`` on ``subject``."""
+    base: list[float] = []
+    subj: list[float] = []
+    async with (
+        Client(bare_params(), mode=MODE) as bare,
+        Client(subject, mode=MODE) as charter,
+    ):
+        for _ in range(max(3, calls // 20)):  # warm up both (imports, caches, page cache)
+            await _timed(bare, "noop", {})
+            await _timed(charter, tool, args)
+        for i in range(calls):
+            if i % 2 == 0:
+                base.append(await _timed(bare, "noop", {}))
+                subj.append(await _timed(charter, tool, args))
+            else:
+                subj.append(await _timed(charter, tool, args))
+                base.append(await _timed(bare, "noop", {}))
+    return base, subj
+
+
+def _rows(label: str, base: list[float], subj: list[float], note: str) -> list[Row]:
+    out = []
+    for q in (50, 99):
+        b, s = percentile(base, q) * 1e3, percentile(subj, q) * 1e3
+        out.append(row(f"toolcall: {label} p{q}", s, b, "ms", TARGET, note))
+    return out
+
+
+def run(quick: bool) -> list[Row]:
+    """p50/p99 round trips of ``identity_whoami`` and of a side-effecting call."""
+    calls = pick(quick, full=2000, quick_n=300, tiny_n=10)
+    root = scratch_dir("toolcall") / "home"
+    new_home(root).close()
+    env = {"CHARTER_HOME": str(root)}
+    serve = params([*charter_command(), "serve", "--agent", AGENT], env)
+    touch = params([sys.executable, "-m", "bench._servers", "touch", str(root), AGENT])
+    note = f"{calls} calls each, alternating, MCP Client over stdio, mode={MODE}"
+    rows: list[Row] = []
+    base, subj = anyio.run(_compare, serve, "identity_whoami", {}, calls)
+    rows += _rows("identity_whoami (1 ledger entry)", base, subj, note + "; `charter serve`")
+    base, subj = anyio.run(_compare, touch, "bench_touch", {"note": "x"}, calls)
+    rows += _rows(
+        "side-effecting call (intent + outcome)",
+        base,
+        subj,
+        note + "; bench_touch: commits its intent, acts (no-op), outcome recorded",
+    )
+    return rows
