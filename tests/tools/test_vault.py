@@ -1,0 +1,230 @@
+"""Vault services: owner actions and their ledger events, grants, placeholders, redaction."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from typing import Any
+
+import pytest
+
+from charter.errors import InvalidInput, NotFound, ScopeDenied
+from charter.home import Home
+from charter.storage.ledger import Entry
+from charter.storage.vault import SecretValue, Vault
+from charter.tools import audit
+from charter.tools import vault as vt
+
+VALUE = "tok-3b1f9d27a8c4e6f0/+=x"
+
+
+def entries(home: Home) -> list[dict[str, Any]]:
+    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+
+
+@pytest.fixture
+def vhome(home: Home) -> Home:
+    vt.set_secret(home, "API_KEY", VALUE.encode(), description="api", allowed_hosts=["api.test"])
+    vt.set_secret(home, "NOHOST", b"nohost-value")
+    Vault(home).put("charter:mail-password", b"mail-pw-value", system=True)
+    return home
+
+
+# -- owner services and the ledger --------------------------------------------------------------
+
+
+def test_owner_actions_are_signed_into_the_ledger_without_values(vhome: Home) -> None:
+    vt.set_secret(vhome, "API_KEY", b"rotated-value-123")  # keeps description and hosts
+    info = Vault(vhome).info("API_KEY")
+    assert (info.version, info.description, info.allowed_hosts) == (2, "api", ("api.test",))
+    vt.rotate_master_key(vhome)
+    vt.remove_secret(vhome, "NOHOST")
+    events = [e for e in entries(vhome) if e["action"].startswith(("secret.", "vault."))]
+    assert [(e["action"], e["args"].get("name")) for e in events] == [
+        ("secret.set", "API_KEY"),
+        ("secret.set", "NOHOST"),
+        ("secret.set", "API_KEY"),
+        ("vault.rotate", None),
+        ("secret.remove", "NOHOST"),
+    ]
+    assert events[2]["args"] == {
+        "name": "API_KEY",
+        "version": 2,
+        "description": "api",
+        "allowed_hosts": ["api.test"],
+    }
+    assert events[3]["args"]["key_version"] == 2
+    assert all(e["actor"] == vhome.owner_id for e in events)
+    ledger = b"".join(vhome.ledger.iter_bodies())
+    for secret in (VALUE.encode(), b"rotated-value-123", b"nohost-value"):
+        assert secret not in ledger
+    audit.verify_home(vhome)
+
+
+def test_system_secrets_cannot_be_removed_by_the_secret_commands(vhome: Home) -> None:
+    with pytest.raises(InvalidInput, match="managed by Charter"):
+        vt.remove_secret(vhome, "charter:mail-password")
+    with pytest.raises(InvalidInput, match="reserved"):
+        vt.set_secret(vhome, "charter:mail-password", b"x")
+
+
+# -- what an agent may see ----------------------------------------------------------------------
+
+
+def test_agents_see_only_granted_secrets_and_never_system_ones(vhome: Home) -> None:
+    vault = Vault(vhome)
+    out = vt.visible_secrets(vault, ["secret:use:API_*", "secret:read:*"])
+    names = {s.name: s for s in out.secrets}
+    assert set(names) == {"API_KEY", "NOHOST"}
+    assert names["API_KEY"].can_use and names["API_KEY"].allowed_hosts == ["api.test"]
+    assert not names["NOHOST"].can_use and names["NOHOST"].allowed_hosts == []
+    assert vt.visible_secrets(vault, []).secrets == []
+    assert vt.visible_secrets(vault, ["audit:read"]).secrets == []
+
+
+def test_read_checks_the_scope_before_the_name_exists(vhome: Home) -> None:
+    vault = Vault(vhome)
+    with pytest.raises(ScopeDenied):
+        vt.read_secret(vault, ["secret:use:API_KEY"], "API_KEY")
+    with pytest.raises(ScopeDenied):  # not NotFound: no probing of ungranted names
+        vt.read_secret(vault, ["secret:read:API_KEY"], "UNKNOWN")
+    with pytest.raises(NotFound):
+        vt.read_secret(vault, ["secret:read:*"], "UNKNOWN")
+    with pytest.raises(InvalidInput):
+        vt.read_secret(vault, ["secret:read:*"], "charter:mail-password")
+    assert vt.read_secret(vault, ["secret:read:API_*"], "API_KEY").reveal() == VALUE.encode()
+
+
+# -- placeholders -------------------------------------------------------------------------------
+
+
+def test_placeholder_names_in_order_without_duplicates() -> None:
+    assert vt.placeholder_names("a{{secret:B}}c{{secret:A}}", "{{secret:B}}", "") == ["B", "A"]
+    assert vt.placeholder_names("no placeholders {{ here }}") == []
+
+
+@pytest.mark.parametrize(
+    "text", ["{{secret:bad name}}", "{{secret:A}", "{{secret:}}", "{{secret:a:b}}", "{{secret:A"]
+)
+def test_malformed_placeholders_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        vt.placeholder_names(text)
+
+
+# -- requests refused before anything is sent -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"url": "https://api.test/"}, InvalidInput, "no {{secret:NAME}}"),
+        ({"url": "https://{{secret:API_KEY}}.api.test/"}, InvalidInput, "only appear"),
+        ({"url": "https://{{secret:API_KEY}}@api.test/"}, InvalidInput, "only appear"),
+        ({"url": "https://u:{{secret:API_KEY}}@api.test/"}, InvalidInput, "only appear"),
+        ({"url": "https://api.test/#{{secret:API_KEY}}"}, InvalidInput, "only appear"),
+        ({"url": "https://api.test:{{secret:API_KEY}}/"}, InvalidInput, "URL"),
+        ({"url": "{{secret:API_KEY}}://api.test/"}, InvalidInput, "URL"),
+        ({"url": "ftp://api.test/{{secret:API_KEY}}"}, InvalidInput, "https"),
+        ({"url": "http://api.test/{{secret:API_KEY}}"}, InvalidInput, "only sent over https"),
+        ({"url": "https://evil.test/{{secret:API_KEY}}"}, ScopeDenied, "may not be sent"),
+        ({"url": "https://api.test.evil.test/{{secret:API_KEY}}"}, ScopeDenied, "may not be"),
+        ({"url": "https://api.test\\@evil.test/{{secret:API_KEY}}"}, ScopeDenied, "evil.test"),
+        ({"url": "https://api.test/{{secret:NOHOST}}"}, ScopeDenied, "NOHOST"),
+        ({"url": "https://api.test/{{secret:UNKNOWN}}"}, ScopeDenied, "UNKNOWN"),
+        (
+            {
+                "url": "https://api.test/",
+                "headers": {"Host": "evil.test", "X": "{{secret:API_KEY}}"},
+            },
+            InvalidInput,
+            "may not be set",
+        ),
+        (
+            {"url": "https://api.test/", "headers": {"{{secret:API_KEY}}": "x"}},
+            InvalidInput,
+            "header names",
+        ),
+        (
+            {"url": "https://api.test/", "headers": {"Proxy-Authorization": "{{secret:API_KEY}}"}},
+            InvalidInput,
+            "may not be set",
+        ),
+    ],
+)
+async def test_bad_requests_are_refused_before_the_intent(
+    vhome: Home, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    intents: list[dict[str, Any]] = []
+
+    async def commit(details: dict[str, Any]) -> None:
+        intents.append(details)
+
+    args: dict[str, Any] = {"method": "GET", "headers": None, "body": None} | kwargs
+    with pytest.raises(error, match=message.replace("{", r"\{").replace("}", r"\}")) as info:
+        await vt.http_request(
+            Vault(vhome),
+            ["secret:use:API_KEY", "secret:use:NOHOST"],
+            commit_intent=commit,
+            **args,
+        )
+    assert intents == []
+    assert VALUE not in str(info.value)
+
+
+async def test_a_secret_with_control_characters_never_goes_in_a_header(home: Home) -> None:
+    vt.set_secret(home, "ML", b"line1\nX-Evil: 1", allowed_hosts=["127.0.0.1"])
+
+    async def commit(details: dict[str, Any]) -> None:
+        raise AssertionError("must not commit")
+
+    with pytest.raises(InvalidInput, match="control characters") as info:
+        await vt.http_request(
+            Vault(home),
+            ["secret:use:ML"],
+            method="GET",
+            url="http://127.0.0.1:9/",
+            headers={"X-Key": "{{secret:ML}}"},
+            body=None,
+            commit_intent=commit,
+        )
+    assert "line1" not in str(info.value)
+
+
+# -- redaction ----------------------------------------------------------------------------------
+
+
+def test_redactor_catches_raw_and_encoded_forms() -> None:
+    raw = VALUE.encode()
+    redactor = vt.Redactor([SecretValue("K", 1, raw)])
+    forms = [
+        raw,
+        base64.b64encode(raw),
+        base64.b64encode(raw).rstrip(b"="),
+        base64.urlsafe_b64encode(raw),
+        urllib.parse.quote(raw, safe="").encode(),
+        urllib.parse.quote_plus(raw).encode(),
+        json.dumps(VALUE).encode()[1:-1],
+        raw.hex().encode(),
+    ]
+    for form in forms:
+        out = redactor.redact(b"before " + form + b" after")
+        assert out == b"before [REDACTED:K] after", form
+    # Inside a longer base64 string, at each of the three alignments (e.g. HTTP Basic).
+    for prefix in (b"u:", b"us:", b"use:"):
+        encoded = base64.b64encode(prefix + raw + b":tail")
+        out = redactor.redact(encoded)
+        assert b"[REDACTED:K]" in out
+        assert base64.b64encode(raw)[4:-4] not in out
+    assert redactor.redact_text(f"x{VALUE}y") == "x[REDACTED:K]y"
+
+
+def test_a_truncated_body_never_ends_with_the_start_of_a_secret() -> None:
+    redactor = vt.Redactor([SecretValue("K", 1, b"abcdefgh")])
+    assert redactor.cut_partial_tail(b"hello abcd") == b"hello "
+    assert redactor.cut_partial_tail(b"hello world") == b"hello world"
+
+
+def test_redaction_prefers_the_longest_match() -> None:
+    redactor = vt.Redactor([SecretValue("SHORT", 1, b"abc"), SecretValue("LONG", 1, b"abcdef")])
+    assert redactor.redact(b"-abcdef-abc-") == b"-[REDACTED:LONG]-[REDACTED:SHORT]-"
