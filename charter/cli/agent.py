@@ -1,4 +1,4 @@
-"""``charter agent add|update|list|show|revoke``."""
+"""``charter agent add|update|list|show|revoke|reinstate``."""
 
 from __future__ import annotations
 
@@ -17,8 +17,18 @@ from charter.cli._common import (
     owner_passphrase,
     passphrase_option,
 )
-from charter.tools import identity
+from charter.tools import approvals, identity, lockdown
 from charter.tools.identity import AgentInfo
+
+#: ``--approve`` (add/update): which calls need a human yes (docs/APPROVALS.md).
+approve_option = click.option(
+    "--approve",
+    "approve",
+    multiple=True,
+    metavar="SCOPE_PATTERN[=client|owner]",
+    help="Calls needing a scope that matches the pattern need a human's approval: client "
+    "(asked through the MCP client, the default) or owner (`charter approve ID`). Repeatable.",
+)
 
 
 def _print_agent(info: AgentInfo) -> None:
@@ -55,6 +65,7 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--valid-for", default="90d", show_default=True, help="Charter validity, e.g. 90d, 12h."
     )
+    @approve_option
     @home_option
     @passphrase_option
     @json_option
@@ -64,11 +75,13 @@ def register(cli: click.Group) -> None:
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
         valid_for: str,
+        approve: tuple[str, ...],
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
     ) -> None:
         """Create agent NAME with its own key and an owner-signed charter."""
+        rules = [approvals.parse_rule(r) for r in approve]
         with open_home(home) as h:
             info = identity.add_agent(
                 h,
@@ -76,6 +89,7 @@ def register(cli: click.Group) -> None:
                 scopes=list(scopes),
                 audiences=list(audiences),
                 valid_for=identity.parse_duration(valid_for),
+                policy=approvals.with_rules({}, rules),
                 passphrase=owner_passphrase(h, passphrase_file),
             )
         if as_json:
@@ -89,6 +103,8 @@ def register(cli: click.Group) -> None:
     @click.option("--scope", "scopes", multiple=True, help="Replace the scopes (repeatable).")
     @click.option("--audience", "audiences", multiple=True, help="Replace the audiences.")
     @click.option("--valid-for", default=None, help="New validity from now, e.g. 90d.")
+    @approve_option
+    @click.option("--no-approvals", is_flag=True, help="Remove every approval rule.")
     @home_option
     @passphrase_option
     @json_option
@@ -98,18 +114,28 @@ def register(cli: click.Group) -> None:
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
         valid_for: str | None,
+        approve: tuple[str, ...],
+        no_approvals: bool,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
     ) -> None:
-        """Re-issue NAME's charter with new grants (same key); the old charter stops working."""
+        """Re-issue NAME's charter with new grants (same key); the old charter stops working.
+
+        ``--approve`` replaces the approval rules; without it they are kept.
+        """
+        rules = [approvals.parse_rule(r) for r in approve]
         with open_home(home) as h:
+            policy = None
+            if rules or no_approvals:
+                policy = approvals.with_rules(identity.get_agent(h, name).policy, rules)
             info = identity.update_agent(
                 h,
                 name,
                 scopes=list(scopes) or None,
                 audiences=list(audiences) or None,
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
+                policy=policy,
                 passphrase=owner_passphrase(h, passphrase_file),
             )
         if as_json:
@@ -176,3 +202,36 @@ def register(cli: click.Group) -> None:
             emit_json(info.model_dump())
         else:
             click.echo(f"Revoked {name} at {info.revoked_at}")
+
+    @agent.command("reinstate")
+    @click.argument("name")
+    @click.option("--scope", "scopes", multiple=True, help="Replace the scopes (repeatable).")
+    @click.option("--audience", "audiences", multiple=True, help="Replace the audiences.")
+    @click.option("--valid-for", default=None, help="Validity from now (default: as before).")
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def reinstate(
+        name: str,
+        scopes: tuple[str, ...],
+        audiences: tuple[str, ...],
+        valid_for: str | None,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Re-approve NAME after a lifted lockdown: a new owner-signed charter, same key."""
+        with open_home(home) as h:
+            info = lockdown.reinstate_agent(
+                h,
+                name,
+                scopes=list(scopes) or None,
+                audiences=list(audiences) or None,
+                valid_for=identity.parse_duration(valid_for) if valid_for else None,
+                passphrase=owner_passphrase(h, passphrase_file),
+            )
+        if as_json:
+            emit_json(info.model_dump())
+        else:
+            _print_agent(info)

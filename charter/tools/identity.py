@@ -97,10 +97,13 @@ def add_agent(
     """Create an agent's key and owner-signed charter, and record ``agent.register``.
 
     Raises:
-        InvalidInput: bad name, unknown scope, bad audience.
+        InvalidInput: bad name, unknown scope, bad audience, or a lockdown is in effect.
         ConfigError: the agent already exists.
     """
+    from charter.tools.lockdown import refuse_during_lockdown  # it imports this module
+
     validate_agent_name(name)
+    refuse_during_lockdown(home.conn)
     if home.conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
         raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
     owner_key = home.owner_key(passphrase)

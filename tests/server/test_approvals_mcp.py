@@ -9,6 +9,7 @@ intent, then "acts" by appending to a list.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitRequestParams, ElicitResult, InputRequiredResult, ToolAnnotations
 
-from charter.errors import LedgerIntegrityError
+from charter.errors import AgentRevoked, LedgerIntegrityError
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call, hash_value
@@ -81,7 +82,7 @@ def answering(action: str, content: dict[str, Any] | None = None) -> tuple[Answe
 
     async def answer(_ctx: Any, params: ElicitRequestParams) -> ElicitResult:
         shown.append(params.message)
-        return ElicitResult(action=action, content=content)  # type: ignore[arg-type]
+        return ElicitResult(action=action, content=content)
 
     return answer, shown
 
@@ -167,7 +168,7 @@ async def test_client_decline_or_cancel_refuses_and_records(
 async def test_client_without_elicitation_is_refused_with_the_reason(home: Home, mode: str) -> None:
     acted: list[str] = []
     start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode) as client:
         result = await client.call_tool("test_poke", {"target": "prod-db"})
     assert result.is_error
     assert "did not declare the elicitation capability" in text(result)
@@ -177,7 +178,7 @@ async def test_client_without_elicitation_is_refused_with_the_reason(home: Home,
 
 
 async def test_calls_outside_the_policy_need_no_approval(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "clerk"), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, "clerk"), mode=mode) as client:
         result = await client.call_tool("audit_query", {"limit": 1})
     assert not result.is_error
 
@@ -261,8 +262,10 @@ async def test_modern_answer_after_expiry_is_refused(home: Home, clock: FrozenCl
         late = await client.session.call_tool(
             "test_poke",
             {"target": "a"},
-            input_responses={k: ElicitResult(action="accept", content={"approve": True})
-                             for k in asked.input_requests},
+            input_responses={
+                k: ElicitResult(action="accept", content={"approve": True})
+                for k in asked.input_requests
+            },
             request_state=asked.request_state,
         )
     assert late.is_error and "expired" in text(late)
@@ -282,7 +285,7 @@ def pending_id(result: Any) -> str:
 async def test_owner_approval_round_trip(home: Home, mode: str) -> None:
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "the quarterly numbers"}
-    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode) as client:
         start = home.ledger.head()[0]
         first = await client.call_tool("test_mail", args)
         assert first.is_error and text(first).startswith("approval pending")
@@ -326,12 +329,14 @@ async def test_owner_approval_round_trip(home: Home, mode: str) -> None:
 async def test_owner_approval_runs_only_the_exact_arguments_once(home: Home, mode: str) -> None:
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "hello"}
-    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode) as client:
         approval_id = pending_id(await client.call_tool("test_mail", args))
         approvals.approve(home, approval_id)
         # Drift: one more recipient, or a different body: refused, a new request is opened.
-        for drift in ({**args, "to": ["bob@example.com", "eve@example.com"]},
-                      {**args, "body": "hello!"}):
+        for drift in (
+            {**args, "to": ["bob@example.com", "eve@example.com"]},
+            {**args, "body": "hello!"},
+        ):
             refused = await client.call_tool("test_mail", drift)
             assert refused.is_error and pending_id(refused) != approval_id
         assert acted == []
@@ -351,10 +356,10 @@ async def test_expired_or_denied_owner_approval_is_refused(
     acted: list[str] = []
     late = {"to": ["bob@example.com"], "body": "late"}
     denied = {"to": ["bob@example.com"], "body": "no"}
-    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode) as client:
         late_id = pending_id(await client.call_tool("test_mail", late))
         denied_id = pending_id(await client.call_tool("test_mail", denied))
-        approvals.approve(home, late_id, valid_for=approvals.dt.timedelta(minutes=5))
+        approvals.approve(home, late_id, valid_for=dt.timedelta(minutes=5))
         approvals.deny(home, denied_id, reason="not today")
         clock.advance(minutes=6)
         expired = await client.call_tool("test_mail", late)
@@ -369,7 +374,7 @@ async def test_an_approval_not_signed_by_the_owner_runs_nothing(home: Home, mode
     """A row marked approved in the database, without the owner's signed decision, is refused."""
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "forged"}
-    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode) as client:
         approval_id = pending_id(await client.call_tool("test_mail", args))
         request = approvals.get_approval(home.conn, approval_id)
         request_seq = home.conn.execute(
@@ -389,7 +394,7 @@ async def test_an_approval_not_signed_by_the_owner_runs_nothing(home: Home, mode
 async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str) -> None:
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "forged"}
-    async with Client(serve(home, acted), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode) as client:
         approval_id = pending_id(await client.call_tool("test_mail", args))
     request = approvals.get_approval(home.conn, approval_id)
     agent = identity.load_agent(home, "clerk")
@@ -402,8 +407,12 @@ async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str)
             action="approval.approve",
             phase="event",
             signer=agent.key,
-            args={"approval": approval_id, "agent_id": request.agent_id,
-                  "call_args_hash": request.args_hash, "expires_at": request.expires_at},
+            args={
+                "approval": approval_id,
+                "agent_id": request.agent_id,
+                "call_args_hash": request.args_hash,
+                "expires_at": request.expires_at,
+            },
         )
     )
     with pytest.raises(LedgerIntegrityError, match="must be signed by the owner key"):
@@ -430,7 +439,7 @@ async def test_lockdown_stops_a_running_server_on_the_next_call(home: Home, mode
     audit.verify_home(home)
 
     lockdown.lift(home)
-    with pytest.raises(approvals.CharterError):
+    with pytest.raises(AgentRevoked):
         identity.load_agent(home, "clerk")  # still revoked: lifting reinstates no one
     lockdown.reinstate_agent(home, "clerk")
     async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]

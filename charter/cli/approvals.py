@@ -1,0 +1,157 @@
+"""``charter approvals|approve|deny|lockdown``: the owner's decisions and kill switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from charter.cli._common import (
+    emit_json,
+    handle_errors,
+    home_option,
+    json_option,
+    open_home,
+    owner_passphrase,
+    passphrase_option,
+)
+from charter.tools import approvals, lockdown
+from charter.tools.identity import parse_duration
+from charter.tools.lockdown import LockdownState
+
+
+def _print_state(state: LockdownState) -> None:
+    if state.active:
+        reason = f": {state.reason}" if state.reason else ""
+        click.echo(f"LOCKED DOWN since {state.since}{reason}")
+        click.echo(f"  revoked: {', '.join(state.agents) or '(no active agents)'}")
+        click.echo("  lift with `charter lockdown --lift`, then `charter agent reinstate NAME`")
+    else:
+        click.echo("not locked down")
+    if state.awaiting_reinstatement and not state.active:
+        click.echo(f"  awaiting reinstatement: {', '.join(state.awaiting_reinstatement)}")
+
+
+def register(cli: click.Group) -> None:
+    """Add the commands."""
+
+    @cli.command("approvals")
+    @home_option
+    @json_option
+    @handle_errors
+    def approvals_(home: Path | None, as_json: bool) -> None:
+        """List calls waiting for your approval, each with its exact arguments and hash."""
+        with open_home(home) as h:
+            pending = approvals.list_pending(h)
+        if as_json:
+            emit_json([a.model_dump() for a in pending])
+            return
+        if not pending:
+            click.echo("No approval requests are pending.")
+        for a in pending:
+            click.echo(f"{a.id}  requested {a.requested_at}")
+            click.echo("  " + approvals.render(a).replace("\n", "\n  "))
+            click.echo(f"  approve: charter approve {a.id}    deny: charter deny {a.id}\n")
+
+    @cli.command("approve")
+    @click.argument("approval_id")
+    @click.option(
+        "--valid-for",
+        default="1h",
+        show_default=True,
+        help="How long the agent has to retry the approved call.",
+    )
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def approve(
+        approval_id: str,
+        valid_for: str,
+        yes: bool,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Approve APPROVAL_ID: sign it with your owner key; the agent's retry runs once."""
+        with open_home(home) as h:
+            pending = approvals.get_approval(h.conn, approval_id)
+            if not yes:
+                click.echo(approvals.render(pending), err=True)
+                if not click.confirm("Approve this exact call?", default=False, err=True):
+                    raise click.Abort
+            decided = approvals.approve(
+                h,
+                approval_id,
+                valid_for=parse_duration(valid_for),
+                passphrase=owner_passphrase(h, passphrase_file),
+            )
+        if as_json:
+            emit_json(decided.model_dump())
+        else:
+            click.echo(
+                f"Approved {decided.id}: {decided.agent} may run {decided.tool} with these exact "
+                f"arguments once, until {decided.expires_at}."
+            )
+
+    @cli.command("deny")
+    @click.argument("approval_id")
+    @click.option("--reason", default="", help="Why (recorded in the ledger).")
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def deny(
+        approval_id: str,
+        reason: str,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Deny APPROVAL_ID: sign the refusal with your owner key."""
+        with open_home(home) as h:
+            decided = approvals.deny(
+                h, approval_id, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
+            )
+        if as_json:
+            emit_json(decided.model_dump())
+        else:
+            click.echo(f"Denied {decided.id}.")
+
+    @cli.command("lockdown")
+    @click.option("--reason", default="", help="Why (recorded in the ledger).")
+    @click.option("--lift", is_flag=True, help="End the lockdown (agents stay revoked).")
+    @click.option("--status", is_flag=True, help="Only show whether Charter is locked down.")
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def lockdown_(
+        reason: str,
+        lift: bool,
+        status: bool,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Kill switch: revoke every agent (and so every token) at once, signed by you.
+
+        Running servers refuse the very next call. `--lift` ends the lockdown; then
+        re-approve agents one by one with `charter agent reinstate NAME`.
+        """
+        if lift and status:
+            raise click.UsageError("--lift and --status are exclusive")
+        with open_home(home) as h:
+            if status:
+                state = lockdown.lockdown_state(h.conn)
+            elif lift:
+                state = lockdown.lift(h, passphrase=owner_passphrase(h, passphrase_file))
+            else:
+                state = lockdown.lockdown(
+                    h, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
+                )
+        if as_json:
+            emit_json(state.model_dump())
+        else:
+            _print_state(state)
