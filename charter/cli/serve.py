@@ -1,7 +1,8 @@
-"""``charter serve``: the MCP server over stdio (HTTP arrives with the tokens feature)."""
+"""``charter serve``: the MCP server over stdio (one agent) or streamable HTTP (many agents)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -10,10 +11,13 @@ import click
 
 from charter.cli._common import handle_errors, home_option, settings
 from charter.errors import ConfigError
-from charter.home import Home
+from charter.home import Home, resolve_passphrase
+from charter.scopes import validate_scopes
 from charter.server.app import build_server
 from charter.server.deps import Deps
 from charter.tools.identity import AgentContext, load_agent
+
+log = logging.getLogger("charter.serve")
 
 
 def register(cli: click.Group) -> None:
@@ -31,21 +35,122 @@ def register(cli: click.Group) -> None:
         show_default=True,
         type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     )
+    @click.option("--http", "http", is_flag=True, help="Serve streamable HTTP (bearer tokens).")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address.")
+    @click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535))
+    @click.option(
+        "--issuer",
+        default=None,
+        help="Public origin of the HTTP server, the tokens' `iss` (default: http://HOST:PORT).",
+    )
+    @click.option(
+        "--allow-remote", is_flag=True, help="Allow binding a non-loopback address (HTTP)."
+    )
+    @click.option(
+        "--introspection-secret-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="File holding a secret relying parties present to POST /introspect.",
+    )
+    @click.option(
+        "--require-scope",
+        "required_scopes",
+        multiple=True,
+        help="Admit only tokens carrying this scope (HTTP 403 otherwise; repeatable).",
+    )
     @home_option
     @handle_errors
-    def serve(agent: str | None, log_level: str, home: Path | None) -> None:
-        """Serve MCP over stdio as one agent. stdout carries only JSON-RPC; logs go to stderr."""
+    def serve(
+        agent: str | None,
+        log_level: str,
+        http: bool,
+        host: str,
+        port: int,
+        issuer: str | None,
+        allow_remote: bool,
+        introspection_secret_file: Path | None,
+        required_scopes: tuple[str, ...],
+        home: Path | None,
+    ) -> None:
+        """Serve MCP over stdio as one agent (stdout carries only JSON-RPC; logs go to stderr),
+        or with --http over streamable HTTP, where each request's bearer token names its agent.
+        """
         logging.basicConfig(
             stream=sys.stderr,
             level=log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if http:
+            if agent:
+                raise ConfigError("--agent is for stdio; over HTTP each token names its agent")
+            run_http(
+                Home.open(settings(home)),
+                host=host,
+                port=port,
+                issuer=issuer,
+                allow_remote=allow_remote,
+                secret=resolve_passphrase(introspection_secret_file),
+                required_scopes=validate_scopes(required_scopes),
+                log_level=log_level,
+            )
+            return
         s = settings(home, agent)
         if not s.agent:
             raise ConfigError("name the agent to serve: --agent NAME or CHARTER_AGENT=NAME")
         h = Home.open(s)
         ctx = load_agent(h, s.agent)
         run_stdio(h, ctx)
+
+
+def run_http(
+    home: Home,
+    *,
+    host: str,
+    port: int,
+    issuer: str | None,
+    allow_remote: bool,
+    secret: bytes | None,
+    required_scopes: list[str],
+    log_level: str,
+) -> None:
+    """Serve streamable HTTP; record the issuer so every token names it as ``iss``."""
+    from charter.server.http import serve_http
+    from charter.tools import tokens
+
+    loopback = host == "localhost" or _is_loopback_ip(host)
+    if not loopback:
+        if not allow_remote:
+            raise ConfigError(f"{host} is not a loopback address: pass --allow-remote to bind it")
+        if issuer is None:
+            raise ConfigError("a non-loopback bind needs --issuer (the URL clients reach)")
+        log.warning("binding %s: this server is reachable from other machines", host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    previous = tokens.issuer(home)
+    if tokens.set_issuer(home, issuer or f"http://{netloc}"):
+        log.warning(
+            "issuer is now %s; tokens issued for %s no longer verify", tokens.issuer(home), previous
+        )
+    url = tokens.issuer(home)
+    click.echo(f"Charter MCP at {tokens.resource_url(url)} (issuer {url})", err=True)
+    try:
+        serve_http(
+            home,
+            host=host,
+            port=port,
+            issuer_url=url,
+            introspection_secret=secret,
+            required_scopes=required_scopes,
+            log_level=log_level,
+        )
+    finally:
+        home.close()
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def run_stdio(home: Home, agent: AgentContext) -> None:

@@ -1,0 +1,333 @@
+"""The streamable HTTP transport on a real uvicorn server on a free loopback port.
+
+The server runs in a thread with its own ``Home`` (as a separate ``charter serve --http``
+process would); the test issues tokens and reads the ledger through its own handle. Real
+clock, real keys, real MCP clients in both protocol generations.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+from joserfc import jwt
+from joserfc.errors import BadSignatureError
+from joserfc.jwk import KeySet
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from charter.config import Settings
+from charter.home import Home
+from charter.server.http import build_http_app
+from charter.storage.ledger import Entry
+from charter.testing import make_home
+from charter.tools import audit, identity, tokens
+
+API = "https://api.example.com"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+SECRET = b"relying-party-introspection-secret"
+
+
+@dataclass
+class Site:
+    """A home with agents ``alpha`` and ``beta`` whose charters allow this server's audience."""
+
+    home: Home
+    sock: socket.socket
+    issuer: str
+
+    @property
+    def mcp(self) -> str:
+        return tokens.resource_url(self.issuer)
+
+    def token(
+        self, agent: str, scopes: list[str] | None = None, audience: str | None = None
+    ) -> str:
+        return tokens.issue_for_owner(
+            self.home, agent, audience=audience or self.mcp, scopes=scopes
+        ).token
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    home = make_home(tmp_path / "home")  # the real clock: the server runs on it too
+    tokens.set_issuer(home, issuer)
+    mcp = tokens.resource_url(issuer)
+    identity.add_agent(home, "alpha", scopes=["audit:read", "token:issue"], audiences=[mcp, API])
+    identity.add_agent(home, "beta", scopes=["audit:read"], audiences=[mcp])
+    yield Site(home, sock, issuer)
+    home.close()
+    sock.close()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+@contextmanager
+def running(site: Site, required_scopes: Sequence[str] = ()) -> Iterator[str]:
+    """Serve ``site`` until the block ends; yield the issuer URL."""
+    server_home = Home.open(Settings(home=site.home.settings.home))
+    app = build_http_app(
+        server_home,
+        issuer_url=site.issuer,
+        introspection_secret=SECRET,
+        required_scopes=required_scopes,
+    )
+    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [site.sock]}, daemon=True)
+    thread.start()
+    try:
+        assert server.ready.wait(15), "the HTTP server did not start"
+        yield site.issuer
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        server_home.close()
+
+
+@asynccontextmanager
+async def mcp_client(site: Site, token: str, mode: str) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=20) as http,
+        Client(streamable_http_client(site.mcp, http_client=http), mode=mode) as client,
+    ):
+        yield client
+
+
+def entries(home: Home) -> list[dict[str, Any]]:
+    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+
+
+def post_init(site: Site, token: str | None) -> httpx2.Response:
+    headers = dict(MCP_HEADERS)
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx2.post(site.mcp, json=INIT, headers=headers, timeout=10)
+
+
+def text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+def test_mcp_needs_a_valid_token_for_this_server(site: Site) -> None:
+    good = site.token("alpha")
+    other_audience = site.token("alpha", audience=API)
+    revoked = site.token("beta")
+    tokens.revoke(site.home, tokens.verify(site.home, revoked, audience=site.mcp).jti)
+    with running(site):
+        missing = post_init(site, None)
+        assert missing.status_code == 401
+        challenge = missing.headers["www-authenticate"]
+        assert challenge.startswith("Bearer ")
+        assert f'resource_metadata="{site.issuer}/.well-known/oauth-protected-resource/mcp"' in (
+            challenge
+        )
+        for bad in ("garbage", other_audience, revoked, good[:-4] + "AAAA"):
+            refused = post_init(site, bad)
+            assert refused.status_code == 401, bad
+            assert "invalid_token" in refused.headers["www-authenticate"]
+            assert "Traceback" not in refused.text
+        assert post_init(site, good).status_code == 200
+
+
+def test_a_revoked_agent_or_token_is_refused_on_the_next_request(site: Site) -> None:
+    alpha, beta = site.token("alpha"), site.token("beta")
+    with running(site):
+        assert post_init(site, alpha).status_code == 200
+        assert post_init(site, beta).status_code == 200
+        identity.revoke_agent(site.home, "alpha", reason="compromised")
+        tokens.revoke(site.home, tokens.verify(site.home, beta, audience=site.mcp).jti)
+        assert post_init(site, alpha).status_code == 401
+        assert post_init(site, beta).status_code == 401
+
+
+def test_403_when_the_token_lacks_a_required_scope(site: Site) -> None:
+    narrow = site.token("alpha", scopes=["token:issue"])
+    wide = site.token("alpha", scopes=["audit:read"])
+    with running(site, required_scopes=["audit:read"]):
+        refused = post_init(site, narrow)
+        assert refused.status_code == 403
+        assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+        assert refused.json()["error"] == "insufficient_scope"
+        assert post_init(site, wide).status_code == 200
+
+
+# -- calls -----------------------------------------------------------------------------------
+
+
+async def test_two_agents_on_one_server_land_under_two_identities(site: Site, mode: str) -> None:
+    alpha, beta = site.token("alpha"), site.token("beta")
+    with running(site):
+        async with mcp_client(site, alpha, mode) as a, mcp_client(site, beta, mode) as b:
+            who_a = (await a.call_tool("identity_whoami", {})).structured_content
+            who_b = (await b.call_tool("identity_whoami", {})).structured_content
+            who_a_again = (await a.call_tool("identity_whoami", {})).structured_content
+    assert who_a is not None and who_b is not None and who_a_again is not None
+    assert who_a["agent_id"].endswith("/alpha") and who_b["agent_id"].endswith("/beta")
+    assert who_a_again["agent_id"] == who_a["agent_id"]
+    calls = [e for e in entries(site.home) if e["action"] == "identity.whoami"]
+    keys = {
+        "alpha": identity.load_agent(site.home, "alpha").key.kid,
+        "beta": identity.load_agent(site.home, "beta").key.kid,
+    }
+    assert [(e["actor"].rsplit("/", 1)[1], e["kid"]) for e in calls] == [
+        ("alpha", keys["alpha"]),
+        ("beta", keys["beta"]),
+        ("alpha", keys["alpha"]),
+    ]
+    assert all(e["outcome"] == "ok" for e in calls)
+    assert len({e["session"] for e in calls}) == 1  # one server process
+    audit.verify_home(site.home)
+
+
+async def test_the_token_scope_narrows_what_a_call_may_do(site: Site, mode: str) -> None:
+    narrow = site.token("alpha", scopes=["token:issue"])
+    with running(site):
+        async with mcp_client(site, narrow, mode) as client:
+            query = await client.call_tool("audit_query", {})
+            escalate = await client.call_tool(
+                "token_issue", {"audience": API, "scopes": ["audit:read"]}
+            )
+            default = await client.call_tool("token_issue", {"audience": API})
+    # The charter grants audit:read; the token does not, so the call may not use it.
+    assert query.is_error
+    assert text(query) == "the token this call was made with does not grant 'audit:read'"
+    assert escalate.is_error
+    assert "'audit:read' is not granted by the calling token" in text(escalate)
+    assert not default.is_error and default.structured_content is not None
+    assert default.structured_content["scopes"] == []  # token scopes minus token:issue
+    denied = [e for e in entries(site.home) if e["outcome"] == "denied"]
+    assert [e["action"] for e in denied] == ["audit.query", "token.issue"]
+    assert all(e["actor"].endswith("/alpha") for e in denied)
+    audit.verify_home(site.home)
+
+
+async def test_a_token_issued_over_http_is_recorded_without_the_token(site: Site) -> None:
+    with running(site):
+        async with mcp_client(site, site.token("alpha", scopes=["token:issue"]), "auto") as c:
+            result = await c.call_tool("token_issue", {"audience": API, "ttl_seconds": 60})
+    assert not result.is_error and result.structured_content is not None
+    issued = result.structured_content["token"]
+    assert tokens.verify(site.home, issued, audience=API).subject.endswith("/alpha")
+    assert issued not in json.dumps(entries(site.home))
+
+
+# -- metadata and introspection --------------------------------------------------------------
+
+
+def test_jwks_and_metadata_documents(site: Site) -> None:
+    with running(site):
+        jwks = httpx2.get(f"{site.issuer}/.well-known/jwks.json").json()
+        oidc = httpx2.get(f"{site.issuer}/.well-known/openid-configuration").json()
+        oauth = httpx2.get(f"{site.issuer}/.well-known/oauth-authorization-server").json()
+        prm = httpx2.get(f"{site.issuer}/.well-known/oauth-protected-resource/mcp").json()
+    assert jwks == tokens.jwks(site.home)
+    assert oidc == oauth
+    assert oidc["issuer"] == site.issuer
+    assert oidc["jwks_uri"] == f"{site.issuer}/.well-known/jwks.json"
+    assert oidc["introspection_endpoint"] == f"{site.issuer}/introspect"
+    assert oidc["access_token_signing_alg_values_supported"] == ["EdDSA"]
+    assert prm["resource"] == site.mcp
+    assert prm["authorization_servers"] == [site.issuer]
+    assert prm["bearer_methods_supported"] == ["header"]
+
+
+def test_introspection_needs_authentication_and_reports_state(site: Site) -> None:
+    live = site.token("beta")
+    revoked = site.token("beta")
+    tokens.revoke(site.home, tokens.verify(site.home, revoked, audience=site.mcp).jti)
+    agent_credential = site.token("alpha")
+    url = f"{site.issuer}/introspect"
+
+    def ask(token: str, credential: str | None) -> httpx2.Response:
+        headers = {} if credential is None else {"Authorization": f"Bearer {credential}"}
+        return httpx2.post(url, data={"token": token}, headers=headers)
+
+    with running(site):
+        anonymous = ask(live, None)
+        wrong_secret = ask(live, "guess")
+        assert (anonymous.status_code, wrong_secret.status_code) == (401, 401)
+        assert "active" not in anonymous.text  # nothing learned without credentials
+        active = ask(live, SECRET.decode())
+        assert active.status_code == 200 and active.headers["cache-control"] == "no-store"
+        info = active.json()
+        assert info["active"] is True and info["sub"].endswith("/beta")
+        assert info["aud"] == site.mcp and info["scope"] == "audit:read"
+        assert ask(live, agent_credential).json()["active"] is True  # an agent token works too
+        for inactive in (revoked, "garbage", live[:-4] + "AAAA"):
+            assert ask(inactive, SECRET.decode()).json() == {"active": False}
+        identity.revoke_agent(site.home, "beta")
+        assert ask(live, SECRET.decode()).json() == {"active": False}
+        no_token = httpx2.post(url, data={}, headers={"Authorization": f"Bearer {SECRET.decode()}"})
+        assert no_token.status_code == 400
+        huge = httpx2.post(
+            url,
+            content=b"token=" + b"a" * 20_000,
+            headers={
+                "Authorization": f"Bearer {SECRET.decode()}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        assert huge.status_code == 413
+
+
+# joserfc warns that RFC 9864 deprecates the polymorphic "EdDSA" name in favour of "Ed25519";
+# the issue (and RFC 8037 / most deployed verifiers) call for "EdDSA", so that is what we sign.
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated:joserfc.errors.SecurityWarning")
+def test_interop_a_token_verifies_with_joserfc_given_only_the_served_jwks(site: Site) -> None:
+    token = site.token("alpha", scopes=["audit:read"])
+    with running(site):
+        served = httpx2.get(f"{site.issuer}/.well-known/jwks.json").json()
+    keys = KeySet.import_key_set(served)
+    decoded = jwt.decode(token, keys, algorithms=["EdDSA"])
+    assert decoded.header["typ"] == "at+jwt"
+    assert decoded.header["kid"] == served["keys"][0]["kid"]
+    jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": site.issuer},
+        aud={"essential": True, "value": site.mcp},
+        sub={"essential": True},
+        jti={"essential": True},
+        exp={"essential": True},
+        nbf={"essential": True},
+        iat={"essential": True},
+    ).validate(decoded.claims)
+    assert decoded.claims["scope"] == "audit:read"
+    header, payload, signature = token.split(".")
+    tampered = (
+        f"{header}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{signature}"
+    )
+    with pytest.raises(BadSignatureError):
+        jwt.decode(tampered, keys, algorithms=["EdDSA"])
