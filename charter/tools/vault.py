@@ -374,8 +374,6 @@ async def http_request(
     headers: dict[str, str] | None,
     body: str | None,
     commit_intent: IntentFn,
-    total_timeout: float = TOTAL_TIMEOUT,
-    max_bytes: int = MAX_RESPONSE_BYTES,
 ) -> tuple[HttpResponseOut, dict[str, Any]]:
     """Send a request with secrets injected; return the redacted response and outcome facts.
 
@@ -430,7 +428,7 @@ async def http_request(
             "host": target.host,
         }
     )
-    timeout = httpx2.Timeout(IO_TIMEOUT)
+    timeout, total_timeout = httpx2.Timeout(IO_TIMEOUT), TOTAL_TIMEOUT
     try:
         with anyio.fail_after(total_timeout):
             async with httpx2.AsyncClient(
@@ -442,7 +440,7 @@ async def http_request(
                     (method, request_url, request_headers, content),
                     infos,
                     redactor,
-                    max_bytes,
+                    MAX_RESPONSE_BYTES,
                 )
     except TimeoutError:
         raise ServiceError(f"request to {target.host} timed out after {total_timeout:g}s") from None

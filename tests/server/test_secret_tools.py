@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,13 +44,17 @@ class Seen:
 @dataclass
 class EchoServer:
     """``/echo`` reflects the request (headers and body, so secrets come back), ``/b64``
-    returns it base64-encoded, ``/redirect?to=URL[&code=N]`` redirects, ``/big?n=N&at=K``
-    sends N bytes with the Authorization value at offset K, ``/hang`` never answers.
+    returns ``user:<Authorization>`` base64-encoded, ``/redirect?to=URL[&code=N]`` redirects,
+    ``/loop`` redirects to itself, ``/big?n=N&at=K`` sends N bytes with the Authorization
+    value at offset K, ``/hang`` answers only when released.
     """
 
     port: int
     seen: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    #: Called as each request arrives; its results are kept in ``probes``.
+    probe: Callable[[], Any] | None = None
+    probes: list[Any] = field(default_factory=list)
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}{path}"
@@ -59,7 +64,7 @@ def _handler(state: EchoServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """Silent: the test reads the server's records, not its log."""
 
         def _serve(self) -> None:
@@ -70,6 +75,8 @@ def _handler(state: EchoServer) -> type[BaseHTTPRequestHandler]:
             state.seen.append(
                 Seen(self.command, self.headers["Host"], self.path, dict(self.headers), body)
             )
+            if state.probe is not None:
+                state.probes.append(state.probe())
             auth = self.headers.get("Authorization", "")
             if url.path == "/echo":
                 echo = {"path": self.path, "headers": dict(self.headers), "body": body.decode()}
@@ -78,6 +85,10 @@ def _handler(state: EchoServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, base64.b64encode(f"user:{auth}".encode()), {})
             elif url.path == "/redirect":
                 self._reply(int(query.get("code", "302")), b"", {"Location": query["to"]})
+            elif url.path == "/redirect-echo":  # the secret comes back inside a Location
+                self._reply(302, b"", {"Location": query["to"] + urllib.parse.quote(auth)})
+            elif url.path == "/loop":
+                self._reply(302, b"", {"Location": "/loop"})
             elif url.path == "/big":
                 n, at = int(query["n"]), int(query["at"])
                 data = (b"x" * at + auth.encode() + b"y" * n)[:n]
@@ -107,7 +118,7 @@ def echo() -> Iterator[EchoServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield state
     state.release.set()
@@ -132,7 +143,7 @@ def entries(home: Home) -> list[dict[str, Any]]:
 
 
 async def call(home: Home, mode: str, tool: str, args: dict[str, Any], agent: str = "gamma") -> Any:
-    async with Client(server_for(home, agent), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(server_for(home, agent), mode=mode) as client:
         return await client.call_tool(tool, args)
 
 
@@ -168,4 +179,337 @@ async def test_http_request_injects_the_secret_and_redacts_the_echo(
     assert "[REDACTED:API_KEY]" in out["body"]
     assert {"name": "X-Echo-Auth", "value": "Bearer [REDACTED:API_KEY]"} in out["headers"]
     assert out["secrets_used"] == ["API_KEY@1"]
+    audit.verify_home(vhome)
+
+
+async def test_the_intent_is_committed_before_the_request_and_holds_no_value(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    db = vhome.layout.db
+
+    def last_intent() -> dict[str, Any] | None:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT body FROM ledger WHERE phase='intent' ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else Entry.from_body(bytes(row[0])).fields
+
+    echo.probe = last_intent
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/echo"), "headers": {"X-Key": "{{secret:API_KEY}}"}},
+    )
+    assert not result.is_error, text_of(result)
+    seen_intent = echo.probes[0]
+    assert seen_intent is not None and seen_intent["action"] == "secret.http_request"
+    assert seen_intent["args"]["details"] == {
+        "secrets": [{"name": "API_KEY", "version": 1}],
+        "method": "GET",
+        "scheme": "http",
+        "host": "127.0.0.1",
+    }
+    assert seen_intent["args"]["method"] == "GET"
+    for hashed in ("url", "headers"):
+        assert set(seen_intent["args"][hashed]) == {"sha256"}
+    outcome = entries(vhome)[-1]
+    assert (outcome["phase"], outcome["outcome"]) == ("outcome", "ok")
+    intent = Entry.from_body(list(vhome.ledger.iter_bodies())[-2])
+    assert intent.fields == seen_intent
+    assert outcome["args"]["intent"] == intent.hash
+    assert outcome["args"]["details"]["status"] == 200
+    audit.verify_home(vhome)
+
+
+async def test_a_host_outside_the_allowlist_is_refused_and_nothing_is_sent(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/echo/{{secret:API_KEY}}", host="localhost")},
+    )
+    assert result.is_error
+    assert "may not be sent to 'localhost'" in text_of(result)
+    assert echo.seen == []
+    last = entries(vhome)[-1]
+    assert (last["phase"], last["outcome"]) == ("call", "denied")
+    audit.verify_home(vhome)
+
+
+async def test_a_missing_use_scope_is_refused(vhome: Home, echo: EchoServer, mode: str) -> None:
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/echo/{{secret:OTHER_KEY}}")},
+    )
+    assert result.is_error
+    assert "does not grant 'secret:use:OTHER_KEY'" in text_of(result)
+    assert echo.seen == []
+
+
+async def test_a_redirect_on_the_same_host_is_followed(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {
+            "method": "GET",
+            "url": echo.url("/redirect?to=/echo"),
+            "headers": {"Authorization": "{{secret:API_KEY}}"},
+        },
+    )
+    out = result.structured_content
+    assert out["status"] == 200 and out["redirects"] == 1 and out["redirect_refused"] is None
+    assert [s.path for s in echo.seen] == ["/redirect?to=/echo", "/echo"]
+    assert all(s.headers["Authorization"] == CANARY for s in echo.seen)
+    assert CANARY not in json.dumps(out)
+
+
+@pytest.mark.parametrize("code", [302, 307])
+async def test_a_redirect_to_another_host_is_not_followed(
+    vhome: Home, echo: EchoServer, mode: str, code: int
+) -> None:
+    elsewhere = echo.url("/echo", host="localhost")
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {
+            "method": "POST",
+            "url": echo.url(f"/redirect?code={code}&to={urllib.parse.quote(elsewhere)}"),
+            "headers": {"Authorization": "{{secret:API_KEY}}"},
+            "body": "{{secret:API_KEY}}",
+        },
+    )
+    out = result.structured_content
+    assert out["status"] == code and out["redirects"] == 0
+    assert "leaves the hosts" in out["redirect_refused"]
+    assert {"name": "Location", "value": elsewhere} in out["headers"]
+    assert len(echo.seen) == 1 and all(s.host.startswith("127.0.0.1") for s in echo.seen)
+    assert entries(vhome)[-1]["args"]["details"]["redirect_refused"] is True
+
+
+async def test_redirects_stop_after_five(vhome: Home, echo: EchoServer, mode: str) -> None:
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/loop?k={{secret:API_KEY}}")},
+    )
+    out = result.structured_content
+    assert out["status"] == 302 and out["redirects"] == 5
+    assert out["redirect_refused"] == "more than 5 redirects"
+    assert len(echo.seen) == 6
+
+
+async def test_an_oversized_response_is_truncated_and_never_ends_in_a_partial_secret(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    cap = vault_tools.MAX_RESPONSE_BYTES
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {
+            "method": "GET",
+            "url": echo.url(f"/big?n={cap + 4096}&at={cap - 10}"),
+            "headers": {"Authorization": "{{secret:API_KEY}}"},
+        },
+    )
+    out = result.structured_content
+    assert out["truncated"] is True
+    body = out["body"]
+    assert len(body) == cap - 10 and set(body) == {"x"}  # the 10 secret bytes were cut
+    assert CANARY[:10] not in body
+
+
+async def test_an_unreachable_host_is_a_clear_error_after_the_intent(
+    vhome: Home, mode: str
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": f"http://127.0.0.1:{port}/{{{{secret:API_KEY}}}}"},
+    )
+    assert result.is_error
+    assert text_of(result) == "could not connect to 127.0.0.1"
+    last = entries(vhome)[-1]
+    assert (last["phase"], last["outcome"]) == ("outcome", "error")
+    audit.verify_home(vhome)
+
+
+async def test_a_slow_server_is_cut_off_at_the_deadline(
+    vhome: Home, echo: EchoServer, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vault_tools, "TOTAL_TIMEOUT", 0.3)
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/hang?k={{secret:API_KEY}}")},
+    )
+    assert result.is_error
+    assert "timed out" in text_of(result)
+
+
+async def test_secret_get_reveals_only_with_the_read_scope(vhome: Home, mode: str) -> None:
+    got = await call(vhome, mode, "secret_get", {"name": "OTHER_KEY"})
+    assert not got.is_error, text_of(got)
+    out = got.structured_content
+    assert (out["name"], out["version"], out["value"], out["encoding"]) == (
+        "OTHER_KEY",
+        1,
+        OTHER,
+        "utf-8",
+    )
+    intent, outcome = entries(vhome)[-2:]
+    assert intent["action"] == "secret.read" and intent["phase"] == "intent"
+    assert intent["args"]["details"] == {"name": "OTHER_KEY", "version": 1}
+    assert outcome["outcome"] == "ok"
+    denied = await call(vhome, mode, "secret_get", {"name": "API_KEY"})  # use, not read
+    assert denied.is_error
+    assert "does not grant 'secret:read:API_KEY'" in text_of(denied)
+    assert CANARY not in text_of(denied)
+    audit.verify_home(vhome)
+
+
+async def test_secret_list_shows_granted_names_only(vhome: Home, mode: str) -> None:
+    result = await call(vhome, mode, "secret_list", {})
+    secrets = {s["name"]: s for s in result.structured_content["secrets"]}
+    assert set(secrets) == {"API_KEY", "OTHER_KEY"}
+    assert secrets["API_KEY"]["allowed_hosts"] == ["127.0.0.1"]
+    assert secrets["API_KEY"]["can_use"] and not secrets["API_KEY"]["can_read"]
+    assert secrets["OTHER_KEY"]["can_read"] and not secrets["OTHER_KEY"]["can_use"]
+    nothing = await call(vhome, mode, "secret_list", {}, agent="beta")
+    assert nothing.structured_content == {"secrets": []}
+
+
+async def test_a_tampered_row_or_wrong_key_fails_closed_through_the_tools(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    vhome.conn.execute(
+        "UPDATE vault_versions SET ciphertext = (SELECT ciphertext FROM vault_versions"
+        " WHERE name = 'OTHER_KEY') WHERE name = 'API_KEY'"
+    )
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/{{secret:API_KEY}}")},
+    )
+    assert result.is_error and "failed authentication" in text_of(result)
+    assert echo.seen == []
+    key_file = vhome.layout.keys / "vault.key"
+    doc = json.loads(key_file.read_text())
+    doc["key"] = doc["key"][::-1]
+    key_file.write_text(json.dumps(doc))
+    got = await call(vhome, mode, "secret_get", {"name": "OTHER_KEY"})
+    assert got.is_error and "wrong vault master key" in text_of(got)
+    assert OTHER not in text_of(got)
+    audit.verify_home(vhome)
+
+
+async def test_the_canary_secret_never_leaks(
+    vhome: Home,
+    echo: EchoServer,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The value appears in secret_get's result and nowhere else: not in the database or its
+    WAL, the ledger or its export, the logs, stderr, any other result or any error."""
+    caplog.set_level(logging.DEBUG)
+    identity.update_agent(
+        vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY", "audit:read"]
+    )
+    closed_port = echo.port + 1 if echo.port < 65535 else echo.port - 1
+    auth = {"Authorization": "Bearer {{secret:API_KEY}}"}
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("secret_list", {}),
+        (
+            "secret_http_request",
+            {
+                "method": "POST",
+                "url": echo.url("/echo?k={{secret:API_KEY}}"),
+                "headers": auth,
+                "body": "token={{secret:API_KEY}}",
+            },
+        ),
+        ("secret_http_request", {"method": "GET", "url": echo.url("/b64"), "headers": auth}),
+        (
+            "secret_http_request",
+            {
+                "method": "GET",
+                "url": echo.url(
+                    "/redirect-echo?to=" + urllib.parse.quote(echo.url("/?k=", "localhost"))
+                ),
+                "headers": auth,
+            },
+        ),
+        (
+            "secret_http_request",
+            {"method": "GET", "url": echo.url("/{{secret:API_KEY}}", "localhost")},
+        ),
+        ("secret_http_request", {"method": "GET", "url": echo.url("/{{secret:API_NOPE}}")}),
+        (
+            "secret_http_request",
+            {"method": "GET", "url": f"http://127.0.0.1:{closed_port}/?k={{{{secret:API_KEY}}}}"},
+        ),
+        ("secret_get", {"name": "API_NOPE"}),
+        (
+            "secret_http_request",
+            {"method": "GET", "url": echo.url("/big?n=100&at=3"), "headers": auth},
+        ),
+    ]
+    results = []
+    async with Client(server_for(vhome, "gamma"), mode=mode) as client:
+        for tool, args in calls:
+            results.append(await client.call_tool(tool, args))
+        revealed = await client.call_tool("secret_get", {"name": "API_KEY"})
+        results.append(await client.call_tool("audit_query", {"limit": 200}))
+    assert revealed.structured_content["value"] == CANARY  # the one place it may appear
+    assert len(echo.seen) == 4 and all(CANARY in json.dumps(s.headers) for s in echo.seen)
+    assert sum(r.is_error for r in results) == 4  # host, unknown name, unreachable, no scope
+
+    raw = CANARY.encode()
+    forms = [raw, base64.b64encode(raw), urllib.parse.quote(raw, safe="").encode()]
+
+    def assert_clean(where: str, data: bytes) -> None:
+        for form in forms:
+            assert form not in data, f"the secret leaked into {where}"
+
+    for (tool, _), result in zip([*calls, ("audit_query", {})], results, strict=True):
+        blob = json.dumps(result.structured_content) + text_of(result)
+        assert_clean(f"the result of {tool}", blob.encode())
+    assert_clean("the logs", caplog.text.encode())
+    captured = capfd.readouterr()
+    assert_clean("stdout/stderr", (captured.out + captured.err).encode())
+    ledger = b"".join(vhome.ledger.iter_bodies())
+    assert b"secret.read" in ledger and b"secret.http_request" in ledger
+    assert_clean("the ledger", ledger)
+    audit.export(vhome, tmp_path / "export")
+    exported = [p for p in (tmp_path / "export").rglob("*") if p.is_file()]
+    assert exported
+    for path in exported:
+        assert_clean(f"the export ({path.name})", path.read_bytes())
+    files = {p.name: p for p in vhome.layout.root.rglob("*") if p.is_file()}
+    assert {"charter.db", "charter.db-wal", "vault.key"} <= set(files)
+    for name, path in files.items():
+        assert_clean(name, path.read_bytes())
     audit.verify_home(vhome)
