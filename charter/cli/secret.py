@@ -78,6 +78,7 @@ def register(cli: click.Group) -> None:
 
     @secret.command("set")
     @click.argument("name")
+    @click.argument("stray", nargs=-1, metavar="", expose_value=True)
     @click.option("--description", default=None, help="What it is for (shown to agents).")
     @click.option(
         "--allow-host",
@@ -98,6 +99,7 @@ def register(cli: click.Group) -> None:
     @handle_errors
     def set_(
         name: str,
+        stray: tuple[str, ...],
         description: str | None,
         allow_hosts: tuple[str, ...],
         from_file: Path | None,
@@ -107,6 +109,12 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Store a new version of secret NAME, read from stdin or --from-file."""
+        if stray:
+            # NOTE: never echo `stray`: it is probably the value itself.
+            raise InvalidInput(
+                "the value is read from stdin or --from-file, never from the command line "
+                "(arguments show in `ps` and shell history)"
+            )
         value = _read_value(from_file)
         with open_home(home) as h:
             info = vault_tools.set_secret(
