@@ -12,6 +12,9 @@ from charter.errors import ConfigError
 
 ENV_HOME = "CHARTER_HOME"
 ENV_AGENT = "CHARTER_AGENT"
+ENV_CHECKPOINT_EVERY = "CHARTER_CHECKPOINT_EVERY"
+#: A server signs a checkpoint each time the ledger grows past a multiple of this many entries.
+DEFAULT_CHECKPOINT_EVERY = 1000
 
 
 def default_home() -> Path:
@@ -84,6 +87,8 @@ class Settings:
 
     home: Path
     agent: str | None = None
+    #: Entries between periodic signed checkpoints; 0 turns periodic checkpoints off.
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
 
     @classmethod
     def from_env(
@@ -93,11 +98,19 @@ class Settings:
         home: Path | str | None = None,
         agent: str | None = None,
     ) -> Settings:
-        """Resolve settings: CLI flags win, then ``CHARTER_*`` variables, then defaults."""
+        """Resolve settings: CLI flags win, then ``CHARTER_*`` variables, then defaults.
+
+        Raises:
+            ConfigError: if ``CHARTER_CHECKPOINT_EVERY`` is not a non-negative integer.
+        """
         home_value = home or environ.get(ENV_HOME) or default_home()
+        every = environ.get(ENV_CHECKPOINT_EVERY, str(DEFAULT_CHECKPOINT_EVERY)).strip()
+        if not every.isdigit() or len(every) > 12:
+            raise ConfigError(f"{ENV_CHECKPOINT_EVERY} must be a whole number of entries (0: off)")
         return cls(
             home=Path(os.path.expanduser(str(home_value))).resolve(),
             agent=agent or environ.get(ENV_AGENT) or None,
+            checkpoint_every=int(every),
         )
 
     @property

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from charter.home import Home
 from charter.storage.db import connect
-from charter.storage.ledger import Ledger, LedgerWriter
+from charter.storage.ledger import AfterCommit, Ledger, LedgerWriter
 from charter.tools.identity import AgentContext
 
 #: Returns the agent a call acts for (stdio: fixed; HTTP: from the bearer token).
@@ -24,6 +24,8 @@ class Deps:
     session_id: str = field(default_factory=lambda: secrets.token_hex(8))
     #: Called when the server shuts down (e.g. sign a final checkpoint).
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    #: Given to the ledger writer: run on its thread after each commit (e.g. checkpoints).
+    after_commit: list[AfterCommit] = field(default_factory=list)
     _writer: LedgerWriter | None = None
 
     @property
@@ -38,7 +40,7 @@ class Deps:
                 log_key=home.log_key,
                 hooks=home.ledger.hooks,
             )
-            self._writer = LedgerWriter(ledger)
+            self._writer = LedgerWriter(ledger, self.after_commit)
         return self._writer
 
     def shutdown(self) -> None:

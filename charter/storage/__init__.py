@@ -10,4 +10,6 @@ if TYPE_CHECKING:
 
 def ledger_hooks() -> list[AppendHook]:
     """Hooks run inside every ledger append transaction (e.g. Merkle tree maintenance)."""
-    return []
+    from charter.storage import tlog
+
+    return [tlog.append_leaf]

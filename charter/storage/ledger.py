@@ -40,6 +40,9 @@ OUTCOMES = ("ok", "denied", "error")
 
 #: Called inside the append transaction for every new entry: (connection, seq, entry bytes).
 AppendHook = Callable[[sqlite3.Connection, int, bytes], None]
+#: Called on the writer thread after each committed batch, with the writer's connection
+#: (e.g. to sign a checkpoint every N entries, off the callers' path).
+AfterCommit = Callable[[sqlite3.Connection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +309,9 @@ class LedgerWriter:
 
     _MAX_BATCH = 256
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, after_commit: Sequence[AfterCommit] = ()) -> None:
         self.ledger = ledger
+        self.after_commit = list(after_commit)
         self._queue: queue.SimpleQueue[
             tuple[Draft, asyncio.Future[Entry], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
@@ -367,6 +371,11 @@ class LedgerWriter:
                 loop.call_soon_threadsafe(_resolve, pairs)
             except RuntimeError:  # the loop has closed; its callers are gone
                 continue
+        for hook in self.after_commit:  # callers already have their results
+            try:
+                hook(self.ledger.conn)
+            except Exception:
+                log.exception("after-commit hook failed")
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[Entry], Any]]) -> None:
