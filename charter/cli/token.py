@@ -1,0 +1,134 @@
+"""``charter token issue|verify|revoke``: the owner's side of scoped agent tokens."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from charter.cli._common import (
+    emit_json,
+    handle_errors,
+    home_option,
+    json_option,
+    open_home,
+    owner_passphrase,
+    passphrase_option,
+)
+from charter.errors import TokenInvalid
+from charter.tools import tokens
+
+
+def register(cli: click.Group) -> None:
+    """Add the command group."""
+
+    @cli.group("token")
+    def token() -> None:
+        """Issue, verify and revoke agents' scoped tokens (EdDSA JWTs)."""
+
+    @token.command("issue")
+    @click.option("--agent", "agent_name", required=True, help="The agent the token is for.")
+    @click.option("--audience", required=True, help="The service (one of the charter's).")
+    @click.option(
+        "--scope", "scopes", multiple=True, help="A scope (repeatable; default: the charter's)."
+    )
+    @click.option(
+        "--ttl",
+        default=tokens.DEFAULT_TTL_SECONDS,
+        show_default=True,
+        type=int,
+        help=f"Lifetime in seconds (at most {tokens.MAX_TTL_SECONDS}).",
+    )
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def issue(
+        agent_name: str,
+        audience: str,
+        scopes: tuple[str, ...],
+        ttl: int,
+        home: Path | None,
+        passphrase_file: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Issue a token for AGENT (e.g. for an MCP client connecting over HTTP).
+
+        The token goes to stdout alone, so `TOKEN=$(charter token issue ...)` works; its id
+        and expiry go to stderr. It is shown once and never stored.
+        """
+        with open_home(home) as h:
+            issued = tokens.issue_for_owner(
+                h,
+                agent_name,
+                audience=audience,
+                scopes=list(scopes) or None,
+                ttl_seconds=ttl,
+                passphrase=owner_passphrase(h, passphrase_file),
+            )
+        if as_json:
+            emit_json(issued.model_dump())
+            return
+        click.echo(issued.token)
+        click.echo(
+            f"jti {issued.jti}  scopes {' '.join(issued.scopes) or '(none)'}  "
+            f"expires {issued.expires_at}",
+            err=True,
+        )
+
+    @token.command("verify")
+    @click.argument("value", metavar="TOKEN")
+    @click.option("--audience", required=True, help="The audience the token must be for.")
+    @click.option("--issuer", default=None, help="Expected issuer (default: this home's).")
+    @home_option
+    @json_option
+    @handle_errors
+    def verify(
+        value: str, audience: str, issuer: str | None, home: Path | None, as_json: bool
+    ) -> None:
+        """Check TOKEN completely (`-` reads it from stdin) and print its claims or why not.
+
+        Pins EdDSA, the issuer, the audience and every required claim, and checks revocation
+        of the token and its agent. Exits 5 when the token is invalid.
+        """
+        text = sys.stdin.readline().strip() if value == "-" else value.strip()
+        with open_home(home) as h:
+            try:
+                verified = tokens.verify(
+                    h,
+                    text,
+                    audience=audience,
+                    issuer_url=tokens.normalize_issuer(issuer) if issuer else None,
+                )
+            except TokenInvalid as exc:
+                if as_json:
+                    emit_json({"valid": False, "reason": exc.reason})
+                else:
+                    click.secho(f"invalid: {exc.reason}", fg="red", err=True)
+                sys.exit(exc.exit_code)
+        if as_json:
+            emit_json({"valid": True, "agent": verified.agent_name, "claims": verified.claims})
+            return
+        click.echo(f"valid: token {verified.jti} of agent {verified.agent_name}")
+        emit_json(verified.claims)
+
+    @token.command("revoke")
+    @click.argument("jti")
+    @click.option("--reason", default="", help="Why (recorded in the ledger).")
+    @home_option
+    @passphrase_option
+    @json_option
+    @handle_errors
+    def revoke(
+        jti: str, reason: str, home: Path | None, passphrase_file: Path | None, as_json: bool
+    ) -> None:
+        """Revoke the token with id JTI: refused everywhere from now on."""
+        with open_home(home) as h:
+            record = tokens.revoke(
+                h, jti, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
+            )
+        if as_json:
+            emit_json(record.model_dump())
+        else:
+            click.echo(f"Revoked token {jti} of agent {record.agent} at {record.revoked_at}")
