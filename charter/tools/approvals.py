@@ -179,11 +179,10 @@ def required_mode(
     mode: Mode | None = None
     matched: list[str] = []
     for scope in dict.fromkeys(scopes):
-        for rule in rules:
-            if pattern_matches(rule.pattern, scope):
-                matched.append(scope)
-                if mode != "owner":
-                    mode = rule.mode
+        modes = {rule.mode for rule in rules if pattern_matches(rule.pattern, scope)}
+        if modes:
+            matched.append(scope)
+            mode = "owner" if "owner" in modes or mode == "owner" else "client"
     return mode, matched
 
 
