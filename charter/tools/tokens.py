@@ -185,17 +185,25 @@ def issuer(home: Home) -> str:
 
 
 def normalize_issuer(url: str) -> str:
-    """Return ``url`` as an issuer identifier: http(s), a host, no query or fragment.
+    """Return ``url`` as an issuer identifier: an http(s) origin such as ``https://host:port``.
+
+    The HTTP server's endpoints (``/mcp``, ``/.well-known/...``) hang off it, so it has no path.
 
     Raises:
         InvalidInput: otherwise.
     """
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise InvalidInput(f"issuer is not a valid URL: {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"issuer must be an http(s) URL with a host, got {url!r}")
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        raise InvalidInput("issuer URL must not carry a query, fragment or credentials")
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
+        raise InvalidInput(
+            f"issuer must be an origin like https://charter.example.com, got {url!r}"
+        )
     return url
 
 

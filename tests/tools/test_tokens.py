@@ -499,3 +499,21 @@ async def test_token_issue_tool_refusals_are_recorded(
     assert all(e["phase"] == "call" for e in denied)  # refused before any intent
     assert home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
     audit.verify_home(home)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x.example",
+        "https://x.example/charter",
+        "https://u:p@x.example",
+        "x.example",
+        "http://x:99999",
+        "https://x.example?a=1",
+    ],
+)
+def test_issuer_must_be_an_http_origin(home: Home, url: str) -> None:
+    with pytest.raises(InvalidInput):
+        tokens.set_issuer(home, url)
+    assert tokens.issuer(home) == tokens.DEFAULT_ISSUER
+    assert tokens.normalize_issuer(" https://X.example:8443/ ") == "https://X.example:8443"
