@@ -24,7 +24,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -294,17 +294,18 @@ class Vault:
             NotFound: unknown secret or version.
             ConfigError: wrong or missing master key, or the row fails authentication.
         """
-        if version is None:
-            version = self.info(name).version
-        row = self.conn.execute(
-            "SELECT key_version, nonce, ciphertext FROM vault_versions"
-            " WHERE name = ? AND version = ?",
-            (name, version),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"secret {name!r} has no version {version}")
-        key_version = int(row[0])
-        vault_id, current_version, key = self._current_key(create=False)
+        with _read_snapshot(self.conn):  # a rotation may commit between the reads
+            if version is None:
+                version = self.info(name).version
+            row = self.conn.execute(
+                "SELECT key_version, nonce, ciphertext FROM vault_versions"
+                " WHERE name = ? AND version = ?",
+                (name, version),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"secret {name!r} has no version {version}")
+            key_version = int(row[0])
+            vault_id, current_version, key = self._current_key(create=False)
         if key_version != current_version:
             raise ConfigError(
                 f"secret {name!r} version {version} was not re-encrypted under the current "
@@ -491,6 +492,19 @@ class Vault:
             "SELECT version FROM vault_versions WHERE name = ? ORDER BY version", (name,)
         )
         return tuple(int(r[0]) for r in rows)
+
+
+@contextlib.contextmanager
+def _read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run reads in one read transaction (a consistent WAL snapshot), unless already in one."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def _ad(vault_id: str, name: str, version: int, key_version: int) -> bytes:
