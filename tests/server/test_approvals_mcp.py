@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.client.session import ElicitationFnT
 from mcp.shared.exceptions import MCPError
-from mcp.types import ElicitRequestParams, ElicitResult, InputRequiredResult, ToolAnnotations
+from mcp.types import (
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    InputRequiredResult,
+    ToolAnnotations,
+)
 
 from charter.errors import AgentRevoked, LedgerIntegrityError
 from charter.home import Home
@@ -28,7 +34,6 @@ from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import approvals, audit, identity, lockdown
 
 SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
-Answer = Callable[[Any, ElicitRequestParams], Awaitable[ElicitResult]]
 
 
 @pytest.fixture
@@ -76,11 +81,13 @@ def serve(home: Home, acted: list[str], agent: str = "clerk") -> CharterServer:
     return server
 
 
-def answering(action: str, content: dict[str, Any] | None = None) -> tuple[Answer, list[str]]:
+def answering(
+    action: str, content: dict[str, Any] | None = None
+) -> tuple[ElicitationFnT, list[str]]:
     """An elicitation callback giving ``action`` (and ``content``); records what it was shown."""
     shown: list[str] = []
 
-    async def answer(_ctx: Any, params: ElicitRequestParams) -> ElicitResult:
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
         shown.append(params.message)
         return ElicitResult(action=action, content=content)
 
@@ -107,7 +114,7 @@ async def test_client_accept_runs_the_call_and_links_the_approval(home: Home, mo
     answer, shown = answering("accept", {"approve": True})
     args = {"target": "prod-db", "secret_note": "hunter2"}
     start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         result = await client.call_tool("test_poke", args)
     assert not result.is_error, text(result)
     assert acted == ["prod-db"]
@@ -150,7 +157,7 @@ async def test_client_decline_or_cancel_refuses_and_records(
     acted: list[str] = []
     answer, shown = answering(action, content)
     start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         result = await client.call_tool("test_poke", {"target": "prod-db"})
     assert result.is_error
     assert says in text(result) and "not run" in text(result)
@@ -188,7 +195,7 @@ async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home
     acted: list[str] = []
     answer, _ = answering("accept", {"approve": True})
     accept = ElicitResult(action="accept", content={"approve": True})
-    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:
         session = client.session
         first = await session.call_tool("test_poke", {"target": "a"}, allow_input_required=True)
         second = await session.call_tool("test_poke", {"target": "b"}, allow_input_required=True)
@@ -253,7 +260,7 @@ async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home
 async def test_modern_answer_after_expiry_is_refused(home: Home, clock: FrozenClock) -> None:
     acted: list[str] = []
     answer, _ = answering("accept", {"approve": True})
-    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:
         asked = await client.session.call_tool(
             "test_poke", {"target": "a"}, allow_input_required=True
         )
@@ -425,7 +432,7 @@ async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str)
 async def test_lockdown_stops_a_running_server_on_the_next_call(home: Home, mode: str) -> None:
     acted: list[str] = []
     answer, _ = answering("accept", {"approve": True})
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         assert not (await client.call_tool("identity_whoami", {})).is_error
         state = lockdown.lockdown(home, reason="suspected leak")
         assert state.active and state.agents == ["clerk"]
@@ -442,8 +449,37 @@ async def test_lockdown_stops_a_running_server_on_the_next_call(home: Home, mode
     with pytest.raises(AgentRevoked):
         identity.load_agent(home, "clerk")  # still revoked: lifting reinstates no one
     lockdown.reinstate_agent(home, "clerk")
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:  # type: ignore[arg-type]
+    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         result = await client.call_tool("test_poke", {"target": "y"})
     assert not result.is_error, text(result)
     assert acted == ["y"]
+    audit.verify_home(home)
+
+
+async def test_legacy_client_error_answer_refuses_and_records(home: Home) -> None:
+    """Handshake era: a client that fails the elicitation request refuses the call."""
+    acted: list[str] = []
+
+    async def broken(context: Any, params: ElicitRequestParams) -> ErrorData:
+        return ErrorData(code=-32603, message="no UI available")
+
+    start = home.ledger.head()[0]
+    async with Client(serve(home, acted), mode="legacy", elicitation_callback=broken) as client:
+        result = await client.call_tool("test_poke", {"target": "x"})
+    assert result.is_error and "could not ask for approval" in text(result)
+    assert acted == []
+    assert entries(home)[start + 1]["args"]["answer"] == "error"
+    audit.verify_home(home)
+
+
+async def test_a_malformed_approval_policy_fails_closed(home: Home, mode: str) -> None:
+    identity.add_agent(
+        home, "odd", scopes=["token:issue"], policy={"approvals": [{"pattern": "token:issue"}]}
+    )
+    acted: list[str] = []
+    answer, shown = answering("accept", {"approve": True})
+    async with Client(serve(home, acted, "odd"), mode=mode, elicitation_callback=answer) as client:
+        result = await client.call_tool("test_poke", {"target": "x"})
+    assert result.is_error and "approval policy is malformed" in text(result)
+    assert acted == [] and shown == []
     audit.verify_home(home)
