@@ -292,8 +292,9 @@ def render(mail: OutgoingMail, *, message_id: str, date: str, agent_id: str | No
 
 
 def add_signature(unsigned: bytes, jws: str) -> bytes:
-    """Prepend the ``Charter-Signature`` header (folded every 72 characters)."""
-    chunks = [jws[i : i + 72] for i in range(0, len(jws), 72)]
+    """Prepend the ``Charter-Signature`` header, folded into lines of at most 78 characters."""
+    first = 78 - len(SIGNATURE_HEADER) - 2
+    chunks = [jws[:first], *(jws[i : i + 76] for i in range(first, len(jws), 76))]
     folded = "\r\n ".join(chunks)
     return f"{SIGNATURE_HEADER}: {folded}\r\n".encode("ascii") + unsigned
 
