@@ -45,6 +45,7 @@ _PLACEHOLDER_START = "{{secret:"
 _FORBIDDEN_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer"}
 )
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 #: Shifted base64 fragments shorter than this are not redacted (they would hit noise).
 _MIN_FRAGMENT = 8
@@ -395,12 +396,14 @@ async def http_request(
         raise InvalidInput(
             "no {{secret:NAME}} placeholder: secret_http_request is for requests that use a secret"
         )
-    for key in headers:
+    for key, template in headers.items():
         if PLACEHOLDER.search(key):
             raise InvalidInput("placeholders may go in header values, not header names")
         lower = key.lower()
         if not _HEADER_NAME.match(key) or lower in _FORBIDDEN_HEADERS or lower.startswith("proxy-"):
             raise InvalidInput(f"header {key[:100]!r} may not be set by an agent")
+        if _CONTROL.search(template.encode("utf-8", "surrogateescape")):
+            raise InvalidInput(f"header {key!r} holds control characters")
     infos = {name: _granted_info(vault, scopes, name, "use") for name in names}
     start_url, tokens, target = _build_url(httpx2, url)
     _check_target(target, infos)
@@ -409,7 +412,7 @@ async def http_request(
     values = {s.name: s.reveal() for s in secrets}
     for template in headers.values():
         for name in placeholder_names(template):
-            if re.search(rb"[\x00-\x1f\x7f]", values[name]):
+            if _CONTROL.search(values[name]):
                 raise InvalidInput(f"secret {name!r} holds control characters: not a header value")
     request_url = _inject_url(start_url, tokens, values)
     request_headers = [

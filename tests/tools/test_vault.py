@@ -141,6 +141,11 @@ def test_malformed_placeholders_are_refused(text: str) -> None:
             "may not be set",
         ),
         (
+            {"url": "https://api.test/{{secret:API_KEY}}", "headers": {"X": "a\r\nHost: evil"}},
+            InvalidInput,
+            "control characters",
+        ),
+        (
             {"url": "https://api.test/", "headers": {"{{secret:API_KEY}}": "x"}},
             InvalidInput,
             "header names",
