@@ -17,6 +17,7 @@ from charter.cli._common import (
     owner_passphrase,
     passphrase_option,
 )
+from charter.cli.mail import EmailOptions, email_options
 from charter.tools import approvals, identity, lockdown
 from charter.tools.identity import AgentInfo
 
@@ -69,6 +70,7 @@ def register(cli: click.Group) -> None:
     @home_option
     @passphrase_option
     @json_option
+    @email_options
     @handle_errors
     def add(
         name: str,
@@ -76,6 +78,7 @@ def register(cli: click.Group) -> None:
         audiences: tuple[str, ...],
         valid_for: str,
         approve: tuple[str, ...],
+        email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -89,7 +92,7 @@ def register(cli: click.Group) -> None:
                 scopes=list(scopes),
                 audiences=list(audiences),
                 valid_for=identity.parse_duration(valid_for),
-                policy=approvals.with_rules({}, rules),
+                policy=email.apply(h, name, approvals.with_rules({}, rules)),
                 passphrase=owner_passphrase(h, passphrase_file),
             )
         if as_json:
@@ -108,6 +111,7 @@ def register(cli: click.Group) -> None:
     @home_option
     @passphrase_option
     @json_option
+    @email_options
     @handle_errors
     def update(
         name: str,
@@ -116,6 +120,7 @@ def register(cli: click.Group) -> None:
         valid_for: str | None,
         approve: tuple[str, ...],
         no_approvals: bool,
+        email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -129,6 +134,9 @@ def register(cli: click.Group) -> None:
             policy = None
             if rules or no_approvals:
                 policy = approvals.with_rules(identity.get_agent(h, name).policy, rules)
+            if email.given:
+                current = identity.get_agent(h, name).policy if policy is None else policy
+                policy = email.apply(h, name, current)
             info = identity.update_agent(
                 h,
                 name,

@@ -6,8 +6,12 @@ visible in ``ps`` and shell history), and stored only in the vault.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -24,10 +28,74 @@ from charter.cli._common import (
     passphrase_option,
 )
 from charter.errors import InvalidInput
-from charter.home import resolve_passphrase
+from charter.home import Home, resolve_passphrase
 from charter.tools import mail
 
 _SECURITY = click.Choice(list(mail.SECURITY))
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class EmailOptions:
+    """``--email*`` options of ``charter agent add|update``."""
+
+    address: str | None = None
+    rate_per_hour: int | None = None
+    max_bytes: int | None = None
+    allow_senders: tuple[str, ...] = ()
+
+    def apply(self, home: Home, agent: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """``policy`` with these options merged into ``policy["email"]``.
+
+        Raises:
+            InvalidInput: bad values, or an address another active agent has.
+        """
+        if self.address is not None:
+            mail.check_address_free(home, self.address, agent)
+        return mail.merge_email_policy(
+            policy,
+            address=self.address,
+            rate_per_hour=self.rate_per_hour,
+            max_bytes=self.max_bytes,
+            allow_senders=list(self.allow_senders) if self.allow_senders else None,
+        )
+
+    @property
+    def given(self) -> bool:
+        """True when any ``--email*`` option was passed."""
+        return self != EmailOptions()
+
+
+def email_options(fn: F) -> F:
+    """Add ``--email``, ``--email-rate``, ``--email-max-bytes``, ``--email-allow-sender``;
+    the command receives them as one ``email: EmailOptions`` argument."""
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        email: str | None,
+        email_rate: int | None,
+        email_max_bytes: int | None,
+        email_allow_sender: tuple[str, ...],
+        **kwargs: Any,
+    ) -> Any:
+        opts = EmailOptions(email, email_rate, email_max_bytes, email_allow_sender)
+        return fn(*args, email=opts, **kwargs)
+
+    options = [
+        click.option("--email", default=None, help="The agent's email address (its From)."),
+        click.option("--email-rate", type=int, default=None, help="Messages per hour (50)."),
+        click.option("--email-max-bytes", type=int, default=None, help="Size cap per message."),
+        click.option(
+            "--email-allow-sender",
+            multiple=True,
+            help="Show only mail from senders matching this pattern, e.g. '*@example.com' "
+            "(repeatable; replaces the list).",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def _read_password() -> str:
