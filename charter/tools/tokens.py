@@ -18,11 +18,12 @@ retired key stays published (JWKS) while a token it signed has not expired.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,7 +79,8 @@ MAX_TOKEN_CHARS = 8192
 #: Scope never granted by default: a token that can mint tokens must be asked for by name.
 _ISSUE_SCOPE = "token:issue"
 
-_key_cache: dict[str, KeyPair] = {}
+#: Issuer keys read so far, by (home folder, kid).
+_key_cache: dict[tuple[str, str], KeyPair] = {}
 
 
 class IssuedToken(BaseModel):
@@ -286,14 +288,20 @@ def issue(
     """Sign ``request`` with the current issuer key and record the token's row.
 
     ``on_commit(kid)`` runs inside the same transaction (the owner CLI records its ledger
-    event there).
+    event there, so that commit is fully synced). Without it the row's commit is not synced
+    on its own: the tool's outcome entry, committed with a full sync on the same file before
+    the token reaches the agent, syncs it; and a row lost to a power cut only makes its token
+    fail verification (fail closed).
     """
     ensure_issuer_keys(home)
-    with transaction(home.conn):
+    durability = contextlib.nullcontext() if on_commit else _unsynced_commit(home.conn)
+    with durability, transaction(home.conn):
         kid = _current_kid(home.conn)
         key = _signing_key(home, kid)
         claims = _claims(home, request)
         token = encode(claims, key)
+        issued_at = rfc3339(_from_epoch(request.issued_at))
+        expires_at = rfc3339(_from_epoch(request.expires_at))
         home.conn.execute(
             "INSERT INTO tokens(jti, kid, agent_name, agent_id, charter, audience, scopes,"
             " issued_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -305,8 +313,8 @@ def issue(
                 request.charter.hash,
                 request.audience,
                 claims["scope"],
-                rfc3339(_from_epoch(request.issued_at)),
-                rfc3339(_from_epoch(request.expires_at)),
+                issued_at,
+                expires_at,
             ),
         )
         if on_commit is not None:
@@ -316,8 +324,8 @@ def issue(
         jti=request.jti,
         audience=request.audience,
         scopes=list(request.scopes),
-        issued_at=rfc3339(_from_epoch(request.issued_at)),
-        expires_at=rfc3339(_from_epoch(request.expires_at)),
+        issued_at=issued_at,
+        expires_at=expires_at,
         kid=kid,
     )
 
@@ -675,6 +683,20 @@ def _unpublished_reason(conn: sqlite3.Connection, kid: str) -> str:
     return f"key id {kid!r} is not a published issuer key"
 
 
+@contextlib.contextmanager
+def _unsynced_commit(conn: sqlite3.Connection) -> Iterator[None]:
+    """Commit the next transaction with ``synchronous=NORMAL`` (WAL: no fsync of its own)."""
+    if conn.in_transaction:  # a caller's transaction keeps its own durability
+        yield
+        return
+    previous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA synchronous={previous:d}")
+
+
 def _current_kid(conn: sqlite3.Connection) -> str:
     row = conn.execute("SELECT kid FROM issuer_keys WHERE retired_at IS NULL").fetchone()
     if row is None:
@@ -683,13 +705,13 @@ def _current_kid(conn: sqlite3.Connection) -> str:
 
 
 def _signing_key(home: Home, kid: str) -> KeyPair:
-    path = home.layout.issuer_key(kid)
-    key = _key_cache.get(str(path))
+    cache_key = (str(home.settings.home), kid)
+    key = _key_cache.get(cache_key)
     if key is None:
-        key = read_key_file(path)
+        key = read_key_file(home.layout.issuer_key(kid))
         if key.kid != kid:
             raise ConfigError(f"issuer key file for {kid} holds a different key")
-        _key_cache[str(path)] = key
+        _key_cache[cache_key] = key
     return key
 
 

@@ -115,6 +115,8 @@ def test_default_scopes_are_the_charter_minus_token_issue(
     assert issue(home, gamma).scopes == ["audit:read", "secret:read:API_*"]
     assert issue(home, gamma, scopes=["token:issue"]).scopes == ["token:issue"]
     assert issue(home, gamma, scopes=["secret:read:API_KEY"]).scopes == ["secret:read:API_KEY"]
+    # The row's own commit skips its fsync; the connection goes back to synchronous=FULL.
+    assert home.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_owner_issue_is_an_owner_signed_event_without_the_token(

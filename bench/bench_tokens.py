@@ -1,0 +1,124 @@
+"""Scoped tokens: issue and verify rates against raw PyJWT EdDSA encode/decode, same run.
+
+* Issue: Charter checks the request against the charter, signs the RFC 9068 token and
+  records its row (what makes revocation and introspection possible); the baseline is
+  ``jwt.encode`` of the same claims with the same Ed25519 key.
+* Verify: Charter pins EdDSA, the token type, a published key id, issuer, audience and every
+  required claim, then looks up the token's row (revocation) and its agent (revocation,
+  charter); the baseline is ``jwt.decode`` pinning the algorithm, issuer, audience and the
+  registered claims, with no revocation lookups at all.
+
+Run alone with ``python -m bench.bench_tokens [--quick]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, scratch_dir
+from bench._ledgers import AGENT, new_home
+from charter.home import Home
+from charter.keys import read_key_file
+from charter.tools import identity, tokens
+
+AUDIENCE = "https://api.example.com"
+#: Issuing writes the token's row (one SQLite write transaction, not fsynced on its own: see
+#: ``tokens.issue``); that write, which revocation needs, is most of the gap to a bare encode.
+ISSUE_TARGET = ">= 0.2x"
+VERIFY_TARGET = ">= 0.8x"
+_REGISTERED = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
+
+
+def run(quick: bool) -> list[Row]:
+    """Two rows: token issue and token verify, each as a ratio to raw PyJWT."""
+    n = pick(quick, full=2000, quick_n=500, tiny_n=20)
+    rounds = pick(quick, full=9, quick_n=5, tiny_n=2)
+    home = new_home(scratch_dir("tokens") / "home")
+    try:
+        return _measure(home, n, rounds)
+    finally:
+        home.close()
+
+
+def _measure(home: Home, n: int, rounds: int) -> list[Row]:
+    agent = identity.load_agent(home, AGENT)
+    sample = _issue(home, agent)
+    claims = tokens.verify(home, sample, audience=AUDIENCE).claims
+    key = read_key_file(home.layout.issuer_key(home.meta["issuer_kid"]))
+    private = Ed25519PrivateKey.from_private_bytes(bytes(key.signing_key))
+    public = private.public_key()
+    headers = {"kid": key.kid, "typ": tokens.TOKEN_TYPE}
+    issuer = tokens.issuer(home)
+
+    def raw_encode() -> None:
+        for _ in range(n):
+            jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
+
+    def charter_issue() -> None:
+        for _ in range(n):
+            _issue(home, agent)
+
+    base, subj = interleave(rounds, lambda: rate(n, raw_encode), lambda: rate(n, charter_issue))
+    rows = [
+        row(
+            "tokens: issue (check, sign, record row)",
+            median(subj),
+            median(base),
+            "tokens/s",
+            ISSUE_TARGET,
+            f"{rounds} interleaved rounds of {n}; baseline = PyJWT EdDSA encode",
+            ratio=ratio_of_rounds(subj, base),
+        )
+    ]
+    batch = [_issue(home, agent) for _ in range(n)]
+
+    def raw_decode() -> None:
+        for token in batch:
+            jwt.decode(
+                token,
+                public,
+                algorithms=["EdDSA"],
+                audience=AUDIENCE,
+                issuer=issuer,
+                options={"require": _REGISTERED},
+            )
+
+    def charter_verify() -> None:
+        for token in batch:
+            tokens.verify(home, token, audience=AUDIENCE)
+
+    base, subj = interleave(rounds, lambda: rate(n, raw_decode), lambda: rate(n, charter_verify))
+    rows.append(
+        row(
+            "tokens: verify (all checks + revocation)",
+            median(subj),
+            median(base),
+            "tokens/s",
+            VERIFY_TARGET,
+            f"{rounds} interleaved rounds of {n}; baseline = PyJWT EdDSA decode, no lookups",
+            ratio=ratio_of_rounds(subj, base),
+        )
+    )
+    return rows
+
+
+def _issue(home: Home, agent: identity.AgentContext) -> str:
+    request = tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE)
+    return tokens.issue(home, request).token
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    print(f"{'benchmark':44} {'charter':>12} {'baseline':>12} {'ratio':>7}  target   ok")
+    for r in rows:
+        print(
+            f"{r['name']:44} {r['charter']:>12,.0f} {r['baseline']:>12,.0f} "
+            f"{r['ratio']:>6.2f}x  {r['target']:8} {'yes' if r['passed'] else 'NO'}"
+        )
+
+
+if __name__ == "__main__":
+    _print(run(quick="--quick" in sys.argv))
