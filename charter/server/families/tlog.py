@@ -1,0 +1,88 @@
+"""``audit_checkpoint`` and ``audit_prove``: the transparency side of the audit family.
+
+Registering this family also wires the server's checkpoints: the ledger writer signs one each
+time the ledger passes a multiple of ``Settings.checkpoint_every`` entries (on its own thread,
+after the commit, so no caller waits for it), and the server signs one when it shuts down.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import anyio.to_thread
+from pydantic import Field
+
+from charter.server.app import READ_ONLY
+from charter.server.calls import current_call
+from charter.tools import tlog
+
+if TYPE_CHECKING:
+    from charter.server.app import CharterServer
+
+#: Entry positions are JSON-safe integers.
+MAX_SEQ = 2**53 - 1
+
+
+def register(server: CharterServer) -> None:
+    """Register the tools and the server's checkpoint hooks."""
+    deps = server.deps
+    every = deps.home.settings.checkpoint_every
+    if every > 0:
+        deps.after_commit.append(tlog.periodic_checkpoints(deps.home, every))
+    deps.on_shutdown.append(tlog.final_checkpoint(deps.home))
+
+    @server.charter_tool(
+        "audit_checkpoint", annotations=READ_ONLY, title="Get a signed checkpoint of the ledger"
+    )
+    async def audit_checkpoint() -> tlog.CheckpointOut:
+        """Get a checkpoint of the whole audit ledger, signed by the log key.
+
+        A checkpoint (C2SP signed note: origin, size, Merkle root) commits the log to every
+        entry so far; whoever keeps it can later detect a cut-off tail or a forked history.
+        Returns the latest checkpoint, signing a new one first if the ledger has grown since
+        (the log's own bookkeeping; nothing else changes). Needs scope `audit:read`.
+        """
+        call = current_call()
+        call.require("audit:read")
+        home = call.deps.home
+
+        def run() -> tlog.CheckpointOut:
+            with tlog.private_connection(home) as conn:
+                return tlog.checkpoint(home, conn)
+
+        return await anyio.to_thread.run_sync(run)
+
+    @server.charter_tool(
+        "audit_prove",
+        annotations=READ_ONLY,
+        title="Prove one of my entries is in the ledger",
+        visible_args=("seq", "tree_size"),
+    )
+    async def audit_prove(
+        seq: Annotated[int, Field(ge=0, le=MAX_SEQ, description="The entry's seq.")],
+        tree_size: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                le=MAX_SEQ,
+                description="Size of an earlier checkpoint to prove against; omit for the latest.",
+            ),
+        ] = None,
+    ) -> tlog.InclusionOut:
+        """Prove that one of your own ledger entries is included in a signed checkpoint.
+
+        Returns the entry's bytes, its RFC 9162 inclusion proof and the checkpoint, also as
+        a `c2sp.org/tlog-proof@v1` file anyone can verify offline with the log's key. Only
+        your own entries (as listed by audit_query) can be proven. Without `tree_size`, uses
+        the latest checkpoint, signing one first if none covers the entry yet. Needs scope
+        `audit:read`. No other side effects.
+        """
+        call = current_call()
+        call.require("audit:read")
+        home, actor = call.deps.home, call.agent.agent_id
+
+        def run() -> tlog.InclusionOut:
+            with tlog.private_connection(home) as conn:
+                return tlog.prove(home, seq, tree_size, conn=conn, actor=actor)
+
+        return await anyio.to_thread.run_sync(run)

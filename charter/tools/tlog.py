@@ -1,0 +1,223 @@
+"""Signed checkpoints and Merkle proofs of the ledger, for agent tools and the owner's CLI.
+
+Every proof handed out is verified here first, against the log's own verifier key, so a
+damaged tree fails closed instead of producing a proof that an auditor would reject.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+
+from pydantic import BaseModel, Field
+
+from charter import merkle
+from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
+from charter.home import Home
+from charter.signed_note import NoteError, TlogProof, Verifier, verify_tlog_proof
+from charter.storage import tlog
+from charter.storage.db import connect, transaction
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointOut(BaseModel):
+    """A checkpoint signed by the log key (C2SP tlog-checkpoint in a C2SP signed note)."""
+
+    origin: str = Field(description="The ledger's unique name: first line of the note.")
+    size: int = Field(description="Number of ledger entries the checkpoint commits to.")
+    root: str = Field(description="Base64 RFC 9162 Merkle root of those entries.")
+    note: str = Field(description="The signed note, verbatim: keep it to audit the log later.")
+    log_vkey: str = Field(description="The log's verifier key (C2SP vkey) that signed the note.")
+
+
+class InclusionOut(BaseModel):
+    """An RFC 9162 inclusion proof of one entry under a signed checkpoint."""
+
+    seq: int = Field(description="The entry's position: its leaf index.")
+    tree_size: int = Field(description="Size of the checkpoint the proof leads to.")
+    entry: str = Field(description="The entry's canonical bytes (the leaf data), as text.")
+    entry_hash: str = Field(description="Hex SHA-256 of the entry bytes (the chain hash).")
+    leaf_hash: str = Field(description="Base64 SHA-256(0x00 || entry bytes).")
+    proof: list[str] = Field(description="Base64 sibling hashes, leaf to root.")
+    checkpoint: str = Field(description="The signed checkpoint note the proof leads to.")
+    tlog_proof: str = Field(description="The same proof as a c2sp.org/tlog-proof@v1 file.")
+
+
+class ConsistencyOut(BaseModel):
+    """An RFC 9162 consistency proof between two tree sizes."""
+
+    old_size: int
+    new_size: int
+    old_root: str = Field(description="Base64 root of the first old_size entries.")
+    new_root: str = Field(description="Base64 root of the first new_size entries.")
+    proof: list[str] = Field(description="Base64 proof hashes (RFC 9162 §2.1.4).")
+
+
+def b64(data: bytes) -> str:
+    """Standard base64, as C2SP notes and proofs write hashes."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def log_verifier(home: Home) -> Verifier:
+    """The verifier of the home's checkpoints: key name = origin, key = the log key."""
+    return tlog.log_signer(home.origin, home.log_key).verifier()
+
+
+def checkpoint_log(home: Home, conn: sqlite3.Connection | None = None) -> tlog.CheckpointLog:
+    """The home's checkpoint log on ``conn`` (default: the home's own connection)."""
+    return tlog.CheckpointLog(conn or home.conn, home.origin, home.log_key, home.clock)
+
+
+@contextlib.contextmanager
+def private_connection(home: Home) -> Iterator[sqlite3.Connection]:
+    """A connection of its own, for work on a worker thread."""
+    conn = connect(home.layout.db)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def checkpoint_out(home: Home, signed: tlog.SignedCheckpoint) -> CheckpointOut:
+    """Project a stored checkpoint for output."""
+    return CheckpointOut(
+        origin=home.origin,
+        size=signed.size,
+        root=b64(signed.root),
+        note=signed.note,
+        log_vkey=log_verifier(home).vkey,
+    )
+
+
+def checkpoint(home: Home, conn: sqlite3.Connection | None = None) -> CheckpointOut:
+    """A checkpoint of the whole ledger: the latest, or a new one if the ledger grew since.
+
+    Raises:
+        LedgerIntegrityError: if the log refuses to sign (the tree or ledger was tampered).
+    """
+    return checkpoint_out(home, checkpoint_log(home, conn).sign())
+
+
+def prove(
+    home: Home,
+    seq: int,
+    tree_size: int | None = None,
+    *,
+    conn: sqlite3.Connection | None = None,
+    actor: str | None = None,
+) -> InclusionOut:
+    """Prove that entry ``seq`` is in a signed checkpoint.
+
+    Args:
+        home: The home.
+        seq: The entry.
+        tree_size: The size of an existing checkpoint to prove against; default the latest,
+            or a new checkpoint if none covers ``seq`` yet.
+        conn: The connection to use (default: the home's).
+        actor: Only entries whose actor is this id are visible (agents prove their own).
+
+    Raises:
+        NotFound: no such entry (visible to ``actor``), or no checkpoint of ``tree_size``.
+        InvalidInput: ``tree_size`` does not cover ``seq``.
+        LedgerIntegrityError: the stored tree gives a proof that does not verify.
+    """
+    conn = conn or home.conn
+    row = conn.execute("SELECT body, actor FROM ledger WHERE seq = ?", (seq,)).fetchone()
+    if row is None or (actor is not None and row[1] != actor):
+        raise NotFound(f"no entry {seq}" + (" of yours" if actor is not None else ""))
+    body = bytes(row[0])
+    checkpoints = checkpoint_log(home, conn)
+    if tree_size is None:
+        signed = checkpoints.latest()
+        if signed is None or signed.size <= seq:
+            signed = checkpoints.sign()
+    else:
+        if tree_size <= seq:
+            raise InvalidInput(f"a tree of size {tree_size} does not contain entry {seq}")
+        found = checkpoints.at(tree_size)
+        if found is None:
+            raise NotFound(f"no checkpoint of size {tree_size}; omit tree_size for the latest")
+        signed = found
+    path = tlog.TreeStore(conn).inclusion_proof(seq, signed.size)
+    proof = TlogProof(index=seq, proof=tuple(path), checkpoint=signed.note)
+    try:
+        verify_tlog_proof(proof, body, [log_verifier(home)])
+    except (NoteError, merkle.ProofError) as exc:
+        raise LedgerIntegrityError(seq, f"the stored tree gives an invalid proof: {exc}") from exc
+    return InclusionOut(
+        seq=seq,
+        tree_size=signed.size,
+        entry=body.decode("utf-8"),
+        entry_hash=hashlib.sha256(body).hexdigest(),
+        leaf_hash=b64(merkle.leaf_hash(body)),
+        proof=[b64(h) for h in path],
+        checkpoint=signed.note,
+        tlog_proof=proof.to_text(),
+    )
+
+
+def consistency(
+    home: Home, old_size: int, new_size: int, conn: sqlite3.Connection | None = None
+) -> ConsistencyOut:
+    """Prove that the first ``old_size`` entries are a prefix of the first ``new_size``.
+
+    Raises:
+        InvalidInput: sizes out of order or beyond the ledger.
+        LedgerIntegrityError: the stored tree gives a proof that does not verify.
+    """
+    conn = conn or home.conn
+    if not 0 <= old_size <= new_size:
+        raise InvalidInput("OLD_SIZE must be between 0 and NEW_SIZE")
+    with transaction(conn):
+        tlog.sync_tree(conn)
+    store = tlog.TreeStore(conn)
+    proof = store.consistency_proof(old_size, new_size)
+    old_root, new_root = store.root(old_size), store.root(new_size)
+    try:
+        merkle.verify_consistency(old_size, new_size, old_root, new_root, proof)
+    except merkle.ProofError as exc:
+        raise LedgerIntegrityError(None, f"the stored tree gives an invalid proof: {exc}") from exc
+    return ConsistencyOut(
+        old_size=old_size,
+        new_size=new_size,
+        old_root=b64(old_root),
+        new_root=b64(new_root),
+        proof=[b64(h) for h in proof],
+    )
+
+
+def periodic_checkpoints(home: Home, every: int) -> Callable[[sqlite3.Connection], None]:
+    """An after-commit hook that signs a checkpoint each time the ledger passes a multiple
+    of ``every`` entries (run by the ledger writer's thread, on its connection)."""
+    last: list[int] = []  # size of the latest checkpoint, read once
+
+    def hook(conn: sqlite3.Connection) -> None:
+        size = tlog.ledger_size(conn)
+        if not last:
+            latest = checkpoint_log(home, conn).latest()
+            last.append(0 if latest is None else latest.size)
+        if size // every > last[0] // every:
+            try:
+                last[0] = checkpoint_log(home, conn).sign().size
+            except LedgerIntegrityError as exc:
+                last[0] = size  # retry at the next multiple, not after every batch
+                log.error("periodic checkpoint refused: %s", exc.reason)
+
+    return hook
+
+
+def final_checkpoint(home: Home) -> Callable[[], None]:
+    """A shutdown hook that signs a checkpoint of everything committed so far."""
+
+    def hook() -> None:
+        try:
+            checkpoint_log(home).sign()
+        except Exception:  # a server must still exit; the next checkpoint will cover it
+            log.exception("could not sign the final checkpoint")
+
+    return hook

@@ -1,0 +1,146 @@
+"""``audit_checkpoint`` and ``audit_prove`` through a real MCP client, in both protocol modes,
+and the server's own checkpoints: every N entries (writer thread) and at shutdown."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from charter import merkle
+from charter.config import Settings
+from charter.home import Home
+from charter.signed_note import Verifier, open_checkpoint, verify_tlog_proof
+from charter.storage import tlog as store
+from charter.testing import FrozenClock, make_home, server_for
+from charter.tools import audit, identity
+from charter.tools import tlog as tools_tlog
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    data = result.structured_content
+    assert isinstance(data, dict)
+    return data
+
+
+def error_text(result: Any) -> str:
+    assert result.is_error
+    return str(result.content[0].text)
+
+
+def sizes(home: Home) -> list[int]:
+    return [c.size for c in tools_tlog.checkpoint_log(home).upto(1 << 62)]
+
+
+async def test_checkpoint_tool_returns_a_note_signed_by_the_log(home: Home, mode: str) -> None:
+    head = home.ledger.head()[0]
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        out = structured(await client.call_tool("audit_checkpoint", {}))
+        again = structured(await client.call_tool("audit_checkpoint", {}))
+    assert out["origin"] == home.origin
+    assert out["size"] == head  # its own call entry is written after it runs
+    assert out["log_vkey"] == tools_tlog.log_verifier(home).vkey
+    assert out["log_vkey"].startswith(home.origin + "+")
+    checkpoint, _ = open_checkpoint(out["note"], [Verifier.from_vkey(out["log_vkey"])])
+    assert (checkpoint.origin, checkpoint.size) == (home.origin, head)
+    assert out["root"] == tools_tlog.b64(checkpoint.root_hash)
+    leaves = [merkle.leaf_hash(b) for b in list(home.ledger.iter_bodies())[:head]]
+    assert checkpoint.root_hash == merkle.root_from_leaves(leaves)
+    assert again["size"] == head + 1  # the first call's entry grew the ledger
+    last = list(home.ledger.iter_bodies())[-1]
+    assert b'"action":"audit.checkpoint"' in last
+    audit.verify_home(home)
+
+
+async def test_prove_returns_a_tlog_proof_that_verifies_offline(home: Home, mode: str) -> None:
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        await client.call_tool("identity_whoami", {})
+        mine = home.ledger.head()[0] - 1
+        out = structured(await client.call_tool("audit_prove", {"seq": mine}))
+    entry = home.ledger.get(mine)
+    assert entry is not None
+    assert out["entry"].encode() == entry.body and out["entry_hash"] == entry.hash
+    assert (out["seq"], out["tree_size"]) == (mine, mine + 1)
+    verifier = tools_tlog.log_verifier(home)
+    checkpoint = verify_tlog_proof(out["tlog_proof"], entry.body, [verifier])
+    assert checkpoint.size == out["tree_size"]
+    assert out["tlog_proof"].startswith(f"c2sp.org/tlog-proof@v1\nindex {mine}\n")
+    assert out["tlog_proof"].endswith(out["checkpoint"])
+    with pytest.raises(merkle.ProofError):
+        verify_tlog_proof(out["tlog_proof"], entry.body + b" ", [verifier])
+    audit.verify_home(home)
+
+
+async def test_prove_against_an_earlier_checkpoint(home: Home, mode: str) -> None:
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        await client.call_tool("identity_whoami", {})
+        mine = home.ledger.head()[0] - 1
+        first = structured(await client.call_tool("audit_checkpoint", {}))
+        await client.call_tool("audit_checkpoint", {})
+        out = structured(
+            await client.call_tool("audit_prove", {"seq": mine, "tree_size": first["size"]})
+        )
+        assert out["checkpoint"] == first["note"]
+        missing = await client.call_tool("audit_prove", {"seq": mine, "tree_size": 10_000})
+        too_small = await client.call_tool("audit_prove", {"seq": mine, "tree_size": mine})
+    assert "no checkpoint of size 10000" in error_text(missing)
+    assert f"does not contain entry {mine}" in error_text(too_small)
+
+
+async def test_an_agent_can_only_prove_its_own_entries(home: Home, mode: str) -> None:
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        owners = await client.call_tool("audit_prove", {"seq": 1})  # the owner's entry
+        absent = await client.call_tool("audit_prove", {"seq": 10_000})
+        negative = await client.call_tool("audit_prove", {"seq": -1})
+    # The same answer whether the entry is someone else's or does not exist.
+    assert error_text(owners) == "no entry 1 of yours"
+    assert error_text(absent) == "no entry 10000 of yours"
+    assert "invalid arguments for audit_prove" in error_text(negative)
+    denied = list(audit.query(home.conn, action="audit.prove").entries)
+    assert [e.outcome for e in denied] == ["denied", "denied", "denied"]
+    audit.verify_home(home)
+
+
+async def test_tools_need_audit_read(home: Home, mode: str) -> None:
+    async with Client(server_for(home, "beta"), mode=mode) as client:
+        checkpoint = await client.call_tool("audit_checkpoint", {})
+        await client.call_tool("identity_whoami", {})
+        prove = await client.call_tool("audit_prove", {"seq": home.ledger.head()[0] - 1})
+        assert sizes(home) == []  # nothing was signed for them
+    assert "does not grant 'audit:read'" in error_text(checkpoint)
+    assert "does not grant 'audit:read'" in error_text(prove)
+
+
+async def test_the_server_signs_a_checkpoint_when_it_exits(home: Home, mode: str) -> None:
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        await client.call_tool("identity_whoami", {})
+        assert sizes(home) == []
+    assert sizes(home) == [home.ledger.head()[0]]
+
+
+async def test_the_writer_signs_a_checkpoint_every_n_entries(
+    tmp_path: Path, clock: FrozenClock, mode: str
+) -> None:
+    root = tmp_path / "home"
+    make_home(root, clock=clock).close()
+    with Home.open(Settings(home=root, checkpoint_every=4), clock=clock) as home:
+        identity.add_agent(home, "alpha", scopes=["audit:read"])
+        start = home.ledger.head()[0]
+        async with Client(server_for(home, "alpha"), mode=mode) as client:
+            for _ in range(11):
+                await client.call_tool("identity_whoami", {})
+        end = home.ledger.head()[0]
+        signed = sizes(home)
+        # One entry per commit here, so the writer signs exactly at each multiple of 4; the
+        # server signs the final one when it exits.
+        assert signed == [m for m in range(start + 1, end) if m % 4 == 0] + [end]
+        checkpoints = tools_tlog.checkpoint_log(home).upto(end)
+        tree = store.TreeStore(home.conn)
+        for old, new in itertools.pairwise(checkpoints):
+            proof = tree.consistency_proof(old.size, new.size)
+            merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
+        audit.verify_home(home)
