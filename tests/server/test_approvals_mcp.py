@@ -222,6 +222,18 @@ async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home
         ]
         assert entries(home)[start]["args"]["answer"] == "invalid"
 
+        # The right answer smuggled in with an answer for another call: refused too.
+        third = await session.call_tool("test_poke", {"target": "c"}, allow_input_required=True)
+        assert isinstance(third, InputRequiredResult) and third.input_requests
+        (key_c,) = third.input_requests
+        mixed = await session.call_tool(
+            "test_poke",
+            {"target": "c"},
+            input_responses={key_c: accept, key_a: accept},
+            request_state=third.request_state,
+        )
+        assert mixed.is_error and "does not belong to this call" in text(mixed)
+
         # Call a's state replayed onto different arguments: the SDK's sealed state refuses it.
         with pytest.raises(MCPError, match="requestState"):
             await session.call_tool(
