@@ -14,6 +14,7 @@ from charter.config import Settings
 from charter.home import Home
 from charter.keys import b64url, b64url_decode
 from charter.storage.ledger import Entry
+from charter.testing import make_home
 from charter.tools import audit
 
 API = "https://api.example.com"
@@ -164,7 +165,7 @@ def test_protected_owner_key_needs_the_passphrase(tmp_path: Path) -> None:
     path = tmp_path / "home"
     secret = tmp_path / "pass"
     secret.write_text("correct horse\n")
-    ok(path, "init", "--owner", "alice@example.com", "--passphrase-file", str(secret))
+    make_home(path, owner="alice@example.com", passphrase=b"correct horse").close()  # cheap KDF
     ok(path, "agent", "add", "bot", "--audience", API, "--passphrase-file", str(secret))
     refused = run(path, "keys", "rotate")
     assert refused.exit_code == 2 and "--passphrase-file" in refused.stderr
