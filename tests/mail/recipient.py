@@ -144,6 +144,7 @@ def verify(
         raise NotVerified("charter is for another agent")
     sent = email.utils.parsedate_to_datetime(str(msg["Date"]))
     start = dt.datetime.fromisoformat(charter["not_before"].replace("Z", "+00:00"))
+    start = start.replace(microsecond=0)  # Date has whole seconds
     end = dt.datetime.fromisoformat(charter["not_after"].replace("Z", "+00:00"))
     if not start <= sent < end:
         raise NotVerified("sent outside the charter's validity")

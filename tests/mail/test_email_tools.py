@@ -1,0 +1,424 @@
+"""``email_send`` (and the local mailbox) through a real MCP client, in both protocol modes.
+
+Sending goes to a real aiosmtpd server on 127.0.0.1 (STARTTLS + AUTH, or implicit TLS), or
+through the local transport between agents of one home. Every test ends with a valid ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from mailhome import add_mail_agent, call, configure, entries, fail, ledger_bytes
+from mailservers import SMTP_PASSWORD, SMTP_USERNAME, SmtpServer, TlsMaterial, free_port
+from mcp import Client
+from recipient import verify as recipient_verify
+
+from charter.home import Home
+from charter.storage.vault import Vault
+from charter.testing import FrozenClock, server_for
+from charter.tools import audit, identity, mail
+from charter.tools.mail_message import DEFAULT_MAX_BYTES
+
+SENDER = "sender@agents.example.com"
+READER = "reader@agents.example.com"
+BODY = "The launch code is in the attached file. unique-body-canary-8f3a"
+ATTACHMENT = b"attachment-canary-77c1\x00\x01\x02"
+
+
+@pytest.fixture
+def agents(home: Home) -> Home:
+    """``sender`` (send and read), ``reader`` (read), ``narrow`` (only *@example.com)."""
+    add_mail_agent(home, "sender", SENDER, ["email:send", "email:read"])
+    add_mail_agent(home, "reader", READER, ["email:read"])
+    add_mail_agent(home, "narrow", "narrow@agents.example.com", ["email:send:*@example.com"])
+    return home
+
+
+@pytest.fixture
+def smtp_home(
+    agents: Home, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial
+) -> Home:
+    """The home configured for the STARTTLS + AUTH server, trusting its CA."""
+    configure(
+        agents,
+        username=SMTP_USERNAME,
+        password=SMTP_PASSWORD,
+        smtp_port=smtp_server_auth_starttls.port,
+        ca_pem=tls_material.ca_pem.read_text(),
+    )
+    return agents
+
+
+def _send_args(**overrides: Any) -> dict[str, Any]:
+    return {
+        "to": ["bob@example.com"],
+        "cc": ["carol@example.org"],
+        "bcc": ["auditor@example.net"],
+        "subject": "Launch report",
+        "text": BODY,
+        "attachments": [
+            {
+                "filename": "codes.bin",
+                "content_type": "application/octet-stream",
+                "content_base64": base64.b64encode(ATTACHMENT).decode(),
+            }
+        ],
+    } | overrides
+
+
+def _charter(home: Home, agent: str) -> dict[str, Any]:
+    info = identity.get_agent(home, agent)
+    return identity.load_charter(home, info.charter_hash).doc
+
+
+# -- SMTP ---------------------------------------------------------------------------------------
+
+
+async def test_send_over_starttls_with_auth_is_signed_recorded_and_verifiable(
+    smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    home, server = smtp_home, smtp_server_auth_starttls
+    async with Client(server_for(home, "sender"), mode=mode) as client:
+        out = await call(client, "email_send", _send_args())
+    assert out["transport"] == "smtp"
+    assert out["reply"].startswith("250 ")
+    assert out["recipients"] == ["bob@example.com", "carol@example.org", "auditor@example.net"]
+
+    [received] = server.wait_for_messages(1)
+    assert received.tls and received.authenticated_as == SMTP_USERNAME
+    assert received.mail_from == SENDER
+    assert set(received.rcpt_tos) == set(out["recipients"])
+    assert b"auditor@example.net" not in received.data  # Bcc is envelope-only
+    assert received.message["Message-ID"] == out["message_id"]
+    assert received.message["Charter-Agent"] == identity.get_agent(home, "sender").agent_id
+
+    # A recipient verifies it from the document, with the charter and the owner's key.
+    payload = recipient_verify(
+        received.data,
+        _charter(home, "sender"),
+        {"crv": "Ed25519", "kty": "OKP", "x": _owner_x(home)},
+    )
+    assert payload["ledger"] == home.origin
+
+    # The signed seq is the intent's; intent before outcome; no body anywhere in the ledger.
+    log = entries(home)
+    intent = next(e for e in log if e["action"] == "email.send" and e["phase"] == "intent")
+    outcome = next(e for e in log if e["action"] == "email.send" and e["phase"] == "outcome")
+    assert payload["seq"] == intent["seq"] == out["ledger_seq"] < outcome["seq"]
+    details = intent["args"]["details"]
+    assert details["digest"] == payload["digest"]
+    assert details["message_id"] == out["message_id"]
+    assert details["bcc"] == ["auditor@example.net"] and details["subject"] == "Launch report"
+    assert details["attachments"][0]["size"] == len(ATTACHMENT)
+    assert outcome["outcome"] == "ok"
+    assert outcome["args"]["details"]["reply"] == out["reply"]
+    raw_ledger = ledger_bytes(home)
+    assert b"unique-body-canary" not in raw_ledger
+    assert b"attachment-canary" not in raw_ledger
+    assert base64.b64encode(ATTACHMENT) not in raw_ledger
+    assert SMTP_PASSWORD.encode() not in raw_ledger
+
+    [sent] = mail.outbox(home.conn)
+    assert (sent.status, sent.message_id, sent.ledger_seq) == (
+        "sent",
+        out["message_id"],
+        payload["seq"],
+    )
+    audit.verify_home(home)
+
+
+def _owner_x(home: Home) -> str:
+    return str(json.loads(home.meta["owner_key"])["x"])
+
+
+async def test_send_over_implicit_tls(agents: Home, tls_material: TlsMaterial, mode: str) -> None:
+    with SmtpServer(auth={"smtps@example.com": "pw-smtps"}, implicit_tls=tls_material) as server:
+        configure(
+            agents,
+            username="smtps@example.com",
+            password="pw-smtps",
+            smtp_port=server.port,
+            smtp_security="tls",
+            ca_pem=tls_material.ca_pem.read_text(),
+        )
+        async with Client(server_for(agents, "sender"), mode=mode) as client:
+            await call(client, "email_send", {"to": "bob@example.com", "subject": "s", "text": "t"})
+        [received] = server.wait_for_messages(1)
+    assert received.tls and received.authenticated_as == "smtps@example.com"
+    audit.verify_home(agents)
+
+
+async def test_retry_is_a_new_message_never_a_resend(
+    smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+        first = await call(client, "email_send", _send_args())
+        second = await call(client, "email_send", _send_args())
+    received = smtp_server_auth_starttls.wait_for_messages(2)
+    assert len(received) == 2
+    assert first["message_id"] != second["message_id"]
+    assert [r.message["Message-ID"] for r in received] == [
+        first["message_id"],
+        second["message_id"],
+    ]
+    assert first["ledger_seq"] != second["ledger_seq"]
+    audit.verify_home(smtp_home)
+
+
+async def _failed_send(home: Home, mode: str, expected: str) -> str:
+    async with Client(server_for(home, "sender"), mode=mode) as client:
+        message = await fail(client, "email_send", _send_args())
+    assert expected in message, message
+    assert SMTP_PASSWORD not in message
+    last = entries(home)[-1]
+    assert (last["action"], last["phase"], last["outcome"]) == ("email.send", "outcome", "error")
+    assert last["reason"] == message
+    [sent] = mail.outbox(home.conn)
+    assert sent.status == "failed" and sent.reply == message
+    assert SMTP_PASSWORD.encode() not in ledger_bytes(home)
+    audit.verify_home(home)
+    return message
+
+
+async def test_smtp_server_down_is_a_clear_error_outcome(agents: Home, mode: str) -> None:
+    configure(agents, username=SMTP_USERNAME, password=SMTP_PASSWORD, smtp_port=free_port())
+    message = await _failed_send(agents, mode, "cannot connect to the SMTP server 127.0.0.1:")
+    assert "nothing was sent" in message
+
+
+async def test_wrong_smtp_credentials_are_a_clear_error_outcome(
+    agents: Home, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial, mode: str
+) -> None:
+    configure(
+        agents,
+        username=SMTP_USERNAME,
+        password="wrong password",
+        smtp_port=smtp_server_auth_starttls.port,
+        ca_pem=tls_material.ca_pem.read_text(),
+    )
+    message = await _failed_send(agents, mode, "rejected the credentials (535")
+    assert "charter mail setup" in message and "wrong password" not in message
+    assert smtp_server_auth_starttls.messages == []
+
+
+async def test_untrusted_smtp_certificate_is_a_tls_failure(
+    agents: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    configure(
+        agents,
+        username=SMTP_USERNAME,
+        password=SMTP_PASSWORD,
+        smtp_port=smtp_server_auth_starttls.port,
+    )
+    message = await _failed_send(agents, mode, "TLS failure with the SMTP server")
+    assert "certificate" in message and "--ca-file" in message
+    assert smtp_server_auth_starttls.messages == []
+
+
+async def test_refused_recipients(
+    smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    server = smtp_server_auth_starttls
+    server.reject_recipients("carol@example.org")
+    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+        partly = await call(client, "email_send", _send_args(bcc=None))
+        server.reject_recipients("bob@example.com")
+        message = await fail(client, "email_send", _send_args(bcc=None))
+    assert partly["refused"] == {"carol@example.org": "550 5.1.1 No such user"}
+    assert "refused every recipient" in message and "nothing was sent" in message
+    assert [m.rcpt_tos for m in server.messages] == [("bob@example.com",)]
+    audit.verify_home(smtp_home)
+
+
+# -- refusals before anything is sent -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"subject": "Hi\r\nBcc: evil@example.net"}, "subject contains a line break"),
+        ({"to": ["bob@example.com\r\nBcc: evil@example.net"]}, "to contains a line break"),
+        ({"cc": "carol@example.org\nX-Evil: 1"}, "cc contains a line break"),
+        ({"bcc": ["x@example.net\r"]}, "bcc contains a line break"),
+        ({"reply_to": "r@example.com\r\nTo: evil@example.net"}, "reply_to contains a line break"),
+        ({"in_reply_to": "<a@b.c>\r\nBcc: e@x.net"}, "in_reply_to contains a line break"),
+        ({"to": ["Bob <bob@example.com>"]}, "not a bare address"),
+        ({"to": [], "cc": None, "bcc": None}, "no recipient"),
+        ({"text": "x" * (DEFAULT_MAX_BYTES + 1), "attachments": None}, "too large"),
+    ],
+)
+async def test_bad_input_is_refused_before_anything_is_sent(
+    smtp_home: Home,
+    smtp_server_auth_starttls: SmtpServer,
+    args: dict[str, Any],
+    expected: str,
+    mode: str,
+) -> None:
+    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+        message = await fail(client, "email_send", _send_args(**args))
+    assert expected in message
+    assert smtp_server_auth_starttls.messages == []
+    last = entries(smtp_home)[-1]
+    assert (last["action"], last["phase"], last["outcome"]) == ("email.send", "call", "denied")
+    assert not any(e["phase"] == "intent" for e in entries(smtp_home))
+    assert mail.outbox(smtp_home.conn) == []
+    audit.verify_home(smtp_home)
+
+
+async def test_recipient_patterns_narrow_every_recipient(
+    smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    async with Client(server_for(smtp_home, "narrow"), mode=mode) as client:
+        for args in (
+            {"to": ["bob@example.net"]},
+            {"to": ["bob@example.com"], "cc": ["eve@example.org"]},
+            {"to": ["bob@example.com"], "bcc": ["eve@evil.example"]},
+        ):
+            message = await fail(client, "email_send", {"subject": "s", "text": "t"} | args)
+            assert "does not grant 'email:send:" in message
+        await call(
+            client,
+            "email_send",
+            {"to": "Bob@Example.COM", "cc": "x@example.com", "subject": "s", "text": "t"},
+        )
+    [received] = smtp_server_auth_starttls.wait_for_messages(1)
+    assert received.rcpt_tos == ("Bob@Example.COM", "x@example.com")
+    denied = [
+        e for e in entries(smtp_home) if e["action"] == "email.send" and e["outcome"] == "denied"
+    ]
+    assert len(denied) == 3
+    audit.verify_home(smtp_home)
+
+
+async def test_scope_and_address_are_required(agents: Home, mode: str) -> None:
+    identity.add_agent(agents, "noaddr", scopes=["email:send", "email:read"])
+    async with Client(server_for(agents, "noaddr"), mode=mode) as client:
+        message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
+        assert "no email address" in message and "charter agent update noaddr --email" in message
+    async with Client(server_for(agents, "reader"), mode=mode) as client:
+        message = await fail(client, "email_send", {"to": SENDER, "subject": "s", "text": "t"})
+        assert f"does not grant 'email:send:{SENDER}'" in message
+    async with Client(server_for(agents, "alpha"), mode=mode) as client:
+        message = await fail(client, "email_list", {})
+        assert "does not grant 'email:read'" in message
+    audit.verify_home(agents)
+
+
+async def test_rate_limit_is_a_recorded_denial_per_rolling_hour(
+    home: Home, clock: FrozenClock, mode: str
+) -> None:
+    add_mail_agent(home, "chatty", "chatty@agents.example.com", ["email:send"], rate_per_hour=2)
+    add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
+    args = {"to": "inbox@agents.example.com", "subject": "s", "text": "t"}
+    async with Client(server_for(home, "chatty"), mode=mode) as client:
+        await call(client, "email_send", args)
+        clock.advance(minutes=30)
+        await call(client, "email_send", args)
+        message = await fail(client, "email_send", args)
+        assert "rate limit: this agent may send 2 messages per hour and has sent 2" in message
+        clock.advance(minutes=30, seconds=1)  # the first send leaves the window
+        await call(client, "email_send", args)
+        assert "rate limit" in await fail(client, "email_send", args)
+    denials = [e for e in entries(home) if e["action"] == "email.send" and e["outcome"] == "denied"]
+    assert [d["reason"][:10] for d in denials] == ["rate limit"] * 2
+    assert [s.status for s in mail.outbox(home.conn)] == ["sent"] * 3
+    audit.verify_home(home)
+
+
+async def test_intent_refused_means_nothing_is_sent(
+    smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    """An owner-approval rule parks the call at its intent: the transport is never reached."""
+    policy = identity.get_agent(smtp_home, "sender").policy
+    identity.update_agent(
+        smtp_home,
+        "sender",
+        policy=policy | {"approvals": [{"pattern": "email:send*", "mode": "owner"}]},
+    )
+    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+        message = await fail(client, "email_send", _send_args())
+    assert "approv" in message
+    assert smtp_server_auth_starttls.messages == []
+    [row] = mail.outbox(smtp_home.conn)
+    assert row.status == "aborted"
+    audit.verify_home(smtp_home)
+
+
+# -- the local transport ------------------------------------------------------------------------
+
+
+async def test_local_round_trip_between_two_agents(agents: Home, mode: str) -> None:
+    home = agents
+    async with Client(server_for(home, "sender"), mode=mode) as client:
+        out = await call(client, "email_send", _send_args(to=[READER], cc=None, bcc=None))
+        refused = await fail(client, "email_send", _send_args(to=[READER, "bob@example.com"]))
+    assert out["transport"] == "local" and out["reply"] == "250 delivered locally to 1 mailbox(es)"
+    assert "bob@example.com, carol@example.org, auditor@example.net are not one" in refused
+    assert "charter mail setup" in refused
+
+    async with Client(server_for(home, "reader"), mode=mode) as client:
+        listing = await call(client, "email_list", {"unread_only": True})
+        [item] = listing["messages"]
+        assert listing["transport"] == "local" and "UNTRUSTED" in listing["notice"]
+        assert item["id"] == out["message_id"] and item["sender"] == SENDER
+        assert item["verified_sender"] == identity.get_agent(home, "sender").agent_id
+        assert item["untrusted_content"]["subject"] == "Launch report"
+        assert item["untrusted_content"]["attachments"] == [
+            {
+                "filename": "codes.bin",
+                "content_type": "application/octet-stream",
+                "size": len(ATTACHMENT),
+            }
+        ]
+        assert item["seen"] is False
+        read = await call(client, "email_read", {"message_id": item["id"]})
+        assert read["untrusted_content"]["text"] == BODY and "UNTRUSTED" in read["notice"]
+        assert (await call(client, "email_list", {"unread_only": True}))["messages"] == []
+        missing = await fail(client, "email_read", {"message_id": "<nope@agents.example.com>"})
+        assert "no message '<nope@agents.example.com>'" in missing
+        assert "no folder" in await fail(client, "email_list", {"folder": "Archive"})
+
+    # The locally delivered copy carries a signature a recipient can verify.
+    (raw,) = home.conn.execute("SELECT raw FROM mail_local_inbox").fetchone()
+    recipient_verify(
+        bytes(raw), _charter(home, "sender"), {"crv": "Ed25519", "kty": "OKP", "x": _owner_x(home)}
+    )
+    # Another agent's mailbox is not readable.
+    async with Client(server_for(home, "sender"), mode=mode) as client:
+        assert (await call(client, "email_list", {}))["messages"] == []
+        await fail(client, "email_read", {"message_id": out["message_id"]})
+    assert [s.status for s in mail.outbox(home.conn)] == ["sent"]
+    audit.verify_home(home)
+
+
+async def test_sender_allowlist_hides_everything_else(agents: Home, mode: str) -> None:
+    add_mail_agent(agents, "boss", "boss@agents.example.com", ["email:send"])
+    add_mail_agent(
+        agents, "guarded", "guarded@agents.example.com", ["email:read"], allow_senders=["boss@*"]
+    )
+    for sender in ("sender", "boss"):
+        async with Client(server_for(agents, sender), mode=mode) as client:
+            await call(
+                client,
+                "email_send",
+                {"to": "guarded@agents.example.com", "subject": sender, "text": "t"},
+            )
+    hidden_id = mail.outbox(agents.conn, agent="sender")[0].message_id
+    async with Client(server_for(agents, "guarded"), mode=mode) as client:
+        listing = await call(client, "email_list", {})
+        assert [m["sender"] for m in listing["messages"]] == ["boss@agents.example.com"]
+        message = await fail(client, "email_read", {"message_id": hidden_id})
+    assert message == f"no message {hidden_id!r} in INBOX (see email_list)"
+    audit.verify_home(agents)
+
+
+async def test_mail_password_lives_only_in_the_vault(smtp_home: Home) -> None:
+    assert Vault(smtp_home).get(mail.PASSWORD_SECRET).reveal() == SMTP_PASSWORD.encode()
+    rows = smtp_home.conn.execute("SELECT * FROM mail_settings").fetchall()
+    assert SMTP_PASSWORD not in json.dumps(rows)
+    assert SMTP_PASSWORD.encode() not in ledger_bytes(smtp_home)
+    setup = [e for e in entries(smtp_home) if e["action"] == "mail.setup"]
+    assert setup and setup[0]["args"]["username"] == SMTP_USERNAME
