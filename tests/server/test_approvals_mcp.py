@@ -495,3 +495,26 @@ async def test_a_malformed_approval_policy_fails_closed(home: Home, mode: str) -
     assert result.is_error and "approval policy is malformed" in text(result)
     assert acted == [] and shown == []
     audit.verify_home(home)
+
+
+async def test_the_real_token_issue_tool_waits_for_the_humans_yes(home: Home, mode: str) -> None:
+    """The mechanism is generic: token_issue needs no code of its own to be approved."""
+    identity.add_agent(
+        home,
+        "issuer",
+        scopes=["token:issue", "audit:read"],
+        audiences=["https://api.example.com"],
+        policy={"approvals": [{"pattern": "token:*", "mode": "client"}]},
+    )
+    args = {"audience": "https://api.example.com", "scopes": ["audit:read"]}
+    for action, content in (("decline", None), ("accept", {"approve": True})):
+        answer, shown = answering(action, content)
+        server = server_for(home, "issuer")
+        async with Client(server, mode=mode, elicitation_callback=answer) as client:
+            result = await client.call_tool("token_issue", args)
+        assert len(shown) == 1 and "token_issue" in shown[0] and hash_value(args) in shown[0]
+        assert result.is_error is (action == "decline"), text(result)
+    assert result.structured_content and result.structured_content["token"]
+    intent = next(e for e in reversed(entries(home)) if e["phase"] == "intent")
+    assert intent["action"] == "token.issue" and intent["args"]["details"]["approval"]["answer"]
+    audit.verify_home(home)
