@@ -8,8 +8,14 @@ clock, real keys, real MCP clients in both protocol generations.
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -19,12 +25,14 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from charter.cli import cli
 from charter.config import Settings
 from charter.home import Home
 from charter.server.http import build_http_app
@@ -331,3 +339,66 @@ def test_interop_a_token_verifies_with_joserfc_given_only_the_served_jwks(site: 
     )
     with pytest.raises(BadSignatureError):
         jwt.decode(tampered, keys, algorithms=["EdDSA"])
+
+
+# -- charter serve --http --------------------------------------------------------------------
+
+
+def test_serve_refuses_unsafe_or_confused_flags(site: Site) -> None:
+    env = {"CHARTER_HOME": str(site.home.settings.home)}
+
+    def serve(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["serve", *args], env=env)
+
+    remote = serve("--http", "--host", "0.0.0.0")
+    assert remote.exit_code == 2 and "pass --allow-remote" in remote.stderr
+    no_issuer = serve("--http", "--host", "10.1.2.3", "--allow-remote")
+    assert no_issuer.exit_code == 2 and "needs --issuer" in no_issuer.stderr
+    with_agent = serve("--http", "--agent", "alpha")
+    assert with_agent.exit_code == 2 and "each token names its agent" in with_agent.stderr
+    bad_issuer = serve("--http", "--issuer", "https://x.example/path")
+    assert bad_issuer.exit_code == 2 and "must be an origin" in bad_issuer.stderr
+    assert tokens.issuer(site.home) == site.issuer  # nothing was recorded
+
+
+def test_charter_serve_http_end_to_end(site: Site) -> None:
+    """The real command in a subprocess: it records its issuer, serves JWKS and MCP."""
+    port = site.sock.getsockname()[1]
+    site.sock.close()  # the subprocess binds the port itself
+    token = site.token("alpha")
+    env = {"CHARTER_HOME": str(site.home.settings.home), "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port),
+         "--log-level", "INFO"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert _wait_for_line(proc, "Uvicorn running on", timeout=30)
+        assert httpx2.get(f"{site.issuer}/.well-known/jwks.json").json() == tokens.jwks(site.home)
+        assert post_init(site, None).status_code == 401
+        assert post_init(site, token).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert tokens.issuer(site.home) == site.issuer
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> bool:
+    """Read the process's stderr until a line holds ``needle`` (False at EOF or timeout)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([proc.stderr], [], [], left)
+        if not ready:
+            return False
+        line = proc.stderr.readline()
+        if not line:
+            return False
+        if needle in line:
+            return True
+    return False
