@@ -518,3 +518,32 @@ async def test_the_real_token_issue_tool_waits_for_the_humans_yes(home: Home, mo
     intent = next(e for e in reversed(entries(home)) if e["phase"] == "intent")
     assert intent["action"] == "token.issue" and intent["args"]["details"]["approval"]["answer"]
     audit.verify_home(home)
+
+
+async def test_the_real_email_send_waits_for_the_owner_per_recipient(home: Home, mode: str) -> None:
+    """email_send requires email:send:<recipient> per recipient; only a matching one asks."""
+    reader = "reader@agents.example.com"
+    identity.add_agent(home, "reader", scopes=["email:read"], policy={"email": {"address": reader}})
+    identity.add_agent(
+        home,
+        "sender",
+        scopes=["email:send"],
+        policy={
+            "email": {"address": "sender@agents.example.com"},
+            "approvals": [{"pattern": "email:send:reader@*", "mode": "owner"}],
+        },
+    )
+    args = {"to": [reader], "subject": "Launch", "text": "body-canary-5e1d"}
+    async with Client(server_for(home, "sender"), mode=mode) as client:
+        pending = await client.call_tool("email_send", args)
+        assert pending.is_error and text(pending).startswith("approval pending")
+        approval = approvals.get_approval(home.conn, pending_id(pending))
+        assert approval.scopes == [f"email:send:{reader}"]
+        assert "body-canary" not in approvals.render(approval)
+        approvals.approve(home, approval.id)
+        sent = await client.call_tool("email_send", args)
+        assert not sent.is_error, text(sent)
+    (count,) = home.conn.execute("SELECT count(*) FROM mail_local_inbox").fetchone()
+    assert count == 1
+    assert b"body-canary" not in b"".join(home.ledger.iter_bodies())
+    audit.verify_home(home)
