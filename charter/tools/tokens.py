@@ -33,7 +33,14 @@ from pydantic import BaseModel, Field
 from charter.canonical import canonical_json
 from charter.charters import CharterView
 from charter.clock import rfc3339
-from charter.errors import ConfigError, InvalidInput, NotFound, ScopeDenied, TokenInvalid
+from charter.errors import (
+    AgentRevoked,
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    ScopeDenied,
+    TokenInvalid,
+)
 from charter.home import Home
 from charter.keys import (
     KeyPair,
@@ -245,11 +252,12 @@ def prepare(
 
     ``limit`` is the scope of the token the request was made with, if any: a token can never
     mint a broader one. With no ``scopes`` requested, the token gets the ceiling's scopes
-    minus ``token:issue``.
+    minus ``token:issue``. The expiry is cut to the charter's ``not_after``.
 
     Raises:
         InvalidInput: unknown scope or ``ttl_seconds`` outside 1..3600.
         ScopeDenied: the audience is not in the charter, or a scope exceeds the ceiling.
+        AgentRevoked: the charter has expired.
     """
     if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidInput(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
@@ -271,6 +279,10 @@ def prepare(
         if beyond:
             raise ScopeDenied(f"requested scope {beyond[0]!r} is not granted by {what}")
     now = int(home.clock.now().timestamp())
+    # A token never outlives the charter it was issued under.
+    expires_at = min(now + ttl_seconds, int(charter.not_after.timestamp()))
+    if expires_at <= now:
+        raise AgentRevoked("the agent's charter has expired; no token can be issued under it")
     return TokenRequest(
         agent_name=agent_name,
         charter=charter,
@@ -278,7 +290,7 @@ def prepare(
         scopes=tuple(wanted),
         jti=b64url(secrets.token_bytes(16)),
         issued_at=now,
-        expires_at=now + ttl_seconds,
+        expires_at=expires_at,
     )
 
 

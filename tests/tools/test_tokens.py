@@ -7,6 +7,7 @@ key, so each test isolates exactly one broken property.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from charter.errors import InvalidInput, ScopeDenied, TokenInvalid
+from charter.clock import rfc3339
+from charter.errors import AgentRevoked, InvalidInput, ScopeDenied, TokenInvalid
 from charter.home import Home
 from charter.keys import KeyPair, b64url, b64url_decode, read_key_file, thumbprint
 from charter.storage.ledger import Entry
@@ -519,3 +521,15 @@ def test_issuer_must_be_an_http_origin(home: Home, url: str) -> None:
         tokens.set_issuer(home, url)
     assert tokens.issuer(home) == tokens.DEFAULT_ISSUER
     assert tokens.normalize_issuer(" https://X.example:8443/ ") == "https://X.example:8443"
+
+
+def test_a_token_never_outlives_its_charter(home: Home, clock: FrozenClock) -> None:
+    identity.add_agent(
+        home, "brief", scopes=["audit:read"], audiences=[API], valid_for=dt.timedelta(minutes=5)
+    )
+    agent = identity.load_agent(home, "brief")
+    issued = issue(home, agent, ttl=3600)
+    assert issued.expires_at == rfc3339(agent.charter.not_after.replace(microsecond=0))
+    clock.advance(minutes=5)
+    with pytest.raises(AgentRevoked, match="charter has expired"):
+        tokens.prepare(home, "brief", agent.charter, audience=API)
