@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from charter.errors import InvalidInput, NotFound, ServiceError
-from charter.tools.mail_transport import clean_reply, tls_context
+from charter.tools.mail_transport import clean_reply, tls_context, tls_failure
 
 #: How many of the newest matching messages a listing looks at (before filtering).
 MAX_SCAN = 200
@@ -209,11 +209,7 @@ def _fetch(imap: imaplib.IMAP4, uids: str, items: str) -> list[Fetched]:
 
 
 def _tls_error(cfg: ImapConfig, exc: ssl.SSLError) -> ServiceError:
-    reason = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
-    return ServiceError(
-        f"TLS failure with the IMAP server {cfg.where}: {clean_reply(str(reason), 120)}. If the "
-        "server uses a private CA, the owner can pass `--ca-file` to `charter mail setup`."
-    )
+    return tls_failure("IMAP", cfg.where, exc)
 
 
 def _reason(exc: BaseException) -> str:

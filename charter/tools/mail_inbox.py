@@ -355,7 +355,7 @@ def _text(msg: EmailMessage) -> str:
     except LookupError:
         text = payload.decode("utf-8", "replace")
     if body.get_content_type() == "text/html":
-        text = _strip_html(text)
+        text = _strip_html(text).lstrip("\n")
     return mm.canonical_text(text)
 
 

@@ -77,6 +77,19 @@ def tls_context(ca_pem: str | None) -> ssl.SSLContext:
     return ctx
 
 
+def tls_failure(kind: str, where: str, exc: BaseException, sent: str = "") -> ServiceError:
+    """The error for a failed TLS handshake (an untrusted certificate, most often)."""
+    verify = getattr(exc, "verify_message", None)
+    if verify or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        why = f"the server's certificate is not trusted ({clean_reply(str(verify or exc), 100)})"
+    else:
+        why = clean_reply(str(getattr(exc, "reason", None) or exc), 120)
+    return ServiceError(
+        f"TLS failure with the {kind} server {where}: {why}; {sent}If the server uses a private "
+        "CA, the owner can pass `--ca-file` to `charter mail setup`."
+    )
+
+
 def clean_reply(text: str, limit: int = 300) -> str:
     """A server's reply text, safe to show and record: one line, printable, bounded."""
     flat = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
@@ -142,12 +155,7 @@ class SmtpTransport:
         )
 
     def _tls_error(self, exc: BaseException) -> ServiceError:
-        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
-        return ServiceError(
-            f"TLS failure with the SMTP server {self.where}: {clean_reply(str(reason), 120)}; "
-            "nothing was sent. If the server uses a private CA, the owner can pass "
-            "`--ca-file` to `charter mail setup`."
-        )
+        return tls_failure("SMTP", self.where, exc, "nothing was sent. ")
 
     def _error(self, exc: Exception) -> ServiceError:
         import aiosmtplib
