@@ -31,11 +31,14 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
 from charter.cli import cli
 from charter.config import Settings
+from charter.errors import TokenInvalid
 from charter.home import Home
-from charter.server.http import build_http_app
+from charter.server.http import CharterTokenVerifier, TokenAgentResolver, build_http_app
 from charter.storage.ledger import Entry
 from charter.testing import make_home
 from charter.tools import audit, identity, tokens
@@ -180,6 +183,52 @@ def test_a_revoked_agent_or_token_is_refused_on_the_next_request(site: Site) -> 
         tokens.revoke(site.home, tokens.verify(site.home, beta, audience=site.mcp).jti)
         assert post_init(site, alpha).status_code == 401
         assert post_init(site, beta).status_code == 401
+
+
+def test_a_session_cannot_change_hands(site: Site) -> None:
+    """An agent cannot ride another agent's MCP session by sending its session id."""
+    alpha, beta = site.token("alpha"), site.token("beta")
+    with running(site):
+        opened = post_init(site, alpha)
+        session = opened.headers["mcp-session-id"]
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        headers = MCP_HEADERS | {"Mcp-Session-Id": session, "Mcp-Protocol-Version": "2025-11-25"}
+        hijack = httpx2.post(
+            site.mcp, json=call, headers=headers | {"Authorization": f"Bearer {beta}"}
+        )
+        assert hijack.status_code == 404
+        owner = httpx2.post(
+            site.mcp, json=call, headers=headers | {"Authorization": f"Bearer {alpha}"}
+        )
+        assert owner.status_code == 200  # the same request with the session's own agent
+
+
+def test_foreign_host_headers_are_refused(site: Site) -> None:
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {site.token('alpha')}"}
+    with running(site):
+        rebound = httpx2.post(site.mcp, json=INIT, headers=headers | {"Host": "evil.example"})
+        assert rebound.status_code == 421  # DNS-rebinding protection
+
+
+async def test_the_resolver_rechecks_the_token_at_every_call(site: Site) -> None:
+    token = site.token("alpha", scopes=["audit:read"])
+    verifier = CharterTokenVerifier(site.home, site.mcp)
+    resolve = TokenAgentResolver(verifier)
+    access = await verifier.verify_token(token)
+    assert access is not None
+    with pytest.raises(TokenInvalid, match="invalid or expired token"):
+        await resolve()  # no token on this request
+    handle = auth_context_var.set(AuthenticatedUser(access))
+    try:
+        agent = await resolve()
+        assert agent.name == "alpha" and agent.token_scopes == ("audit:read",)
+        assert agent.charter.scopes == ("audit:read", "token:issue")
+        assert (await resolve()).key is agent.key  # loaded once, cached
+        tokens.revoke(site.home, access.claims["jti"] if access.claims else "")
+        with pytest.raises(TokenInvalid):
+            await resolve()
+    finally:
+        auth_context_var.reset(handle)
 
 
 def test_403_when_the_token_lacks_a_required_scope(site: Site) -> None:
