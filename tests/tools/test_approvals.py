@@ -22,7 +22,7 @@ from charter.keys import KeyPair
 from charter.server.calls import hash_value
 from charter.storage.ledger import Draft
 from charter.testing import FrozenClock, make_home
-from charter.tools import approvals, audit, identity, lockdown
+from charter.tools import approvals, audit, identity, lockdown, tokens
 from charter.tools.approvals import Approval, ApprovalRule
 
 ARGS = {"to": "bob@example.com", "body": "hi"}
@@ -429,3 +429,16 @@ def test_verifier_refuses_owner_actions_signed_by_an_agent(home: Home) -> None:
         )
     )
     expect_invalid(home, "must be signed by the owner key")
+
+
+def test_lockdown_kills_every_token_for_good(home: Home) -> None:
+    identity.add_agent(home, "caller", scopes=["audit:read"], audiences=["https://api.example.com"])
+    issued = tokens.issue_for_owner(home, "caller", audience="https://api.example.com")
+    assert tokens.introspect(home, issued.token)["active"] is True
+    lockdown.lockdown(home)
+    assert tokens.introspect(home, issued.token) == {"active": False}
+    lockdown.lift(home)
+    lockdown.reinstate_agent(home, "caller")
+    # Reinstating issues a new charter: tokens from before the lockdown stay dead.
+    assert tokens.introspect(home, issued.token) == {"active": False}
+    audit.verify_home(home)
