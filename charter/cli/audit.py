@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from charter.cli._common import emit_json, handle_errors, home_option, json_option, open_home
+from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import LedgerIntegrityError, NotFound
 from charter.storage.ledger import Entry
 from charter.tools import audit
@@ -83,21 +84,32 @@ def register(cli: click.Group) -> None:
         default=None,
         help="Pin the owner key (JWK thumbprint) when verifying an export.",
     )
+    @trust_options
     @home_option
     @json_option
     @handle_errors
     def verify(
-        export_dir: Path | None, owner_key: str | None, home: Path | None, as_json: bool
+        export_dir: Path | None,
+        owner_key: str | None,
+        checkpoint: Path | None,
+        policy: Path | None,
+        state: Path | None,
+        home: Path | None,
+        as_json: bool,
     ) -> None:
-        """Verify every signature, the hash chain and every charter; exit non-zero if bad."""
+        """Verify every signature, the hash chain, every charter, the Merkle tree and the
+        signed checkpoints; exit non-zero if bad."""
+        trust = load_trust(checkpoint, policy, state)
         try:
             if export_dir is not None:
-                report = audit.verify_export(export_dir, owner_key=owner_key)
+                report = audit.verify_export(export_dir, owner_key=owner_key, trust=trust)
             else:
                 with open_home(home) as h, Progress(transient=True, disable=as_json) as bar:
                     task = bar.add_task("verifying", total=h.ledger.head()[0])
                     report = audit.verify_home(
-                        h, progress=lambda done, total: bar.update(task, completed=done)
+                        h,
+                        progress=lambda done, total: bar.update(task, completed=done),
+                        trust=trust,
                     )
         except LedgerIntegrityError as exc:
             if as_json:
@@ -112,9 +124,12 @@ def register(cli: click.Group) -> None:
                     "agents": report.agents,
                     "revoked": report.revoked,
                 }
+                | report_json(report)
             )
         else:
             click.echo(f"OK: {report.size} entries verified; head {report.head}")
+            for line in report_lines(report):
+                click.echo(f"  {line}")
 
     @audit_group.command("export")
     @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))

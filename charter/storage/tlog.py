@@ -325,11 +325,11 @@ class CheckpointLog:
         """The checkpoint of exactly ``size`` entries, if one was signed."""
         return self._one("WHERE size = ?", (size,))
 
-    def upto(self, size: int) -> list[SignedCheckpoint]:
-        """Every checkpoint of at most ``size`` entries, smallest first."""
+    def upto(self, size: int | None = None) -> list[SignedCheckpoint]:
+        """Every checkpoint of at most ``size`` entries (default: all), smallest first."""
         rows = self.conn.execute(
             "SELECT size, root, note, created_at FROM checkpoints WHERE size <= ? ORDER BY size",
-            (size,),
+            (min(size, 2**63 - 1) if size is not None else 2**63 - 1,),
         ).fetchall()
         return [SignedCheckpoint(int(s), bytes(r), str(n), str(c)) for s, r, n, c in rows]
 

@@ -11,13 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from charter.auditor import AuditReport, Trust, audit_export
 from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
 from charter.home import Home
 from charter.keys import b64url_decode, public_jwk, public_key_from_jwk, thumbprint
 from charter.storage.ledger import Entry, LedgerIdentity
-from charter.verifier import VerifyReport, verify_entries
+from charter.tools import tlog
 
 EXPORT_FORMAT = "charter-export/v1"
 MAX_QUERY_LIMIT = 200
@@ -127,20 +128,22 @@ def query(
     )
 
 
-def verify_home(home: Home, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Verify the home's whole ledger.
+def verify_home(
+    home: Home,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    trust: Trust | None = None,
+) -> AuditReport:
+    """Verify the home's whole ledger, its Merkle tree and signed checkpoints.
+
+    ``trust`` adds a checkpoint the auditor kept, a witness policy and a resume file
+    (docs/TRANSPARENCY.md).
 
     Raises:
-        LedgerIntegrityError: at the first bad entry.
+        LedgerIntegrityError: at the first bad entry, or a tree, checkpoint, truncation or
+            fork failure.
     """
-    size, _ = home.ledger.head()
-    bodies: Iterator[bytes] = home.ledger.iter_bodies()
-    if progress is not None:
-        bodies = _counting(bodies, size, progress)
-    report, _ = verify_entries(home.identity, bodies)
-    if report.size != size:
-        raise LedgerIntegrityError(report.size, "fewer entries than the ledger's head claims")
-    return report
+    return tlog.audit_home(home, trust, progress)
 
 
 def verify_out(home: Home) -> VerifyOut:
@@ -156,15 +159,6 @@ def verify_out(home: Home) -> VerifyOut:
             reason=exc.reason,
         )
     return VerifyOut(valid=True, size=report.size, head=report.head)
-
-
-def _counting(
-    bodies: Iterator[bytes], total: int, progress: Callable[[int, int], None]
-) -> Iterator[bytes]:
-    for i, body in enumerate(bodies, 1):
-        yield body
-        if i % 1000 == 0 or i == total:
-            progress(i, total)
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -183,14 +177,19 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
         raise InvalidInput(f"{folder} is not empty; choose a new folder")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "charters").mkdir(exist_ok=True)
-    # One read transaction: a consistent snapshot even while servers keep appending.
+    # A checkpoint first (signed now if the ledger grew): the export holds exactly the
+    # entries it covers. Then one read transaction: a consistent snapshot even while servers
+    # keep appending.
+    size = tlog.checkpoint_log(home).sign().size
     conn = home.conn
     conn.execute("BEGIN")
     try:
-        size, head = home.ledger.head()
+        last = home.ledger.get(size - 1)
+        head = home.identity.genesis_hash() if last is None else last.hash
         with open(folder / "entries.jsonl", "wb") as fh:
             for body in home.ledger.iter_bodies(0, size):
                 fh.write(body + b"\n")
+        tlog.export_checkpoints(home, folder, size)
         charters = conn.execute("SELECT hash, body FROM charters ORDER BY issued_at").fetchall()
         agent_keys = conn.execute(
             "SELECT name, public_key, kid FROM agents ORDER BY name"
@@ -250,14 +249,19 @@ def load_export(folder: Path) -> tuple[LedgerIdentity, dict[str, Any], Iterator[
     return identity, manifest, bodies()
 
 
-def verify_export(folder: Path, *, owner_key: str | None = None) -> VerifyReport:
+def verify_export(
+    folder: Path, *, owner_key: str | None = None, trust: Trust | None = None
+) -> AuditReport:
     """Verify an export offline; ``owner_key`` (a JWK thumbprint or base64url key) pins the owner.
+
+    The entries are also checked against the export's signed checkpoints, and ``trust`` adds a
+    checkpoint the auditor kept, a witness policy and a resume file (docs/TRANSPARENCY.md).
 
     Raises:
         ConfigError: unreadable export.  LedgerIntegrityError: at the first bad entry, or if
             the export's size/head disagree with its entries or the owner key is not the pinned one.
     """
-    identity, manifest, bodies = load_export(folder)
+    identity, manifest, _ = load_export(folder)
     if owner_key is not None and owner_key not in (
         thumbprint(identity.owner_key),
         public_jwk(identity.owner_key)["x"],
@@ -265,13 +269,20 @@ def verify_export(folder: Path, *, owner_key: str | None = None) -> VerifyReport
         raise LedgerIntegrityError(None, "the export's owner key is not the pinned owner key")
     if manifest.get("genesis") != identity.genesis_hash():
         raise LedgerIntegrityError(None, "the manifest's genesis hash does not match its identity")
-    report, _ = verify_entries(identity, bodies)
+    report = audit_export(folder, identity, _claimed_size(manifest), trust or Trust())
     if report.size != manifest.get("size") or report.head != manifest.get("head"):
         raise LedgerIntegrityError(
             report.size,
             "the entries do not match the manifest's size and head (truncated or extended)",
         )
     return report
+
+
+def _claimed_size(manifest: dict[str, Any]) -> int:
+    size = manifest.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise LedgerIntegrityError(None, "the manifest's size is not a number of entries")
+    return size
 
 
 __all__ = [

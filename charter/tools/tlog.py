@@ -12,10 +12,11 @@ import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from charter import merkle
+from charter import auditor, merkle
 from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
 from charter.home import Home
 from charter.signed_note import NoteError, TlogProof, Verifier, verify_tlog_proof
@@ -221,3 +222,57 @@ def final_checkpoint(home: Home) -> Callable[[], None]:
             log.exception("could not sign the final checkpoint")
 
     return hook
+
+
+def export_checkpoints(home: Home, folder: Path, size: int) -> None:
+    """Write an export's ``checkpoints/<size>.note`` (every checkpoint of at most ``size``
+    entries, verbatim) and ``log.vkey`` (the log's verifier key, one line)."""
+    directory = folder / auditor.CHECKPOINT_DIR
+    directory.mkdir(exist_ok=True)
+    for signed in checkpoint_log(home).upto(size):
+        (directory / f"{signed.size}.note").write_bytes(signed.note.encode("utf-8"))
+    (folder / "log.vkey").write_text(log_verifier(home).vkey + "\n", encoding="utf-8")
+
+
+def audit_home(
+    home: Home,
+    trust: auditor.Trust | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    workers: int | None = 1,
+) -> auditor.AuditReport:
+    """Verify the home's ledger, its stored tree and checkpoints, and the auditor's trust.
+
+    Reads one consistent snapshot: the entries up to the head, every stored checkpoint (one
+    beyond the head means entries were removed) and the stored tree's root.
+
+    Raises:
+        LedgerIntegrityError: the first bad entry, or a tree, checkpoint, truncation or fork
+            failure (see :func:`charter.auditor.audit`).
+    """
+    conn = home.conn
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        size = tlog.ledger_size(conn)
+        notes = {c.size: c.note for c in checkpoint_log(home).upto()}
+        stored = tlog.tree_size(conn)
+        if stored > size:
+            raise LedgerIntegrityError(
+                size, f"the Merkle tree has {stored} leaves but the ledger only {size} entries"
+            )
+        tree = auditor.Target(stored, tlog.TreeStore(conn).root(stored), "the stored Merkle tree")
+        return auditor.audit(
+            home.identity,
+            lambda start, _offset: home.ledger.iter_bodies(start, size),
+            size,
+            notes,
+            trust or auditor.Trust(),
+            extra=(tree,),
+            progress=progress,
+            workers=workers,
+        )
+    finally:
+        if own:
+            conn.execute("COMMIT")
