@@ -26,4 +26,3 @@ CREATE TABLE tokens (
     revoked_reason TEXT
 );
 CREATE INDEX tokens_kid_expires ON tokens(kid, expires_at);
-CREATE INDEX tokens_agent ON tokens(agent_name);
