@@ -42,18 +42,16 @@ from charter.tools.mail_transport import (
     SETUP_HINT,
     Envelope,
     LocalTransport,
-    MailDenied,
     SmtpTransport,
     Transport,
     tls_context,
 )
+from charter.tools.mail_transport import MailDenied as MailDenied  # callers catch it from here
 
 if TYPE_CHECKING:
     from charter.home import Home
     from charter.storage.ledger import Entry
     from charter.tools.identity import AgentContext
-
-__all__ = ["MailDenied"]
 
 PASSWORD_SECRET = "charter:mail-password"  # noqa: S105 - the vault name, not a password
 SECURITY = ("starttls", "tls", "none")
@@ -671,6 +669,3 @@ def outbox(
             )
         )
     return out
-
-
-__all__ += ["SETUP_HINT", "EmailPolicy", "MailSettings", "SendResult", "send"]

@@ -26,11 +26,10 @@ READ = ToolAnnotations(
 )
 
 Addresses = Annotated[
-    str | list[Annotated[str, Field(max_length=320)]] | None,
-    Field(
-        max_length=MAX_RECIPIENTS * 4,
-        description="Bare addresses, e.g. ['bob@example.com'] (or one comma-separated string).",
-    ),
+    Annotated[str, Field(max_length=16_000)]
+    | Annotated[list[Annotated[str, Field(max_length=320)]], Field(max_length=MAX_RECIPIENTS)]
+    | None,
+    Field(description="Bare addresses, e.g. ['bob@example.com'] (or one comma-separated string)."),
 ]
 
 
