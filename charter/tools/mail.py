@@ -289,12 +289,19 @@ def email_policy(policy: dict[str, Any]) -> EmailPolicy | None:
     doc = policy.get("email")
     if not isinstance(doc, dict) or not doc.get("address"):
         return None
-    return EmailPolicy(
-        address=str(doc["address"]),
-        rate_per_hour=int(doc.get("rate_per_hour", DEFAULT_RATE_PER_HOUR)),
-        max_bytes=int(doc.get("max_bytes", mm.DEFAULT_MAX_BYTES)),
-        allow_senders=tuple(doc.get("allow_senders") or ()),
-    )
+    try:
+        return EmailPolicy(
+            address=mm.parse_address(str(doc["address"]), "the charter's email address"),
+            rate_per_hour=int(doc.get("rate_per_hour", DEFAULT_RATE_PER_HOUR)),
+            max_bytes=int(doc.get("max_bytes", mm.DEFAULT_MAX_BYTES)),
+            allow_senders=tuple(str(p).lower() for p in doc.get("allow_senders") or ()),
+        )
+    except (InvalidInput, TypeError, ValueError):
+        # NOTE: fail closed: a policy we cannot read grants no mail at all.
+        raise ConfigError(
+            "the agent's email policy is malformed; the owner can fix it with "
+            "`charter agent update NAME --email ADDRESS`"
+        ) from None
 
 
 def require_policy(agent: AgentContext) -> EmailPolicy:
@@ -364,7 +371,12 @@ def agent_addresses(home: Home) -> dict[str, tuple[str, ...]]:
 
     out: dict[str, tuple[str, ...]] = {}
     for info in list_agents(home):
-        policy = email_policy(info.policy) if info.status == "active" else None
+        if info.status != "active":
+            continue
+        try:
+            policy = email_policy(info.policy)
+        except ConfigError:
+            continue  # a malformed policy makes that agent unreachable, not everyone
         if policy is not None:
             key = policy.address.lower()
             out[key] = (*out.get(key, ()), info.name)

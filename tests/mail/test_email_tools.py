@@ -307,6 +307,23 @@ async def test_scope_and_address_are_required(agents: Home, mode: str) -> None:
     audit.verify_home(agents)
 
 
+async def test_malformed_email_policy_fails_closed(agents: Home, mode: str) -> None:
+    identity.add_agent(
+        agents,
+        "odd",
+        scopes=["email:send", "email:read"],
+        policy={"email": {"address": "odd@agents.example.com\r\nBcc: x@y.z", "rate_per_hour": 5}},
+    )
+    async with Client(server_for(agents, "odd"), mode=mode) as client:
+        message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
+        assert "email policy is malformed" in message
+        assert "email policy is malformed" in await fail(client, "email_list", {})
+    async with Client(server_for(agents, "sender"), mode=mode) as client:  # others unaffected
+        await call(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
+    assert [s.agent for s in mail.outbox(agents.conn)] == ["sender"]
+    audit.verify_home(agents)
+
+
 async def test_rate_limit_is_a_recorded_denial_per_rolling_hour(
     home: Home, clock: FrozenClock, mode: str
 ) -> None:
