@@ -98,6 +98,9 @@ class Call:
     def require(self, scope: str) -> None:
         """Refuse the call unless the agent's charter (and its bearer token, if any) grant it.
 
+        Every scope check of a tool goes through here: it is where bearer-token narrowing
+        applies and where approval policy learns which scopes the call needs.
+
         Raises:
             ScopeDenied: recorded as a denied call.
         """
@@ -106,6 +109,13 @@ class Call:
         if token_scopes is not None and not grants(token_scopes, scope):
             raise ScopeDenied(f"the token this call was made with does not grant {scope!r}")
         self.scopes.append(scope)
+
+    def allows(self, scope: str) -> bool:
+        """True when :meth:`require` would accept ``scope`` (for listing, not for acting)."""
+        token_scopes = self.agent.token_scopes
+        return grants(self.agent.charter.scopes, scope) and (
+            token_scopes is None or grants(token_scopes, scope)
+        )
 
     async def intent(self, details: dict[str, Any] | None = None) -> Entry:
         """Commit the signed intent entry; only then may the tool act.

@@ -513,3 +513,39 @@ async def test_the_canary_secret_never_leaks(
     for name, path in files.items():
         assert_clean(name, path.read_bytes())
     audit.verify_home(vhome)
+
+
+async def test_owner_approval_policy_applies_to_secret_get(vhome: Home, mode: str) -> None:
+    """The vault tools check scopes through the gate, so approval policy catches them."""
+    identity.add_agent(
+        vhome,
+        "guarded",
+        scopes=["secret:read:OTHER_KEY"],
+        policy={"approvals": [{"pattern": "secret:read:*", "mode": "owner"}]},
+    )
+    result = await call(vhome, mode, "secret_get", {"name": "OTHER_KEY"}, agent="guarded")
+    assert result.is_error
+    assert "approval pending" in text_of(result)
+    assert OTHER not in text_of(result)
+    audit.verify_home(vhome)
+
+
+async def test_owner_approval_policy_applies_to_secret_http_request(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    identity.add_agent(
+        vhome,
+        "guarded",
+        scopes=["secret:use:API_KEY"],
+        policy={"approvals": [{"pattern": "secret:use:*", "mode": "owner"}]},
+    )
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/echo"), "headers": {"X-Key": "{{secret:API_KEY}}"}},
+        agent="guarded",
+    )
+    assert result.is_error
+    assert "approval pending" in text_of(result)
+    assert echo.seen == []  # nothing was sent

@@ -17,6 +17,7 @@ from charter.tools.vault import (
     SecretListOut,
     decode_secret,
     http_request,
+    placeholder_names,
     read_secret,
     visible_secrets,
 )
@@ -65,7 +66,16 @@ def register(server: CharterServer) -> None:
         Needs no scope (shows only what `secret:use:*` / `secret:read:*` grants allow). No side
         effects.
         """
-        return visible_secrets(vault(), current_call().agent.charter.scopes)
+        call = current_call()
+        listed = visible_secrets(vault(), call.agent.charter.scopes)
+        # A bearer token may narrow the charter: show only what this call could do.
+        for item in listed.secrets:
+            item.can_read = item.can_read and call.allows(f"secret:read:{item.name}")
+            item.can_use = item.can_use and call.allows(f"secret:use:{item.name}")
+            if not item.can_use:
+                item.allowed_hosts = []
+        listed.secrets = [i for i in listed.secrets if i.can_read or i.can_use]
+        return listed
 
     @server.charter_tool(
         "secret_http_request",
@@ -113,6 +123,10 @@ def register(server: CharterServer) -> None:
         recorded in the audit ledger before it is sent (never the values).
         """
         call = current_call()
+        # Scope checks go through the gate (token narrowing, approval policy); the service
+        # checks the charter again and the hosts.
+        for secret_name in placeholder_names(url, *(headers or {}).values(), body):
+            call.require(f"secret:use:{secret_name}")
         result, facts = await http_request(
             vault(),
             call.agent.charter.scopes,
@@ -141,6 +155,7 @@ def register(server: CharterServer) -> None:
         is returned. Never repeat the value in chat, files or logs.
         """
         call = current_call()
+        call.require(f"secret:read:{name}")
         value = read_secret(vault(), call.agent.charter.scopes, name)
         await call.intent({"name": value.name, "version": value.version})
         text, encoding = decode_secret(value.reveal())
