@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from charter import merkle
 from charter.merkle import (
     EMPTY_ROOT,
@@ -36,8 +39,6 @@ from charter.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 CT_LEAVES = [
     bytes.fromhex(h)

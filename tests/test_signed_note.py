@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
+from nacl.signing import SigningKey
+
 from charter import merkle
 from charter.signed_note import (
     ALG_COSIGNATURE_V1,
@@ -39,7 +41,6 @@ from charter.signed_note import (
     verify_policy,
     verify_tlog_proof,
 )
-from nacl.signing import SigningKey
 
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"

@@ -10,6 +10,7 @@ stderr.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -89,7 +90,10 @@ class CharterServer(MCPServer[Any]):
 
         def decorator(fn: F) -> F:
             self.specs[name] = spec
-            return self.tool(name=name, title=title, annotations=annotations)(fn)
+            description = inspect.cleandoc(fn.__doc__ or "")
+            return self.tool(
+                name=name, title=title, description=description, annotations=annotations
+            )(fn)
 
         return decorator
 
