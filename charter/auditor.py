@@ -58,6 +58,8 @@ STATE_FORMAT = "charter-audit-state/v1"
 CHECKPOINT_DIR = "checkpoints"
 _NOTE_NAME = re.compile(r"(0|[1-9][0-9]{0,19})\.note")
 
+#: A Merkle tree node: (level, index, hash).
+Node = tuple[int, int, bytes]
 #: Reads entry bytes in order from ``start``; ``offset`` is a resume hint (bytes into a file).
 Source = Callable[[int, int | None], Iterator[bytes]]
 
@@ -177,6 +179,7 @@ def audit(
     extra: tuple[Target, ...] = (),
     position: Callable[[], int | None] = lambda: None,
     progress: Callable[[int, int], None] | None = None,
+    check_nodes: Callable[[list[Node]], str | None] | None = None,
     workers: int | None = 1,
 ) -> AuditReport:
     """Verify a ledger's entries, its Merkle tree and checkpoints, and the auditor's trust.
@@ -190,6 +193,8 @@ def audit(
         extra: More roots to check (e.g. the home's stored tree).
         position: Where ``source`` is now (a byte offset), recorded for resuming.
         progress: Called with (entries read, claimed size) every 1000 entries.
+        check_nodes: Given every tree node the entries produce, in batches; returns why a
+            stored copy differs (e.g. a home's ``merkle_nodes``), or None.
         workers: Passed to :func:`verify_entries`.
 
     Raises:
@@ -229,9 +234,23 @@ def audit(
     wanted = {t.size for t in targets if t.size >= start}
     roots = {start: edge.root()} if start in wanted else {}
 
+    pending: list[Node] = []
+    node_errors: list[str] = []
+
+    def flush() -> None:
+        if check_nodes is not None and pending and not node_errors:
+            error = check_nodes(pending)
+            if error is not None:
+                node_errors.append(error)
+        pending.clear()
+
     def feed() -> Iterator[bytes]:
         for body in source(start, resume.offset if resume else None):
-            edge.append(merkle.leaf_hash(body))
+            created = edge.append(merkle.leaf_hash(body))
+            if check_nodes is not None:
+                pending.extend(created)
+                if len(pending) >= 4096:
+                    flush()
             if edge.size in wanted:
                 roots[edge.size] = edge.root()
             if progress is not None and edge.size % 1000 == 0:
@@ -252,6 +271,7 @@ def audit(
     report, state = verify_entries(identity, bodies, state, workers=workers)
     if progress is not None:
         progress(report.size, claimed_size)
+    flush()
 
     if report.size != claimed_size:
         how = "truncated" if report.size < claimed_size else "extended"
@@ -272,6 +292,8 @@ def audit(
                     "you kept (another history was shown to you before)",
                 )
             _fail(None, f"{target.label} does not match the entries (its Merkle root differs)")
+    if node_errors:
+        _fail(None, node_errors[0])
     anchor = trust.kept if trust.kept is not None else (notes[max(notes)] if notes else None)
     witnesses: tuple[str, ...] = ()
     if trust.policy is not None:

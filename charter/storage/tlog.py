@@ -223,6 +223,26 @@ def append_leaf(conn: sqlite3.Connection, seq: int, body: bytes) -> None:
     conn.executemany("INSERT INTO merkle_nodes(level, idx, hash) VALUES (?,?,?)", created)
 
 
+def mismatched_node(
+    conn: sqlite3.Connection, expected: Sequence[tuple[int, int, bytes]]
+) -> Address | None:
+    """The first of ``expected`` nodes the store lacks or holds differently (one range query
+    per level), or None."""
+    by_level: dict[int, dict[int, bytes]] = {}
+    for level, index, value in expected:
+        by_level.setdefault(level, {})[index] = value
+    for level, nodes in sorted(by_level.items()):
+        rows = conn.execute(
+            "SELECT idx, hash FROM merkle_nodes WHERE level = ? AND idx BETWEEN ? AND ?",
+            (level, min(nodes), max(nodes)),
+        )
+        stored = {int(index): bytes(value) for index, value in rows}
+        for index, value in sorted(nodes.items()):
+            if stored.get(index) != value:
+                return level, index
+    return None
+
+
 class TreeStore:
     """Roots and proofs from the stored tree: one indexed query for O(log n) nodes each.
 
@@ -391,22 +411,11 @@ class CheckpointLog:
         return root
 
     def _compare(self, created: list[tuple[int, int, bytes]]) -> None:
-        """Check recomputed nodes against the store: one range query per level."""
-        by_level: dict[int, dict[int, bytes]] = {}
-        for level, index, value in created:
-            by_level.setdefault(level, {})[index] = value
-        for level, expected in by_level.items():
-            rows = self.conn.execute(
-                "SELECT idx, hash FROM merkle_nodes WHERE level = ? AND idx BETWEEN ? AND ?",
-                (level, min(expected), max(expected)),
+        bad = mismatched_node(self.conn, created)
+        if bad is not None:
+            self._refuse(
+                f"the stored Merkle tree does not match the ledger entries (node {bad[0]}/{bad[1]})"
             )
-            stored = {int(index): bytes(value) for index, value in rows}
-            for index, value in expected.items():
-                if stored.get(index) != value:
-                    self._refuse(
-                        f"the stored Merkle tree does not match the ledger entries "
-                        f"(node {level}/{index})"
-                    )
 
     def _check_own(self, stored: SignedCheckpoint) -> None:
         try:

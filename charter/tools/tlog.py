@@ -263,6 +263,14 @@ def audit_home(
                 size, f"the Merkle tree has {stored} leaves but the ledger only {size} entries"
             )
         tree = auditor.Target(stored, tlog.TreeStore(conn).root(stored), "the stored Merkle tree")
+
+        def check_nodes(nodes: list[auditor.Node]) -> str | None:
+            built = [n for n in nodes if (n[1] + 1) << n[0] <= stored]
+            bad = tlog.mismatched_node(conn, built)
+            if bad is None:
+                return None
+            return f"the stored Merkle tree does not match the entries (node {bad[0]}/{bad[1]})"
+
         return auditor.audit(
             home.identity,
             lambda start, _offset: home.ledger.iter_bodies(start, size),
@@ -271,6 +279,7 @@ def audit_home(
             trust or auditor.Trust(),
             extra=(tree,),
             progress=progress,
+            check_nodes=check_nodes,
             workers=workers,
         )
     finally:
