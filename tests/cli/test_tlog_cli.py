@@ -1,0 +1,127 @@
+"""``charter audit checkpoint|prove|consistency``, ``charter keys log`` and the transparency
+options of ``charter audit verify``, through click's runner against real homes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from charter import merkle
+from charter.cli import cli
+from charter.config import Settings
+from charter.home import Home
+from charter.signed_note import Verifier, open_checkpoint, verify_tlog_proof
+
+
+def run(home: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, [*args], env={"CHARTER_HOME": str(home)})
+
+
+def ok(home: Path, *args: str) -> str:
+    result = run(home, *args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    ok(path, "init", "--owner", "alice@example.com")
+    ok(path, "agent", "add", "bot", "--scope", "audit:read")
+    return path
+
+
+def body(home: Path, seq: int) -> bytes:
+    with Home.open(Settings(home=home)) as h:
+        entry = h.ledger.get(seq)
+    assert entry is not None
+    return entry.body
+
+
+def test_keys_log_prints_the_vkey_that_opens_checkpoints(home: Path, tmp_path: Path) -> None:
+    vkey = ok(home, "keys", "log").strip()
+    verifier = Verifier.from_vkey(vkey)
+    note = ok(home, "audit", "checkpoint", "--out", str(tmp_path / "kept.note"))
+    assert (tmp_path / "kept.note").read_text() == note
+    checkpoint, _ = open_checkpoint(note, [verifier])
+    assert checkpoint.origin == verifier.name and checkpoint.size == 2
+    as_json = json.loads(ok(home, "audit", "checkpoint", "--json"))
+    assert as_json["note"] == note and as_json["log_vkey"] == vkey
+
+
+def test_prove_prints_a_tlog_proof(home: Path, tmp_path: Path) -> None:
+    ok(home, "agent", "add", "bot2")
+    ok(home, "audit", "checkpoint")
+    proof = ok(home, "audit", "prove", "1", "--out", str(tmp_path / "1.tlog-proof"))
+    verifier = Verifier.from_vkey(ok(home, "keys", "log").strip())
+    assert verify_tlog_proof(proof, body(home, 1), [verifier]).size == 3
+    older = json.loads(ok(home, "audit", "prove", "0", "--tree-size", "3", "--json"))
+    assert older["tree_size"] == 3 and older["entry"].encode() == body(home, 0)
+    missing = run(home, "audit", "prove", "0", "--tree-size", "2")
+    assert missing.exit_code == 3 and "no checkpoint of size 2" in missing.output
+    absent = run(home, "audit", "prove", "99")
+    assert absent.exit_code == 3 and "no entry 99" in absent.output
+
+
+def test_consistency_prints_rfc9162_proof_lines(home: Path) -> None:
+    for name in ("b", "c", "d", "e"):
+        ok(home, "agent", "add", name)
+    lines = ok(home, "audit", "consistency", "3", "6").split()
+    out = json.loads(ok(home, "audit", "consistency", "3", "6", "--json"))
+    assert lines == out["proof"]
+    merkle.verify_consistency(
+        3, 6,
+        base64.b64decode(out["old_root"]), base64.b64decode(out["new_root"]),
+        [base64.b64decode(line) for line in lines],
+    )  # fmt: skip
+    backwards = run(home, "audit", "consistency", "6", "3")
+    assert (
+        backwards.exit_code == 2 and "OLD_SIZE must be between 0 and NEW_SIZE" in backwards.output
+    )
+    beyond = run(home, "audit", "consistency", "3", "60")
+    assert beyond.exit_code == 2 and "out of range" in beyond.output
+
+
+def test_verify_against_a_kept_checkpoint_detects_truncation(home: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.note"
+    ok(home, "audit", "checkpoint", "--out", str(kept))
+    ok(home, "agent", "add", "later")
+    out = tmp_path / "export"
+    ok(home, "audit", "export", str(out))
+    report = ok(home, "audit", "verify", "--export", str(out), "--checkpoint", str(kept))
+    assert "extends the checkpoint you kept (2 entries)" in report
+    # The keeper cuts the export back to its first entry: entries, manifest and checkpoints.
+    lines = (out / "entries.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "entries.jsonl").write_bytes(lines[0])
+    manifest = json.loads((out / "ledger.json").read_text())
+    (out / "ledger.json").write_text(json.dumps(manifest | {"size": 1, "head": "x"}))
+    for note in (out / "checkpoints").iterdir():
+        note.unlink()
+    cut = run(home, "audit", "verify", "--export", str(out), "--checkpoint", str(kept), "--json")
+    assert cut.exit_code == 7
+    assert "truncated: the checkpoint you kept covers 2 entries" in cut.output
+
+
+def test_verify_resumes_with_a_state_file(home: Path, tmp_path: Path) -> None:
+    state = tmp_path / "audit.state"
+    ok(home, "audit", "checkpoint")
+    first = ok(home, "audit", "verify", "--state", str(state))
+    assert "audit state now at 2 entries" in first and "resumed" not in first
+    ok(home, "agent", "add", "later")
+    ok(home, "audit", "checkpoint")
+    second = json.loads(ok(home, "audit", "verify", "--state", str(state), "--json"))
+    assert (second["resumed_from"], second["state_size"], second["size"]) == (2, 3, 3)
+
+
+def test_verify_with_a_policy(home: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy"
+    policy.write_text(f"log {ok(home, 'keys', 'log').strip()}\nquorum none\n")
+    ok(home, "audit", "checkpoint")
+    assert "signed checkpoint(s) match" in ok(home, "audit", "verify", "--policy", str(policy))
+    policy.write_text("quorum none\n")
+    bad = run(home, "audit", "verify", "--policy", str(policy))
+    assert bad.exit_code == 2 and "policy policy: policy lists no log" in bad.output
