@@ -8,18 +8,28 @@ It needs nothing but public keys: it is what an auditor runs on an export.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable
+import os
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from charter.canonical import canonical_json
 from charter.charters import CharterView, verify_charter
 from charter.clock import parse_rfc3339
 from charter.errors import LedgerIntegrityError
-from charter.keys import b64url_decode, public_jwk, thumbprint, verify_signature
+from charter.keys import (
+    b64url_decode,
+    public_jwk,
+    public_key_from_jwk,
+    thumbprint,
+    verify_signature,
+)
 from charter.storage.ledger import (
     FORMAT_VERSION,
     OUTCOMES,
@@ -27,6 +37,9 @@ from charter.storage.ledger import (
     SIGNING_PREFIX,
     LedgerIdentity,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 ENTRY_FIELDS = frozenset(
     {
@@ -91,26 +104,82 @@ class VerifyReport:
 
 
 def verify_entries(
-    identity: LedgerIdentity, bodies: Iterable[bytes], state: VerifyState | None = None
+    identity: LedgerIdentity,
+    bodies: Iterable[bytes],
+    state: VerifyState | None = None,
+    *,
+    workers: int | None = 1,
 ) -> tuple[VerifyReport, VerifyState]:
     """Verify entries in order (from ``state`` if resuming) and return the report and state.
+
+    Args:
+        identity: the ledger identity (origin, owner, owner and log keys).
+        bodies: the entries' canonical bytes, in order, from ``state.size`` on.
+        state: what an earlier verification of the prefix returned (resume from it).
+        workers: processes checking entries and signatures in parallel while this process
+            replays the chain; ``None`` uses every core. The pool starts only when more than
+            :data:`PARALLEL_MIN` entries are to be checked. The result, and the first failing
+            entry and reason, are the same whatever ``workers`` is.
 
     Raises:
         LedgerIntegrityError: at the first entry that breaks any rule.
     """
     st = state or VerifyState(head=identity.genesis_hash())
-    owner_kid = thumbprint(identity.owner_key)
-    log_kid = thumbprint(identity.log_key)
-    for body in bodies:
+    replay = _Replay(identity, st)
+    count = (os.cpu_count() or 1) if workers is None else workers
+    if count > 1:
+        _verify_parallel(replay, iter(bodies), count)
+    else:
+        for body in bodies:
+            replay.step(body, None)
+    agents = {id(a): a for a in st.agents_by_id.values()}
+    revoked = sum(1 for a in agents.values() if a.revoked_at is not None)
+    return VerifyReport(st.size, st.head, len(agents), revoked), st
+
+
+#: Entries read ahead before deciding to start worker processes (fewer: checked in process).
+PARALLEL_MIN = 16_384
+#: Entries per task sent to a worker process.
+PARALLEL_CHUNK = 2_048
+
+# What a worker found for an entry that parsed (a ``str`` is the reason it did not).
+_SIG_UNCHECKED, _SIG_GOOD, _SIG_BAD, _SIG_NOT_B64 = 0, 1, 2, 3
+Verdict = str | int
+
+
+class _Replay:
+    """The sequential state machine: one :meth:`step` per entry, in ledger order."""
+
+    def __init__(self, identity: LedgerIdentity, st: VerifyState) -> None:
+        self.identity = identity
+        self.st = st
+        self.owner_kid = thumbprint(identity.owner_key)
+        self.log_kid = thumbprint(identity.log_key)
+        #: Key id -> key, for workers: every key that may sign (candidates; see _learn_keys).
+        self.keys: dict[str, bytes] = {
+            self.owner_kid: identity.owner_key,
+            self.log_kid: identity.log_key,
+        }
+        for kid, agent in st.agents_by_kid.items():
+            self.keys.setdefault(kid, agent.charter.agent_key)
+
+    def step(self, body: bytes, verdict: Verdict | None) -> None:
+        """Check one entry; ``verdict`` is a worker's stateless precheck of it, if any."""
+        st, identity = self.st, self.identity
         seq = st.size
-        entry = _parse(seq, body)
+        if verdict is None:
+            entry = _parse(seq, body)
+        elif isinstance(verdict, str):
+            _fail(seq, verdict)
+        else:
+            entry = json.loads(body)  # the worker ran every _parse check on these bytes
         _check_chain(seq, entry, st, identity)
         kid = entry["kid"]
-        if kid == owner_kid:
+        if kid == self.owner_kid:
             signer = identity.owner_key
             if entry["actor"] != identity.owner_id or entry["charter"] is not None:
                 _fail(seq, "owner-signed entry must name the owner as actor and carry no charter")
-        elif kid == log_kid:
+        elif kid == self.log_kid:
             signer = identity.log_key
             # NOTE: the server's own key may only attest refusals (e.g. of a revoked agent)
             # and server housekeeping; it can never speak for an agent's action.
@@ -122,25 +191,121 @@ def verify_entries(
             _check_agent_entry(seq, entry, agent)
         else:
             _fail(seq, f"signed by an unknown key {kid!r}")
-        if kid != owner_kid and entry["action"] in OWNER_ONLY_ACTIONS:
+        if kid != self.owner_kid and entry["action"] in OWNER_ONLY_ACTIONS:
             _fail(seq, f"{entry['action']} must be signed by the owner key")
-        unsigned = {k: v for k, v in entry.items() if k != "sig"}
-        try:
-            sig = b64url_decode(entry["sig"])
-        except ValueError:
+        if verdict == _SIG_NOT_B64:
             _fail(seq, "signature is not base64url")
-        if not verify_signature(signer, SIGNING_PREFIX + canonical_json(unsigned), sig):
+        if verdict in (_SIG_GOOD, _SIG_BAD) and self.keys.get(kid) == signer:
+            valid = verdict == _SIG_GOOD  # checked by a worker under this very key
+        else:
+            try:
+                sig = b64url_decode(entry["sig"])
+            except ValueError:
+                _fail(seq, "signature is not base64url")
+            valid = verify_signature(signer, SIGNING_PREFIX + _signed_bytes(entry, body), sig)
+        if not valid:
             _fail(seq, "signature does not verify")
-        if kid == owner_kid:
+        if kid == self.owner_kid:
             _apply_owner_event(seq, entry, st, identity)
-        elif kid != log_kid:
+        elif kid != self.log_kid:
             _apply_agent_entry(seq, entry, st)
         st.size = seq + 1
         st.head = hashlib.sha256(body).hexdigest()
         st.last_ts = entry["ts"]
-    agents = {id(a): a for a in st.agents_by_id.values()}
-    revoked = sum(1 for a in agents.values() if a.revoked_at is not None)
-    return VerifyReport(st.size, st.head, len(agents), revoked), st
+
+
+def _signed_bytes(entry: dict[str, Any], body: bytes) -> bytes:
+    """``canonical(entry without "sig")``, cut out of the entry's canonical ``body``.
+
+    Members are serialized independently in sorted key order, so removing the ``sig``
+    member from the canonical bytes gives the canonical bytes without it. Only ``ts`` (a
+    string) and ``v`` (an integer) follow ``sig``, so its last occurrence is the top-level
+    member. ``body`` must have passed :func:`_parse`.
+    """
+    member = b',"sig":' + json.dumps(entry["sig"], ensure_ascii=False).encode()
+    start = body.rfind(member)
+    end = start + len(member)
+    if start < 0 or not body.startswith(b',"ts":', end):  # never, for a parsed entry
+        return canonical_json({k: v for k, v in entry.items() if k != "sig"})
+    return body[:start] + body[end:]
+
+
+def _precheck(body: bytes, keys: dict[str, bytes]) -> Verdict:
+    """The stateless checks of one entry (run in a worker): a ``_parse`` failure reason, or
+    the signature's verdict under ``keys[kid]`` (``_SIG_UNCHECKED`` if the kid is unknown)."""
+    try:
+        entry = _parse(0, body)  # the reasons _parse gives do not depend on seq
+    except LedgerIntegrityError as exc:
+        return exc.reason
+    key = keys.get(entry["kid"])
+    if key is None:
+        return _SIG_UNCHECKED
+    try:
+        sig = b64url_decode(entry["sig"])
+    except ValueError:
+        return _SIG_NOT_B64
+    ok = verify_signature(key, SIGNING_PREFIX + _signed_bytes(entry, body), sig)
+    return _SIG_GOOD if ok else _SIG_BAD
+
+
+def _precheck_chunk(bodies: list[bytes], keys: dict[str, bytes]) -> list[Verdict]:
+    return [_precheck(body, keys) for body in bodies]
+
+
+def _learn_keys(bodies: list[bytes], keys: dict[str, bytes]) -> None:
+    """Add the agent keys of any charters in ``bodies`` to ``keys``, by thumbprint.
+
+    These are only candidates (the entries are not verified yet): a worker's verdict is used
+    only when the replay finds that the key it checked is the entry's authorized signer.
+    """
+    for body in bodies:
+        if b'"type":"charter"' not in body:
+            continue
+        try:
+            jwk = json.loads(body)["args"]["charter"]["agent"]["key"]
+            key = public_key_from_jwk(jwk)
+        except (ValueError, KeyError, TypeError):
+            continue
+        keys.setdefault(thumbprint(key), key)
+
+
+def _verify_parallel(replay: _Replay, bodies: Iterator[bytes], workers: int) -> None:
+    """Workers run the stateless checks chunk by chunk; this process replays in order."""
+    head = list(itertools.islice(bodies, PARALLEL_MIN + 1))
+    if len(head) <= PARALLEL_MIN:  # not worth starting processes
+        for body in head:
+            replay.step(body, None)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = itertools.chain(_chunks(iter(head)), _chunks(bodies))
+    # NOTE: fork only a single-threaded process (a threaded server must spawn), and fork
+    # where possible: it starts at once and does not re-import the caller's __main__.
+    single = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if single else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pending: collections.deque[tuple[list[bytes], Future[list[Verdict]]]] = collections.deque()
+    try:
+        for chunk in chunks:
+            _learn_keys(chunk, replay.keys)
+            pending.append((chunk, pool.submit(_precheck_chunk, chunk, dict(replay.keys))))
+            if len(pending) >= 2 * workers:
+                _replay_chunk(replay, *pending.popleft())
+        while pending:
+            _replay_chunk(replay, *pending.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(bodies: Iterator[bytes]) -> Iterator[list[bytes]]:
+    while chunk := list(itertools.islice(bodies, PARALLEL_CHUNK)):
+        yield chunk
+
+
+def _replay_chunk(replay: _Replay, chunk: list[bytes], verdicts: Future[list[Verdict]]) -> None:
+    for body, verdict in zip(chunk, verdicts.result(), strict=True):
+        replay.step(body, verdict)
 
 
 def _fail(seq: int | None, reason: str) -> NoReturn:

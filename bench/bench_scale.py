@@ -1,0 +1,107 @@
+"""Scale: the cost of an append, a query, an inclusion proof and a checkpoint as the ledger grows.
+
+Ledgers of 10^3 … 10^6 entries are built through the real append path with group commit
+(``Ledger.append`` in batches of 1,000 drafts: one transaction, one fsync, every entry
+signed, chained and added to the Merkle tree by the append hook). Each operation is then
+timed on every size in interleaved rounds; the baseline is the same operation on the
+smallest ledger in the same rounds. Flat or logarithmic growth passes: the bound for size
+n is 1.5 × log2(n) / log2(n0) (3.0x at 10^6 against 10^3).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable
+
+from bench._common import Row, median, pick, row, tiny
+from bench._ledgers import AGENT, call_draft, ledger_of, open_home
+from charter.home import Home
+from charter.tools import audit, identity, tlog
+
+FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+QUICK_SIZES = (1_000, 10_000)
+TINY_SIZES = (100, 300)
+
+
+def _ops(home: Home) -> dict[str, Callable[[], None]]:
+    """The operations, each bound to ``home``: what one call of each costs."""
+    agent = identity.load_agent(home, AGENT)
+    session = secrets.token_hex(8)
+    size, _ = home.ledger.head()
+    tlog.checkpoint(home)  # proofs go against an existing checkpoint, like audit_prove
+
+    def append() -> None:
+        home.ledger.append_one(call_draft(agent, session, 0))
+
+    def query() -> None:
+        audit.query(home.conn, actor=agent.agent_id, cursor=size // 2, limit=50)
+
+    def prove() -> None:
+        tlog.prove(home, size // 2, actor=agent.agent_id)
+
+    def checkpoint() -> None:
+        home.ledger.append_one(call_draft(agent, session, 0))
+        tlog.checkpoint(home)  # a new signed checkpoint, consistent with the last one
+
+    return {
+        "append (durable, 1 entry)": append,
+        "audit.query (own entries, 50 from the middle)": query,
+        "inclusion proof (audit_prove, verified)": prove,
+        "checkpoint (append 1 + sign, consistency-checked)": checkpoint,
+    }
+
+
+def _time(fn: Callable[[], None], reps: int) -> float:
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return median(samples)
+
+
+def run(quick: bool) -> list[Row]:
+    """One row per (operation, size above the smallest): its cost vs at the smallest size."""
+    sizes = TINY_SIZES if tiny() else (QUICK_SIZES if quick else FULL_SIZES)
+    rounds = pick(quick, full=7, quick_n=5, tiny_n=2)
+    reps = pick(quick, full=20, quick_n=10, tiny_n=2)
+    built: dict[int, float] = {}
+    homes: dict[int, Home] = {}
+    for n in sizes:
+        t0 = time.perf_counter()
+        homes[n] = open_home(ledger_of(n))
+        built[n] = time.perf_counter() - t0
+    try:
+        ops = {n: _ops(h) for n, h in homes.items()}
+        names = list(ops[sizes[0]])
+        samples: dict[tuple[str, int], list[float]] = {(o, n): [] for o in names for n in sizes}
+        for r in range(rounds):
+            order = sizes if r % 2 == 0 else sizes[::-1]
+            for name in names:
+                for n in order:
+                    samples[name, n].append(_time(ops[n][name], reps))
+        rows = []
+        n0 = sizes[0]
+        for name in names:
+            base = samples[name, n0]
+            for n in sizes[1:]:
+                bound = 1.5 * math.log2(n) / math.log2(n0)
+                ratios = [s / b for s, b in zip(samples[name, n], base, strict=True)]
+                rows.append(
+                    row(
+                        f"scale: {name} at {n:,}",
+                        median(samples[name, n]) * 1e3,
+                        median(base) * 1e3,
+                        "ms",
+                        f"<= {bound:.2f}x",
+                        f"vs the same op at {n0:,} entries; {rounds} rounds x {reps} reps; "
+                        f"ledger of {n:,} built in {built[n]:.0f} s (batches of 1,000)",
+                        ratio=median(ratios),
+                    )
+                )
+        return rows
+    finally:
+        for h in homes.values():
+            h.close()

@@ -1,0 +1,169 @@
+"""Verification: entries verified per second vs raw PyNaCl verify of the same entries.
+
+The raw baseline gets each entry's (public key, signed bytes, signature) prepared in advance
+(not timed) and only calls PyNaCl's ``VerifyKey.verify`` (keys constructed once), chunk by
+chunk on a process pool of every core, started the same way and inside the timed region, as
+Charter's. Charter runs the whole rule set: parse, canonical-bytes check, chain, charters,
+revocation, approvals, and the signature.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import nacl.signing
+
+from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, tiny
+from bench._ledgers import ledger_of, open_home
+from charter import verifier
+from charter.keys import b64url_decode, thumbprint
+from charter.storage.ledger import SIGNING_PREFIX, LedgerIdentity
+from charter.tools import identity as agents
+
+TARGET = ">= 0.8x"
+MILLION = 1_000_000
+Triple = tuple[bytes, bytes, bytes]
+
+
+def _raw_chunk(triples: list[Triple]) -> int:
+    keys: dict[bytes, nacl.signing.VerifyKey] = {}
+    for key, message, sig in triples:
+        vk = keys.get(key) or keys.setdefault(key, nacl.signing.VerifyKey(key))
+        vk.verify(message, sig)
+    return len(triples)
+
+
+def raw_verify(triples: list[Triple], workers: int) -> None:
+    """The baseline: PyNaCl verify of prepared triples, on ``workers`` processes."""
+    if workers <= 1:
+        _raw_chunk(triples)
+        return
+    size = verifier.PARALLEL_CHUNK
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_raw_chunk, triples[i : i + size]) for i in range(0, len(triples), size)
+        ]
+        assert sum(f.result() for f in futures) == len(triples)
+
+
+def triples_of(keys: dict[str, bytes], bodies: list[bytes]) -> list[Triple]:
+    """(key, signed bytes, signature) of each entry, prepared outside the timed region."""
+    out = []
+    for body in bodies:
+        entry = json.loads(body)
+        unsigned = {k: v for k, v in entry.items() if k != "sig"}
+        message = (
+            SIGNING_PREFIX
+            + json.dumps(
+                unsigned, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+            ).encode()
+        )
+        out.append((keys[entry["kid"]], message, b64url_decode(entry["sig"])))
+    return out
+
+
+def run(quick: bool) -> list[Row]:
+    """Rows: every core, one core, incremental from a state, and the time for 10^6 entries."""
+    cores = os.cpu_count() or 1
+    n = pick(quick, full=200_000, quick_n=40_000, tiny_n=300)
+    rounds = pick(quick, full=5, quick_n=3, tiny_n=1)
+    root = ledger_of(n)
+    home = open_home(root)
+    try:
+        identity = home.identity
+        bodies = list(home.ledger.iter_bodies(0, n))
+        agent = agents.load_agent(home, "bench")
+        keys = {
+            agent.key.kid: agent.key.public_key,
+            home.log_key.kid: home.log_key.public_key,
+            thumbprint(identity.owner_key): identity.owner_key,
+        }
+        triples = triples_of(keys, bodies)
+        rows: list[Row] = []
+        for label, workers in ((f"every core ({cores} processes)", cores), ("one core", 1)):
+
+            def raw(w: int = workers) -> float:
+                return rate(n, lambda: raw_verify(triples, w))
+
+            def charter(w: int = workers) -> float:
+                return rate(n, lambda: verifier.verify_entries(identity, bodies, workers=w))
+
+            base, subj = interleave(rounds, raw, charter)
+            rows.append(
+                row(
+                    f"verify: {label}",
+                    median(subj),
+                    median(base),
+                    "entries/s",
+                    TARGET,
+                    f"{rounds} interleaved rounds of {n:,} entries; per core: "
+                    f"{median(subj) / workers:,.0f} vs {median(base) / workers:,.0f}/s",
+                    ratio=ratio_of_rounds(subj, base),
+                )
+            )
+            if workers == cores:
+                every_core = (median(subj), median(base))
+        rows.append(_incremental(identity, bodies, triples, rounds))
+        rows.append(_million(quick, n, every_core, identity))
+        return rows
+    finally:
+        home.close()
+
+
+def _incremental(
+    identity: LedgerIdentity, bodies: list[bytes], triples: list[Triple], rounds: int
+) -> Row:
+    """Verify the last 1% from the state the first 99% left (a resumed verification)."""
+    k = max(10, len(bodies) // 100)
+    _, state = verifier.verify_entries(identity, bodies[:-k])
+    tail, tail_triples = bodies[-k:], triples[-k:]
+
+    def resumed() -> float:
+        st = copy.deepcopy(state)
+        t0 = time.perf_counter()
+        verifier.verify_entries(identity, tail, st, workers=None)
+        return k / (time.perf_counter() - t0)
+
+    base, subj = interleave(
+        max(3, rounds), lambda: rate(k, lambda: raw_verify(tail_triples, 1)), resumed
+    )
+    return row(
+        f"verify: incremental, last {k:,} of {len(bodies):,} from a saved state",
+        median(subj),
+        median(base),
+        "entries/s",
+        TARGET,
+        "VerifyState after the prefix, then only the new entries; below "
+        f"{verifier.PARALLEL_MIN:,} new entries one process checks them (raw: one core)",
+        ratio=ratio_of_rounds(subj, base),
+    )
+
+
+def _million(quick: bool, n: int, every_core: tuple[float, float], identity: LedgerIdentity) -> Row:
+    """Seconds to verify 10^6 entries (measured at 10^6 in a full run, else extrapolated)."""
+    charter_rate, raw_rate = every_core
+    if quick or tiny() or n >= MILLION:
+        seconds = MILLION / charter_rate
+        how = f"extrapolated from the {n:,}-entry rounds above"
+    else:
+        root = ledger_of(MILLION)
+        with open_home(root) as home:
+            size, _ = home.ledger.head()
+            t0 = time.perf_counter()
+            verifier.verify_entries(home.identity, home.ledger.iter_bodies(), workers=None)
+            seconds = (time.perf_counter() - t0) * MILLION / size
+        how = f"measured: {size:,} entries streamed from SQLite, every core"
+    return row(
+        "verify: time for 10^6 entries",
+        seconds,
+        MILLION / raw_rate,
+        "s",
+        "<= 1.25x",
+        f"{how}; baseline = 10^6 / raw every-core rate above (1.25x time = 0.8x rate)",
+    )
