@@ -37,14 +37,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from charter.errors import AgentRevoked, TokenInvalid
+from charter.errors import TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
 from charter.server.app import CharterServer
 from charter.server.deps import Deps
 from charter.server.registry import register_all
 from charter.tools import tokens
-from charter.tools.identity import AgentContext, agent_status, load_agent
+from charter.tools.identity import AgentContext, load_agent
 
 log = logging.getLogger("charter.http")
 
@@ -95,7 +95,7 @@ class TokenAgentResolver:
         """Resolve the calling agent, narrowed to its token's scopes.
 
         Raises:
-            TokenInvalid: no token, or it stopped verifying.  AgentRevoked: revoked agent.
+            TokenInvalid: no token, or it stopped verifying (revoked token or agent included).
         """
         access = get_access_token()
         if access is None:
@@ -103,15 +103,12 @@ class TokenAgentResolver:
         verified = await self.verifier.verify_token(access.token)
         if verified is None:
             raise TokenInvalid("the bearer token stopped verifying")
-        home = self.verifier.home
-        name = verified.client_id
-        status = agent_status(home.conn, name)
-        if status is None or status[0] != "active":
-            raise AgentRevoked(f"agent {name!r} has been revoked")
-        agent = self._agents.get((name, status[1]))
-        if agent is None:
-            agent = load_agent(home, name)
-            self._agents[(name, agent.charter.hash)] = agent
+        # A verified token names an active agent and its current charter.
+        cache_key = (verified.client_id, str((verified.claims or {})["charter"]))
+        agent = self._agents.get(cache_key)
+        if agent is None or agent.charter.hash != cache_key[1]:
+            agent = load_agent(self.verifier.home, verified.client_id)
+            self._agents[(agent.name, agent.charter.hash)] = agent
         return dataclasses.replace(agent, token_scopes=tuple(verified.scopes))
 
 

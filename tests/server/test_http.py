@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
@@ -424,30 +424,45 @@ def test_charter_serve_http_end_to_end(site: Site) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    lines = _Lines(proc)
     try:
-        assert _wait_for_line(proc, "Uvicorn running on", timeout=30)
+        assert lines.wait_for("Uvicorn running on", timeout=60)
         assert httpx2.get(f"{site.issuer}/.well-known/jwks.json").json() == tokens.jwks(site.home)
         assert post_init(site, None).status_code == 401
         assert post_init(site, token).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
-        assert proc.stderr is not None
-        proc.stderr.close()
+        lines.close()
     assert tokens.issuer(site.home) == site.issuer
 
 
-def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> bool:
-    """Read the process's stderr until a line holds ``needle`` (False at EOF or timeout)."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stderr], [], [], left)
-        if not ready:
-            return False
-        line = proc.stderr.readline()
-        if not line:
-            return False
-        if needle in line:
-            return True
-    return False
+class _Lines:
+    """The process's stderr lines, read by a thread (select() on a buffered pipe misses some)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.stream = proc.stderr
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            self.queue.put(line)
+
+    def wait_for(self, needle: str, timeout: float) -> bool:
+        """True once a line holds ``needle``; False at the timeout."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if needle in self.queue.get(timeout=left):
+                    return True
+            except queue.Empty:
+                return False
+        return False
+
+    def close(self) -> None:
+        """After the process exited: let the reader reach EOF, then close the pipe."""
+        self.thread.join(15)
+        self.stream.close()
