@@ -12,6 +12,7 @@ from mcp import Client
 
 from charter import merkle
 from charter.config import Settings
+from charter.errors import ConfigError
 from charter.home import Home
 from charter.signed_note import Verifier, open_checkpoint, verify_tlog_proof
 from charter.storage import tlog as store
@@ -144,3 +145,21 @@ async def test_the_writer_signs_a_checkpoint_every_n_entries(
             proof = tree.consistency_proof(old.size, new.size)
             merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
         audit.verify_home(home)
+
+
+def test_checkpoint_interval_is_a_setting(tmp_path: Path) -> None:
+    assert Settings.from_env({}, home=tmp_path).checkpoint_every == 1000
+    assert Settings.from_env({"CHARTER_CHECKPOINT_EVERY": "0"}, home=tmp_path).checkpoint_every == 0
+    for bad in ("-1", "ten", "1e3", ""):
+        with pytest.raises(ConfigError, match="CHARTER_CHECKPOINT_EVERY"):
+            Settings.from_env({"CHARTER_CHECKPOINT_EVERY": bad}, home=tmp_path)
+
+
+def test_no_periodic_checkpoints_when_the_interval_is_zero(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    make_home(root).close()
+    with Home.open(Settings(home=root, checkpoint_every=0)) as home:
+        identity.add_agent(home, "alpha", scopes=[])
+        server = server_for(home, "alpha")
+        assert server.deps.after_commit == []
+        assert len(server.deps.on_shutdown) == 1  # the final checkpoint is still signed
