@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from bench._common import Row, interleave, median, pick, ratio_of_rounds, row, scratch_dir
+from bench._common import Row, interleave, median, pick, ratio_of_rounds, row, scratch_dir, tiny
 from bench._ledgers import AGENT, new_home
 from bench.bench_toolcall import REPO, charter_command
 
@@ -43,26 +43,23 @@ def host_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def spawn_to_initialize(argv: list[str], env: dict[str, str]) -> float:
     """Seconds from spawning ``argv`` to reading its ``initialize`` result."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, env=env, text=True
-    )
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    try:
+    ) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         proc.stdin.write(INITIALIZE + "\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
         elapsed = time.perf_counter() - t0
-        if '"result"' not in line:
-            raise RuntimeError(f"{argv[0]} did not answer initialize: {line[:200]!r}")
-        return elapsed
-    finally:
-        proc.stdin.close()
+        proc.stdin.close()  # end of input: the server exits
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+    if '"result"' not in line:
+        raise RuntimeError(f"{argv[0]} did not answer initialize: {line[:200]!r}")
+    return elapsed
 
 
 def run(quick: bool) -> list[Row]:
@@ -74,8 +71,9 @@ def run(quick: bool) -> list[Row]:
     charter_env = host_env({"CHARTER_HOME": str(root)})
     bare_argv = [sys.executable, "-m", "bench._servers", "bare"]
     bare_env = host_env()
-    spawn_to_initialize(bare_argv, bare_env)  # warm the page cache for both
-    spawn_to_initialize(charter_argv, charter_env)
+    if not tiny():  # warm the page cache for both
+        spawn_to_initialize(bare_argv, bare_env)
+        spawn_to_initialize(charter_argv, charter_env)
     base, subj = interleave(
         rounds,
         lambda: spawn_to_initialize(bare_argv, bare_env),

@@ -8,6 +8,7 @@ one entry for a read-only call, two (intent, outcome) for a side-effecting one.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -53,27 +54,33 @@ async def _timed(client: Client, tool: str, args: dict[str, Any]) -> float:
     return elapsed
 
 
-async def _compare(
-    subject: StdioServerParameters, tool: str, args: dict[str, Any], calls: int
-) -> tuple[list[float], list[float]]:
-    """Alternate ``calls`` calls between the bare no-op and ``tool`` on ``subject``."""
-    base: list[float] = []
-    subj: list[float] = []
-    async with (
-        Client(bare_params(), mode=MODE) as bare,
-        Client(subject, mode=MODE) as charter,
-    ):
-        for _ in range(max(3, calls // 20)):  # warm up both (imports, caches, page cache)
+Subject = tuple[StdioServerParameters, str, dict[str, Any]]
+
+
+async def _compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], list[float]]]:
+    """For each subject (server, tool, arguments), ``calls`` round trips, each one paired
+    with a bare no-op round trip made right before or after it (the order alternates)."""
+    samples: list[tuple[list[float], list[float]]] = [([], []) for _ in subjects]
+    async with contextlib.AsyncExitStack() as stack:
+        bare = await stack.enter_async_context(Client(bare_params(), mode=MODE))
+        clients = [
+            await stack.enter_async_context(Client(server, mode=MODE)) for server, _, _ in subjects
+        ]
+        for _ in range(max(3, calls // 20)):  # warm up (imports, caches, page cache)
             await _timed(bare, "noop", {})
-            await _timed(charter, tool, args)
+            for client, (_, tool, args) in zip(clients, subjects, strict=True):
+                await _timed(client, tool, args)
         for i in range(calls):
-            if i % 2 == 0:
-                base.append(await _timed(bare, "noop", {}))
-                subj.append(await _timed(charter, tool, args))
-            else:
-                subj.append(await _timed(charter, tool, args))
-                base.append(await _timed(bare, "noop", {}))
-    return base, subj
+            for client, (_, tool, args), (base, subj) in zip(
+                clients, subjects, samples, strict=True
+            ):
+                if i % 2 == 0:
+                    base.append(await _timed(bare, "noop", {}))
+                    subj.append(await _timed(client, tool, args))
+                else:
+                    subj.append(await _timed(client, tool, args))
+                    base.append(await _timed(bare, "noop", {}))
+    return samples
 
 
 def _rows(label: str, base: list[float], subj: list[float], note: str) -> list[Row]:
@@ -93,14 +100,16 @@ def run(quick: bool) -> list[Row]:
     serve = params([*charter_command(), "serve", "--agent", AGENT], env)
     touch = params([sys.executable, "-m", "bench._servers", "touch", str(root), AGENT])
     note = f"{calls} calls each, alternating, MCP Client over stdio, mode={MODE}"
-    rows: list[Row] = []
-    base, subj = anyio.run(_compare, serve, "identity_whoami", {}, calls)
-    rows += _rows("identity_whoami (1 ledger entry)", base, subj, note + "; `charter serve`")
-    base, subj = anyio.run(_compare, touch, "bench_touch", {"note": "x"}, calls)
+    subjects: list[Subject] = [
+        (serve, "identity_whoami", {}),
+        (touch, "bench_touch", {"note": "x"}),
+    ]
+    (base, subj), (base2, subj2) = anyio.run(_compare, subjects, calls)
+    rows = _rows("identity_whoami (1 ledger entry)", base, subj, note + "; `charter serve`")
     rows += _rows(
         "side-effecting call (intent + outcome)",
-        base,
-        subj,
+        base2,
+        subj2,
         note + "; bench_touch: commits its intent, acts (no-op), outcome recorded",
     )
     return rows

@@ -1,0 +1,57 @@
+"""Every benchmark runs end to end at a tiny size, so the suite never rots.
+
+No timing assertions: the figures depend on the machine. Each module's rows must have the
+documented keys, positive figures and a target the runner can check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
+    monkeypatch.syspath_prepend(str(REPO))  # bench/ is not an installed package
+    monkeypatch.setenv("CHARTER_BENCH_TINY", "1")
+    return importlib.import_module(f"bench.{name}")
+
+
+def _modules() -> list[str]:
+    return sorted(p.stem for p in (REPO / "bench").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_benchmark_runs_and_reports_well_formed_rows(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common = _bench(monkeypatch, "_common")
+    rows = _bench(monkeypatch, name).run(quick=True)
+    assert rows, f"{name} reported nothing"
+    for r in rows:
+        assert set(r) >= set(common.ROW_KEYS), r
+        assert isinstance(r["name"], str) and r["name"]
+        for key in ("charter", "baseline", "ratio"):
+            assert isinstance(r[key], float | int) and math.isfinite(r[key]) and r[key] > 0, r
+        assert r["passed"] is common.meets(r["target"], r["ratio"]), r
+        assert isinstance(r["unit"], str) and isinstance(r["notes"], str)
+
+
+def test_runner_discovers_every_module_and_writes_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _bench(monkeypatch, "run")
+    assert run.modules() == _modules()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results.json"
+    assert run.main(["--quick", "--only", "scale", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["nproc"] >= 1
+    assert doc["rows"]
+    assert {r["module"] for r in doc["rows"]} == {"bench_scale"}
