@@ -185,7 +185,9 @@ def _check_agent_active(deps: Deps, agent: AgentContext) -> None:
     if status is None or status[0] != "active":
         raise AgentRevoked(f"agent {agent.name!r} has been revoked")
     if status[1] != agent.charter.hash:
-        raise AgentRevoked("the agent's charter was replaced; restart the server to use it")
+        raise AgentRevoked(
+            "the agent's charter was replaced; reconnect (stdio: restart the server) to use it"
+        )
     check_validity(agent.charter, deps.home.clock.now())
 
 
