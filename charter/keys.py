@@ -116,6 +116,9 @@ def write_key_file(
     """Write ``key`` as a 0600 JWK file, sealed under ``passphrase`` if one is given.
 
     The file is created exclusively: an existing key is never overwritten.
+
+    Raises:
+        ConfigError: the file could not be written (e.g. the disk is full); nothing is left.
     """
     seed = bytes(key.signing_key)
     doc: dict[str, Any] = public_jwk(key.public_key) | {"kid": key.kid}
@@ -138,11 +141,20 @@ def write_key_file(
     else:
         doc["d"] = b64url(seed)
     data = json.dumps(doc, indent=2).encode() + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # e.g. a read-only filesystem
+        raise ConfigError(f"cannot write key file {path.name}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # e.g. a full disk: never leave a truncated key behind
+        path.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write key file {path.name}: {exc.strerror}") from exc
 
 
 def key_file_is_protected(path: Path) -> bool:

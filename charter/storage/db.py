@@ -55,7 +55,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     with jitter if another process holds the lock past the busy timeout.
 
     Raises:
-        LedgerUnavailable: if the write lock cannot be had.
+        LedgerUnavailable: if the write lock cannot be had, or SQLite cannot write (disk
+            full, read-only file, I/O error); nothing was written.
     """
     if conn.in_transaction:
         name = f"sp{random.randrange(1 << 30)}"  # noqa: S311 - a name, not a secret
@@ -80,10 +81,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             time.sleep(0.005 * (attempt + 1) * (0.5 + random.random()))  # noqa: S311
     try:
         yield conn
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        # Disk full, read-only file, I/O error: say so (fail closed) instead of crashing.
+        _rollback(conn)
+        raise LedgerUnavailable(f"the database cannot be written: {exc}") from exc
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back (e.g. after SQLITE_FULL); a second ROLLBACK would
+    # raise and hide the original error.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,16 +86,31 @@ def server_env(root: Path, **extra: str) -> dict[str, str]:
     return {"CHARTER_HOME": str(root), "PATH": os.environ.get("PATH", ""), **extra}
 
 
-def charter_cli(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``charter ARGS`` against the home at ``root``."""
+def charter_cli(
+    root: Path, *args: str, timeout: float = 60, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``charter ARGS`` against the home at ``root`` (``prefix`` wraps the command)."""
     return subprocess.run(
-        [sys.executable, "-m", "charter", *args],
+        [*prefix, sys.executable, "-m", "charter", *args],
         env=server_env(root),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``charter ARGS`` in-process (fast); an uncaught exception shows as a traceback."""
+    from click.testing import CliRunner
+
+    from charter.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env={"CHARTER_HOME": str(root)})
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
 
 
 class ServerGone(Exception):
@@ -103,10 +120,13 @@ class ServerGone(Exception):
 class RawStdioServer:
     """``charter serve --agent NAME`` in a subprocess, driven with raw JSON-RPC lines."""
 
-    def __init__(self, root: Path, agent: str, stderr: Path, **env: str) -> None:
+    def __init__(
+        self, root: Path, agent: str, stderr: Path, *, prefix: Sequence[str] = (), **env: str
+    ) -> None:
+        """Start the server; ``prefix`` wraps the command (e.g. ``prlimit --fsize=N``)."""
         self._stderr: IO[bytes] = open(stderr, "ab")  # noqa: SIM115 - closed in close()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "charter", "serve", "--agent", agent],
+            [*prefix, sys.executable, "-m", "charter", "serve", "--agent", agent],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
