@@ -65,6 +65,13 @@ def owner_passphrase(home: Home, path: Path | None) -> bytes | None:
     return click.prompt("Owner key passphrase", hide_input=True).encode()
 
 
+def console() -> Any:
+    """A rich console for tables: the terminal's width, or 120 columns when piped."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
 def emit_json(value: Any) -> None:
     """Print ``value`` as indented JSON."""
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from charter.cli._common import (
+    console,
     emit_json,
     handle_errors,
     home_option,
@@ -165,7 +165,7 @@ def register(cli: click.Group) -> None:
         table = Table("name", "status", "scopes", "valid until", "id")
         for a in agents:
             table.add_row(a.name, a.status, " ".join(a.scopes), a.not_after, a.agent_id)
-        Console().print(table)
+        console().print(table)
 
     @agent.command("show")
     @click.argument("name")

@@ -7,11 +7,17 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from charter.cli._common import emit_json, handle_errors, home_option, json_option, open_home
+from charter.cli._common import (
+    console,
+    emit_json,
+    handle_errors,
+    home_option,
+    json_option,
+    open_home,
+)
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import LedgerIntegrityError, NotFound
 from charter.storage.ledger import Entry
@@ -53,7 +59,7 @@ def register(cli: click.Group) -> None:
                         for e in entries:
                             click.echo(e.model_dump_json())
                     else:
-                        Console().print(ledger_table(entries))
+                        console().print(ledger_table(entries))
                     start = entries[-1].seq + 1
                 if not follow:
                     return

@@ -6,21 +6,29 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import anyio
 import click
-from rich.console import Console
 
-from charter.cli._common import handle_errors
+from charter.cli._common import console, handle_errors
 from charter.cli.audit import ledger_table
 from charter.config import Settings
 from charter.errors import ServiceError
 from charter.home import Home
 from charter.storage.ledger import Entry
 from charter.tools import audit, identity
+
+AGENT = "demo-agent"
+AUDIENCE = "https://api.example.com"
+#: A stand-in API key: the demo shows the agent using it without ever seeing it.
+DEMO_KEY = "sk-demo-4f1c9a7e2b"
 
 
 def register(cli: click.Group) -> None:
@@ -42,51 +50,108 @@ def register(cli: click.Group) -> None:
 
 
 def _say(step: str, detail: str = "") -> None:
-    click.echo(click.style("▸ ", fg="cyan") + step + (f"  {detail}" if detail else ""))
+    click.echo(click.style("▸ ", fg="cyan") + click.style(step, bold=True) + f"  {detail}")
+
+
+class _EchoAPI(BaseHTTPRequestHandler):
+    """A stand-in API on 127.0.0.1 that echoes the Authorization header it received."""
+
+    def do_GET(self) -> None:
+        body = f"hello; you sent Authorization: {self.headers.get('Authorization')}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@contextmanager
+def _echo_api() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _EchoAPI)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/whoami"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def run_demo(home_dir: Path) -> None:
     """Run the demo against a new home at ``home_dir``."""
+    from charter.tools import vault
+
     started = time.monotonic()
     settings = Settings(home=home_dir)
     with Home.init(settings, owner="owner@example.com") as home:
-        _say("charter init", f"owner owner@example.com, ledger {home.origin}")
+        _say("charter init", f"owner owner@example.com; ledger {home.origin}")
         identity.add_agent(
-            home, "demo-agent", scopes=["audit:read"], audiences=["https://api.example.com"]
+            home,
+            AGENT,
+            scopes=["audit:read", "token:issue", "secret:use:DEMO_API_KEY"],
+            audiences=[AUDIENCE],
         )
-        _say("charter agent add demo-agent", "own Ed25519 key + owner-signed charter")
-    results = anyio.run(_drive_server, home_dir)
-    who = results["whoami"]
-    _say("identity_whoami", who["agent_id"])
-    _say("audit_query", f"{len(results['query']['entries'])} entries of mine")
-    verdict = results["verify"]
+        _say(f"charter agent add {AGENT}", "its own Ed25519 key + a charter signed by the owner")
+        vault.set_secret(
+            home, "DEMO_API_KEY", DEMO_KEY.encode(), description="demo", allowed_hosts=["127.0.0.1"]
+        )
+        _say("charter secret set DEMO_API_KEY", "encrypted at rest; usable only on 127.0.0.1")
+    with _echo_api() as api_url:
+        results = anyio.run(_drive_server, home_dir, api_url)
+    who = results["identity_whoami"]
+    _say("identity_whoami", f"{who['agent_id']} for {who['owner']}")
+    tok = results["token_issue"]
+    _say(
+        "token_issue",
+        f"EdDSA JWT for {tok['audience']}, scope '{' '.join(tok['scopes'])}', "
+        f"expires {tok['expires_at']}",
+    )
+    used = results["secret_http_request"]
+    _say("secret_http_request", f"{used['status']}: {used['body']!r}")
+    _say("audit_query", f"{len(results['audit_query']['entries'])} entries signed by the agent")
+    verdict = results["audit_verify"]
     _say("audit_verify", f"valid={verdict['valid']} size={verdict['size']}")
     with Home.open(settings) as home:
         entries = [audit.entry_out(Entry.from_body(b)) for b in home.ledger.iter_bodies()]
         report = audit.verify_home(home)
-    Console().print(ledger_table(entries))
-    _say(
-        "charter audit verify",
-        f"OK: {report.size} entries, head {report.head[:16]}… ({time.monotonic() - started:.1f}s)",
-    )
+        leaked = DEMO_KEY.encode() in home.layout.db.read_bytes()
+    console().print(ledger_table(entries))
+    _say("charter audit verify", f"OK: {report.size} entries, head {report.head[:16]}…")
+    _say("secret in the database or the model's context?", "no" if not leaked else "YES (bug)")
+    click.echo(f"Done in {time.monotonic() - started:.1f}s.")
 
 
-async def _drive_server(home_dir: Path) -> dict[str, Any]:
+async def _drive_server(home_dir: Path, api_url: str) -> dict[str, Any]:
     from mcp import Client, StdioServerParameters
 
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "charter", "serve", "--agent", "demo-agent"],
+        args=["-m", "charter", "serve", "--agent", AGENT],
         env={"CHARTER_HOME": str(home_dir), "PATH": os.environ.get("PATH", "")},
     )
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("identity_whoami", {}),
+        ("token_issue", {"audience": AUDIENCE, "scopes": ["audit:read"], "ttl_seconds": 300}),
+        (
+            "secret_http_request",
+            {
+                "method": "GET",
+                "url": api_url,
+                "headers": {"Authorization": "Bearer {{secret:DEMO_API_KEY}}"},
+            },
+        ),
+        ("audit_query", {"limit": 50}),
+        ("audit_verify", {}),
+    ]
     out: dict[str, Any] = {}
     async with Client(params) as client:
-        for name in ("whoami", "query", "verify"):
-            tool = {"whoami": "identity_whoami", "query": "audit_query", "verify": "audit_verify"}[
-                name
-            ]
-            result = await client.call_tool(tool, {})
+        for tool, args in calls:
+            result = await client.call_tool(tool, args)
             if result.is_error or result.structured_content is None:
-                raise ServiceError(f"{tool} failed in the demo")
-            out[name] = result.structured_content
+                text = " ".join(getattr(c, "text", "") for c in result.content)
+                raise ServiceError(f"{tool} failed in the demo: {text}")
+            out[tool] = result.structured_content
     return out
