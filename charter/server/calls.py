@@ -51,17 +51,44 @@ def hash_value(value: Any) -> str:
 
 
 def summarize(arguments: dict[str, Any], visible: frozenset[str]) -> dict[str, Any]:
-    """Redacted summary of ``arguments``: ``visible`` names kept (short), others hashed."""
+    """Redacted summary of ``arguments``: ``visible`` names kept (short), others hashed.
+
+    The summary is always recordable: argument names and visible strings the ledger cannot
+    hold verbatim (lone surrogates, names outside the BMP) are escaped or hashed, so a
+    hostile argument can never keep its call off the record.
+    """
     out: dict[str, Any] = {}
     for name in sorted(arguments):
         value = arguments[name]
+        key = name if _in_bmp(name) else _escaped(name)
         if name in visible and _is_small(value):
-            out[name] = value
-        elif name in visible and isinstance(value, str):
-            out[name] = value[:SUMMARY_MAX_CHARS] + "…[cut]"
+            out[key] = value
+        elif name in visible and isinstance(value, str) and _is_text(value):
+            out[key] = value[:SUMMARY_MAX_CHARS] + "…[cut]"
         else:
-            out[name] = {"sha256": hash_value(value)}
+            out[key] = {"sha256": hash_value(value)}
     return out
+
+
+def _is_text(value: str) -> bool:
+    """A string the ledger may keep verbatim: valid Unicode without NUL."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _in_bmp(name: str) -> bool:
+    """Usable as a canonical JSON key (charter.canonical keeps keys in the BMP)."""
+    return _is_text(name) and all(ord(ch) <= 0xFFFF for ch in name)
+
+
+def _escaped(name: str) -> str:
+    # An ASCII rendering (JSON escapes) of an argument name canonical JSON cannot use as a key.
+    return json.dumps(name)[1:-1]
 
 
 def _is_small(value: Any) -> bool:
@@ -70,7 +97,7 @@ def _is_small(value: Any) -> bool:
     if isinstance(value, int):
         return abs(value) < 2**53
     if isinstance(value, str):
-        return len(value) <= SUMMARY_MAX_CHARS and "\x00" not in value
+        return len(value) <= SUMMARY_MAX_CHARS and _is_text(value)
     if isinstance(value, list) and len(value) <= 20:
         return all(_is_small(v) and not isinstance(v, list) for v in value)
     return False

@@ -40,7 +40,9 @@ def register(server: CharterServer) -> None:
         ] = None,
         limit: Annotated[int, Field(ge=1, le=audit.MAX_QUERY_LIMIT)] = 50,
         cursor: Annotated[
-            int, Field(ge=0, description="`next_cursor` from the previous page.")
+            int,
+            # Bounded: SQLite integers are 64-bit, and a seq is a JSON-safe integer.
+            Field(ge=0, le=2**53 - 1, description="`next_cursor` from the previous page."),
         ] = 0,
     ) -> audit.QueryPage:
         """List this agent's own entries in the signed audit ledger, oldest first.
