@@ -29,15 +29,16 @@ import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from charter.clock import rfc3339
 from charter.errors import ConfigError, InvalidInput, NotFound, ServiceError
 from charter.storage.db import transaction
 from charter.tools import mail_message as mm
 from charter.tools.mail_imap import ImapConfig, check_login
+from charter.tools.mail_models import SendResult
 from charter.tools.mail_transport import (
     SETUP_HINT,
     Envelope,
@@ -395,19 +396,6 @@ def check_address_free(home: Home, address: str, agent: str) -> None:
 
 
 # -- sending ----------------------------------------------------------------------------------
-
-
-class SendResult(BaseModel):
-    """What happened to a sent message."""
-
-    message_id: str = Field(description="The Message-ID (use it as in_reply_to in replies).")
-    recipients: list[str]
-    transport: Literal["smtp", "local"]
-    reply: str = Field(description="What the receiving server said.")
-    refused: dict[str, str] = Field(
-        default_factory=dict, description="Recipients refused while others were accepted."
-    )
-    ledger_seq: int = Field(description="Seq of this send's signed intent in the audit ledger.")
 
 
 IntentFn = Callable[[dict[str, Any]], Awaitable["Entry"]]

@@ -30,21 +30,17 @@ from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from charter.canonical import canonical_json
 from charter.errors import InvalidInput
 from charter.keys import KeyPair, b64url, b64url_decode
 from charter.keys import verify_signature as ed25519_verify
+from charter.tools.mail_models import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
+from charter.tools.mail_models import MAX_BYTES_CEILING as MAX_BYTES_CEILING
+from charter.tools.mail_models import MAX_RECIPIENTS as MAX_RECIPIENTS
+from charter.tools.mail_models import AttachmentIn as AttachmentIn
 
-MAX_RECIPIENTS = 50
 MAX_SUBJECT_CHARS = 500
 MAX_ATTACHMENTS = 10
-MAX_FILENAME_CHARS = 200
-#: Default cap on text plus decoded attachments (a charter's policy may lower or raise it).
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-#: The hard ceiling a charter's ``max_bytes`` may not exceed.
-MAX_BYTES_CEILING = 25 * 1024 * 1024
 
 SIGNATURE_HEADER = "Charter-Signature"
 AGENT_HEADER = "Charter-Agent"
@@ -59,20 +55,6 @@ _MIME_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
 _CONTENT_TYPE = re.compile(rf"^{_MIME_NAME}/{_MIME_NAME}$")
 _WS_RUN = re.compile(r"[ \t]+")
 _ALL_WS = re.compile(r"\s+")
-
-
-class AttachmentIn(BaseModel):
-    """A file to attach, as the agent passes it."""
-
-    filename: str = Field(
-        min_length=1, max_length=MAX_FILENAME_CHARS, description="e.g. report.pdf"
-    )
-    content_type: str = Field(
-        default="application/octet-stream", max_length=255, description="MIME type, e.g. text/csv"
-    )
-    content_base64: str = Field(
-        max_length=(MAX_BYTES_CEILING * 4) // 3 + 8, description="The file's bytes, base64."
-    )
 
 
 @dataclass(frozen=True, slots=True)
