@@ -4,23 +4,55 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 import click
 
 import charter
 from charter import cli as _pkg
 
+#: Commands whose module alone defines them completely, so running one imports only that
+#: module. ``charter serve`` starts on every agent launch: it must not import the mail,
+#: vault or HTTP code the rest of the CLI needs.
+_SELF_CONTAINED = {"serve": "serve"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyCli(click.Group):
+    """Each public module of this package adds its command (group) through ``register(cli)``;
+    modules are imported when a command needs them, all of them for anything but
+    :data:`_SELF_CONTAINED` commands (a module may add subcommands to another's group)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._registered: set[str] = set()
+
+    def _register(self, module: str) -> None:
+        if module not in self._registered:
+            self._registered.add(module)
+            importlib.import_module(f"{__name__}.{module}").register(self)
+
+    def load_all(self) -> None:
+        """Import and register every command module (in name order)."""
+        for info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                self._register(info.name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _SELF_CONTAINED:
+            self._register(_SELF_CONTAINED[cmd_name])
+        else:
+            self.load_all()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_LazyCli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(charter.__version__, prog_name="charter")
 def cli() -> None:
     """Charter: owner-bound identity, tools and a signed audit ledger for AI agents."""
-
-
-# Each public module of this package adds its command (group) through ``register(cli)``.
-for _info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}").register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
