@@ -291,7 +291,9 @@ def audit(
                     f"fork: the first {target.size} entries are not the ones in the checkpoint "
                     "you kept (another history was shown to you before)",
                 )
-            _fail(None, f"{target.label} does not match the entries (its Merkle root differs)")
+            # From a resume point, the root also depends on the history the state vouches for.
+            also = " or the history your audit state records (a fork)" if start else ""
+            _fail(None, f"{target.label} does not match the entries{also}: its root differs")
     if node_errors:
         _fail(None, node_errors[0])
     anchor = trust.kept if trust.kept is not None else (notes[max(notes)] if notes else None)
@@ -365,6 +367,7 @@ class LinesSource:
                 fh.seek(offset)
                 self.offset = offset
             else:  # no usable hint: count lines without parsing them
+                fh.seek(0)
                 self.offset = 0
                 for _ in range(start):
                     line = fh.readline()

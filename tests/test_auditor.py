@@ -547,3 +547,18 @@ def test_consistency_proofs_between_checkpoints_verify(home: Home) -> None:
             base64.b64decode(out.old_root), base64.b64decode(out.new_root),
             [base64.b64decode(p) for p in out.proof],
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("shift", [None, -3, 10**9])
+def test_resuming_an_export_without_a_usable_offset_counts_lines(
+    home: Home, tmp_path: Path, shift: int | None
+) -> None:
+    state = tmp_path / "state"
+    grow(home, 3)
+    first = audit.verify_export(export_to(home, tmp_path / "x1"), trust=Trust(state=state))
+    doc = json.loads(state.read_text())
+    doc["offset"] = None if shift is None else doc["offset"] + shift
+    state.write_text(json.dumps(doc))
+    grow(home, 2)
+    second = audit.verify_export(export_to(home, tmp_path / "x2"), trust=Trust(state=state))
+    assert (second.resumed_from, second.size) == (first.size, first.size + 2)

@@ -64,7 +64,10 @@ def report_lines(report: AuditReport) -> list[str]:
     if report.resumed_from:
         lines.append(f"resumed after entry {report.resumed_from - 1} (your audit state)")
     if report.checkpoint_size is None:
-        lines.append("WARNING: no signed checkpoint here; keep one to detect truncation")
+        lines.append(
+            "WARNING: no signed checkpoint covers these entries; keep one "
+            "(charter audit checkpoint) to detect truncation later"
+        )
     else:
         lines.append(
             f"{report.checkpoints} signed checkpoint(s) match the entries; the newest covers "
