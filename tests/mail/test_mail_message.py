@@ -14,6 +14,7 @@ from collections.abc import Callable
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -423,3 +424,17 @@ def test_plain_text_message_without_attachments_verifies(
     raw = _sign(_mail(attachments=None, text=""), signer)
     assert mm.parse(raw).get_content_type() == "text/plain"
     _both_verify(raw, signer)
+
+
+def test_the_worked_example_in_the_document_runs(
+    signer: tuple[dict[str, Any], KeyPair, KeyPair],
+) -> None:
+    """docs/EMAIL.md's Python example, executed as written, accepts a good message only."""
+    doc = (Path(__file__).parents[2] / "docs" / "EMAIL.md").read_text(encoding="utf-8")
+    example = doc.split("### Worked example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    charter, owner, _ = signer
+    raw = _sign(_mail(), signer)
+    exec(example, {"raw": raw, "charter": charter, "trusted_owner_jwk": owner.jwk()})
+    tampered = raw.replace(b"numbers are", b"numbers aren")
+    with pytest.raises(AssertionError):
+        exec(example, {"raw": tampered, "charter": charter, "trusted_owner_jwk": owner.jwk()})
