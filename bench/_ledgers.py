@@ -8,7 +8,9 @@ load. Each entry is an agent-signed ``call`` entry like the ones a tool call wri
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import shutil
 from pathlib import Path
 
 from bench._common import scratch_dir
@@ -20,6 +22,8 @@ from charter.tools import identity
 from charter.tools.identity import AgentContext
 
 AGENT = "bench"
+#: A folder shared by the benchmark processes of one run, where built ledgers are kept.
+SHARED_ENV = "CHARTER_BENCH_SHARED"
 BATCH = 1000
 
 _cache: dict[int, Path] = {}
@@ -69,10 +73,19 @@ def fill(home: Home, size: int, batch: int = BATCH) -> None:
 
 
 def ledger_of(size: int) -> Path:
-    """The root of a home whose ledger holds at least ``size`` entries (built once per run)."""
+    """The root of a home whose ledger holds at least ``size`` entries (built once per run).
+
+    Under ``python -m bench.run`` each benchmark runs in its own process; they share the
+    ledgers through the run's folder (:data:`SHARED_ENV`).
+    """
     if size not in _cache:
-        root = scratch_dir(f"ledger{size}") / "home"
-        with new_home(root) as home:
-            fill(home, size)
+        shared = os.environ.get(SHARED_ENV)
+        folder = Path(shared) / f"ledger-{size}" if shared else scratch_dir(f"ledger{size}")
+        root, done = folder / "home", folder / "complete"
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # an interrupted build
+            with new_home(root) as home:
+                fill(home, size)
+            done.touch()
         _cache[size] = root
     return _cache[size]

@@ -14,6 +14,7 @@ import json
 import os
 import pkgutil
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -24,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 import bench
-from bench._common import ROW_KEYS, Row
+from bench._common import ROW_KEYS, Row, scratch_dir
+from bench._ledgers import SHARED_ENV
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 
@@ -56,13 +58,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_module(name: str, quick: bool) -> tuple[list[Row], float]:
-    """Run one module; a crash becomes a failed row rather than stopping the suite."""
+def run_module(name: str, quick: bool, shared: Path) -> tuple[list[Row], float]:
+    """Run one module in a fresh process (no threads, caches or memory left over from the
+    others); a crash becomes a failed row rather than stopping the suite."""
     t0 = time.perf_counter()
+    out = shared / f"{name}.json"
+    argv = [sys.executable, "-m", "bench.run", "--child", name, "--json", str(out)]
+    env = os.environ | {SHARED_ENV: str(shared)}
+    done = subprocess.run([*argv, *(["--quick"] if quick else [])], env=env, check=False)
     try:
-        rows = importlib.import_module(f"bench.{name}").run(quick)
+        if done.returncode != 0:
+            raise RuntimeError(f"exited with status {done.returncode} (traceback above)")
+        rows: list[Row] = json.loads(out.read_text())
     except Exception as exc:  # report and go on with the next benchmark
-        traceback.print_exc()
         rows = [
             {
                 "name": f"{name}: crashed",
@@ -119,6 +127,17 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def child(name: str, quick: bool, out: Path) -> int:
+    """Run one module in this process and write its rows to ``out``."""
+    try:
+        rows = importlib.import_module(f"bench.{name}").run(quick)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    out.write_text(json.dumps(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 (failed targets are reported, not fatal), 2 on a crash."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
@@ -128,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--markdown", type=Path, default=None, help="also write a .md table")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one module, in-process
     args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child, args.quick, args.json)
     wanted = {name.removeprefix("bench_") for name in args.only}
     names = [m for m in modules() if not wanted or m.removeprefix("bench_") in wanted]
     if not names:
@@ -138,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"machine: {info}")
     rows: list[Row] = []
     timings: dict[str, float] = {}
+    shared = scratch_dir("run")
     for name in names:
         console.print(f"[bold]running {name}[/] ({'quick' if args.quick else 'full'}) ...")
-        got, seconds = run_module(name, args.quick)
+        got, seconds = run_module(name, args.quick, shared)
         timings[name] = round(seconds, 1)
         rows.extend(got)
         console.print(table(got))
