@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import TextContent
 
+from charter.auditor import Trust
 from charter.canonical import canonical_json
 from charter.cli import cli
 from charter.errors import ConfigError, LedgerIntegrityError
@@ -29,7 +30,7 @@ from charter.home import Home
 from charter.keys import KeyPair, b64url, read_key_file
 from charter.storage.ledger import SIGNING_PREFIX, Draft, Entry, sign_entry
 from charter.testing import FrozenClock, make_home, server_for
-from charter.tools import audit, identity
+from charter.tools import audit, identity, tlog
 from charter.tools import vault as vault_tools
 
 CANARY = "canary-5e1b-beta-only-9a7c3f"
@@ -302,7 +303,7 @@ def busy(site: Home, clock: FrozenClock) -> Home:
             clock.advance(seconds=1)
 
     anyio.run(drive)
-    assert site.ledger.head()[0] >= 12
+    assert site.ledger.head()[0] >= 10
     return site
 
 
@@ -457,12 +458,80 @@ def test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event(busy: Home)
     assert_fails_at(busy, forged.seq, "names another actor")
 
 
-def test_a_truncated_tail_is_invisible_to_the_chain_alone(busy: Home) -> None:
-    """What SECURITY.md says Charter does NOT guarantee without a checkpoint held elsewhere."""
+def cut_tail(home: Home, size: int) -> None:
+    """What an admin with the database does to hide the last entries: drop them, the Merkle
+    nodes covering them and every checkpoint that counted them."""
+    conn = admin(home)
+    for table in ("merkle_nodes", "checkpoints"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
+    conn.execute("DELETE FROM ledger WHERE seq >= ?", (size,))
+    conn.execute("DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > ?", (size,))
+    conn.execute("DELETE FROM checkpoints WHERE size > ?", (size,))
+    conn.close()
+
+
+def test_a_consistently_cut_tail_passes_local_verification(busy: Home) -> None:
+    """What SECURITY.md says Charter does NOT guarantee without a checkpoint kept elsewhere."""
+    size = busy.ledger.head()[0]
+    cut_tail(busy, size - 3)
+    assert audit.verify_home(busy).size == size - 3
+
+
+def test_a_tail_cut_only_from_the_ledger_table_fails_verification(busy: Home) -> None:
     size = busy.ledger.head()[0]
     admin(busy).execute("DELETE FROM ledger WHERE seq >= ?", (size - 3,))
-    report = audit.verify_home(busy)
-    assert report.size == size - 3
+    with pytest.raises(LedgerIntegrityError, match="Merkle tree"):
+        audit.verify_home(busy)
+
+
+def test_a_kept_checkpoint_detects_a_cut_tail(busy: Home) -> None:
+    kept = tlog.checkpoint(busy).note
+    size = busy.ledger.head()[0]
+    cut_tail(busy, size - 3)
+    with pytest.raises(LedgerIntegrityError) as caught:
+        audit.verify_home(busy, trust=Trust(kept=kept))
+    assert (caught.value.seq, caught.value.reason.split(":")[0]) == (size - 3, "truncated")
+
+
+def test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys(
+    busy: Home,
+) -> None:
+    """A thief with the home's files (agent keys, log key) rewrites beta's last call away:
+    the forged chain verifies on its own, but not against a checkpoint kept elsewhere."""
+    kept = tlog.checkpoint(busy).note
+    seq = agent_seq(busy, "beta", 1)
+    tail = [body_at(busy, s) for s in range(seq + 1, busy.ledger.head()[0])]
+    cut_tail(busy, seq)
+    keys = {
+        identity.get_agent(busy, n).kid: read_key_file(busy.layout.agent_key(n))
+        for n in ("alpha", "beta")
+    }
+    for old in tail:  # re-sign the rest of history, now without beta's call
+        signer = keys.get(old["kid"]) or busy.log_key
+        busy.ledger.append_one(
+            Draft(
+                actor=old["actor"],
+                owner=old["owner"],
+                action=old["action"],
+                phase=old["phase"],
+                signer=signer,
+                charter=old["charter"],
+                session=old["session"],
+                call=old["call"],
+                args=old["args"],
+                args_hash=old["args_hash"],
+                outcome=old["outcome"],
+                reason=old["reason"],
+                result_hash=old["result_hash"],
+            )
+        )
+    alpha = read_key_file(busy.layout.agent_key("alpha"))
+    for _ in range(2):  # pad past the kept size, so this is a fork, not a truncation
+        busy.ledger.append_one(_draft_as(busy, "alpha", alpha))
+    audit.verify_home(busy)  # consistent on its own
+    with pytest.raises(LedgerIntegrityError) as caught:
+        audit.verify_home(busy, trust=Trust(kept=kept))
+    assert caught.value.reason.startswith("fork")
 
 
 # -- canonical bytes are RFC 8785 -----------------------------------------------------------
