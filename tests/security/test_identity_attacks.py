@@ -7,19 +7,27 @@ admin holding only the database, detected by ``audit verify`` at the exact entry
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import rfc8785
 import sechelp
+import uvicorn
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
 from charter.auditor import Trust
@@ -28,9 +36,10 @@ from charter.cli import cli
 from charter.errors import ConfigError, LedgerIntegrityError
 from charter.home import Home
 from charter.keys import KeyPair, b64url, read_key_file
+from charter.server.http import build_http_app
 from charter.storage.ledger import SIGNING_PREFIX, Draft, Entry, sign_entry
 from charter.testing import FrozenClock, make_home, server_for
-from charter.tools import audit, identity, tlog
+from charter.tools import audit, identity, tlog, tokens
 from charter.tools import vault as vault_tools
 
 CANARY = "canary-5e1b-beta-only-9a7c3f"
@@ -595,3 +604,73 @@ _json = st.recursive(
 @given(_json)
 def test_canonical_bytes_equal_rfc8785_on_generated_values(value: Any) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+# -- over HTTP: the agent is the bearer token's subject, and nothing else ----------------------
+
+
+@contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """``charter serve --http`` in a thread on a free loopback port; yields the MCP URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    home = sechelp.open_home(root)
+    tokens.set_issuer(home, issuer)
+    server = uvicorn.Server(
+        uvicorn.Config(build_http_app(home, issuer_url=issuer), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert time.monotonic() < deadline, "the HTTP server did not start"
+            time.sleep(0.02)
+        yield tokens.resource_url(issuer)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        home.close()
+        sock.close()
+
+
+def swap_subject(token: str, subject: str) -> str:
+    """The token with its payload's ``sub`` replaced, signature untouched."""
+    header, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = subject
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{sig}"
+
+
+async def test_over_http_the_agent_is_the_token_subject_and_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    make_home(root).close()  # the real clock: the server runs on it
+    with http_server(root) as mcp, sechelp.open_home(root) as home:
+        identity.add_agent(home, "alpha", scopes=["audit:read"], audiences=[mcp])
+        identity.add_agent(home, "beta", scopes=["secret:read:*"], audiences=[mcp])
+        vault_tools.set_secret(home, "BETA_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
+        alpha = tokens.issue_for_owner(home, "alpha", audience=mcp).token
+        headers = {"Accept": "application/json, text/event-stream"}
+        forged = httpx2.post(
+            mcp,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers=headers
+            | {"Authorization": f"Bearer {swap_subject(alpha, agent_id(home, 'beta'))}"},
+        )
+        assert forged.status_code == 401
+        claims = {"Authorization": f"Bearer {alpha}", "X-Charter-Agent": "beta", "X-Agent": "beta"}
+        start = home.ledger.head()[0]
+        async with (
+            httpx2.AsyncClient(headers=claims, timeout=20) as http,
+            Client(streamable_http_client(mcp, http_client=http)) as client,
+        ):
+            who = await client.call_tool("identity_whoami", {"agent": "beta"})
+            secret = await client.call_tool("secret_get", {"name": "BETA_KEY"})
+        assert who.structured_content is not None and who.structured_content["name"] == "alpha"
+        assert secret.is_error and CANARY not in text(secret)
+        written = new_entries(home, start)
+        assert {e["actor"] for e in written} == {agent_id(home, "alpha")}
+        assert written[-1]["outcome"] == "denied"
+        audit.verify_home(home)
