@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import queue
 import sqlite3
@@ -23,6 +22,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from charter.canonical import canonical_json
 from charter.clock import Clock, parse_rfc3339, rfc3339
@@ -106,7 +107,7 @@ class Entry:
     @classmethod
     def from_body(cls, body: bytes) -> Entry:
         """Parse stored bytes (trusted: they came from our own database)."""
-        return cls(json.loads(body), body, hashlib.sha256(body).hexdigest())
+        return cls(orjson.loads(body), body, hashlib.sha256(body).hexdigest())
 
 
 def sign_entry(fields: dict[str, Any], signer: KeyPair) -> Entry:
