@@ -16,19 +16,24 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import uvicorn
+
 from charter.config import Settings
 from charter.home import Home
+from charter.server.http import build_http_app
 from charter.storage.ledger import Entry
-from charter.tools import audit, identity
+from charter.tools import audit, identity, tokens
 from charter.verifier import VerifyReport
 
 #: The local transport delivers between agents of one home: this agent is the mailbox.
@@ -113,6 +118,32 @@ def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
 
 
+@contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """``charter serve --http`` in a thread on a free loopback port; yields the MCP URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    home = open_home(root)
+    tokens.set_issuer(home, issuer)
+    server = uvicorn.Server(
+        uvicorn.Config(build_http_app(home, issuer_url=issuer), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert time.monotonic() < deadline, "the HTTP server did not start"
+            time.sleep(0.02)
+        yield tokens.resource_url(issuer)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        home.close()
+        sock.close()
+
+
 class ServerGone(Exception):
     """The server process exited (or was killed) before answering."""
 
@@ -161,6 +192,12 @@ class RawStdioServer:
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError, OSError) as exc:
             raise ServerGone("the server's stdin is closed") from exc
+
+    def send_raw(self, line: bytes) -> None:
+        """Write bytes as they are (a malformed message, say) followed by a newline."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + b"\n")
+        self.proc.stdin.flush()
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> int:
         """Send a request; return its id (answers are collected by :meth:`wait`)."""

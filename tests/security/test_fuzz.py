@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import sechelp
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -36,7 +37,7 @@ from mcp.types import CallToolResult, Tool
 
 from charter.home import Home
 from charter.testing import make_home, server_for
-from charter.tools import audit, identity
+from charter.tools import audit, identity, tokens
 from charter.tools import vault as vault_tools
 
 API = "https://api.example.com"
@@ -458,3 +459,73 @@ async def test_an_out_of_range_cursor_is_a_clean_refusal(fuzz_home: Home, mode: 
     assert result.is_error
     check_response(result, never_shown(fuzz_home))
     assert sechelp.entries(fuzz_home)[-1]["outcome"] == "denied"
+
+
+# -- a malicious client below the tools: the JSON-RPC and HTTP layers ---------------------------
+
+MALFORMED_LINES = [
+    b"not json",
+    b"\xff\xfe\x00garbage",
+    b"[1, 2, 3]",
+    b"42",
+    b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": "nope"}',
+    b'{"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "identity_whoami",'
+    b' "arguments": [1]}}',
+    b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "identity_whoami",'
+    b' "arguments": {"x": "\\ud800"}}}',
+    b'{"jsonrpc": "2.0", "id": 10, "method": "no/such/method"}',
+    b'{"jsonrpc": "1.0", "id": 11, "method": "tools/list"}',
+    b"[" * 100_000,
+    b'{"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"name": "identity_whoami",'
+    b' "arguments": {"pad": "' + b"A" * 5_000_000 + b'"}}}',
+]
+
+
+def test_malformed_json_rpc_over_stdio_does_not_stop_the_server(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    with make_home(root) as home:
+        identity.add_agent(home, "alpha", scopes=[])
+    log = tmp_path / "stderr.log"
+    server = sechelp.RawStdioServer(root, "alpha", log)
+    try:
+        server.initialize()
+        for line in MALFORMED_LINES:
+            server.send_raw(line)
+        ok, who, text = sechelp.tool_result(server.wait(server.call("identity_whoami", {})))
+        assert ok and who is not None and who["name"] == "alpha", text
+        answers = list(server.responses.values())
+    finally:
+        code = server.close()
+    assert code == 0
+    assert not server.garbage, "the server wrote something other than JSON-RPC to stdout"
+    for answer in answers:
+        assert "Traceback" not in json.dumps(answer)
+    assert "Traceback" not in log.read_text()
+    sechelp.verify(root)
+
+
+def test_http_rejects_oversized_and_malformed_requests_cleanly(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    make_home(root).close()
+    with sechelp.http_server(root) as mcp, sechelp.open_home(root) as home:
+        identity.add_agent(home, "alpha", scopes=[], audiences=[mcp])
+        token = tokens.issue_for_owner(home, "alpha", audience=mcp).token
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+        }
+        big = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "pad": "'
+        big += b"A" * (5 * 1024 * 1024) + b'"}'
+        responses = {
+            "oversized": httpx2.post(mcp, content=big, headers=headers, timeout=30),
+            "not json": httpx2.post(mcp, content=b"{not json", headers=headers, timeout=30),
+            "no token": httpx2.post(
+                mcp, content=b"{}", headers={"Content-Type": "application/json"}, timeout=30
+            ),
+        }
+    assert responses["oversized"].status_code == 413
+    assert responses["not json"].status_code == 400
+    assert responses["no token"].status_code == 401
+    for response in responses.values():
+        assert "Traceback" not in response.text

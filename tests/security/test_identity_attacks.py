@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +18,6 @@ import httpx2
 import pytest
 import rfc8785
 import sechelp
-import uvicorn
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,7 +31,6 @@ from charter.cli import cli
 from charter.errors import ConfigError, LedgerIntegrityError
 from charter.home import Home
 from charter.keys import KeyPair, b64url, read_key_file
-from charter.server.http import build_http_app
 from charter.storage.ledger import SIGNING_PREFIX, Draft, Entry, sign_entry
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity, tlog, tokens
@@ -609,32 +603,6 @@ def test_canonical_bytes_equal_rfc8785_on_generated_values(value: Any) -> None:
 # -- over HTTP: the agent is the bearer token's subject, and nothing else ----------------------
 
 
-@contextmanager
-def http_server(root: Path) -> Iterator[str]:
-    """``charter serve --http`` in a thread on a free loopback port; yields the MCP URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    home = sechelp.open_home(root)
-    tokens.set_issuer(home, issuer)
-    server = uvicorn.Server(
-        uvicorn.Config(build_http_app(home, issuer_url=issuer), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert time.monotonic() < deadline, "the HTTP server did not start"
-            time.sleep(0.02)
-        yield tokens.resource_url(issuer)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        home.close()
-        sock.close()
-
-
 def swap_subject(token: str, subject: str) -> str:
     """The token with its payload's ``sub`` replaced, signature untouched."""
     header, payload, sig = token.split(".")
@@ -647,7 +615,7 @@ def swap_subject(token: str, subject: str) -> str:
 async def test_over_http_the_agent_is_the_token_subject_and_nothing_else(tmp_path: Path) -> None:
     root = tmp_path / "home"
     make_home(root).close()  # the real clock: the server runs on it
-    with http_server(root) as mcp, sechelp.open_home(root) as home:
+    with sechelp.http_server(root) as mcp, sechelp.open_home(root) as home:
         identity.add_agent(home, "alpha", scopes=["audit:read"], audiences=[mcp])
         identity.add_agent(home, "beta", scopes=["secret:read:*"], audiences=[mcp])
         vault_tools.set_secret(home, "BETA_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
