@@ -224,7 +224,7 @@ def _signed_bytes(entry: dict[str, Any], body: bytes) -> bytes:
     string) and ``v`` (an integer) follow ``sig``, so its last occurrence is the top-level
     member. ``body`` must have passed :func:`_parse`.
     """
-    member = b',"sig":' + json.dumps(entry["sig"], ensure_ascii=False).encode()
+    member = b',"sig":' + orjson.dumps(entry["sig"])
     start = body.rfind(member)
     end = start + len(member)
     if start < 0 or not body.startswith(b',"ts":', end):  # never, for a parsed entry
