@@ -27,6 +27,7 @@ from charter.tools import audit, identity
 
 AGENT = "demo-agent"
 AUDIENCE = "https://api.example.com"
+REVIEWER = "reviewer@example.com"
 #: A stand-in API key: the demo shows the agent using it without ever seeing it.
 DEMO_KEY = "sk-demo-4f1c9a7e2b"
 
@@ -91,10 +92,15 @@ def run_demo(home_dir: Path) -> None:
         identity.add_agent(
             home,
             AGENT,
-            scopes=["audit:read", "token:issue", "secret:use:DEMO_API_KEY"],
+            scopes=["audit:read", "token:issue", "secret:use:DEMO_API_KEY", "email:send"],
             audiences=[AUDIENCE],
+            policy={"email": {"address": f"{AGENT}@example.com"}},
         )
         _say(f"charter agent add {AGENT}", "its own Ed25519 key + a charter signed by the owner")
+        identity.add_agent(
+            home, "reviewer", scopes=["email:read"], policy={"email": {"address": REVIEWER}}
+        )
+        _say("charter agent add reviewer", f"a second agent, mailbox {REVIEWER}")
         vault.set_secret(
             home, "DEMO_API_KEY", DEMO_KEY.encode(), description="demo", allowed_hosts=["127.0.0.1"]
         )
@@ -111,6 +117,12 @@ def run_demo(home_dir: Path) -> None:
     )
     used = results["secret_http_request"]
     _say("secret_http_request", f"{used['status']}: {used['body']!r}")
+    mail = results["email_send"]
+    _say(
+        "email_send",
+        f"to {REVIEWER} on the local transport, {mail['message_id']}, "
+        "signed (Charter-Signature) and recorded before sending",
+    )
     _say("audit_query", f"{len(results['audit_query']['entries'])} entries signed by the agent")
     verdict = results["audit_verify"]
     _say("audit_verify", f"valid={verdict['valid']} size={verdict['size']}")
@@ -141,6 +153,14 @@ async def _drive_server(home_dir: Path, api_url: str) -> dict[str, Any]:
                 "method": "GET",
                 "url": api_url,
                 "headers": {"Authorization": "Bearer {{secret:DEMO_API_KEY}}"},
+            },
+        ),
+        (
+            "email_send",
+            {
+                "to": [REVIEWER],
+                "subject": "Demo report",
+                "text": "The API answered; the key never left Charter.",
             },
         ),
         ("audit_query", {"limit": 50}),
