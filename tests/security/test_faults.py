@@ -415,3 +415,17 @@ async def test_a_database_locked_past_the_busy_timeout_fails_calls_closed(
             after = await client.call_tool("email_send", sechelp.send_args("after"))
             assert not after.is_error, text_of(after)
     sechelp.verify(root)
+
+
+def test_a_new_home_is_private(root: Path) -> None:
+    """Folders 0700, key files and the database 0600, from the first command on."""
+    modes = {
+        path.relative_to(root).as_posix(): path.stat().st_mode & 0o777
+        for path in [root, *root.rglob("*")]
+        if not path.name.startswith("charter.db-")  # SQLite's WAL/SHM, inside the 0700 folder
+    }
+    folders = {p: m for p, m in modes.items() if (root / p).is_dir()}
+    files = {p: m for p, m in modes.items() if not (root / p).is_dir()}
+    assert set(folders.values()) == {0o700}, folders
+    assert set(files.values()) == {0o600}, files
+    assert any(p.endswith(".key") for p in files) and "charter.db" in files

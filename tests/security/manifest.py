@@ -1,0 +1,191 @@
+"""Which tests enforce each guarantee of SECURITY.md.
+
+Keys are the guarantee ids (``G-…``) defined in bold in SECURITY.md; values are pytest node
+ids (``path::function``, without parameters). ``test_manifest.py`` fails when a guarantee has
+no test, when an id here is not in SECURITY.md, or when a named test does not exist.
+"""
+
+from __future__ import annotations
+
+_ID = "tests/security/test_identity_attacks.py::"
+_FUZZ = "tests/security/test_fuzz.py::"
+_FAULTS = "tests/security/test_faults.py::"
+_CRASH = "tests/security/test_crash.py::"
+_CONC = "tests/security/test_concurrency.py::"
+_APP = "tests/server/test_app.py::"
+_HTTP = "tests/server/test_http.py::"
+_SECRET = "tests/server/test_secret_tools.py::"
+_TOKENS = "tests/tools/test_tokens.py::"
+_MAIL = "tests/mail/test_email_tools.py::"
+_MESSAGE = "tests/mail/test_mail_message.py::"
+_APPROVALS = "tests/server/test_approvals_mcp.py::"
+_VAULT = "tests/storage/test_vault_storage.py::"
+
+GUARANTEES: dict[str, tuple[str, ...]] = {
+    # -- a prompt-injected agent ------------------------------------------------------------
+    "G-AGENT-1": (
+        _ID + "test_tool_arguments_cannot_choose_the_agent",
+        _ID + "test_forged_request_metadata_cannot_choose_the_agent",
+        _ID + "test_a_second_initialize_over_stdio_does_not_change_the_agent",
+        _ID + "test_over_http_the_agent_is_the_token_subject_and_nothing_else",
+        _HTTP + "test_a_session_cannot_change_hands",
+        _FUZZ + "test_every_tool_survives_hostile_arguments",
+    ),
+    "G-AGENT-2": (
+        _APP + "test_missing_scope_is_refused_and_recorded_as_denied",
+        _HTTP + "test_the_token_scope_narrows_what_a_call_may_do",
+        _ID + "test_another_agents_secret_is_refused_and_recorded",
+        _SECRET + "test_a_missing_use_scope_is_refused",
+    ),
+    "G-AGENT-3": (
+        _ID + "test_audit_query_never_shows_another_agents_entries",
+        _ID + "test_audit_prove_refuses_another_agents_entry",
+        _APP + "test_agent_sees_only_its_own_entries",
+    ),
+    "G-AGENT-4": (
+        _ID + "test_another_agents_secret_is_refused_and_recorded",
+        _SECRET + "test_secret_get_reveals_only_with_the_read_scope",
+        _SECRET + "test_a_host_outside_the_allowlist_is_refused_and_nothing_is_sent",
+        _SECRET + "test_a_redirect_to_another_host_is_not_followed",
+        _SECRET + "test_http_request_injects_the_secret_and_redacts_the_echo",
+        _SECRET + "test_the_canary_secret_never_leaks",
+        _FUZZ + "test_every_tool_survives_hostile_arguments",
+    ),
+    "G-AGENT-5": (
+        _APP + "test_revoked_agent_is_refused_on_the_next_call",
+        _APPROVALS + "test_lockdown_stops_a_running_server_on_the_next_call",
+        _HTTP + "test_a_revoked_agent_or_token_is_refused_on_the_next_request",
+    ),
+    "G-AGENT-6": (
+        _MESSAGE + "test_header_injection_in_any_address_field_is_refused",
+        _MESSAGE + "test_header_injection_in_subject_reply_id_and_attachment_is_refused",
+        _MAIL + "test_recipient_patterns_narrow_every_recipient",
+        _MAIL + "test_rate_limit_is_a_recorded_denial_per_rolling_hour",
+        _FUZZ + "test_injection_strings_in_every_string_argument",
+    ),
+    "G-AGENT-7": (
+        _APPROVALS + "test_client_decline_or_cancel_refuses_and_records",
+        _APPROVALS + "test_owner_approval_runs_only_the_exact_arguments_once",
+        _APPROVALS + "test_an_approval_not_signed_by_the_owner_runs_nothing",
+    ),
+    # -- another local process or user --------------------------------------------------------
+    "G-HOME-1": (
+        _FAULTS + "test_a_home_open_to_other_users_is_refused",
+        _FAULTS + "test_a_new_home_is_private",
+    ),
+    # -- someone who copies the database ------------------------------------------------------
+    "G-DATA-1": (
+        _SECRET + "test_the_canary_secret_never_leaks",
+        _VAULT + "test_put_get_keeps_versions_and_encrypts",
+        _VAULT + "test_swapping_ciphertexts_between_rows_fails_to_decrypt",
+        _TOKENS + "test_token_issue_tool_records_the_token_facts_never_the_token",
+        _MAIL + "test_mail_password_lives_only_in_the_vault",
+        _ID + "test_another_agents_secret_is_refused_and_recorded",
+    ),
+    # -- an admin who edits the ledger --------------------------------------------------------
+    "G-LEDGER-1": (_ID + "test_the_database_refuses_updates_and_deletes_of_the_ledger",),
+    "G-LEDGER-2": (
+        _ID + "test_an_edited_entry_fails_at_its_seq",
+        _ID + "test_an_entry_rewritten_in_non_canonical_form_fails_at_its_seq",
+        _ID + "test_a_deleted_entry_fails_at_its_seq",
+        _ID + "test_an_inserted_entry_fails_at_its_seq",
+        _ID + "test_reordered_entries_fail_at_the_first_moved_seq",
+        _ID + "test_an_entry_re_signed_with_a_foreign_key_fails_at_its_seq",
+        _ID + "test_a_foreign_signature_under_the_agents_key_id_fails_at_its_seq",
+        _ID + "test_an_entry_by_a_revoked_agent_fails_at_its_seq",
+        _ID + "test_an_entry_under_an_expired_charter_fails_at_its_seq",
+        _ID + "test_an_entry_naming_another_actor_fails_at_its_seq",
+        _ID + "test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event",
+    ),
+    "G-LEDGER-3": (
+        _ID + "test_a_tail_cut_only_from_the_ledger_table_fails_verification",
+        _ID + "test_a_kept_checkpoint_detects_a_cut_tail",
+        _ID + "test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys",
+    ),
+    "G-CHARTER-1": (
+        _ID + "test_an_edited_charter_row_is_refused_by_the_server",
+        _ID + "test_a_charter_re_signed_by_another_key_is_refused",
+        _ID + "test_pointing_an_agent_at_another_agents_charter_is_refused",
+        _ID + "test_widening_the_charter_inside_the_ledger_fails_verification",
+        _ID + "test_un_revoking_an_agent_in_the_database_is_caught_by_verify",
+    ),
+    # -- a malicious MCP client ---------------------------------------------------------------
+    "G-INPUT-1": (
+        _FUZZ + "test_every_tool_survives_hostile_arguments",
+        _FUZZ + "test_a_call_the_ledger_cannot_quote_is_still_recorded",
+        _FUZZ + "test_an_out_of_range_cursor_is_a_clean_refusal",
+    ),
+    "G-INPUT-2": (
+        _FUZZ + "test_injection_strings_in_every_string_argument",
+        _ID + "test_audit_query_never_shows_another_agents_entries",
+        _MESSAGE + "test_header_injection_in_any_address_field_is_refused",
+    ),
+    "G-INPUT-3": (
+        _FUZZ + "test_malformed_json_rpc_over_stdio_does_not_stop_the_server",
+        "tests/server/test_stdio.py::test_every_stdout_line_is_json_rpc",
+    ),
+    "G-CANON-1": (
+        _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
+        _ID + "test_canonical_key_order_is_by_utf16_code_units_like_rfc8785",
+        _ID + "test_canonical_bytes_equal_rfc8785_on_generated_values",
+        _ID + "test_values_outside_the_canonical_domain_are_refused",
+    ),
+    # -- a network attacker (HTTP) ------------------------------------------------------------
+    "G-HTTP-1": (
+        _HTTP + "test_mcp_needs_a_valid_token_for_this_server",
+        _HTTP + "test_foreign_host_headers_are_refused",
+        _HTTP + "test_introspection_needs_authentication_and_reports_state",
+        _HTTP + "test_serve_refuses_unsafe_or_confused_flags",
+        _FUZZ + "test_http_rejects_oversized_and_malformed_requests_cleanly",
+    ),
+    "G-TOKEN-1": (
+        _TOKENS + "test_alg_none_is_refused",
+        _TOKENS + "test_hs256_signed_with_the_public_key_is_refused",
+        _TOKENS + "test_unknown_kid_is_refused",
+        _TOKENS + "test_expired_token_is_refused",
+        _TOKENS + "test_nbf_in_the_future_is_refused",
+        _TOKENS + "test_wrong_audience_is_refused",
+        _TOKENS + "test_wrong_issuer_is_refused",
+        _TOKENS + "test_missing_claims_are_refused",
+        _TOKENS + "test_tampered_payload_is_refused",
+        _TOKENS + "test_token_of_a_revoked_agent_is_refused",
+        _TOKENS + "test_revoked_jti_is_refused",
+        _TOKENS + "test_replacing_the_charter_retires_its_tokens",
+        _TOKENS + "test_signed_but_never_issued_token_is_refused",
+        _TOKENS + "test_scope_escalation_is_refused",
+        _TOKENS + "test_a_token_cannot_mint_a_broader_token",
+        _ID + "test_over_http_the_agent_is_the_token_subject_and_nothing_else",
+    ),
+    # -- crashes, concurrency and resource faults ---------------------------------------------
+    "G-CRASH-1": (
+        _CRASH + "test_kill_9_at_random_moments_loses_nothing_acknowledged",
+        _CRASH + "test_a_restarted_server_continues_the_chain_for_a_real_client",
+        _MAIL + "test_intent_refused_means_nothing_is_sent",
+        _SECRET + "test_the_intent_is_committed_before_the_request_and_holds_no_value",
+    ),
+    "G-CRASH-2": (_CRASH + "test_an_acknowledged_ledger_writer_append_survives_kill_9",),
+    "G-CONC-1": (
+        _CONC + "test_three_servers_and_the_cli_for_three_seconds",
+        _CONC + "test_eight_servers_and_the_cli_for_thirty_seconds",
+        _CONC + "test_four_processes_appending_through_ledger_append_leave_one_valid_chain",
+    ),
+    "G-FAULT-1": (
+        _FAULTS + "test_a_full_disk_fails_every_call_closed_and_recovers",
+        _FAULTS + "test_the_cli_on_a_full_disk_refuses_clearly",
+        _FAULTS + "test_a_server_past_its_file_size_limit_fails_closed",
+    ),
+    "G-FAULT-2": (
+        _FAULTS + "test_a_read_only_filesystem_fails_calls_closed",
+        _FAULTS + "test_a_read_only_database_file_fails_calls_closed",
+    ),
+    "G-FAULT-3": (
+        _FAULTS + "test_a_missing_agent_key_stops_its_server_with_a_clear_message",
+        _FAULTS + "test_a_missing_log_key_stops_the_server_and_the_cli",
+        _FAULTS + "test_a_missing_owner_key_blocks_owner_actions_but_not_the_server",
+        _FAULTS + "test_a_missing_vault_key_fails_secret_calls_closed",
+        _FAULTS + "test_an_unreadable_key_file_is_refused_with_a_clear_message",
+        _FAULTS + "test_a_corrupt_key_file_is_refused_with_a_clear_message",
+        _VAULT + "test_a_missing_master_key_is_never_silently_recreated",
+    ),
+    "G-FAULT-4": (_FAULTS + "test_a_database_locked_past_the_busy_timeout_fails_calls_closed",),
+}
