@@ -44,10 +44,13 @@ class Deps:
         return self._writer
 
     def shutdown(self) -> None:
-        """Run shutdown hooks and stop the writer (pending appends finish first)."""
-        for hook in self.on_shutdown:
-            hook()
+        """Stop the writer (pending appends commit first), then run the shutdown hooks.
+
+        The order matters: the final checkpoint must cover every acknowledged entry.
+        """
         if self._writer is not None:
             self._writer.close()
             self._writer.ledger.conn.close()
             self._writer = None
+        for hook in self.on_shutdown:
+            hook()
