@@ -71,7 +71,7 @@ def triples_of(keys: dict[str, bytes], bodies: list[bytes]) -> list[Triple]:
 def run(quick: bool) -> list[Row]:
     """Rows: every core, one core, incremental from a state, and the time for 10^6 entries."""
     cores = os.cpu_count() or 1
-    n = pick(quick, full=200_000, quick_n=40_000, tiny_n=300)
+    n = pick(quick, full=100_000, quick_n=40_000, tiny_n=300)
     rounds = pick(quick, full=5, quick_n=3, tiny_n=1)
     root = ledger_of(n)
     home = open_home(root)
