@@ -1,0 +1,92 @@
+"""The README never drifts: every `charter …` command in its shell blocks parses against the
+real CLI, and the blocks run, in order, against a real home (all but the long-running `serve`
+and the `demo`, which tests/cli/test_demo.py runs)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from charter.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+NOT_RUN = ("charter serve", "charter demo")
+
+
+def shell_lines() -> list[str]:
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S):
+        lines += [line.strip() for line in block.replace("\\\n", " ").splitlines()]
+    return [line for line in lines if line]
+
+
+def charter_commands() -> list[list[str]]:
+    commands = []
+    for line in shell_lines():
+        for part in line.split("&&"):
+            part = part.split("|")[-1].strip()
+            if part.startswith("charter "):
+                commands.append(shlex.split(part)[1:])
+    return commands
+
+
+def resolve(args: list[str]) -> click.Context:
+    """Parse ``args`` exactly as `charter` would, without running anything."""
+    ctx = cli.make_context("charter", list(args))
+    command: click.Command = cli
+    while isinstance(command, click.Group):
+        name, sub, rest = command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+        assert sub is not None, args
+        ctx = sub.make_context(name, rest, parent=ctx)
+        command = sub
+    return ctx
+
+
+def test_the_readme_has_the_two_setup_commands() -> None:
+    setup = README[README.index("## Set up") : README.index("## Quick start")]
+    assert "pip install -e . && charter demo" in setup
+    assert "pip install -e '.[dev]' && python -m pytest" in setup
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install -e '.[dev]' && python -m pytest" in ci  # CI runs the README's command
+
+
+@pytest.mark.parametrize("args", charter_commands(), ids=" ".join)
+def test_every_readme_command_parses(args: list[str]) -> None:
+    resolve(args)
+
+
+def test_the_readme_blocks_run_against_a_real_home(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "CHARTER_HOME": str(tmp_path / "home"),
+        "GITHUB_TOKEN": "ghp-readme-test-value",
+        "HOME": str(tmp_path),
+    }
+    ran = 0
+    for line in shell_lines():
+        command = line.split("&&")[-1].strip()
+        if not command.split("|")[-1].strip().startswith("charter ") or command.startswith(NOT_RUN):
+            continue
+        shell = command.replace("charter ", f"{sys.executable} -m charter ")
+        proc = subprocess.run(
+            shell,
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        assert "ghp-readme-test-value" not in proc.stdout + proc.stderr
+        ran += 1
+    assert ran >= 15
