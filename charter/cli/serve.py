@@ -159,7 +159,8 @@ def run_stdio(home: Home, agent: AgentContext) -> None:
     async def resolve() -> AgentContext:
         return agent
 
-    server = build_server(Deps(home=home, resolve_agent=resolve))
+    # One client whose calls mostly come one at a time: commit inline when the writer is idle.
+    server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))
     try:
         server.run("stdio")
     finally:

@@ -26,6 +26,9 @@ class Deps:
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
     #: Given to the ledger writer: run on its thread after each commit (e.g. checkpoints).
     after_commit: list[AfterCommit] = field(default_factory=list)
+    #: Commit on the calling thread when the writer is idle (stdio: one client); see
+    #: :class:`~charter.storage.ledger.LedgerWriter`.
+    inline_appends: bool = False
     _writer: LedgerWriter | None = None
 
     @property
@@ -40,7 +43,7 @@ class Deps:
                 log_key=home.log_key,
                 hooks=home.ledger.hooks,
             )
-            self._writer = LedgerWriter(ledger, self.after_commit)
+            self._writer = LedgerWriter(ledger, self.after_commit, inline=self.inline_appends)
         return self._writer
 
     def shutdown(self) -> None:

@@ -300,22 +300,38 @@ def entry_time(entry: Entry) -> Any:
     return parse_rfc3339(entry.fields["ts"])
 
 
+class _RunHooks:
+    """Queue marker: an inline commit happened; run the after-commit hooks."""
+
+
+_Pending = tuple[Draft, "asyncio.Future[Entry]", asyncio.AbstractEventLoop]
+
+
 class LedgerWriter:
     """Group commit for a server: callers await durable appends; one thread does the writing.
 
     Each batch is one ``BEGIN IMMEDIATE … COMMIT`` (one fsync) and one thread hop back to the
     event loop; a caller's future resolves only after the commit, so an acknowledged entry
     is on disk.
+
+    With ``inline=True`` (a stdio server: one client, calls mostly one at a time) an append
+    that finds the writer idle commits on the caller's thread instead, sparing the two thread
+    hops; the event loop is held for that one commit, which the caller waits for anyway.
+    Appends that find the writer busy are queued and group-committed as usual. After-commit
+    hooks always run on the writer thread.
     """
 
     _MAX_BATCH = 256
 
-    def __init__(self, ledger: Ledger, after_commit: Sequence[AfterCommit] = ()) -> None:
+    def __init__(
+        self, ledger: Ledger, after_commit: Sequence[AfterCommit] = (), *, inline: bool = False
+    ) -> None:
         self.ledger = ledger
         self.after_commit = list(after_commit)
-        self._queue: queue.SimpleQueue[
-            tuple[Draft, asyncio.Future[Entry], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
+        self.inline = inline
+        #: Held while the ledger's connection is in use, by the thread or an inline append.
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Pending | _RunHooks | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="charter-ledger", daemon=True)
         self._thread.start()
 
@@ -325,6 +341,16 @@ class LedgerWriter:
         Raises:
             CharterError: the refusal for this draft, or ``LedgerUnavailable``.
         """
+        if self.inline and self._lock.acquire(blocking=False):
+            try:
+                (result,) = self._append([draft])
+            finally:
+                self._lock.release()
+            if self.after_commit:
+                self._queue.put(_RunHooks())
+            if isinstance(result, CharterError):
+                raise result
+            return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry] = loop.create_future()
         self._queue.put((draft, future, loop))
@@ -341,29 +367,41 @@ class LedgerWriter:
             item = self._queue.get()
             if item is None:
                 return
-            batch = [item]
-            while len(batch) < self._MAX_BATCH:
+            batch: list[_Pending] = []
+            hooks_due = False
+            while True:
+                if isinstance(item, _RunHooks):
+                    hooks_due = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self._MAX_BATCH:
+                    break
                 try:
-                    nxt = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None:
+                if item is None:
                     stop = True
                     break
-                batch.append(nxt)
-            self._commit(batch)
+            with self._lock:
+                if batch:
+                    self._commit(batch)
+                if batch or hooks_due:
+                    self._run_hooks()
 
-    def _commit(
-        self, batch: list[tuple[Draft, asyncio.Future[Entry], asyncio.AbstractEventLoop]]
-    ) -> None:
+    def _append(self, drafts: list[Draft]) -> list[Entry | CharterError]:
+        """``Ledger.append``, with any failure turned into each draft's error."""
         try:
-            results: list[Entry | CharterError] = self.ledger.append([d for d, _, _ in batch])
+            return self.ledger.append(drafts)
         except CharterError as exc:
-            results = [exc] * len(batch)
+            return [exc] * len(drafts)
         except Exception as exc:  # never leave a caller waiting forever
             log.exception("ledger writer failed")
-            results = [LedgerUnavailable(f"the ledger cannot be written: {type(exc).__name__}")]
-            results *= len(batch)
+            error = LedgerUnavailable(f"the ledger cannot be written: {type(exc).__name__}")
+            return [error] * len(drafts)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        results = self._append([d for d, _, _ in batch])
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Entry], Any]]] = {}
         for (_, future, loop), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append((future, result))
@@ -372,6 +410,8 @@ class LedgerWriter:
                 loop.call_soon_threadsafe(_resolve, pairs)
             except RuntimeError:  # the loop has closed; its callers are gone
                 continue
+
+    def _run_hooks(self) -> None:
         for hook in self.after_commit:  # callers already have their results
             try:
                 hook(self.ledger.conn)

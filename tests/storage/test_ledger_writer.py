@@ -1,0 +1,145 @@
+"""LedgerWriter: group commit on its thread, or inline when idle (stdio), same guarantees.
+
+An awaited append is committed (another connection sees it), the chain stays valid under
+concurrent callers, a revoked agent's draft is refused and the refusal recorded, and the
+after-commit hooks run on the writer thread in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import sqlite3
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from charter.errors import AgentRevoked
+from charter.home import Home
+from charter.storage.db import connect
+from charter.storage.ledger import AfterCommit, Draft, Ledger, LedgerWriter
+from charter.tools import audit, identity
+
+
+def _draft(agent: identity.AgentContext, i: int) -> Draft:
+    return Draft(
+        actor=agent.agent_id,
+        owner=agent.owner_id,
+        action="identity.whoami",
+        phase="call",
+        signer=agent.key,
+        charter=agent.charter.hash,
+        session="s",
+        call=secrets.token_hex(8),
+        args={"i": i},
+        args_hash=hashlib.sha256(str(i).encode()).hexdigest(),
+        outcome="ok",
+        require_agent=agent.name,
+    )
+
+
+def _writer(home: Home, *, inline: bool, hooks: Sequence[AfterCommit] = ()) -> LedgerWriter:
+    ledger = Ledger(
+        connect(home.layout.db),
+        home.identity,
+        home.clock,
+        log_key=home.log_key,
+        hooks=home.ledger.hooks,
+    )
+    return LedgerWriter(ledger, hooks, inline=inline)
+
+
+def _close(writer: LedgerWriter) -> None:
+    writer.close()
+    writer.ledger.conn.close()
+
+
+@pytest.fixture(params=[False, True], ids=["thread", "inline"])
+def inline(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def test_an_awaited_append_is_committed(home: Home, inline: bool) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    writer = _writer(home, inline=inline)
+    try:
+        entry = await writer.append(_draft(alpha, 1))
+        other = sqlite3.connect(home.layout.db)  # a separate connection sees it at once
+        row = other.execute("SELECT hash FROM ledger WHERE seq = ?", (entry.seq,)).fetchone()
+        other.close()
+        assert row == (entry.hash,)
+    finally:
+        _close(writer)
+    audit.verify_home(home)
+
+
+async def test_concurrent_callers_keep_one_valid_chain(home: Home, inline: bool) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    writer = _writer(home, inline=inline)
+    size, _ = home.ledger.head()
+    try:
+        entries = await asyncio.gather(*(writer.append(_draft(alpha, i)) for i in range(60)))
+    finally:
+        _close(writer)
+    assert sorted(e.seq for e in entries) == list(range(size, size + 60))
+    assert audit.verify_home(home).size == size + 60
+
+
+async def test_revoked_agent_is_refused_and_the_refusal_recorded(home: Home, inline: bool) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    writer = _writer(home, inline=inline)
+    try:
+        identity.revoke_agent(home, "alpha", reason="test")
+        with pytest.raises(AgentRevoked):
+            await writer.append(_draft(alpha, 1))
+    finally:
+        _close(writer)
+    last = home.ledger.get(home.ledger.head()[0] - 1)
+    assert last is not None
+    assert (last.fields["outcome"], last.fields["kid"]) == ("denied", home.log_key.kid)
+    audit.verify_home(home)
+
+
+async def test_after_commit_hooks_run_on_the_writer_thread(home: Home, inline: bool) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    ran = threading.Event()
+    threads: list[str] = []
+
+    def hook(conn: sqlite3.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        ran.set()
+
+    writer = _writer(home, inline=inline, hooks=[hook])
+    try:
+        await writer.append(_draft(alpha, 1))
+        assert await asyncio.to_thread(ran.wait, 10)
+    finally:
+        _close(writer)
+    assert set(threads) == {"charter-ledger"}
+
+
+async def test_inline_append_queues_while_the_writer_is_busy(home: Home) -> None:
+    """While the thread holds the connection (here: a slow hook), appends wait their turn."""
+    alpha = identity.load_agent(home, "alpha")
+    hook_started, release = threading.Event(), threading.Event()
+
+    def slow_hook(conn: sqlite3.Connection) -> None:
+        hook_started.set()
+        release.wait(10)
+
+    writer = _writer(home, inline=True, hooks=[slow_hook])
+    try:
+        await writer.append(_draft(alpha, 1))  # inline; then the hook holds the writer
+        assert await asyncio.to_thread(hook_started.wait, 10)
+        queued = asyncio.ensure_future(writer.append(_draft(alpha, 2)))
+        await asyncio.sleep(0)
+        assert not queued.done()  # not committed inline: the writer is busy
+        release.set()
+        entry = await asyncio.wait_for(queued, 10)
+    finally:
+        release.set()
+        _close(writer)
+    assert entry.fields["args"] == {"i": 2}
+    audit.verify_home(home)
