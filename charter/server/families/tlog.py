@@ -39,8 +39,9 @@ def register(server: CharterServer) -> None:
 
         A checkpoint (C2SP signed note: origin, size, Merkle root) commits the log to every
         entry so far; whoever keeps it can later detect a cut-off tail or a forked history.
-        Returns the latest checkpoint, signing a new one first if the ledger has grown since
-        (the log's own bookkeeping; nothing else changes). Needs scope `audit:read`.
+        Returns the latest checkpoint, signing a new one first if the ledger has grown since.
+        Needs scope `audit:read`. Side effects: none beyond the log's own bookkeeping (a new
+        checkpoint row).
         """
         call = current_call()
         call.require("audit:read")
