@@ -137,7 +137,7 @@ def test_example_export_verifies_with_the_independent_verifier() -> None:
 
 def test_worked_example_values_match_the_example() -> None:
     doc = (ROOT / "AUDIT-FORMAT.md").read_text()
-    section = doc[doc.index("## 9. Worked example") :]
+    section = doc[doc.index("## 9. Worked example") : doc.index("## 10. ")]
     lines = (EXAMPLE / "entries.jsonl").read_bytes().splitlines()
     manifest = json.loads((EXAMPLE / "ledger.json").read_text())
     hashes = [hashlib.sha256(line).hexdigest() for line in lines]

@@ -1,4 +1,4 @@
-"""What a recipient does to check a ``Charter-Signature``, written from docs/EMAIL.md alone.
+"""What a recipient does to check a ``Charter-Signature``, written from AUDIT-FORMAT.md §10 alone.
 
 Nothing here imports Charter: JCS comes from the ``rfc8785`` package, the JWS check from
 ``joserfc``, the charter signature from PyNaCl. Tests compare its verdict with Charter's.
@@ -59,7 +59,7 @@ def _canon_text(text: str) -> str:
 
 
 def digest(msg: Message) -> str:
-    """docs/EMAIL.md step 4."""
+    """AUDIT-FORMAT.md §10.4."""
     if msg.get_content_type() == "text/plain":
         parts: list[Message] = [msg]
     elif msg.get_content_type() == "multipart/mixed":
@@ -105,7 +105,7 @@ def digest(msg: Message) -> str:
 def verify(
     raw: bytes, charter: dict[str, Any], trusted_owner_key: dict[str, str]
 ) -> dict[str, Any]:
-    """docs/EMAIL.md steps 1-5; returns the JWS payload or raises :class:`NotVerified`."""
+    """AUDIT-FORMAT.md §10.1-§10.5; returns the JWS payload or raises :class:`NotVerified`."""
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     signature = _one(msg, "Charter-Signature", required=True)
     agent_header = _one(msg, "Charter-Agent", required=True)

@@ -1,7 +1,7 @@
 """Outgoing messages: validation (header injection), rendering, digest and Charter-Signature.
 
 Signatures are checked twice: by Charter's own ``mail_message.verify`` and by
-``recipient.verify``, written from docs/EMAIL.md without Charter's code.
+``recipient.verify``, written from AUDIT-FORMAT.md §10 without Charter's code.
 """
 
 from __future__ import annotations
@@ -429,9 +429,11 @@ def test_plain_text_message_without_attachments_verifies(
 def test_the_worked_example_in_the_document_runs(
     signer: tuple[dict[str, Any], KeyPair, KeyPair],
 ) -> None:
-    """docs/EMAIL.md's Python example, executed as written, accepts a good message only."""
-    doc = (Path(__file__).parents[2] / "docs" / "EMAIL.md").read_text(encoding="utf-8")
-    example = doc.split("### Worked example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    """AUDIT-FORMAT.md §10's Python example, executed as written, accepts a good message only."""
+    doc = (Path(__file__).parents[2] / "AUDIT-FORMAT.md").read_text(encoding="utf-8")
+    section = doc.split("\n## 10. ", 1)[1].split("\n## ", 1)[0]
+    example = section.split("### 10.6 Worked example", 1)[1].split("```python\n", 1)[1]
+    example = example.split("```", 1)[0]
     charter, owner, _ = signer
     raw = _sign(_mail(), signer)
     exec(example, {"raw": raw, "charter": charter, "trusted_owner_jwk": owner.jwk()})
