@@ -3,9 +3,10 @@ a side-effecting no-op tool.
 
 ``python -m bench._servers bare`` serves one no-op tool on a bare ``MCPServer``: the
 baseline for round trips and cold start. ``python -m bench._servers touch HOME AGENT`` is
-exactly what ``charter serve --agent AGENT`` builds, plus ``bench_touch``, registered through
-the public ``charter_tool`` API: a side-effecting tool that commits its signed intent and
-does nothing else, so a call costs exactly the gate of a side-effecting call.
+exactly what ``charter serve --agent AGENT`` builds, plus two tools registered through the
+public ``charter_tool`` API: ``bench_noop``, a read-only no-op (what the bare server's tool
+does, behind the gate), and ``bench_touch``, a side-effecting tool that commits its signed
+intent and does nothing else. Their calls cost exactly the gate.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def touch(home_root: str, agent_name: str) -> None:
 
     from charter.config import Settings
     from charter.home import Home
-    from charter.server.app import build_server
+    from charter.server.app import READ_ONLY, build_server
     from charter.server.calls import current_call
     from charter.server.deps import Deps
     from charter.tools.identity import AgentContext, load_agent
@@ -53,10 +54,15 @@ def touch(home_root: str, agent_name: str) -> None:
     async def resolve() -> AgentContext:
         return ctx
 
-    server = build_server(Deps(home=home, resolve_agent=resolve))
+    server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))  # as serve
     side_effect = ToolAnnotations(
         read_only_hint=False, destructive_hint=False, open_world_hint=False
     )
+
+    @server.charter_tool("bench_noop", annotations=READ_ONLY)
+    async def bench_noop() -> str:
+        """Benchmark only: a read-only no-op behind the gate (one ledger entry per call)."""
+        return "ok"
 
     @server.charter_tool("bench_touch", annotations=side_effect, visible_args=("note",))
     async def bench_touch(note: str = "") -> Touched:

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def run(quick: bool) -> list[Row]:
     home = new_home(root / "home")
     agent = identity.load_agent(home, AGENT)
     raw = RawLedger(root / "raw.db", agent)
-    deps = Deps(home=home, resolve_agent=_no_resolver)
+    inline = Deps(home=home, resolve_agent=_no_resolver, inline_appends=True)
+    threaded = Deps(home=home, resolve_agent=_no_resolver)
     rows: list[Row] = []
     try:
         base, subj = interleave(
@@ -124,30 +126,36 @@ def run(quick: bool) -> list[Row]:
                 ratio=ratio_of_rounds(subj, base),
             )
         )
-        base, subj = interleave(
-            rounds,
-            lambda: rate(n, lambda: raw.append(n)),
-            lambda: rate(n, lambda: _writer_append(deps, agent, n)),
-        )
-        rows.append(
-            row(
-                "append: LedgerWriter, 1 caller (server path)",
-                median(subj),
-                median(base),
-                "entries/s",
-                TARGET,
-                "one awaiting caller: each append is its own batch (queue + 2 thread hops)",
-                ratio=ratio_of_rounds(subj, base),
+        for deps, label, how in (
+            (inline, "inline (stdio server)", "commits on the caller's thread when idle"),
+            (threaded, "thread, 1 caller (HTTP server)", "queue + writer thread: 2 thread hops"),
+        ):
+            base, subj = interleave(
+                rounds, lambda: rate(n, lambda: raw.append(n)), _writer_rate(deps, agent, n)
             )
-        )
-        deps.shutdown()
+            rows.append(
+                row(
+                    f"append: LedgerWriter {label}",
+                    median(subj),
+                    median(base),
+                    "entries/s",
+                    TARGET,
+                    f"one awaiting caller, so each append is its own batch; {how}",
+                    ratio=ratio_of_rounds(subj, base),
+                )
+            )
         rows.extend(_processes(quick, root, raw, n))
         audit.verify_home(home)  # concurrent writers never fork the chain
     finally:
-        deps.shutdown()
+        inline.shutdown()
+        threaded.shutdown()
         home.close()
         raw.conn.close()
     return rows
+
+
+def _writer_rate(deps: Deps, agent: AgentContext, n: int) -> Callable[[], float]:
+    return lambda: rate(n, lambda: _writer_append(deps, agent, n))
 
 
 async def _no_resolver() -> AgentContext:

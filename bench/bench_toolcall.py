@@ -102,14 +102,19 @@ def run(quick: bool) -> list[Row]:
     note = f"{calls} calls each, alternating, MCP Client over stdio, mode={MODE}"
     subjects: list[Subject] = [
         (serve, "identity_whoami", {}),
+        (touch, "bench_noop", {}),
         (touch, "bench_touch", {"note": "x"}),
     ]
-    (base, subj), (base2, subj2) = anyio.run(_compare, subjects, calls)
-    rows = _rows("identity_whoami (1 ledger entry)", base, subj, note + "; `charter serve`")
-    rows += _rows(
-        "side-effecting call (intent + outcome)",
-        base2,
-        subj2,
-        note + "; bench_touch: commits its intent, acts (no-op), outcome recorded",
+    samples = anyio.run(_compare, subjects, calls)
+    labels = (
+        ("identity_whoami (1 ledger entry)", "`charter serve`; returns the agent's identity"),
+        ("read-only no-op through the gate (1 entry)", "bench_noop: returns 'ok', like the bare"),
+        (
+            "side-effecting no-op (intent + outcome)",
+            "bench_touch: commits its intent, acts (no-op)",
+        ),
     )
+    rows: list[Row] = []
+    for (label, what), (base, subj) in zip(labels, samples, strict=True):
+        rows += _rows(label, base, subj, f"{note}; {what}")
     return rows
