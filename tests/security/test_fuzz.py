@@ -116,16 +116,25 @@ HOSTILE_VALUES: list[Any] = [
     ["x"] * 1000,
 ]
 
-#: Realistic arguments for the tools that exist today; later tools start from their schema.
-BASE_ARGS: dict[str, dict[str, Any]] = {
-    "email_send": sechelp.send_args("fuzz"),
-    "email_read": {"message_id": "<nope@agents.example>"},
-    "token_issue": {"audience": API, "scopes": ["audit:read"], "ttl_seconds": 60},
-    "secret_get": {"name": "PUBLIC_NOTE"},
-    "secret_http_request": {"method": "POST", "url": "", "body": "{{secret:CANARY}}"},
-    "audit_prove": {"seq": 0},
-    "audit_query": {"limit": 5},
-}
+
+def base_args(tool: str, echo: Echo) -> dict[str, Any]:
+    """Realistic arguments for the tools that exist today; later tools start from their schema."""
+    known: dict[str, dict[str, Any]] = {
+        "email_send": sechelp.send_args("fuzz"),
+        "email_read": {"message_id": "<nope@agents.example>"},
+        "token_issue": {"audience": API, "scopes": ["audit:read"], "ttl_seconds": 60},
+        "secret_get": {"name": "PUBLIC_NOTE"},
+        "secret_http_request": {
+            "method": "POST",
+            "url": f"http://127.0.0.1:{echo.port}/echo?k={{{{secret:CANARY}}}}",
+            "body": "{{secret:CANARY}}",
+        },
+        "audit_prove": {"seq": 0},
+        "audit_query": {"limit": 5},
+    }
+    return dict(known.get(tool, {}))
+
+
 #: Use any secret, read only the public one: the canary may be used, never shown.
 SECRET_SCOPES = ("secret:use:*", "secret:read:PUBLIC_*")
 IMPERSONATION = {"agent": "mailbox", "actor": "spiffe://charter.local/agent/owner/mailbox"}
@@ -191,9 +200,6 @@ def fuzz_home(tmp_path: Path, echo: Echo) -> Iterator[Home]:
     )
     vault_tools.set_secret(home, "CANARY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
     vault_tools.set_secret(home, "PUBLIC_NOTE", PUBLIC.encode(), allowed_hosts=["127.0.0.1"])
-    BASE_ARGS["secret_http_request"]["url"] = (
-        f"http://127.0.0.1:{echo.port}/echo?k={{{{secret:CANARY}}}}"
-    )
     yield home
     home.close()
 
@@ -266,11 +272,10 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) ->
     return _any_json
 
 
-def arguments(tool: Tool) -> st.SearchStrategy[dict[str, Any]]:
-    """Arguments for ``tool``: schema-shaped, realistic-but-bent, or just hostile."""
+def arguments(tool: Tool, base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Arguments for ``tool``: schema-shaped, ``base`` with one value bent, or just hostile."""
     schema = tool.input_schema
     shaped = from_schema(schema, schema.get("$defs", {}))
-    base = BASE_ARGS.get(tool.name, {})
     names = sorted(set(schema.get("properties", {})) | set(base)) or ["x"]
 
     @st.composite
@@ -331,7 +336,12 @@ def check_home(home: Home, before: int, tally: Tally, echo: Echo) -> None:
 
 
 def run_tool(
-    portal: BlockingPortal, client: Client, tool: Tool, secrets: list[str], tally: Tally
+    portal: BlockingPortal,
+    client: Client,
+    tool: Tool,
+    base: dict[str, Any],
+    secrets: list[str],
+    tally: Tally,
 ) -> None:
     budget = SLOW_TOOLS.get(tool.name, EXAMPLES)
 
@@ -341,7 +351,7 @@ def run_tool(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(arguments(tool))
+    @given(arguments(tool, base))
     def one(args: dict[str, Any]) -> None:
         tally.calls += 1
         try:
@@ -372,7 +382,7 @@ def test_every_tool_survives_hostile_arguments(
             tools = portal.call(session.list_tools).tools
             assert len(tools) >= 3
             for tool in tools:
-                run_tool(portal, session, tool, secrets, tally)
+                run_tool(portal, session, tool, base_args(tool.name, echo), secrets, tally)
             alive = portal.call(session.call_tool, "identity_whoami", {})
             assert not alive.is_error
     check_home(fuzz_home, before, tally, echo)
@@ -413,7 +423,7 @@ def test_injection_strings_in_every_string_argument(
             for tool in portal.call(session.list_tools).tools:
                 for name in string_arguments(tool):
                     for value in INJECTIONS:
-                        args = dict(BASE_ARGS.get(tool.name, {}))
+                        args = base_args(tool.name, echo)
                         args[name] = [value] if name in ("to", "cc", "bcc", "scopes") else value
                         result = portal.call(session.call_tool, tool.name, args)
                         tally.calls += 1
