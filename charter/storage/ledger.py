@@ -318,10 +318,13 @@ class LedgerWriter:
     that finds the writer idle commits on the caller's thread instead, sparing the two thread
     hops; the event loop is held for that one commit, which the caller waits for anyway.
     Appends that find the writer busy are queued and group-committed as usual. After-commit
-    hooks always run on the writer thread.
+    hooks always run on the writer thread; after inline commits, :attr:`HOOK_DELAY` later.
     """
 
     _MAX_BATCH = 256
+    #: Seconds after an inline commit before the writer thread runs the after-commit hooks,
+    #: for every inline commit since: waking the thread for each commit costs a thread hop.
+    HOOK_DELAY = 0.05
 
     def __init__(
         self, ledger: Ledger, after_commit: Sequence[AfterCommit] = (), *, inline: bool = False
@@ -331,6 +334,8 @@ class LedgerWriter:
         self.inline = inline
         #: Held while the ledger's connection is in use, by the thread or an inline append.
         self._lock = threading.Lock()
+        #: Inline commits happened whose after-commit hooks have not run yet.
+        self._hooks_due = False
         self._queue: queue.SimpleQueue[_Pending | _RunHooks | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="charter-ledger", daemon=True)
         self._thread.start()
@@ -344,9 +349,11 @@ class LedgerWriter:
         if self.inline and self._lock.acquire(blocking=False):
             try:
                 (result,) = self._append([draft])
+                wake = bool(self.after_commit) and not self._hooks_due
+                self._hooks_due = self._hooks_due or wake
             finally:
                 self._lock.release()
-            if self.after_commit:
+            if wake:  # start the hooks' timer on the writer thread (once per HOOK_DELAY)
                 self._queue.put(_RunHooks())
             if isinstance(result, CharterError):
                 raise result
@@ -364,15 +371,17 @@ class LedgerWriter:
     def _run(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.HOOK_DELAY if self._hooks_due else None)
+            except queue.Empty:  # inline commits happened a while ago: their hooks, now
+                with self._lock:
+                    self._run_hooks()
+                continue
             if item is None:
-                return
+                break
             batch: list[_Pending] = []
-            hooks_due = False
             while True:
-                if isinstance(item, _RunHooks):
-                    hooks_due = True
-                else:
+                if not isinstance(item, _RunHooks):  # a marker only starts the timer
                     batch.append(item)
                 if len(batch) >= self._MAX_BATCH:
                     break
@@ -383,11 +392,13 @@ class LedgerWriter:
                 if item is None:
                     stop = True
                     break
-            with self._lock:
-                if batch:
+            if batch:
+                with self._lock:
                     self._commit(batch)
-                if batch or hooks_due:
                     self._run_hooks()
+        if self._hooks_due:
+            with self._lock:
+                self._run_hooks()
 
     def _append(self, drafts: list[Draft]) -> list[Entry | CharterError]:
         """``Ledger.append``, with any failure turned into each draft's error."""
@@ -412,6 +423,7 @@ class LedgerWriter:
                 continue
 
     def _run_hooks(self) -> None:
+        self._hooks_due = False
         for hook in self.after_commit:  # callers already have their results
             try:
                 hook(self.ledger.conn)
