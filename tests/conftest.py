@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,12 @@ import pytest
 from charter.home import Home
 from charter.testing import FrozenClock, make_home
 from charter.tools import identity
+
+# pytest's importlib mode puts no test folder on sys.path: shared test helpers (real mail
+# servers, security helpers) live in tests/support and are imported by module name.
+_SUPPORT = str(Path(__file__).resolve().parent / "support")
+if _SUPPORT not in sys.path:
+    sys.path.insert(0, _SUPPORT)
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,4 @@
-"""Fixtures with real mail servers on 127.0.0.1 (helpers in ``tests/mail/mailservers.py``).
-
-pytest runs with ``--import-mode=importlib``, which never puts test directories on
-``sys.path``; this conftest adds ``tests/mail`` so that it and the tests here can import the
-helpers as ``mailservers`` (see that module's docstring).
+"""Fixtures with real mail servers on 127.0.0.1 (helpers in ``tests/support/mailservers.py``).
 
 * ``tls_material`` (session): :class:`TlsMaterial` — ``ca_pem``, ``cert_pem``, ``key_pem``,
   ``client_context``, ``server_context()``.
@@ -21,17 +17,10 @@ The Dovecot servers are shared by the whole session: give each test its own user
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from mailservers import (  # noqa: E402
+from mailservers import (
     SMTP_PASSWORD,
     SMTP_USERNAME,
     DovecotServer,

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-import manifest
+
+def _load_manifest() -> Any:
+    """Load tests/security/manifest.py by path (test folders are not importable packages)."""
+    path = Path(__file__).with_name("manifest.py")
+    spec = importlib.util.spec_from_file_location("security_manifest", path)
+    assert spec is not None and spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+manifest = _load_manifest()
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A guarantee is defined where its id is bold: ``**G-LEDGER-2**``.

@@ -1,20 +1,8 @@
 """Real mail servers on 127.0.0.1 for tests: aiosmtpd (SMTP) and a private Dovecot (IMAP).
 
-Where this lives and how to import it
--------------------------------------
-pytest runs with ``--import-mode=importlib`` and ``tests/`` is not a package: no test
-directory is put on ``sys.path``, and ``from tests.mail.mailservers import ...`` would only
-resolve through pytest's internal module naming (and would make mypy see this file under two
-names). So ``tests/mail/conftest.py`` inserts ``tests/mail`` into ``sys.path`` and imports this
-module under the plain top-level name ``mailservers``; mypy resolves that same name because
-``tests/mail`` is the base directory of the files it checks there (should the project turn on
-mypy's ``explicit_package_bases``, add ``tests/mail`` to ``mypy_path``). So:
-
-* tests under ``tests/mail/`` use the fixtures of ``tests/mail/conftest.py`` and may write
-  ``from mailservers import SmtpServer, DovecotServer, TlsMaterial`` for annotations or for
-  servers with other options (``with SmtpServer(implicit_tls=tls) as smtp: ...``);
-* a conftest elsewhere can reuse the helpers the same way (insert this directory into
-  ``sys.path``, then ``from mailservers import ...``).
+Tests import it by module name (``from mailservers import SmtpServer``): ``tests/conftest.py``
+puts ``tests/support`` on ``sys.path`` (pytest's importlib mode adds no test folder), and
+mypy finds it through ``mypy_path``. ``tests/mail/conftest.py`` wraps it in fixtures.
 
 Dovecot comes from the ``dovecot-imapd`` Debian package (``.ci/install-mail-servers``). When it
 is missing, :func:`find_dovecot` fails the test if the ``CI`` environment variable is set
