@@ -324,18 +324,27 @@ def audit_export(
 ) -> AuditReport:
     """:func:`audit` an export folder: ``entries.jsonl``, ``checkpoints/``, ``log.vkey``.
 
-    An export written before checkpoints existed has no ``checkpoints/`` folder: its entries
-    are verified but nothing signed anchors them (``checkpoint_size`` is None) unless the
-    auditor brings a kept checkpoint. If the folder exists, it must hold a checkpoint of all
-    the export's entries.
+    The export must carry a signed checkpoint of all its entries (AUDIT-FORMAT.md §8.5):
+    without one, whoever holds it could cut its tail unnoticed.
 
     Raises:
-        LedgerIntegrityError: as :func:`audit`.
+        LedgerIntegrityError: no ``checkpoints/`` folder or no checkpoint of all the entries;
+            otherwise as :func:`audit`.
         ConfigError: unreadable files.
     """
+    if not (folder / CHECKPOINT_DIR).is_dir():
+        _fail(
+            None,
+            f"the export has no {CHECKPOINT_DIR}/ folder, so nothing signed anchors its entries: "
+            "export the ledger again with `charter audit export`",
+        )
     notes = export_notes(folder)
-    if notes and claimed_size not in notes:
-        _fail(None, f"the export has no signed checkpoint of all its {claimed_size} entries")
+    if claimed_size not in notes:
+        _fail(
+            None,
+            f"the export has no signed checkpoint of all its {claimed_size} entries "
+            f"({CHECKPOINT_DIR}/{claimed_size}.note)",
+        )
     vkey = folder / "log.vkey"
     if vkey.exists() and vkey.read_text(encoding="utf-8").strip() != log_verifier(identity).vkey:
         _fail(None, "log.vkey is not the log key named in ledger.json")

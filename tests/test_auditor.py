@@ -244,15 +244,20 @@ def test_an_export_must_have_a_checkpoint_of_all_its_entries(home: Home, tmp_pat
         audit.verify_export(folder)
 
 
-def test_an_export_without_checkpoints_is_verified_but_unanchored(
-    home: Home, tmp_path: Path
+@pytest.mark.parametrize("emptied", [False, True])
+def test_an_export_without_checkpoints_is_refused(
+    home: Home, tmp_path: Path, emptied: bool
 ) -> None:
     folder = export_to(home, tmp_path / "x")
-    shutil.rmtree(folder / "checkpoints")
-    assert audit.verify_export(folder).checkpoint_size is None
     note = kept(home)
-    grow(home, 1)
-    assert audit.verify_export(folder, trust=Trust(kept=note)).kept_size == int(note.split("\n")[1])
+    shutil.rmtree(folder / "checkpoints")
+    if emptied:
+        (folder / "checkpoints").mkdir()
+    what = "no signed checkpoint of all its" if emptied else "no checkpoints/ folder"
+    with pytest.raises(LedgerIntegrityError, match=what):
+        audit.verify_export(folder)
+    with pytest.raises(LedgerIntegrityError, match=what):  # a kept checkpoint does not excuse it
+        audit.verify_export(folder, trust=Trust(kept=note))
 
 
 # -- the home -----------------------------------------------------------------------------------

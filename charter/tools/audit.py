@@ -137,7 +137,7 @@ def verify_home(
     """Verify the home's whole ledger, its Merkle tree and signed checkpoints.
 
     ``trust`` adds a checkpoint the auditor kept, a witness policy and a resume file
-    (docs/TRANSPARENCY.md).
+    (AUDIT-FORMAT.md §8.5).
 
     Raises:
         LedgerIntegrityError: at the first bad entry, or a tree, checkpoint, truncation or
@@ -168,7 +168,9 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     """Write an auditor's bundle to ``folder`` (which must be empty or absent).
 
     Layout (AUDIT-FORMAT.md §6): ``ledger.json`` (identity and head), ``entries.jsonl`` (one
-    canonical entry per line), ``keys.json`` (JWKS of every public key), ``charters/<hash>.json``.
+    canonical entry per line), ``keys.json`` (JWKS of every public key), ``charters/<hash>.json``,
+    ``checkpoints/<size>.note`` (the log's signed checkpoints, one of them covering exactly the
+    exported entries) and ``log.vkey``.
 
     Raises:
         InvalidInput: the folder exists and is not empty.
@@ -255,11 +257,12 @@ def verify_export(
     """Verify an export offline; ``owner_key`` (a JWK thumbprint or base64url key) pins the owner.
 
     The entries are also checked against the export's signed checkpoints, and ``trust`` adds a
-    checkpoint the auditor kept, a witness policy and a resume file (docs/TRANSPARENCY.md).
+    checkpoint the auditor kept, a witness policy and a resume file (AUDIT-FORMAT.md §8.5).
 
     Raises:
-        ConfigError: unreadable export.  LedgerIntegrityError: at the first bad entry, or if
-            the export's size/head disagree with its entries or the owner key is not the pinned one.
+        ConfigError: unreadable export.  LedgerIntegrityError: at the first bad entry, if the
+            export carries no signed checkpoint of all its entries, or if its size/head disagree
+            with its entries or the owner key is not the pinned one.
     """
     identity, manifest, _ = load_export(folder)
     if owner_key is not None and owner_key not in (

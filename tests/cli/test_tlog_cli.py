@@ -4,6 +4,7 @@ options of ``charter audit verify``, through click's runner against real homes."
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from charter import merkle
 from charter.cli import cli
 from charter.config import Settings
 from charter.home import Home
-from charter.signed_note import Verifier, open_checkpoint, verify_tlog_proof
+from charter.signed_note import (
+    Checkpoint,
+    Verifier,
+    open_checkpoint,
+    sign_note,
+    verify_tlog_proof,
+)
+from charter.storage.tlog import log_signer
 
 
 def run(home: Path, *args: str) -> Result:
@@ -94,13 +102,21 @@ def test_verify_against_a_kept_checkpoint_detects_truncation(home: Path, tmp_pat
     ok(home, "audit", "export", str(out))
     report = ok(home, "audit", "verify", "--export", str(out), "--checkpoint", str(kept))
     assert "extends the checkpoint you kept (2 entries)" in report
-    # The keeper cuts the export back to its first entry: entries, manifest and checkpoints.
+    # The keeper, who holds the home's keys, cuts the export back to its first entry: entries,
+    # manifest, and checkpoints replaced by one of that entry signed with the log key.
     lines = (out / "entries.jsonl").read_bytes().splitlines(keepends=True)
     (out / "entries.jsonl").write_bytes(lines[0])
     manifest = json.loads((out / "ledger.json").read_text())
-    (out / "ledger.json").write_text(json.dumps(manifest | {"size": 1, "head": "x"}))
+    head = hashlib.sha256(lines[0].rstrip(b"\n")).hexdigest()
+    (out / "ledger.json").write_text(json.dumps(manifest | {"size": 1, "head": head}))
     for note in (out / "checkpoints").iterdir():
         note.unlink()
+    with Home.open(Settings(home=home)) as h:
+        lie = Checkpoint(h.origin, 1, merkle.leaf_hash(lines[0].rstrip(b"\n")))
+        signed = sign_note(lie.to_text(), [log_signer(h.origin, h.log_key)])
+    (out / "checkpoints" / "1.note").write_text(signed)
+    alone = run(home, "audit", "verify", "--export", str(out))
+    assert alone.exit_code == 0, alone.output  # consistent on its own: only the kept one tells
     cut = run(home, "audit", "verify", "--export", str(out), "--checkpoint", str(kept), "--json")
     assert cut.exit_code == 7
     assert "truncated: the checkpoint you kept covers 2 entries" in cut.output
