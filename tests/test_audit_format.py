@@ -1,13 +1,18 @@
 """AUDIT-FORMAT.md is true: an independent verifier written from the document alone (using
-`rfc8785` for JCS and PyNaCl, none of Charter's code) accepts the example export and a fresh
-one, and rejects tampering; every hash quoted in the worked example matches the example."""
+`rfc8785` for JCS and PyNaCl, none of Charter's code) checks the entries (§7) and the export's
+signed checkpoints against the Merkle tree of the entries (§8.1, §8.2, §8.5); it accepts the
+example export and a fresh one, and rejects tampering where Charter does; every hash quoted in
+the worked example (§9) matches the example."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,12 @@ import nacl.signing
 import pytest
 import rfc8785
 from mcp import Client
+from nacl.signing import SigningKey
 
+from charter.errors import LedgerIntegrityError
 from charter.home import Home
+from charter.signed_note import Checkpoint, Signer, sign_note
+from charter.storage.tlog import log_signer
 from charter.testing import server_for
 from charter.tools import audit
 
@@ -67,8 +76,87 @@ def ed_ok(jwk: dict[str, str], message: bytes, sig: str) -> bool:
     return True
 
 
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def mth(leaves: list[bytes]) -> bytes:
+    """§8.1: the RFC 9162 Merkle Tree Hash, over leaf hashes ``SHA-256(0x00 || B)``."""
+    if not leaves:
+        return sha(b"")
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)  # the largest power of two below n
+    return sha(b"\x01" + mth(leaves[:k]) + mth(leaves[k:]))
+
+
+def vkey_of(origin: str, log_key: dict[str, str]) -> tuple[str, bytes]:
+    """§8.2: the log's C2SP verifier key and its 4-byte key ID."""
+    key = b"\x01" + b64u(log_key["x"])
+    key_id = sha(origin.encode() + b"\n" + key)[:4]
+    return f"{origin}+{key_id.hex()}+{base64.b64encode(key).decode()}", key_id
+
+
+def open_checkpoint(note: str, origin: str, log_key: dict[str, str]) -> tuple[int, bytes]:
+    """§8.2: a signed note by the log key (name = origin); returns (size, root)."""
+    _, key_id = vkey_of(origin, log_key)
+    text, blank, signatures = note.partition("\n\n")
+    if not blank or not signatures.endswith("\n"):
+        raise Bad("note layout")
+    good = 0
+    for line in signatures[:-1].split("\n"):
+        name, _, payload = line.removeprefix("\u2014 ").rpartition(" ")
+        try:
+            blob = base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            raise Bad("signature line") from None
+        if not line.startswith("\u2014 "):
+            raise Bad("signature line")
+        if (name, blob[:4]) != (origin, key_id):
+            continue  # a signature by a key we do not know is ignored
+        try:
+            nacl.signing.VerifyKey(b64u(log_key["x"])).verify((text + "\n").encode(), blob[4:])
+        except nacl.exceptions.BadSignatureError:
+            raise Bad("checkpoint signature") from None
+        good += 1
+    lines = text.split("\n")
+    if (
+        not good
+        or len(lines) != 3
+        or lines[0] != origin
+        or not re.fullmatch(r"0|[1-9]\d*", lines[1])
+    ):
+        raise Bad("checkpoint")
+    root = base64.b64decode(lines[2], validate=True)
+    if len(root) != 32 or base64.b64encode(root).decode() != lines[2]:
+        raise Bad("checkpoint root")
+    return int(lines[1]), root
+
+
+def independent_checkpoints(folder: Path, m: dict[str, Any], bodies: list[bytes]) -> None:
+    """§8.5 steps 1-2: every checkpoint of the export matches the tree of its entries, and
+    one covers them all."""
+    leaves = [sha(b"\x00" + body) for body in bodies]
+    directory = folder / "checkpoints"
+    if not directory.is_dir():
+        raise Bad("no checkpoints")
+    sizes = set()
+    for path in directory.iterdir():
+        if not re.fullmatch(r"(0|[1-9]\d*)\.note", path.name):
+            raise Bad(f"checkpoints/{path.name}")
+        size, root = open_checkpoint(path.read_text(encoding="utf-8"), m["origin"], m["log_key"])
+        if size != int(path.stem) or size > len(leaves) or root != mth(leaves[:size]):
+            raise Bad(f"checkpoint {path.stem}")
+        sizes.add(size)
+    if m["size"] not in sizes:
+        raise Bad("no checkpoint of the whole export")
+    vkey = folder / "log.vkey"
+    if vkey.exists() and vkey.read_text().strip() != vkey_of(m["origin"], m["log_key"])[0]:
+        raise Bad("log.vkey")
+
+
 def independent_verify(folder: Path) -> int:
-    """AUDIT-FORMAT.md §7, step by step. Returns the size, raises Bad(seq)."""
+    """AUDIT-FORMAT.md §7 step by step, then §8.5. Returns the size, raises Bad(seq)."""
     m = json.loads((folder / "ledger.json").read_bytes())
     genesis = {k: m[k] for k in ("log_key", "origin", "owner", "owner_key")}
     prev = hashlib.sha256(b"charter.ledger.genesis.v1\x00" + rfc8785.dumps(genesis)).hexdigest()
@@ -127,6 +215,7 @@ def independent_verify(folder: Path) -> int:
     size = seq + 1
     if size != m["size"] or prev != m["head"]:
         raise Bad("size/head")
+    independent_checkpoints(folder, m, (folder / "entries.jsonl").read_bytes().splitlines())
     return size
 
 
@@ -156,6 +245,11 @@ def test_worked_example_values_match_the_example() -> None:
         e2["args_hash"],
         hashlib.sha256(signing_input).hexdigest(),
     }
+    note = (EXAMPLE / "checkpoints" / f"{manifest['size']}.note").read_text()
+    assert note in section
+    size, root = open_checkpoint(note, manifest["origin"], manifest["log_key"])
+    assert (size, root) == (3, mth([sha(b"\x00" + line) for line in lines]))
+    known.add(root.hex())
     assert quoted <= known, quoted - known
 
 
@@ -206,9 +300,66 @@ def test_independent_and_charter_verifiers_agree_on_tampering(
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     with pytest.raises(Bad) as independent:
         independent_verify(out)
-    from charter.errors import LedgerIntegrityError
-
     with pytest.raises(LedgerIntegrityError) as ours:
         audit.verify_export(out)
     assert independent.value.args[0] == 3
     assert ours.value.seq == 3
+
+
+def _resign(home: Home, size: int, root: bytes) -> str:
+    """A checkpoint validly signed by the home's own log key (what its keeper could sign)."""
+    signer = log_signer(home.origin, home.log_key)
+    return sign_note(Checkpoint(home.origin, size, root).to_text(), [signer])
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["no_folder", "no_full", "flipped_bit", "foreign_key", "other_root", "beyond", "misfiled"],
+)
+def test_independent_and_charter_verifiers_agree_on_checkpoints(
+    home: Home, tmp_path: Path, tamper: str
+) -> None:
+    """§8.5: an export's checkpoints must be the log's, match the entries, and cover them."""
+    out = _live_export(home, tmp_path / "x")
+    size = home.ledger.head()[0]
+    notes = out / "checkpoints"
+    full = notes / f"{size}.note"
+    independent_verify(out)  # intact: both accept
+    audit.verify_export(out)
+    if tamper == "no_folder":
+        shutil.rmtree(notes)
+    elif tamper == "no_full":
+        full.unlink()
+    elif tamper == "flipped_bit":
+        text, signature = full.read_text().split("\n\n")
+        prefix, payload = signature.rstrip("\n").rsplit(" ", 1)
+        raw = bytearray(base64.b64decode(payload))
+        raw[20] ^= 1
+        full.write_text(f"{text}\n\n{prefix} {base64.b64encode(raw).decode()}\n")
+    elif tamper == "foreign_key":
+        text = full.read_text().split("\n\n")[0] + "\n"
+        full.write_text(sign_note(text, [Signer(home.origin, SigningKey.generate())]))
+    elif tamper == "other_root":
+        full.write_text(_resign(home, size, sha(b"another history")))
+    elif tamper == "beyond":
+        (notes / f"{size + 1}.note").write_text(_resign(home, size + 1, sha(b"more")))
+    else:
+        (notes / f"{size - 1}.note").write_text(full.read_text())
+    with pytest.raises(Bad) as independent:
+        independent_verify(out)
+    with pytest.raises(LedgerIntegrityError) as ours:
+        audit.verify_export(out)
+    assert "checkpoint" in str(independent.value) and "checkpoint" in ours.value.reason
+
+
+def test_the_example_generator_writes_exports_both_verifiers_accept(tmp_path: Path) -> None:
+    """docs/make_examples.py, which regenerates the examples this document quotes, still works."""
+    spec = importlib.util.spec_from_file_location("make_examples", ROOT / "docs/make_examples.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    out = tmp_path / "x"
+    generator.make_example(out, ["identity_whoami", "audit_checkpoint"])
+    assert independent_verify(out) == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["3.note", "4.note"]
+    audit.verify_export(out)
