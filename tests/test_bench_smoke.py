@@ -55,3 +55,11 @@ def test_runner_discovers_every_module_and_writes_json(
     assert doc["machine"]["nproc"] >= 1
     assert doc["rows"]
     assert {r["module"] for r in doc["rows"]} == {"bench_scale"}
+
+
+def test_diagnose_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    diagnose = _bench(monkeypatch, "diagnose")
+    assert diagnose.main(["-n", "5"]) == 0
+    out = capsys.readouterr().out
+    for section in ("== toolcall", "== append", "== verify", "PyNaCl verify", "COMMIT"):
+        assert section in out

@@ -1,0 +1,250 @@
+"""Where the time goes, for the targets that are not met: ``python -m bench.diagnose [WHAT]``.
+
+Not a benchmark (no ratios, no targets): a breakdown of one Charter operation into its parts,
+each measured by switching one part off, to back the explanations in ``BENCHMARKS.md``.
+
+* ``toolcall``: an in-process MCP round trip (``Client(..., mode="legacy")``), built up from
+  a bare ``MCPServer`` no-op to Charter's gated no-op with its durable ledger entry; the
+  ledger on tmpfs (no real fsync) and on disk.
+* ``append``: each SQL statement of ``Ledger.append`` (one entry per transaction), and the
+  ``LedgerWriter`` thread hop against an inline commit.
+* ``verify``: the per-entry costs of verification against the PyNaCl signature check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import shutil
+import statistics
+import sys
+import time
+import timeit
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench._common import scratch_dir
+from bench._ledgers import AGENT, call_draft, ledger_of, new_home, open_home
+from charter.home import Home
+from charter.server.app import READ_ONLY, CharterServer, build_server
+from charter.server.deps import Deps
+from charter.storage import ledger as ledger_mod
+from charter.tools import identity
+
+TMPFS = Path("/dev/shm")
+
+
+def _home(on_tmpfs: bool) -> Home:
+    """A new home on disk, or on tmpfs (where fsync costs nothing) if asked and available."""
+    if on_tmpfs and TMPFS.is_dir():
+        root = TMPFS / f"charter-diag-{time.time_ns()}"
+        atexit.register(shutil.rmtree, root, True)
+    else:
+        root = scratch_dir("diag")
+    return new_home(root / "home")
+
+
+def _p50_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+async def _round_trips(calls: dict[str, Callable[[], Awaitable[Any]]], n: int) -> dict[str, float]:
+    """p50 of each call in microseconds, the calls interleaved one by one."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(n // 10):
+        for call in calls.values():
+            await call()
+    for _ in range(n):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            await call()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: _p50_us(s) for name, s in samples.items()}
+
+
+def toolcall(n: int) -> None:
+    """In-process round trips, from a bare no-op to Charter's gated no-op, durable."""
+    from mcp import Client
+    from mcp.server.mcpserver import MCPServer
+
+    def gated(home: Home) -> CharterServer:
+        """What ``charter serve`` builds (inline commits), plus a gated read-only no-op."""
+        agent = identity.load_agent(home, AGENT)
+
+        async def resolve() -> identity.AgentContext:
+            return agent
+
+        server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))
+
+        @server.charter_tool("bench_noop", annotations=READ_ONLY)
+        async def bench_noop() -> str:
+            """Benchmark only."""
+            return "ok"
+
+        return server
+
+    bare: MCPServer[Any] = MCPServer("bare")
+
+    @bare.tool(name="noop")
+    async def noop() -> str:
+        """Do nothing."""
+        return "ok"
+
+    async def main() -> dict[str, float]:
+        disk, tmpfs, stub = _home(False), _home(True), _home(True)
+        last = stub.ledger.get(stub.ledger.head()[0] - 1)
+        stubbed = gated(stub)
+        real_append = ledger_mod.LedgerWriter.append
+
+        async def no_ledger(self: ledger_mod.LedgerWriter, draft: ledger_mod.Draft) -> Any:
+            return last if self is stubbed.deps._writer else await real_append(self, draft)
+
+        ledger_mod.LedgerWriter.append = no_ledger  # type: ignore[method-assign]
+        try:
+            async with (
+                Client(bare, mode="legacy") as c0,
+                Client(stubbed, mode="legacy") as c1,
+                Client(gated(tmpfs), mode="legacy") as c2,
+                Client(gated(disk), mode="legacy") as c3,
+            ):
+                return await _round_trips(
+                    {
+                        "bare MCPServer no-op": lambda: c0.call_tool("noop", {}),
+                        "+ Charter's gate (ledger append stubbed out)": lambda: c1.call_tool(
+                            "bench_noop", {}
+                        ),
+                        "+ ledger append, tmpfs (sign, SQL, no real fsync)": lambda: c2.call_tool(
+                            "bench_noop", {}
+                        ),
+                        "+ fsync: ledger on disk (the real thing)": lambda: c3.call_tool(
+                            "bench_noop", {}
+                        ),
+                    },
+                    n,
+                )
+        finally:
+            ledger_mod.LedgerWriter.append = real_append  # type: ignore[method-assign]
+
+    _print_steps(asyncio.run(main()))
+
+
+def append(n: int) -> None:
+    """Each statement of a one-entry ``Ledger.append``; then the writer's thread hop."""
+    home = _home(False)
+    agent = identity.load_agent(home, AGENT)
+    times: dict[str, list[float]] = {}
+    conn = home.conn
+
+    class Timed:
+        def execute(self, sql: str, *args: Any) -> Any:
+            t0 = time.perf_counter()
+            out = conn.execute(sql, *args)
+            times.setdefault(" ".join(sql.split()[:3])[:40], []).append(time.perf_counter() - t0)
+            return out
+
+        def executemany(self, sql: str, *args: Any) -> Any:
+            t0 = time.perf_counter()
+            out = conn.executemany(sql, *args)
+            times.setdefault("(Merkle nodes) executemany", []).append(time.perf_counter() - t0)
+            return out
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(conn, name)
+
+    ledger = ledger_mod.Ledger(
+        Timed(),  # type: ignore[arg-type]
+        home.identity,
+        home.clock,
+        log_key=home.log_key,
+        hooks=home.ledger.hooks,
+    )
+    t0 = time.perf_counter()
+    for i in range(n):
+        ledger.append_one(call_draft(agent, "diag", i))
+    total = (time.perf_counter() - t0) / n
+    print(f"Ledger.append_one on disk: {total * 1e6:,.0f} us per entry; statements (p50 us):")
+    for sql, samples in sorted(times.items(), key=lambda kv: -statistics.median(kv[1])):
+        print(f"  {_p50_us(samples):8,.0f}  {sql}")
+
+    async def writer_cost(inline: bool) -> float:
+        writer = ledger_mod.LedgerWriter(tmp.ledger, inline=inline)
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await writer.append(call_draft(agent_t, "diag", i))
+            return (time.perf_counter() - t0) / n * 1e6
+        finally:
+            writer.close()
+
+    tmp = _home(True)
+    agent_t = identity.load_agent(tmp, AGENT)
+    direct = timeit.timeit(lambda: tmp.ledger.append_one(call_draft(agent_t, "d", 0)), number=n)
+    print("on tmpfs (no fsync), us per append:")
+    print(f"  {direct / n * 1e6:8,.0f}  Ledger.append_one, direct")
+    print(f"  {asyncio.run(writer_cost(True)):8,.0f}  LedgerWriter inline (stdio server)")
+    print(f"  {asyncio.run(writer_cost(False)):8,.0f}  LedgerWriter thread (queue + 2 hops)")
+
+
+def verify(n: int) -> None:
+    """Per-entry costs of verification, against the signature check they wrap."""
+    from charter import verifier
+    from charter.keys import b64url_decode, verify_signature
+
+    home = open_home(ledger_of(max(n, 100)))
+    bodies = list(home.ledger.iter_bodies())
+    body = bodies[-1]
+    entry = verifier._parse(0, body)
+    key = identity.load_agent(home, AGENT).key.public_key
+    sig = b64url_decode(entry["sig"])
+    message = ledger_mod.SIGNING_PREFIX + verifier._signed_bytes(entry, body)
+    _, state = verifier.verify_entries(home.identity, bodies[:-1])
+    replay = verifier._Replay(home.identity, state)
+    size, head = state.size, state.head
+
+    def step(verdict: verifier.Verdict | None) -> Callable[[], None]:
+        def run() -> None:
+            state.size, state.head = size, head
+            replay.step(body, verdict)
+
+        return run
+
+    parts: dict[str, Callable[[], object]] = {
+        "PyNaCl verify (the baseline's whole work)": lambda: verify_signature(key, message, sig),
+        "parse + canonical-bytes check (orjson)": lambda: verifier._parse(0, body),
+        "signed bytes cut from the body": lambda: verifier._signed_bytes(entry, body),
+        "replay step, signature checked by a worker": step(verifier._SIG_GOOD),
+        "replay step, all in this process": step(None),
+        "worker precheck (parse + signature)": lambda: verifier._precheck(
+            body, {entry["kid"]: key}
+        ),
+    }
+    print(f"per entry, best of 5 x {n:,} (us):")
+    for name, fn in parts.items():
+        best = min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e6
+        print(f"  {best:8.1f}  {name}")
+
+
+def _print_steps(p50: dict[str, float]) -> None:
+    previous = None
+    for name, value in p50.items():
+        delta = "" if previous is None else f"  ({value - previous:+,.0f})"
+        print(f"  {value:8,.0f} us  {name}{delta}")
+        previous = value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.diagnose", description=__doc__)
+    parser.add_argument("what", nargs="*", default=["toolcall", "append", "verify"])
+    parser.add_argument("-n", type=int, default=1000, help="samples per measurement")
+    args = parser.parse_args(argv)
+    for what in args.what:
+        print(f"== {what}")
+        {"toolcall": toolcall, "append": append, "verify": verify}[what](args.n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
