@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import importlib.util
 import json
@@ -24,12 +25,14 @@ import rfc8785
 from mcp import Client
 from nacl.signing import SigningKey
 
+from charter.charters import charter_hash, make_charter
 from charter.errors import LedgerIntegrityError
 from charter.home import Home
 from charter.signed_note import Checkpoint, Signer, sign_note
+from charter.storage.ledger import Draft
 from charter.storage.tlog import log_signer
 from charter.testing import server_for
-from charter.tools import audit
+from charter.tools import audit, identity, lockdown
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "example-export"
@@ -52,6 +55,20 @@ FIELDS = {
     "result_hash",
     "kid",
     "sig",
+}
+
+
+#: §5: the owner events only the owner key may sign.
+OWNER_ONLY = {
+    "ledger.init",
+    "agent.register",
+    "agent.update",
+    "agent.reinstate",
+    "agent.revoke",
+    "owner.lockdown",
+    "owner.lockdown.lift",
+    "approval.approve",
+    "approval.deny",
 }
 
 
@@ -155,6 +172,60 @@ def independent_checkpoints(folder: Path, m: dict[str, Any], bodies: list[bytes]
         raise Bad("log.vkey")
 
 
+def apply_owner_event(
+    seq: int,
+    e: dict[str, Any],
+    m: dict[str, Any],
+    agents: dict[str, dict[str, Any]],
+    by_id: dict[str, dict[str, Any]],
+    locked: bool,
+) -> bool:
+    """§7 step 8 (approvals left out); returns whether a lockdown is in effect."""
+    action, args = e["action"], e["args"]
+    if action == "ledger.init":
+        if [args["origin"], args["owner_key"], args["log_key"]] != [
+            m["origin"],
+            m["owner_key"],
+            m["log_key"],
+        ]:
+            raise Bad(seq)
+    elif action in ("agent.register", "agent.update", "agent.reinstate"):
+        c = args["charter"]
+        body = {k: v for k, v in c.items() if k != "sig"}
+        h = hashlib.sha256(rfc8785.dumps(c)).hexdigest()
+        if locked or c["owner"] != {"id": m["owner"], "key": m["owner_key"]}:
+            raise Bad(seq)
+        if h != args["charter_hash"] or (c["v"], c["type"]) != (1, "charter"):
+            raise Bad(seq)
+        if not ed_ok(m["owner_key"], b"charter.charter.v1\x00" + rfc8785.dumps(body), c["sig"]):
+            raise Bad(seq)
+        kid, old = kid_of(c["agent"]["key"]), by_id.get(c["agent"]["id"])
+        if action == "agent.register" and (old is not None or kid in agents):
+            raise Bad(seq)
+        if action == "agent.update" and (old is None or old["revoked"]):
+            raise Bad(seq)
+        if action == "agent.reinstate" and (old is None or not old["by_lockdown"]):
+            raise Bad(seq)
+        if old is not None and kid_of(old["charter"]["agent"]["key"]) != kid:
+            raise Bad(seq)
+        record = {"charter": c, "hash": h, "revoked": False, "by_lockdown": False}
+        agents[kid] = by_id[c["agent"]["id"]] = record
+    elif action == "agent.revoke":
+        if args["agent_id"] not in by_id:
+            raise Bad(seq)
+        by_id[args["agent_id"]] |= {"revoked": True, "by_lockdown": False}
+    elif action == "owner.lockdown":
+        for record in by_id.values():
+            if not record["revoked"]:
+                record |= {"revoked": True, "by_lockdown": True}
+        return True
+    elif action == "owner.lockdown.lift":
+        if not locked:
+            raise Bad(seq)
+        return False
+    return locked
+
+
 def independent_verify(folder: Path) -> int:
     """AUDIT-FORMAT.md §7 step by step, then §8.5. Returns the size, raises Bad(seq)."""
     m = json.loads((folder / "ledger.json").read_bytes())
@@ -163,9 +234,9 @@ def independent_verify(folder: Path) -> int:
     if prev != m["genesis"]:
         raise Bad("genesis")
     owner_kid, log_kid = kid_of(m["owner_key"]), kid_of(m["log_key"])
-    agents: dict[str, dict[str, Any]] = {}  # kid -> {charter, hash, revoked}
+    agents: dict[str, dict[str, Any]] = {}  # kid -> {charter, hash, revoked, by_lockdown}
     by_id: dict[str, dict[str, Any]] = {}
-    last_ts, seq = "", 0
+    last_ts, seq, locked = "", 0, False
     for seq, line in enumerate((folder / "entries.jsonl").read_bytes().splitlines()):
         e = json.loads(line)
         if set(e) != FIELDS or rfc8785.dumps(e) != line or e["v"] != 1:
@@ -192,25 +263,13 @@ def independent_verify(folder: Path) -> int:
             key = c["agent"]["key"]
         else:
             raise Bad(seq)
+        if e["kid"] != owner_kid and e["action"] in OWNER_ONLY:
+            raise Bad(seq)
         unsigned = {k: v for k, v in e.items() if k != "sig"}
         if not ed_ok(key, b"charter.ledger.entry.v1\x00" + rfc8785.dumps(unsigned), e["sig"]):
             raise Bad(seq)
-        if e["kid"] == owner_kid and e["action"] in ("agent.register", "agent.update"):
-            c = e["args"]["charter"]
-            body = {k: v for k, v in c.items() if k != "sig"}
-            h = hashlib.sha256(rfc8785.dumps(c)).hexdigest()
-            if c["owner"]["key"] != m["owner_key"] or h != e["args"]["charter_hash"]:
-                raise Bad(seq)
-            if not ed_ok(m["owner_key"], b"charter.charter.v1\x00" + rfc8785.dumps(body), c["sig"]):
-                raise Bad(seq)
-            record = {"charter": c, "hash": h, "revoked": False}
-            agents[kid_of(c["agent"]["key"])] = record
-            by_id[c["agent"]["id"]] = record
-        elif e["kid"] == owner_kid and e["action"] == "agent.revoke":
-            by_id[e["args"]["agent_id"]]["revoked"] = True
-        elif e["kid"] == owner_kid and e["action"] == "owner.lockdown":
-            for record in by_id.values():
-                record["revoked"] = True
+        if e["kid"] == owner_kid:
+            locked = apply_owner_event(seq, e, m, agents, by_id, locked)
         prev, last_ts = hashlib.sha256(line).hexdigest(), e["ts"]
     size = seq + 1
     if size != m["size"] or prev != m["head"]:
@@ -363,3 +422,67 @@ def test_the_example_generator_writes_exports_both_verifiers_accept(tmp_path: Pa
     assert independent_verify(out) == 4
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["3.note", "4.note"]
     audit.verify_export(out)
+
+
+def test_lockdown_lift_and_reinstatement_verify_independently(home: Home, tmp_path: Path) -> None:
+    lockdown.lockdown(home, reason="laptop stolen")
+    lockdown.lift(home)
+    lockdown.reinstate_agent(home, "alpha")
+
+    async def calls() -> None:
+        async with Client(server_for(home, "alpha")) as client:
+            assert not (await client.call_tool("identity_whoami", {})).is_error
+
+    anyio.run(calls)
+    audit.export(home, tmp_path / "x")
+    assert independent_verify(tmp_path / "x") == home.ledger.head()[0]
+    audit.verify_export(tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "case", ["agent_signs_lockdown", "lift_without_lockdown", "reinstate_revoked"]
+)
+def test_independent_and_charter_verifiers_agree_on_owner_events(
+    home: Home, tmp_path: Path, case: str
+) -> None:
+    """§7 steps 6 and 8: owner-only actions, lift after a lockdown, reinstate after a lockdown."""
+    if case == "agent_signs_lockdown":
+        alpha = identity.load_agent(home, "alpha")
+        draft = Draft(
+            actor=alpha.agent_id,
+            owner=home.owner_id,
+            action="owner.lockdown",
+            phase="event",
+            signer=alpha.key,
+            charter=alpha.charter.hash,
+        )
+        bad = home.ledger.append_one(draft).seq
+    elif case == "lift_without_lockdown":
+        bad = home.record_owner_event("owner.lockdown.lift", {"lockdown": 1}).seq
+    else:
+        beta = identity.load_agent(home, "beta")
+        identity.revoke_agent(home, "beta")  # final: only a lockdown's revocation is undone
+        now = home.clock.now()
+        charter = make_charter(
+            owner_key=home.owner_key(),
+            owner_id=home.owner_id,
+            agent_id=beta.agent_id,
+            agent_name="beta",
+            agent_public_key=beta.charter.agent_key,
+            scopes=[],
+            audiences=[],
+            not_before=now,
+            not_after=now + dt.timedelta(days=1),
+        )
+        args = {
+            "agent_id": beta.agent_id,
+            "charter": charter,
+            "charter_hash": charter_hash(charter),
+        }
+        bad = home.record_owner_event("agent.reinstate", args).seq
+    audit.export(home, tmp_path / "x")
+    with pytest.raises(Bad) as independent:
+        independent_verify(tmp_path / "x")
+    with pytest.raises(LedgerIntegrityError) as ours:
+        audit.verify_export(tmp_path / "x")
+    assert independent.value.args[0] == ours.value.seq == bad
