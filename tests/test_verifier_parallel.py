@@ -27,7 +27,7 @@ from charter.home import Home
 from charter.keys import KeyPair, b64url, read_key_file
 from charter.storage.ledger import SIGNING_PREFIX, Draft, LedgerIdentity, sign_entry
 from charter.testing import FrozenClock
-from charter.tools import identity
+from charter.tools import audit, identity
 
 
 def _call(agent: identity.AgentContext, i: int) -> Draft:
@@ -252,3 +252,16 @@ def test_nesting_limit_is_unchanged(depth: int) -> None:
     for _ in range(depth):
         value = [value]
     assert _verdict(canonical._check, value) == _verdict(_reference_check, value)
+
+
+def test_home_audit_with_workers_matches(
+    home: Home,
+    ledger: tuple[LedgerIdentity, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`charter audit verify` (every core) reports what the sequential audit does."""
+    monkeypatch.setattr(verifier, "PARALLEL_MIN", 8)
+    monkeypatch.setattr(verifier, "PARALLEL_CHUNK", 7)
+    sequential = audit.verify_home(home)
+    parallel = audit.verify_home(home, workers=2)
+    assert (parallel.size, parallel.head) == (sequential.size, sequential.head)

@@ -116,6 +116,7 @@ def register(cli: click.Group) -> None:
                         h,
                         progress=lambda done, total: bar.update(task, completed=done),
                         trust=trust,
+                        workers=None,  # signatures on every core (large ledgers only)
                     )
         except LedgerIntegrityError as exc:
             if as_json:

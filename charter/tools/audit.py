@@ -133,17 +133,19 @@ def verify_home(
     progress: Callable[[int, int], None] | None = None,
     *,
     trust: Trust | None = None,
+    workers: int | None = 1,
 ) -> AuditReport:
     """Verify the home's whole ledger, its Merkle tree and signed checkpoints.
 
     ``trust`` adds a checkpoint the auditor kept, a witness policy and a resume file
-    (AUDIT-FORMAT.md §8.5).
+    (AUDIT-FORMAT.md §8.5). ``workers`` processes check signatures in parallel (``None``:
+    every core; see :func:`charter.verifier.verify_entries`).
 
     Raises:
         LedgerIntegrityError: at the first bad entry, or a tree, checkpoint, truncation or
             fork failure.
     """
-    return tlog.audit_home(home, trust, progress)
+    return tlog.audit_home(home, trust, progress, workers=workers)
 
 
 def verify_out(home: Home) -> VerifyOut:
