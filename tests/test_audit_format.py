@@ -1,8 +1,9 @@
 """AUDIT-FORMAT.md is true: an independent verifier written from the document alone (using
 `rfc8785` for JCS and PyNaCl, none of Charter's code) checks the entries (§7) and the export's
 signed checkpoints against the Merkle tree of the entries (§8.1, §8.2, §8.5); it accepts the
-example export and a fresh one, and rejects tampering where Charter does; every hash quoted in
-the worked example (§9) matches the example."""
+example export and fresh ones, and rejects tampering where Charter does; every hash quoted in
+the worked example (§9) matches the example. The approval rules (§7 step 9) are left out here:
+tests/tools/test_approvals.py checks Charter's verifier on them."""
 
 from __future__ import annotations
 
