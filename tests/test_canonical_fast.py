@@ -27,8 +27,10 @@ _tricky = st.sampled_from(
 _text = st.text(_chars, max_size=8) | _tricky
 _domain = st.recursive(
     st.none() | st.booleans() | st.integers(-MAX_SAFE_INT, MAX_SAFE_INT) | _text,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(_key | _tricky.filter(lambda s: s != "😀"), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(_key | _tricky.filter(lambda s: s != "😀"), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
