@@ -1,4 +1,4 @@
-"""Shared CLI pieces: the home option, owner passphrase, JSON output, the one error handler."""
+"""Shared CLI pieces: the common options, owner passphrase, JSON output, the one error handler."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from charter.config import Settings
 from charter.errors import CharterError, ConfigError
 from charter.home import Home, resolve_passphrase
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,14 +37,26 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
 
-def passphrase_option(fn: F) -> F:
-    """``--passphrase-file``: where the owner key's passphrase is, if it has one."""
+def file_option(flag: str, help_text: str) -> Callable[[F], F]:
+    """An optional ``flag FILE`` option: the command receives a :class:`Path` or None."""
     return click.option(
-        "--passphrase-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="File holding the owner key's passphrase (else prompted when needed).",
-    )(fn)
+        flag, type=click.Path(path_type=Path, dir_okay=False), default=None, help=help_text
+    )
+
+
+#: ``--passphrase-file``: where the owner key's passphrase is, if it has one.
+passphrase_option = file_option(
+    "--passphrase-file", "File holding the owner key's passphrase (else prompted when needed)."
+)
+#: ``--vault-passphrase-file``: for a vault whose master key is derived from a passphrase.
+vault_passphrase_option = file_option(
+    "--vault-passphrase-file",
+    "File holding the vault passphrase, when the master key is derived from one.",
+)
+#: ``--reason``: why the owner did it (recorded in the ledger).
+reason_option = click.option("--reason", default="", help="Why (recorded in the ledger).")
+#: ``--yes``: skip the confirmation prompt.
+yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
 def settings(home: Path | None, agent: str | None = None) -> Settings:
@@ -77,6 +92,14 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def emit_result(result: BaseModel, as_json: bool, text: str) -> None:
+    """Print ``result`` as JSON with ``--json``, else the sentence ``text``."""
+    if as_json:
+        emit_json(result.model_dump())
+    else:
+        click.echo(text)
+
+
 def handle_errors(fn: F) -> F:
     """Turn :class:`CharterError` into its public message on stderr and its exit code."""
 
@@ -91,3 +114,18 @@ def handle_errors(fn: F) -> F:
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def common_options(*, passphrase: bool = False, as_json: bool = False) -> Callable[[F], F]:
+    """What every command ends with: ``--home``, ``--passphrase-file`` (``passphrase``: it
+    signs with the owner key), ``--json`` (``as_json``) and :func:`handle_errors`."""
+
+    def decorate(fn: F) -> F:
+        fn = handle_errors(fn)
+        if as_json:
+            fn = json_option(fn)
+        if passphrase:
+            fn = passphrase_option(fn)
+        return home_option(fn)
+
+    return decorate

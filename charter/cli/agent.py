@@ -8,14 +8,14 @@ import click
 from rich.table import Table
 
 from charter.cli._common import (
+    common_options,
     console,
     emit_json,
-    handle_errors,
-    home_option,
-    json_option,
+    emit_result,
     open_home,
     owner_passphrase,
-    passphrase_option,
+    reason_option,
+    yes_option,
 )
 from charter.cli.mail import EmailOptions, email_options
 from charter.tools import approvals, identity, lockdown
@@ -30,6 +30,14 @@ approve_option = click.option(
     help="Calls needing a scope that matches the pattern need a human's approval: client "
     "(asked through the MCP client, the default) or owner (`charter approve ID`). Repeatable.",
 )
+
+
+def _emit_agent(info: AgentInfo, as_json: bool) -> None:
+    """Print ``info`` as JSON with ``--json``, else as :func:`_print_agent` lines."""
+    if as_json:
+        emit_json(info.model_dump())
+    else:
+        _print_agent(info)
 
 
 def _print_agent(info: AgentInfo) -> None:
@@ -67,11 +75,8 @@ def register(cli: click.Group) -> None:
         "--valid-for", default="90d", show_default=True, help="Charter validity, e.g. 90d, 12h."
     )
     @approve_option
-    @home_option
-    @passphrase_option
-    @json_option
+    @common_options(passphrase=True, as_json=True)
     @email_options
-    @handle_errors
     def add(
         name: str,
         scopes: tuple[str, ...],
@@ -108,11 +113,8 @@ def register(cli: click.Group) -> None:
     @click.option("--valid-for", default=None, help="New validity from now, e.g. 90d.")
     @approve_option
     @click.option("--no-approvals", is_flag=True, help="Remove every approval rule.")
-    @home_option
-    @passphrase_option
-    @json_option
+    @common_options(passphrase=True, as_json=True)
     @email_options
-    @handle_errors
     def update(
         name: str,
         scopes: tuple[str, ...],
@@ -146,15 +148,10 @@ def register(cli: click.Group) -> None:
                 policy=policy,
                 passphrase=owner_passphrase(h, passphrase_file),
             )
-        if as_json:
-            emit_json(info.model_dump())
-        else:
-            _print_agent(info)
+        _emit_agent(info, as_json)
 
     @agent.command("list")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def list_(home: Path | None, as_json: bool) -> None:
         """List agents."""
         with open_home(home) as h:
@@ -169,26 +166,18 @@ def register(cli: click.Group) -> None:
 
     @agent.command("show")
     @click.argument("name")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def show(name: str, home: Path | None, as_json: bool) -> None:
         """Show one agent and its charter."""
         with open_home(home) as h:
             info = identity.get_agent(h, name)
-        if as_json:
-            emit_json(info.model_dump())
-        else:
-            _print_agent(info)
+        _emit_agent(info, as_json)
 
     @agent.command("revoke")
     @click.argument("name")
-    @click.option("--reason", default="", help="Why (recorded in the ledger).")
-    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @reason_option
+    @yes_option
+    @common_options(passphrase=True, as_json=True)
     def revoke(
         name: str,
         reason: str,
@@ -206,20 +195,14 @@ def register(cli: click.Group) -> None:
             info = identity.revoke_agent(
                 h, name, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
             )
-        if as_json:
-            emit_json(info.model_dump())
-        else:
-            click.echo(f"Revoked {name} at {info.revoked_at}")
+        emit_result(info, as_json, f"Revoked {name} at {info.revoked_at}")
 
     @agent.command("reinstate")
     @click.argument("name")
     @click.option("--scope", "scopes", multiple=True, help="Replace the scopes (repeatable).")
     @click.option("--audience", "audiences", multiple=True, help="Replace the audiences.")
     @click.option("--valid-for", default=None, help="Validity from now (default: as before).")
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @common_options(passphrase=True, as_json=True)
     def reinstate(
         name: str,
         scopes: tuple[str, ...],
@@ -239,7 +222,4 @@ def register(cli: click.Group) -> None:
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
                 passphrase=owner_passphrase(h, passphrase_file),
             )
-        if as_json:
-            emit_json(info.model_dump())
-        else:
-            _print_agent(info)
+        _emit_agent(info, as_json)

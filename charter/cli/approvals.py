@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from charter.cli._common import (
+    common_options,
     emit_json,
-    handle_errors,
-    home_option,
-    json_option,
+    emit_result,
     open_home,
     owner_passphrase,
-    passphrase_option,
+    reason_option,
+    yes_option,
 )
 from charter.tools import approvals, lockdown
 from charter.tools.identity import parse_duration
@@ -36,9 +36,7 @@ def register(cli: click.Group) -> None:
     """Add the commands."""
 
     @cli.command("approvals")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def approvals_(home: Path | None, as_json: bool) -> None:
         """List calls waiting for your approval, each with its exact arguments and hash."""
         with open_home(home) as h:
@@ -61,11 +59,8 @@ def register(cli: click.Group) -> None:
         show_default=True,
         help="How long the agent has to retry the approved call.",
     )
-    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @yes_option
+    @common_options(passphrase=True, as_json=True)
     def approve(
         approval_id: str,
         valid_for: str,
@@ -87,21 +82,17 @@ def register(cli: click.Group) -> None:
                 valid_for=parse_duration(valid_for),
                 passphrase=owner_passphrase(h, passphrase_file),
             )
-        if as_json:
-            emit_json(decided.model_dump())
-        else:
-            click.echo(
-                f"Approved {decided.id}: {decided.agent} may run {decided.tool} with these exact "
-                f"arguments once, until {decided.expires_at}."
-            )
+        emit_result(
+            decided,
+            as_json,
+            f"Approved {decided.id}: {decided.agent} may run {decided.tool} with these exact "
+            f"arguments once, until {decided.expires_at}.",
+        )
 
     @cli.command("deny")
     @click.argument("approval_id")
-    @click.option("--reason", default="", help="Why (recorded in the ledger).")
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @reason_option
+    @common_options(passphrase=True, as_json=True)
     def deny(
         approval_id: str,
         reason: str,
@@ -114,19 +105,13 @@ def register(cli: click.Group) -> None:
             decided = approvals.deny(
                 h, approval_id, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
             )
-        if as_json:
-            emit_json(decided.model_dump())
-        else:
-            click.echo(f"Denied {decided.id}.")
+        emit_result(decided, as_json, f"Denied {decided.id}.")
 
     @cli.command("lockdown")
-    @click.option("--reason", default="", help="Why (recorded in the ledger).")
+    @reason_option
     @click.option("--lift", is_flag=True, help="End the lockdown (agents stay revoked).")
     @click.option("--status", is_flag=True, help="Only show whether Charter is locked down.")
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @common_options(passphrase=True, as_json=True)
     def lockdown_(
         reason: str,
         lift: bool,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli._common import emit_json, handle_errors, home_option, json_option, settings
+from charter.cli._common import common_options, emit_json, file_option, settings
 from charter.home import Home, resolve_passphrase
 
 
@@ -21,16 +21,12 @@ def register(cli: click.Group) -> None:
         show_default=True,
         help="SPIFFE trust domain for your agents' ids.",
     )
-    @click.option(
+    @file_option(
         "--passphrase-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="Protect the owner key with the passphrase in this file "
+        "Protect the owner key with the passphrase in this file "
         "(default: no passphrase, like ssh-keygen -N '').",
     )
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def init(
         owner: str,
         trust_domain: str,

@@ -7,13 +7,11 @@ from pathlib import Path
 import click
 
 from charter.cli._common import (
+    common_options,
     emit_json,
-    handle_errors,
-    home_option,
-    json_option,
+    emit_result,
     open_home,
     owner_passphrase,
-    passphrase_option,
 )
 from charter.tools import tokens
 
@@ -24,8 +22,7 @@ def keys() -> None:
 
 
 @keys.command("jwks")
-@home_option
-@handle_errors
+@common_options()
 def jwks(home: Path | None) -> None:
     """Print the issuer's JWKS (RFC 8037 OKP keys): what relying parties verify tokens with."""
     with open_home(home) as h:
@@ -33,19 +30,17 @@ def jwks(home: Path | None) -> None:
 
 
 @keys.command("rotate")
-@home_option
-@passphrase_option
-@json_option
-@handle_errors
+@common_options(passphrase=True, as_json=True)
 def rotate(home: Path | None, passphrase_file: Path | None, as_json: bool) -> None:
     """Make a new token-signing key; the old one stays in the JWKS until its tokens expire."""
     with open_home(home) as h:
         result = tokens.rotate(h, passphrase=owner_passphrase(h, passphrase_file))
-    if as_json:
-        emit_json(result.model_dump())
-        return
-    click.echo(f"New issuer key {result.kid}")
-    click.echo(f"Retired {result.retired_kid}; published until {result.retired_published_until}")
+    emit_result(
+        result,
+        as_json,
+        f"New issuer key {result.kid}\n"
+        f"Retired {result.retired_kid}; published until {result.retired_published_until}",
+    )
 
 
 def register(cli: click.Group) -> None:

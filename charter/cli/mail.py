@@ -19,13 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from charter.cli._common import (
+    common_options,
     emit_json,
-    handle_errors,
-    home_option,
-    json_option,
+    file_option,
     open_home,
     owner_passphrase,
-    passphrase_option,
+    vault_passphrase_option,
 )
 from charter.errors import InvalidInput
 from charter.home import Home, resolve_passphrase
@@ -134,22 +133,12 @@ def register(cli: click.Group) -> None:
     @click.option("--imap-port", type=int, default=None, help="Default: 993 or 143.")
     @click.option("--imap-security", type=_SECURITY, default="tls", show_default=True)
     @click.option("--username", required=True, help="Login for both servers.")
-    @click.option(
-        "--ca-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="PEM CA certificate(s) to trust besides the system's (private mail server).",
+    @file_option(
+        "--ca-file", "PEM CA certificate(s) to trust besides the system's (private mail server)."
     )
     @click.option("--timeout", type=int, default=30, show_default=True, help="Seconds.")
-    @click.option(
-        "--vault-passphrase-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="File holding the vault passphrase, when the master key is derived from one.",
-    )
-    @home_option
-    @passphrase_option
-    @handle_errors
+    @vault_passphrase_option
+    @common_options(passphrase=True)
     def setup(
         smtp_host: str,
         smtp_port: int | None,
@@ -189,9 +178,7 @@ def register(cli: click.Group) -> None:
         click.echo("Check it with: charter mail test --to YOU@EXAMPLE.COM")
 
     @mail_group.command("show")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def show(home: Path | None, as_json: bool) -> None:
         """Show the mail settings (never the password)."""
         with open_home(home) as h:
@@ -207,9 +194,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"{'password:':15}in the vault ({mail.PASSWORD_SECRET})")
 
     @mail_group.command("clear")
-    @home_option
-    @passphrase_option
-    @handle_errors
+    @common_options(passphrase=True)
     def clear(home: Path | None, passphrase_file: Path | None) -> None:
         """Forget the mail server and its password (back to the local transport)."""
         with open_home(home) as h:
@@ -219,9 +204,7 @@ def register(cli: click.Group) -> None:
     @mail_group.command("test")
     @click.option("--to", "to", default=None, help="Send a test message to this address.")
     @click.option("--from", "sender", default=None, help="From address (default: username).")
-    @home_option
-    @passphrase_option
-    @handle_errors
+    @common_options(passphrase=True)
     def test(
         to: str | None, sender: str | None, home: Path | None, passphrase_file: Path | None
     ) -> None:
@@ -244,9 +227,7 @@ def register(cli: click.Group) -> None:
     @mail_group.command("outbox")
     @click.option("--agent", default=None, help="Only this agent's messages.")
     @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def outbox(agent: str | None, limit: int, home: Path | None, as_json: bool) -> None:
         """What agents sent (or tried to), newest first: never the bodies."""
         with open_home(home) as h:

@@ -15,27 +15,17 @@ from rich.console import Console
 from rich.table import Table
 
 from charter.cli._common import (
+    common_options,
     emit_json,
-    handle_errors,
-    home_option,
-    json_option,
+    file_option,
     open_home,
     owner_passphrase,
-    passphrase_option,
+    vault_passphrase_option,
 )
 from charter.errors import InvalidInput
 from charter.home import resolve_passphrase
 from charter.storage.vault import MAX_VALUE_BYTES, SecretInfo
 from charter.tools import vault as vault_tools
-
-
-def _vault_passphrase_option(fn: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--vault-passphrase-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="File holding the vault passphrase, when the master key is derived from one.",
-    )(fn)
 
 
 def _read_value(from_file: Path | None) -> bytes:
@@ -86,17 +76,9 @@ def register(cli: click.Group) -> None:
         multiple=True,
         help="A host the secret may be sent to (repeatable; replaces the current list).",
     )
-    @click.option(
-        "--from-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="Read the value from this file (default: stdin).",
-    )
-    @_vault_passphrase_option
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @file_option("--from-file", "Read the value from this file (default: stdin).")
+    @vault_passphrase_option
+    @common_options(passphrase=True, as_json=True)
     def set_(
         name: str,
         stray: tuple[str, ...],
@@ -132,9 +114,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"Stored {_describe(info)}")
 
     @secret.command("list")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def list_(home: Path | None, as_json: bool) -> None:
         """List secrets: names, versions, allowed hosts (never values)."""
         with open_home(home) as h:
@@ -152,9 +132,7 @@ def register(cli: click.Group) -> None:
 
     @secret.command("rm")
     @click.argument("name")
-    @home_option
-    @passphrase_option
-    @handle_errors
+    @common_options(passphrase=True)
     def rm(name: str, home: Path | None, passphrase_file: Path | None) -> None:
         """Delete secret NAME and all its versions."""
         with open_home(home) as h:
@@ -165,16 +143,12 @@ def register(cli: click.Group) -> None:
         click.echo(f"Removed {name} (versions {versions})")
 
     @secret.command("rotate-master-key")
-    @click.option(
+    @file_option(
         "--new-vault-passphrase-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="Derive the new master key from this passphrase (default: a random key file).",
+        "Derive the new master key from this passphrase (default: a random key file).",
     )
-    @_vault_passphrase_option
-    @home_option
-    @passphrase_option
-    @handle_errors
+    @vault_passphrase_option
+    @common_options(passphrase=True)
     def rotate(
         new_vault_passphrase_file: Path | None,
         vault_passphrase_file: Path | None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli._common import handle_errors, home_option, settings
+from charter.cli._common import common_options, file_option, settings
 from charter.errors import ConfigError
 from charter.home import Home, resolve_passphrase
 from charter.scopes import validate_scopes
@@ -46,11 +46,9 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--allow-remote", is_flag=True, help="Allow binding a non-loopback address (HTTP)."
     )
-    @click.option(
+    @file_option(
         "--introspection-secret-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="File holding a secret relying parties present to POST /introspect.",
+        "File holding a secret relying parties present to POST /introspect.",
     )
     @click.option(
         "--require-scope",
@@ -58,8 +56,7 @@ def register(cli: click.Group) -> None:
         multiple=True,
         help="Admit only tokens carrying this scope (HTTP 403 otherwise; repeatable).",
     )
-    @home_option
-    @handle_errors
+    @common_options()
     def serve(
         agent: str | None,
         log_level: str,

@@ -8,13 +8,12 @@ from pathlib import Path
 import click
 
 from charter.cli._common import (
+    common_options,
     emit_json,
-    handle_errors,
-    home_option,
-    json_option,
+    emit_result,
     open_home,
     owner_passphrase,
-    passphrase_option,
+    reason_option,
 )
 from charter.errors import TokenInvalid
 from charter.tools import tokens
@@ -40,10 +39,7 @@ def register(cli: click.Group) -> None:
         type=int,
         help=f"Lifetime in seconds (at most {tokens.MAX_TTL_SECONDS}).",
     )
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @common_options(passphrase=True, as_json=True)
     def issue(
         agent_name: str,
         audience: str,
@@ -81,9 +77,7 @@ def register(cli: click.Group) -> None:
     @click.argument("value", metavar="TOKEN")
     @click.option("--audience", required=True, help="The audience the token must be for.")
     @click.option("--issuer", default=None, help="Expected issuer (default: this home's).")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def verify(
         value: str, audience: str, issuer: str | None, home: Path | None, as_json: bool
     ) -> None:
@@ -115,11 +109,8 @@ def register(cli: click.Group) -> None:
 
     @token.command("revoke")
     @click.argument("jti")
-    @click.option("--reason", default="", help="Why (recorded in the ledger).")
-    @home_option
-    @passphrase_option
-    @json_option
-    @handle_errors
+    @reason_option
+    @common_options(passphrase=True, as_json=True)
     def revoke(
         jti: str, reason: str, home: Path | None, passphrase_file: Path | None, as_json: bool
     ) -> None:
@@ -128,7 +119,6 @@ def register(cli: click.Group) -> None:
             record = tokens.revoke(
                 h, jti, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
             )
-        if as_json:
-            emit_json(record.model_dump())
-        else:
-            click.echo(f"Revoked token {jti} of agent {record.agent} at {record.revoked_at}")
+        emit_result(
+            record, as_json, f"Revoked token {jti} of agent {record.agent} at {record.revoked_at}"
+        )
