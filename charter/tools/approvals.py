@@ -36,6 +36,7 @@ from charter.home import Home
 from charter.keys import b64url_decode, thumbprint, verify_signature
 from charter.storage.db import transaction
 from charter.storage.ledger import SIGNING_PREFIX, Entry
+from charter.tools.identity import check_reason
 
 Mode = Literal["client", "owner"]
 MODES: tuple[Mode, ...] = ("client", "owner")
@@ -339,8 +340,7 @@ def deny(
     Raises:
         NotFound / InvalidInput / ConfigError: as for :func:`approve`.
     """
-    if len(reason) > 500:
-        raise InvalidInput("reason is too long (500 characters at most)")
+    check_reason(reason)
     return _decide(home, approval_id, approved=False, reason=reason, passphrase=passphrase)
 
 

@@ -25,6 +25,8 @@ from charter.keys import KeyPair, read_key_file, write_key_file
 from charter.storage.db import transaction
 
 DEFAULT_VALIDITY = dt.timedelta(days=90)
+#: Longest ``reason`` the owner may record with a revocation, a lockdown or a denial.
+MAX_REASON_CHARS = 500
 
 
 class AgentInfo(BaseModel):
@@ -82,6 +84,12 @@ def parse_duration(text: str) -> dt.timedelta:
     if not 0 < seconds <= 10 * 365 * 86400:
         raise InvalidInput("duration must be between 1 second and 10 years")
     return dt.timedelta(seconds=seconds)
+
+
+def check_reason(reason: str) -> None:
+    """Raise :class:`InvalidInput` when ``reason`` is longer than :data:`MAX_REASON_CHARS`."""
+    if len(reason) > MAX_REASON_CHARS:
+        raise InvalidInput(f"reason is too long ({MAX_REASON_CHARS} characters at most)")
 
 
 def add_agent(
@@ -207,8 +215,7 @@ def revoke_agent(
     info = get_agent(home, name)
     if info.status == "revoked":
         raise InvalidInput(f"agent {name!r} is already revoked")
-    if len(reason) > 500:
-        raise InvalidInput("reason is too long (500 characters at most)")
+    check_reason(reason)
     now = rfc3339(home.clock.now())
     with transaction(home.conn):
         home.conn.execute(

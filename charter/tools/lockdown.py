@@ -25,7 +25,13 @@ from charter.errors import InvalidInput
 from charter.home import Home
 from charter.storage.db import transaction
 from charter.tools.approvals import cancel_open
-from charter.tools.identity import AgentInfo, _store_charter, get_agent, load_charter
+from charter.tools.identity import (
+    AgentInfo,
+    _store_charter,
+    check_reason,
+    get_agent,
+    load_charter,
+)
 
 
 class LockdownState(BaseModel):
@@ -87,8 +93,7 @@ def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -
     Raises:
         InvalidInput: reason too long.  ConfigError: wrong owner passphrase.
     """
-    if len(reason) > 500:
-        raise InvalidInput("reason is too long (500 characters at most)")
+    check_reason(reason)
     home.owner_key(passphrase)
     now = rfc3339(home.clock.now())
     with transaction(home.conn):

@@ -54,6 +54,7 @@ from charter.keys import (
 )
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import transaction
+from charter.tools.identity import check_reason
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -565,8 +566,7 @@ def revoke(
     record = get_token(home, jti)
     if record.revoked_at is not None:
         raise InvalidInput(f"token {jti!r} is already revoked")
-    if len(reason) > 500:
-        raise InvalidInput("reason is too long (500 characters at most)")
+    check_reason(reason)
     now = rfc3339(home.clock.now())
     with transaction(home.conn):
         home.conn.execute(
