@@ -172,36 +172,84 @@ def update_agent(
         raise AgentRevoked(f"agent {name!r} is revoked; add a new agent instead")
     view = load_charter(home, current.charter_hash)
     now = home.clock.now()
-    charter = make_charter(
+    charter, h = successor_charter(
+        home,
+        name,
+        view,
         owner_key=home.owner_key(passphrase),
-        owner_id=home.owner_id,
-        agent_id=view.agent_id,
-        agent_name=name,
-        agent_public_key=view.agent_key,
-        scopes=list(view.scopes) if scopes is None else scopes,
-        audiences=list(view.audiences) if audiences is None else audiences,
-        not_before=now,
+        now=now,
         not_after=now + valid_for
         if valid_for
         else max(view.not_after, now + dt.timedelta(seconds=1)),
-        policy=view.policy if policy is None else policy,
+        scopes=scopes,
+        audiences=audiences,
+        policy=policy,
     )
-    h = charter_hash(charter)
     with transaction(home.conn):
         home.conn.execute("UPDATE agents SET charter_hash = ? WHERE name = ?", (h, name))
-        _store_charter(home, name, charter, h)
-        home.record_owner_event(
-            "agent.update",
-            {
-                "agent": name,
-                "agent_id": view.agent_id,
-                "charter": charter,
-                "charter_hash": h,
-                "replaces": view.hash,
-            },
-            passphrase=passphrase,
-        )
+        record_successor(home, "agent.update", name, view, charter, h, passphrase=passphrase)
     return get_agent(home, name)
+
+
+def successor_charter(
+    home: Home,
+    name: str,
+    old: CharterView,
+    *,
+    owner_key: KeyPair,
+    now: dt.datetime,
+    not_after: dt.datetime,
+    scopes: list[str] | None = None,
+    audiences: list[str] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """A new owner-signed charter for agent ``name`` (the id and key of ``old``), valid from
+    ``now``, and its hash. ``scopes``, ``audiences`` and ``policy`` left as None keep ``old``'s.
+
+    Raises:
+        InvalidInput: an unknown scope, a bad audience or an empty validity window.
+    """
+    charter = make_charter(
+        owner_key=owner_key,
+        owner_id=home.owner_id,
+        agent_id=old.agent_id,
+        agent_name=name,
+        agent_public_key=old.agent_key,
+        scopes=list(old.scopes) if scopes is None else scopes,
+        audiences=list(old.audiences) if audiences is None else audiences,
+        not_before=now,
+        not_after=not_after,
+        policy=old.policy if policy is None else policy,
+    )
+    return charter, charter_hash(charter)
+
+
+def record_successor(
+    home: Home,
+    action: str,
+    name: str,
+    old: CharterView,
+    charter: dict[str, Any],
+    h: str,
+    *,
+    passphrase: bytes | None,
+) -> None:
+    """Store a :func:`successor_charter` and record ``action`` (it replaces ``old``).
+
+    Call it inside the transaction that points the agent at the new charter.
+    """
+    _store_charter(home, name, charter, h)
+    home.record_owner_event(
+        action,
+        {
+            "agent": name,
+            "agent_id": old.agent_id,
+            "charter": charter,
+            "charter_hash": h,
+            "replaces": old.hash,
+        },
+        passphrase=passphrase,
+    )
 
 
 def revoke_agent(

@@ -19,7 +19,6 @@ import sqlite3
 
 from pydantic import BaseModel
 
-from charter.charters import charter_hash, make_charter
 from charter.clock import rfc3339
 from charter.errors import InvalidInput
 from charter.home import Home
@@ -27,10 +26,11 @@ from charter.storage.db import transaction
 from charter.tools.approvals import cancel_open
 from charter.tools.identity import (
     AgentInfo,
-    _store_charter,
     check_reason,
     get_agent,
     load_charter,
+    record_successor,
+    successor_charter,
 )
 
 
@@ -182,19 +182,16 @@ def reinstate_agent(
             )
         old = load_charter(home, info.charter_hash)
         now = home.clock.now()
-        charter = make_charter(
+        charter, h = successor_charter(
+            home,
+            name,
+            old,
             owner_key=owner_key,
-            owner_id=home.owner_id,
-            agent_id=old.agent_id,
-            agent_name=name,
-            agent_public_key=old.agent_key,
-            scopes=list(old.scopes) if scopes is None else scopes,
-            audiences=list(old.audiences) if audiences is None else audiences,
-            not_before=now,
+            now=now,
             not_after=now + (valid_for or (old.not_after - old.not_before)),
-            policy=old.policy,
+            scopes=scopes,
+            audiences=audiences,
         )
-        h = charter_hash(charter)
         home.conn.execute(
             "UPDATE agents SET status = 'active', charter_hash = ?, revoked_at = NULL,"
             " revoked_reason = NULL WHERE name = ?",
@@ -205,16 +202,5 @@ def reinstate_agent(
             " WHERE agent = ? AND reinstated_at IS NULL",
             (rfc3339(now), name),
         )
-        _store_charter(home, name, charter, h)
-        home.record_owner_event(
-            "agent.reinstate",
-            {
-                "agent": name,
-                "agent_id": old.agent_id,
-                "charter": charter,
-                "charter_hash": h,
-                "replaces": old.hash,
-            },
-            passphrase=passphrase,
-        )
+        record_successor(home, "agent.reinstate", name, old, charter, h, passphrase=passphrase)
     return get_agent(home, name)
