@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol, Self
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -235,14 +235,13 @@ class Signature:
 
 
 @dataclass(frozen=True)
-class Verifier:
-    """An Ed25519 (type 0x01) signed-note verifier.
+class _KeyVerifier:
+    """What both verifier types share: a checked name, an Ed25519 public key, its key ID
+    under the subclass's signature type ``_ALG``, and the vkey form."""
 
-    Attributes:
-        name: Key name.
-        verify_key: The Ed25519 public key.
-        key_id: Derived 4-byte key ID.
-    """
+    _ALG: ClassVar[int]
+    #: How a vkey of another type is told it is not this one.
+    _KIND: ClassVar[str]
 
     name: str
     verify_key: VerifyKey
@@ -250,47 +249,46 @@ class Verifier:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
-        object.__setattr__(self, "key_id", key_id(self.name, ALG_ED25519, bytes(self.verify_key)))
+        object.__setattr__(self, "key_id", key_id(self.name, self._ALG, bytes(self.verify_key)))
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> Verifier:
-        """Parse a vkey ``name+<8 hex>+base64(0x01 || pubkey)``.
+    def from_vkey(cls, vkey: str) -> Self:
+        """Parse a vkey ``name+<8 hex>+base64(_ALG || pubkey)``.
 
         Raises:
-            NoteError: If the vkey is malformed, not Ed25519, or its key ID does not match.
+            NoteError: If the vkey is malformed, of another type, or its key ID does not match.
         """
         name, alg, public_key = _parse_vkey(vkey)
-        if alg != ALG_ED25519:
-            raise NoteError(f"vkey type {alg:#04x} is not Ed25519")
+        if alg != cls._ALG:
+            raise NoteError(f"vkey type {alg:#04x} is not {cls._KIND}")
         return cls(name, _verify_key(public_key))
 
     @property
     def vkey(self) -> str:
-        """The vkey string ``name+<8 hex>+base64(0x01 || pubkey)``."""
-        encoded = _b64encode(bytes([ALG_ED25519]) + bytes(self.verify_key))
+        """The vkey string ``name+<8 hex>+base64(_ALG || pubkey)``."""
+        encoded = _b64encode(bytes([self._ALG]) + bytes(self.verify_key))
         return f"{self.name}+{self.key_id.hex()}+{encoded}"
 
-    def verify(self, text: bytes, payload: bytes) -> bool:
-        """Check an Ed25519 signature of the note text."""
-        return _ed25519_verify(self.verify_key, text, payload)
 
-
-class Signer:
-    """An Ed25519 (type 0x01) signed-note signer.
+class _KeySigner:
+    """What both signer types share: a checked name, an Ed25519 private key and its key ID
+    under the subclass's signature type ``_ALG``.
 
     Args:
         name: Key name: non-empty, no whitespace, no ``+``.
         signing_key: The Ed25519 private key.
     """
 
+    _ALG: ClassVar[int]
+
     def __init__(self, name: str, signing_key: SigningKey) -> None:
         _check_name(name)
         self._name = name
         self._signing_key = signing_key
-        self._key_id = key_id(name, ALG_ED25519, bytes(signing_key.verify_key))
+        self._key_id = key_id(name, self._ALG, bytes(signing_key.verify_key))
 
     def __repr__(self) -> str:
-        return f"Signer({self._name!r}, key_id={self._key_id.hex()})"
+        return f"{type(self).__name__}({self._name!r}, key_id={self._key_id.hex()})"
 
     @property
     def name(self) -> str:
@@ -301,6 +299,35 @@ class Signer:
     def key_id(self) -> bytes:
         """The 4-byte key ID."""
         return self._key_id
+
+
+@dataclass(frozen=True)
+class Verifier(_KeyVerifier):
+    """An Ed25519 (type 0x01) signed-note verifier.
+
+    Attributes:
+        name: Key name.
+        verify_key: The Ed25519 public key.
+        key_id: Derived 4-byte key ID.
+    """
+
+    _ALG = ALG_ED25519
+    _KIND = "Ed25519"
+
+    def verify(self, text: bytes, payload: bytes) -> bool:
+        """Check an Ed25519 signature of the note text."""
+        return _ed25519_verify(self.verify_key, text, payload)
+
+
+class Signer(_KeySigner):
+    """An Ed25519 (type 0x01) signed-note signer.
+
+    Args:
+        name: Key name: non-empty, no whitespace, no ``+``.
+        signing_key: The Ed25519 private key.
+    """
+
+    _ALG = ALG_ED25519
 
     @classmethod
     def from_private_key(cls, skey: str) -> Signer:
@@ -363,7 +390,7 @@ def cosignature_timestamp(signature: Signature) -> int:
 
 
 @dataclass(frozen=True)
-class CosignatureVerifier:
+class CosignatureVerifier(_KeyVerifier):
     """A tlog-cosignature/v1 (type 0x04, timestamped Ed25519) verifier.
 
     Attributes:
@@ -372,33 +399,8 @@ class CosignatureVerifier:
         key_id: Derived 4-byte key ID.
     """
 
-    name: str
-    verify_key: VerifyKey
-    key_id: bytes = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        _check_name(self.name)
-        object.__setattr__(
-            self, "key_id", key_id(self.name, ALG_COSIGNATURE_V1, bytes(self.verify_key))
-        )
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        """Parse a vkey ``name+<8 hex>+base64(0x04 || pubkey)``.
-
-        Raises:
-            NoteError: If the vkey is malformed, not type 0x04, or its key ID does not match.
-        """
-        name, alg, public_key = _parse_vkey(vkey)
-        if alg != ALG_COSIGNATURE_V1:
-            raise NoteError(f"vkey type {alg:#04x} is not a cosignature/v1 key")
-        return cls(name, _verify_key(public_key))
-
-    @property
-    def vkey(self) -> str:
-        """The vkey string ``name+<8 hex>+base64(0x04 || pubkey)``."""
-        encoded = _b64encode(bytes([ALG_COSIGNATURE_V1]) + bytes(self.verify_key))
-        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+    _ALG = ALG_COSIGNATURE_V1
+    _KIND = "a cosignature/v1 key"
 
     def verify(self, text: bytes, payload: bytes) -> bool:
         """Check a ``timestamp || signature`` payload over the cosignature message."""
@@ -408,7 +410,7 @@ class CosignatureVerifier:
         return _ed25519_verify(self.verify_key, cosignature_message(timestamp, text), payload[8:])
 
 
-class CosignatureSigner:
+class CosignatureSigner(_KeySigner):
     """A tlog-cosignature/v1 (type 0x04) signer: it only cosigns checkpoints.
 
     Args:
@@ -417,27 +419,13 @@ class CosignatureSigner:
         clock: Returns the current time in seconds since the UNIX epoch.
     """
 
+    _ALG = ALG_COSIGNATURE_V1
+
     def __init__(
         self, name: str, signing_key: SigningKey, clock: Callable[[], float] = time.time
     ) -> None:
-        _check_name(name)
-        self._name = name
-        self._signing_key = signing_key
+        super().__init__(name, signing_key)
         self._clock = clock
-        self._key_id = key_id(name, ALG_COSIGNATURE_V1, bytes(signing_key.verify_key))
-
-    def __repr__(self) -> str:
-        return f"CosignatureSigner({self._name!r}, key_id={self._key_id.hex()})"
-
-    @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID."""
-        return self._key_id
 
     def verifier(self) -> CosignatureVerifier:
         """Return the matching verifier."""
