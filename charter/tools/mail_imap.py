@@ -16,10 +16,10 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from charter.errors import InvalidInput, NotFound, ServiceError
-from charter.tools.mail_transport import clean_reply, tls_context, tls_failure
+from charter.tools.mail_transport import ServerLogin, clean_reply, tls_context, tls_failure
 
 #: How many of the newest matching messages a listing looks at (before filtering).
 MAX_SCAN = 200
@@ -30,21 +30,8 @@ _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 
 
 @dataclass(frozen=True, slots=True)
-class ImapConfig:
-    """Where and how to log in."""
-
-    host: str
-    port: int
-    security: str
-    username: str
-    password: str = field(repr=False)
-    ca_pem: str | None = None
-    timeout: float = 30.0
-
-    @property
-    def where(self) -> str:
-        """``host:port`` for messages."""
-        return f"{self.host}:{self.port}"
+class ImapConfig(ServerLogin):
+    """Where the IMAP server is and how to log in."""
 
 
 @dataclass(frozen=True, slots=True)

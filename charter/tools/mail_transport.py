@@ -101,8 +101,8 @@ def clean_reply(text: str, limit: int = 300) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SmtpTransport:
-    """Submission to the owner's SMTP server with ``aiosmtplib``."""
+class ServerLogin:
+    """Where a mail server (SMTP or IMAP) is and how to log in to it."""
 
     host: str
     port: int
@@ -111,12 +111,18 @@ class SmtpTransport:
     password: str = field(repr=False)
     ca_pem: str | None = None
     timeout: float = 30.0
-    name: str = "smtp"
 
     @property
     def where(self) -> str:
         """``host:port`` for messages."""
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTransport(ServerLogin):
+    """Submission to the owner's SMTP server with ``aiosmtplib``."""
+
+    name: str = "smtp"
 
     def check(self, recipients: tuple[str, ...]) -> None:
         """Any address is reachable through a mail server."""
