@@ -226,11 +226,11 @@ _COLUMNS = (
     " requested_at, expires_at, request_entry, decided_at, decided_by, decision_seq, reason,"
     " used_at, used_call"
 )
+_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 
 def _row(row: tuple[Any, ...]) -> Approval:
-    names = [c.strip() for c in _COLUMNS.split(",")]
-    data = dict(zip(names, row, strict=True))
+    data = dict(zip(_COLUMN_NAMES, row, strict=True))
     data["scopes"] = json.loads(data["scopes"])
     data["summary"] = json.loads(data["summary"])
     return Approval.model_validate(data)

@@ -97,8 +97,9 @@ def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -
     home.owner_key(passphrase)
     now = rfc3339(home.clock.now())
     with transaction(home.conn):
-        if lockdown_state(home.conn).active:
-            return lockdown_state(home.conn)
+        current = lockdown_state(home.conn)
+        if current.active:
+            return current
         active = home.conn.execute(
             "SELECT name, agent_id FROM agents WHERE status = 'active' ORDER BY name"
         ).fetchall()
