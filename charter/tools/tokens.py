@@ -54,7 +54,7 @@ from charter.keys import (
 )
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import transaction
-from charter.tools.identity import check_reason
+from charter.tools.identity import check_reason, load_agent
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -360,8 +360,6 @@ def issue_for_owner(
         NotFound / AgentRevoked: unknown, revoked or expired agent.
         InvalidInput / ScopeDenied: as for :func:`prepare`.
     """
-    from charter.tools.identity import load_agent
-
     agent = load_agent(home, agent_name)
     request = prepare(
         home,
