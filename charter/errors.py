@@ -13,6 +13,12 @@ Every error carries a ``public_message`` that is safe to show an agent or print 
     ├── LedgerUnavailable      the intent could not be committed: nothing happened
     ├── LedgerIntegrityError   verification failed at ``seq``
     └── ServiceError           an outside service (SMTP, IMAP, HTTP) failed
+
+A few subclasses live next to the code that raises them: ``ApprovalPending`` and
+``ApprovalRefused`` (``charter.tools.approvals``), ``MailDenied``
+(``charter.tools.mail_transport``).
+Pure format modules raise ``ValueError`` subclasses (``merkle.ProofError``,
+``signed_note.NoteError``) that callers translate at their boundary.
 """
 
 from __future__ import annotations

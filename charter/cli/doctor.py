@@ -10,10 +10,9 @@ from importlib import metadata
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from charter.cli._common import emit_json, home_option, json_option, settings
+from charter.cli._common import console, emit_json, home_option, json_option, settings
 from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
@@ -148,12 +147,32 @@ def check_database(home: Home) -> list[Check]:
 
 
 def check_mail(home: Home) -> Check:
-    """Mail settings, if the email feature is set up."""
-    tables = {r[0] for r in home.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    candidates = [t for t in tables if t.startswith("mail")]
-    if not candidates:
-        return Check("mail", "ok", "not configured (local transport)")
-    return Check("mail", "ok", f"tables: {', '.join(sorted(candidates))}")
+    """Mail settings: a configured server, or the local transport."""
+    row = home.conn.execute(
+        "SELECT smtp_host, smtp_port, smtp_security, imap_host, username FROM mail_settings"
+    ).fetchone()
+    if row is None:
+        return Check(
+            "mail",
+            "ok",
+            "local transport (agents of this home mail each other)",
+            "charter mail setup ... to reach other addresses",
+        )
+    smtp_host, smtp_port, security, imap_host, username = row
+    if security == "none":
+        return Check(
+            "mail",
+            "warn",
+            f"SMTP {smtp_host}:{smtp_port} without TLS as {username}",
+            "use --smtp-security starttls or tls",
+        )
+    imap = f", IMAP {imap_host}" if imap_host else ", no IMAP (email_list/email_read off)"
+    return Check(
+        "mail",
+        "ok",
+        f"SMTP {smtp_host}:{smtp_port} ({security}){imap} as {username}",
+        "charter mail test --to YOU@EXAMPLE.COM checks it",
+    )
 
 
 def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]:
@@ -201,5 +220,5 @@ def register(cli: click.Group) -> None:
             colour = {"ok": "green", "warn": "yellow", "fail": "red"}
             for c in checks:
                 table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix)
-            Console().print(table)
+            console().print(table)
         sys.exit(1 if failed else 0)

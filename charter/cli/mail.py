@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 import anyio
 import click
-from rich.console import Console
 from rich.table import Table
 
 from charter.cli._common import (
     common_options,
+    console,
     emit_json,
     file_option,
     open_home,
@@ -246,4 +246,4 @@ def register(cli: click.Group) -> None:
                 e.transport,
                 e.reply or "",
             )
-        Console().print(table)
+        console().print(table)

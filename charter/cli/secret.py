@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from charter.cli._common import (
     common_options,
+    console,
     emit_json,
     file_option,
     open_home,
@@ -128,7 +128,7 @@ def register(cli: click.Group) -> None:
             table.add_row(
                 i.name, str(i.version), " ".join(i.allowed_hosts), description, i.updated_at
             )
-        Console().print(table)
+        console().print(table)
 
     @secret.command("rm")
     @click.argument("name")
