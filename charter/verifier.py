@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import re
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -49,6 +50,7 @@ ENTRY_FIELDS = frozenset(
         "action", "args", "args_hash", "outcome", "reason", "result_hash", "kid", "sig",
     }
 )  # fmt: skip
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 #: Owner actions that revoke every agent at once (the kill switch).
 LOCKDOWN_ACTIONS = frozenset({"owner.lockdown"})
 #: Actions only the owner key may sign, whoever else could produce a valid signature.
@@ -361,10 +363,13 @@ def _check_chain(
         _fail(seq, f"expected seq {seq}, found {entry['seq']!r} (entry missing, inserted or moved)")
     if entry["prev"] != st.head:
         _fail(seq, "prev does not match the hash of the previous entry (chain broken)")
+    # The fixed width (AUDIT-FORMAT §1) is what makes comparing timestamps as strings sound.
+    if not TIMESTAMP.fullmatch(entry["ts"]):
+        _fail(seq, "timestamp is not RFC 3339 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.mmmZ)")
     try:
         parse_rfc3339(entry["ts"])
     except ValueError:
-        _fail(seq, "timestamp is not RFC 3339")
+        _fail(seq, "timestamp is not a valid date and time")
     if entry["ts"] < st.last_ts:
         _fail(seq, "timestamp goes back in time")
     if entry["owner"] != identity.owner_id:
@@ -473,6 +478,8 @@ def _apply_agent_entry(seq: int, entry: dict[str, Any], st: VerifyState) -> None
             _fail(seq, "approval.request without a fresh approval id")
         if args.get("mode") not in ("client", "owner") or not isinstance(args.get("action"), str):
             _fail(seq, "approval.request without a valid mode and action")
+        if not isinstance(entry["args_hash"], str):
+            _fail(seq, "approval.request without the hash of the arguments it asks about")
         st.approvals[approval_id] = _Approval(
             mode=args["mode"],
             actor=entry["actor"],
