@@ -10,7 +10,7 @@ header line (addresses, an RFC 2047 subject that survives folding, ``Date``, ``M
 The canonical digest (:func:`message_digest`) is computed from what a recipient parses, not
 from wire bytes, so it survives re-encoding and re-folding in transit. The
 ``Charter-Signature`` header is a compact JWS (EdDSA, the agent's key) over that digest and
-the ledger seq of the send's intent. ``docs/EMAIL.md`` specifies both for recipients; the
+the ledger seq of the send's intent. AUDIT-FORMAT.md §10 specifies both for recipients; the
 tests check them with independent code written from that document.
 """
 
@@ -370,7 +370,7 @@ def canonical_text(text: str) -> str:
 
 
 def digest_document(msg: Message) -> dict[str, Any]:
-    """The canonical JSON object the digest hashes (``docs/EMAIL.md``, "Verifying").
+    """The canonical JSON object the digest hashes (AUDIT-FORMAT.md §10).
 
     Raises:
         UnverifiableMessage: a signed header is repeated or missing, or the body is not a
