@@ -90,3 +90,16 @@ def test_the_readme_blocks_run_against_a_real_home(tmp_path: Path) -> None:
         assert "ghp-readme-test-value" not in proc.stdout + proc.stderr
         ran += 1
     assert ran >= 15
+
+
+def test_shell_completion_works_as_documented() -> None:
+    assert "_CHARTER_COMPLETE=bash_source charter" in README
+    proc = subprocess.run(
+        [sys.executable, "-c", "from charter.cli import main; main()"],
+        env={"PATH": os.environ.get("PATH", ""), "_CHARTER_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "complete" in proc.stdout, proc.stderr
