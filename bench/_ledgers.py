@@ -30,9 +30,12 @@ _cache: dict[int, Path] = {}
 
 
 def new_home(root: Path) -> Home:
-    """A new home (system clock) with agent ``bench`` allowed to read its audit trail."""
+    """A new home (system clock) with agent ``bench``: it may read its audit trail and get
+    tokens for ``https://api.example.com``."""
     home = make_home(root)
-    identity.add_agent(home, AGENT, scopes=["audit:read"], audiences=["https://api.example.com"])
+    identity.add_agent(
+        home, AGENT, scopes=["audit:read", "token:issue"], audiences=["https://api.example.com"]
+    )
     return home
 
 

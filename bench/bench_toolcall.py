@@ -23,6 +23,7 @@ from bench._ledgers import AGENT, new_home
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "<= 1.5x"
+AUDIENCE = "https://api.example.com"
 #: Protocol generation the hosts use (Claude Desktop, Claude Code, the TS SDK): the
 #: initialize handshake. ``auto`` (2026-07-28) adds the same per-request cost to both sides.
 MODE = "legacy"
@@ -104,6 +105,7 @@ def run(quick: bool) -> list[Row]:
         (serve, "identity_whoami", {}),
         (touch, "bench_noop", {}),
         (touch, "bench_touch", {"note": "x"}),
+        (serve, "token_issue", {"audience": AUDIENCE, "scopes": ["audit:read"]}),
     ]
     samples = anyio.run(_compare, subjects, calls)
     labels = (
@@ -113,6 +115,7 @@ def run(quick: bool) -> list[Row]:
             "side-effecting no-op (intent + outcome)",
             "bench_touch: commits its intent, acts (no-op)",
         ),
+        ("token_issue (intent + token + outcome)", "`charter serve`: a real side effect"),
     )
     rows: list[Row] = []
     for (label, what), (base, subj) in zip(labels, samples, strict=True):
