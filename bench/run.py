@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import importlib.metadata
 import json
 import os
 import pkgutil
 import platform
+import sqlite3
 import subprocess
 import sys
 import time
@@ -49,13 +51,23 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    versions = {name: _version(name) for name in ("mcp", "pynacl", "orjson", "pydantic")}
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "packages": versions,
         "platform": platform.platform(),
         "loadavg_at_start": [round(x, 2) for x in load],
     }
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def run_module(name: str, quick: bool, shared: Path) -> tuple[list[Row], float]:
