@@ -37,8 +37,12 @@ def bare() -> None:
     server.run("stdio")
 
 
-def touch(home_root: str, agent_name: str) -> None:
-    """Serve Charter as ``agent_name`` with the extra side-effecting ``bench_touch`` tool."""
+def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None:
+    """Serve Charter as ``agent_name`` with the extra ``bench_*`` tools.
+
+    ``stub_ledger`` (diagnostics only, ``bench.diagnose stdio``): appends return the last
+    entry instead of writing, to measure the gate without the ledger.
+    """
     from mcp.types import ToolAnnotations
 
     from charter.config import Settings
@@ -50,6 +54,16 @@ def touch(home_root: str, agent_name: str) -> None:
 
     home = Home.open(Settings(home=Path(home_root)))
     ctx = load_agent(home, agent_name)
+    if stub_ledger:
+        from charter.storage import ledger
+
+        last = home.ledger.get(home.ledger.head()[0] - 1)
+
+        async def no_append(self: ledger.LedgerWriter, draft: ledger.Draft) -> ledger.Entry:
+            assert last is not None
+            return last
+
+        ledger.LedgerWriter.append = no_append  # type: ignore[method-assign]
 
     async def resolve() -> AgentContext:
         return ctx
@@ -80,4 +94,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "bare":
         bare()
     else:
-        touch(sys.argv[2], sys.argv[3])
+        touch(sys.argv[2], sys.argv[3], stub_ledger="--stub-ledger" in sys.argv)

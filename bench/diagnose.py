@@ -6,6 +6,8 @@ each measured by switching one part off, to back the explanations in ``BENCHMARK
 * ``toolcall``: an in-process MCP round trip (``Client(..., mode="legacy")``), built up from
   a bare ``MCPServer`` no-op to Charter's gated no-op with its durable ledger entry; the
   ledger on tmpfs (no real fsync) and on disk.
+* ``stdio``: the same gated no-op over stdio (subprocesses, the SDK client) against the
+  bare server: the ledger stubbed out, on tmpfs, on disk.
 * ``append``: each SQL statement of ``Ledger.append`` (one entry per transaction), and the
   ``LedgerWriter`` thread hop against an inline commit.
 * ``verify``: the per-entry costs of verification against the PyNaCl signature check.
@@ -130,6 +132,36 @@ def toolcall(n: int) -> None:
     _print_steps(asyncio.run(main()))
 
 
+def stdio(n: int) -> None:
+    """The same over stdio (real subprocesses, the SDK client), against the bare server."""
+    import anyio
+
+    from bench.bench_toolcall import Subject, _compare
+    from bench.bench_toolcall import params as stdio_params
+
+    def server(home: Home, *extra: str) -> Subject:
+        root = str(home.settings.layout.root)
+        argv = [sys.executable, "-m", "bench._servers", "touch", root, AGENT, *extra]
+        home.close()
+        return (stdio_params(argv), "bench_noop", {})
+
+    subjects = [
+        server(_home(True), "--stub-ledger"),
+        server(_home(True)),
+        server(_home(False)),
+    ]
+    labels = (
+        "gate only (ledger stubbed out)",
+        "gate + ledger append on tmpfs (no real fsync)",
+        "gate + ledger append on disk (the real thing)",
+    )
+    samples = anyio.run(_compare, subjects, n)
+    print("p50 round trip of a gated read-only no-op vs the bare no-op, same client (us):")
+    for label, (base, subj) in zip(labels, samples, strict=True):
+        b, s = _p50_us(base), _p50_us(subj)
+        print(f"  {s:8,.0f} vs {b:6,.0f}  ({s / b:.2f}x, {s - b:+,.0f})  {label}")
+
+
 def append(n: int) -> None:
     """Each statement of a one-entry ``Ledger.append``; then the writer's thread hop."""
     home = _home(False)
@@ -237,12 +269,12 @@ def _print_steps(p50: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.diagnose", description=__doc__)
-    parser.add_argument("what", nargs="*", default=["toolcall", "append", "verify"])
+    parser.add_argument("what", nargs="*", default=["toolcall", "stdio", "append", "verify"])
     parser.add_argument("-n", type=int, default=1000, help="samples per measurement")
     args = parser.parse_args(argv)
     for what in args.what:
         print(f"== {what}")
-        {"toolcall": toolcall, "append": append, "verify": verify}[what](args.n)
+        {"toolcall": toolcall, "stdio": stdio, "append": append, "verify": verify}[what](args.n)
     return 0
 
 
