@@ -156,10 +156,66 @@ def stdio(n: int) -> None:
         "gate + ledger append on disk (the real thing)",
     )
     samples = anyio.run(_compare, subjects, n)
-    print("p50 round trip of a gated read-only no-op vs the bare no-op, same client (us):")
+    print("p50 round trip of a gated read-only no-op vs the bare no-op, SDK Client (us):")
     for label, (base, subj) in zip(labels, samples, strict=True):
         b, s = _p50_us(base), _p50_us(subj)
         print(f"  {s:8,.0f} vs {b:6,.0f}  ({s / b:.2f}x, {s - b:+,.0f})  {label}")
+    print("the same with a raw pipe client (one JSON line out, one back), calls alternating:")
+    bare = _RawPipe([sys.executable, "-m", "bench._servers", "bare"], "noop")
+    pipes = [_RawPipe([s.command, *s.args], tool) for s, tool, _ in subjects]
+    try:
+        raw = _raw_round_trips([bare, *pipes], n)
+    finally:
+        for pipe in (bare, *pipes):
+            pipe.close()
+    for label, value in zip(labels, raw[1:], strict=True):
+        print(f"  {value:8,.0f} vs {raw[0]:6,.0f}  ({value / raw[0]:.2f}x)  {label}")
+
+
+class _RawPipe:
+    """A stdio MCP server driven by hand: initialize, then one tools/call per line."""
+
+    def __init__(self, argv: list[str], tool: str) -> None:
+        import subprocess
+
+        from bench.bench_coldstart import INITIALIZE
+        from bench.bench_toolcall import REPO
+
+        self.tool = tool
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, text=True, bufsize=1
+        )
+        self._send(INITIALIZE)
+        self.proc.stdout.readline()  # type: ignore[union-attr]
+        self._send('{"jsonrpc":"2.0","method":"notifications/initialized"}')
+
+    def _send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def call(self, i: int) -> float:
+        t0 = time.perf_counter()
+        self._send(
+            f'{{"jsonrpc":"2.0","id":{i},"method":"tools/call",'
+            f'"params":{{"name":"{self.tool}","arguments":{{}}}}}}'
+        )
+        self.proc.stdout.readline()  # type: ignore[union-attr]
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+def _raw_round_trips(pipes: list[_RawPipe], n: int) -> list[float]:
+    samples: list[list[float]] = [[] for _ in pipes]
+    for i in range(1, n + n // 10 + 1):
+        for pipe, out in zip(pipes, samples, strict=True):
+            took = pipe.call(i)
+            if i > n // 10:
+                out.append(took)
+    return [_p50_us(s) for s in samples]
 
 
 def append(n: int) -> None:
