@@ -13,8 +13,8 @@ import datetime as dt
 import hashlib
 import itertools
 import json
-import re
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
