@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charter.canonical import canonical_json
 from charter.charters import TRUST_DOMAIN, owner_handle
 from charter.clock import Clock, SystemClock, rfc3339
 from charter.config import HomeLayout, Settings
@@ -92,8 +95,6 @@ class Home:
             ConfigError: if a home already exists there.
             InvalidInput: for a malformed owner email or trust domain.
         """
-        import re
-
         if not re.match(_EMAIL, owner):
             raise InvalidInput(f"owner must be an email address, got {owner!r}")
         if not TRUST_DOMAIN.match(trust_domain):
@@ -230,10 +231,6 @@ class Home:
         outcome: str = "ok",
     ) -> Entry:
         """Sign ``args`` into the ledger as an owner action (phase ``event``)."""
-        import hashlib
-
-        from charter.canonical import canonical_json
-
         return self.ledger.append_one(
             Draft(
                 actor=self.owner_id,

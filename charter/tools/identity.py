@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from charter.canonical import canonical_json
 from charter.charters import (
     CharterView,
     agent_spiffe_id,
@@ -375,8 +376,6 @@ def agent_status(conn: sqlite3.Connection, name: str) -> tuple[str, str] | None:
 
 
 def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:
-    from charter.canonical import canonical_json
-
     home.conn.execute(
         "INSERT INTO charters(hash, agent_name, body, issued_at) VALUES (?,?,?,?)",
         (h, name, canonical_json(charter), charter["issued_at"]),
