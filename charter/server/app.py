@@ -24,12 +24,12 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import ValidationError
 
 import charter
-from charter.errors import AgentRevoked, CharterError, InvalidInput
+from charter.errors import CharterError, InvalidInput
 from charter.server import calls
 from charter.server.approvals import InputRequired
 from charter.server.deps import Deps
-from charter.storage.ledger import Draft
-from charter.tools.identity import AgentContext, agent_status, check_validity
+from charter.storage.ledger import Draft, agent_refusal
+from charter.tools.identity import AgentContext, check_validity
 
 log = logging.getLogger("charter.server")
 
@@ -181,13 +181,9 @@ class CharterServer(MCPServer[Any]):
 
 
 def _check_agent_active(deps: Deps, agent: AgentContext) -> None:
-    status = agent_status(deps.home.conn, agent.name)
-    if status is None or status[0] != "active":
-        raise AgentRevoked(f"agent {agent.name!r} has been revoked")
-    if status[1] != agent.charter.hash:
-        raise AgentRevoked(
-            "the agent's charter was replaced; reconnect (stdio: restart the server) to use it"
-        )
+    refusal = agent_refusal(deps.home.conn, agent.name, agent.charter.hash)
+    if refusal is not None:
+        raise refusal
     check_validity(agent.charter, deps.home.clock.now())
 
 

@@ -110,6 +110,22 @@ class Entry:
         return cls(orjson.loads(body), body, hashlib.sha256(body).hexdigest())
 
 
+def agent_refusal(conn: sqlite3.Connection, name: str, charter: str | None) -> AgentRevoked | None:
+    """Why ``name`` may not act under ``charter`` now (revoked, or charter replaced), or None.
+
+    The one revocation check: the gate runs it before a tool, and every append for an agent
+    runs it again inside the write transaction, so a revocation wins every race.
+    """
+    row = conn.execute("SELECT status, charter_hash FROM agents WHERE name = ?", (name,)).fetchone()
+    if row is None or row[0] != "active":
+        return AgentRevoked(f"agent {name!r} has been revoked")
+    if row[1] != charter:
+        return AgentRevoked(
+            "the agent's charter was replaced; reconnect (stdio: restart the server) to use it"
+        )
+    return None
+
+
 def sign_entry(fields: dict[str, Any], signer: KeyPair) -> Entry:
     """Sign ``fields`` (which must not yet hold ``kid``/``sig``) and return the entry."""
     fields["kid"] = signer.kid
@@ -211,14 +227,7 @@ class Ledger:
     def _check_agent(self, draft: Draft) -> AgentRevoked | None:
         if draft.require_agent is None:
             return None
-        row = self.conn.execute(
-            "SELECT status, charter_hash FROM agents WHERE name = ?", (draft.require_agent,)
-        ).fetchone()
-        if row is None or row[0] != "active":
-            return AgentRevoked(f"agent {draft.require_agent!r} has been revoked")
-        if row[1] != draft.charter:
-            return AgentRevoked("the agent's charter was replaced; reconnect to use the new one")
-        return None
+        return agent_refusal(self.conn, draft.require_agent, draft.charter)
 
     def _refusal_draft(self, draft: Draft, refusal: AgentRevoked) -> Draft:
         if self.log_key is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -367,12 +366,6 @@ def check_validity(view: CharterView, now: dt.datetime) -> None:
             "the agent's charter has expired; the owner can renew it with "
             "`charter agent update NAME --valid-for 90d`"
         )
-
-
-def agent_status(conn: sqlite3.Connection, name: str) -> tuple[str, str] | None:
-    """(status, current charter hash) of an agent, or None: a cheap per-call check."""
-    row = conn.execute("SELECT status, charter_hash FROM agents WHERE name = ?", (name,)).fetchone()
-    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:
