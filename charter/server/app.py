@@ -51,6 +51,9 @@ class ToolSpec:
     action: str
     #: Argument names safe to record verbatim (when short); all others are hashed.
     visible_args: frozenset[str]
+    #: False for tools whose result is a secret: a hash of it would let anyone holding the
+    #: ledger test guesses of a weak value offline.
+    hash_result: bool = True
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
@@ -79,14 +82,16 @@ class CharterServer(MCPServer[Any]):
         visible_args: tuple[str, ...] = (),
         action: str | None = None,
         title: str | None = None,
+        hash_result: bool = True,
     ) -> Callable[[F], F]:
         """Register a tool (``<family>_<verb>``) behind the gate.
 
         ``visible_args`` lists the arguments safe to keep in the ledger verbatim; every other
-        argument is recorded only as a hash.
+        argument is recorded only as a hash. ``hash_result=False`` keeps even a hash of the
+        result out of the ledger (for tools that reveal a secret).
         """
         family, _, verb = name.partition("_")
-        spec = ToolSpec(name, action or f"{family}.{verb}", frozenset(visible_args))
+        spec = ToolSpec(name, action or f"{family}.{verb}", frozenset(visible_args), hash_result)
 
         def decorator(fn: F) -> F:
             self.specs[name] = spec
@@ -139,7 +144,7 @@ class CharterServer(MCPServer[Any]):
             if isinstance(result, CallToolResult) and result.is_error:
                 await self._finish(call, "error", reason="tool reported an error")
             else:
-                await self._finish(call, "ok", result=structured)
+                await self._finish(call, "ok", result=structured if spec.hash_result else None)
             return result
         finally:
             calls.leave(token)

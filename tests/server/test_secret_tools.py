@@ -549,3 +549,16 @@ async def test_owner_approval_policy_applies_to_secret_http_request(
     assert result.is_error
     assert "approval pending" in text_of(result)
     assert echo.seen == []  # nothing was sent
+
+
+async def test_the_ledger_holds_no_hash_of_a_revealed_value(vhome: Home, mode: str) -> None:
+    """A result hash of `secret_get` would be an offline oracle for guessing the value."""
+    from charter.server.calls import hash_value
+
+    result = await call(vhome, mode, "secret_get", {"name": "OTHER_KEY"})
+    assert not result.is_error, text_of(result)
+    outcome = entries(vhome)[-1]
+    assert (outcome["action"], outcome["phase"]) == ("secret.read", "outcome")
+    assert outcome["result_hash"] is None
+    revealed = hash_value(result.structured_content)
+    assert all(revealed not in json.dumps(e) for e in entries(vhome))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.types import ToolAnnotations
@@ -42,10 +41,6 @@ class SecretOut(BaseModel):
     version: int
     value: str
     encoding: Literal["utf-8", "base64"] = Field(description="'base64' when the secret is binary.")
-    salt: str = Field(
-        description="Random; keeps the audit ledger's hash of this result from revealing "
-        "anything about the value. Ignore it."
-    )
 
 
 def register(server: CharterServer) -> None:
@@ -145,6 +140,7 @@ def register(server: CharterServer) -> None:
         title="Read a secret's value",
         action="secret.read",
         visible_args=("name",),
+        hash_result=False,  # the result is the secret: not even its hash goes in the ledger
     )
     async def secret_get(name: SecretName) -> SecretOut:
         """Return a secret's value. Prefer `secret_http_request`, which never reveals it.
@@ -164,5 +160,4 @@ def register(server: CharterServer) -> None:
             version=value.version,
             value=text,
             encoding=encoding,
-            salt=secrets.token_hex(16),
         )
