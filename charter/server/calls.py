@@ -132,17 +132,18 @@ class Call:
             ScopeDenied: recorded as a denied call.
         """
         require(self.agent.charter.scopes, scope)
-        token_scopes = self.agent.token_scopes
-        if token_scopes is not None and not grants(token_scopes, scope):
+        if not self._token_grants(scope):
             raise ScopeDenied(f"the token this call was made with does not grant {scope!r}")
         self.scopes.append(scope)
 
     def allows(self, scope: str) -> bool:
         """True when :meth:`require` would accept ``scope`` (for listing, not for acting)."""
+        return grants(self.agent.charter.scopes, scope) and self._token_grants(scope)
+
+    def _token_grants(self, scope: str) -> bool:
+        # Over HTTP the bearer token narrows the charter; over stdio there is no token.
         token_scopes = self.agent.token_scopes
-        return grants(self.agent.charter.scopes, scope) and (
-            token_scopes is None or grants(token_scopes, scope)
-        )
+        return token_scopes is None or grants(token_scopes, scope)
 
     async def intent(self, details: dict[str, Any] | None = None) -> Entry:
         """Commit the signed intent entry; only then may the tool act.
