@@ -50,6 +50,7 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
     from charter.server.app import READ_ONLY, build_server
     from charter.server.calls import current_call
     from charter.server.deps import Deps
+    from charter.server.stdio import serve_stdio
     from charter.tools.identity import AgentContext, load_agent
 
     home = Home.open(Settings(home=Path(home_root)))
@@ -85,7 +86,7 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
         return Touched(seq=entry.seq)
 
     try:
-        server.run("stdio")
+        serve_stdio(server)
     finally:
         home.close()
 

@@ -15,6 +15,7 @@ from charter.home import Home, resolve_passphrase
 from charter.scopes import validate_scopes
 from charter.server.app import build_server
 from charter.server.deps import Deps
+from charter.server.stdio import serve_stdio
 from charter.tools.identity import AgentContext, load_agent
 
 log = logging.getLogger("charter.serve")
@@ -159,6 +160,6 @@ def run_stdio(home: Home, agent: AgentContext) -> None:
     # One client whose calls mostly come one at a time: commit inline when the writer is idle.
     server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))
     try:
-        server.run("stdio")
+        serve_stdio(server)
     finally:
         home.close()
