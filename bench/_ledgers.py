@@ -7,7 +7,6 @@ load. Each entry is an agent-signed ``call`` entry like the ones a tool call wri
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -16,10 +15,8 @@ from pathlib import Path
 from bench._common import scratch_dir
 from charter.config import Settings
 from charter.home import Home
-from charter.storage.ledger import Draft
-from charter.testing import make_home
+from charter.testing import call_draft, make_home
 from charter.tools import identity
-from charter.tools.identity import AgentContext
 
 AGENT = "bench"
 #: A folder shared by the benchmark processes of one run, where built ledgers are kept.
@@ -42,26 +39,6 @@ def new_home(root: Path) -> Home:
 def open_home(root: Path) -> Home:
     """Open an existing home."""
     return Home.open(Settings(home=root))
-
-
-def call_draft(agent: AgentContext, session: str, i: int) -> Draft:
-    """An entry like the one an ``audit_query`` call writes (about 900 bytes)."""
-    args = {"action": "email.send", "limit": 50, "cursor": i}
-    return Draft(
-        actor=agent.agent_id,
-        owner=agent.owner_id,
-        action="audit.query",
-        phase="call",
-        signer=agent.key,
-        charter=agent.charter.hash,
-        session=session,
-        call=secrets.token_hex(8),
-        args=args,
-        args_hash=hashlib.sha256(repr(args).encode()).hexdigest(),
-        outcome="ok",
-        result_hash=hashlib.sha256(str(i).encode()).hexdigest(),
-        require_agent=agent.name,
-    )
 
 
 def fill(home: Home, size: int, batch: int = BATCH) -> None:

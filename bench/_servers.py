@@ -2,11 +2,13 @@
 a side-effecting no-op tool.
 
 ``python -m bench._servers bare`` serves one no-op tool on a bare ``MCPServer``: the
-baseline for round trips and cold start. ``python -m bench._servers touch HOME AGENT`` is
-exactly what ``charter serve --agent AGENT`` builds, plus two tools registered through the
-public ``charter_tool`` API: ``bench_noop``, a read-only no-op (what the bare server's tool
-does, behind the gate), and ``bench_touch``, a side-effecting tool that commits its signed
-intent and does nothing else. Their calls cost exactly the gate.
+baseline for round trips and cold start (``--charter-transport``: on Charter's stdio
+transport instead of the SDK's, to separate the transport from the gate).
+``python -m bench._servers touch HOME AGENT`` is exactly what ``charter serve --agent AGENT``
+builds, plus two tools registered through the public ``charter_tool`` API: ``bench_noop``, a
+read-only no-op (what the bare server's tool does, behind the gate), and ``bench_touch``, a
+side-effecting tool that commits its signed intent and does nothing else. Their calls cost
+exactly the gate.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ class Touched(BaseModel):
     seq: int
 
 
-def bare() -> None:
-    """Serve the baseline: a bare MCPServer with a no-op tool."""
+def bare(*, charter_transport: bool = False) -> None:
+    """Serve the baseline: a bare MCPServer with a no-op tool, on the SDK's stdio transport
+    or (``charter_transport``) on the one ``charter serve`` uses."""
     from mcp.server.mcpserver import MCPServer
+
+    from charter.server.stdio import serve_stdio
 
     server: MCPServer[object] = MCPServer("bare")
 
@@ -34,7 +39,10 @@ def bare() -> None:
         """Do nothing."""
         return "ok"
 
-    server.run("stdio")
+    if charter_transport:
+        serve_stdio(server)
+    else:
+        server.run("stdio")
 
 
 def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None:
@@ -93,6 +101,6 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
 
 if __name__ == "__main__":
     if sys.argv[1] == "bare":
-        bare()
+        bare(charter_transport="--charter-transport" in sys.argv)
     else:
         touch(sys.argv[2], sys.argv[3], stub_ledger="--stub-ledger" in sys.argv)

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, scratch_dir
-from bench._ledgers import AGENT, call_draft, new_home, open_home
+from bench._ledgers import AGENT, new_home, open_home
 from charter.keys import b64url
 from charter.server.deps import Deps
 from charter.storage.db import migrate
 from charter.storage.ledger import SIGNING_PREFIX, Ledger
+from charter.testing import call_draft
 from charter.tools import audit, identity
 from charter.tools.identity import AgentContext
 

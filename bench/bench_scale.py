@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 
 from bench._common import Row, median, pick, row, tiny
-from bench._ledgers import AGENT, call_draft, ledger_of, open_home
+from bench._ledgers import AGENT, ledger_of, open_home
 from charter.home import Home
+from charter.testing import call_draft
 from charter.tools import audit, identity, tlog
 
 FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)

@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 
 from bench._common import Row, interleave, median, pick, ratio_of_rounds, row
-from bench._ledgers import call_draft, ledger_of, open_home
+from bench._ledgers import ledger_of, open_home
 from charter.home import Home
 from charter.storage import tlog
 from charter.storage.db import connect
+from charter.testing import call_draft
 from charter.tools import identity
 
 #: "A small constant": 100x more entries may cost at most this much more per operation.

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import scratch_dir
-from bench._ledgers import AGENT, call_draft, ledger_of, new_home, open_home
+from bench._ledgers import AGENT, ledger_of, new_home, open_home
 from charter.home import Home
 from charter.server.app import READ_ONLY, CharterServer, build_server
 from charter.server.deps import Deps
 from charter.storage import ledger as ledger_mod
+from charter.testing import call_draft
 from charter.tools import identity
 
 TMPFS = Path("/dev/shm")
@@ -145,12 +146,15 @@ def stdio(n: int) -> None:
         home.close()
         return (stdio_params(argv), "bench_noop", {})
 
+    bare_argv = [sys.executable, "-m", "bench._servers", "bare", "--charter-transport"]
     subjects = [
+        (stdio_params(bare_argv), "noop", {}),
         server(_home(True), "--stub-ledger"),
         server(_home(True)),
         server(_home(False)),
     ]
     labels = (
+        "bare no-op on Charter's stdio transport (no gate)",
         "gate only (ledger stubbed out)",
         "gate + ledger append on tmpfs (no real fsync)",
         "gate + ledger append on disk (the real thing)",

@@ -22,14 +22,18 @@ import orjson
 MAX_SAFE_INT = 2**53 - 1
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any, *, checked: bool = False) -> bytes:
     """Return the RFC 8785 bytes of ``value``.
+
+    ``checked=True`` skips the domain check, for a value the caller has just canonicalized
+    and extended only with ASCII strings (e.g. a signed entry: its fields plus ``sig``).
 
     Raises:
         ValueError: if ``value`` holds a float, an out-of-range integer, a non-string key, a
             key outside the BMP, a lone surrogate, or a type JSON cannot express.
     """
-    _check(value)
+    if not checked:
+        _check(value)
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:

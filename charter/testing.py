@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import secrets
 from pathlib import Path
 
 from charter.config import Settings
 from charter.home import Home
 from charter.server.app import CharterServer, build_server
 from charter.server.deps import Deps
+from charter.storage.ledger import Draft
 from charter.tools.identity import AgentContext, load_agent
 
 
@@ -48,3 +51,23 @@ def server_for(home: Home, agent: str) -> CharterServer:
         return ctx
 
     return build_server(Deps(home=home, resolve_agent=resolve))
+
+
+def call_draft(agent: AgentContext, session: str, i: int) -> Draft:
+    """An entry like the one an ``audit_query`` call writes (about 900 bytes)."""
+    args = {"action": "email.send", "limit": 50, "cursor": i}
+    return Draft(
+        actor=agent.agent_id,
+        owner=agent.owner_id,
+        action="audit.query",
+        phase="call",
+        signer=agent.key,
+        charter=agent.charter.hash,
+        session=session,
+        call=secrets.token_hex(8),
+        args=args,
+        args_hash=hashlib.sha256(repr(args).encode()).hexdigest(),
+        outcome="ok",
+        result_hash=hashlib.sha256(str(i).encode()).hexdigest(),
+        require_agent=agent.name,
+    )

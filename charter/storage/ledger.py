@@ -130,7 +130,7 @@ def sign_entry(fields: dict[str, Any], signer: KeyPair) -> Entry:
     """Sign ``fields`` (which must not yet hold ``kid``/``sig``) and return the entry."""
     fields["kid"] = signer.kid
     fields["sig"] = b64url(signer.sign(SIGNING_PREFIX + canonical_json(fields)))
-    body = canonical_json(fields)
+    body = canonical_json(fields, checked=True)  # checked above; ``sig`` is base64url ASCII
     return Entry(fields, body, hashlib.sha256(body).hexdigest())
 
 

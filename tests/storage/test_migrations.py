@@ -1,0 +1,104 @@
+"""Migrations upgrade a home written by an earlier Charter without losing or changing data.
+
+The old home is made for real: a current home's rows are copied into a database built from
+the earlier migrations only, which then takes the place of the home's database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from charter.config import Settings
+from charter.home import Home
+from charter.storage.db import _split_sql, connect
+from charter.testing import call_draft
+from charter.tools import audit, identity
+
+#: The ledger's table was rebuilt without two unread indexes by this migration.
+LEAN = "0007_ledger_lean.sql"
+
+
+def _old_database(path: Path, source: Path, upto: str) -> None:
+    """A database with the migrations before ``upto`` applied, holding ``source``'s rows."""
+    folder = resources.files("charter.storage") / "migrations"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL"
+        " DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')))"
+    )
+    for name in names:
+        if name >= upto:
+            break
+        for statement in _split_sql((folder / name).read_text(encoding="utf-8")):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations(name) VALUES (?)", (name,))
+    conn.execute("ATTACH DATABASE ? AS src", (str(source),))
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table'"
+            " AND name NOT IN ('schema_migrations', 'sqlite_sequence')"
+        )
+    ]
+    for table in tables:
+        columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
+        conn.execute(f"INSERT INTO main.{table}({columns}) SELECT {columns} FROM src.{table}")
+    conn.execute("DETACH DATABASE src")
+    conn.close()
+
+
+def _ledger_rows(db: Path) -> list[tuple[object, ...]]:
+    conn = connect(db, readonly=True)
+    try:
+        return conn.execute("SELECT * FROM ledger ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def test_lean_ledger_migration_keeps_every_entry_and_the_guards(home: Home) -> None:
+    agent = identity.load_agent(home, "alpha")
+    root = home.settings.layout.root
+    db = home.layout.db
+    for i in range(25):
+        home.ledger.append_one(call_draft(agent, "s", i))
+    before = _ledger_rows(db)
+    home.close()
+
+    old = root / "old.db"
+    _old_database(old, db, upto=LEAN)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    old.rename(db)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'ledger_call'").fetchone()
+    conn.close()
+
+    upgraded = Home.open(Settings(home=root), clock=home.clock)
+    try:
+        conn = upgraded.conn
+        assert _ledger_rows(db) == before
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(ledger)")}
+        assert "ledger_call" not in indexes
+        assert {"ledger_actor_seq", "ledger_action_seq"} <= indexes
+        unique = [r[1] for r in conn.execute("PRAGMA index_list(ledger)") if r[2]]
+        assert [c[2] for u in unique for c in conn.execute(f"PRAGMA index_info({u})")] == ["prev"]
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE ledger SET actor = 'x' WHERE seq = 1")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM ledger WHERE seq = 1")
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # a fork
+            conn.execute(
+                "INSERT INTO ledger(seq, prev, hash, ts, actor, action, phase, body)"
+                " SELECT 10000, prev, hash, ts, actor, action, phase, body FROM ledger"
+                " WHERE seq = 3"
+            )
+        upgraded.ledger.append_one(call_draft(identity.load_agent(upgraded, "alpha"), "s", 99))
+        assert audit.verify_home(upgraded).size == len(before) + 1
+    finally:
+        upgraded.close()
