@@ -77,7 +77,7 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
     async def resolve() -> AgentContext:
         return ctx
 
-    server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))  # as serve
+    server = build_server(Deps(home=home, resolve_agent=resolve))  # as serve
     side_effect = ToolAnnotations(
         read_only_hint=False, destructive_hint=False, open_world_hint=False
     )

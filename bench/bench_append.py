@@ -107,8 +107,7 @@ def run(quick: bool) -> list[Row]:
     home = new_home(root / "home")
     agent = identity.load_agent(home, AGENT)
     raw = RawLedger(root / "raw.db", agent)
-    inline = Deps(home=home, resolve_agent=_no_resolver, inline_appends=True)
-    threaded = Deps(home=home, resolve_agent=_no_resolver)
+    served = Deps(home=home, resolve_agent=_no_resolver)  # the writer both servers use
     rows: list[Row] = []
     try:
         base, subj = interleave(
@@ -127,29 +126,24 @@ def run(quick: bool) -> list[Row]:
                 ratio=ratio_of_rounds(subj, base),
             )
         )
-        for deps, label, how in (
-            (inline, "inline (stdio server)", "commits on the caller's thread when idle"),
-            (threaded, "thread, 1 caller (HTTP server)", "queue + writer thread: 2 thread hops"),
-        ):
-            base, subj = interleave(
-                rounds, lambda: rate(n, lambda: raw.append(n)), _writer_rate(deps, agent, n)
+        base, subj = interleave(
+            rounds, lambda: rate(n, lambda: raw.append(n)), _writer_rate(served, agent, n)
+        )
+        rows.append(
+            row(
+                "append: LedgerWriter, 1 caller (stdio and HTTP servers)",
+                median(subj),
+                median(base),
+                "entries/s",
+                TARGET,
+                "one awaiting caller, so each append is its own batch, committed inline",
+                ratio=ratio_of_rounds(subj, base),
             )
-            rows.append(
-                row(
-                    f"append: LedgerWriter {label}",
-                    median(subj),
-                    median(base),
-                    "entries/s",
-                    TARGET,
-                    f"one awaiting caller, so each append is its own batch; {how}",
-                    ratio=ratio_of_rounds(subj, base),
-                )
-            )
+        )
         rows.extend(_processes(quick, root, raw, n))
         audit.verify_home(home)  # concurrent writers never fork the chain
     finally:
-        inline.shutdown()
-        threaded.shutdown()
+        served.shutdown()
         home.close()
         raw.conn.close()
     return rows

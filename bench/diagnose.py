@@ -79,7 +79,7 @@ def toolcall(n: int) -> None:
         async def resolve() -> identity.AgentContext:
             return agent
 
-        server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))
+        server = build_server(Deps(home=home, resolve_agent=resolve))
 
         @server.charter_tool("bench_noop", annotations=READ_ONLY)
         async def bench_noop() -> str:
@@ -275,8 +275,8 @@ def append(n: int) -> None:
     direct = timeit.timeit(lambda: tmp.ledger.append_one(call_draft(agent_t, "d", 0)), number=n)
     print("on tmpfs (no fsync), us per append:")
     print(f"  {direct / n * 1e6:8,.0f}  Ledger.append_one, direct")
-    print(f"  {asyncio.run(writer_cost(True)):8,.0f}  LedgerWriter inline (stdio server)")
-    print(f"  {asyncio.run(writer_cost(False)):8,.0f}  LedgerWriter thread (queue + 2 hops)")
+    print(f"  {asyncio.run(writer_cost(True)):8,.0f}  LedgerWriter inline (both servers)")
+    print(f"  {asyncio.run(writer_cost(False)):8,.0f}  LedgerWriter thread mode (queue + 2 hops)")
 
 
 def verify(n: int) -> None:

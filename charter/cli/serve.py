@@ -157,8 +157,7 @@ def run_stdio(home: Home, agent: AgentContext) -> None:
     async def resolve() -> AgentContext:
         return agent
 
-    # One client whose calls mostly come one at a time: commit inline when the writer is idle.
-    server = build_server(Deps(home=home, resolve_agent=resolve, inline_appends=True))
+    server = build_server(Deps(home=home, resolve_agent=resolve))
     try:
         serve_stdio(server)
     finally:

@@ -26,9 +26,10 @@ class Deps:
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
     #: Given to the ledger writer: run on its thread after each commit (e.g. checkpoints).
     after_commit: list[AfterCommit] = field(default_factory=list)
-    #: Commit on the calling thread when the writer is idle (stdio: one client); see
-    #: :class:`~charter.storage.ledger.LedgerWriter`.
-    inline_appends: bool = False
+    #: Commit each loop turn's appends as one batch on the event loop's thread (True), or
+    #: on the writer thread (False: two thread hops per batch, slower for one caller and for
+    #: many, measured in bench/bench_append.py); see :class:`~charter.storage.ledger.LedgerWriter`.
+    inline_appends: bool = True
     _writer: LedgerWriter | None = None
 
     @property

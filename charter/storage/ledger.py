@@ -317,17 +317,24 @@ _Pending = tuple[Draft, "asyncio.Future[Entry]", asyncio.AbstractEventLoop]
 
 
 class LedgerWriter:
-    """Group commit for a server: callers await durable appends; one thread does the writing.
+    """Group commit for a server: callers await durable appends, one transaction per batch.
 
-    Each batch is one ``BEGIN IMMEDIATE … COMMIT`` (one fsync) and one thread hop back to the
-    event loop; a caller's future resolves only after the commit, so an acknowledged entry
-    is on disk.
+    Each batch is one ``BEGIN IMMEDIATE … COMMIT`` (one fsync); a caller's future resolves
+    only after the commit, so an acknowledged entry is on disk.
 
-    With ``inline=True`` (a stdio server: one client, calls mostly one at a time) an append
-    that finds the writer idle commits on the caller's thread instead, sparing the two thread
-    hops; the event loop is held for that one commit, which the caller waits for anyway.
-    Appends that find the writer busy are queued and group-committed as usual. After-commit
-    hooks always run on the writer thread; after inline commits, :attr:`HOOK_DELAY` later.
+    Two ways to run a batch, same guarantees:
+
+    - ``inline=False``: a writer thread takes batches from a queue; each costs two thread
+      hops (to the thread and back to the event loop).
+    - ``inline=True`` (the servers): the first caller of a loop turn leads. It yields once,
+      so every caller ready in that turn joins its batch, then commits the batch on the
+      event loop's thread and resolves the others. A lone caller pays one loop turn instead
+      of two thread hops; concurrent callers still share one fsync. The loop is held for
+      the commit, which its callers are waiting for anyway. When the writer thread holds
+      the connection (running after-commit hooks), the batch is handed to it instead.
+
+    After-commit hooks always run on the writer thread; after inline commits,
+    :attr:`HOOK_DELAY` later.
     """
 
     _MAX_BATCH = 256
@@ -336,7 +343,7 @@ class LedgerWriter:
     HOOK_DELAY = 0.05
 
     def __init__(
-        self, ledger: Ledger, after_commit: Sequence[AfterCommit] = (), *, inline: bool = False
+        self, ledger: Ledger, after_commit: Sequence[AfterCommit] = (), *, inline: bool = True
     ) -> None:
         self.ledger = ledger
         self.after_commit = list(after_commit)
@@ -345,6 +352,8 @@ class LedgerWriter:
         self._lock = threading.Lock()
         #: Inline commits happened whose after-commit hooks have not run yet.
         self._hooks_due = False
+        #: Inline batches being gathered, one per event loop (its callers of this turn).
+        self._gathering: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self._queue: queue.SimpleQueue[_Pending | _RunHooks | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="charter-ledger", daemon=True)
         self._thread.start()
@@ -355,22 +364,34 @@ class LedgerWriter:
         Raises:
             CharterError: the refusal for this draft, or ``LedgerUnavailable``.
         """
-        if self.inline and self._lock.acquire(blocking=False):
-            try:
-                (result,) = self._append([draft])
-                wake = bool(self.after_commit) and not self._hooks_due
-                self._hooks_due = self._hooks_due or wake
-            finally:
-                self._lock.release()
-            if wake:  # start the hooks' timer on the writer thread (once per HOOK_DELAY)
-                self._queue.put(_RunHooks())
-            if isinstance(result, CharterError):
-                raise result
-            return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry] = loop.create_future()
-        self._queue.put((draft, future, loop))
+        if not self.inline:
+            self._queue.put((draft, future, loop))
+            return await future
+        batch = self._gathering.setdefault(loop, [])
+        batch.append((draft, future, loop))
+        if len(batch) == 1:  # the first caller of this loop turn leads the batch
+            try:
+                await asyncio.sleep(0)  # callers ready in this turn join the batch
+            finally:  # even when the leader is cancelled: the others are waiting on it
+                self._commit_inline(self._gathering.pop(loop))
         return await future
+
+    def _commit_inline(self, batch: list[_Pending]) -> None:
+        if not self._lock.acquire(blocking=False):
+            for pending in batch:  # the writer thread has the connection: it commits these
+                self._queue.put(pending)
+            return
+        try:
+            results = self._append([d for d, _, _ in batch])
+            wake = bool(self.after_commit) and not self._hooks_due
+            self._hooks_due = self._hooks_due or wake
+        finally:
+            self._lock.release()
+        if wake:  # start the hooks' timer on the writer thread (once per HOOK_DELAY)
+            self._queue.put(_RunHooks())
+        _resolve([(future, result) for (_, future, _), result in zip(batch, results, strict=True)])
 
     def close(self) -> None:
         """Finish pending appends and stop the writer thread."""

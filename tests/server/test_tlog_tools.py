@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -130,15 +131,25 @@ async def test_the_writer_signs_a_checkpoint_every_n_entries(
     make_home(root, clock=clock).close()
     with Home.open(Settings(home=root, checkpoint_every=4), clock=clock) as home:
         identity.add_agent(home, "alpha", scopes=["audit:read"])
-        start = home.ledger.head()[0]
+        rounds: list[int] = []  # the ledger's size after each round of four calls
         async with Client(server_for(home, "alpha"), mode=mode) as client:
-            for _ in range(11):
-                await client.call_tool("identity_whoami", {})
+            for _ in range(3):
+                for _ in range(4):  # one entry each: the ledger passes one multiple of 4
+                    await client.call_tool("identity_whoami", {})
+                rounds.append(home.ledger.head()[0])
+                # The writer thread runs the hook shortly after the (inline) commits.
+                for _ in range(200):
+                    if sizes(home) and sizes(home)[-1] // 4 == rounds[-1] // 4:
+                        break
+                    await anyio.sleep(0.01)
+            await client.call_tool("identity_whoami", {})
         end = home.ledger.head()[0]
         signed = sizes(home)
-        # One entry per commit here, so the writer signs exactly at each multiple of 4; the
-        # server signs the final one when it exits.
-        assert signed == [m for m in range(start + 1, end) if m % 4 == 0] + [end]
+        # One checkpoint per multiple of 4 passed, each covering at least that multiple and
+        # at most the round's entries; the server signs the final one when it exits.
+        assert [size // 4 for size in signed[:-1]] == [size // 4 for size in rounds]
+        assert all(size <= top for size, top in zip(signed, rounds, strict=False))
+        assert signed[-1] == end
         checkpoints = tools_tlog.checkpoint_log(home).upto(end)
         tree = store.TreeStore(home.conn)
         for old, new in itertools.pairwise(checkpoints):

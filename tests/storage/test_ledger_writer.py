@@ -143,3 +143,47 @@ async def test_inline_append_queues_while_the_writer_is_busy(home: Home) -> None
         _close(writer)
     assert entry.fields["args"] == {"i": 2}
     audit.verify_home(home)
+
+
+def _count_commits(writer: LedgerWriter) -> list[str]:
+    commits: list[str] = []
+    writer.ledger.conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.strip().upper() == "COMMIT" else None
+    )
+    return commits
+
+
+async def test_callers_of_one_loop_turn_share_one_inline_commit(home: Home) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    writer = _writer(home, inline=True)
+    commits = _count_commits(writer)
+    try:
+        entries = await asyncio.gather(*(writer.append(_draft(alpha, i)) for i in range(8)))
+        assert len(commits) == 1  # eight entries, one transaction, one fsync
+        await writer.append(_draft(alpha, 8))  # a lone caller: its own batch
+        assert len(commits) == 2
+    finally:
+        _close(writer)
+    assert [e.seq for e in entries] == sorted(e.seq for e in entries)
+    audit.verify_home(home)
+
+
+async def test_a_cancelled_leader_still_commits_the_batch_it_gathered(home: Home) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    writer = _writer(home, inline=True)
+    try:
+        leader, *followers = (
+            asyncio.ensure_future(writer.append(_draft(alpha, i))) for i in range(3)
+        )
+        await asyncio.sleep(0)  # all three have joined the batch; the leader is yielding
+        leader.cancel()
+        entries = await asyncio.wait_for(asyncio.gather(*followers), 10)
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+    finally:
+        _close(writer)
+    assert [e.fields["args"] for e in entries] == [{"i": 1}, {"i": 2}]
+    # The leader's entry was committed with the batch, as a queued one would have been.
+    size, _ = home.ledger.head()
+    assert audit.verify_home(home).size == size
+    assert {"i": 0} in [home.ledger.get(s).fields["args"] for s in range(size - 3, size)]  # type: ignore[union-attr]
