@@ -21,7 +21,7 @@ from charter.errors import CharterError, InvalidInput, ScopeDenied
 from charter.scopes import grants, require
 from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
-from charter.storage.ledger import Draft, Entry
+from charter.storage.ledger import Draft, Effect, Entry
 from charter.tools.identity import AgentContext
 
 _current: contextvars.ContextVar[Call] = contextvars.ContextVar("charter_call")
@@ -121,6 +121,8 @@ class Call:
     context: Any = None
     #: The concrete scopes this call needed (``require``); approval policy matches these.
     scopes: list[str] = field(default_factory=list)
+    #: State changes committed atomically with an ``ok`` outcome entry (:meth:`on_success`).
+    success_effects: list[Effect] = field(default_factory=list)
 
     def require(self, scope: str) -> None:
         """Refuse the call unless the agent's charter (and its bearer token, if any) grant it.
@@ -170,6 +172,15 @@ class Call:
         self.intent_entry = await self.deps.writer.append(self._draft("intent", args))
         return self.intent_entry
 
+    def on_success(self, effect: Effect) -> None:
+        """Commit ``effect`` in the same transaction as this call's ``ok`` outcome entry.
+
+        For a state change that must exist exactly when the ledger says the call succeeded
+        (a token's row: without it the token does not verify). It is dropped if the call
+        fails or is refused; if it raises, the outcome is not recorded and the call fails.
+        """
+        self.success_effects.append(effect)
+
     def summary(self) -> dict[str, Any]:
         """The redacted argument summary recorded in the ledger."""
         return summarize(self.arguments, self.visible_args)
@@ -195,6 +206,8 @@ class Call:
         draft.outcome = outcome
         draft.reason = reason
         draft.result_hash = None if result is None else hash_value(result)
+        if outcome == "ok":
+            draft.effects = tuple(self.success_effects)
         return await self.deps.writer.append(draft)
 
     def _draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:

@@ -44,6 +44,9 @@ AppendHook = Callable[[sqlite3.Connection, int, bytes], None]
 #: Called on the writer thread after each committed batch, with the writer's connection
 #: (e.g. to sign a checkpoint every N entries, off the callers' path).
 AfterCommit = Callable[[sqlite3.Connection], None]
+#: A state change committed atomically with one entry (e.g. a token's row with the outcome
+#: that issues it): run inside the append transaction, just before the entry is inserted.
+Effect = Callable[[sqlite3.Connection], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class Draft:
     #: Agent name that must still be active (with ``charter`` current) when the entry is
     #: committed; checked inside the append transaction so a revocation wins every race.
     require_agent: str | None = None
+    #: Committed with this entry or not at all; dropped when the entry is refused.
+    effects: tuple[Effect, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,13 @@ class Ledger:
                     except ValueError as exc:
                         results.append(LedgerUnavailable(f"entry cannot be recorded: {exc}"))
                         continue
-                    self._insert(entry)
+                    if draft.effects:
+                        failure = self._insert_with_effects(entry, draft.effects)
+                        if failure is not None:
+                            results.append(failure)
+                            continue
+                    else:
+                        self._insert(entry)
                     results.append(refusal if refusal is not None else entry)
                     seq, prev, last_ts = seq + 1, entry.hash, ts
         except sqlite3.Error as exc:
@@ -223,6 +234,20 @@ class Ledger:
         )
         for hook in self.hooks:
             hook(self.conn, f["seq"], entry.body)
+
+    def _insert_with_effects(
+        self, entry: Entry, effects: tuple[Effect, ...]
+    ) -> LedgerUnavailable | None:
+        """Apply ``effects`` and insert ``entry`` under a savepoint: all of them or none."""
+        try:
+            with transaction(self.conn):  # nested: a savepoint, so the batch goes on
+                for effect in effects:
+                    effect(self.conn)
+                self._insert(entry)
+        except Exception:
+            log.exception("a state change recorded with seq %s failed", entry.seq)
+            return LedgerUnavailable("the call's result could not be recorded")
+        return None
 
     def _check_agent(self, draft: Draft) -> AgentRevoked | None:
         if draft.require_agent is None:

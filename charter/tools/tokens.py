@@ -18,12 +18,11 @@ retired key stays published (JWKS) while a token it signed has not expired.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -295,52 +294,60 @@ def prepare(
     )
 
 
-def issue(
-    home: Home, request: TokenRequest, *, on_commit: Callable[[str], None] | None = None
-) -> IssuedToken:
-    """Sign ``request`` with the current issuer key and record the token's row.
+def sign(home: Home, request: TokenRequest) -> IssuedToken:
+    """Sign ``request`` with the current issuer key; nothing is written.
 
-    ``on_commit(kid)`` runs inside the same transaction (the owner CLI records its ledger
-    event there, so that commit is fully synced). Without it the row's commit is not synced
-    on its own: the tool's outcome entry, committed with a full sync on the same file before
-    the token reaches the agent, syncs it; and a row lost to a power cut only makes its token
-    fail verification (fail closed).
+    The token verifies only once :func:`record` has stored its row: a caller commits that
+    together with whatever makes the issuance official (the tool's outcome entry, the owner's
+    ledger event), so a token whose issuance was not recorded never works.
     """
     ensure_issuer_keys(home)
-    durability = contextlib.nullcontext() if on_commit else _unsynced_commit(home.conn)
-    with durability, transaction(home.conn):
-        kid = _current_kid(home.conn)
-        key = _signing_key(home, kid)
-        claims = _claims(home, request)
-        token = encode(claims, key)
-        issued_at = rfc3339(_from_epoch(request.issued_at))
-        expires_at = rfc3339(_from_epoch(request.expires_at))
-        home.conn.execute(
-            "INSERT INTO tokens(jti, kid, agent_name, agent_id, charter, audience, scopes,"
-            " issued_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                request.jti,
-                kid,
-                request.agent_name,
-                request.charter.agent_id,
-                request.charter.hash,
-                request.audience,
-                claims["scope"],
-                issued_at,
-                expires_at,
-            ),
-        )
-        if on_commit is not None:
-            on_commit(kid)
+    kid = _current_kid(home.conn)
+    claims = _claims(home, request)
     return IssuedToken(
-        token=token,
+        token=encode(claims, _signing_key(home, kid)),
         jti=request.jti,
         audience=request.audience,
         scopes=list(request.scopes),
-        issued_at=issued_at,
-        expires_at=expires_at,
+        issued_at=rfc3339(_from_epoch(request.issued_at)),
+        expires_at=rfc3339(_from_epoch(request.expires_at)),
         kid=kid,
     )
+
+
+def record(conn: sqlite3.Connection, request: TokenRequest, issued: IssuedToken) -> None:
+    """Store the row of a token :func:`sign` made (inside the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO tokens(jti, kid, agent_name, agent_id, charter, audience, scopes,"
+        " issued_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            request.jti,
+            issued.kid,
+            request.agent_name,
+            request.charter.agent_id,
+            request.charter.hash,
+            request.audience,
+            " ".join(request.scopes),
+            issued.issued_at,
+            issued.expires_at,
+        ),
+    )
+
+
+def issue(
+    home: Home, request: TokenRequest, *, on_commit: Callable[[str], None] | None = None
+) -> IssuedToken:
+    """Sign ``request`` and record its row in one transaction on the home's connection.
+
+    ``on_commit(kid)`` runs inside that transaction (the owner CLI records its ledger event
+    there). The MCP tool instead commits :func:`record` with its outcome entry.
+    """
+    with transaction(home.conn):
+        issued = sign(home, request)
+        record(home.conn, request, issued)
+        if on_commit is not None:
+            on_commit(issued.kid)
+    return issued
 
 
 def issue_for_owner(
@@ -691,20 +698,6 @@ def _unpublished_reason(conn: sqlite3.Connection, kid: str) -> str:
     if conn.execute("SELECT 1 FROM issuer_keys WHERE kid = ?", (kid,)).fetchone():
         return f"key id {kid!r} was retired and every token it signed has expired"
     return f"key id {kid!r} is not a published issuer key"
-
-
-@contextlib.contextmanager
-def _unsynced_commit(conn: sqlite3.Connection) -> Iterator[None]:
-    """Commit the next transaction with ``synchronous=NORMAL`` (WAL: no fsync of its own)."""
-    if conn.in_transaction:  # a caller's transaction keeps its own durability
-        yield
-        return
-    previous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
-    conn.execute("PRAGMA synchronous=NORMAL")
-    try:
-        yield
-    finally:
-        conn.execute(f"PRAGMA synchronous={previous:d}")
 
 
 def _current_kid(conn: sqlite3.Connection) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from charter.errors import AgentRevoked
+from charter.errors import AgentRevoked, LedgerUnavailable
 from charter.home import Home
 from charter.storage.db import connect
 from charter.storage.ledger import AfterCommit, Draft, Ledger, LedgerWriter
@@ -187,3 +187,24 @@ async def test_a_cancelled_leader_still_commits_the_batch_it_gathered(home: Home
     size, _ = home.ledger.head()
     assert audit.verify_home(home).size == size
     assert {"i": 0} in [home.ledger.get(s).fields["args"] for s in range(size - 3, size)]  # type: ignore[union-attr]
+
+
+def test_a_failing_effect_fails_its_draft_only(home: Home) -> None:
+    alpha = identity.load_agent(home, "alpha")
+    size, _ = home.ledger.head()
+
+    def applied(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('effect', 'applied')")
+
+    def broken(conn: sqlite3.Connection) -> None:
+        applied(conn)  # rolled back with the rest of this draft
+        raise RuntimeError("effect failed")
+
+    first, second, third = _draft(alpha, 1), _draft(alpha, 2), _draft(alpha, 3)
+    first.effects, third.effects = (broken,), (applied,)
+    results = home.ledger.append([first, second, third])
+    assert isinstance(results[0], LedgerUnavailable)
+    assert [r.seq for r in results[1:]] == [size, size + 1]  # type: ignore[union-attr]
+    rows = home.conn.execute("SELECT value FROM meta WHERE key = 'effect'").fetchall()
+    assert rows == [("applied",)]  # the third draft's effect, once
+    assert audit.verify_home(home).size == size + 2

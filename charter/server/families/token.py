@@ -71,6 +71,8 @@ def register(server: CharterServer) -> None:
             limit=agent.token_scopes,
         )
         await call.intent(request.ledger_details())
-        issued = tokens.issue(call.deps.home, request)
+        issued = tokens.sign(call.deps.home, request)
+        # The token's row commits with the outcome entry: it verifies only if that is on disk.
+        call.on_success(lambda conn: tokens.record(conn, request, issued))
         call.outcome_details["kid"] = issued.kid
         return issued

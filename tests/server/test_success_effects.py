@@ -1,0 +1,135 @@
+"""State changes committed with a call's ``ok`` outcome entry (``Call.on_success``).
+
+A token's row is the case that matters: the token verifies only while its row exists, so
+the row must exist exactly when the ledger records that the token was issued.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.types import ToolAnnotations
+
+from charter.errors import TokenInvalid
+from charter.home import Home
+from charter.server.app import CharterServer
+from charter.server.calls import current_call
+from charter.storage.ledger import Entry
+from charter.testing import server_for
+from charter.tools import audit, identity, tokens
+
+ACTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+AUDIENCE = "https://api.example.com"
+
+
+def _marks(home: Home) -> list[str]:
+    return [row[0] for row in home.conn.execute("SELECT value FROM meta WHERE key LIKE 'mark:%'")]
+
+
+def _server(home: Home) -> CharterServer:
+    """alpha's server plus a test tool that writes a ``meta`` row on success."""
+    server = server_for(home, "alpha")
+
+    @server.charter_tool("test_mark", annotations=ACTS, visible_args=("how",))
+    async def test_mark(how: str) -> str:
+        """Test only: commit an intent, then a mark that lands with the ok outcome."""
+        call = current_call()
+        await call.intent()
+        call.on_success(
+            lambda conn: conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?)", (f"mark:{how}", how)
+            )
+        )
+        if how == "unrecordable":  # the outcome entry cannot be canonicalized (a float)
+            call.outcome_details["ratio"] = 0.5
+        if how == "tool fails":
+            raise RuntimeError("after on_success")
+        if how == "revoked meanwhile":
+            other = sqlite3.connect(home.layout.db)  # the owner, from another process
+            other.execute("UPDATE agents SET status = 'revoked' WHERE name = 'alpha'")
+            other.commit()
+            other.close()
+        if how == "effect fails":
+            call.on_success(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
+        return "done"
+
+    return server
+
+
+def _outcomes(home: Home) -> list[dict[str, Any]]:
+    bodies = [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [f for f in bodies if f["action"] == "test.mark" and f["phase"] != "intent"]
+
+
+async def test_the_effect_commits_with_the_ok_outcome(home: Home, mode: str) -> None:
+    async with Client(_server(home), mode=mode) as client:
+        result = await client.call_tool("test_mark", {"how": "ok"})
+    assert not result.is_error
+    assert _marks(home) == ["ok"]
+    assert [o["outcome"] for o in _outcomes(home)] == ["ok"]
+    audit.verify_home(home)
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("unrecordable", []),  # no outcome entry: the effect is not applied either
+        ("tool fails", ["error"]),
+        ("revoked meanwhile", ["denied"]),  # the log key records the refusal instead
+        ("effect fails", []),  # rolled back with the entry; the first effect too
+    ],
+)
+async def test_no_ok_outcome_no_effect(
+    home: Home, mode: str, how: str, expected: list[str]
+) -> None:
+    async with Client(_server(home), mode=mode) as client:
+        result = await client.call_tool("test_mark", {"how": how})
+    assert result.is_error
+    assert _marks(home) == []
+    assert [o["outcome"] for o in _outcomes(home)] == expected
+    audit.verify_home(home)
+
+
+async def test_a_token_row_is_committed_in_its_outcome_transaction(home: Home, mode: str) -> None:
+    identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
+    server = server_for(home, "alpha")
+    statements: list[str] = []
+    async with Client(server, mode=mode) as client:
+        server.deps.writer.ledger.conn.set_trace_callback(statements.append)
+        result = await client.call_tool("token_issue", {"audience": AUDIENCE})
+    assert not result.is_error
+    token = result.structured_content["token"]
+    tokens.verify(home, token, audience=AUDIENCE)
+    # The outcome's transaction: BEGIN, ..., the token's row, the outcome entry, COMMIT.
+    last_begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN"))
+    txn = statements[last_begin:]
+    insert_token = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO tokens"))
+    insert_entry = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO ledger"))
+    assert insert_token < insert_entry < txn.index("COMMIT")
+    assert "'outcome'" in txn[insert_entry]
+
+
+async def test_a_token_whose_outcome_was_not_recorded_never_verifies(
+    home: Home, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
+    signed: list[str] = []
+    real_sign = tokens.sign
+
+    def sign_then_revoke(h: Home, request: tokens.TokenRequest) -> tokens.IssuedToken:
+        issued = real_sign(h, request)
+        signed.append(issued.token)
+        identity.revoke_agent(home, "alpha", reason="race")  # before the outcome commits
+        return issued
+
+    monkeypatch.setattr(tokens, "sign", sign_then_revoke)
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        result = await client.call_tool("token_issue", {"audience": AUDIENCE})
+    assert result.is_error
+    rows = home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    assert rows == 0  # the refused outcome took the token's row with it
+    with pytest.raises(TokenInvalid):
+        tokens.verify(home, signed[0], audience=AUDIENCE)
