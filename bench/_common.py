@@ -26,6 +26,8 @@ Row = dict[str, Any]
 ROW_KEYS = ("name", "charter", "baseline", "unit", "ratio", "target", "passed", "notes")
 
 _TARGET = re.compile(r"^\s*(<=|>=)\s*([0-9.]+)x")
+#: The target of a row that explains another (e.g. a cost broken out): no pass or fail.
+INFO = "info"
 
 
 def tiny() -> bool:
@@ -40,8 +42,11 @@ def pick(quick: bool, *, full: int, quick_n: int, tiny_n: int) -> int:
     return quick_n if quick else full
 
 
-def meets(target: str, ratio: float) -> bool:
-    """Whether ``ratio`` meets a target written like ``">= 0.7x"`` or ``"<= 1.5x"``."""
+def meets(target: str, ratio: float) -> bool | None:
+    """Whether ``ratio`` meets a target written like ``">= 0.7x"`` or ``"<= 1.5x"``; None
+    for an :data:`INFO` row."""
+    if target == INFO:
+        return None
     m = _TARGET.match(target)
     if m is None:
         raise ValueError(f"unparsable target {target!r}")

@@ -4,6 +4,11 @@ Both servers are subprocesses driven by the SDK's ``Client`` over stdio, open at
 time; calls alternate one by one between them, so both see the same machine load. Every
 Charter call is signed into the ledger and committed durably (fsync) before the response:
 one entry for a read-only call, two (intent, outcome) for a side-effecting one.
+
+``charter serve`` speaks stdio through the event loop's own pipes
+(``charter/server/stdio.py``) where the SDK's transport uses worker threads. Two
+informational rows separate that from the gate: the bare server on Charter's transport, and
+the gated no-op against it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters
 
-from bench._common import Row, percentile, pick, row, scratch_dir
+from bench._common import INFO, Row, percentile, pick, row, scratch_dir
 from bench._ledgers import AGENT, new_home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +46,10 @@ def params(argv: list[str], env: dict[str, str] | None = None) -> StdioServerPar
     return StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(REPO))
 
 
-def bare_params() -> StdioServerParameters:
-    """The baseline server."""
-    return params([sys.executable, "-m", "bench._servers", "bare"])
+def bare_params(*, charter_transport: bool = False) -> StdioServerParameters:
+    """The baseline server (on the SDK's stdio transport, or on Charter's)."""
+    extra = ["--charter-transport"] if charter_transport else []
+    return params([sys.executable, "-m", "bench._servers", "bare", *extra])
 
 
 async def _timed(client: Client, tool: str, args: dict[str, Any]) -> float:
@@ -84,11 +90,13 @@ async def _compare(subjects: list[Subject], calls: int) -> list[tuple[list[float
     return samples
 
 
-def _rows(label: str, base: list[float], subj: list[float], note: str) -> list[Row]:
+def _rows(
+    label: str, base: list[float], subj: list[float], note: str, target: str = TARGET
+) -> list[Row]:
     out = []
     for q in (50, 99):
         b, s = percentile(base, q) * 1e3, percentile(subj, q) * 1e3
-        out.append(row(f"toolcall: {label} p{q}", s, b, "ms", TARGET, note))
+        out.append(row(f"toolcall: {label} p{q}", s, b, "ms", target, note))
     return out
 
 
@@ -106,6 +114,7 @@ def run(quick: bool) -> list[Row]:
         (touch, "bench_noop", {}),
         (touch, "bench_touch", {"note": "x"}),
         (serve, "token_issue", {"audience": AUDIENCE, "scopes": ["audit:read"]}),
+        (bare_params(charter_transport=True), "noop", {}),
     ]
     samples = anyio.run(_compare, subjects, calls)
     labels = (
@@ -118,6 +127,22 @@ def run(quick: bool) -> list[Row]:
         ("token_issue (intent + token + outcome)", "`charter serve`: a real side effect"),
     )
     rows: list[Row] = []
-    for (label, what), (base, subj) in zip(labels, samples, strict=True):
+    for (label, what), (base, subj) in zip(labels, samples[:4], strict=True):
         rows += _rows(label, base, subj, f"{note}; {what}")
+    # Charter's own cost, apart from its faster transport: informational rows.
+    base, fast = samples[4]
+    rows += _rows(
+        "bare no-op served on Charter's stdio transport",
+        base,
+        fast,
+        f"{note}; the same bare server, event-loop pipes instead of the SDK's worker threads",
+        target=INFO,
+    )
+    rows += _rows(
+        "read-only no-op vs the bare no-op, both on Charter's transport",
+        fast,
+        samples[1][1],
+        f"{note}; the gate and its one durable entry alone",
+        target=INFO,
+    )
     return rows

@@ -119,10 +119,14 @@ def table(rows: list[Row]) -> Table:
             r["unit"],
             f"{r['ratio']:.2f}x",
             r["target"],
-            "[green]pass[/]" if r["passed"] else "[red]FAIL[/]",
+            _verdict(r["passed"], "[green]pass[/]", "[red]FAIL[/]"),
             r["notes"],
         )
     return t
+
+
+def _verdict(passed: bool | None, good: str, bad: str) -> str:
+    return "-" if passed is None else good if passed else bad
 
 
 def markdown(rows: list[Row]) -> str:
@@ -133,7 +137,7 @@ def markdown(rows: list[Row]) -> str:
     ]
     lines += [
         f"| {r['name']} | {_fmt(r['charter'])} | {_fmt(r['baseline'])} | {r['unit']} "
-        f"| {r['ratio']:.2f}x | {r['target']} | {'pass' if r['passed'] else '**FAIL**'} |"
+        f"| {r['ratio']:.2f}x | {r['target']} | {_verdict(r['passed'], 'pass', '**FAIL**')} |"
         for r in rows
     ]
     return "\n".join(lines) + "\n"
@@ -180,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(got)
         console.print(table(got))
     console.print(table(rows))
-    failed = [r["name"] for r in rows if not r["passed"]]
-    console.print(f"{len(rows) - len(failed)}/{len(rows)} rows meet their target")
+    targeted = [r for r in rows if r["passed"] is not None]
+    failed = [r["name"] for r in targeted if not r["passed"]]
+    console.print(f"{len(targeted) - len(failed)}/{len(targeted)} rows meet their target")
     doc = {
         "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
