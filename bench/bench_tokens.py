@@ -23,12 +23,14 @@ from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, 
 from bench._ledgers import AGENT, new_home
 from charter.home import Home
 from charter.keys import read_key_file
+from charter.storage.db import transaction
 from charter.tools import identity, tokens
 
 AUDIENCE = "https://api.example.com"
-#: Issuing writes the token's row (one SQLite write transaction, not fsynced on its own: see
-#: ``tokens.issue``); that write, which revocation needs, is most of the gap to a bare encode.
-ISSUE_TARGET = ">= 0.2x"
+#: Issuing writes the token's row, which revocation needs: most of the gap to a bare encode.
+#: The tool commits the row with its outcome entry (``Call.on_success``), so the commit is the
+#: ledger's and counted in the append rows; here each round's rows commit together.
+ISSUE_TARGET = ">= 0.7x"
 VERIFY_TARGET = ">= 0.8x"
 _REGISTERED = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
@@ -59,8 +61,9 @@ def _measure(home: Home, n: int, rounds: int) -> list[Row]:
             jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
 
     def charter_issue() -> None:
-        for _ in range(n):
-            _issue(home, agent)
+        with transaction(home.conn):  # as the tool: rows committed with the ledger's entry
+            for _ in range(n):
+                _issue(home, agent, recorded_by_caller=True)
 
     base, subj = interleave(rounds, lambda: rate(n, raw_encode), lambda: rate(n, charter_issue))
     rows = [
@@ -70,7 +73,8 @@ def _measure(home: Home, n: int, rounds: int) -> list[Row]:
             median(base),
             "tokens/s",
             ISSUE_TARGET,
-            f"{rounds} interleaved rounds of {n}; baseline = PyJWT EdDSA encode",
+            f"{rounds} interleaved rounds of {n}, each round's rows in one transaction (the "
+            "tool commits a row with its outcome entry); baseline = PyJWT EdDSA encode",
             ratio=ratio_of_rounds(subj, base),
         )
     ]
@@ -106,9 +110,15 @@ def _measure(home: Home, n: int, rounds: int) -> list[Row]:
     return rows
 
 
-def _issue(home: Home, agent: identity.AgentContext) -> str:
+def _issue(home: Home, agent: identity.AgentContext, *, recorded_by_caller: bool = False) -> str:
+    """Check, sign and record one token, as ``token_issue`` does (the row in the caller's
+    transaction), or as ``tokens.issue`` does (its own committed transaction)."""
     request = tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE)
-    return tokens.issue(home, request).token
+    if not recorded_by_caller:
+        return tokens.issue(home, request).token
+    issued = tokens.sign(home, request)
+    tokens.record(home.conn, request, issued)
+    return issued.token
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
