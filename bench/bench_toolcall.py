@@ -9,12 +9,19 @@ one entry for a read-only call, two (intent, outcome) for a side-effecting one.
 (``charter/server/stdio.py``) where the SDK's transport uses worker threads. Two
 informational rows separate that from the gate: the bare server on Charter's transport, and
 the gated no-op against it.
+
+When Node and the TypeScript SDK are installed (``.ci/install-inspector`` puts them in
+``.ci/node``), the same comparisons run again with the TypeScript SDK's ``Client``
+(``bench/ts_roundtrip.cjs``): the client Claude Desktop, Claude Code and the Inspector use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +39,9 @@ AUDIENCE = "https://api.example.com"
 #: Protocol generation the hosts use (Claude Desktop, Claude Code, the TS SDK): the
 #: initialize handshake. ``auto`` (2026-07-28) adds the same per-request cost to both sides.
 MODE = "legacy"
+#: Where ``.ci/install-inspector`` installs the TypeScript SDK (with the MCP Inspector).
+NODE_SDK = REPO / ".ci" / "node"
+TS_CLIENT_PACKAGE = "node_modules/@modelcontextprotocol/client"
 
 
 def charter_command() -> list[str]:
@@ -91,13 +101,51 @@ async def _compare(subjects: list[Subject], calls: int) -> list[tuple[list[float
 
 
 def _rows(
-    label: str, base: list[float], subj: list[float], note: str, target: str = TARGET
+    label: str,
+    base: list[float],
+    subj: list[float],
+    note: str,
+    target: str = TARGET,
+    prefix: str = "toolcall",
 ) -> list[Row]:
     out = []
     for q in (50, 99):
         b, s = percentile(base, q) * 1e3, percentile(subj, q) * 1e3
-        out.append(row(f"toolcall: {label} p{q}", s, b, "ms", target, note))
+        out.append(row(f"{prefix}: {label} p{q}", s, b, "ms", target, note))
     return out
+
+
+def ts_client_available() -> bool:
+    """Whether Node and the TypeScript SDK's client (from ``.ci/install-inspector``) are here."""
+    return shutil.which("node") is not None and (NODE_SDK / TS_CLIENT_PACKAGE).is_dir()
+
+
+def _ts_compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], list[float]]]:
+    """What :func:`_compare` measures, with the TypeScript SDK's ``Client`` instead."""
+
+    def server(launch: StdioServerParameters, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        env = {"PATH": os.environ.get("PATH", ""), **(launch.env or {})}
+        cwd = str(launch.cwd or REPO)
+        return {"command": launch.command, "args": list(launch.args), "env": env, "cwd": cwd,
+                "tool": tool, "arguments": args}  # fmt: skip
+
+    config = {
+        "sdk": str(NODE_SDK),
+        "calls": calls,
+        "warmup": max(3, calls // 20),
+        "baseline": server(bare_params(), "noop", {}),
+        "subjects": [server(*subject) for subject in subjects],
+    }
+    done = subprocess.run(
+        ["node", str(REPO / "bench" / "ts_roundtrip.cjs"), json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the TypeScript client failed: {done.stderr[-2000:]}")
+    return [(base, subj) for base, subj in json.loads(done.stdout)["samples"]]
 
 
 def run(quick: bool) -> list[Row]:
@@ -129,6 +177,13 @@ def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     for (label, what), (base, subj) in zip(labels, samples[:4], strict=True):
         rows += _rows(label, base, subj, f"{note}; {what}")
+    if ts_client_available():  # the client the MCP hosts are built on
+        ts_note = f"{calls} calls each, alternating, TypeScript SDK Client over stdio"
+        ts_samples = _ts_compare(subjects[:4], calls)
+        for (label, what), (base, subj) in zip(labels, ts_samples, strict=True):
+            rows += _rows(label, base, subj, f"{ts_note}; {what}", prefix="toolcall, TS client")
+    else:
+        print("toolcall: no TypeScript client rows (run .ci/install-inspector)", file=sys.stderr)
     # Charter's own cost, apart from its faster transport: informational rows.
     base, fast = samples[4]
     rows += _rows(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -41,6 +42,11 @@ def test_benchmark_runs_and_reports_well_formed_rows(
             assert isinstance(r[key], float | int) and math.isfinite(r[key]) and r[key] > 0, r
         assert r["passed"] is common.meets(r["target"], r["ratio"]), r
         assert isinstance(r["unit"], str) and isinstance(r["notes"], str)
+    if name == "bench_toolcall" and (
+        os.environ.get("CI") or _bench(monkeypatch, name).ts_client_available()
+    ):
+        # The TypeScript client's rows (CI installs it with the Inspector: never skipped there).
+        assert any(r["name"].startswith("toolcall, TS client:") for r in rows)
 
 
 def test_runner_discovers_every_module_and_writes_json(
