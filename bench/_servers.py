@@ -14,6 +14,7 @@ exactly the gate.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,18 +26,33 @@ class Touched(BaseModel):
     seq: int
 
 
-def bare(*, charter_transport: bool = False) -> None:
+def bare(*, charter_transport: bool = False, durable: str | None = None) -> None:
     """Serve the baseline: a bare MCPServer with a no-op tool, on the SDK's stdio transport
-    or (``charter_transport``) on the one ``charter serve`` uses."""
+    or (``charter_transport``) on the one ``charter serve`` uses.
+
+    ``durable`` (a database path): the tool first commits one small row there, in WAL mode
+    with ``synchronous=FULL`` as Charter's ledger does, so each call costs one fsync: the
+    floor under any server that acknowledges a call only once its record is on disk.
+    """
+    import sqlite3
+
     from mcp.server.mcpserver import MCPServer
 
     from charter.server.stdio import serve_stdio
 
     server: MCPServer[object] = MCPServer("bare")
+    db = None
+    if durable is not None:
+        db = sqlite3.connect(durable, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS calls (n INTEGER PRIMARY KEY, at REAL NOT NULL)")
 
     @server.tool(name="noop")
     async def noop() -> str:
-        """Do nothing."""
+        """Do nothing (or, with ``durable``, commit one row first)."""
+        if db is not None:
+            db.execute("INSERT INTO calls(at) VALUES (?)", (time.time(),))
         return "ok"
 
     if charter_transport:
@@ -101,6 +117,7 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
 
 if __name__ == "__main__":
     if sys.argv[1] == "bare":
-        bare(charter_transport="--charter-transport" in sys.argv)
+        durable = sys.argv[sys.argv.index("--durable") + 1] if "--durable" in sys.argv else None
+        bare(charter_transport="--charter-transport" in sys.argv, durable=durable)
     else:
         touch(sys.argv[2], sys.argv[3], stub_ledger="--stub-ledger" in sys.argv)

@@ -56,9 +56,13 @@ def params(argv: list[str], env: dict[str, str] | None = None) -> StdioServerPar
     return StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(REPO))
 
 
-def bare_params(*, charter_transport: bool = False) -> StdioServerParameters:
-    """The baseline server (on the SDK's stdio transport, or on Charter's)."""
+def bare_params(
+    *, charter_transport: bool = False, durable: Path | None = None
+) -> StdioServerParameters:
+    """The baseline server (on the SDK's stdio transport, or on Charter's; with ``durable``,
+    one fsync'd SQLite commit per call)."""
     extra = ["--charter-transport"] if charter_transport else []
+    extra += ["--durable", str(durable)] if durable is not None else []
     return params([sys.executable, "-m", "bench._servers", "bare", *extra])
 
 
@@ -163,6 +167,7 @@ def run(quick: bool) -> list[Row]:
         (touch, "bench_touch", {"note": "x"}),
         (serve, "token_issue", {"audience": AUDIENCE, "scopes": ["audit:read"]}),
         (bare_params(charter_transport=True), "noop", {}),
+        (bare_params(charter_transport=True, durable=root.parent / "floor.db"), "noop", {}),
     ]
     samples = anyio.run(_compare, subjects, calls)
     labels = (
@@ -198,6 +203,21 @@ def run(quick: bool) -> list[Row]:
         fast,
         samples[1][1],
         f"{note}; the gate and its one durable entry alone",
+        target=INFO,
+    )
+    _, floor = samples[5]
+    rows += _rows(
+        "bare no-op + one durable SQLite commit, on Charter's transport",
+        fast,
+        floor,
+        f"{note}; one INSERT committed with synchronous=FULL per call: the fsync's own cost",
+        target=INFO,
+    )
+    rows += _rows(
+        "read-only no-op vs that durable bare no-op",
+        floor,
+        samples[1][1],
+        f"{note}; what Charter adds beyond one fsync: signing, chaining, the Merkle tree, the gate",
         target=INFO,
     )
     return rows
