@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import secrets
 from pathlib import Path
+from typing import Any
 
 from charter.config import Settings
 from charter.home import Home
@@ -53,16 +54,26 @@ def server_for(home: Home, agent: str) -> CharterServer:
     return build_server(Deps(home=home, resolve_agent=resolve))
 
 
-def call_draft(agent: AgentContext, session: str, i: int) -> Draft:
-    """An entry like the one an ``audit_query`` call writes (about 900 bytes)."""
-    args = {"action": "email.send", "limit": 50, "cursor": i}
+def agent_draft(agent: AgentContext, *, action: str, phase: str = "call", **fields: Any) -> Draft:
+    """A draft signed by ``agent`` under its current charter, as the gate builds them; any
+    other :class:`~charter.storage.ledger.Draft` field can be given."""
     return Draft(
         actor=agent.agent_id,
         owner=agent.owner_id,
-        action="audit.query",
-        phase="call",
+        action=action,
+        phase=phase,
         signer=agent.key,
         charter=agent.charter.hash,
+        **fields,
+    )
+
+
+def call_draft(agent: AgentContext, session: str, i: int) -> Draft:
+    """An entry like the one an ``audit_query`` call writes (about 900 bytes)."""
+    args = {"action": "email.send", "limit": 50, "cursor": i}
+    return agent_draft(
+        agent,
+        action="audit.query",
         session=session,
         call=secrets.token_hex(8),
         args=args,

@@ -30,9 +30,8 @@ from charter.charters import charter_hash, make_charter
 from charter.errors import LedgerIntegrityError
 from charter.home import Home
 from charter.signed_note import Checkpoint, Signer, sign_note
-from charter.storage.ledger import Draft
 from charter.storage.tlog import log_signer
-from charter.testing import server_for
+from charter.testing import agent_draft, server_for
 from charter.tools import audit, identity, lockdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -449,13 +448,10 @@ def test_independent_and_charter_verifiers_agree_on_owner_events(
     """§7 steps 6 and 8: owner-only actions, lift after a lockdown, reinstate after a lockdown."""
     if case == "agent_signs_lockdown":
         alpha = identity.load_agent(home, "alpha")
-        draft = Draft(
-            actor=alpha.agent_id,
-            owner=home.owner_id,
+        draft = agent_draft(
+            alpha,
             action="owner.lockdown",
             phase="event",
-            signer=alpha.key,
-            charter=alpha.charter.hash,
         )
         bad = home.ledger.append_one(draft).seq
     elif case == "lift_without_lockdown":

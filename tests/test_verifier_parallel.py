@@ -26,19 +26,16 @@ from charter.errors import LedgerIntegrityError
 from charter.home import Home
 from charter.keys import KeyPair, b64url, read_key_file
 from charter.storage.ledger import SIGNING_PREFIX, Draft, LedgerIdentity, sign_entry
-from charter.testing import FrozenClock
+from charter.testing import FrozenClock, agent_draft
 from charter.tools import audit, identity
 
 
 def _call(agent: identity.AgentContext, i: int) -> Draft:
     args = {"cursor": i, "note": f'quote " and ,"sig":"x" {i}', "nested": {"sig": "y", "ts": 1}}
-    return Draft(
-        actor=agent.agent_id,
-        owner=agent.owner_id,
+    return agent_draft(
+        agent,
         action="audit.query",
         phase="call",
-        signer=agent.key,
-        charter=agent.charter.hash,
         session="s1",
         call=secrets.token_hex(8),
         args=args,

@@ -29,8 +29,8 @@ from charter.errors import AgentRevoked, LedgerIntegrityError
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call, hash_value
-from charter.storage.ledger import Draft, Entry
-from charter.testing import FrozenClock, make_home, server_for
+from charter.storage.ledger import Entry
+from charter.testing import FrozenClock, agent_draft, make_home, server_for
 from charter.tools import approvals, audit, identity, lockdown
 
 SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
@@ -419,13 +419,10 @@ async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str)
     agent = identity.load_agent(home, "clerk")
     # The agent's key signs a well-formed entry of its own that claims to approve its request.
     home.ledger.append_one(
-        Draft(
-            actor=agent.agent_id,
-            owner=home.owner_id,
-            charter=agent.charter.hash,
+        agent_draft(
+            agent,
             action="approval.approve",
             phase="event",
-            signer=agent.key,
             args={
                 "approval": approval_id,
                 "agent_id": request.agent_id,

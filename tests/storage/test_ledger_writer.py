@@ -20,17 +20,15 @@ from charter.errors import AgentRevoked, LedgerUnavailable
 from charter.home import Home
 from charter.storage.db import connect
 from charter.storage.ledger import AfterCommit, Draft, Ledger, LedgerWriter
+from charter.testing import agent_draft
 from charter.tools import audit, identity
 
 
 def _draft(agent: identity.AgentContext, i: int) -> Draft:
-    return Draft(
-        actor=agent.agent_id,
-        owner=agent.owner_id,
+    return agent_draft(
+        agent,
         action="identity.whoami",
         phase="call",
-        signer=agent.key,
-        charter=agent.charter.hash,
         session="s",
         call=secrets.token_hex(8),
         args={"i": i},

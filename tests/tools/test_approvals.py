@@ -20,8 +20,7 @@ from charter.errors import AgentRevoked, ConfigError, InvalidInput, LedgerIntegr
 from charter.home import Home
 from charter.keys import KeyPair
 from charter.server.calls import hash_value
-from charter.storage.ledger import Draft
-from charter.testing import FrozenClock, make_home
+from charter.testing import FrozenClock, agent_draft, make_home
 from charter.tools import approvals, audit, identity, lockdown, tokens
 from charter.tools.approvals import Approval, ApprovalRule
 
@@ -45,13 +44,10 @@ def request(home: Home, mode: str = "owner", args: dict[str, Any] = ARGS) -> App
     expires = rfc3339(home.clock.now() + approvals.PENDING_TTL[mode])
     summary = {"arguments": {"to": args["to"], "body": {"sha256": hash_value(args["body"])}}}
     entry = home.ledger.append_one(
-        Draft(
-            actor=agent.agent_id,
-            owner=home.owner_id,
+        agent_draft(
+            agent,
             action="approval.request",
             phase="event",
-            signer=agent.key,
-            charter=agent.charter.hash,
             call="c0ffee",
             args={
                 "approval": approval_id,
@@ -90,13 +86,10 @@ def intent(home: Home, link: dict[str, Any], args: dict[str, Any] = ARGS) -> Non
     """Append the agent-signed intent a gate would write after an approval (or a forgery)."""
     agent = identity.load_agent(home, "clerk")
     home.ledger.append_one(
-        Draft(
-            actor=agent.agent_id,
-            owner=home.owner_id,
+        agent_draft(
+            agent,
             action="test.mail",
             phase="intent",
-            signer=agent.key,
-            charter=agent.charter.hash,
             call="c0ffee",
             args={"to": args["to"], "details": {"approval": link}},
             args_hash=hash_value(args),
@@ -356,13 +349,10 @@ def test_verifier_refuses_a_client_answer_to_an_owner_request(home: Home) -> Non
     pending = request(home)
     agent = identity.load_agent(home, "clerk")
     home.ledger.append_one(
-        Draft(
-            actor=agent.agent_id,
-            owner=home.owner_id,
+        agent_draft(
+            agent,
             action="approval.answer",
             phase="event",
-            signer=agent.key,
-            charter=agent.charter.hash,
             args={"approval": pending.id, "answer": "accept"},
             args_hash=hash_value(ARGS),
             outcome="ok",
@@ -419,13 +409,10 @@ def test_verifier_refuses_reinstating_a_finally_revoked_agent(home: Home) -> Non
 def test_verifier_refuses_owner_actions_signed_by_an_agent(home: Home) -> None:
     agent = identity.load_agent(home, "clerk")
     home.ledger.append_one(
-        Draft(
-            actor=agent.agent_id,
-            owner=home.owner_id,
+        agent_draft(
+            agent,
             action="owner.lockdown.lift",
             phase="event",
-            signer=agent.key,
-            charter=agent.charter.hash,
         )
     )
     expect_invalid(home, "must be signed by the owner key")
