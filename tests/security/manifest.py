@@ -149,6 +149,8 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _TOKENS + "test_missing_claims_are_refused",
         _TOKENS + "test_tampered_payload_is_refused",
         _TOKENS + "test_token_of_a_revoked_agent_is_refused",
+        "tests/server/test_success_effects.py::test_a_token_whose_outcome_was_not_recorded_never_verifies",
+        "tests/server/test_success_effects.py::test_a_token_row_is_committed_in_its_outcome_transaction",
         _TOKENS + "test_revoked_jti_is_refused",
         _TOKENS + "test_replacing_the_charter_retires_its_tokens",
         _TOKENS + "test_signed_but_never_issued_token_is_refused",
