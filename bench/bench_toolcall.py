@@ -189,35 +189,34 @@ def run(quick: bool) -> list[Row]:
             rows += _rows(label, base, subj, f"{ts_note}; {what}", prefix="toolcall, TS client")
     else:
         print("toolcall: no TypeScript client rows (run .ci/install-inspector)", file=sys.stderr)
-    # Charter's own cost, apart from its faster transport: informational rows.
-    base, fast = samples[4]
-    rows += _rows(
-        "bare no-op served on Charter's stdio transport",
-        base,
-        fast,
-        f"{note}; the same bare server, event-loop pipes instead of the SDK's worker threads",
-        target=INFO,
-    )
-    rows += _rows(
-        "read-only no-op vs the bare no-op, both on Charter's transport",
-        fast,
-        samples[1][1],
-        f"{note}; the gate and its one durable entry alone",
-        target=INFO,
-    )
-    _, floor = samples[5]
-    rows += _rows(
-        "bare no-op + one durable SQLite commit, on Charter's transport",
-        fast,
-        floor,
-        f"{note}; one INSERT committed with synchronous=FULL per call: the fsync's own cost",
-        target=INFO,
-    )
-    rows += _rows(
-        "read-only no-op vs that durable bare no-op",
-        floor,
-        samples[1][1],
-        f"{note}; what Charter adds beyond one fsync: signing, chaining, the Merkle tree, the gate",
-        target=INFO,
-    )
+    # Informational rows: Charter's own cost apart from its faster transport, and the
+    # durability floor (one fsync'd commit per call) under any acknowledged-on-disk server.
+    (base, fast), (_, floor), noop = samples[4], samples[5], samples[1][1]
+    for label, before, after, what in (
+        (
+            "bare no-op served on Charter's stdio transport",
+            base,
+            fast,
+            "the same bare server, event-loop pipes instead of the SDK's worker threads",
+        ),
+        (
+            "read-only no-op vs the bare no-op, both on Charter's transport",
+            fast,
+            noop,
+            "the gate and its one durable entry alone",
+        ),
+        (
+            "bare no-op + one durable SQLite commit, on Charter's transport",
+            fast,
+            floor,
+            "one INSERT committed with synchronous=FULL per call: the fsync's own cost",
+        ),
+        (
+            "read-only no-op vs that durable bare no-op",
+            floor,
+            noop,
+            "what Charter adds beyond one fsync: signing, chaining, the Merkle tree, the gate",
+        ),
+    ):
+        rows += _rows(label, before, after, f"{note}; {what}", target=INFO)
     return rows
