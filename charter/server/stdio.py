@@ -111,20 +111,18 @@ class PipeWriter(asyncio.Protocol):
 
 
 def can_serve_fast() -> bool:
-    """True if fd 0 and fd 1 are two distinct pipes, neither shared with stderr."""
+    """True if fd 0 and fd 1 are two distinct pipes, neither shared with stderr (which must
+    be open: stray output is diverted there)."""
     if sys.platform == "win32":  # pragma: no cover - POSIX only
         return False
     try:
-        ins, outs = os.fstat(0), os.fstat(1)
+        ins, outs, err = os.fstat(0), os.fstat(1), os.fstat(2)
     except OSError:
         return False
     if not (stat.S_ISFIFO(ins.st_mode) and stat.S_ISFIFO(outs.st_mode)):
         return False
-    pipes = [(ins.st_dev, ins.st_ino), (outs.st_dev, outs.st_ino)]
-    with contextlib.suppress(OSError):
-        err = os.fstat(2)
-        pipes.append((err.st_dev, err.st_ino))
-    return len(set(pipes)) == len(pipes)
+    files = {(ins.st_dev, ins.st_ino), (outs.st_dev, outs.st_ino), (err.st_dev, err.st_ino)}
+    return len(files) == 3
 
 
 @contextlib.asynccontextmanager

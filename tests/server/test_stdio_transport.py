@@ -170,3 +170,18 @@ async def test_writing_after_the_client_left_raises_broken_pipe() -> None:
     else:
         raise AssertionError("a write to a closed client must fail")
     await writer.aclose()
+
+
+def test_a_closed_stderr_falls_back(tmp_path: Path) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    proc = subprocess.Popen(
+        ["sh", "-c", 'exec 2>&- "$0" "$1"', sys.executable, str(script)],  # no fd 2 at all
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = proc.communicate(json.dumps(INITIALIZE) + "\n", timeout=30)
+    *wire, last = out.splitlines()
+    assert json.loads(last)["fast"] is False
+    assert json.loads(wire[0])["id"] == 1
