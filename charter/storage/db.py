@@ -19,7 +19,9 @@ from pathlib import Path
 from charter.errors import ConfigError, LedgerUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
-_BEGIN_RETRIES = 20
+#: How long a transaction keeps trying for the write lock before it fails closed (the last
+#: attempt may still wait out one busy timeout).
+LOCK_WAIT_SECONDS = 30.0
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -51,8 +53,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run a write transaction under ``BEGIN IMMEDIATE``; roll back on any exception.
 
-    Nested use becomes a savepoint. ``BEGIN`` itself is retried a bounded number of times
-    with jitter if another process holds the lock past the busy timeout.
+    Nested use becomes a savepoint. ``BEGIN`` itself is retried with jitter while another
+    process holds the lock past the busy timeout, for at most :data:`LOCK_WAIT_SECONDS`.
 
     Raises:
         LedgerUnavailable: if the write lock cannot be had, or SQLite cannot write (disk
@@ -69,16 +71,19 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute(f"RELEASE {name}")
         return
-    for attempt in range(_BEGIN_RETRIES):
+    started = time.monotonic()
+    attempt = 0
+    while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
             break
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise LedgerUnavailable(f"the database cannot be written: {exc}") from exc
-            if attempt == _BEGIN_RETRIES - 1:
+            if time.monotonic() - started >= LOCK_WAIT_SECONDS:
                 raise LedgerUnavailable("the database stayed locked by another writer") from exc
-            time.sleep(0.005 * (attempt + 1) * (0.5 + random.random()))  # noqa: S311
+            attempt += 1
+            time.sleep(min(0.005 * attempt, 0.1) * (0.5 + random.random()))  # noqa: S311
     try:
         yield conn
         conn.execute("COMMIT")

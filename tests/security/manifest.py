@@ -189,5 +189,8 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _FAULTS + "test_a_corrupt_key_file_is_refused_with_a_clear_message",
         _VAULT + "test_a_missing_master_key_is_never_silently_recreated",
     ),
-    "G-FAULT-4": (_FAULTS + "test_a_database_locked_past_the_busy_timeout_fails_calls_closed",),
+    "G-FAULT-4": (
+        _FAULTS + "test_a_database_locked_past_the_busy_timeout_fails_calls_closed",
+        _FAULTS + "test_waiting_for_a_held_lock_is_bounded_in_total",
+    ),
 }

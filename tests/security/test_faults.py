@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -32,7 +33,7 @@ from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
 from charter.config import Settings
-from charter.errors import ConfigError
+from charter.errors import ConfigError, LedgerUnavailable
 from charter.home import Home
 from charter.storage import db
 from charter.testing import make_home, server_for
@@ -396,7 +397,7 @@ async def test_a_database_locked_past_the_busy_timeout_fails_calls_closed(
     root: Path, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
-    monkeypatch.setattr(db, "_BEGIN_RETRIES", 2)
+    monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 0.1)
     with Home.open(Settings(home=root)) as home:
         async with Client(server_for(home, "mailer"), mode=mode) as client:
             warm = await client.call_tool("identity_whoami", {})
@@ -415,6 +416,29 @@ async def test_a_database_locked_past_the_busy_timeout_fails_calls_closed(
             after = await client.call_tool("email_send", sechelp.send_args("after"))
             assert not after.is_error, text_of(after)
     sechelp.verify(root)
+
+
+def test_waiting_for_a_held_lock_is_bounded_in_total(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries stop after LOCK_WAIT_SECONDS, however many busy timeouts fit in it."""
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 0.5)
+    conn = db.connect(root / "charter.db")
+    holder = sqlite3.connect(root / "charter.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable, match="stayed locked"), db.transaction(conn):
+            raise AssertionError("the write lock was never free")
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert 0.5 <= waited < 0.5 + 0.1 + 1.0  # the deadline, one busy timeout, scheduling slack
+    with db.transaction(conn):  # free again: the next transaction goes through
+        conn.execute("INSERT INTO meta(key, value) VALUES ('after', 'lock')")
+    conn.close()
 
 
 def test_a_new_home_is_private(root: Path) -> None:
