@@ -91,6 +91,10 @@ class LedgerUnavailable(CharterError):
     exit_code = 6
 
 
+class WriteLockBusy(LedgerUnavailable):
+    """Another connection held the database's write lock for longer than the caller waits."""
+
+
 class LedgerIntegrityError(CharterError):
     """Verification failed; ``seq`` is the first bad entry (or None for the ledger as a whole)."""
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from charter.errors import ConfigError, LedgerUnavailable
+from charter.errors import ConfigError, LedgerUnavailable, WriteLockBusy
 
 BUSY_TIMEOUT_MS = 10_000
 #: How long a transaction keeps trying for the write lock before it fails closed (the last
@@ -50,15 +50,19 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(
+    conn: sqlite3.Connection, *, lock_wait: float | None = None
+) -> Iterator[sqlite3.Connection]:
     """Run a write transaction under ``BEGIN IMMEDIATE``; roll back on any exception.
 
     Nested use becomes a savepoint. ``BEGIN`` itself is retried with jitter while another
-    process holds the lock past the busy timeout, for at most :data:`LOCK_WAIT_SECONDS`.
+    process holds the lock past the connection's busy timeout, for at most ``lock_wait``
+    seconds (default :data:`LOCK_WAIT_SECONDS`; ``0``: one attempt).
 
     Raises:
-        LedgerUnavailable: if the write lock cannot be had, or SQLite cannot write (disk
-            full, read-only file, I/O error); nothing was written.
+        WriteLockBusy: the write lock could not be had in time; nothing was written.
+        LedgerUnavailable: SQLite cannot write (disk full, read-only file, I/O error);
+            nothing was written.
     """
     if conn.in_transaction:
         name = f"sp{random.randrange(1 << 30)}"  # noqa: S311 - a name, not a secret
@@ -71,6 +75,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         conn.execute(f"RELEASE {name}")
         return
+    wait = LOCK_WAIT_SECONDS if lock_wait is None else lock_wait
     started = time.monotonic()
     attempt = 0
     while True:
@@ -80,8 +85,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise LedgerUnavailable(f"the database cannot be written: {exc}") from exc
-            if time.monotonic() - started >= LOCK_WAIT_SECONDS:
-                raise LedgerUnavailable("the database stayed locked by another writer") from exc
+            if time.monotonic() - started >= wait:
+                raise WriteLockBusy("the database stayed locked by another writer") from exc
             attempt += 1
             time.sleep(min(0.005 * attempt, 0.1) * (0.5 + random.random()))  # noqa: S311
     try:

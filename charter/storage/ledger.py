@@ -27,7 +27,7 @@ import orjson
 
 from charter.canonical import canonical_json
 from charter.clock import Clock, parse_rfc3339, rfc3339
-from charter.errors import AgentRevoked, CharterError, LedgerUnavailable
+from charter.errors import AgentRevoked, CharterError, LedgerUnavailable, WriteLockBusy
 from charter.keys import KeyPair, b64url, public_jwk
 from charter.storage.db import transaction
 
@@ -159,19 +159,24 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, drafts: Sequence[Draft]) -> list[Entry | CharterError]:
+    def append(
+        self, drafts: Sequence[Draft], *, lock_wait: float | None = None
+    ) -> list[Entry | CharterError]:
         """Append ``drafts`` in one transaction; return each one's entry or its refusal.
 
         A draft whose ``require_agent`` is no longer active is not written as asked: a denial
         signed by the log key is written in its place, and :class:`AgentRevoked` is returned
         for it. A draft that cannot be canonicalized gets a ``LedgerUnavailable``.
 
+        ``lock_wait``: as for :func:`~charter.storage.db.transaction`.
+
         Raises:
-            LedgerUnavailable: if the transaction cannot be committed (nothing was written).
+            LedgerUnavailable: if the transaction cannot be committed (nothing was written);
+                ``WriteLockBusy`` if the write lock was not had within ``lock_wait``.
         """
         results: list[Entry | CharterError] = []
         try:
-            with transaction(self.conn):
+            with transaction(self.conn, lock_wait=lock_wait):
                 row = self.conn.execute(
                     "SELECT seq, hash, ts FROM ledger ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
@@ -366,6 +371,10 @@ class LedgerWriter:
     #: Seconds after an inline commit before the writer thread runs the after-commit hooks,
     #: for every inline commit since: waking the thread for each commit costs a thread hop.
     HOOK_DELAY = 0.05
+    #: Busy timeout of the writer's connection in inline mode: an inline commit waits this
+    #: long for another process's write lock before handing its batch to the writer thread
+    #: (which retries for up to ``db.LOCK_WAIT_SECONDS``).
+    INLINE_BUSY_TIMEOUT_MS = 20
 
     def __init__(
         self, ledger: Ledger, after_commit: Sequence[AfterCommit] = (), *, inline: bool = True
@@ -379,6 +388,8 @@ class LedgerWriter:
         self._hooks_due = False
         #: Inline batches being gathered, one per event loop (its callers of this turn).
         self._gathering: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        if inline:  # each inline try for the write lock waits this long (see _commit_inline)
+            ledger.conn.execute(f"PRAGMA busy_timeout={self.INLINE_BUSY_TIMEOUT_MS:d}")
         self._queue: queue.SimpleQueue[_Pending | _RunHooks | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="charter-ledger", daemon=True)
         self._thread.start()
@@ -405,18 +416,26 @@ class LedgerWriter:
 
     def _commit_inline(self, batch: list[_Pending]) -> None:
         if not self._lock.acquire(blocking=False):
-            for pending in batch:  # the writer thread has the connection: it commits these
-                self._queue.put(pending)
+            self._hand_over(batch)  # the writer thread has the connection
             return
         try:
-            results = self._append([d for d, _, _ in batch])
+            # One short try for the write lock: the event loop must not wait out another
+            # process's transaction; if the lock is taken, the writer thread waits instead.
+            results = self._append([d for d, _, _ in batch], lock_wait=0.0)
             wake = bool(self.after_commit) and not self._hooks_due
             self._hooks_due = self._hooks_due or wake
+        except WriteLockBusy:
+            self._hand_over(batch)
+            return
         finally:
             self._lock.release()
         if wake:  # start the hooks' timer on the writer thread (once per HOOK_DELAY)
             self._queue.put(_RunHooks())
         _resolve([(future, result) for (_, future, _), result in zip(batch, results, strict=True)])
+
+    def _hand_over(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            self._queue.put(pending)
 
     def close(self) -> None:
         """Finish pending appends and stop the writer thread."""
@@ -455,10 +474,17 @@ class LedgerWriter:
             with self._lock:
                 self._run_hooks()
 
-    def _append(self, drafts: list[Draft]) -> list[Entry | CharterError]:
-        """``Ledger.append``, with any failure turned into each draft's error."""
+    def _append(
+        self, drafts: list[Draft], lock_wait: float | None = None
+    ) -> list[Entry | CharterError]:
+        """``Ledger.append``, with any failure turned into each draft's error (except a busy
+        write lock on an inline attempt, ``lock_wait=0``: the caller hands the batch over)."""
         try:
-            return self.ledger.append(drafts)
+            return self.ledger.append(drafts, lock_wait=lock_wait)
+        except WriteLockBusy as exc:
+            if lock_wait == 0.0:
+                raise
+            return [exc] * len(drafts)
         except CharterError as exc:
             return [exc] * len(drafts)
         except Exception as exc:  # never leave a caller waiting forever

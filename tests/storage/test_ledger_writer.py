@@ -206,3 +206,36 @@ def test_a_failing_effect_fails_its_draft_only(home: Home) -> None:
     rows = home.conn.execute("SELECT value FROM meta WHERE key = 'effect'").fetchall()
     assert rows == [("applied",)]  # the third draft's effect, once
     assert audit.verify_home(home).size == size + 2
+
+
+async def test_a_held_write_lock_never_stalls_the_event_loop(home: Home) -> None:
+    """Another process's write transaction: the inline commit hands its batch to the writer
+    thread, which waits for the lock; the loop keeps serving meanwhile."""
+    alpha = identity.load_agent(home, "alpha")
+    writer = _writer(home, inline=True)
+    holder = sqlite3.connect(home.layout.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        append = asyncio.ensure_future(writer.append(_draft(alpha, 1)))
+        await asyncio.sleep(0.5)
+        assert not append.done()  # still waiting for the lock
+        assert ticks >= 15  # ~50 at 10 ms; a loop blocked in SQLite's busy wait ticks ~0
+        holder.execute("ROLLBACK")
+        entry = await asyncio.wait_for(append, 10)
+    finally:
+        ticking.cancel()
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+        _close(writer)
+    assert entry.fields["args"] == {"i": 1}
+    audit.verify_home(home)
