@@ -361,7 +361,8 @@ class LedgerWriter:
       event loop's thread and resolves the others. A lone caller pays one loop turn instead
       of two thread hops; concurrent callers still share one fsync. The loop is held for
       the commit, which its callers are waiting for anyway. When the writer thread holds
-      the connection (running after-commit hooks), the batch is handed to it instead.
+      the connection (running after-commit hooks), or another process holds the database's
+      write lock, the batch is handed to the thread instead: the loop never waits for a lock.
 
     After-commit hooks always run on the writer thread; after inline commits,
     :attr:`HOOK_DELAY` later.
