@@ -16,7 +16,7 @@ from typing import Any
 
 from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
-from charter.errors import InvalidInput
+from charter.errors import AgentRevoked, InvalidInput
 from charter.keys import KeyPair, b64url, b64url_decode, public_jwk, public_key_from_jwk
 from charter.keys import verify_signature as ed25519_verify
 from charter.scopes import validate_scopes
@@ -158,3 +158,14 @@ def verify_charter(doc: Any, owner_key: bytes | None = None) -> CharterView:
     if not ed25519_verify(signed_by, CHARTER_PREFIX + canonical_json(unsigned), sig):
         raise ValueError("charter signature is invalid")
     return view
+
+
+def check_validity(view: CharterView, now: dt.datetime) -> None:
+    """Raise :class:`AgentRevoked` when ``now`` is outside the charter's validity window."""
+    if now < view.not_before:
+        raise AgentRevoked("the agent's charter is not valid yet")
+    if now >= view.not_after:
+        raise AgentRevoked(
+            "the agent's charter has expired; the owner can renew it with "
+            "`charter agent update NAME --valid-for 90d`"
+        )

@@ -24,12 +24,13 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import ValidationError
 
 import charter
+from charter.charters import check_validity
 from charter.errors import CharterError, InvalidInput
 from charter.server import calls
 from charter.server.approvals import InputRequired
 from charter.server.deps import Deps
 from charter.storage.ledger import Draft, agent_refusal
-from charter.tools.identity import AgentContext, check_validity
+from charter.tools.identity import AgentContext
 
 log = logging.getLogger("charter.server")
 

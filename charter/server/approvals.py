@@ -101,7 +101,7 @@ async def _owner_approval(
 ) -> dict[str, Any]:
     home = call.deps.home
     now = home.clock.now()
-    latest = store.latest_for_call(home.conn, call.agent.name, call.tool, _args_hash(call), "owner")
+    latest = store.latest_for_call(home.conn, call.agent.name, call.tool, call.args_hash, "owner")
     note = ""
     if latest is not None:
         expired = parse_rfc3339(latest.expires_at) <= now
@@ -217,7 +217,7 @@ def _stored_request(call: Call, state: str) -> Approval:
         "client",
         call.agent.name,
         call.tool,
-        _args_hash(call),
+        call.args_hash,
     ):
         raise ApprovalRefused(
             f"approval {request.id} was asked for another call; this one was not run"
@@ -322,7 +322,7 @@ async def _record_request(
         tool=call.tool,
         action=call.action,
         call_id=call.call_id,
-        args_hash=_args_hash(call),
+        args_hash=call.args_hash,
         scopes=matched,
         summary=summary,
         status="pending",
@@ -336,9 +336,3 @@ async def _record_request(
 
 def _link(approval: Approval, **entries: str) -> dict[str, Any]:
     return {"id": approval.id, "mode": approval.mode, "request": approval.request_entry} | entries
-
-
-def _args_hash(call: Call) -> str:
-    from charter.server.calls import hash_value
-
-    return hash_value(call.arguments)

@@ -10,6 +10,7 @@ refusals, invalid arguments) is recorded as one ``call`` entry.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import json
 import secrets
@@ -181,6 +182,11 @@ class Call:
         """
         self.success_effects.append(effect)
 
+    @functools.cached_property
+    def args_hash(self) -> str:
+        """Hash of the call's full arguments (every entry and approval of the call cites it)."""
+        return hash_value(self.arguments)
+
     def summary(self) -> dict[str, Any]:
         """The redacted argument summary recorded in the ledger."""
         return summarize(self.arguments, self.visible_args)
@@ -222,8 +228,9 @@ class Call:
             session=self.deps.session_id,
             call=self.call_id,
             args=args,
-            args_hash=hash_value(self.arguments),
+            args_hash=self.args_hash,
             require_agent=agent.name,
+            charter_view=agent.charter,
         )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from charter.canonical import canonical_json
+from charter.charters import CharterView, check_validity
 from charter.clock import Clock, parse_rfc3339, rfc3339
 from charter.errors import AgentRevoked, CharterError, LedgerUnavailable, WriteLockBusy
 from charter.keys import KeyPair, b64url, public_jwk
@@ -92,6 +93,10 @@ class Draft:
     #: Agent name that must still be active (with ``charter`` current) when the entry is
     #: committed; checked inside the append transaction so a revocation wins every race.
     require_agent: str | None = None
+    #: The signer's charter (with ``require_agent``): the entry's time must fall inside its
+    #: validity window, checked in the append transaction like revocation, so an agent key
+    #: never signs past its charter (a refusal then goes under the log key).
+    charter_view: CharterView | None = None
     #: Committed with this entry or not at all; dropped when the entry is refused.
     effects: tuple[Effect, ...] = ()
 
@@ -185,11 +190,11 @@ class Ledger:
                 else:
                     seq, prev, last_ts = row[0] + 1, row[1], row[2]
                 for draft in drafts:
-                    refusal = self._check_agent(draft)
-                    if refusal is not None:
-                        draft = self._refusal_draft(draft, refusal)
                     ts = rfc3339(self.clock.now())
                     ts = max(ts, last_ts)  # never step back in time along the chain
+                    refusal = self._check_agent(draft, ts)
+                    if refusal is not None:
+                        draft = self._refusal_draft(draft, refusal)
                     try:
                         entry = sign_entry(_fields(draft, seq, ts, prev), draft.signer)
                     except ValueError as exc:
@@ -254,10 +259,16 @@ class Ledger:
             return LedgerUnavailable("the call's result could not be recorded")
         return None
 
-    def _check_agent(self, draft: Draft) -> AgentRevoked | None:
+    def _check_agent(self, draft: Draft, ts: str) -> AgentRevoked | None:
         if draft.require_agent is None:
             return None
-        return agent_refusal(self.conn, draft.require_agent, draft.charter)
+        refusal = agent_refusal(self.conn, draft.require_agent, draft.charter)
+        if refusal is None and draft.charter_view is not None:
+            try:
+                check_validity(draft.charter_view, parse_rfc3339(ts))
+            except AgentRevoked as exc:
+                return exc
+        return refusal
 
     def _refusal_draft(self, draft: Draft, refusal: AgentRevoked) -> Draft:
         if self.log_key is None:

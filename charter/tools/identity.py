@@ -14,6 +14,7 @@ from charter.charters import (
     CharterView,
     agent_spiffe_id,
     charter_hash,
+    check_validity,
     make_charter,
     validate_agent_name,
     verify_charter,
@@ -355,17 +356,6 @@ def load_agent(home: Home, name: str) -> AgentContext:
     if key.public_key != view.agent_key:
         raise ConfigError(f"key file for agent {name!r} does not match its charter")
     return AgentContext(name=name, key=key, charter=view)
-
-
-def check_validity(view: CharterView, now: dt.datetime) -> None:
-    """Raise :class:`AgentRevoked` when ``now`` is outside the charter's validity window."""
-    if now < view.not_before:
-        raise AgentRevoked("the agent's charter is not valid yet")
-    if now >= view.not_after:
-        raise AgentRevoked(
-            "the agent's charter has expired; the owner can renew it with "
-            "`charter agent update NAME --valid-for 90d`"
-        )
 
 
 def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:

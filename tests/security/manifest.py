@@ -53,6 +53,8 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     ),
     "G-AGENT-5": (
         _APP + "test_revoked_agent_is_refused_on_the_next_call",
+        _APP + "test_a_replaced_charter_is_refused_on_the_next_call",
+        _APP + "test_an_expired_charter_is_refused",
         _APPROVALS + "test_lockdown_stops_a_running_server_on_the_next_call",
         _HTTP + "test_a_revoked_agent_or_token_is_refused_on_the_next_request",
     ),

@@ -8,7 +8,7 @@ from mcp import Client
 
 from charter.home import Home
 from charter.storage.ledger import Entry
-from charter.testing import server_for
+from charter.testing import FrozenClock, server_for
 from charter.tools import audit, identity
 
 
@@ -95,3 +95,29 @@ async def test_audit_verify_tool_reports_a_valid_ledger(home: Home, mode: str) -
     out = result.structured_content
     assert out is not None and out["valid"] is True
     assert out["size"] == home.ledger.head()[0] - 1  # its own entry is written after it runs
+
+
+async def test_a_replaced_charter_is_refused_on_the_next_call(home: Home, mode: str) -> None:
+    """A running server applies a narrowed charter at once: the old one is refused."""
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        ok = await client.call_tool("audit_query", {"limit": 1})
+        assert not ok.is_error
+        identity.update_agent(home, "alpha", scopes=[])  # audit:read withdrawn
+        refused = await client.call_tool("audit_query", {"limit": 1})
+    assert refused.is_error
+    assert "charter was replaced" in refused.content[0].text  # type: ignore[union-attr]
+    last = entries(home)[-1]
+    assert (last["outcome"], last["kid"]) == ("denied", home.log_key.kid)
+    audit.verify_home(home)
+
+
+async def test_an_expired_charter_is_refused(home: Home, mode: str, clock: FrozenClock) -> None:
+    async with Client(server_for(home, "alpha"), mode=mode) as client:
+        ok = await client.call_tool("identity_whoami", {})
+        assert not ok.is_error
+        clock.advance(days=identity.DEFAULT_VALIDITY.days + 1)
+        refused = await client.call_tool("identity_whoami", {})
+    assert refused.is_error
+    assert "expired" in refused.content[0].text  # type: ignore[union-attr]
+    assert entries(home)[-1]["outcome"] == "denied"
+    audit.verify_home(home)  # the refusal itself keeps the ledger valid
