@@ -434,6 +434,26 @@ def test_a_state_beyond_the_ledger_is_truncation(home: Home, tmp_path: Path) -> 
         audit.verify_export(old, trust=Trust(state=state))
 
 
+def _rename_a_charters_agent(doc: Any) -> Any:
+    """Edit one charter the saved verifier state carries, as if to widen what it allows."""
+    edited = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if str(value.get("$obj", "")).endswith(":CharterView") and not edited:
+                value["fields"]["agent_name"] = "mallory"
+                edited.append(value)
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(doc)
+    assert edited, "the state holds no charter"
+    return doc
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -449,6 +469,7 @@ def test_a_state_beyond_the_ledger_is_truncation(home: Home, tmp_path: Path) -> 
             lambda d: d | {"checkpoint": d["checkpoint"].replace("\n\n", "\nx\n\n")},
             "cannot be used",
         ),
+        (_rename_a_charters_agent, "cannot be used"),
     ],
 )
 def test_a_damaged_state_file_is_refused(

@@ -290,6 +290,26 @@ def test_tampered_payload_is_refused(home: Home, gamma: identity.AgentContext) -
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        {"scope": "audit:read token:issue"},  # wider than issued
+        {"aud": "https://other.example.com"},
+        {"sub": "spiffe://charter.local/agent/owner/beta"},
+    ],
+)
+def test_a_token_reusing_an_issued_id_must_match_its_record(
+    home: Home, gamma: identity.AgentContext, change: dict[str, str]
+) -> None:
+    """Whoever holds the issuer key still cannot stretch a real token id: claims are checked
+    against the row recorded when that id was issued."""
+    header, claims = parts(issue(home, gamma, scopes=["audit:read"]).token)
+    forged = forge(header, claims | change, issuer_key(home))
+    assert reason(home, forged, audience=None) == (
+        "the token does not match what was issued under its id"
+    )
+
+
+@pytest.mark.parametrize(
     "garbage",
     ["", "abc", "a.b", "a.b.c.d", "é.é.é", "x" * 9000, "eyJhbGciOiJFZERTQSJ9..sig"],
 )
