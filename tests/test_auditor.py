@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
@@ -436,7 +437,7 @@ def test_a_state_beyond_the_ledger_is_truncation(home: Home, tmp_path: Path) -> 
 
 def _rename_a_charters_agent(doc: Any) -> Any:
     """Edit one charter the saved verifier state carries, as if to widen what it allows."""
-    edited = []
+    edited: list[Any] = []
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
