@@ -161,3 +161,27 @@ def test_an_approval_request_must_carry_the_arguments_hash(home: Home) -> None:
     assert failure.seq == size
     assert "hash of the arguments" in failure.reason
     assert canonical_json(forged.fields) == forged.body
+
+
+async def test_an_agent_entry_under_a_superseded_charter_fails(home: Home) -> None:
+    await _calls(home)
+    index = home.ledger.head()[0] - 1
+
+    def old_charter(fields: dict[str, Any]) -> None:
+        fields["charter"] = "0" * 64
+
+    failure = first_failure(home, rewrite(home, index, old_charter))
+    assert failure.seq == index
+    assert "current charter" in failure.reason
+
+
+def test_an_owner_signed_entry_must_name_the_owner(home: Home) -> None:
+    bodies = list(home.ledger.iter_bodies())
+    index = next(i for i, b in enumerate(bodies) if json.loads(b)["action"] == "agent.register")
+
+    def agent_as_actor(fields: dict[str, Any]) -> None:
+        fields["actor"] = "spiffe://charter.local/agent/owner/alpha"
+
+    failure = first_failure(home, rewrite(home, index, agent_as_actor))
+    assert failure.seq == index
+    assert "must name the owner as actor" in failure.reason
