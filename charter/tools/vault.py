@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from charter.errors import InvalidInput, NotFound, ScopeDenied, ServiceError
 from charter.home import Home
-from charter.scopes import grants, require
+from charter.scopes import require
 from charter.storage.db import transaction
 from charter.storage.vault import NAME_RE, SecretInfo, SecretValue, Vault, normalize_host
 
@@ -176,13 +176,14 @@ class SecretListOut(BaseModel):
     secrets: list[SecretListItem]
 
 
-def visible_secrets(vault: Vault, scopes: Iterable[str]) -> SecretListOut:
-    """The secrets granted to an agent with ``scopes`` (system secrets never appear)."""
-    scopes = list(scopes)
+def visible_secrets(vault: Vault, allows: Callable[[str], bool]) -> SecretListOut:
+    """The secrets a caller may read or use, ``allows(scope)`` saying what it is granted (the
+    gate's ``Call.allows``: the charter narrowed by any bearer token). System secrets never
+    appear."""
     items = []
     for info in vault.list():
-        can_read = grants(scopes, f"secret:read:{info.name}")
-        can_use = grants(scopes, f"secret:use:{info.name}")
+        can_read = allows(f"secret:read:{info.name}")
+        can_use = allows(f"secret:use:{info.name}")
         if can_read or can_use:
             items.append(
                 SecretListItem(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -18,6 +19,8 @@ import pytest
 from mcp import Client
 
 from charter.home import Home
+from charter.server.app import build_server
+from charter.server.deps import Deps
 from charter.storage.ledger import Entry
 from charter.testing import server_for
 from charter.tools import audit, identity
@@ -397,6 +400,25 @@ async def test_secret_list_shows_granted_names_only(vhome: Home, mode: str) -> N
     assert secrets["OTHER_KEY"]["can_read"] and not secrets["OTHER_KEY"]["can_use"]
     nothing = await call(vhome, mode, "secret_list", {}, agent="beta")
     assert nothing.structured_content == {"secrets": []}
+
+
+async def test_secret_list_is_narrowed_by_the_calling_token(vhome: Home, mode: str) -> None:
+    """Over HTTP a bearer token may grant less than the charter: the list shows only what the
+    token allows (names, hosts and flags of the others stay hidden)."""
+    gamma = identity.load_agent(vhome, "gamma")
+    narrowed = dataclasses.replace(gamma, token_scopes=("secret:read:OTHER_KEY",))
+
+    async def resolve() -> identity.AgentContext:
+        return narrowed
+
+    server = build_server(Deps(home=vhome, resolve_agent=resolve))
+    async with Client(server, mode=mode) as client:
+        result = await client.call_tool("secret_list", {})
+    listed = result.structured_content["secrets"]
+    assert [(s["name"], s["can_read"], s["can_use"]) for s in listed] == [
+        ("OTHER_KEY", True, False)
+    ]
+    assert listed[0]["allowed_hosts"] == []
 
 
 async def test_a_tampered_row_or_wrong_key_fails_closed_through_the_tools(

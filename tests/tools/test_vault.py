@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import urllib.parse
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from charter.errors import InvalidInput, NotFound, ScopeDenied
 from charter.home import Home
+from charter.scopes import grants
 from charter.storage.ledger import Entry
 from charter.storage.vault import SecretValue, Vault
 from charter.tools import audit
@@ -74,13 +76,15 @@ def test_system_secrets_cannot_be_removed_by_the_secret_commands(vhome: Home) ->
 
 def test_agents_see_only_granted_secrets_and_never_system_ones(vhome: Home) -> None:
     vault = Vault(vhome)
-    out = vt.visible_secrets(vault, ["secret:use:API_*", "secret:read:*"])
+    out = vt.visible_secrets(
+        vault, functools.partial(grants, ["secret:use:API_*", "secret:read:*"])
+    )
     names = {s.name: s for s in out.secrets}
     assert set(names) == {"API_KEY", "NOHOST"}
     assert names["API_KEY"].can_use and names["API_KEY"].allowed_hosts == ["api.test"]
     assert not names["NOHOST"].can_use and names["NOHOST"].allowed_hosts == []
-    assert vt.visible_secrets(vault, []).secrets == []
-    assert vt.visible_secrets(vault, ["audit:read"]).secrets == []
+    assert vt.visible_secrets(vault, functools.partial(grants, [])).secrets == []
+    assert vt.visible_secrets(vault, functools.partial(grants, ["audit:read"])).secrets == []
 
 
 def test_read_checks_the_scope_before_the_name_exists(vhome: Home) -> None:

@@ -61,16 +61,7 @@ def register(server: CharterServer) -> None:
         Needs no scope (shows only what `secret:use:*` / `secret:read:*` grants allow). No side
         effects.
         """
-        call = current_call()
-        listed = visible_secrets(vault(), call.agent.charter.scopes)
-        # A bearer token may narrow the charter: show only what this call could do.
-        for item in listed.secrets:
-            item.can_read = item.can_read and call.allows(f"secret:read:{item.name}")
-            item.can_use = item.can_use and call.allows(f"secret:use:{item.name}")
-            if not item.can_use:
-                item.allowed_hosts = []
-        listed.secrets = [i for i in listed.secrets if i.can_read or i.can_use]
-        return listed
+        return visible_secrets(vault(), current_call().allows)
 
     @server.charter_tool(
         "secret_http_request",
