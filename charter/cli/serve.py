@@ -13,9 +13,6 @@ from charter.cli._common import common_options, file_option, settings
 from charter.errors import ConfigError
 from charter.home import Home, resolve_passphrase
 from charter.scopes import validate_scopes
-from charter.server.app import build_server
-from charter.server.deps import Deps
-from charter.server.stdio import serve_stdio
 from charter.tools.identity import AgentContext, load_agent
 
 log = logging.getLogger("charter.serve")
@@ -153,6 +150,11 @@ def _is_loopback_ip(host: str) -> bool:
 
 def run_stdio(home: Home, agent: AgentContext) -> None:
     """Serve ``agent`` over stdio until the client disconnects."""
+    # NOTE: imported here: every other CLI command loads this module too, and none of them
+    # needs the MCP SDK (about 0.35 s of imports).
+    from charter.server.app import build_server
+    from charter.server.deps import Deps
+    from charter.server.stdio import serve_stdio
 
     async def resolve() -> AgentContext:
         return agent

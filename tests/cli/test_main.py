@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,10 @@ def test_every_command_has_help() -> None:
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Usage:" in result.output
+
+
+def test_owner_commands_do_not_import_the_mcp_sdk() -> None:
+    """Every command but ``serve`` loads all CLI modules; none of them needs the MCP SDK."""
+    code = "import sys; from charter.cli import cli; cli.load_all(); print('mcp' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
