@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -154,4 +153,4 @@ def register(cli: click.Group) -> None:
             click.echo(f"Verify with: charter audit verify --export {folder}")
 
 
-__all__ = ["json", "ledger_table", "register"]
+__all__ = ["ledger_table", "register"]

@@ -168,7 +168,7 @@ class CharterServer(MCPServer[Any]):
         """Record a call refused before any agent could be resolved (log-key signed)."""
         home = self.deps.home
         draft = Draft(
-            actor=getattr(exc, "actor", None) or "unknown",
+            actor="unknown",
             owner=home.owner_id,
             action=spec.action,
             phase="call",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charter.canonical import canonical_json
-from charter.errors import CharterError, InvalidInput, ScopeDenied
+from charter.errors import InvalidInput, ScopeDenied
 from charter.scopes import grants, require
 from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
@@ -242,8 +242,3 @@ def enter(call: Call) -> contextvars.Token[Call]:
 def leave(token: contextvars.Token[Call]) -> None:
     """Restore the previous call."""
     _current.reset(token)
-
-
-def public_error(exc: CharterError) -> str:
-    """The message an agent may read."""
-    return exc.public_message

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from charter.home import Home
+from charter.storage import ledger_hooks
 from charter.storage.db import connect
 from charter.storage.ledger import AfterCommit, Ledger, LedgerWriter
 from charter.tools.identity import AgentContext
@@ -26,10 +27,6 @@ class Deps:
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
     #: Given to the ledger writer: run on its thread after each commit (e.g. checkpoints).
     after_commit: list[AfterCommit] = field(default_factory=list)
-    #: Commit each loop turn's appends as one batch on the event loop's thread (True), or
-    #: on the writer thread (False: two thread hops per batch, slower for one caller and for
-    #: many, measured in bench/bench_append.py); see :class:`~charter.storage.ledger.LedgerWriter`.
-    inline_appends: bool = True
     _writer: LedgerWriter | None = None
 
     @property
@@ -42,9 +39,10 @@ class Deps:
                 home.identity,
                 home.clock,
                 log_key=home.log_key,
-                hooks=home.ledger.hooks,
+                hooks=ledger_hooks(),
             )
-            self._writer = LedgerWriter(ledger, self.after_commit, inline=self.inline_appends)
+            # Inline batches on the event loop: see LedgerWriter (measured in bench_append).
+            self._writer = LedgerWriter(ledger, self.after_commit)
         return self._writer
 
     def shutdown(self) -> None:

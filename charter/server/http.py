@@ -106,7 +106,7 @@ class TokenAgentResolver:
         # A verified token names an active agent and its current charter.
         cache_key = (verified.client_id, str((verified.claims or {})["charter"]))
         agent = self._agents.get(cache_key)
-        if agent is None or agent.charter.hash != cache_key[1]:
+        if agent is None:
             agent = load_agent(self.verifier.home, verified.client_id)
             self._agents[(agent.name, agent.charter.hash)] = agent
         return dataclasses.replace(agent, token_scopes=tuple(verified.scopes))

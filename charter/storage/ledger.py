@@ -345,11 +345,6 @@ def _fields(draft: Draft, seq: int, ts: str, prev: str) -> dict[str, Any]:
     }
 
 
-def entry_time(entry: Entry) -> Any:
-    """The entry's timestamp as a datetime."""
-    return parse_rfc3339(entry.fields["ts"])
-
-
 class _RunHooks:
     """Queue marker: an inline commit happened; run the after-commit hooks."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
 from charter.home import Home
-from charter.keys import b64url_decode, public_jwk, public_key_from_jwk, thumbprint
+from charter.keys import public_jwk, public_key_from_jwk, thumbprint
 from charter.storage.ledger import Entry, LedgerIdentity
 from charter.tools import tlog
 
@@ -226,8 +226,8 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_export(folder: Path) -> tuple[LedgerIdentity, dict[str, Any], Iterator[bytes]]:
-    """Open an export for verification: (identity, manifest, entry bytes).
+def load_export(folder: Path) -> tuple[LedgerIdentity, dict[str, Any]]:
+    """Open an export for verification: (identity, manifest).
 
     Raises:
         ConfigError: the folder is not a readable export.
@@ -244,13 +244,7 @@ def load_export(folder: Path) -> tuple[LedgerIdentity, dict[str, Any], Iterator[
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{folder} is not a readable Charter export: {exc}") from exc
-
-    def bodies() -> Iterator[bytes]:
-        with open(folder / "entries.jsonl", "rb") as fh:
-            for line in fh:
-                yield line.rstrip(b"\n")
-
-    return identity, manifest, bodies()
+    return identity, manifest
 
 
 def verify_export(
@@ -266,7 +260,7 @@ def verify_export(
             export carries no signed checkpoint of all its entries, or if its size/head disagree
             with its entries or the owner key is not the pinned one.
     """
-    identity, manifest, _ = load_export(folder)
+    identity, manifest = load_export(folder)
     if owner_key is not None and owner_key not in (
         thumbprint(identity.owner_key),
         public_jwk(identity.owner_key)["x"],
@@ -294,7 +288,6 @@ __all__ = [
     "EntryOut",
     "QueryPage",
     "VerifyOut",
-    "b64url_decode",
     "export",
     "load_export",
     "query",
