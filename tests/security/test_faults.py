@@ -226,8 +226,14 @@ def test_the_cli_on_a_full_disk_refuses_clearly(tmp_path: Path) -> None:
 def test_a_server_past_its_file_size_limit_fails_closed(root: Path, tmp_path: Path) -> None:
     """RLIMIT_FSIZE: the server's first write that grows a file fails, as on a full disk."""
     before = effects(root)
+    # No bytecode writes: under the limit they would leave truncated .pyc files that break
+    # every later import of those modules.
     limited = sechelp.RawStdioServer(
-        root, "mailer", tmp_path / "limited.log", prefix=["prlimit", "--fsize=32768"]
+        root,
+        "mailer",
+        tmp_path / "limited.log",
+        prefix=["prlimit", "--fsize=32768"],
+        PYTHONDONTWRITEBYTECODE="1",
     )
     try:
         limited.initialize()
