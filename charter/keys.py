@@ -140,6 +140,17 @@ def write_key_file(
         }
     else:
         doc["d"] = b64url(seed)
+    write_private_json(path, doc)
+
+
+def write_private_json(path: Path, doc: dict[str, Any]) -> None:
+    """Create ``path`` (0600, exclusively) holding ``doc`` as JSON, synced to disk.
+
+    Raises:
+        FileExistsError: if ``path`` exists.
+        ConfigError: if it cannot be written (read-only or full disk); a partly written file
+            is removed, so a truncated key is never left behind.
+    """
     data = json.dumps(doc, indent=2).encode() + b"\n"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -152,7 +163,7 @@ def write_key_file(
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:  # e.g. a full disk: never leave a truncated key behind
+    except OSError as exc:  # e.g. a full disk
         path.unlink(missing_ok=True)
         raise ConfigError(f"cannot write key file {path.name}: {exc.strerror}") from exc
 

@@ -37,7 +37,7 @@ import nacl.utils
 from charter.canonical import canonical_json
 from charter.clock import rfc3339
 from charter.errors import ConfigError, InvalidInput, NotFound
-from charter.keys import b64url, b64url_decode
+from charter.keys import b64url, b64url_decode, write_private_json
 from charter.storage.db import transaction
 
 if TYPE_CHECKING:
@@ -549,11 +549,7 @@ def _write_key_file(path: Path, key_version: int, passphrase: bytes | None) -> b
     else:
         key = nacl.utils.random(32)
         doc["key"] = b64url(key)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(json.dumps(doc, indent=2).encode() + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_private_json(path, doc)
     return key
 
 
