@@ -40,9 +40,8 @@ from starlette.routing import Route
 from charter.errors import TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
-from charter.server.app import CharterServer
+from charter.server.app import build_server
 from charter.server.deps import Deps
-from charter.server.registry import register_all
 from charter.tools import tokens
 from charter.tools.identity import AgentContext, load_agent
 
@@ -126,7 +125,7 @@ def build_http_app(
     issuer_url = tokens.normalize_issuer(issuer_url)
     resource = tokens.resource_url(issuer_url)
     verifier = CharterTokenVerifier(home, resource)
-    server = CharterServer(
+    server = build_server(
         Deps(home=home, resolve_agent=TokenAgentResolver(verifier)),
         token_verifier=verifier,
         auth=AuthSettings(
@@ -136,7 +135,6 @@ def build_http_app(
             validate_token_resource=True,
         ),
     )
-    register_all(server)
     metadata = issuer_metadata(issuer_url)
     secret_digest = None if not introspection_secret else _digest(introspection_secret)
 

@@ -101,6 +101,19 @@ def transaction(
         raise
 
 
+@contextlib.contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run reads in one read transaction (a consistent WAL snapshot), unless already in one."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     # SQLite may already have rolled back (e.g. after SQLITE_FULL); a second ROLLBACK would
     # raise and hide the original error.

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -38,7 +38,7 @@ from charter.canonical import canonical_json
 from charter.clock import rfc3339
 from charter.errors import ConfigError, InvalidInput, NotFound
 from charter.keys import b64url, b64url_decode, write_private_json
-from charter.storage.db import transaction
+from charter.storage.db import read_snapshot, transaction
 
 if TYPE_CHECKING:
     from charter.home import Home
@@ -277,6 +277,21 @@ class Vault:
             raise NotFound(f"no secret named {name!r}")
         return self._info(row)
 
+    def _current_version(self, name: str) -> int:
+        """The current version of ``name`` (one query; :meth:`info` also lists versions).
+
+        Raises:
+            NotFound: unknown (or deleted) secret.
+        """
+        row = self.conn.execute(
+            "SELECT current_version FROM vault_secrets"
+            " WHERE name = ? AND current_version IS NOT NULL",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no secret named {name!r}")
+        return int(row[0])
+
     def list(self, *, include_system: bool = False) -> list[SecretInfo]:
         """Metadata of every secret, by name (system secrets only when asked)."""
         rows = self.conn.execute(
@@ -294,9 +309,9 @@ class Vault:
             NotFound: unknown secret or version.
             ConfigError: wrong or missing master key, or the row fails authentication.
         """
-        with _read_snapshot(self.conn):  # a rotation may commit between the reads
+        with read_snapshot(self.conn):  # a rotation may commit between the reads
             if version is None:
-                version = self.info(name).version
+                version = self._current_version(name)
             row = self.conn.execute(
                 "SELECT key_version, nonce, ciphertext FROM vault_versions"
                 " WHERE name = ? AND version = ?",
@@ -492,19 +507,6 @@ class Vault:
             "SELECT version FROM vault_versions WHERE name = ? ORDER BY version", (name,)
         )
         return tuple(int(r[0]) for r in rows)
-
-
-@contextlib.contextmanager
-def _read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """Run reads in one read transaction (a consistent WAL snapshot), unless already in one."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
 
 
 def _ad(vault_id: str, name: str, version: int, key_version: int) -> bytes:

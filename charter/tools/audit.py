@@ -17,6 +17,7 @@ from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
 from charter.home import Home
 from charter.keys import public_jwk, public_key_from_jwk, thumbprint
+from charter.storage.db import read_snapshot
 from charter.storage.ledger import Entry, LedgerIdentity
 from charter.tools import tlog
 
@@ -186,8 +187,7 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     # keep appending.
     size = tlog.checkpoint_log(home).sign().size
     conn = home.conn
-    conn.execute("BEGIN")
-    try:
+    with read_snapshot(conn):
         last = home.ledger.get(size - 1)
         head = home.identity.genesis_hash() if last is None else last.hash
         with open(folder / "entries.jsonl", "wb") as fh:
@@ -198,8 +198,6 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
         agent_keys = conn.execute(
             "SELECT name, public_key, kid FROM agents ORDER BY name"
         ).fetchall()
-    finally:
-        conn.execute("COMMIT")
     for h, body in charters:
         (folder / "charters" / f"{h}.json").write_bytes(bytes(body) + b"\n")
     keys = [

@@ -21,7 +21,7 @@ from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
 from charter.home import Home
 from charter.signed_note import NoteError, TlogProof, Verifier, verify_tlog_proof
 from charter.storage import tlog
-from charter.storage.db import connect, transaction
+from charter.storage.db import connect, read_snapshot, transaction
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def b64(data: bytes) -> str:
 
 def log_verifier(home: Home) -> Verifier:
     """The verifier of the home's checkpoints: key name = origin, key = the log key."""
-    return tlog.log_signer(home.origin, home.log_key).verifier()
+    return auditor.log_verifier(home.identity)
 
 
 def checkpoint_log(home: Home, conn: sqlite3.Connection | None = None) -> tlog.CheckpointLog:
@@ -251,10 +251,7 @@ def audit_home(
             failure (see :func:`charter.auditor.audit`).
     """
     conn = home.conn
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN")
-    try:
+    with read_snapshot(conn):
         size = tlog.ledger_size(conn)
         notes = {c.size: c.note for c in checkpoint_log(home).upto()}
         stored = tlog.tree_size(conn)
@@ -282,6 +279,3 @@ def audit_home(
             check_nodes=check_nodes,
             workers=workers,
         )
-    finally:
-        if own:
-            conn.execute("COMMIT")
