@@ -21,6 +21,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
+from charter.canonical import canonical_json
 from charter.errors import ConfigError
 
 
@@ -94,6 +95,14 @@ class KeyPair:
 
     def __repr__(self) -> str:
         return f"KeyPair(kid={self.kid!r})"
+
+
+def compact_jws(payload: dict[str, Any], key: KeyPair, typ: str) -> str:
+    """``payload`` as a compact JWS signed with Ed25519 (``alg: EdDSA``), header
+    ``{alg, kid, typ}``; header and payload serialized as canonical JSON."""
+    header = {"alg": "EdDSA", "kid": key.kid, "typ": typ}
+    signing_input = f"{b64url(canonical_json(header))}.{b64url(canonical_json(payload))}"
+    return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
 
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:

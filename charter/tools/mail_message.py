@@ -32,7 +32,7 @@ from typing import Any
 
 from charter.canonical import canonical_json
 from charter.errors import InvalidInput
-from charter.keys import KeyPair, b64url, b64url_decode
+from charter.keys import KeyPair, b64url_decode, compact_jws
 from charter.keys import verify_signature as ed25519_verify
 from charter.tools.mail_models import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
 from charter.tools.mail_models import MAX_BYTES_CEILING as MAX_BYTES_CEILING
@@ -472,7 +472,6 @@ def sign(
     key: KeyPair, *, digest: str, seq: int, ledger: str, agent_id: str, charter_hash: str
 ) -> str:
     """The compact JWS (EdDSA) for the ``Charter-Signature`` header."""
-    header = {"alg": "EdDSA", "kid": key.kid, "typ": JWS_TYP}
     payload = {
         "agent": agent_id,
         "charter": charter_hash,
@@ -481,8 +480,7 @@ def sign(
         "seq": seq,
         "v": DIGEST_VERSION,
     }
-    signing_input = f"{b64url(canonical_json(header))}.{b64url(canonical_json(payload))}"
-    return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
+    return compact_jws(payload, key, JWS_TYP)
 
 
 @dataclass(frozen=True, slots=True)

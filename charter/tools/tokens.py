@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from charter.canonical import canonical_json
 from charter.charters import CharterView
 from charter.clock import rfc3339
 from charter.errors import (
@@ -45,6 +44,7 @@ from charter.keys import (
     KeyPair,
     b64url,
     b64url_decode,
+    compact_jws,
     public_jwk,
     read_key_file,
     thumbprint,
@@ -390,9 +390,7 @@ def issue_for_owner(
 
 def encode(claims: dict[str, Any], key: KeyPair) -> str:
     """Sign ``claims`` as a compact JWS with header ``{alg: EdDSA, kid, typ: at+jwt}``."""
-    header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE}
-    signing_input = b64url(canonical_json(header)) + "." + b64url(canonical_json(claims))
-    return signing_input + "." + b64url(key.sign(signing_input.encode("ascii")))
+    return compact_jws(claims, key, TOKEN_TYPE)
 
 
 def _claims(home: Home, request: TokenRequest) -> dict[str, Any]:
