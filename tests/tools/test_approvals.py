@@ -8,6 +8,7 @@ the same flows through a real MCP client.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,21 @@ import pytest
 
 from charter.charters import charter_hash, make_charter
 from charter.clock import rfc3339
-from charter.errors import AgentRevoked, ConfigError, InvalidInput, LedgerIntegrityError, NotFound
+from charter.errors import (
+    AgentRevoked,
+    ConfigError,
+    InvalidInput,
+    LedgerIntegrityError,
+    NotFound,
+)
 from charter.home import Home
 from charter.keys import KeyPair
-from charter.server.calls import hash_value
+from charter.server import approvals as server_approvals
+from charter.server.calls import Call, hash_value
+from charter.server.deps import Deps
 from charter.testing import FrozenClock, agent_draft, make_home
 from charter.tools import approvals, audit, identity, lockdown, tokens
-from charter.tools.approvals import Approval, ApprovalRule
+from charter.tools.approvals import Approval, ApprovalRefused, ApprovalRule
 
 ARGS = {"to": "bob@example.com", "body": "hi"}
 
@@ -429,3 +438,31 @@ def test_lockdown_kills_every_token_for_good(home: Home) -> None:
     # Reinstating issues a new charter: tokens from before the lockdown stay dead.
     assert tokens.introspect(home, issued.token) == {"active": False}
     audit.verify_home(home)
+
+
+@pytest.mark.parametrize("differs", [None, "arguments", "tool", "agent", "mode"])
+def test_a_retried_call_must_be_the_one_its_client_request_was_for(
+    home: Home, differs: str | None
+) -> None:
+    """The retry of a 2026-07-28 client approval names its request in the (SDK-sealed) state;
+    Charter still checks that request was asked for this very call."""
+    pending = request(home, mode="owner" if differs == "mode" else "client")
+    agent = identity.load_agent(home, "other" if differs == "agent" else "clerk")
+
+    async def resolve() -> identity.AgentContext:
+        return agent
+
+    call = Call(
+        deps=Deps(home=home, resolve_agent=resolve),
+        agent=agent,
+        tool="other_tool" if differs == "tool" else "test_mail",
+        action="test.mail",
+        arguments=ARGS | {"body": "changed"} if differs == "arguments" else ARGS,
+        visible_args=frozenset(),
+    )
+    state = json.dumps({"approval": pending.id})
+    if differs is None:
+        assert server_approvals._stored_request(call, state).id == pending.id
+    else:
+        with pytest.raises(ApprovalRefused, match="was asked for another call"):
+            server_approvals._stored_request(call, state)
