@@ -9,14 +9,7 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
-from charter.cli._common import (
-    console,
-    emit_json,
-    handle_errors,
-    home_option,
-    json_option,
-    open_home,
-)
+from charter.cli._common import common_options, console, emit_json, open_home
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import LedgerIntegrityError, NotFound
 from charter.storage.ledger import Entry
@@ -43,9 +36,7 @@ def register(cli: click.Group) -> None:
     @audit_group.command("tail")
     @click.option("-n", "count", default=20, show_default=True, help="How many entries.")
     @click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def tail(count: int, follow: bool, home: Path | None, as_json: bool) -> None:
         """Show the last entries."""
         with open_home(home) as h:
@@ -66,8 +57,7 @@ def register(cli: click.Group) -> None:
 
     @audit_group.command("show")
     @click.argument("seq", type=int)
-    @home_option
-    @handle_errors
+    @common_options()
     def show(seq: int, home: Path | None) -> None:
         """Print entry SEQ in full."""
         with open_home(home) as h:
@@ -90,9 +80,7 @@ def register(cli: click.Group) -> None:
         help="Pin the owner key (JWK thumbprint) when verifying an export.",
     )
     @trust_options
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def verify(
         export_dir: Path | None,
         owner_key: str | None,
@@ -139,9 +127,7 @@ def register(cli: click.Group) -> None:
 
     @audit_group.command("export")
     @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def export(folder: Path, home: Path | None, as_json: bool) -> None:
         """Write an auditor's bundle (entries, keys, charters) to FOLDER."""
         with open_home(home) as h:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from charter.auditor import AuditReport, Trust
-from charter.cli._common import emit_json, handle_errors, home_option, json_option, open_home
+from charter.cli._common import common_options, emit_json, open_home
 from charter.errors import ConfigError
 from charter.signed_note import NoteError, parse_policy
 from charter.tools import tlog
@@ -114,16 +114,12 @@ def register(cli: click.Group) -> None:
     """Add the commands to the ``audit`` and ``keys`` groups."""
     audit_group = cli.commands["audit"]
     assert isinstance(audit_group, click.Group)
-    keys_group = cli.commands.get("keys")
-    if not isinstance(keys_group, click.Group):
-        keys_group = click.Group("keys", help="The home's public keys.")
-        cli.add_command(keys_group)
+    keys_group = cli.commands["keys"]  # registered before this module (name order)
+    assert isinstance(keys_group, click.Group)
 
     @audit_group.command("checkpoint")
     @click.option("--out", type=_FILE, default=None, help="Also write the signed note to FILE.")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def checkpoint(out: Path | None, home: Path | None, as_json: bool) -> None:
         """Print a checkpoint of the whole ledger signed by the log key (C2SP signed note).
 
@@ -147,9 +143,7 @@ def register(cli: click.Group) -> None:
         help="Prove against the checkpoint of this size (default: the latest).",
     )
     @click.option("--out", type=_FILE, default=None, help="Also write the proof to FILE.")
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def prove(
         seq: int, tree_size: int | None, out: Path | None, home: Path | None, as_json: bool
     ) -> None:
@@ -169,9 +163,7 @@ def register(cli: click.Group) -> None:
     @audit_group.command("consistency")
     @click.argument("old_size", type=click.IntRange(min=0))
     @click.argument("new_size", type=click.IntRange(min=0))
-    @home_option
-    @json_option
-    @handle_errors
+    @common_options(as_json=True)
     def consistency(old_size: int, new_size: int, home: Path | None, as_json: bool) -> None:
         """Print the RFC 9162 consistency proof from OLD_SIZE to NEW_SIZE, one base64 hash per
         line: it shows the first OLD_SIZE entries are a prefix of the first NEW_SIZE."""
@@ -184,8 +176,7 @@ def register(cli: click.Group) -> None:
                 click.echo(line)
 
     @keys_group.command("log")
-    @home_option
-    @handle_errors
+    @common_options()
     def log_key(home: Path | None) -> None:
         """Print the log's verifier key (C2SP vkey): what checks this ledger's checkpoints."""
         with open_home(home) as h:
