@@ -293,7 +293,7 @@ def test_dovecot_tls(dovecot_tls: DovecotServer, tls_material: TlsMaterial) -> N
         imap.starttls(tls_material.client_context)
         typ, _ = imap.login(account.address, account.password)
         assert typ == "OK"
-    logins = dovecot_tls.login_log(account.address)
+    logins = dovecot_tls.login_log(account.address, expect=2)
     assert len(logins) == 2
     assert all(", TLS," in line for line in logins), logins
     dovecot_tls.append(account, None, _raw("over tls"))

@@ -561,12 +561,23 @@ class DovecotServer:
                     parts.append(f"--- {path.name} ---\n" + "\n".join(text))
         return "\n".join(parts) or "(no log output)"
 
-    def login_log(self, address: str) -> list[str]:
-        """dovecot.log lines of successful logins of ``address`` (``TLS`` in them if encrypted)."""
+    def login_log(self, address: str, expect: int = 1, timeout: float = 5.0) -> list[str]:
+        """dovecot.log lines of successful logins of ``address`` (``TLS`` in them if encrypted).
+
+        Dovecot's log process writes these lines asynchronously, after the client already has
+        its ``OK``: wait up to ``timeout`` seconds for ``expect`` of them, then return what is
+        there (the caller's assertion reports a shortfall).
+        """
         needle = f"Login: user=<{address.lower()}>"
-        with contextlib.suppress(OSError):
-            return [line for line in self.log_path.read_text().splitlines() if needle in line]
-        return []
+        deadline = time.monotonic() + timeout
+        while True:
+            lines: list[str] = []
+            with contextlib.suppress(OSError):
+                text = self.log_path.read_text()
+                lines = [line for line in text.splitlines() if needle in line]
+            if len(lines) >= expect or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.02)
 
     # -- configuration -----------------------------------------------------------------------
 
