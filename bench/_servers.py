@@ -43,10 +43,13 @@ def bare(*, charter_transport: bool = False, durable: str | None = None) -> None
     server: MCPServer[object] = MCPServer("bare")
     db = None
     if durable is not None:
+        from charter.storage.db import preallocate_wal
+
         db = sqlite3.connect(durable, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("CREATE TABLE IF NOT EXISTS calls (n INTEGER PRIMARY KEY, at REAL NOT NULL)")
+        preallocate_wal(db)  # as Charter's writer does at start: commits overwrite the log
 
     @server.tool(name="noop")
     async def noop() -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,11 +23,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, scratch_dir
+from bench._common import (
+    INFO,
+    Row,
+    interleave,
+    median,
+    pick,
+    rate,
+    ratio_of_rounds,
+    row,
+    scratch_dir,
+)
 from bench._ledgers import AGENT, new_home, open_home
 from charter.keys import b64url
 from charter.server.deps import Deps
-from charter.storage.db import migrate
+from charter.storage.db import migrate, preallocate_wal
 from charter.storage.ledger import SIGNING_PREFIX, Ledger
 from charter.testing import call_draft
 from charter.tools import audit, identity
@@ -46,6 +58,7 @@ class RawLedger:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         migrate(self.conn)  # the ledger's own table and indexes
+        preallocate_wal(self.conn)  # as the servers' writer does: commits overwrite the log
         self.agent = agent
         self.signing_key = agent.key.signing_key
         self.seq = 0
@@ -140,6 +153,7 @@ def run(quick: bool) -> list[Row]:
                 ratio=ratio_of_rounds(subj, base),
             )
         )
+        rows.append(_new_home_row(quick, root))
         rows.extend(_processes(quick, root, raw, n))
         audit.verify_home(home)  # concurrent writers never fork the chain
     finally:
@@ -147,6 +161,36 @@ def run(quick: bool) -> list[Row]:
         home.close()
         raw.conn.close()
     return rows
+
+
+def _new_home_row(quick: bool, root: Path) -> Row:
+    """A new home's first appends, with and without its write-ahead log preallocated."""
+    n = pick(quick, full=200, quick_n=200, tiny_n=5)
+    rounds = pick(quick, full=7, quick_n=3, tiny_n=1)
+    homes = itertools.count()
+
+    def first_appends(preallocate: bool) -> float:
+        folder = root / f"new-{next(homes)}"
+        try:
+            with new_home(folder / "home") as home:
+                if preallocate:
+                    preallocate_wal(home.ledger.conn)
+                agent = identity.load_agent(home, AGENT)
+                return rate(n, lambda: _charter_append(home.ledger, agent, n))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    base, subj = interleave(rounds, lambda: first_appends(False), lambda: first_appends(True))
+    return row(
+        f"append: a new home's first {n} entries, log preallocated vs not",
+        median(subj),
+        median(base),
+        "entries/s",
+        INFO,
+        f"{rounds} interleaved rounds, each on a new home; Ledger.append_one after "
+        "db.preallocate_wal (what the servers' writer does at start) vs a log that grows",
+        ratio=ratio_of_rounds(subj, base),
+    )
 
 
 def _writer_rate(deps: Deps, agent: AgentContext, n: int) -> Callable[[], float]:

@@ -30,7 +30,7 @@ from charter.charters import CharterView, check_validity
 from charter.clock import Clock, parse_rfc3339, rfc3339
 from charter.errors import AgentRevoked, CharterError, LedgerUnavailable, WriteLockBusy
 from charter.keys import KeyPair, b64url, public_jwk
-from charter.storage.db import transaction
+from charter.storage.db import preallocate_wal, transaction
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,9 @@ class LedgerWriter:
       write lock, the batch is handed to the thread instead: the loop never waits for a lock.
 
     After-commit hooks always run on the writer thread; after inline commits,
-    :attr:`HOOK_DELAY` later.
+    :attr:`HOOK_DELAY` later. The thread first grows the database's write-ahead log to its
+    working size (:func:`~charter.storage.db.preallocate_wal`), so that even a new
+    server's first commits overwrite blocks instead of appending to the file.
     """
 
     _MAX_BATCH = 256
@@ -450,6 +452,8 @@ class LedgerWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        with self._lock:
+            preallocate_wal(self.ledger.conn)
         stop = False
         while not stop:
             try:
