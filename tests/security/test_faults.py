@@ -193,6 +193,12 @@ async def test_a_full_disk_fails_every_call_closed_and_recovers(tmp_path: Path, 
                 warm = await client.call_tool("email_send", sechelp.send_args("before"))
                 assert not warm.is_error, text_of(warm)
                 filler = fill(fs)
+                # The server's writer preallocated its write-ahead log (db.preallocate_wal):
+                # calls go on committing into that space, durably, until the log must grow.
+                size = effects(root)[0]
+                acknowledged = await calls_until_refused(client)
+                assert 0 < acknowledged < MAX_CALLS_INTO_THE_LOG
+                assert effects(root)[0] == size + acknowledged  # each one is in the ledger
                 before = effects(root)
                 for tool, args in CALLS:
                     result = await client.call_tool(tool, args)
@@ -202,6 +208,21 @@ async def test_a_full_disk_fails_every_call_closed_and_recovers(tmp_path: Path, 
                 after = await client.call_tool("email_send", sechelp.send_args("after"))
                 assert not after.is_error, text_of(after)
         sechelp.verify(root)
+
+
+#: Read-only calls that fit into a preallocated write-ahead log (about 1,000 pages; each
+#: call writes 5-6), with a wide margin.
+MAX_CALLS_INTO_THE_LOG = 2000
+
+
+async def calls_until_refused(client: Client) -> int:
+    """Call ``identity_whoami`` until it fails (closed); return how many succeeded first."""
+    for n in range(MAX_CALLS_INTO_THE_LOG):
+        result = await client.call_tool("identity_whoami", {})
+        if result.is_error:
+            assert_fails_closed(text_of(result), False, "disk is full")
+            return n
+    return MAX_CALLS_INTO_THE_LOG
 
 
 @needs_mount
