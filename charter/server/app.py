@@ -215,6 +215,7 @@ def _translate(tool: str, exc: ToolError) -> tuple[str, str]:
 def _lifespan(deps: Deps) -> Callable[[MCPServer[Any]], Any]:
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Any]) -> AsyncIterator[None]:
+        deps.start()
         try:
             yield None
         finally:

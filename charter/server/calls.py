@@ -148,17 +148,21 @@ class Call:
         token_scopes = self.agent.token_scopes
         return token_scopes is None or grants(token_scopes, scope)
 
-    async def intent(self, details: dict[str, Any] | None = None) -> Entry:
+    async def intent(
+        self, details: dict[str, Any] | None = None, *, effects: tuple[Effect, ...] = ()
+    ) -> Entry:
         """Commit the signed intent entry; only then may the tool act.
 
         ``details`` are extra non-secret facts (e.g. the resolved Message-ID) merged into the
         argument summary. When the charter's policy says a scope this call needed requires
         approval, the approval is obtained first and linked as ``details["approval"]``
-        (docs/APPROVALS.md).
+        (docs/APPROVALS.md). ``effects`` commit in the intent's transaction: they exist
+        exactly when the intent does (e.g. the row that reserves an email's Message-ID).
 
         Raises:
             LedgerUnavailable / AgentRevoked: the intent was not committed; do not act.
             ApprovalPending / ApprovalRefused: no approval (yet); do not act.
+            CharterError: an effect refused (e.g. MailDenied); the intent was not committed.
         """
         if self.intent_entry is not None:
             raise InvalidInput("intent already recorded for this call")
@@ -170,7 +174,9 @@ class Call:
         args = self.summary()
         if details:
             args = args | {"details": details}
-        self.intent_entry = await self.deps.writer.append(self._draft("intent", args))
+        draft = self._draft("intent", args)
+        draft.effects = effects
+        self.intent_entry = await self.deps.writer.append(draft)
         return self.intent_entry
 
     def on_success(self, effect: Effect) -> None:

@@ -31,7 +31,15 @@ class Deps:
 
     @property
     def writer(self) -> LedgerWriter:
-        """The group-commit ledger writer (started on first use, on its own connection)."""
+        """The group-commit ledger writer (started on first use, or by :meth:`start`)."""
+        return self._writer or self.start()
+
+    def start(self) -> LedgerWriter:
+        """Start the writer, on its own connection, if it is not running; return it.
+
+        The servers call this when they start, so that the writer's thread preallocates the
+        write-ahead log while the client is still initializing, not in the first call.
+        """
         if self._writer is None:
             home = self.home
             ledger = Ledger(

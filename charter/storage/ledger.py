@@ -247,13 +247,19 @@ class Ledger:
 
     def _insert_with_effects(
         self, entry: Entry, effects: tuple[Effect, ...]
-    ) -> LedgerUnavailable | None:
-        """Apply ``effects`` and insert ``entry`` under a savepoint: all of them or none."""
+    ) -> CharterError | None:
+        """Apply ``effects`` and insert ``entry`` under a savepoint: all of them or none.
+
+        An effect that raises a :class:`CharterError` (a refusal it checks under the write
+        lock) fails the draft with that error; anything else with ``LedgerUnavailable``.
+        """
         try:
             with transaction(self.conn):  # nested: a savepoint, so the batch goes on
                 for effect in effects:
                     effect(self.conn)
                 self._insert(entry)
+        except CharterError as exc:
+            return exc
         except Exception:
             log.exception("a state change recorded with seq %s failed", entry.seq)
             return LedgerUnavailable("the call's result could not be recorded")

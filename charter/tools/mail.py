@@ -9,12 +9,14 @@ ledger holds a signed intent naming the message:
    recipient, a transport that can reach them and room under its hourly rate — refusals are
    recorded as denied calls;
 3. render the message (fresh Message-ID and Date) and compute its canonical digest;
-4. reserve a ``mail_sent`` row (the rate check and the reservation are one transaction);
-5. commit the intent (recipients, subject, digests, Message-ID);
-6. sign ``Charter-Signature`` over the digest and the intent's seq, then hand the message to
+4. commit the intent (recipients, subject, digests, Message-ID) and, in the same
+   transaction, the message's ``mail_sent`` row after checking the hourly rate again: the
+   row exists exactly when the intent does (a full disk or a crash cannot leave one without
+   the other);
+5. sign ``Charter-Signature`` over the digest and the intent's seq, then hand the message to
    the transport exactly once; its reply goes into the outcome entry.
 
-A transport failure after step 5 is an ``error`` outcome and is never retried: an agent's
+A transport failure after step 4 is an ``error`` outcome and is never retried: an agent's
 retry is a new call with a new Message-ID. Bodies are never stored, only digests.
 """
 
@@ -29,7 +31,7 @@ import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -51,7 +53,7 @@ from charter.tools.mail_transport import MailDenied as MailDenied  # callers cat
 
 if TYPE_CHECKING:
     from charter.home import Home
-    from charter.storage.ledger import Entry
+    from charter.storage.ledger import Effect, Entry
     from charter.tools.identity import AgentContext
 
 PASSWORD_SECRET = "charter:mail-password"  # noqa: S105 - the vault name, not a password
@@ -398,7 +400,12 @@ def check_address_free(home: Home, address: str, agent: str) -> None:
 # -- sending ----------------------------------------------------------------------------------
 
 
-IntentFn = Callable[[dict[str, Any]], Awaitable["Entry"]]
+class IntentFn(Protocol):
+    """Commits the call's signed intent with ``details``, and ``effects`` in its transaction."""
+
+    def __call__(
+        self, details: dict[str, Any], *, effects: tuple[Effect, ...] = ()
+    ) -> Awaitable[Entry]: ...
 
 
 async def send(
@@ -449,7 +456,7 @@ async def send(
         mail, message_id=message_id, date=mm.format_date(now), agent_id=agent.agent_id
     )
     digest = mm.message_digest(mm.parse(unsigned))
-    _reserve(home, agent.name, mail, message_id, digest, transport.name, policy, now)
+    _check_rate(home.conn, agent.name, policy, now)  # refuse early; checked again at the intent
     details = {
         "message_id": message_id,
         "from": mail.sender,
@@ -471,11 +478,8 @@ async def send(
         "digest": digest,
         "transport": transport.name,
     }
-    try:
-        entry = await intent(details)
-    except BaseException:
-        _finish(home, message_id, "aborted", "the intent could not be recorded", expect="reserved")
-        raise
+    row = _Reservation(agent.name, mail, message_id, digest, transport.name, policy, now)
+    entry = await intent(details, effects=(row.insert,))
     jws = mm.sign(
         agent.key,
         digest=digest,
@@ -506,46 +510,58 @@ async def send(
     )
 
 
-def _reserve(
-    home: Home,
-    agent: str,
-    mail: mm.OutgoingMail,
-    message_id: str,
-    digest: str,
-    transport: str,
-    policy: EmailPolicy,
-    now: dt.datetime,
+def _check_rate(
+    conn: sqlite3.Connection, agent: str, policy: EmailPolicy, now: dt.datetime
 ) -> None:
-    """Check the hourly rate and reserve the message's row, in one transaction.
-
-    Raises:
-        MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
+    """Raises:
+    MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
     """
     since = rfc3339(now - dt.timedelta(hours=1))
-    with transaction(home.conn):
-        (count,) = home.conn.execute(
-            "SELECT count(*) FROM mail_sent WHERE agent = ? AND created_at > ?"
-            " AND status != 'aborted'",
-            (agent, since),
-        ).fetchone()
-        if count >= policy.rate_per_hour:
-            raise MailDenied(
-                f"rate limit: this agent may send {policy.rate_per_hour} messages per hour and "
-                f"has sent {count} in the last hour; try again later"
-            )
-        home.conn.execute(
+    (count,) = conn.execute(
+        "SELECT count(*) FROM mail_sent WHERE agent = ? AND created_at > ?"
+        " AND status != 'aborted'",  # rows of earlier versions: their intent never committed
+        (agent, since),
+    ).fetchone()
+    if count >= policy.rate_per_hour:
+        raise MailDenied(
+            f"rate limit: this agent may send {policy.rate_per_hour} messages per hour and "
+            f"has sent {count} in the last hour; try again later"
+        )
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    """The ``mail_sent`` row of a message, inserted with its intent entry (a ledger effect)."""
+
+    agent: str
+    mail: mm.OutgoingMail
+    message_id: str
+    digest: str
+    transport: str
+    policy: EmailPolicy
+    now: dt.datetime
+
+    def insert(self, conn: sqlite3.Connection) -> None:
+        """Check the rate again (under the write lock) and insert the row as ``reserved``.
+
+        Raises:
+            MailDenied: the rate was reached meanwhile; the intent is not recorded.
+        """
+        _check_rate(conn, self.agent, self.policy, self.now)
+        mail = self.mail
+        conn.execute(
             "INSERT INTO mail_sent(message_id, agent, sender, recipients, subject, digest, size,"
             " transport, status, created_at) VALUES (?,?,?,?,?,?,?,?, 'reserved', ?)",
             (
-                message_id,
-                agent,
+                self.message_id,
+                self.agent,
                 mail.sender,
                 json.dumps({"to": mail.to, "cc": mail.cc, "bcc": mail.bcc}),
                 mail.subject,
-                digest,
+                self.digest,
                 mail.size,
-                transport,
-                rfc3339(now),
+                self.transport,
+                rfc3339(self.now),
             ),
         )
 

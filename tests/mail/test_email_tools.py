@@ -6,6 +6,7 @@ through the local transport between agents of one home. Every test ends with a v
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -16,10 +17,12 @@ from mailservers import SMTP_PASSWORD, SMTP_USERNAME, SmtpServer, TlsMaterial, f
 from mcp import Client
 from recipient import verify as recipient_verify
 
+from charter.errors import AgentRevoked
 from charter.home import Home
 from charter.storage.vault import Vault
-from charter.testing import FrozenClock, server_for
+from charter.testing import FrozenClock, agent_draft, server_for
 from charter.tools import audit, identity, mail
+from charter.tools import mail_message as mm
 from charter.tools.mail_message import DEFAULT_MAX_BYTES
 
 SENDER = "sender@agents.example.com"
@@ -345,6 +348,73 @@ async def test_rate_limit_is_a_recorded_denial_per_rolling_hour(
     audit.verify_home(home)
 
 
+async def test_concurrent_sends_never_pass_the_rate_together(home: Home, mode: str) -> None:
+    """Both calls pass the early rate check; the check in the intent's transaction lets one."""
+    add_mail_agent(home, "twice", "twice@agents.example.com", ["email:send"], rate_per_hour=1)
+    add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
+    args = {"to": "inbox@agents.example.com", "subject": "s", "text": "t"}
+    async with Client(server_for(home, "twice"), mode=mode) as client:
+        results = await asyncio.gather(*(client.call_tool("email_send", args) for _ in range(2)))
+    assert sorted(r.is_error for r in results) == [False, True]
+    [refused] = [r for r in results if r.is_error]
+    assert "rate limit" in refused.content[0].text  # type: ignore[union-attr]
+    assert [s.status for s in mail.outbox(home.conn)] == ["sent"]
+    sends = [e for e in entries(home) if e["action"] == "email.send"]
+    assert sorted((e["phase"], e["outcome"]) for e in sends) == [
+        ("call", "denied"),
+        ("intent", None),
+        ("outcome", "ok"),
+    ]
+    audit.verify_home(home)
+
+
+def test_a_send_row_never_commits_without_its_intent(home: Home) -> None:
+    """The row is an effect of the intent entry: refused with it (here: the agent revoked)."""
+    add_mail_agent(home, "gone", "gone@agents.example.com", ["email:send"])
+    agent = identity.load_agent(home, "gone")
+    policy = mail.require_policy(agent)
+    outgoing = mm.validate(
+        sender=policy.address, to="x@example.com", subject="s", text="t", max_bytes=1 << 20
+    )
+    row = mail._Reservation("gone", outgoing, "<m@x>", "0" * 64, "smtp", policy, home.clock.now())
+    identity.revoke_agent(home, "gone", reason="test")
+    draft = agent_draft(
+        agent,
+        action="email.send",
+        phase="intent",
+        session="s",
+        call="c",
+        args={"to": "x@example.com"},
+        args_hash="0" * 64,
+        require_agent="gone",
+    )
+    draft.effects = (row.insert,)
+    [result] = home.ledger.append([draft])
+    assert isinstance(result, AgentRevoked)  # recorded as a refusal under the log key
+    assert mail.outbox(home.conn) == []
+
+
+async def test_revoked_before_the_intent_leaves_no_send_row(
+    agents: Home, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revoked after the gate's check but before the intent commits: the ledger refuses the
+    intent under the log key, and the send's row, an effect of the intent, never exists."""
+    real = mail.transport_for
+
+    def revoke_then_route(home: Home) -> Any:
+        identity.revoke_agent(home, "sender", reason="revoked mid-call")
+        return real(home)
+
+    monkeypatch.setattr(mail, "transport_for", revoke_then_route)
+    async with Client(server_for(agents, "sender"), mode=mode) as client:
+        message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
+    assert "revoked" in message
+    assert mail.outbox(agents.conn) == []
+    sends = [e for e in entries(agents) if e["action"] == "email.send"]
+    assert sends and {(e["phase"], e["outcome"]) for e in sends} == {("call", "denied")}
+    audit.verify_home(agents)
+
+
 async def test_intent_refused_means_nothing_is_sent(
     smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
 ) -> None:
@@ -359,8 +429,7 @@ async def test_intent_refused_means_nothing_is_sent(
         message = await fail(client, "email_send", _send_args())
     assert "approv" in message
     assert smtp_server_auth_starttls.messages == []
-    [row] = mail.outbox(smtp_home.conn)
-    assert row.status == "aborted"
+    assert mail.outbox(smtp_home.conn) == []  # the row commits with the intent, or never
     audit.verify_home(smtp_home)
 
 

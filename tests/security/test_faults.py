@@ -63,17 +63,20 @@ def make_site(root: Path) -> None:
 
 
 def effects(root: Path) -> tuple[int, ...]:
-    """Everything a call could change: ledger size, mail sent and delivered, tokens.
+    """Everything a call could change: intents and successes in the ledger, mail sent and
+    delivered, tokens.
 
-    A ``mail_sent`` row marked ``aborted`` is the record of a send that stopped before its
-    intent was committed (nothing was sent), so it is not an effect.
+    An entry recording a call that was refused or failed is the record that it failed
+    closed, not an effect: when the room left takes a small entry but not the call's intent,
+    that record commits. A ``mail_sent`` row marked ``aborted`` (earlier versions) is the
+    record of a send that stopped before its intent was committed.
     """
     conn = sqlite3.connect(f"file:{root / 'charter.db'}?mode=ro", uri=True)
     try:
         return tuple(
             conn.execute(sql).fetchone()[0]
             for sql in (
-                "SELECT count(*) FROM ledger",
+                "SELECT count(*) FROM ledger WHERE phase = 'intent' OR outcome = 'ok'",
                 "SELECT count(*) FROM mail_sent WHERE status != 'aborted'",
                 "SELECT count(*) FROM mail_local_inbox",
                 "SELECT count(*) FROM tokens",
@@ -363,12 +366,13 @@ async def test_a_missing_owner_key_blocks_owner_actions_but_not_the_server(root:
 async def test_a_missing_vault_key_fails_secret_calls_closed(root: Path, mode: str) -> None:
     (root / "keys" / "vault.key").unlink()
     with Home.open(Settings(home=root)) as home:
-        before = effects(root)
+        before, size = effects(root), len(sechelp.entries(home))
         async with Client(server_for(home, "mailer"), mode=mode) as client:
             got = await client.call_tool("secret_get", {"name": "API_KEY"})
         assert_fails_closed(text_of(got), not got.is_error, "vault", "master key")
         entries = sechelp.entries(home)
-    assert effects(root)[0] == before[0] + 1  # the refusal is on the record, nothing else
+    assert effects(root) == before
+    assert len(entries) == size + 1  # the refusal is on the record, nothing else
     assert (entries[-1]["action"], entries[-1]["phase"]) == ("secret.read", "call")
     assert entries[-1]["outcome"] in ("denied", "error")
 
