@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from mcp import Client, StdioServerParameters
@@ -78,23 +78,34 @@ async def _timed(client: Client, tool: str, args: dict[str, Any]) -> float:
 Subject = tuple[StdioServerParameters, str, dict[str, Any]]
 
 
+class Run(NamedTuple):
+    """One subject's round trips and the bare no-op's paired with them (seconds)."""
+
+    subject: list[float]
+    bare: list[float]
+
+
 async def _compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], list[float]]]:
     """For each subject (server, tool, arguments), ``calls`` round trips, each one paired
-    with a bare no-op round trip made right before or after it (the order alternates)."""
+    with a bare no-op round trip made right before or after it (the order alternates).
+
+    Subjects take turns, one whole run each: while a subject runs, it and the bare server
+    are called equally often. Cycling through every subject call by call (as this did
+    before) called the bare server six times as often as each subject, whose process then
+    sat idle between its calls and answered from colder caches and sleeping CPUs: a bias
+    against every subject (BENCHMARKS.md, "Targets").
+    """
     samples: list[tuple[list[float], list[float]]] = [([], []) for _ in subjects]
     async with contextlib.AsyncExitStack() as stack:
         bare = await stack.enter_async_context(Client(bare_params(), mode=MODE))
         clients = [
             await stack.enter_async_context(Client(server, mode=MODE)) for server, _, _ in subjects
         ]
-        for _ in range(max(3, calls // 20)):  # warm up (imports, caches, page cache)
-            await _timed(bare, "noop", {})
-            for client, (_, tool, args) in zip(clients, subjects, strict=True):
+        for client, (_, tool, args), (base, subj) in zip(clients, subjects, samples, strict=True):
+            for _ in range(max(3, calls // 20)):  # warm up (imports, caches, page cache)
+                await _timed(bare, "noop", {})
                 await _timed(client, tool, args)
-        for i in range(calls):
-            for client, (_, tool, args), (base, subj) in zip(
-                clients, subjects, samples, strict=True
-            ):
+            for i in range(calls):
                 if i % 2 == 0:
                     base.append(await _timed(bare, "noop", {}))
                     subj.append(await _timed(client, tool, args))
@@ -191,32 +202,47 @@ def run(quick: bool) -> list[Row]:
         print("toolcall: no TypeScript client rows (run .ci/install-inspector)", file=sys.stderr)
     # Informational rows: Charter's own cost apart from its faster transport, and the
     # durability floor (one fsync'd commit per call) under any acknowledged-on-disk server.
-    (base, fast), (_, floor), noop = samples[4], samples[5], samples[1][1]
-    for label, before, after, what in (
+    # The subjects ran one after another, each paired with the bare no-op: a comparison of
+    # two subjects divides each one's percentile by its own run's bare percentile first.
+    fast, floor, noop = (Run(subj, base) for base, subj in (samples[4], samples[5], samples[1]))
+    for label, after, before, what in (
         (
             "bare no-op served on Charter's stdio transport",
-            base,
             fast,
+            Run(fast.bare, fast.bare),  # the bare no-op on the SDK's transport, same run
             "the same bare server, event-loop pipes instead of the SDK's worker threads",
         ),
         (
             "read-only no-op vs the bare no-op, both on Charter's transport",
-            fast,
             noop,
+            fast,
             "the gate and its one durable entry alone",
         ),
         (
             "bare no-op + one durable SQLite commit, on Charter's transport",
-            fast,
             floor,
+            fast,
             "one INSERT committed with synchronous=FULL per call: the fsync's own cost",
         ),
         (
             "read-only no-op vs that durable bare no-op",
-            floor,
             noop,
+            floor,
             "what Charter adds beyond one fsync: signing, chaining, the Merkle tree, the gate",
         ),
     ):
-        rows += _rows(label, before, after, f"{note}; {what}", target=INFO)
+        for q in (50, 99):
+            a, b = percentile(after.subject, q), percentile(before.subject, q)
+            normalized = (a / percentile(after.bare, q)) / (b / percentile(before.bare, q))
+            rows.append(
+                row(
+                    f"toolcall: {label} p{q}",
+                    a * 1e3,
+                    b * 1e3,
+                    "ms",
+                    INFO,
+                    f"{note}; {what}; ratio of the two runs' ratios to their bare no-op",
+                    ratio=normalized,
+                )
+            )
     return rows

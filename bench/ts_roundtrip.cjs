@@ -3,9 +3,9 @@
 //   {"sdk": "<dir holding node_modules/@modelcontextprotocol/client>",
 //    "baseline": SERVER, "subjects": [SERVER, ...], "calls": N, "warmup": W}
 //   SERVER = {"command", "args", "env", "cwd", "tool", "arguments"}
-// Every subject call is paired with a baseline call made right before or after it (the order
-// flips each round), as in bench_toolcall.py. Prints {"samples": [[baseline_s[], subject_s[]],
-// ...]} (seconds) on stdout.
+// Subjects take turns; every subject call is paired with a baseline call made right before
+// or after it (the order flips each round), as in bench_toolcall.py. Prints
+// {"samples": [[baseline_s[], subject_s[]], ...]} (seconds) on stdout.
 "use strict";
 
 const { createRequire } = require("node:module");
@@ -44,14 +44,16 @@ async function main() {
   const clients = [];
   for (const server of config.subjects) clients.push(await connect(server));
   try {
-    for (let i = 0; i < config.warmup; i++) {
-      await timed(baseline, config.baseline);
-      for (let k = 0; k < clients.length; k++) await timed(clients[k], config.subjects[k]);
-    }
+    // Subjects take turns, one whole run each, so that the subject and the baseline are
+    // called equally often (see _compare in bench_toolcall.py).
     const samples = config.subjects.map(() => [[], []]);
-    for (let i = 0; i < config.calls; i++) {
-      for (let k = 0; k < clients.length; k++) {
-        const [base, subj] = samples[k];
+    for (let k = 0; k < clients.length; k++) {
+      for (let i = 0; i < config.warmup; i++) {
+        await timed(baseline, config.baseline);
+        await timed(clients[k], config.subjects[k]);
+      }
+      const [base, subj] = samples[k];
+      for (let i = 0; i < config.calls; i++) {
         if (i % 2 === 0) {
           base.push(await timed(baseline, config.baseline));
           subj.push(await timed(clients[k], config.subjects[k]));
