@@ -138,6 +138,8 @@ def preallocate_wal(conn: sqlite3.Connection) -> bool:
     commit frame), and nothing in the database changes. Returns whether it grew the file;
     False also when the write lock or the disk is not available (it is only an optimization).
     """
+    if conn.in_transaction:  # its rollback would take the caller's transaction with it
+        return False
     files = {row[1]: row[2] for row in conn.execute("PRAGMA database_list")}
     mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
     if mode != "wal" or not files.get("main"):

@@ -459,7 +459,10 @@ class LedgerWriter:
 
     def _run(self) -> None:
         with self._lock:
-            preallocate_wal(self.ledger.conn)
+            try:
+                preallocate_wal(self.ledger.conn)
+            except Exception:  # only an optimization: the thread must live to commit
+                log.exception("write-ahead log preallocation failed")
         stop = False
         while not stop:
             try:

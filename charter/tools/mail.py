@@ -513,8 +513,10 @@ async def send(
 def _check_rate(
     conn: sqlite3.Connection, agent: str, policy: EmailPolicy, now: dt.datetime
 ) -> None:
-    """Raises:
-    MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
+    """Refuse a send when the agent's hourly rate is used up.
+
+    Raises:
+        MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
     """
     since = rfc3339(now - dt.timedelta(hours=1))
     (count,) = conn.execute(

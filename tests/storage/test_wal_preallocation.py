@@ -8,6 +8,7 @@ does it when it starts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -15,10 +16,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from charter.home import Home
 from charter.storage import db
 from charter.storage.ledger import LedgerWriter
-from charter.testing import make_home
+from charter.testing import agent_draft, make_home
 from charter.tools import audit, identity
 
 
@@ -117,4 +120,40 @@ def test_a_new_writer_preallocates_before_its_first_commit(tmp_path: Path) -> No
     writer.close()  # joins the thread, which preallocated first
     assert size_before < _working_size(ledger.conn) <= os.path.getsize(_wal(home.layout.db))
     assert audit.verify_home(home).size == ledger.head()[0]
+    home.close()
+
+
+def test_preallocation_leaves_a_transaction_in_progress_alone(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "open.db")
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert db.preallocate_wal(conn) is False  # rolling back would lose the caller's row
+    assert conn.in_transaction
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT n FROM t").fetchall() == [(1,)]
+    conn.close()
+
+
+def test_a_failing_preallocation_never_stops_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(conn: sqlite3.Connection) -> bool:
+        raise OSError("simulated")
+
+    monkeypatch.setattr("charter.storage.ledger.preallocate_wal", broken)
+    home = make_home(tmp_path / "home")
+    identity.add_agent(home, "a", scopes=["audit:read"])
+    agent = identity.load_agent(home, "a")
+    writer = LedgerWriter(home.ledger)
+
+    async def append_one() -> int:
+        draft = agent_draft(
+            agent, action="identity.whoami", session="s", call="c", args={}, outcome="ok",
+            args_hash="0" * 64, require_agent="a",
+        )  # fmt: skip
+        return (await writer.append(draft)).seq
+
+    assert asyncio.run(asyncio.wait_for(append_one(), 10)) == home.ledger.head()[0] - 1
+    writer.close()
     home.close()
