@@ -8,7 +8,8 @@ trial:
 
 * the ledger verifies and its seqs are gap-free;
 * every call the client saw succeed has its intent and its ``ok`` outcome entry;
-* every delivered message and every issued token has a committed intent entry;
+* every delivered message and every issued token has a committed intent entry, and the
+  send log holds a row exactly for each committed email intent;
 * the next server (the next trial) continues the same chain.
 
 Also: an entry a ``LedgerWriter`` acknowledged is in the database after ``kill -9``.
@@ -154,6 +155,9 @@ def check_after_trial(home: Home, trial: Trial, before: tuple[int, str]) -> None
         assert message_id in mails, f"message {message_id} was delivered without an intent"
     for (jti,) in home.conn.execute("SELECT jti FROM tokens WHERE agent_name = 'mailer'"):
         assert jti in tokens, f"token {jti} was issued without an intent"
+    # The send log holds a row exactly for each committed intent (they commit together).
+    logged = {m for (m,) in home.conn.execute("SELECT message_id FROM mail_sent")}
+    assert logged == set(mails), logged ^ set(mails)
     assert set(intents) >= {e["call"] for e in outcomes.values()}
 
 
