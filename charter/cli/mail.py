@@ -231,7 +231,7 @@ def register(cli: click.Group) -> None:
     def outbox(agent: str | None, limit: int, home: Path | None, as_json: bool) -> None:
         """What agents sent (or tried to), newest first: never the bodies."""
         with open_home(home) as h:
-            entries = mail.outbox(h.conn, agent=agent, limit=limit)
+            entries = mail.outbox(h.conn, agent=agent, limit=limit, now=h.clock.now())
         if as_json:
             emit_json([e.model_dump() for e in entries])
             return
@@ -244,6 +244,6 @@ def register(cli: click.Group) -> None:
                 e.subject,
                 e.status,
                 e.transport,
-                e.reply or "",
+                e.interrupted or e.reply or "",
             )
         console().print(table)

@@ -636,6 +636,17 @@ async def send_test(
 # -- the outbox -------------------------------------------------------------------------------
 
 
+#: A send still ``reserved`` or ``sending`` this long after it began was cut off (its server
+#: stopped): every step of a transport times out within ``timeout_s`` (at most 600 s).
+INTERRUPTED_AFTER = dt.timedelta(hours=1)
+#: What such a send's state says: the row moves to ``sending`` just before the transport
+#: gets the message (its intent is committed with the row, before either).
+_INTERRUPTED = {
+    "reserved": "interrupted before the transport got it: not sent",
+    "sending": "interrupted while the transport had it: delivery unknown",
+}
+
+
 class OutboxEntry(BaseModel):
     """One message an agent sent (or tried to): no body, only its digest."""
 
@@ -653,12 +664,24 @@ class OutboxEntry(BaseModel):
     reply: str | None
     ledger_seq: int | None
     created_at: str
+    #: Set for a send that stopped halfway (its server was killed or lost power), saying
+    #: whether the message can have gone out; see :data:`INTERRUPTED_AFTER`.
+    interrupted: str | None = None
 
 
 def outbox(
-    conn: sqlite3.Connection, *, agent: str | None = None, limit: int = 50
+    conn: sqlite3.Connection,
+    *,
+    agent: str | None = None,
+    limit: int = 50,
+    now: dt.datetime | None = None,
 ) -> list[OutboxEntry]:
-    """The latest sends, newest first (optionally one agent's)."""
+    """The latest sends, newest first (optionally one agent's).
+
+    With ``now``, a send still unfinished :data:`INTERRUPTED_AFTER` after it began is marked
+    ``interrupted``.
+    """
+    stale = None if now is None else rfc3339(now - INTERRUPTED_AFTER)
     rows = conn.execute(
         "SELECT message_id, agent, sender, recipients, subject, size, digest, transport, status,"
         " reply, intent_seq, created_at FROM mail_sent WHERE (? IS NULL OR agent = ?)"
@@ -684,6 +707,7 @@ def outbox(
                 reply=r[9],
                 ledger_seq=r[10],
                 created_at=r[11],
+                interrupted=_INTERRUPTED.get(r[8]) if stale is not None and r[11] < stale else None,
             )
         )
     return out

@@ -19,6 +19,7 @@ from recipient import verify as recipient_verify
 
 from charter.errors import AgentRevoked
 from charter.home import Home
+from charter.storage.db import transaction
 from charter.storage.vault import Vault
 from charter.testing import FrozenClock, agent_draft, server_for
 from charter.tools import audit, identity, mail
@@ -413,6 +414,35 @@ async def test_revoked_before_the_intent_leaves_no_send_row(
     sends = [e for e in entries(agents) if e["action"] == "email.send"]
     assert sends and {(e["phase"], e["outcome"]) for e in sends} == {("call", "denied")}
     audit.verify_home(agents)
+
+
+async def test_outbox_marks_sends_a_crash_cut_off(
+    home: Home, clock: FrozenClock, mode: str
+) -> None:
+    add_mail_agent(home, "cut", "cut@agents.example.com", ["email:send"])
+    add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
+    args = {"to": "inbox@agents.example.com", "subject": "s", "text": "t"}
+    async with Client(server_for(home, "cut"), mode=mode) as client:
+        for _ in range(3):
+            await call(client, "email_send", args)
+    # The states a kill -9 leaves (tests/security/test_crash.py): before and during delivery.
+    before, during, done = (e.message_id for e in mail.outbox(home.conn))
+    with transaction(home.conn):
+        for state, message_id in (("reserved", before), ("sending", during)):
+            home.conn.execute(
+                "UPDATE mail_sent SET status = ? WHERE message_id = ?", (state, message_id)
+            )
+
+    def marks() -> dict[str, str | None]:
+        return {e.message_id: e.interrupted for e in mail.outbox(home.conn, now=clock.now())}
+
+    clock.advance(minutes=59)  # a send may still be under way: its transport's timeouts
+    assert set(marks().values()) == {None}
+    clock.advance(minutes=2)
+    marked = marks()
+    assert "not sent" in str(marked[before]) and "delivery unknown" in str(marked[during])
+    assert marked[done] is None
+    assert all(e.interrupted is None for e in mail.outbox(home.conn))  # no time, no verdict
 
 
 async def test_intent_refused_means_nothing_is_sent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from mailservers import (
 from mcp import Client
 
 from charter.cli import cli
+from charter.clock import rfc3339
 from charter.config import Settings
 from charter.home import Home
+from charter.storage.db import transaction
 from charter.storage.vault import Vault
 from charter.testing import server_for
 from charter.tools import audit, identity, mail
@@ -222,6 +225,15 @@ def test_agent_email_options_and_outbox(home_dir: Path) -> None:
     assert "secret body" not in r.output
     table = run(home_dir, "mail", "outbox")
     assert "hello" in table.output and "secret body" not in table.output
+    assert item["interrupted"] is None
+
+    with _open(home_dir) as h:  # as a server killed while the transport had it leaves it
+        started = rfc3339(h.clock.now() - dt.timedelta(hours=2))
+        with transaction(h.conn):
+            h.conn.execute("UPDATE mail_sent SET status = 'sending', created_at = ?", (started,))
+    [item] = json.loads(run(home_dir, "mail", "outbox", "--json").output)
+    assert item["status"] == "sending" and "delivery unknown" in item["interrupted"]
+    assert "unknown" in run(home_dir, "mail", "outbox").output  # the table wraps the words
 
 
 def test_mail_clear_returns_to_the_local_transport(home_dir: Path) -> None:
