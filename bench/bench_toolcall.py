@@ -3,7 +3,9 @@
 Both servers are subprocesses driven by the SDK's ``Client`` over stdio, open at the same
 time; calls alternate one by one between them, so both see the same machine load. Every
 Charter call is signed into the ledger and committed durably (fsync) before the response:
-one entry for a read-only call, two (intent, outcome) for a side-effecting one.
+one entry for a read-only call, two (intent, outcome) for a side-effecting one. A
+calibration row pairs the bare server with a second bare server the same way: it reads
+1.00x when the pairing favours neither side.
 
 ``charter serve`` speaks stdio through the event loop's own pipes
 (``charter/server/stdio.py``) where the SDK's transport uses worker threads. Two
@@ -179,7 +181,12 @@ def run(quick: bool) -> list[Row]:
         (serve, "token_issue", {"audience": AUDIENCE, "scopes": ["audit:read"]}),
         (bare_params(charter_transport=True), "noop", {}),
         (bare_params(charter_transport=True, durable=root.parent / "floor.db"), "noop", {}),
+        (bare_params(), "noop", {}),  # calibration: the pairing itself must read 1.00x
     ]
+    calibration = (
+        "calibration: a second bare no-op server",
+        "the same server as the baseline, another process: what the pairing itself adds",
+    )
     samples = anyio.run(_compare, subjects, calls)
     labels = (
         ("identity_whoami (1 ledger entry)", "`charter serve`; returns the agent's identity"),
@@ -193,11 +200,15 @@ def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     for (label, what), (base, subj) in zip(labels, samples[:4], strict=True):
         rows += _rows(label, base, subj, f"{note}; {what}")
+    rows += _rows(calibration[0], *samples[6], f"{note}; {calibration[1]}", target=INFO)
     if ts_client_available():  # the client the MCP hosts are built on
         ts_note = f"{calls} calls each, alternating, TypeScript SDK Client over stdio"
-        ts_samples = _ts_compare(subjects[:4], calls)
-        for (label, what), (base, subj) in zip(labels, ts_samples, strict=True):
+        ts_samples = _ts_compare([*subjects[:4], subjects[6]], calls)
+        for (label, what), (base, subj) in zip(labels, ts_samples[:4], strict=True):
             rows += _rows(label, base, subj, f"{ts_note}; {what}", prefix="toolcall, TS client")
+        base, subj = ts_samples[4]
+        label, what = calibration
+        rows += _rows(label, base, subj, f"{ts_note}; {what}", INFO, "toolcall, TS client")
     else:
         print("toolcall: no TypeScript client rows (run .ci/install-inspector)", file=sys.stderr)
     # Informational rows: Charter's own cost apart from its faster transport, and the
