@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
+from rawstdio import exchange
 
 from charter.home import Home
 from charter.storage.ledger import Entry
@@ -74,25 +75,7 @@ def test_every_stdout_line_is_json_rpc(home: Home) -> None:
         text=True,
         env=_env(home),
     )
-    assert proc.stdin is not None and proc.stdout is not None
-    lines: list[str] = []
-    # One request at a time, waiting for its answer: closing stdin early cancels calls.
-    for request in requests:
-        proc.stdin.write(json.dumps(request) + "\n")
-        proc.stdin.flush()
-        while "id" in request:
-            line = proc.stdout.readline()
-            assert line, "server closed stdout early"
-            lines.append(line)
-            if json.loads(line).get("id") == request["id"]:
-                break
-    proc.stdin.close()
-    lines += proc.stdout.readlines()
-    stderr = proc.stderr.read() if proc.stderr else ""
-    proc.stdout.close()
-    if proc.stderr:
-        proc.stderr.close()
-    assert proc.wait(timeout=30) == 0, stderr
+    lines, _ = exchange(proc, requests)
     messages = [json.loads(line) for line in lines if line.strip()]  # a stray print fails here
     assert all(m.get("jsonrpc") == "2.0" for m in messages)
     by_id = {m["id"]: m for m in messages if "id" in m}

@@ -16,6 +16,8 @@ import textwrap
 import threading
 from pathlib import Path
 
+from rawstdio import exchange
+
 from charter.server.stdio import PipeLines, PipeWriter
 
 #: A bare MCPServer served by ``serve_stdio``; one tool prints to stdout, as a careless
@@ -63,25 +65,7 @@ def _exchange(tmp_path: Path, *, stderr_to_stdout: bool = False) -> tuple[list[s
         stderr=subprocess.STDOUT if stderr_to_stdout else subprocess.PIPE,
         text=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
-    lines = []
-    for request in (INITIALIZE, CALL):
-        proc.stdin.write(json.dumps(request) + "\n")
-        proc.stdin.flush()
-        while True:
-            line = proc.stdout.readline()
-            assert line, "server closed stdout early"
-            lines.append(line)
-            if line.startswith("{") and json.loads(line).get("id") == request["id"]:
-                break
-    proc.stdin.close()
-    lines += proc.stdout.readlines()
-    err = proc.stderr.read() if proc.stderr else ""
-    proc.stdout.close()
-    if proc.stderr:
-        proc.stderr.close()
-    assert proc.wait(timeout=30) == 0, err
-    return lines, err
+    return exchange(proc, (INITIALIZE, CALL))
 
 
 def test_pipes_are_served_without_threads_and_the_wire_stays_clean(tmp_path: Path) -> None:
