@@ -83,11 +83,12 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
     home = Home.open(Settings(home=Path(home_root)))
     ctx = load_agent(home, agent_name)
     if stub_ledger:
+        from charter.evidence.entries import Entry
         from charter.storage import ledger
 
         last = home.ledger.get(home.ledger.head()[0] - 1)
 
-        async def no_append(self: ledger.LedgerWriter, draft: ledger.Draft) -> ledger.Entry:
+        async def no_append(self: ledger.LedgerWriter, draft: ledger.Draft) -> Entry:
             assert last is not None
             return last
 

@@ -35,10 +35,11 @@ from bench._common import (
     scratch_dir,
 )
 from bench._ledgers import AGENT, new_home, open_home
-from charter.keys import b64url
+from charter.evidence.entries import SIGNING_PREFIX
+from charter.evidence.jwk import b64url
 from charter.server.deps import Deps
 from charter.storage.db import migrate, preallocate_wal
-from charter.storage.ledger import SIGNING_PREFIX, Ledger
+from charter.storage.ledger import Ledger
 from charter.testing import call_draft
 from charter.tools import audit, identity
 from charter.tools.identity import AgentContext

@@ -20,9 +20,9 @@ import nacl.signing
 
 from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, tiny
 from bench._ledgers import ledger_of, open_home
-from charter import verifier
-from charter.keys import b64url_decode, thumbprint
-from charter.storage.ledger import SIGNING_PREFIX, LedgerIdentity
+from charter.evidence import verifier
+from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity
+from charter.evidence.jwk import b64url_decode, thumbprint
 from charter.tools import identity as agents
 
 TARGET = ">= 0.8x"

@@ -281,8 +281,9 @@ def append(n: int) -> None:
 
 def verify(n: int) -> None:
     """Per-entry costs of verification, against the signature check they wrap."""
-    from charter import verifier
-    from charter.keys import b64url_decode, verify_signature
+    from charter.evidence import verifier
+    from charter.evidence.entries import SIGNING_PREFIX
+    from charter.evidence.jwk import b64url_decode, verify_signature
 
     home = open_home(ledger_of(max(n, 100)))
     bodies = list(home.ledger.iter_bodies())
@@ -290,7 +291,7 @@ def verify(n: int) -> None:
     entry = verifier._parse(0, body)
     key = identity.load_agent(home, AGENT).key.public_key
     sig = b64url_decode(entry["sig"])
-    message = ledger_mod.SIGNING_PREFIX + verifier._signed_bytes(entry, body)
+    message = SIGNING_PREFIX + verifier._signed_bytes(entry, body)
     _, state = verifier.verify_entries(home.identity, bodies[:-1])
     replay = verifier._Replay(home.identity, state)
     size, head = state.size, state.head

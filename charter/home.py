@@ -13,22 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charter.canonical import canonical_json
-from charter.charters import TRUST_DOMAIN, owner_handle
 from charter.clock import Clock, SystemClock, rfc3339
 from charter.config import HomeLayout, Settings
 from charter.errors import ConfigError, InvalidInput
-from charter.keys import (
-    KeyPair,
-    b64url_decode,
-    key_file_is_protected,
-    public_jwk,
-    read_key_file,
-    write_key_file,
-)
+from charter.evidence.canonical import canonical_json
+from charter.evidence.charters import TRUST_DOMAIN, owner_handle
+from charter.evidence.entries import Entry, LedgerIdentity
+from charter.evidence.jwk import b64url_decode, public_jwk
+from charter.keys import KeyPair, key_file_is_protected, read_key_file, write_key_file
 from charter.storage import ledger_hooks
 from charter.storage.db import connect, migrate, transaction
-from charter.storage.ledger import Draft, Entry, Ledger, LedgerIdentity
+from charter.storage.ledger import Draft, Ledger
 
 _EMAIL = r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$"
 

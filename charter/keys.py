@@ -7,8 +7,6 @@ XSalsa20-Poly1305 under a key derived from the passphrase with Argon2id.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,48 +19,9 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from charter.canonical import canonical_json
 from charter.errors import ConfigError
-
-
-def b64url(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Decode base64url with or without padding; raise ``ValueError`` on bad input."""
-    if any(c in text for c in "+/= \n"):
-        raise ValueError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise ValueError("not base64url") from exc
-
-
-def public_jwk(public_key: bytes) -> dict[str, str]:
-    """The RFC 8037 OKP JWK of an Ed25519 public key."""
-    return {"crv": "Ed25519", "kty": "OKP", "x": b64url(public_key)}
-
-
-def thumbprint(public_key: bytes) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url) of an Ed25519 public key: Charter's key id."""
-    members = f'{{"crv":"Ed25519","kty":"OKP","x":"{b64url(public_key)}"}}'
-    return b64url(hashlib.sha256(members.encode("ascii")).digest())
-
-
-def public_key_from_jwk(jwk: Any) -> bytes:
-    """Return the raw public key from an OKP Ed25519 JWK, refusing anything else.
-
-    Raises:
-        ValueError: if the JWK is not an Ed25519 OKP key.
-    """
-    if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-        raise ValueError("not an Ed25519 OKP JWK")
-    raw = b64url_decode(str(jwk.get("x", "")))
-    if len(raw) != 32:
-        raise ValueError("Ed25519 public key must be 32 bytes")
-    return raw
+from charter.evidence.canonical import canonical_json
+from charter.evidence.jwk import b64url, b64url_decode, public_jwk, thumbprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +62,6 @@ def compact_jws(payload: dict[str, Any], key: KeyPair, typ: str) -> str:
     header = {"alg": "EdDSA", "kid": key.kid, "typ": typ}
     signing_input = f"{b64url(canonical_json(header))}.{b64url(canonical_json(payload))}"
     return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
-
-
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
-    try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
-        return False
-    return True
 
 
 # Argon2id "moderate" costs protect an owner key at rest; tests may pass cheaper ones.

@@ -34,8 +34,8 @@ from pathlib import Path
 import anyio
 from mcp import Client
 
-from charter.canonical import canonical_json
-from charter.keys import public_key_from_jwk, thumbprint
+from charter.evidence.canonical import canonical_json
+from charter.evidence.jwk import public_key_from_jwk, thumbprint
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity, tlog
 

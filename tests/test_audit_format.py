@@ -26,10 +26,10 @@ import rfc8785
 from mcp import Client
 from nacl.signing import SigningKey
 
-from charter.charters import charter_hash, make_charter
 from charter.errors import LedgerIntegrityError
+from charter.evidence.c2sp import Checkpoint, Signer, sign_note
+from charter.evidence.charters import charter_hash, make_charter
 from charter.home import Home
-from charter.signed_note import Checkpoint, Signer, sign_note
 from charter.storage.tlog import log_signer
 from charter.testing import agent_draft, server_for
 from charter.tools import audit, identity, lockdown

@@ -15,13 +15,11 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from charter import merkle
-from charter.auditor import STATE_FORMAT, Trust, load_state
 from charter.config import Settings
 from charter.errors import ConfigError, LedgerIntegrityError
-from charter.home import Home
-from charter.keys import thumbprint
-from charter.signed_note import (
+from charter.evidence import merkle
+from charter.evidence.auditor import STATE_FORMAT, Trust, load_state
+from charter.evidence.c2sp import (
     Checkpoint,
     CosignatureSigner,
     NoteError,
@@ -32,12 +30,14 @@ from charter.signed_note import (
     sign_note,
     verify_tlog_proof,
 )
+from charter.evidence.jwk import thumbprint
+from charter.evidence.verifier import verify_entries
+from charter.home import Home
 from charter.storage import tlog as store
 from charter.storage.db import transaction
 from charter.testing import FrozenClock, make_home
 from charter.tools import audit, identity
 from charter.tools import tlog as tools_tlog
-from charter.verifier import verify_entries
 
 
 def grow(home: Home, n: int, tag: str = "event") -> None:

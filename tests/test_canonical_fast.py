@@ -1,7 +1,7 @@
 """The fast canonical JSON (orjson) is byte-equal to the reference, and fails the same way.
 
 ``canonical_json`` serializes with orjson; these tests pin it to the definition in
-``charter/canonical.py`` (sorted, compact ``json.dumps`` with ``ensure_ascii=False`` on
+``charter/evidence/canonical.py`` (sorted, compact ``json.dumps`` with ``ensure_ascii=False`` on
 Charter's domain) and to the ``rfc8785`` package, and check that ``parse_canonical`` accepts
 exactly the canonical encodings of domain values.
 """
@@ -16,8 +16,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charter import canonical
-from charter.canonical import MAX_SAFE_INT, canonical_json, parse_canonical
+from charter.evidence import canonical
+from charter.evidence.canonical import MAX_SAFE_INT, canonical_json, parse_canonical
 
 _chars = st.characters(codec="utf-8")  # every code point but lone surrogates
 _key = st.text(st.characters(codec="utf-8", max_codepoint=0xFFFF), max_size=6)

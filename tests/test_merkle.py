@@ -3,7 +3,7 @@
 The vectors are those of transparency-dev/merkle (``testonly/constants.go`` and
 ``proof/verify_test.go``, which number leaves from 1: its inclusion case (6, 8) is index 5
 here). Every other expectation comes from the RFC recursion, written out again below
-independently of ``charter.merkle``.
+independently of ``charter.evidence.merkle``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charter import merkle
-from charter.merkle import (
+from charter.evidence import merkle
+from charter.evidence.merkle import (
     EMPTY_ROOT,
     MemoryTree,
     ProofError,
@@ -147,7 +147,7 @@ GARBAGE = hashlib.sha256(b"garbage").digest()
 RANDOM_ROOT = hashlib.sha256(b"random root").digest()
 
 
-# --- the RFC 9162 §2.1 definitions, written independently of charter.merkle -----------------
+# --- the RFC 9162 §2.1 definitions, written independently of charter.evidence.merkle ------
 
 
 def ref_k(n: int) -> int:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 from nacl.signing import SigningKey
 
-from charter import merkle
-from charter.signed_note import (
+from charter.evidence import merkle
+from charter.evidence.c2sp import (
     ALG_COSIGNATURE_V1,
     MAX_SIGNATURES,
     TLOG_PROOF_HEADER,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nacl.signing
 
-from charter.auditor import Trust
+from charter.evidence.auditor import Trust
 from charter.tools import audit
 
 ROOT = Path(__file__).resolve().parents[1]

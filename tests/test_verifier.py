@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from charter.canonical import canonical_json
 from charter.errors import LedgerIntegrityError
+from charter.evidence.canonical import canonical_json
+from charter.evidence.entries import sign_entry
+from charter.evidence.verifier import verify_entries
 from charter.home import Home
 from charter.keys import KeyPair, read_key_file
-from charter.storage.ledger import sign_entry
 from charter.testing import server_for
-from charter.verifier import verify_entries
 
 Mutation = Callable[[dict[str, Any]], None]
 

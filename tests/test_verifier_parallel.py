@@ -20,12 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charter import canonical, verifier
-from charter.canonical import MAX_SAFE_INT, canonical_json
 from charter.errors import LedgerIntegrityError
+from charter.evidence import canonical, verifier
+from charter.evidence.canonical import MAX_SAFE_INT, canonical_json
+from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity, sign_entry
+from charter.evidence.jwk import b64url
 from charter.home import Home
-from charter.keys import KeyPair, b64url, read_key_file
-from charter.storage.ledger import SIGNING_PREFIX, Draft, LedgerIdentity, sign_entry
+from charter.keys import KeyPair, read_key_file
+from charter.storage.ledger import Draft
 from charter.testing import FrozenClock, agent_draft
 from charter.tools import audit, identity
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from charter.cli._common import common_options, console, emit_json, open_home
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import LedgerIntegrityError, NotFound
-from charter.storage.ledger import Entry
+from charter.evidence.entries import Entry
 from charter.tools import audit
 from charter.tools.audit import EntryOut
 

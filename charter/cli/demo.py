@@ -21,8 +21,8 @@ from charter.cli._common import console, handle_errors
 from charter.cli.audit import ledger_table
 from charter.config import Settings
 from charter.errors import ServiceError
+from charter.evidence.entries import Entry
 from charter.home import Home
-from charter.storage.ledger import Entry
 from charter.tools import audit, identity
 
 AGENT = "demo-agent"

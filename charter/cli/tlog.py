@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import click
 
-from charter.auditor import AuditReport, Trust
 from charter.cli._common import common_options, emit_json, open_home
 from charter.errors import ConfigError
-from charter.signed_note import NoteError, parse_policy
+from charter.evidence.auditor import AuditReport, Trust
+from charter.evidence.c2sp import NoteError, parse_policy
 from charter.tools import tlog
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -24,8 +24,8 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import ValidationError
 
 import charter
-from charter.charters import check_validity
 from charter.errors import CharterError, InvalidInput
+from charter.evidence.charters import check_validity
 from charter.server import calls
 from charter.server.approvals import InputRequired
 from charter.server.deps import Deps

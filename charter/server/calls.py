@@ -17,12 +17,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from charter.canonical import canonical_json
 from charter.errors import InvalidInput, ScopeDenied
+from charter.evidence.canonical import canonical_json
+from charter.evidence.entries import Entry
 from charter.scopes import grants, require
 from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
-from charter.storage.ledger import Draft, Effect, Entry
+from charter.storage.ledger import Draft, Effect
 from charter.tools.identity import AgentContext
 
 _current: contextvars.ContextVar[Call] = contextvars.ContextVar("charter_call")
@@ -83,7 +84,7 @@ def _is_text(value: str) -> bool:
 
 
 def _in_bmp(name: str) -> bool:
-    """Usable as a canonical JSON key (charter.canonical keeps keys in the BMP)."""
+    """Usable as a canonical JSON key (charter.evidence.canonical keeps keys in the BMP)."""
     return _is_text(name) and all(ord(ch) <= 0xFFFF for ch in name)
 
 

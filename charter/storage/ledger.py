@@ -14,7 +14,6 @@ resolved only after its entry is durable.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import queue
 import sqlite3
@@ -23,22 +22,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from charter.canonical import canonical_json
-from charter.charters import CharterView, check_validity
 from charter.clock import Clock, parse_rfc3339, rfc3339
 from charter.errors import AgentRevoked, CharterError, LedgerUnavailable, WriteLockBusy
-from charter.keys import KeyPair, b64url, public_jwk
+from charter.evidence.charters import CharterView, check_validity
+from charter.evidence.entries import (
+    FORMAT_VERSION,
+    OUTCOMES,
+    PHASES,
+    Entry,
+    LedgerIdentity,
+    sign_entry,
+)
+from charter.keys import KeyPair
 from charter.storage.db import preallocate_wal, transaction
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-SIGNING_PREFIX = b"charter.ledger.entry.v1\x00"
-GENESIS_PREFIX = b"charter.ledger.genesis.v1\x00"
-PHASES = ("intent", "outcome", "call", "event")
-OUTCOMES = ("ok", "denied", "error")
 
 #: Called inside the append transaction for every new entry: (connection, seq, entry bytes).
 AppendHook = Callable[[sqlite3.Connection, int, bytes], None]
@@ -48,29 +47,6 @@ AfterCommit = Callable[[sqlite3.Connection], None]
 #: A state change committed atomically with one entry (e.g. a token's row with the outcome
 #: that issues it): run inside the append transaction, just before the entry is inserted.
 Effect = Callable[[sqlite3.Connection], object]
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerIdentity:
-    """What makes this ledger this ledger: bound into entry 0 through the genesis hash."""
-
-    origin: str
-    owner_id: str
-    owner_key: bytes
-    log_key: bytes
-
-    def genesis_document(self) -> dict[str, Any]:
-        """The object whose canonical bytes, prefixed, hash to the genesis ``prev``."""
-        return {
-            "log_key": public_jwk(self.log_key),
-            "origin": self.origin,
-            "owner": self.owner_id,
-            "owner_key": public_jwk(self.owner_key),
-        }
-
-    def genesis_hash(self) -> str:
-        """Hex SHA-256 of ``GENESIS_PREFIX || canonical(genesis_document())``."""
-        return hashlib.sha256(GENESIS_PREFIX + canonical_json(self.genesis_document())).hexdigest()
 
 
 @dataclass(slots=True)
@@ -101,25 +77,6 @@ class Draft:
     effects: tuple[Effect, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A committed entry: its parsed fields, canonical bytes and hash."""
-
-    fields: dict[str, Any]
-    body: bytes
-    hash: str
-
-    @property
-    def seq(self) -> int:
-        """Position in the ledger (0-based)."""
-        return int(self.fields["seq"])
-
-    @classmethod
-    def from_body(cls, body: bytes) -> Entry:
-        """Parse stored bytes (trusted: they came from our own database)."""
-        return cls(orjson.loads(body), body, hashlib.sha256(body).hexdigest())
-
-
 def agent_refusal(conn: sqlite3.Connection, name: str, charter: str | None) -> AgentRevoked | None:
     """Why ``name`` may not act under ``charter`` now (revoked, or charter replaced), or None.
 
@@ -134,14 +91,6 @@ def agent_refusal(conn: sqlite3.Connection, name: str, charter: str | None) -> A
             "the agent's charter was replaced; reconnect (stdio: restart the server) to use it"
         )
     return None
-
-
-def sign_entry(fields: dict[str, Any], signer: KeyPair) -> Entry:
-    """Sign ``fields`` (which must not yet hold ``kid``/``sig``) and return the entry."""
-    fields["kid"] = signer.kid
-    fields["sig"] = b64url(signer.sign(SIGNING_PREFIX + canonical_json(fields)))
-    body = canonical_json(fields, checked=True)  # checked above; ``sig`` is base64url ASCII
-    return Entry(fields, body, hashlib.sha256(body).hexdigest())
 
 
 class Ledger:

@@ -1,13 +1,13 @@
 """The ledger's RFC 9162 Merkle tree and the log's signed checkpoints, stored next to it.
 
-**Tree.** ``merkle_nodes`` holds every perfect subtree of the ledger (see :mod:`charter.merkle`):
-leaf ``i`` is ``SHA-256(0x00 || entry i bytes)``. :func:`append_leaf` is a ledger append hook:
-inside the append transaction it reads the new leaf's left siblings and writes the leaf and
-the parents it completes, in one indexed ``SELECT`` and one ``INSERT``. :class:`TreeStore`
-answers roots, inclusion and consistency proofs of any size the tree has reached with one
-indexed query for O(log n) nodes. A home whose ledger predates the tree (or a ledger appended
-without the hook) is caught up from the ledger rows by :func:`sync_tree`, on the next append
-or checkpoint.
+**Tree.** ``merkle_nodes`` holds every perfect subtree of the ledger (see
+:mod:`charter.evidence.merkle`): leaf ``i`` is ``SHA-256(0x00 || entry i bytes)``.
+:func:`append_leaf` is a ledger append hook: inside the append transaction it reads the new
+leaf's left siblings and writes the leaf and the parents it completes, in one indexed
+``SELECT`` and one ``INSERT``. :class:`TreeStore` answers roots, inclusion and consistency
+proofs of any size the tree has reached with one indexed query for O(log n) nodes. A home whose
+ledger predates the tree (or a ledger appended without the hook) is caught up from the ledger
+rows by :func:`sync_tree`, on the next append or checkpoint.
 
 **Checkpoints.** :class:`CheckpointLog` signs C2SP ``tlog-checkpoint`` notes with the log key,
 named after the ledger's origin, and keeps them in ``checkpoints``. Before it signs, it checks
@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
-from charter import merkle
 from charter.clock import Clock, rfc3339
 from charter.errors import InvalidInput, LedgerIntegrityError
+from charter.evidence import merkle
+from charter.evidence.c2sp import Checkpoint, NoteError, Signer, open_checkpoint, sign_note
+from charter.evidence.compact_range import CompactRange
 from charter.keys import KeyPair
-from charter.signed_note import Checkpoint, NoteError, Signer, open_checkpoint, sign_note
 from charter.storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -95,54 +96,6 @@ def ledger_bodies(conn: sqlite3.Connection, start: int, end: int) -> Iterator[by
             cursor += 1
         if not rows:
             raise LedgerIntegrityError(cursor, "ledger row is missing")
-
-
-class CompactRange:
-    """The right edge of a Merkle tree: the perfect nodes of ``[0, size)``, largest first.
-
-    One hash per set bit of ``size`` is enough to append leaves and compute the root, so a
-    verifier can stream millions of entries in O(log n) memory.
-
-    Args:
-        size: Number of leaves covered.
-        hashes: The hashes of :func:`charter.merkle.perfect_nodes` ``(0, size)``, in order.
-
-    Raises:
-        ValueError: If the number or length of the hashes does not fit ``size``.
-    """
-
-    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        if size < 0 or len(hashes) != size.bit_count():
-            raise ValueError("a compact range needs one hash per set bit of its size")
-        if any(len(h) != merkle.HASH_SIZE for h in hashes):
-            raise ValueError("compact range hashes must be 32 bytes")
-        self.size = size
-        self.hashes = list(hashes)
-
-    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
-        """Append a leaf hash; return the perfect nodes it creates, bottom-up."""
-        created = [(0, self.size, leaf)]
-        value, level, index = leaf, 0, self.size
-        while index & 1:
-            value = merkle.node_hash(self.hashes.pop(), value)
-            level, index = level + 1, index >> 1
-            created.append((level, index, value))
-        self.hashes.append(value)
-        self.size += 1
-        return created
-
-    def root(self) -> bytes:
-        """The root of the tree of ``size`` leaves."""
-        if not self.hashes:
-            return merkle.EMPTY_ROOT
-        value = self.hashes[-1]
-        for left in reversed(self.hashes[:-1]):
-            value = merkle.node_hash(left, value)
-        return value
-
-    def copy(self) -> CompactRange:
-        """An independent copy."""
-        return CompactRange(self.size, self.hashes)
 
 
 def stored_range(conn: sqlite3.Connection, size: int) -> CompactRange:

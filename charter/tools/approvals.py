@@ -29,13 +29,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import AgentRevoked, CharterError, ConfigError, InvalidInput, NotFound
+from charter.evidence.canonical import canonical_json
+from charter.evidence.entries import SIGNING_PREFIX, Entry
+from charter.evidence.jwk import b64url_decode, thumbprint, verify_signature
 from charter.home import Home
-from charter.keys import b64url_decode, thumbprint, verify_signature
 from charter.storage.db import transaction
-from charter.storage.ledger import SIGNING_PREFIX, Entry
 from charter.tools.identity import check_reason
 
 Mode = Literal["client", "owner"]

@@ -11,14 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from charter.auditor import AuditReport, Trust, audit_export
-from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
+from charter.evidence.auditor import AuditReport, Trust, audit_export
+from charter.evidence.canonical import canonical_json
+from charter.evidence.entries import Entry, LedgerIdentity
+from charter.evidence.jwk import public_jwk, public_key_from_jwk, thumbprint
 from charter.home import Home
-from charter.keys import public_jwk, public_key_from_jwk, thumbprint
 from charter.storage.db import read_snapshot
-from charter.storage.ledger import Entry, LedgerIdentity
 from charter.tools import tlog
 
 EXPORT_FORMAT = "charter-export/v1"
@@ -140,7 +140,7 @@ def verify_home(
 
     ``trust`` adds a checkpoint the auditor kept, a witness policy and a resume file
     (AUDIT-FORMAT.md §8.5). ``workers`` processes check signatures in parallel (``None``:
-    every core; see :func:`charter.verifier.verify_entries`).
+    every core; see :func:`charter.evidence.verifier.verify_entries`).
 
     Raises:
         LedgerIntegrityError: at the first bad entry, or a tree, checkpoint, truncation or

@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from charter.canonical import canonical_json
-from charter.charters import (
+from charter.clock import rfc3339
+from charter.errors import AgentRevoked, ConfigError, InvalidInput, NotFound
+from charter.evidence.canonical import canonical_json
+from charter.evidence.charters import (
     CharterView,
     agent_spiffe_id,
     charter_hash,
@@ -19,8 +21,6 @@ from charter.charters import (
     validate_agent_name,
     verify_charter,
 )
-from charter.clock import rfc3339
-from charter.errors import AgentRevoked, ConfigError, InvalidInput, NotFound
 from charter.home import Home
 from charter.keys import KeyPair, read_key_file, write_key_file
 from charter.storage.db import transaction

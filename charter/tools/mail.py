@@ -52,8 +52,9 @@ from charter.tools.mail_transport import (
 from charter.tools.mail_transport import MailDenied as MailDenied  # callers catch it from here
 
 if TYPE_CHECKING:
+    from charter.evidence.entries import Entry
     from charter.home import Home
-    from charter.storage.ledger import Effect, Entry
+    from charter.storage.ledger import Effect
     from charter.tools.identity import AgentContext
 
 PASSWORD_SECRET = "charter:mail-password"  # noqa: S105 - the vault name, not a password

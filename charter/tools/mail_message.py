@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from typing import Any
 
-from charter.canonical import canonical_json
 from charter.errors import InvalidInput
-from charter.keys import KeyPair, b64url_decode, compact_jws
-from charter.keys import verify_signature as ed25519_verify
+from charter.evidence.canonical import canonical_json
+from charter.evidence.jwk import b64url_decode
+from charter.evidence.jwk import verify_signature as ed25519_verify
+from charter.keys import KeyPair, compact_jws
 from charter.tools.mail_models import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
 from charter.tools.mail_models import MAX_BYTES_CEILING as MAX_BYTES_CEILING
 from charter.tools.mail_models import MAX_RECIPIENTS as MAX_RECIPIENTS

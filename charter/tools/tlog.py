@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from charter import auditor, merkle
 from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
+from charter.evidence import auditor, merkle
+from charter.evidence.c2sp import NoteError, TlogProof, Verifier, verify_tlog_proof
 from charter.home import Home
-from charter.signed_note import NoteError, TlogProof, Verifier, verify_tlog_proof
 from charter.storage import tlog
 from charter.storage.db import connect, read_snapshot, transaction
 
@@ -248,7 +248,7 @@ def audit_home(
 
     Raises:
         LedgerIntegrityError: the first bad entry, or a tree, checkpoint, truncation or fork
-            failure (see :func:`charter.auditor.audit`).
+            failure (see :func:`charter.evidence.auditor.audit`).
     """
     conn = home.conn
     with read_snapshot(conn):

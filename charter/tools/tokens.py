@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from charter.charters import CharterView
 from charter.clock import rfc3339
 from charter.errors import (
     AgentRevoked,
@@ -39,18 +38,10 @@ from charter.errors import (
     ScopeDenied,
     TokenInvalid,
 )
+from charter.evidence.charters import CharterView
+from charter.evidence.jwk import b64url, b64url_decode, public_jwk, thumbprint, verify_signature
 from charter.home import Home
-from charter.keys import (
-    KeyPair,
-    b64url,
-    b64url_decode,
-    compact_jws,
-    public_jwk,
-    read_key_file,
-    thumbprint,
-    verify_signature,
-    write_key_file,
-)
+from charter.keys import KeyPair, compact_jws, read_key_file, write_key_file
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import transaction
 from charter.tools.identity import check_reason, load_agent

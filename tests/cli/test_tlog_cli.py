@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from charter import merkle
 from charter.cli import cli
 from charter.config import Settings
-from charter.home import Home
-from charter.signed_note import (
+from charter.evidence import merkle
+from charter.evidence.c2sp import (
     Checkpoint,
     Verifier,
     open_checkpoint,
     sign_note,
     verify_tlog_proof,
 )
+from charter.home import Home
 from charter.storage.tlog import log_signer
 
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 
 from charter.cli import cli
 from charter.config import Settings
+from charter.evidence.entries import Entry
+from charter.evidence.jwk import b64url, b64url_decode
 from charter.home import Home
-from charter.keys import b64url, b64url_decode
-from charter.storage.ledger import Entry
 from charter.testing import make_home
 from charter.tools import audit
 

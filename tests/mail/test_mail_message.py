@@ -21,8 +21,8 @@ import pytest
 from recipient import NotVerified
 from recipient import verify as recipient_verify
 
-from charter.charters import charter_hash, make_charter
 from charter.errors import InvalidInput
+from charter.evidence.charters import charter_hash, make_charter
 from charter.keys import KeyPair
 from charter.tools import mail_message as mm
 

@@ -16,8 +16,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-from charter.canonical import canonical_json
 from charter.config import Settings
+from charter.evidence.canonical import canonical_json
 from charter.home import Home
 from charter.storage.db import connect
 from charter.storage.ledger import Draft, Ledger, LedgerWriter

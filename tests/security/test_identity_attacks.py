@@ -25,13 +25,15 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
-from charter.auditor import Trust
-from charter.canonical import canonical_json
 from charter.cli import cli
 from charter.errors import ConfigError, LedgerIntegrityError
+from charter.evidence.auditor import Trust
+from charter.evidence.canonical import canonical_json
+from charter.evidence.entries import SIGNING_PREFIX, Entry, sign_entry
+from charter.evidence.jwk import b64url
 from charter.home import Home
-from charter.keys import KeyPair, b64url, read_key_file
-from charter.storage.ledger import SIGNING_PREFIX, Draft, Entry, sign_entry
+from charter.keys import KeyPair, read_key_file
+from charter.storage.ledger import Draft
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity, tlog, tokens
 from charter.tools import vault as vault_tools

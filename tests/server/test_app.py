@@ -6,8 +6,8 @@ from typing import Any
 
 from mcp import Client
 
+from charter.evidence.entries import Entry
 from charter.home import Home
-from charter.storage.ledger import Entry
 from charter.testing import FrozenClock, server_for
 from charter.tools import audit, identity
 

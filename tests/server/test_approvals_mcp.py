@@ -26,10 +26,10 @@ from mcp.types import (
 )
 
 from charter.errors import AgentRevoked, LedgerIntegrityError
+from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call, hash_value
-from charter.storage.ledger import Entry
 from charter.testing import FrozenClock, agent_draft, make_home, server_for
 from charter.tools import approvals, audit, identity, lockdown
 

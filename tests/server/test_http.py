@@ -37,9 +37,9 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from charter.cli import cli
 from charter.config import Settings
 from charter.errors import TokenInvalid
+from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.http import CharterTokenVerifier, TokenAgentResolver, build_http_app
-from charter.storage.ledger import Entry
 from charter.testing import make_home
 from charter.tools import audit, identity, tokens
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.app import build_server
 from charter.server.deps import Deps
-from charter.storage.ledger import Entry
 from charter.testing import server_for
 from charter.tools import audit, identity
 from charter.tools import vault as vault_tools

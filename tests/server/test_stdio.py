@@ -14,8 +14,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from rawstdio import exchange
 
+from charter.evidence.entries import Entry
 from charter.home import Home
-from charter.storage.ledger import Entry
 from charter.testing import make_home
 from charter.tools import audit, identity
 

@@ -14,10 +14,10 @@ from mcp import Client
 from mcp.types import ToolAnnotations
 
 from charter.errors import TokenInvalid
+from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call
-from charter.storage.ledger import Entry
 from charter.testing import server_for
 from charter.tools import audit, identity, tokens
 

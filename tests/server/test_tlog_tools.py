@@ -11,11 +11,11 @@ import anyio
 import pytest
 from mcp import Client
 
-from charter import merkle
 from charter.config import Settings
 from charter.errors import ConfigError
+from charter.evidence import merkle
+from charter.evidence.c2sp import Verifier, open_checkpoint, verify_tlog_proof
 from charter.home import Home
-from charter.signed_note import Verifier, open_checkpoint, verify_tlog_proof
 from charter.storage import tlog as store
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from charter import merkle
 from charter.errors import InvalidInput, LedgerIntegrityError
+from charter.evidence import merkle
+from charter.evidence.c2sp import Checkpoint, Verifier, open_checkpoint
+from charter.evidence.compact_range import CompactRange
 from charter.home import Home
 from charter.keys import KeyPair
-from charter.signed_note import Checkpoint, Verifier, open_checkpoint
 from charter.storage import tlog
 from charter.storage.db import connect, migrate, transaction
 from charter.storage.ledger import Draft, Ledger
@@ -140,7 +141,7 @@ def test_store_matches_memory_tree_for_random_sizes(db: sqlite3.Connection) -> N
 
 def test_compact_range_matches_memory_tree() -> None:
     reference = merkle.MemoryTree()
-    edge = tlog.CompactRange()
+    edge = CompactRange()
     assert edge.root() == merkle.EMPTY_ROOT
     for i in range(300):
         leaf = merkle.leaf_hash(i.to_bytes(2, "big"))
@@ -153,9 +154,9 @@ def test_compact_range_matches_memory_tree() -> None:
     copy.append(merkle.leaf_hash(b"x"))
     assert edge.size == 300 and copy.size == 301
     with pytest.raises(ValueError, match="one hash per set bit"):
-        tlog.CompactRange(3, [bytes(32)])
+        CompactRange(3, [bytes(32)])
     with pytest.raises(ValueError, match="32 bytes"):
-        tlog.CompactRange(1, [b"short"])
+        CompactRange(1, [b"short"])
 
 
 def test_requests_beyond_the_tree_are_clear_errors(db: sqlite3.Connection) -> None:

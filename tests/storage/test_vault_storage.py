@@ -11,8 +11,8 @@ import nacl.pwhash
 import pytest
 
 from charter.errors import ConfigError, InvalidInput, NotFound
+from charter.evidence.jwk import b64url
 from charter.home import Home
-from charter.keys import b64url
 from charter.storage import vault as vault_mod
 from charter.storage.vault import SecretValue, Vault
 

@@ -8,8 +8,8 @@ from typing import Any
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
+from charter.evidence.entries import Entry
 from charter.home import Home
-from charter.storage.ledger import Entry
 from charter.tools import identity, mail
 
 

@@ -30,11 +30,11 @@ from typing import IO, Any
 import uvicorn
 
 from charter.config import Settings
+from charter.evidence.entries import Entry
+from charter.evidence.verifier import VerifyReport
 from charter.home import Home
 from charter.server.http import build_http_app
-from charter.storage.ledger import Entry
 from charter.tools import audit, identity, tokens
-from charter.verifier import VerifyReport
 
 #: The local transport delivers between agents of one home: this agent is the mailbox.
 MAILBOX = "mailbox@agents.example"

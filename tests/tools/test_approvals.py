@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from charter.charters import charter_hash, make_charter
 from charter.clock import rfc3339
 from charter.errors import (
     AgentRevoked,
@@ -24,6 +23,7 @@ from charter.errors import (
     LedgerIntegrityError,
     NotFound,
 )
+from charter.evidence.charters import charter_hash, make_charter
 from charter.home import Home
 from charter.keys import KeyPair
 from charter.server import approvals as server_approvals

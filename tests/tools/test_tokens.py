@@ -19,9 +19,10 @@ from mcp import Client
 
 from charter.clock import rfc3339
 from charter.errors import AgentRevoked, InvalidInput, ScopeDenied, TokenInvalid
+from charter.evidence.entries import Entry
+from charter.evidence.jwk import b64url, b64url_decode, thumbprint
 from charter.home import Home
-from charter.keys import KeyPair, b64url, b64url_decode, read_key_file, thumbprint
-from charter.storage.ledger import Entry
+from charter.keys import KeyPair, read_key_file
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity, tokens
 

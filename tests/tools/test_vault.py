@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from charter.errors import InvalidInput, NotFound, ScopeDenied
+from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.scopes import grants
-from charter.storage.ledger import Entry
 from charter.storage.vault import SecretValue, Vault
 from charter.tools import audit
 from charter.tools import vault as vt

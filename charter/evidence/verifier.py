@@ -22,23 +22,23 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from charter.canonical import canonical_json, parse_canonical
-from charter.charters import CharterView, verify_charter
 from charter.clock import parse_rfc3339
 from charter.errors import LedgerIntegrityError
-from charter.keys import (
-    b64url_decode,
-    public_jwk,
-    public_key_from_jwk,
-    thumbprint,
-    verify_signature,
-)
-from charter.storage.ledger import (
+from charter.evidence.canonical import canonical_json, parse_canonical
+from charter.evidence.charters import CharterView, verify_charter
+from charter.evidence.entries import (
     FORMAT_VERSION,
     OUTCOMES,
     PHASES,
     SIGNING_PREFIX,
     LedgerIdentity,
+)
+from charter.evidence.jwk import (
+    b64url_decode,
+    public_jwk,
+    public_key_from_jwk,
+    thumbprint,
+    verify_signature,
 )
 
 if TYPE_CHECKING:

@@ -14,11 +14,17 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import AgentRevoked, InvalidInput
-from charter.keys import KeyPair, b64url, b64url_decode, public_jwk, public_key_from_jwk
-from charter.keys import verify_signature as ed25519_verify
+from charter.evidence.canonical import canonical_json
+from charter.evidence.jwk import (
+    Ed25519Signer,
+    b64url,
+    b64url_decode,
+    public_jwk,
+    public_key_from_jwk,
+)
+from charter.evidence.jwk import verify_signature as ed25519_verify
 from charter.scopes import validate_scopes
 
 CHARTER_PREFIX = b"charter.charter.v1\x00"
@@ -68,7 +74,7 @@ def charter_hash(charter: dict[str, Any]) -> str:
 
 def make_charter(
     *,
-    owner_key: KeyPair,
+    owner_key: Ed25519Signer,
     owner_id: str,
     agent_id: str,
     agent_name: str,

@@ -1,7 +1,8 @@
 """Auditing a ledger against signed checkpoints: what a hash chain alone cannot show.
 
-:func:`charter.verifier.verify_entries` checks every entry and the hash chain. Around it, this
-module rebuilds the RFC 9162 Merkle tree from the entry bytes (in O(log n) memory) and checks:
+:func:`charter.evidence.verifier.verify_entries` checks every entry and the hash chain.
+Around it, this module rebuilds the RFC 9162 Merkle tree from the entry bytes (in O(log n)
+memory) and checks:
 
 - every signed checkpoint at hand (an export's ``checkpoints/``, a home's table) is signed by
   the log key under the ledger's origin, and its root is the root of the entries up to its size;
@@ -36,10 +37,9 @@ from typing import Any, NoReturn
 
 from nacl.signing import VerifyKey
 
-from charter import merkle
-from charter.charters import CharterView, verify_charter
 from charter.errors import ConfigError, LedgerIntegrityError
-from charter.signed_note import (
+from charter.evidence import merkle
+from charter.evidence.c2sp import (
     Checkpoint,
     NoteError,
     NoteVerifier,
@@ -49,9 +49,10 @@ from charter.signed_note import (
     open_checkpoint,
     verify_policy,
 )
-from charter.storage.ledger import LedgerIdentity
-from charter.storage.tlog import CompactRange
-from charter.verifier import VerifyReport, VerifyState, verify_entries
+from charter.evidence.charters import CharterView, verify_charter
+from charter.evidence.compact_range import CompactRange
+from charter.evidence.entries import LedgerIdentity
+from charter.evidence.verifier import VerifyReport, VerifyState, verify_entries
 
 STATE_FORMAT = "charter-audit-state/v1"
 #: Where an export keeps its signed checkpoints: ``checkpoints/<size>.note``.
@@ -487,7 +488,7 @@ def _write_state(path: Path, doc: dict[str, Any]) -> None:
 
 # The verifier's state is a graph of dataclasses (agents are shared between two indexes), so
 # it is saved with references, and only dataclasses of these modules are ever rebuilt.
-_STATE_MODULES = ("charter.verifier", "charter.charters")
+_STATE_MODULES = ("charter.evidence.verifier", "charter.evidence.charters")
 
 
 def _encode(value: Any, memo: dict[int, int]) -> Any:
