@@ -37,6 +37,7 @@ from bench._common import (
 from bench._ledgers import AGENT, new_home, open_home
 from charter.evidence.entries import SIGNING_PREFIX
 from charter.evidence.jwk import b64url
+from charter.keys.files import read_key_file
 from charter.server.deps import Deps
 from charter.storage.db import migrate, preallocate_wal
 from charter.storage.ledger import Ledger
@@ -54,14 +55,15 @@ CALLERS_PER_PROCESS = 8
 class RawLedger:
     """The raw limit: canonicalize + sign + hash + one committed INSERT per entry."""
 
-    def __init__(self, path: Path, agent: AgentContext) -> None:
+    def __init__(self, path: Path, agent: AgentContext, key_file: Path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         migrate(self.conn)  # the ledger's own table and indexes
         preallocate_wal(self.conn)  # as the servers' writer does: commits overwrite the log
         self.agent = agent
-        self.signing_key = agent.key.signing_key
+        # the raw limit signs in-process with the key itself, as a bare logger would
+        self.signing_key = read_key_file(key_file).signing_key
         self.seq = 0
         self.prev = "0" * 64
         self.session = secrets.token_hex(8)
@@ -120,7 +122,7 @@ def run(quick: bool) -> list[Row]:
     root = scratch_dir("append")
     home = new_home(root / "home")
     agent = identity.load_agent(home, AGENT)
-    raw = RawLedger(root / "raw.db", agent)
+    raw = RawLedger(root / "raw.db", agent, home.layout.agent_key(AGENT))
     served = Deps(home=home, resolve_agent=_no_resolver)  # the writer both servers use
     rows: list[Row] = []
     try:

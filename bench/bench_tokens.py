@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, scratch_dir
 from bench._ledgers import AGENT, new_home
 from charter.home import Home
-from charter.keys import read_key_file
+from charter.keys.files import read_key_file
 from charter.storage.db import transaction
 from charter.tools import identity, tokens
 

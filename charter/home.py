@@ -20,7 +20,7 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.charters import TRUST_DOMAIN, owner_handle
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, public_jwk
-from charter.keys import KeyPair, key_file_is_protected, read_key_file, write_key_file
+from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
 from charter.storage import ledger_hooks
 from charter.storage.db import connect, migrate, transaction
 from charter.storage.ledger import Draft, Ledger
@@ -36,8 +36,10 @@ class Home:
     conn: sqlite3.Connection
     meta: dict[str, str]
     clock: Clock
-    log_key: KeyPair
-    _owner_key: KeyPair | None = field(default=None, repr=False)
+    #: Every private-key operation of this home goes through its signer (charter.keys).
+    signer: Signer
+    log_key: KeyHandle
+    _owner_key: KeyHandle | None = field(default=None, repr=False)
     _ledger: Ledger | None = field(default=None, repr=False)
 
     # -- opening ---------------------------------------------------------------------------
@@ -64,14 +66,15 @@ class Home:
         if "origin" not in meta:
             conn.close()
             raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
+        signer = FileSigner(layout)
         try:
-            log_key = read_key_file(layout.log_key)
+            log_key = KeyHandle.of(signer, LOG)
             if public_jwk(log_key.public_key)["x"] != json.loads(meta["log_key"])["x"]:
                 raise ConfigError("log.key does not match the ledger's log key")
         except BaseException:
             conn.close()
             raise
-        return cls(settings, conn, meta, clock or SystemClock(), log_key)
+        return cls(settings, conn, meta, clock or SystemClock(), signer, log_key)
 
     @classmethod
     def init(
@@ -105,10 +108,10 @@ class Home:
         (layout.keys / "agents").mkdir(mode=0o700, parents=True)
         os.chmod(layout.keys, 0o700)
 
-        owner_key, log_key, issuer_key = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
-        write_key_file(layout.owner_key, owner_key, passphrase, cheap_kdf=cheap_kdf)
-        write_key_file(layout.log_key, log_key)
-        write_key_file(layout.issuer_key(issuer_key.kid), issuer_key)
+        signer = FileSigner(layout, cheap_kdf=cheap_kdf)
+        owner_key = KeyHandle.of(signer, signer.create(OWNER, passphrase=passphrase))
+        log_key = KeyHandle.of(signer, signer.create(LOG))
+        issuer_key = KeyHandle.of(signer, signer.create(issuer_ref("")))
 
         ledger_id = secrets.token_hex(8)
         origin = f"{trust_domain}/charter/{owner_handle(owner)}/{ledger_id}"
@@ -127,7 +130,7 @@ class Home:
         migrate(conn)
         with transaction(conn):
             conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
-        home = cls(settings, conn, meta, clock, log_key, _owner_key=owner_key)
+        home = cls(settings, conn, meta, clock, signer, log_key, _owner_key=owner_key)
         home.record_owner_event(
             "ledger.init",
             {
@@ -191,16 +194,17 @@ class Home:
 
     def owner_key_protected(self) -> bool:
         """True when the owner key needs a passphrase."""
-        return key_file_is_protected(self.layout.owner_key)
+        return self.signer.is_protected(OWNER)
 
-    def owner_key(self, passphrase: bytes | None = None) -> KeyPair:
+    def owner_key(self, passphrase: bytes | None = None) -> KeyHandle:
         """Load (once) the owner's signing key.
 
         Raises:
             ConfigError: missing/corrupt key, or wrong or missing passphrase.
         """
         if self._owner_key is None:
-            key = read_key_file(self.layout.owner_key, passphrase)
+            self.signer.unlock(OWNER, passphrase)
+            key = KeyHandle.of(self.signer, OWNER)
             if key.public_key != self.owner_public_key:
                 raise ConfigError("owner.key does not match the ledger's owner key")
             self._owner_key = key

@@ -14,16 +14,17 @@ from mcp import Client
 from charter.errors import LedgerIntegrityError
 from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import sign_entry
+from charter.evidence.jwk import Ed25519Signer
 from charter.evidence.verifier import verify_entries
 from charter.home import Home
-from charter.keys import KeyPair, read_key_file
+from charter.keys.files import read_key_file
 from charter.testing import server_for
 
 Mutation = Callable[[dict[str, Any]], None]
 
 
-def _keys(home: Home) -> dict[str, KeyPair]:
-    keys = [home.owner_key(), home.log_key]
+def _keys(home: Home) -> dict[str, Ed25519Signer]:
+    keys: list[Ed25519Signer] = [home.owner_key(), home.log_key]
     keys += [read_key_file(p) for p in home.layout.keys.glob("agents/*.key")]
     return {k.kid: k for k in keys}
 

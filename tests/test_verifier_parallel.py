@@ -24,9 +24,10 @@ from charter.errors import LedgerIntegrityError
 from charter.evidence import canonical, verifier
 from charter.evidence.canonical import MAX_SAFE_INT, canonical_json
 from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity, sign_entry
-from charter.evidence.jwk import b64url
+from charter.evidence.jwk import Ed25519Signer, b64url
 from charter.home import Home
-from charter.keys import KeyPair, read_key_file
+from charter.keys import KeyPair
+from charter.keys.files import read_key_file
 from charter.storage.ledger import Draft
 from charter.testing import FrozenClock, agent_draft
 from charter.tools import audit, identity
@@ -70,7 +71,7 @@ def _outcome(identity_: LedgerIdentity, bodies: list[bytes], workers: int) -> tu
     return ("ok", report, state.head)
 
 
-def _resign(body: bytes, key: KeyPair, change: Callable[[dict[str, Any]], None]) -> bytes:
+def _resign(body: bytes, key: Ed25519Signer, change: Callable[[dict[str, Any]], None]) -> bytes:
     fields = json.loads(body)
     del fields["sig"], fields["kid"]
     change(fields)

@@ -16,7 +16,7 @@ from charter.cli._common import console, emit_json, home_option, json_option, se
 from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
-from charter.keys import read_key_file
+from charter.keys import KeyHandle, agent_ref
 
 
 @dataclass
@@ -95,7 +95,7 @@ def check_keys(home: Home) -> list[Check]:
     out.append(Check("log key", "ok", f"kid {home.log_key.kid[:12]}…"))
     for name, kid in home.conn.execute("SELECT name, kid FROM agents WHERE status='active'"):
         try:
-            key = read_key_file(home.layout.agent_key(name))
+            key = KeyHandle.of(home.signer, agent_ref(name))
             ok = key.kid == kid
             out.append(
                 Check(

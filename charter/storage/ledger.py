@@ -33,7 +33,7 @@ from charter.evidence.entries import (
     LedgerIdentity,
     sign_entry,
 )
-from charter.keys import KeyPair
+from charter.evidence.jwk import Ed25519Signer
 from charter.storage.db import preallocate_wal, transaction
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Draft:
     owner: str
     action: str
     phase: str
-    signer: KeyPair
+    signer: Ed25519Signer
     charter: str | None = None
     session: str | None = None
     call: str | None = None
@@ -102,7 +102,7 @@ class Ledger:
         identity: LedgerIdentity,
         clock: Clock,
         *,
-        log_key: KeyPair | None = None,
+        log_key: Ed25519Signer | None = None,
         hooks: Sequence[AppendHook] = (),
     ) -> None:
         self.conn = conn

@@ -28,9 +28,9 @@ from typing import NoReturn, TypeVar
 from charter.clock import Clock, rfc3339
 from charter.errors import InvalidInput, LedgerIntegrityError
 from charter.evidence import merkle
-from charter.evidence.c2sp import Checkpoint, NoteError, Signer, open_checkpoint, sign_note
+from charter.evidence.c2sp import Checkpoint, KeySigner, NoteError, open_checkpoint, sign_note
 from charter.evidence.compact_range import CompactRange
-from charter.keys import KeyPair
+from charter.evidence.jwk import Ed25519Signer
 from charter.storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -266,9 +266,9 @@ class SignedCheckpoint:
     created_at: str
 
 
-def log_signer(origin: str, log_key: KeyPair) -> Signer:
+def log_signer(origin: str, log_key: Ed25519Signer) -> KeySigner:
     """The log's signed-note signer: key name = origin, key = the home's log key."""
-    return Signer(origin, log_key.signing_key)
+    return KeySigner(origin, log_key)
 
 
 class CheckpointLog:
@@ -282,7 +282,7 @@ class CheckpointLog:
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, origin: str, log_key: KeyPair, clock: Clock
+        self, conn: sqlite3.Connection, origin: str, log_key: Ed25519Signer, clock: Clock
     ) -> None:
         self.conn = conn
         self.origin = origin

@@ -38,7 +38,7 @@ from charter.clock import rfc3339
 from charter.errors import ConfigError, InvalidInput, NotFound
 from charter.evidence.canonical import canonical_json
 from charter.evidence.jwk import b64url, b64url_decode
-from charter.keys import write_private_json
+from charter.keys.files import write_private_json
 from charter.storage.db import read_snapshot, transaction
 
 if TYPE_CHECKING:

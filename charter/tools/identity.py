@@ -21,8 +21,9 @@ from charter.evidence.charters import (
     validate_agent_name,
     verify_charter,
 )
+from charter.evidence.jwk import public_jwk
 from charter.home import Home
-from charter.keys import KeyPair, read_key_file, write_key_file
+from charter.keys import KeyHandle, agent_ref
 from charter.storage.db import transaction
 
 DEFAULT_VALIDITY = dt.timedelta(days=90)
@@ -54,7 +55,7 @@ class AgentContext:
     """A loaded agent, as a server acting for it needs it: key, charter and ids."""
 
     name: str
-    key: KeyPair
+    key: KeyHandle
     charter: CharterView
     #: Over HTTP, the scopes of the bearer token the call came with: a call may use only
     #: what both the charter and the token grant. None over stdio (the charter alone).
@@ -116,7 +117,8 @@ def add_agent(
     if home.conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
         raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
     owner_key = home.owner_key(passphrase)
-    key = KeyPair.generate()
+    home.signer.remove(agent_ref(name))  # a leftover of an interrupted add is never reused
+    key = KeyHandle.of(home.signer, home.signer.create(agent_ref(name)))
     now = home.clock.now()
     agent_id = agent_spiffe_id(home.trust_domain, home.owner_id, name)
     charter = make_charter(
@@ -131,16 +133,12 @@ def add_agent(
         not_after=now + valid_for,
         policy=policy,
     )
-    key_path = home.layout.agent_key(name)
-    if key_path.exists():  # a leftover from an interrupted add; never reuse it
-        key_path.unlink()
-    write_key_file(key_path, key)
     h = charter_hash(charter)
     with transaction(home.conn):
         home.conn.execute(
             "INSERT INTO agents(name, agent_id, public_key, kid, charter_hash, status, created_at)"
             " VALUES (?,?,?,?,?, 'active', ?)",
-            (name, agent_id, key.jwk()["x"], key.kid, h, rfc3339(now)),
+            (name, agent_id, public_jwk(key.public_key)["x"], key.kid, h, rfc3339(now)),
         )
         _store_charter(home, name, charter, h)
         home.record_owner_event(
@@ -197,7 +195,7 @@ def successor_charter(
     name: str,
     old: CharterView,
     *,
-    owner_key: KeyPair,
+    owner_key: KeyHandle,
     now: dt.datetime,
     not_after: dt.datetime,
     scopes: list[str] | None = None,
@@ -352,7 +350,7 @@ def load_agent(home: Home, name: str) -> AgentContext:
         raise AgentRevoked(f"agent {name!r} has been revoked and cannot be served")
     view = load_charter(home, info.charter_hash)
     check_validity(view, home.clock.now())
-    key = read_key_file(home.layout.agent_key(name))
+    key = KeyHandle.of(home.signer, agent_ref(name))
     if key.public_key != view.agent_key:
         raise ConfigError(f"key file for agent {name!r} does not match its charter")
     return AgentContext(name=name, key=key, charter=view)

@@ -32,9 +32,9 @@ from typing import Any
 
 from charter.errors import InvalidInput
 from charter.evidence.canonical import canonical_json
-from charter.evidence.jwk import b64url_decode
+from charter.evidence.jwk import Ed25519Signer, b64url_decode
 from charter.evidence.jwk import verify_signature as ed25519_verify
-from charter.keys import KeyPair, compact_jws
+from charter.keys import compact_jws
 from charter.tools.mail_models import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
 from charter.tools.mail_models import MAX_BYTES_CEILING as MAX_BYTES_CEILING
 from charter.tools.mail_models import MAX_RECIPIENTS as MAX_RECIPIENTS
@@ -470,7 +470,7 @@ def _text_of(part: Message) -> str:
 
 
 def sign(
-    key: KeyPair, *, digest: str, seq: int, ledger: str, agent_id: str, charter_hash: str
+    key: Ed25519Signer, *, digest: str, seq: int, ledger: str, agent_id: str, charter_hash: str
 ) -> str:
     """The compact JWS (EdDSA) for the ``Charter-Signature`` header."""
     payload = {

@@ -41,7 +41,7 @@ from charter.errors import (
 from charter.evidence.charters import CharterView
 from charter.evidence.jwk import b64url, b64url_decode, public_jwk, thumbprint, verify_signature
 from charter.home import Home
-from charter.keys import KeyPair, compact_jws, read_key_file, write_key_file
+from charter.keys import KeyHandle, compact_jws, issuer_ref
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import transaction
 from charter.tools.identity import check_reason, load_agent
@@ -76,9 +76,6 @@ _TIME_CLAIMS = ("exp", "nbf", "iat")
 MAX_TOKEN_CHARS = 8192
 #: Scope never granted by default: a token that can mint tokens must be asked for by name.
 _ISSUE_SCOPE = "token:issue"
-
-#: Issuer keys read so far, by (home folder, kid).
-_key_cache: dict[tuple[str, str], KeyPair] = {}
 
 
 class IssuedToken(BaseModel):
@@ -379,7 +376,7 @@ def issue_for_owner(
     return issue(home, request, on_commit=record)
 
 
-def encode(claims: dict[str, Any], key: KeyPair) -> str:
+def encode(claims: dict[str, Any], key: KeyHandle) -> str:
     """Sign ``claims`` as a compact JWS with header ``{alg: EdDSA, kid, typ: at+jwt}``."""
     return compact_jws(claims, key, TOKEN_TYPE)
 
@@ -644,8 +641,7 @@ def rotate(home: Home, *, passphrase: bytes | None = None) -> RotationResult:
     """
     ensure_issuer_keys(home)
     home.owner_key(passphrase)  # fail before a key file is written
-    new = KeyPair.generate()
-    write_key_file(home.layout.issuer_key(new.kid), new)
+    new = KeyHandle.of(home.signer, home.signer.create(issuer_ref("")))
     now = rfc3339(home.clock.now())
     with transaction(home.conn):
         old = _current_kid(home.conn)
@@ -696,14 +692,10 @@ def _current_kid(conn: sqlite3.Connection) -> str:
     return str(row[0])
 
 
-def _signing_key(home: Home, kid: str) -> KeyPair:
-    cache_key = (str(home.settings.home), kid)
-    key = _key_cache.get(cache_key)
-    if key is None:
-        key = read_key_file(home.layout.issuer_key(kid))
-        if key.kid != kid:
-            raise ConfigError(f"issuer key file for {kid} holds a different key")
-        _key_cache[cache_key] = key
+def _signing_key(home: Home, kid: str) -> KeyHandle:
+    key = KeyHandle.of(home.signer, issuer_ref(kid))  # the signer keeps it loaded
+    if key.kid != kid:
+        raise ConfigError(f"issuer key file for {kid} holds a different key")
     return key
 
 

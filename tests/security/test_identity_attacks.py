@@ -32,7 +32,8 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import SIGNING_PREFIX, Entry, sign_entry
 from charter.evidence.jwk import b64url
 from charter.home import Home
-from charter.keys import KeyPair, read_key_file
+from charter.keys import KeyPair
+from charter.keys.files import read_key_file
 from charter.storage.ledger import Draft
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity, tlog, tokens

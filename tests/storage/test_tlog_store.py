@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nacl.signing import VerifyKey
 
 from charter.errors import InvalidInput, LedgerIntegrityError
 from charter.evidence import merkle
 from charter.evidence.c2sp import Checkpoint, Verifier, open_checkpoint
 from charter.evidence.compact_range import CompactRange
+from charter.evidence.jwk import Ed25519Signer
 from charter.home import Home
-from charter.keys import KeyPair
 from charter.storage import tlog
 from charter.storage.db import connect, migrate, transaction
 from charter.storage.ledger import Draft, Ledger
@@ -230,7 +231,7 @@ def test_entries_appended_without_the_hook_are_caught_up_on_the_next_append(
     assert tlog.TreeStore(home.conn).root(len(leaves)) == merkle.root_from_leaves(leaves)
 
 
-def _owner_draft(home: Home, owner: KeyPair, i: int) -> Draft:
+def _owner_draft(home: Home, owner: Ed25519Signer, i: int) -> Draft:
     return Draft(
         actor=home.owner_id, owner=home.owner_id, action="bare.event", phase="event",
         signer=owner, args={"i": i}, outcome="ok",
@@ -286,7 +287,7 @@ def test_checkpoint_is_a_c2sp_note_signed_by_the_log_key_named_after_the_origin(
     assert checkpoints.latest() is None
     signed = checkpoints.sign()
     size = home.ledger.head()[0]
-    verifier = Verifier(home.origin, home.log_key.signing_key.verify_key)
+    verifier = Verifier(home.origin, VerifyKey(home.log_key.public_key))
     checkpoint, signatures = open_checkpoint(signed.note, [verifier])
     assert checkpoint == Checkpoint(home.origin, size, signed.root)
     assert [s.name for s in signatures] == [home.origin]

@@ -22,7 +22,8 @@ from charter.errors import AgentRevoked, InvalidInput, ScopeDenied, TokenInvalid
 from charter.evidence.entries import Entry
 from charter.evidence.jwk import b64url, b64url_decode, thumbprint
 from charter.home import Home
-from charter.keys import KeyPair, read_key_file
+from charter.keys import KeyPair
+from charter.keys.files import read_key_file
 from charter.testing import FrozenClock, make_home, server_for
 from charter.tools import audit, identity, tokens
 

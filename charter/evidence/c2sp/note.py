@@ -15,6 +15,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from charter.evidence import merkle
+from charter.evidence.jwk import Ed25519Signer
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
@@ -319,6 +320,43 @@ class Signer(_KeySigner):
     def sign(self, text: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of the note text."""
         return self._signing_key.sign(text).signature
+
+
+class KeySigner:
+    """An Ed25519 (type 0x01) note signer over any :class:`~charter.evidence.jwk.Ed25519Signer`
+    (e.g. a key handle of Charter's signer seam): the private key stays with its keeper.
+
+    Args:
+        name: Key name: non-empty, no whitespace, no ``+``.
+        key: The signing key.
+    """
+
+    def __init__(self, name: str, key: Ed25519Signer) -> None:
+        _check_name(name)
+        self._name = name
+        self._key = key
+        self._key_id = key_id(name, ALG_ED25519, key.public_key)
+
+    def __repr__(self) -> str:
+        return f"KeySigner({self._name!r}, key_id={self._key_id.hex()})"
+
+    @property
+    def name(self) -> str:
+        """The key name."""
+        return self._name
+
+    @property
+    def key_id(self) -> bytes:
+        """The 4-byte key ID."""
+        return self._key_id
+
+    def verifier(self) -> Verifier:
+        """Return the matching verifier."""
+        return Verifier(self._name, _verify_key(self._key.public_key))
+
+    def sign(self, text: bytes) -> bytes:
+        """Return the 64-byte Ed25519 signature of the note text."""
+        return self._key.sign(text)
 
 
 def _as_text(data: str | bytes, what: str) -> str:

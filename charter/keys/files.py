@@ -1,4 +1,4 @@
-"""Ed25519 keys, their JWK form (RFC 8037), key ids (RFC 7638 thumbprints) and key files.
+"""Ed25519 key pairs and key files, for the file store of the signer seam.
 
 A key file is a JSON private JWK (``kty``, ``crv``, ``x``, ``d``), mode 0600. When it is
 protected by a passphrase, ``d`` is replaced by ``enc``: the seed sealed with
@@ -20,8 +20,7 @@ import nacl.signing
 import nacl.utils
 
 from charter.errors import ConfigError
-from charter.evidence.canonical import canonical_json
-from charter.evidence.jwk import b64url, b64url_decode, public_jwk, thumbprint
+from charter.evidence.jwk import b64url, b64url_decode, public_jwk, public_key_from_jwk, thumbprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +53,6 @@ class KeyPair:
 
     def __repr__(self) -> str:
         return f"KeyPair(kid={self.kid!r})"
-
-
-def compact_jws(payload: dict[str, Any], key: KeyPair, typ: str) -> str:
-    """``payload`` as a compact JWS signed with Ed25519 (``alg: EdDSA``), header
-    ``{alg, kid, typ}``; header and payload serialized as canonical JSON."""
-    header = {"alg": "EdDSA", "kid": key.kid, "typ": typ}
-    signing_input = f"{b64url(canonical_json(header))}.{b64url(canonical_json(payload))}"
-    return f"{signing_input}.{b64url(key.sign(signing_input.encode('ascii')))}"
 
 
 # Argon2id "moderate" costs protect an owner key at rest; tests may pass cheaper ones.
@@ -130,6 +121,18 @@ def write_private_json(path: Path, doc: dict[str, Any]) -> None:
 def key_file_is_protected(path: Path) -> bool:
     """True when the key file at ``path`` needs a passphrase."""
     return "enc" in _read_key_doc(path)
+
+
+def read_public_key(path: Path) -> bytes:
+    """The public key recorded in a key file (no passphrase needed).
+
+    Raises:
+        ConfigError: if the file is missing, unreadable or corrupt.
+    """
+    try:
+        return public_key_from_jwk(_read_key_doc(path))
+    except ValueError as exc:
+        raise ConfigError(f"key file {path.name} is corrupt") from exc
 
 
 def read_key_file(path: Path, passphrase: bytes | None = None) -> KeyPair:
