@@ -74,10 +74,11 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
 
     from charter.config import Settings
     from charter.home import Home
-    from charter.server.app import READ_ONLY, build_server
+    from charter.server.app import READ_ONLY
     from charter.server.calls import current_call
     from charter.server.deps import Deps
     from charter.server.stdio import serve_stdio
+    from charter.server.wiring import build_server
     from charter.tools.identity import AgentContext, load_agent
 
     home = Home.open(Settings(home=Path(home_root)))

@@ -30,8 +30,9 @@ from typing import Any
 from bench._common import scratch_dir
 from bench._ledgers import AGENT, ledger_of, new_home, open_home
 from charter.home import Home
-from charter.server.app import READ_ONLY, CharterServer, build_server
+from charter.server.app import READ_ONLY, CharterServer
 from charter.server.deps import Deps
+from charter.server.wiring import build_server
 from charter.storage import ledger as ledger_mod
 from charter.testing import call_draft
 from charter.tools import identity

@@ -10,8 +10,9 @@ from typing import Any
 
 from charter.config import Settings
 from charter.home import Home
-from charter.server.app import CharterServer, build_server
+from charter.server.app import CharterServer
 from charter.server.deps import Deps
+from charter.server.wiring import build_server
 from charter.storage.ledger import Draft
 from charter.tools.identity import AgentContext, load_agent
 

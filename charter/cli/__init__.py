@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from typing import Any
 
 import click
 
 import charter
-from charter import cli as _pkg
+
+#: Every command module, each adding its command (group) through ``register(cli)``, in the
+#: order they are registered (a module may add subcommands to an earlier one's group).
+COMMAND_MODULES = (
+    "agent",
+    "approvals",
+    "audit",
+    "demo",
+    "doctor",
+    "init",
+    "keys",
+    "mail",
+    "secret",
+    "serve",
+    "tlog",
+    "token",
+)
 
 #: Commands whose module alone defines them completely, so running one imports only that
 #: module. ``charter serve`` starts on every agent launch: it must not import the mail,
@@ -18,9 +33,8 @@ _SELF_CONTAINED = {"serve": "serve"}
 
 
 class _LazyCli(click.Group):
-    """Each public module of this package adds its command (group) through ``register(cli)``;
-    modules are imported when a command needs them, all of them for anything but
-    :data:`_SELF_CONTAINED` commands (a module may add subcommands to another's group)."""
+    """The modules of :data:`COMMAND_MODULES` are imported when a command needs them, all of
+    them for anything but :data:`_SELF_CONTAINED` commands."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -32,10 +46,9 @@ class _LazyCli(click.Group):
             importlib.import_module(f"{__name__}.{module}").register(self)
 
     def load_all(self) -> None:
-        """Import and register every command module (in name order)."""
-        for info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name):
-            if not info.name.startswith("_"):
-                self._register(info.name)
+        """Import and register every command module."""
+        for module in COMMAND_MODULES:
+            self._register(module)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _SELF_CONTAINED:

@@ -152,9 +152,9 @@ def run_stdio(home: Home, agent: AgentContext) -> None:
     """Serve ``agent`` over stdio until the client disconnects."""
     # NOTE: imported here: every other CLI command loads this module too, and none of them
     # needs the MCP SDK (about 0.35 s of imports).
-    from charter.server.app import build_server
     from charter.server.deps import Deps
     from charter.server.stdio import serve_stdio
+    from charter.server.wiring import build_server
 
     async def resolve() -> AgentContext:
         return agent

@@ -223,12 +223,3 @@ def _lifespan(deps: Deps) -> Callable[[MCPServer[Any]], Any]:
 
     return lifespan
 
-
-def build_server(deps: Deps, **kwargs: Any) -> CharterServer:
-    """Build the server with every tool family registered (``kwargs`` go to ``MCPServer``,
-    e.g. the HTTP server's token verifier and auth settings)."""
-    from charter.server.registry import register_all
-
-    server = CharterServer(deps, **kwargs)
-    register_all(server)
-    return server

@@ -40,8 +40,8 @@ from starlette.routing import Route
 from charter.errors import TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
-from charter.server.app import build_server
 from charter.server.deps import Deps
+from charter.server.wiring import build_server
 from charter.tools import tokens
 from charter.tools.identity import AgentContext, load_agent
 

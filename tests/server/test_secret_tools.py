@@ -20,8 +20,8 @@ from mcp import Client
 
 from charter.evidence.entries import Entry
 from charter.home import Home
-from charter.server.app import build_server
 from charter.server.deps import Deps
+from charter.server.wiring import build_server
 from charter.testing import server_for
 from charter.tools import audit, identity
 from charter.tools import vault as vault_tools

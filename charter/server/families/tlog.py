@@ -1,8 +1,6 @@
 """``audit_checkpoint`` and ``audit_prove``: the transparency side of the audit family.
 
-Registering this family also wires the server's checkpoints: the ledger writer signs one each
-time the ledger passes a multiple of ``Settings.checkpoint_every`` entries (on its own thread,
-after the commit, so no caller waits for it), and the server signs one when it shuts down.
+The server's checkpoint hooks are wired in :mod:`charter.server.wiring`, not here.
 """
 
 from __future__ import annotations
@@ -24,12 +22,7 @@ MAX_SEQ = 2**53 - 1
 
 
 def register(server: CharterServer) -> None:
-    """Register the tools and the server's checkpoint hooks."""
-    deps = server.deps
-    every = deps.home.settings.checkpoint_every
-    if every > 0:
-        deps.after_commit.append(tlog.periodic_checkpoints(deps.home, every))
-    deps.on_shutdown.append(tlog.final_checkpoint(deps.home))
+    """Register the tools."""
 
     @server.charter_tool(
         "audit_checkpoint", annotations=READ_ONLY, title="Get a signed checkpoint of the ledger"
