@@ -222,4 +222,3 @@ def _lifespan(deps: Deps) -> Callable[[MCPServer[Any]], Any]:
             deps.shutdown()
 
     return lifespan
-
