@@ -88,6 +88,8 @@ def test_the_readme_blocks_run_against_a_real_home(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
         assert "ghp-readme-test-value" not in proc.stdout + proc.stderr
+        # The README's own settings must all take effect (issue 27.4: no refusal, no warning).
+        assert "warning:" not in proc.stderr, f"{command}\n{proc.stderr}"
         ran += 1
     assert ran >= 15
 

@@ -173,6 +173,33 @@ def pattern_matches(pattern: str, scope: str) -> bool:
     return fnmatch.fnmatchcase(scope, pattern) or scope.startswith(pattern + ":")
 
 
+def can_apply(pattern: str, granted: Iterable[str]) -> bool:
+    """Whether a rule with ``pattern`` can ever match a call the ``granted`` scopes allow.
+
+    It can when it matches a granted scope, or names a scope (or a narrower glob) a granted
+    one covers. Two globs of one family (``secret:use:A*`` against ``secret:use:*B``) are
+    taken to overlap: deciding that exactly is not worth refusing a working rule.
+    """
+    from charter.scopes import GLOB_FAMILIES, grants
+
+    for scope in granted:
+        if pattern == "*" or pattern_matches(pattern, scope) or grants([scope], pattern):
+            return True
+        family = next((f for f in GLOB_FAMILIES if scope.startswith(f)), None)
+        if (
+            family
+            and pattern.startswith(family)
+            and _is_glob(scope[len(family) :])
+            and _is_glob(pattern[len(family) :])
+        ):
+            return True
+    return False
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
 def required_mode(
     rules: Iterable[ApprovalRule], scopes: Iterable[str]
 ) -> tuple[Mode | None, list[str]]:
