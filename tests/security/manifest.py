@@ -69,6 +69,8 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _APPROVALS + "test_client_decline_or_cancel_refuses_and_records",
         _APPROVALS + "test_owner_approval_runs_only_the_exact_arguments_once",
         _APPROVALS + "test_an_approval_not_signed_by_the_owner_runs_nothing",
+        _APPROVALS + "test_owner_sees_what_a_secret_http_request_would_do",
+        _APPROVALS + "test_client_elicitation_shows_what_a_secret_http_request_would_do",
     ),
     # -- another local process or user --------------------------------------------------------
     "G-HOME-1": (
