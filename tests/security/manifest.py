@@ -161,6 +161,17 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _TOKENS + "test_scope_escalation_is_refused",
         _TOKENS + "test_a_token_cannot_mint_a_broader_token",
         _ID + "test_over_http_the_agent_is_the_token_subject_and_nothing_else",
+        # a token wider than its charter by glob semantics (issue 16.6)
+        "tests/test_scopes.py::test_glob_within_agrees_with_brute_force",
+        "tests/test_scopes.py::test_a_wider_glob_is_refused",
+        _TOKENS + "test_token_issue_refuses_a_glob_wider_than_the_charter",
+        "tests/cli/test_token_cli.py::test_issue_refuses_a_glob_wider_than_the_charter",
+        # a token's claims re-signed with a later expiry (issue 16.5)
+        _TOKENS + "test_a_token_re_signed_with_a_later_expiry_is_refused",
+        _TOKENS + "test_every_claim_is_pinned_by_the_row",
+        "tests/cli/test_token_cli.py::test_verify_refuses_a_token_re_signed_with_a_later_expiry",
+        _HTTP + "test_a_refused_token_gets_a_401_naming_the_reason",
+        _HTTP + "test_a_second_server_on_another_port_leaves_the_issuer_alone",
     ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (
