@@ -62,6 +62,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _MESSAGE + "test_header_injection_in_any_address_field_is_refused",
         _MESSAGE + "test_header_injection_in_subject_reply_id_and_attachment_is_refused",
         _MAIL + "test_recipient_patterns_narrow_every_recipient",
+        _MAIL + "test_recipient_patterns_hold_reply_to_too",
         _MAIL + "test_rate_limit_is_a_recorded_denial_per_rolling_hour",
         _FUZZ + "test_injection_strings_in_every_string_argument",
     ),
