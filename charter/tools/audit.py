@@ -18,7 +18,7 @@ from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
 from charter.home import Home
 from charter.keys import public_jwk, public_key_from_jwk, thumbprint
 from charter.storage.db import read_snapshot
-from charter.storage.ledger import Entry, LedgerIdentity
+from charter.storage.ledger import ROW_COLUMNS, Entry, LedgerIdentity, column_error, row_mismatch
 from charter.tools import tlog
 
 EXPORT_FORMAT = "charter-export/v1"
@@ -119,14 +119,23 @@ def query(
                 raise InvalidInput(f"invalid timestamp {value!r}: use RFC 3339") from exc
             clauses.append(f"ts {op} ?")
             params.append(stamp)  # type: ignore[arg-type]
-    sql = f"SELECT body FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
+    sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
     rows = conn.execute(sql, (*params, limit + 1)).fetchall()
-    entries = [entry_out(Entry.from_body(bytes(r[0]))) for r in rows[:limit]]
-    nxt = rows[limit] if len(rows) > limit else None
-    return QueryPage(
-        entries=entries,
-        next_cursor=None if nxt is None else Entry.from_body(bytes(nxt[0])).seq,
-    )
+    # The filters ran on the columns, which whoever edits the file can change without touching
+    # the signed entry: a row whose columns its entry contradicts (say, another agent's entry
+    # relabelled as this actor's) fails the query instead of being served.
+    entries = []
+    for row in rows[:limit]:
+        edited = row_mismatch(row)
+        try:
+            entry = Entry.from_body(bytes(row[-1]))
+        except ValueError:
+            edited = "body"
+        if edited is not None:
+            raise column_error(int(row[0]), edited)
+        entries.append(entry_out(entry))
+    nxt = int(rows[limit][0]) if len(rows) > limit else None
+    return QueryPage(entries=entries, next_cursor=nxt)
 
 
 def verify_home(
