@@ -15,6 +15,7 @@ from charter.auditor import AuditReport, Trust, audit_export
 from charter.canonical import canonical_json
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
+from charter.export_files import check_export_files, registered_charters
 from charter.home import Home
 from charter.keys import public_jwk, public_key_from_jwk, thumbprint
 from charter.storage.db import read_snapshot
@@ -199,23 +200,27 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     with read_snapshot(conn):
         last = home.ledger.get(size - 1)
         head = home.identity.genesis_hash() if last is None else last.hash
+        written: list[bytes] = []  # the registrations among them (few)
         with open(folder / "entries.jsonl", "wb") as fh:
             for body in home.ledger.iter_bodies(0, size):
                 fh.write(body + b"\n")
+                if b'"charter_hash"' in body:
+                    written.append(body)
         tlog.export_checkpoints(home, folder, size)
-        charters = conn.execute("SELECT hash, body FROM charters ORDER BY issued_at").fetchall()
-        agent_keys = conn.execute(
-            "SELECT name, public_key, kid FROM agents ORDER BY name"
-        ).fetchall()
-    for h, body in charters:
-        (folder / "charters" / f"{h}.json").write_bytes(bytes(body) + b"\n")
+    # Charters and agent keys come from the exported entries, not the live tables: an agent
+    # registered after the checkpoint is in neither, so the files never contradict them.
+    charters = registered_charters(written)
+    for h, charter in charters.items():
+        (folder / "charters" / f"{h}.json").write_bytes(canonical_json(charter) + b"\n")
     keys = [
         public_jwk(home.owner_public_key)
         | {"kid": thumbprint(home.owner_public_key), "use": "owner"},
         public_jwk(home.log_key.public_key) | {"kid": home.log_key.kid, "use": "log"},
     ]
-    for name, x, kid in agent_keys:
-        keys.append({"crv": "Ed25519", "kty": "OKP", "x": x, "kid": kid, "use": f"agent:{name}"})
+    agent_keys = {c["agent"]["name"]: c["agent"]["key"] for c in charters.values()}
+    for name, jwk in sorted(agent_keys.items()):
+        key = public_key_from_jwk(jwk)
+        keys.append(public_jwk(key) | {"kid": thumbprint(key), "use": f"agent:{name}"})
     (folder / "keys.json").write_text(json.dumps({"keys": keys}, indent=2) + "\n")
     manifest = {
         "format": EXPORT_FORMAT,
@@ -281,6 +286,7 @@ def verify_export(
             report.size,
             "the entries do not match the manifest's size and head (truncated or extended)",
         )
+    check_export_files(folder, identity)  # charters/ and keys.json (log.vkey: audit_export)
     return report
 
 

@@ -108,6 +108,13 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _ID + "test_a_kept_checkpoint_detects_a_cut_tail",
         _ID + "test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys",
     ),
+    "G-EXPORT-1": (
+        "tests/test_auditor.py::test_an_edited_charter_file_is_reported",
+        "tests/test_auditor.py::test_an_unregistered_charter_file_is_reported",
+        "tests/test_auditor.py::test_a_keys_file_that_disagrees_with_the_ledger_is_reported",
+        "tests/test_auditor.py::test_a_log_vkey_that_disagrees_with_the_ledger_is_reported",
+        "tests/test_auditor.py::test_a_partial_last_line_is_reported_not_parsed",
+    ),
     "G-CHARTER-1": (
         _ID + "test_an_edited_charter_row_is_refused_by_the_server",
         _ID + "test_a_charter_re_signed_by_another_key_is_refused",

@@ -467,7 +467,7 @@ def test_an_edited_column_fails_at_its_seq(busy: Home, column: str) -> None:
     value = EDITED_COLUMNS[column]
     if column == "actor":
         value = agent_id(busy, "beta")  # alpha's entry relabelled as beta's
-    admin(busy).execute(f"UPDATE ledger SET {column} = ? WHERE seq = ?", (value, seq))  # noqa: S608
+    admin(busy).execute(f"UPDATE ledger SET {column} = ? WHERE seq = ?", (value, seq))
     assert_fails_at(busy, seq, f"the ledger row's {column} column does not match")
 
 
