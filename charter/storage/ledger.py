@@ -28,15 +28,10 @@ import orjson
 from charter.canonical import canonical_json
 from charter.charters import CharterView, check_validity
 from charter.clock import Clock, parse_rfc3339, rfc3339
-from charter.errors import (
-    AgentRevoked,
-    CharterError,
-    LedgerIntegrityError,
-    LedgerUnavailable,
-    WriteLockBusy,
-)
+from charter.errors import AgentRevoked, CharterError, LedgerUnavailable, WriteLockBusy
 from charter.keys import KeyPair, b64url, public_jwk
 from charter.storage.db import preallocate_wal, transaction
+from charter.storage.ledger_rows import ROW_COLUMNS, row_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +40,6 @@ SIGNING_PREFIX = b"charter.ledger.entry.v1\x00"
 GENESIS_PREFIX = b"charter.ledger.genesis.v1\x00"
 PHASES = ("intent", "outcome", "call", "event")
 OUTCOMES = ("ok", "denied", "error")
-
-#: Every column of the ``ledger`` table, ``body`` (the entry's bytes) last. The others are
-#: copies of the entry's fields (and its hash) kept for indexes: whoever edits the file can
-#: change them without touching the signed body, so they are checked against it wherever
-#: they are trusted (:func:`row_mismatch`).
-ROW_COLUMNS = "seq, prev, hash, ts, actor, action, phase, outcome, call_id, body"
-#: (column, entry field) of the copied columns, in ``ROW_COLUMNS`` order after ``hash``.
-_COPIES = (
-    ("ts", "ts"), ("actor", "actor"), ("action", "action"), ("phase", "phase"),
-    ("outcome", "outcome"), ("call_id", "call"),
-)  # fmt: skip
 
 #: Called inside the append transaction for every new entry: (connection, seq, entry bytes).
 AppendHook = Callable[[sqlite3.Connection, int, bytes], None]
@@ -135,37 +119,6 @@ class Entry:
     def from_body(cls, body: bytes) -> Entry:
         """Parse stored bytes (trusted: they came from our own database)."""
         return cls(orjson.loads(body), body, hashlib.sha256(body).hexdigest())
-
-
-def row_mismatch(row: Sequence[Any]) -> str | None:
-    """The first column of a ``SELECT {ROW_COLUMNS}`` row that its entry contradicts, or None.
-
-    None also when the body is not a JSON object: the verifier says what is wrong with it.
-    """
-    body = bytes(row[-1])
-    try:
-        fields = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(fields, dict):
-        return None
-    expected = (
-        ("seq", fields.get("seq")),
-        ("prev", fields.get("prev")),
-        ("hash", hashlib.sha256(body).hexdigest()),
-        *((column, fields.get(name)) for column, name in _COPIES),
-    )
-    for value, (column, want) in zip(row, expected, strict=False):
-        if value != want or type(value) is not type(want):
-            return column
-    return None
-
-
-def column_error(seq: int, column: str) -> LedgerIntegrityError:
-    """The integrity error for a row whose ``column`` disagrees with its signed entry."""
-    return LedgerIntegrityError(
-        seq, f"the ledger row's {column} column does not match its signed entry (edited)"
-    )
 
 
 def agent_refusal(conn: sqlite3.Connection, name: str, charter: str | None) -> AgentRevoked | None:

@@ -19,7 +19,8 @@ from charter.export_files import check_export_files, registered_charters
 from charter.home import Home
 from charter.keys import public_jwk, public_key_from_jwk, thumbprint
 from charter.storage.db import read_snapshot
-from charter.storage.ledger import ROW_COLUMNS, Entry, LedgerIdentity, column_error, row_mismatch
+from charter.storage.ledger import Entry, LedgerIdentity
+from charter.storage.ledger_rows import ROW_COLUMNS, column_error, row_mismatch
 from charter.tools import tlog
 
 EXPORT_FORMAT = "charter-export/v1"

@@ -23,7 +23,7 @@ from charter.home import Home
 from charter.signed_note import NoteError, TlogProof, Verifier, verify_tlog_proof
 from charter.storage import tlog
 from charter.storage.db import connect, read_snapshot, transaction
-from charter.storage.ledger import column_error
+from charter.storage.ledger_rows import column_error
 
 log = logging.getLogger(__name__)
 
