@@ -40,6 +40,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "G-AGENT-3": (
         _ID + "test_audit_query_never_shows_another_agents_entries",
         _ID + "test_audit_prove_refuses_another_agents_entry",
+        _ID + "test_a_relabelled_entry_is_not_served_to_the_wrong_agent",
         _APP + "test_agent_sees_only_its_own_entries",
     ),
     "G-AGENT-4": (
@@ -62,6 +63,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _MESSAGE + "test_header_injection_in_any_address_field_is_refused",
         _MESSAGE + "test_header_injection_in_subject_reply_id_and_attachment_is_refused",
         _MAIL + "test_recipient_patterns_narrow_every_recipient",
+        _MAIL + "test_recipient_patterns_hold_reply_to_too",
         _MAIL + "test_rate_limit_is_a_recorded_denial_per_rolling_hour",
         _FUZZ + "test_injection_strings_in_every_string_argument",
     ),
@@ -100,11 +102,20 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _ID + "test_an_entry_under_an_expired_charter_fails_at_its_seq",
         _ID + "test_an_entry_naming_another_actor_fails_at_its_seq",
         _ID + "test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event",
+        _ID + "test_an_edited_column_fails_at_its_seq",
+        _ID + "test_a_relabelled_entry_is_not_served_to_the_wrong_agent",
     ),
     "G-LEDGER-3": (
         _ID + "test_a_tail_cut_only_from_the_ledger_table_fails_verification",
         _ID + "test_a_kept_checkpoint_detects_a_cut_tail",
         _ID + "test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys",
+    ),
+    "G-EXPORT-1": (
+        "tests/test_auditor.py::test_an_edited_charter_file_is_reported",
+        "tests/test_auditor.py::test_an_unregistered_charter_file_is_reported",
+        "tests/test_auditor.py::test_a_keys_file_that_disagrees_with_the_ledger_is_reported",
+        "tests/test_auditor.py::test_a_log_vkey_that_disagrees_with_the_ledger_is_reported",
+        "tests/test_auditor.py::test_a_partial_last_line_is_reported_not_parsed",
     ),
     "G-CHARTER-1": (
         _ID + "test_an_edited_charter_row_is_refused_by_the_server",
@@ -127,6 +138,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "G-INPUT-3": (
         _FUZZ + "test_malformed_json_rpc_over_stdio_does_not_stop_the_server",
         "tests/server/test_stdio.py::test_every_stdout_line_is_json_rpc",
+        "tests/server/test_stdio.py::test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on",
     ),
     "G-CANON-1": (
         _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
