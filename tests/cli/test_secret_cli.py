@@ -64,7 +64,8 @@ def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path)
     assert r.exit_code == 0, r.output
     (item,) = json.loads(r.output)
     assert item["name"] == "GH_TOKEN" and item["versions"] == [1, 2]
-    assert item["allowed_hosts"] == ["api.github.com"] and item["description"] == "GitHub"
+    assert item["allowed_hosts"] == ["https://api.github.com:443"]
+    assert item["description"] == "GitHub"
     outputs.append(r.output)
     r = run(home_dir, "secret", "list")
     assert "GH_TOKEN" in r.output
