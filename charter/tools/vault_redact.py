@@ -12,6 +12,7 @@ as literal forms.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -20,8 +21,8 @@ from charter.storage.vault import SecretValue
 #: Shifted base64 fragments shorter than this are not redacted (they would hit noise).
 _MIN_FRAGMENT = 8
 #: Values longer than this are matched by their literal forms only (a per-character pattern
-#: of a 64 KiB value would be slow to compile); see :func:`_literal_forms`.
-_MAX_PATTERN_BYTES = 4096
+#: of a long value is slow to compile: ~0.25 s at 1 KiB); see :func:`_literal_forms`.
+_MAX_PATTERN_BYTES = 1024
 _JSON_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f"} | {
     "\n": "\\n",
     "\r": "\\r",
@@ -38,7 +39,7 @@ def _byte(b: int) -> str:
     return f"(?:{re.escape(bytes([b]).decode('latin-1'))}|%{_hex(b, 2)})"
 
 
-def _char(c: str) -> str:
+def _char_forms(c: str) -> list[str]:
     """Every form of one character: raw/percent-encoded UTF-8 bytes, or a JSON escape."""
     forms = ["".join(_byte(b) for b in c.encode("utf-8"))]
     code = ord(c)
@@ -51,16 +52,24 @@ def _char(c: str) -> str:
         forms.append(re.escape(_JSON_SHORT[c]))
     if c == " ":
         forms.append(r"\+")
-    return f"(?:{'|'.join(forms)})"
+    return forms
 
 
-def _pattern(value: bytes) -> str:
-    """The per-character pattern of ``value`` (latin-1 text standing for bytes)."""
+def _patterns(value: bytes) -> list[str]:
+    """Patterns that together match every form of ``value`` (latin-1 text standing for
+    bytes). Each begins with a literal (one pattern per form of the first byte or
+    character), so the regex engine can skip to the places where a match may start."""
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        return "".join(_byte(b) for b in value)
-    return "".join(_char(c) for c in text)
+        head, escapes, units = value[:1], [], [[_byte(b)] for b in value[1:]]
+    else:
+        head, escapes = text[0].encode("utf-8"), _char_forms(text[0])[1:]
+        units = [_char_forms(c) for c in text[1:]]
+    tail = "".join(_byte(b) for b in head[1:])
+    firsts = [re.escape(head[:1].decode("latin-1")) + tail, f"%{_hex(head[0], 2)}" + tail]
+    rest = "".join(f"(?:{'|'.join(forms)})" for forms in units)
+    return [first + rest for first in [*firsts, *escapes]]
 
 
 def _literal_forms(value: bytes) -> set[bytes]:
@@ -96,31 +105,17 @@ class Redactor:
     """Finds and replaces every occurrence of some secret values, raw or encoded."""
 
     def __init__(self, secrets: Iterable[SecretValue]) -> None:
-        alternatives: list[tuple[int, str, str]] = []  # (nominal length, regex, secret name)
-        self._max = 0
-        for secret in secrets:
-            value = secret.reveal()
-            # An escaped character is at most 12 bytes (a surrogate pair, or four %XX).
-            self._max = max(self._max, 12 * len(value) + 4)
-            if len(value) <= _MAX_PATTERN_BYTES:
-                alternatives.append((len(value), _pattern(value), secret.name))
-            alternatives.extend(
-                (len(form), re.escape(form.decode("latin-1")), secret.name)
-                for form in _literal_forms(value)
-            )
-        # Longest first, so a whole value wins over a shorter secret or a fragment.
-        alternatives.sort(key=lambda a: a[0], reverse=True)
-        self._names = {f"s{i}": name for i, (_, _, name) in enumerate(alternatives)}
-        source = "|".join(f"(?P<s{i}>{regex})" for i, (_, regex, _) in enumerate(alternatives))
-        # NOTE: compiled as bytes (latin-1 maps each byte to one character of the source).
-        self._pattern = re.compile(source.encode("latin-1"), re.DOTALL) if source else None
+        self._pattern, self._each, self._max = _compile(
+            tuple((s.name, s.reveal()) for s in secrets)
+        )
 
     def matches(self, data: bytes) -> Iterator[tuple[int, int, str]]:
         """``(start, end, secret name)`` of each occurrence, left to right."""
         if self._pattern is None:
             return
         for m in self._pattern.finditer(data):
-            yield m.start(), m.end(), self._names[str(m.lastgroup)]
+            name = next(n for n, p in self._each if p.fullmatch(m[0]))
+            yield m.start(), m.end(), name
 
     def redact(self, data: bytes, cap: int | None = None) -> bytes:
         """``data`` with every secret form replaced by ``[REDACTED:NAME]``.
@@ -161,3 +156,36 @@ class Redactor:
             if (start, end) not in spans:
                 return name
         return None
+
+
+@functools.lru_cache(maxsize=32)
+def _compile(
+    secrets: tuple[tuple[str, bytes], ...],
+) -> tuple[re.Pattern[bytes] | None, list[tuple[str, re.Pattern[bytes]]], int]:
+    """The patterns of some secrets: compiling takes tens of milliseconds, so the last few
+    sets are kept (in this process's memory, which holds the values anyway)."""
+    alternatives: list[tuple[int, str, str]] = []  # (nominal length, regex, secret name)
+    longest = 0
+    for name, value in secrets:
+        # An escaped character is at most 12 bytes (a surrogate pair, or four %XX).
+        longest = max(longest, 12 * len(value) + 4)
+        if len(value) <= _MAX_PATTERN_BYTES:
+            alternatives.extend((len(value), p, name) for p in _patterns(value))
+        alternatives.extend(
+            (len(form), re.escape(form.decode("latin-1")), name) for form in _literal_forms(value)
+        )
+    # Longest first, so a whole value wins over a shorter secret or a fragment.
+    alternatives.sort(key=lambda a: a[0], reverse=True)
+    # NOTE: one flat alternation, each branch starting with a literal, and no groups around
+    # the branches: the regex engine then skips to the bytes a match can start with (named
+    # groups per branch made it ~20x slower). Which secret matched is found afterwards, by
+    # the secrets' own patterns (matches are rare). Compiled as bytes: latin-1 maps each
+    # byte to one character of the source.
+    pattern = (
+        re.compile("|".join(a[1] for a in alternatives).encode("latin-1")) if alternatives else None
+    )
+    by_name: dict[str, list[str]] = {}
+    for _, regex, name in alternatives:
+        by_name.setdefault(name, []).append(regex)
+    each = [(n, re.compile("|".join(r).encode("latin-1"))) for n, r in by_name.items()]
+    return pattern, each, longest

@@ -253,3 +253,26 @@ def test_a_capped_body_is_cut_at_the_same_place_whatever_the_tail_holds() -> Non
 def test_redaction_prefers_the_longest_match() -> None:
     redactor = vt.Redactor([SecretValue("SHORT", 1, b"abc"), SecretValue("LONG", 1, b"abcdef")])
     assert redactor.redact(b"-abcdef-abc-") == b"-[REDACTED:LONG]-[REDACTED:SHORT]-"
+
+
+def test_redactor_matches_every_character_in_any_covered_form() -> None:
+    value = 'pé<&>\U0001f511 /"\\x'
+    redactor = vt.Redactor([SecretValue("K", 1, value.encode())])
+    raw = value.encode()
+    forms = [
+        "".join(f"%{b:02X}" for b in raw).encode(),
+        "".join(f"%{b:02x}" for b in raw).encode(),
+        "".join(f"%{b:02x}" if i % 3 else chr(b) for i, b in enumerate(raw)).encode("latin-1"),
+        json.dumps(value)[1:-1].encode(),  # ASCII-only: surrogate pair for the key emoji
+        json.dumps(value, ensure_ascii=False)[1:-1].encode(),
+        json.dumps(value)[1:-1].replace("<", "\\u003c").replace("&", "\\u0026").encode(),
+        "".join(
+            f"\\u{ord(c):04X}" if ord(c) < 0x10000 else json.dumps(c)[1:-1] for c in value
+        ).encode(),
+        urllib.parse.quote_plus(raw).encode(),
+    ]
+    for form in forms:
+        assert redactor.redact(b"<" + form + b">") == b"<[REDACTED:K]>", form
+    # Binary values: raw bytes or percent-encoded, in any mixture.
+    binary = vt.Redactor([SecretValue("B", 1, b"\xff\x00\x80abc")])
+    assert binary.redact(b"-%FF\x00%80a%62c-") == b"-[REDACTED:B]-"
