@@ -50,8 +50,12 @@ _FORBIDDEN_HEADERS = frozenset(
         *("trailer", "accept-encoding"),
     }
 )
-#: What Charter asks for and accepts: the encodings the HTTP client decodes itself.
-ACCEPT_ENCODING = b"gzip, deflate"
+#: What Charter asks for: no compression. NOTE: the length of a compressed reflection that
+#: holds both the injected value and an agent-written prefix guess is shorter when the guess
+#: is right (BREACH), and Content-Length would show it. A server that compresses anyway
+#: with an encoding the client decodes is decoded, and its Content-Length is not returned.
+ACCEPT_ENCODING = b"identity"
+#: The encodings the HTTP client decodes itself; any other is refused.
 _DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
@@ -424,7 +428,7 @@ async def _exchange(
                         content = None
                         headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
                     continue
-            _refuse_undecodable(response, url)
+            compressed = _refuse_undecodable(response, url)
             data, truncated = await _read_capped(response, MAX_RESPONSE_BYTES, redactor.max_length)
         finally:
             await response.aclose()
@@ -452,6 +456,7 @@ async def _exchange(
                     value=redactor.redact(v).decode("latin-1"),
                 )
                 for k, v in response.headers.raw
+                if not (compressed and k.lower() == b"content-length")
             ],
             body=text,
             body_encoding=encoding,
@@ -473,8 +478,9 @@ async def _exchange(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _refuse_undecodable(response: httpx2.Response, url: httpx2.URL) -> None:
-    """Refuse a body the HTTP client would hand back still encoded (so unredactable).
+def _refuse_undecodable(response: httpx2.Response, url: httpx2.URL) -> bool:
+    """Refuse a body the HTTP client would hand back still encoded (so unredactable);
+    True when the body is compressed (and will be decoded).
 
     Raises:
         ServiceError: naming the host, never the (server-chosen) encoding.
@@ -486,6 +492,7 @@ def _refuse_undecodable(response: httpx2.Response, url: httpx2.URL) -> None:
             f"the response from {host} uses a Content-Encoding Charter cannot decode, so it "
             "cannot be checked for secrets: nothing of it is returned"
         )
+    return any(c.strip().lower() not in ("", "identity") for c in codings)
 
 
 def _redirect_refusal(
