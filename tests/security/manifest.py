@@ -20,6 +20,7 @@ _MAIL = "tests/mail/test_email_tools.py::"
 _MESSAGE = "tests/mail/test_mail_message.py::"
 _APPROVALS = "tests/server/test_approvals_mcp.py::"
 _VAULT = "tests/storage/test_vault_storage.py::"
+_TVAULT = "tests/tools/test_vault.py::"
 
 GUARANTEES: dict[str, tuple[str, ...]] = {
     # -- a prompt-injected agent ------------------------------------------------------------
@@ -51,6 +52,17 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _SECRET + "test_http_request_injects_the_secret_and_redacts_the_echo",
         _SECRET + "test_the_canary_secret_never_leaks",
         _FUZZ + "test_every_tool_survives_hostile_arguments",
+        # issue 16: the attacks of a use-only agent with a reflecting allowed host
+        _SECRET + "test_the_cut_of_an_oversized_reflection_is_no_prefix_oracle",
+        _TVAULT + "test_a_capped_body_is_cut_at_the_same_place_whatever_the_tail_holds",
+        _SECRET + "test_an_undecodable_content_encoding_never_returns_the_value",
+        _SECRET + "test_an_agent_may_not_set_accept_encoding",
+        _SECRET + "test_percent_encoded_and_json_escaped_reflections_are_redacted",
+        _TVAULT + "test_redactor_matches_every_character_in_any_covered_form",
+        _SECRET + "test_a_guessed_value_is_refused_recorded_and_blocks_the_agent",
+        _SECRET + "test_the_url_returned_is_the_one_the_agent_wrote",
+        _SECRET + "test_the_rate_limit_refuses_and_records",
+        _SECRET + "test_an_allowed_host_with_the_wrong_port_or_scheme_is_refused",
     ),
     "G-AGENT-5": (
         _APP + "test_revoked_agent_is_refused_on_the_next_call",
