@@ -46,6 +46,12 @@ NODE_SDK = REPO / ".ci" / "node"
 TS_CLIENT_PACKAGE = "node_modules/@modelcontextprotocol/client"
 
 
+def node_binary() -> str | None:
+    """The Node ``.ci/install-inspector`` installed (>= 22), else the one on PATH."""
+    installed = NODE_SDK / "node_modules" / ".bin" / "node"
+    return str(installed) if installed.exists() else shutil.which("node")
+
+
 def charter_command() -> list[str]:
     """How a host launches Charter: the ``charter`` console script next to this Python."""
     script = Path(sys.executable).with_name("charter")
@@ -134,7 +140,7 @@ def _rows(
 
 def ts_client_available() -> bool:
     """Whether Node and the TypeScript SDK's client (from ``.ci/install-inspector``) are here."""
-    return shutil.which("node") is not None and (NODE_SDK / TS_CLIENT_PACKAGE).is_dir()
+    return node_binary() is not None and (NODE_SDK / TS_CLIENT_PACKAGE).is_dir()
 
 
 def _ts_compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], list[float]]]:
@@ -154,7 +160,7 @@ def _ts_compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], 
         "subjects": [server(*subject) for subject in subjects],
     }
     done = subprocess.run(
-        ["node", str(REPO / "bench" / "ts_roundtrip.cjs"), json.dumps(config)],
+        [node_binary() or "node", str(REPO / "bench" / "ts_roundtrip.cjs"), json.dumps(config)],
         capture_output=True,
         text=True,
         timeout=1800,

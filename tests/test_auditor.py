@@ -589,3 +589,88 @@ def test_resuming_an_export_without_a_usable_offset_counts_lines(
     grow(home, 2)
     second = audit.verify_export(export_to(home, tmp_path / "x2"), trust=Trust(state=state))
     assert (second.resumed_from, second.size) == (first.size, first.size + 2)
+
+
+# -- the export's convenience files (issue 27.7) ------------------------------------------------
+
+
+def cli_verify(folder: Path) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from charter.cli import cli
+
+    result = CliRunner().invoke(cli, ["audit", "verify", "--export", str(folder)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def exported(home: Home, tmp_path: Path) -> Path:
+    """An export of ``home`` after beta's charter was replaced (two charters for beta)."""
+    identity.update_agent(home, "beta", scopes=["audit:read"])
+    folder = export_to(home, tmp_path / "export")
+    code, output = cli_verify(folder)
+    assert code == 0, output
+    assert len(list((folder / "charters").iterdir())) == 3
+    return folder
+
+
+def assert_tampered(folder: Path, name: str) -> None:
+    code, output = cli_verify(folder)
+    assert code == LedgerIntegrityError.exit_code, output
+    assert name in output and "Traceback" not in output
+
+
+def test_an_edited_charter_file_is_reported(exported: Path) -> None:
+    path = sorted((exported / "charters").iterdir())[0]
+    doc = json.loads(path.read_text())
+    doc["scopes"] = ["secret:read:*"]
+    path.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
+    assert_tampered(exported, f"charters/{path.name} contradicts the ledger")
+
+
+def test_an_unregistered_charter_file_is_reported(
+    exported: Path, tmp_path: Path, clock: FrozenClock
+) -> None:
+    """A genuine charter of another home, filed under its own hash: the ledger never
+    registered it, so an auditor must not take it for this owner's."""
+    with make_home(tmp_path / "other", clock=clock) as other:
+        identity.add_agent(other, "gamma", scopes=["secret:read:*"])
+        elsewhere = export_to(other, tmp_path / "other-export")
+    [stray] = (elsewhere / "charters").iterdir()
+    shutil.copy(stray, exported / "charters" / stray.name)
+    assert_tampered(exported, f"charters/{stray.name} contradicts the ledger")
+    (exported / "charters" / stray.name).unlink()
+    (exported / "charters" / "notes.txt").write_text("hi\n")
+    assert_tampered(exported, "charters/notes.txt")
+
+
+def test_a_keys_file_that_disagrees_with_the_ledger_is_reported(exported: Path) -> None:
+    original = (exported / "keys.json").read_text()
+    doc = json.loads(original)
+    agent = next(k for k in doc["keys"] if k["use"] == "agent:alpha")
+    forged = SigningKey.generate().verify_key.encode()
+    agent["x"] = base64.urlsafe_b64encode(forged).rstrip(b"=").decode()
+    agent["kid"] = thumbprint(forged)
+    (exported / "keys.json").write_text(json.dumps(doc))
+    assert_tampered(exported, "keys.json contradicts the ledger")
+    owner = next(k for k in doc["keys"] if k["use"] == "owner")
+    doc = json.loads(original)
+    doc["keys"] = [k for k in doc["keys"] if k["use"] != "log"] + [owner | {"use": "log"}]
+    (exported / "keys.json").write_text(json.dumps(doc))
+    assert_tampered(exported, "keys.json contradicts the ledger")
+
+
+def test_a_log_vkey_that_disagrees_with_the_ledger_is_reported(exported: Path) -> None:
+    vkey = (exported / "log.vkey").read_text().strip()
+    name, key_id, _ = vkey.split("+", 2)
+    other = base64.b64encode(b"\x01" + SigningKey.generate().verify_key.encode()).decode()
+    (exported / "log.vkey").write_text(f"{name}+{key_id}+{other}\n")
+    assert_tampered(exported, "log.vkey")
+
+
+def test_a_partial_last_line_is_reported_not_parsed(exported: Path) -> None:
+    """The last entry intact but its newline cut: still reported (the file was cut)."""
+    data = (exported / "entries.jsonl").read_bytes()
+    size = data.count(b"\n")
+    (exported / "entries.jsonl").write_bytes(data[:-1])
+    assert_tampered(exported, f"entry {size - 1}: entries.jsonl ends with a partial line")

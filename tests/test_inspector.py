@@ -15,16 +15,50 @@ from charter.testing import make_home
 from charter.tools import identity
 
 ROOT = Path(__file__).resolve().parents[1]
-INSPECTOR = ROOT / ".ci" / "node" / "node_modules" / ".bin" / "mcp-inspector"
+NODE_BIN = ROOT / ".ci" / "node" / "node_modules" / ".bin"
+INSPECTOR = NODE_BIN / "mcp-inspector"
+#: The Inspector 2.x fails on older Node (`CustomEvent is not defined`; Debian 12 ships 18).
+NODE_MAJOR = 22
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}: .ci/install-inspector should have installed it")
+    pytest.skip(f"{why}; run `bash .ci/install-inspector` to enable this test")
+
+
+def node_env() -> dict[str, str]:
+    """The environment the Inspector runs in: the Node that .ci/install-inspector installed
+    first on PATH (the Inspector's `#!/usr/bin/env node` picks it)."""
+    return {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def node_version(env: dict[str, str]) -> tuple[str, tuple[int, ...]]:
+    """The path and version of the `node` the Inspector will run under ``env``."""
+    node = shutil.which("node", path=env["PATH"])
+    if node is None:
+        return "", ()
+    out = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    return node, tuple(int(part) for part in out.strip().lstrip("v").split("."))
 
 
 @pytest.fixture
 def inspector() -> Path:
-    if not INSPECTOR.exists() or shutil.which("node") is None:
-        if os.environ.get("CI"):
-            pytest.fail("MCP Inspector missing: .ci/install-inspector should have installed it")
-        pytest.skip("run `bash .ci/install-inspector` to enable this test")
+    if not INSPECTOR.exists():
+        _unavailable("MCP Inspector missing")
+    node, version = node_version(node_env())
+    if version < (NODE_MAJOR,):
+        _unavailable(f"Node >= {NODE_MAJOR} missing (found {node or 'none'} {version})")
     return INSPECTOR
+
+
+def test_the_inspector_runs_under_node_22_or_later(inspector: Path) -> None:
+    node, version = node_version(node_env())
+    assert version >= (NODE_MAJOR,), (node, version)
+    if os.environ.get("CI"):
+        assert Path(node).parent == NODE_BIN  # the Node CI installed, not the system's
 
 
 def _inspect(inspector: Path, home: Path, *args: str) -> dict[str, object]:
@@ -41,6 +75,7 @@ def _inspect(inspector: Path, home: Path, *args: str) -> dict[str, object]:
             "bot",
             *args,
         ],
+        env=node_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -88,6 +88,8 @@ def test_the_readme_blocks_run_against_a_real_home(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
         assert "ghp-readme-test-value" not in proc.stdout + proc.stderr
+        # The README's own settings must all take effect (issue 27.4: no refusal, no warning).
+        assert "warning:" not in proc.stderr, f"{command}\n{proc.stderr}"
         ran += 1
     assert ran >= 15
 
@@ -103,3 +105,37 @@ def test_shell_completion_works_as_documented() -> None:
         check=False,
     )
     assert "complete" in proc.stdout, proc.stderr
+
+
+def test_ci_installs_what_a_bare_debian_lacks() -> None:
+    """`.ci/run` starts on a bare Debian 12: python3-venv before the venv, Node >= 22 (from
+    the npm registry: Debian's nodejs is 18) before the Inspector."""
+    run = (ROOT / ".ci" / "run").read_text()
+    venv_install = re.search(r"apt-get install [^\n]*\bpython3 python3-venv\b", run)
+    assert venv_install and venv_install.start() < run.index("python3 -m venv")
+    assert run.index("bash .ci/install-inspector") < run.index("python -m pytest")
+    inspector = (ROOT / ".ci" / "install-inspector").read_text()
+    node = inspector.index('"node@$NODE_MAJOR"')
+    assert "NODE_MAJOR=22" in inspector
+    assert node < inspector.index("@modelcontextprotocol/inspector@")
+
+
+def test_the_readme_inspector_command_pins_a_version_and_passes_the_home() -> None:
+    pinned = (ROOT / ".ci" / "install-inspector").read_text()
+    version = re.search(r"@modelcontextprotocol/inspector@([\d.]+)", pinned)
+    assert version
+    command = next(line for line in shell_lines() if "@modelcontextprotocol/inspector" in line)
+    assert f"@modelcontextprotocol/inspector@{version.group(1)} " in command
+    assert " -e CHARTER_HOME=" in command  # the Inspector 2.x does not pass the caller's env
+
+
+def test_the_slow_marker_says_where_slow_tests_run() -> None:
+    """The pytest marker text must be true: the README's command (what CI runs) runs every
+    test, slow ones included; there is no separate step for them."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    slow = re.search(r'"slow: ([^"]*)"', pyproject)
+    assert slow
+    run = (ROOT / ".ci" / "run").read_text()
+    if "separate step" in slow.group(1):
+        assert "-m slow" in run
+    assert "-m 'not slow'" not in run and '-m "not slow"' not in run

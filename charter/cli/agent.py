@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -18,6 +20,7 @@ from charter.cli._common import (
     yes_option,
 )
 from charter.cli.mail import EmailOptions, email_options
+from charter.errors import InvalidInput
 from charter.tools import approvals, identity, lockdown
 from charter.tools.identity import AgentInfo
 
@@ -49,10 +52,36 @@ def _print_agent(info: AgentInfo) -> None:
     click.echo(f"  audiences: {' '.join(info.audiences) or '(none)'}")
     click.echo(f"  valid:     {info.not_before} .. {info.not_after}")
     click.echo(f"  charter:   {info.charter_hash}")
-    if info.policy:
-        click.echo(f"  policy:    {info.policy}")
+    for line in _policy_lines(info.policy):
+        click.echo(f"  {line}")
     if info.revoked_at:
         click.echo(f"  revoked:   {info.revoked_at} {info.revoked_reason or ''}".rstrip())
+
+
+def _policy_lines(policy: dict[str, Any]) -> list[str]:
+    """The charter's policy as ``key: value`` lines a human reads (not a Python dict)."""
+    lines = []
+    for key, value in policy.items():
+        if key == "approvals" and isinstance(value, list):
+            rules = [f"{r.get('pattern')} ({r.get('mode')})" for r in value if isinstance(r, dict)]
+            text = ", ".join(rules)
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
+        else:
+            text = _plain(value)
+        lines.append(f"{key + ':':11}{text or '(none)'}")
+    return lines
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(_plain(v) for v in value) or "(none)"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 def register(cli: click.Group) -> None:
@@ -91,19 +120,28 @@ def register(cli: click.Group) -> None:
         """Create agent NAME with its own key and an owner-signed charter."""
         rules = [approvals.parse_rule(r) for r in approve]
         with open_home(home) as h:
+            policy = email.apply(h, name, approvals.with_rules({}, rules))
+            warnings = identity.check_settings(
+                h,
+                scopes=list(scopes),
+                audiences=list(audiences),
+                policy=policy,
+                new_rules=tuple(r.pattern for r in rules),
+            )
             info = identity.add_agent(
                 h,
                 name,
                 scopes=list(scopes),
                 audiences=list(audiences),
                 valid_for=identity.parse_duration(valid_for),
-                policy=email.apply(h, name, approvals.with_rules({}, rules)),
+                policy=policy,
                 passphrase=owner_passphrase(h, passphrase_file),
             )
         if as_json:
-            emit_json(info.model_dump())
+            emit_json(info.model_dump() | ({"warnings": warnings} if warnings else {}))
         else:
             _print_agent(info)
+            _warn(warnings)
             click.echo(f"Serve it with: charter serve --agent {name}")
 
     @agent.command("update")
@@ -133,12 +171,20 @@ def register(cli: click.Group) -> None:
         """
         rules = [approvals.parse_rule(r) for r in approve]
         with open_home(home) as h:
+            old = identity.get_agent(h, name)
             policy = None
             if rules or no_approvals:
-                policy = approvals.with_rules(identity.get_agent(h, name).policy, rules)
+                policy = approvals.with_rules(old.policy, rules)
             if email.given:
-                current = identity.get_agent(h, name).policy if policy is None else policy
-                policy = email.apply(h, name, current)
+                policy = email.apply(h, name, old.policy if policy is None else policy)
+            warnings = identity.check_settings(
+                h,
+                scopes=list(scopes) or old.scopes,
+                audiences=list(audiences) or old.audiences,
+                policy=old.policy if policy is None else policy,
+                new_rules=tuple(r.pattern for r in rules),
+            )
+            stopped = identity.live_tokens(h, name, old.charter_hash)
             info = identity.update_agent(
                 h,
                 name,
@@ -148,7 +194,18 @@ def register(cli: click.Group) -> None:
                 policy=policy,
                 passphrase=owner_passphrase(h, passphrase_file),
             )
-        _emit_agent(info, as_json)
+        if as_json:
+            extra = {"warnings": warnings} if warnings else {}
+            emit_json(info.model_dump() | {"old_charter_live_tokens": stopped} | extra)
+            return
+        _print_agent(info)
+        _warn(warnings)
+        # A token names the charter it was issued under; only the current one is accepted.
+        click.echo(
+            f"Tokens issued under the old charter stop working now ({stopped} live "
+            f"token{'' if stopped == 1 else 's'} affected); issue new ones with "
+            "`charter token issue`."
+        )
 
     @agent.command("list")
     @common_options(as_json=True)
@@ -187,6 +244,9 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Revoke NAME: every later call by it is refused and recorded as denied."""
+        with open_home(home) as h:  # a missing or revoked agent fails before the question
+            if identity.get_agent(h, name).status == "revoked":
+                raise InvalidInput(f"agent {name!r} is already revoked")
         if not yes and not click.confirm(
             f"Revoke agent {name!r}? This cannot be undone", default=False, err=True
         ):

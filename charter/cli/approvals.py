@@ -32,6 +32,18 @@ def _print_state(state: LockdownState) -> None:
         click.echo(f"  awaiting reinstatement: {', '.join(state.awaiting_reinstatement)}")
 
 
+def _print_lifted(lifted: LockdownState, now: LockdownState) -> None:
+    """What ``--lift`` ended: the lockdown (since, why, whom it revoked), and who still waits."""
+    why = f" (reason: {lifted.reason})" if lifted.reason else ""
+    click.echo(f"Lifted the lockdown in force since {lifted.since}{why}.")
+    click.echo(f"  it had revoked: {', '.join(lifted.agents) or '(no active agents)'}")
+    if now.awaiting_reinstatement:
+        click.echo(
+            f"  still revoked until you reinstate them: {', '.join(now.awaiting_reinstatement)}"
+        )
+        click.echo("  reinstate each with `charter agent reinstate NAME`")
+
+
 def register(cli: click.Group) -> None:
     """Add the commands."""
 
@@ -128,15 +140,25 @@ def register(cli: click.Group) -> None:
         if lift and status:
             raise click.UsageError("--lift and --status are exclusive")
         with open_home(home) as h:
+            before = lockdown.lockdown_state(h.conn)
             if status:
-                state = lockdown.lockdown_state(h.conn)
+                state = before
             elif lift:
                 state = lockdown.lift(h, passphrase=owner_passphrase(h, passphrase_file))
+            elif before.active:  # a second lockdown changes nothing and signs nothing
+                state = before
             else:
                 state = lockdown.lockdown(
                     h, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
                 )
+        again = not status and not lift and before.active
         if as_json:
-            emit_json(state.model_dump())
+            emit_json(state.model_dump() | ({"already_in_force": True} if again else {}))
+        elif again:
+            why = f" (reason: {state.reason})" if state.reason else " (no reason given)"
+            click.echo(f"Already locked down since {state.since}{why}; nothing changed.")
+            _print_state(state)
+        elif lift:
+            _print_lifted(before, state)
         else:
             _print_state(state)

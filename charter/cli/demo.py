@@ -125,13 +125,23 @@ def run_demo(home_dir: Path) -> None:
     )
     _say("audit_query", f"{len(results['audit_query']['entries'])} entries signed by the agent")
     verdict = results["audit_verify"]
-    _say("audit_verify", f"valid={verdict['valid']} size={verdict['size']}")
+    _say(
+        "audit_verify",
+        f"valid={verdict['valid']} size={verdict['size']} (the ledger as it stood when "
+        "checked: the audit_verify call's own entry is appended after it)",
+    )
     with Home.open(settings) as home:
         entries = [audit.entry_out(Entry.from_body(b)) for b in home.ledger.iter_bodies()]
         report = audit.verify_home(home)
         leaked = DEMO_KEY.encode() in home.layout.db.read_bytes()
     console().print(ledger_table(entries))
-    _say("charter audit verify", f"OK: {report.size} entries, head {report.head[:16]}…")
+    # Say why the counts differ, so "size=12" then "13 entries" does not look like a bug.
+    later = report.size - verdict["size"]
+    why = f" ({later} more than audit_verify saw: the entries recorded after it checked)"
+    _say(
+        "charter audit verify",
+        f"OK: {report.size} entries{why if later else ''}, head {report.head[:16]}…",
+    )
     _say("secret in the database or the model's context?", "no" if not leaked else "YES (bug)")
     click.echo(f"Done in {time.monotonic() - started:.1f}s.")
 

@@ -175,6 +175,50 @@ def check_mail(home: Home) -> Check:
     )
 
 
+def check_vault(home: Home) -> list[Check]:
+    """Allowed hosts stored before ports counted, and agents blocked from a secret."""
+    import json
+
+    from charter.storage.vault_hosts import is_legacy
+
+    out = []
+    legacy = [
+        f"{name}: {host}"
+        for name, hosts in home.conn.execute(
+            "SELECT name, allowed_hosts FROM vault_secrets WHERE current_version IS NOT NULL"
+        )
+        for host in json.loads(hosts)
+        if is_legacy(host)
+    ]
+    if legacy:
+        out.append(
+            Check(
+                "secret hosts",
+                "warn",
+                f"stored without scheme and port, so https on port 443 only: {', '.join(legacy)}",
+                "for another port or scheme: charter secret set NAME --allow-host "
+                "https://HOST:PORT (setting it again also stores the explicit form)",
+            )
+        )
+    blocked = [
+        f"{agent} from {secret} since {at}"
+        for agent, secret, at in home.conn.execute(
+            "SELECT agent, secret, blocked_at FROM vault_blocks ORDER BY blocked_at"
+        )
+    ]
+    if blocked:
+        out.append(
+            Check(
+                "secret blocks",
+                "warn",
+                "agents that wrote a secret's value themselves (a guess): " + ", ".join(blocked),
+                "check the ledger (charter audit tail), then charter secret unblock NAME "
+                "--agent AGENT",
+            )
+        )
+    return out
+
+
 def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]:
     """Every check, in order; later checks are skipped when the home cannot be opened."""
     checks = [check_sdk()]
@@ -199,6 +243,7 @@ def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]
         checks.extend(check_keys(home))
         checks.extend(check_database(home))
         checks.append(check_mail(home))
+        checks.extend(check_vault(home))
     return checks
 
 

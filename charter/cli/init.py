@@ -8,6 +8,7 @@ import click
 
 from charter.cli._common import common_options, emit_json, file_option, settings
 from charter.home import Home, resolve_passphrase
+from charter.tools import tokens
 
 
 def register(cli: click.Group) -> None:
@@ -21,6 +22,12 @@ def register(cli: click.Group) -> None:
         show_default=True,
         help="SPIFFE trust domain for your agents' ids.",
     )
+    @click.option(
+        "--issuer",
+        default=None,
+        help="The token issuer (`iss`): the http(s) origin clients reach `charter serve "
+        "--http` at (default: set by the first server, http://127.0.0.1:8765).",
+    )
     @file_option(
         "--passphrase-file",
         "Protect the owner key with the passphrase in this file "
@@ -30,23 +37,28 @@ def register(cli: click.Group) -> None:
     def init(
         owner: str,
         trust_domain: str,
+        issuer: str | None,
         passphrase_file: Path | None,
         home: Path | None,
         as_json: bool,
     ) -> None:
         """Create a Charter home: database, owner key, token-issuer key and log key."""
         s = settings(home)
+        issuer_url = tokens.normalize_issuer(issuer) if issuer else None  # before anything
         with Home.init(
             s,
             owner=owner,
             trust_domain=trust_domain,
             passphrase=resolve_passphrase(passphrase_file),
         ) as h:
+            if issuer_url is not None:
+                tokens.set_issuer(h, issuer_url)
             info = {
                 "home": str(s.home),
                 "owner": h.owner_id,
                 "origin": h.origin,
                 "owner_key_protected": passphrase_file is not None,
+                "issuer": tokens.issuer(h),
             }
         if as_json:
             emit_json(info)
@@ -54,6 +66,8 @@ def register(cli: click.Group) -> None:
         click.echo(f"Created Charter home at {s.home}")
         click.echo(f"  owner:  {owner}")
         click.echo(f"  ledger: {info['origin']}")
+        if issuer_url is not None:
+            click.echo(f"  issuer: {issuer_url}")
         if passphrase_file is None:
             click.echo("  the owner key has no passphrase (use --passphrase-file to set one)")
         click.echo("Next: charter agent add NAME --scope audit:read")

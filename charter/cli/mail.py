@@ -235,6 +235,9 @@ def register(cli: click.Group) -> None:
         if as_json:
             emit_json([e.model_dump() for e in entries])
             return
+        if not entries:
+            click.echo(f"no messages{f' from agent {agent}' if agent else ''}")
+            return
         table = Table("time", "agent", "to", "subject", "status", "via", "reply")
         for e in entries:
             table.add_row(

@@ -1,4 +1,4 @@
-"""``charter secret set|list|rm|rotate-master-key``: the owner's side of the vault.
+"""``charter secret set|list|rm|unblock|rotate-master-key``: the owner's side of the vault.
 
 Values are read from stdin or a file, never from the command line (argv is visible to
 other users in ``ps`` and lands in shell history), and never printed.
@@ -74,7 +74,14 @@ def register(cli: click.Group) -> None:
         "--allow-host",
         "allow_hosts",
         multiple=True,
-        help="A host the secret may be sent to (repeatable; replaces the current list).",
+        help="Where the secret may be sent: https://HOST:PORT, HOST:PORT or HOST (https, "
+        "port 443); repeatable; replaces the current list.",
+    )
+    @click.option(
+        "--rate-per-minute",
+        type=int,
+        default=None,
+        help="Uses per agent per minute through secret_http_request (default 60).",
     )
     @file_option("--from-file", "Read the value from this file (default: stdin).")
     @vault_passphrase_option
@@ -84,6 +91,7 @@ def register(cli: click.Group) -> None:
         stray: tuple[str, ...],
         description: str | None,
         allow_hosts: tuple[str, ...],
+        rate_per_minute: int | None,
         from_file: Path | None,
         vault_passphrase_file: Path | None,
         home: Path | None,
@@ -107,6 +115,7 @@ def register(cli: click.Group) -> None:
                 allowed_hosts=list(allow_hosts) or None,
                 passphrase=owner_passphrase(h, passphrase_file),
                 vault_passphrase=resolve_passphrase(vault_passphrase_file),
+                rate_per_minute=rate_per_minute,
             )
         if as_json:
             emit_json(dataclasses.asdict(info))
@@ -141,6 +150,23 @@ def register(cli: click.Group) -> None:
             )
         versions = ", ".join(str(v) for v in info.versions)
         click.echo(f"Removed {name} (versions {versions})")
+
+    @secret.command("unblock")
+    @click.argument("name")
+    @click.option("--agent", "agent", required=True, help="The agent to let use NAME again.")
+    @common_options(passphrase=True)
+    def unblock(name: str, agent: str, home: Path | None, passphrase_file: Path | None) -> None:
+        """Let AGENT use secret NAME again after it was blocked for writing the value itself.
+
+        An agent that may only use a secret has never seen its value: writing it in a
+        request is a guess, so the request was refused and the agent blocked. Find out why
+        (charter audit tail) before lifting the block.
+        """
+        with open_home(home) as h:
+            vault_tools.unblock_secret(
+                h, name, agent, passphrase=owner_passphrase(h, passphrase_file)
+            )
+        click.echo(f"Agent {agent} may use {name} again")
 
     @secret.command("rotate-master-key")
     @file_option(

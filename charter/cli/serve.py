@@ -39,7 +39,8 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--issuer",
         default=None,
-        help="Public origin of the HTTP server, the tokens' `iss` (default: http://HOST:PORT).",
+        help="Public origin of the HTTP server, the tokens' `iss`: must be the home's issuer "
+        "(default: the home's; if none is set yet, this or http://HOST:PORT is recorded).",
     )
     @click.option(
         "--allow-remote", is_flag=True, help="Allow binding a non-loopback address (HTTP)."
@@ -108,7 +109,14 @@ def run_http(
     required_scopes: list[str],
     log_level: str,
 ) -> None:
-    """Serve streamable HTTP; record the issuer so every token names it as ``iss``."""
+    """Serve streamable HTTP as the home's issuer (tokens must carry it as ``iss``).
+
+    The issuer is set on purpose (``charter init --issuer``, ``charter token issuer set``);
+    only when none is set yet does the first server record its own (``--issuer`` or
+    ``http://HOST:PORT``). A server never changes it: an ``--issuer`` that differs is
+    refused, and a server whose address differs from the recorded issuer warns and keeps
+    advertising the recorded one.
+    """
     from charter.server.http import serve_http
     from charter.tools import tokens
 
@@ -120,10 +128,27 @@ def run_http(
             raise ConfigError("a non-loopback bind needs --issuer (the URL clients reach)")
         log.warning("binding %s: this server is reachable from other machines", host)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    previous = tokens.issuer(home)
-    if tokens.set_issuer(home, issuer or f"http://{netloc}"):
+    own = tokens.normalize_issuer(issuer or f"http://{netloc}")
+    recorded = tokens.recorded_issuer(home)
+    if recorded is None:
+        tokens.set_issuer(home, own)
+        click.echo(
+            f"No issuer was set for this home: recorded {own} "
+            "(change it on purpose with `charter token issuer set URL`)",
+            err=True,
+        )
+    elif issuer is not None and own != recorded:
+        raise ConfigError(
+            f"--issuer {own} is not this home's issuer ({recorded}); change the issuer on "
+            "purpose with `charter token issuer set URL` (outstanding tokens stop verifying)"
+        )
+    elif own != recorded:
         log.warning(
-            "issuer is now %s; tokens issued for %s no longer verify", tokens.issuer(home), previous
+            "this server listens on http://%s but advertises the home's issuer %s: tokens "
+            "name %s; set another with `charter token issuer set URL`",
+            netloc,
+            recorded,
+            recorded,
         )
     url = tokens.issuer(home)
     click.echo(f"Charter MCP at {tokens.resource_url(url)} (issuer {url})", err=True)

@@ -36,8 +36,9 @@ def register(cli: click.Group) -> None:
         "--ttl",
         default=tokens.DEFAULT_TTL_SECONDS,
         show_default=True,
-        type=int,
-        help=f"Lifetime in seconds (at most {tokens.MAX_TTL_SECONDS}).",
+        # Checked here so the error names --ttl (the service's own check names ttl_seconds).
+        type=click.IntRange(1, tokens.MAX_TTL_SECONDS),
+        help=f"Lifetime in seconds (1 to {tokens.MAX_TTL_SECONDS}).",
     )
     @common_options(passphrase=True, as_json=True)
     def issue(
@@ -97,7 +98,7 @@ def register(cli: click.Group) -> None:
                 )
             except TokenInvalid as exc:
                 if as_json:
-                    emit_json({"valid": False, "reason": exc.reason})
+                    emit_json({"valid": False, "error": exc.code, "reason": exc.reason})
                 else:
                     click.secho(f"invalid: {exc.reason}", fg="red", err=True)
                 sys.exit(exc.exit_code)
@@ -106,6 +107,38 @@ def register(cli: click.Group) -> None:
             return
         click.echo(f"valid: token {verified.jti} of agent {verified.agent_name}")
         emit_json(verified.claims)
+
+    @token.group("issuer", invoke_without_command=True)
+    @common_options()
+    @click.pass_context
+    def issuer_group(ctx: click.Context, home: Path | None) -> None:
+        """Show this home's token issuer (`iss`); `issuer set URL` changes it."""
+        if ctx.invoked_subcommand is not None:
+            return
+        with open_home(home) as h:
+            recorded = tokens.recorded_issuer(h)
+        if recorded is None:
+            click.echo(f"{tokens.DEFAULT_ISSUER} (default: none set yet)")
+        else:
+            click.echo(recorded)
+
+    @issuer_group.command("set")
+    @click.argument("url")
+    @common_options()
+    def issuer_set(url: str, home: Path | None) -> None:
+        """Set the issuer to URL, an http(s) origin: the URL clients reach the server at.
+
+        Every outstanding token stops verifying (its `iss` no longer matches); restart any
+        running `charter serve --http` so it advertises the new issuer.
+        """
+        with open_home(home) as h:
+            previous = tokens.issuer(h)
+            changed = tokens.set_issuer(h, url)
+            current = tokens.issuer(h)
+        if changed:
+            click.echo(f"Issuer is now {current} (was {previous}); restart running servers")
+        else:
+            click.echo(f"Issuer is already {current}")
 
     @token.command("revoke")
     @click.argument("jti")

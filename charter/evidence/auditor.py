@@ -384,9 +384,11 @@ class LinesSource:
                     if not line:
                         return
                     self.offset += len(line)
-            for line in fh:
+            for seq, line in enumerate(fh, start):
+                if not line.endswith(b"\n"):  # never parse what may be half an entry
+                    _fail(seq, f"{self.path.name} ends with a partial line (cut or edited)")
                 self.offset += len(line)
-                yield line[:-1] if line.endswith(b"\n") else line
+                yield line[:-1]
 
     @staticmethod
     def _at_line_start(fh: Any, offset: int) -> bool:

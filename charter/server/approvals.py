@@ -294,7 +294,11 @@ async def _record_request(
     """Sign ``approval.request`` into the ledger, then store the pending request."""
     home = call.deps.home
     now = home.clock.now()
-    summary: dict[str, Any] = {"arguments": call.summary()}
+    # What the human approves: the ledger's summary, made readable where a hash would hide
+    # what the call does (the exact arguments stay bound by the call's args_hash).
+    summary: dict[str, Any] = {
+        "arguments": store.call_view(call.tool, call.arguments, call.summary())
+    }
     if details:
         summary["details"] = details
     approval_id = store.new_approval_id()

@@ -3,11 +3,13 @@
 Endpoints (all relative to the issuer, an origin such as ``http://127.0.0.1:8765``):
 
 * ``/mcp``: MCP streamable HTTP. A request needs ``Authorization: Bearer <token>`` with a
-  Charter token whose ``aud`` is ``<issuer>/mcp``; otherwise 401 (``WWW-Authenticate`` points
-  at the resource metadata). The calling agent is the token's ``sub``; its calls are signed
-  with that agent's key, exactly as over stdio, and may use only what both its charter and
-  the token's ``scope`` grant. With ``required_scopes``, a token lacking one gets 403
-  ``insufficient_scope``.
+  Charter token whose ``iss`` is this server's issuer and ``aud`` is ``<issuer>/mcp``;
+  otherwise 401 (RFC 6750: ``WWW-Authenticate`` points at the resource metadata and, for a
+  refused token, carries ``error="invalid_token"`` and an ``error_description`` naming the
+  reason; a malformed ``Authorization`` header gets 400 ``invalid_request``). The calling
+  agent is the token's ``sub``; its calls are signed with that agent's key, exactly as over
+  stdio, and may use only what both its charter and the token's ``scope`` grant. With
+  ``required_scopes``, a token lacking one gets 403 ``insufficient_scope``.
 * ``/.well-known/jwks.json``: the issuer's public keys (RFC 8037 OKP JWKS).
 * ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``:
   issuer metadata (issuer, jwks_uri, introspection_endpoint, algorithms).
@@ -22,8 +24,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,13 +40,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charter.errors import TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.tools import tokens
+from charter.tools import token_errors, tokens
 from charter.tools.identity import AgentContext, load_agent
 
 log = logging.getLogger("charter.http")
@@ -53,19 +58,40 @@ _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
-class CharterTokenVerifier(TokenVerifier):
-    """Accepts a bearer token only if :func:`charter.tools.tokens.verify` does, for ``audience``."""
+#: The refusals of the current request's bearer token, for its 401 (see BearerChallenge).
+_refusals: ContextVar[list[TokenInvalid] | None] = ContextVar("charter_refusals", default=None)
 
-    def __init__(self, home: Home, audience: str) -> None:
+
+class CharterTokenVerifier(TokenVerifier):
+    """Accepts a bearer token only if :func:`charter.tools.tokens.verify` does, for this
+    server's ``audience`` and the ``issuer`` it advertises (not whatever the home says now).
+    """
+
+    def __init__(self, home: Home, audience: str, issuer: str | None = None) -> None:
         self.home = home
         self.audience = audience
+        self.issuer = issuer
+
+    def check(self, token: str) -> tokens.VerifiedToken:
+        """Verify ``token``; a refusal is logged (reason and jti, never the token).
+
+        Raises:
+            TokenInvalid: the typed reason.
+        """
+        try:
+            return tokens.verify(self.home, token, audience=self.audience, issuer_url=self.issuer)
+        except TokenInvalid as exc:
+            log_refusal("bearer token", exc)
+            raise
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The token's access grant, or None (the SDK answers 401) with the reason logged."""
+        """The token's access grant, or None (the SDK answers 401; the reason goes with it)."""
         try:
-            verified = tokens.verify(self.home, token, audience=self.audience)
+            verified = self.check(token)
         except TokenInvalid as exc:
-            log.info("refused a bearer token: %s", exc.reason)
+            refusals = _refusals.get()
+            if refusals is not None:
+                refusals.append(exc)
             return None
         return AccessToken(
             token=token,
@@ -98,17 +124,15 @@ class TokenAgentResolver:
         """
         access = get_access_token()
         if access is None:
-            raise TokenInvalid("no bearer token reached the call")
-        verified = await self.verifier.verify_token(access.token)
-        if verified is None:
-            raise TokenInvalid("the bearer token stopped verifying")
+            raise token_errors.MissingToken("no bearer token reached the call")
+        verified = self.verifier.check(access.token)  # raises the typed reason
         # A verified token names an active agent and its current charter.
-        cache_key = (verified.client_id, str((verified.claims or {})["charter"]))
+        cache_key = (verified.agent_name, str(verified.claims["charter"]))
         agent = self._agents.get(cache_key)
         if agent is None:
-            agent = load_agent(self.verifier.home, verified.client_id)
+            agent = load_agent(self.verifier.home, verified.agent_name)
             self._agents[(agent.name, agent.charter.hash)] = agent
-        return dataclasses.replace(agent, token_scopes=tuple(verified.scopes))
+        return dataclasses.replace(agent, token_scopes=verified.scopes)
 
 
 def build_http_app(
@@ -124,7 +148,7 @@ def build_http_app(
     """
     issuer_url = tokens.normalize_issuer(issuer_url)
     resource = tokens.resource_url(issuer_url)
-    verifier = CharterTokenVerifier(home, resource)
+    verifier = CharterTokenVerifier(home, resource, issuer_url)
     server = build_server(
         Deps(home=home, resolve_agent=TokenAgentResolver(verifier)),
         token_verifier=verifier,
@@ -154,9 +178,18 @@ def build_http_app(
         token = form.get("token", [""])[0]
         if not token:
             return _error(400, "invalid_request", "the form must carry `token`")
-        return JSONResponse(tokens.introspect(home, token), headers={"Cache-Control": "no-store"})
+        # RFC 7662 §2.2: an inactive token's answer says nothing more; the reason is logged.
+        answer = tokens.introspect(
+            home,
+            token,
+            issuer_url=issuer_url,
+            on_refusal=lambda exc: log_refusal("introspected token", exc),
+        )
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     app = server.streamable_http_app(transport_security=_transport_security(issuer_url))
+    # Outermost, so it sees the SDK's 401 and the verifier's reasons for the same request.
+    app.add_middleware(BearerChallenge, path=tokens.MCP_PATH, resource=resource)
     app.router.routes.extend(
         [
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
@@ -166,6 +199,113 @@ def build_http_app(
         ]
     )
     return app
+
+
+def log_refusal(what: str, exc: TokenInvalid) -> None:
+    """Log why a token was refused, with its id when known (never the token)."""
+    log.warning("refused a %s (jti %r): %s: %s", what, exc.jti, exc.code, exc.reason)
+
+
+class BearerChallenge:
+    """RFC 6750 §3 answers on ``path``, naming why a bearer token was refused.
+
+    * no ``Authorization: Bearer`` credential: 401 with a bare challenge (no error code);
+    * a malformed ``Bearer`` credential (empty, or not one b64token): 400 ``invalid_request``;
+    * a refused token: 401 ``invalid_token`` with an ``error_description`` naming the reason
+      (its caller-safe description: never the token, a claim value or a secret).
+
+    The challenge always points at the RFC 9728 resource metadata. Everything else, and
+    every request with a valid token, passes through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, *, path: str, resource: str) -> None:
+        self.app = app
+        self.path = path
+        self.metadata = f'resource_metadata="{_metadata_url(resource)}"'
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
+            await self.app(scope, receive, send)
+            return
+        header = Request(scope).headers.get("authorization")
+        scheme, _, credential = (header or "").strip().partition(" ")
+        has_token = scheme.lower() == "bearer"  # no credential: a 401 without an error code
+        if has_token and not _is_b64token(credential.strip()):
+            response = _challenge_response(
+                400,
+                "invalid_request",
+                "the Authorization header must be `Bearer <token>`",
+                self.metadata,
+            )
+            await response(scope, receive, send)
+            return
+        refusals: list[TokenInvalid] = []
+        handle = _refusals.set(refusals)
+        try:
+            rewrite = self._rewrite_401(scope, receive, send, has_token, refusals)
+            await self.app(scope, receive, rewrite)
+        finally:
+            _refusals.reset(handle)
+
+    def _rewrite_401(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        has_token: bool,
+        refusals: list[TokenInvalid],
+    ) -> Send:
+        replaced = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                replaced = True
+                if not has_token:
+                    response = _challenge_response(401, None, None, self.metadata)
+                else:
+                    refusal = refusals[-1] if refusals else TokenInvalid("refused")
+                    response = _challenge_response(
+                        401, "invalid_token", refusal.description, self.metadata
+                    )
+                await response(scope, receive, send)
+                return
+            if replaced and message["type"] == "http.response.body":
+                return  # the SDK's own 401 body: already answered
+            await send(message)
+
+        return send_wrapper
+
+
+def _is_b64token(value: str) -> bool:
+    # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    body = value.rstrip("=")
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
+    return bool(body) and value.isascii() and all(c in allowed for c in body)
+
+
+def _challenge_response(
+    status: int, error: str | None, description: str | None, metadata: str
+) -> Response:
+    params = [] if error is None else [f'error="{error}"', f'error_description="{description}"']
+    body: dict[str, str] = {}
+    if error is not None and description is not None:
+        body = {"error": error, "error_description": description}
+    return Response(
+        json.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={
+            "WWW-Authenticate": "Bearer " + ", ".join([*params, metadata]),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _metadata_url(resource: str) -> str:
+    # RFC 9728 §3.1: the well-known suffix goes between the host and the resource's path.
+    parts = urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{parts.path}"
 
 
 def issuer_metadata(issuer_url: str) -> dict[str, Any]:

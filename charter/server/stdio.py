@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import stat
@@ -40,11 +41,55 @@ MAX_LINE = 64 << 20
 CLOSE_TIMEOUT = 5.0
 
 
-class PipeLines:
-    """Lines from a pipe, decoded as the SDK decodes them (UTF-8, errors replaced)."""
+#: JSON-RPC 2.0 error codes for a line the SDK cannot take (it would drop it unanswered).
+PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+
+def rejection(line: str) -> dict[str, Any] | None:
+    """The JSON-RPC error answering ``line``, or None if the SDK accepts it (or it is blank).
+
+    The SDK drops a line it cannot validate without answering, so a client waits forever for
+    it: valid JSON its parser refuses (a lone surrogate, nesting past its depth limit), or no
+    JSON-RPC message at all. The check is the SDK's own validation (about 5 µs a message), so
+    exactly the lines it would drop are answered. The request's id is echoed when the line is
+    a JSON object with a ``method`` and a string or integer ``id``; otherwise it is null.
+    """
+    import mcp_types
+    import pydantic
+
+    if not line.strip():
+        return None
+    try:
+        mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return None
+    except pydantic.ValidationError as exc:
+        unreadable = [e for e in exc.errors() if e["type"] == "json_invalid"]
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        doc = None
+    request_id = None
+    if isinstance(doc, dict) and "method" in doc:
+        rid = doc.get("id")
+        if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
+            request_id = rid
+    if unreadable:  # the message is generated text and a position, never the input
+        error = {"code": PARSE_ERROR, "message": f"Parse error: {unreadable[0]['msg']}"}
+    else:
+        error = {"code": INVALID_REQUEST, "message": "Invalid Request: not a JSON-RPC 2.0 message"}
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+class PipeLines:
+    """Lines from a pipe, decoded as the SDK decodes them (UTF-8, errors replaced).
+
+    With ``answer`` (the wire's writer), a line the SDK would drop unanswered is answered
+    here with a JSON-RPC error (:func:`rejection`) and not passed on.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, answer: PipeWriter | None = None) -> None:
         self.reader = reader
+        self.answer = answer
 
     def __aiter__(self) -> PipeLines:
         return self
@@ -58,7 +103,14 @@ class PipeLines:
                 continue
             if not line:
                 raise StopAsyncIteration
-            return line.decode("utf-8", errors="replace")
+            text = line.decode("utf-8", errors="replace")
+            error = None if self.answer is None else rejection(text)
+            if error is None:
+                return text
+            assert self.answer is not None
+            with contextlib.suppress(BrokenPipeError):  # one write: frames never interleave
+                await self.answer.write(json.dumps(error) + "\n")
+                await self.answer.flush()
 
 
 class PipeWriter(asyncio.Protocol):
@@ -152,7 +204,8 @@ async def fast_stdio() -> AsyncIterator[tuple[Any, Any]]:
         )
         _, writer = await loop.connect_write_pipe(PipeWriter, wire_out)
         # The SDK types these as anyio.AsyncFile[str]; it only iterates, writes and flushes.
-        async with stdio_server(cast(Any, PipeLines(reader)), cast(Any, writer)) as streams:
+        lines = PipeLines(reader, answer=writer)
+        async with stdio_server(cast(Any, lines), cast(Any, writer)) as streams:
             yield streams
     finally:
         if writer is not None:

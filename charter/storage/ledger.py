@@ -35,6 +35,7 @@ from charter.evidence.entries import (
 )
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage.db import preallocate_wal, transaction
+from charter.storage.ledger_rows import ROW_COLUMNS, row_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -259,19 +260,32 @@ class Ledger:
         row = self.conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else Entry.from_body(bytes(row[0]))
 
-    def iter_bodies(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Yield raw entry bytes in seq order from ``start`` (inclusive) to ``end`` (exclusive)."""
+    def iter_bodies(
+        self,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        mismatches: list[tuple[int, str]] | None = None,
+    ) -> Iterator[bytes]:
+        """Yield raw entry bytes in seq order from ``start`` (inclusive) to ``end`` (exclusive).
+
+        With ``mismatches``, every row's other columns are checked against its entry
+        (:func:`row_mismatch`) and each disagreement is appended as (row seq, column).
+        """
         stop = end if end is not None else 1 << 62
+        columns = ROW_COLUMNS if mismatches is not None else "seq, body"
         cursor = start
         while cursor < stop:
             rows = self.conn.execute(
-                "SELECT seq, body FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 2000",
+                f"SELECT {columns} FROM ledger WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT 2000",  # noqa: S608 - fixed column lists
                 (cursor, stop),
             ).fetchall()
             if not rows:
                 return
-            for _, body in rows:
-                yield bytes(body)
+            for row in rows:
+                if mismatches is not None and (column := row_mismatch(row)) is not None:
+                    mismatches.append((int(row[0]), column))
+                yield bytes(row[-1])
             cursor = rows[-1][0] + 1
 
 

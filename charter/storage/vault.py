@@ -19,7 +19,6 @@ the next open (the key file whose ``key_version`` matches the database wins).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import re
@@ -40,6 +39,7 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.jwk import b64url, b64url_decode
 from charter.keys.files import write_private_json
 from charter.storage.db import read_snapshot, transaction
+from charter.storage.vault_hosts import normalize_allowed
 
 if TYPE_CHECKING:
     from charter.home import Home
@@ -51,11 +51,13 @@ SYSTEM_PREFIX = "charter:"
 MAX_VALUE_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 500
 MAX_ALLOWED_HOSTS = 50
+#: Uses of one secret by one agent per minute (``secret_http_request``) unless set per secret.
+DEFAULT_USES_PER_MINUTE = 60
+MAX_USES_PER_MINUTE = 10_000
 
 _AD_PREFIX = b"charter-vault-v1\x00"
 _KEY_CHECK_TEXT = b"charter vault key check v1"
 _KEY_KIND = "charter-vault-key"
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 #: Argon2id (ops, mem) costs for a passphrase-derived master key ("moderate", as for the
 #: owner key); tests lower them.
@@ -109,6 +111,8 @@ class SecretInfo:
     system: bool
     created_at: str
     updated_at: str
+    #: Uses per agent per minute through ``secret_http_request`` (None: the default, 60).
+    rate_per_minute: int | None = None
 
 
 def is_system_name(name: str) -> bool:
@@ -131,25 +135,6 @@ def validate_name(name: str, *, system: bool = False) -> str:
             "starting with a letter or digit"
         )
     return name
-
-
-def normalize_host(host: str) -> str:
-    """Return the canonical form of an allowed host: a lowercase DNS name or an IP address.
-
-    Raises:
-        InvalidInput: for wildcards, ports, schemes, paths or anything else that is not a host.
-    """
-    text = host.strip().lower()
-    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(bare))
-    labels = text.split(".")
-    if not 0 < len(text) <= 253 or not all(_HOST_LABEL.match(label) for label in labels):
-        raise InvalidInput(
-            f"invalid allowed host {host!r}: give an exact host name or IP address "
-            "(no scheme, port, path or wildcard)"
-        )
-    return text
 
 
 class Vault:
@@ -190,11 +175,13 @@ class Vault:
         description: str = "",
         allowed_hosts: Iterable[str] = (),
         system: bool = False,
+        rate_per_minute: int | None = None,
     ) -> int:
         """Store ``value`` as the new current version of ``name``; return its version number.
 
-        Description and allowed hosts are replaced by the given ones. Older versions are
-        kept (``get(name, version=...)``) until the secret is deleted.
+        Description, allowed hosts and ``rate_per_minute`` (uses per agent per minute; None:
+        the default, :data:`DEFAULT_USES_PER_MINUTE`) are replaced by the given ones. Older
+        versions are kept (``get(name, version=...)``) until the secret is deleted.
 
         Raises:
             InvalidInput: bad name, empty or oversized value, bad host or description, or a
@@ -211,9 +198,11 @@ class Vault:
             raise InvalidInput(
                 f"a description is one line of at most {MAX_DESCRIPTION_CHARS} characters"
             )
-        hosts = sorted({normalize_host(h) for h in allowed_hosts})
+        hosts = sorted({normalize_allowed(h) for h in allowed_hosts})
         if len(hosts) > MAX_ALLOWED_HOSTS:
             raise InvalidInput(f"at most {MAX_ALLOWED_HOSTS} allowed hosts per secret")
+        if rate_per_minute is not None and not 0 < rate_per_minute <= MAX_USES_PER_MINUTE:
+            raise InvalidInput(f"the rate must be 1-{MAX_USES_PER_MINUTE} uses per minute")
         now = rfc3339(self.home.clock.now())
         with transaction(self.conn):
             vault_id, key_version, key = self._current_key(create=True)
@@ -227,15 +216,18 @@ class Vault:
             if row is None:
                 self.conn.execute(
                     "INSERT INTO vault_secrets(name, description, allowed_hosts, system,"
-                    " current_version, last_version, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    (name, description, json.dumps(hosts), int(system), version, version, now, now),
+                    " current_version, last_version, created_at, updated_at, rate_per_minute)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        *(name, description, json.dumps(hosts), int(system), version, version),
+                        *(now, now, rate_per_minute),
+                    ),
                 )
             else:
                 self.conn.execute(
                     "UPDATE vault_secrets SET description=?, allowed_hosts=?, current_version=?,"
-                    " last_version=?, updated_at=? WHERE name=?",
-                    (description, json.dumps(hosts), version, version, now, name),
+                    " last_version=?, updated_at=?, rate_per_minute=? WHERE name=?",
+                    (description, json.dumps(hosts), version, version, now, rate_per_minute, name),
                 )
             self.conn.execute(
                 "INSERT INTO vault_versions(name, version, key_version, nonce, ciphertext,"
@@ -271,7 +263,8 @@ class Vault:
         """
         row = self.conn.execute(
             "SELECT name, description, allowed_hosts, current_version, system, created_at,"
-            " updated_at FROM vault_secrets WHERE name = ? AND current_version IS NOT NULL",
+            " updated_at, rate_per_minute FROM vault_secrets"
+            " WHERE name = ? AND current_version IS NOT NULL",
             (name,),
         ).fetchone()
         if row is None:
@@ -297,7 +290,7 @@ class Vault:
         """Metadata of every secret, by name (system secrets only when asked)."""
         rows = self.conn.execute(
             "SELECT name, description, allowed_hosts, current_version, system, created_at,"
-            " updated_at FROM vault_secrets WHERE current_version IS NOT NULL"
+            " updated_at, rate_per_minute FROM vault_secrets WHERE current_version IS NOT NULL"
             " AND (system = 0 OR ?) ORDER BY name",
             (int(include_system),),
         ).fetchall()
@@ -500,6 +493,7 @@ class Vault:
             system=bool(row[4]),
             created_at=row[5],
             updated_at=row[6],
+            rate_per_minute=None if row[7] is None else int(row[7]),
         )
 
     def versions(self, name: str) -> tuple[int, ...]:

@@ -173,6 +173,33 @@ def pattern_matches(pattern: str, scope: str) -> bool:
     return fnmatch.fnmatchcase(scope, pattern) or scope.startswith(pattern + ":")
 
 
+def can_apply(pattern: str, granted: Iterable[str]) -> bool:
+    """Whether a rule with ``pattern`` can ever match a call the ``granted`` scopes allow.
+
+    It can when it matches a granted scope, or names a scope (or a narrower glob) a granted
+    one covers. Two globs of one family (``secret:use:A*`` against ``secret:use:*B``) are
+    taken to overlap: deciding that exactly is not worth refusing a working rule.
+    """
+    from charter.scopes import GLOB_FAMILIES, grants
+
+    for scope in granted:
+        if pattern == "*" or pattern_matches(pattern, scope) or grants([scope], pattern):
+            return True
+        family = next((f for f in GLOB_FAMILIES if scope.startswith(f)), None)
+        if (
+            family
+            and pattern.startswith(family)
+            and _is_glob(scope[len(family) :])
+            and _is_glob(pattern[len(family) :])
+        ):
+            return True
+    return False
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
 def required_mode(
     rules: Iterable[ApprovalRule], scopes: Iterable[str]
 ) -> tuple[Mode | None, list[str]]:
@@ -428,6 +455,68 @@ def genuine_decision(home: Home, approval: Approval) -> Entry | None:
     return entry if genuine else None
 
 
+# -- what the human sees -----------------------------------------------------------------------
+
+#: Longest URL or header name shown to the approver (the tool's own URL limit).
+MAX_SHOWN_CHARS = 8192
+
+
+def call_view(tool: str, arguments: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of an approval request, as the human who approves it sees them.
+
+    ``summary`` is the call's redacted ledger summary (arguments a tool does not show are
+    hashes). For ``secret_http_request`` a hash hides what is approved, so the view adds, from
+    the call's own arguments: the URL as written (``{{secret:NAME}}`` placeholders, never
+    values), the header names (not their values), and the body's size and content type
+    (the body stays a hash). Built here, from the arguments, so the tool need not know.
+    """
+    if tool != "secret_http_request":
+        return summary
+    view = dict(summary)
+    url = arguments.get("url")
+    if isinstance(url, str) and _shown(url):
+        view["url"] = url
+    headers = arguments.get("headers")
+    headers = headers if isinstance(headers, dict) else {}
+    if headers and isinstance(summary.get("headers"), dict):
+        names = [n if _shown(n) else json.dumps(n)[1:-1] for n in map(str, headers)]
+        view["headers"] = {"names": names, "sha256": summary["headers"].get("sha256")}
+    body = arguments.get("body")
+    if isinstance(body, str) and body and isinstance(summary.get("body"), dict):
+        content_type = next(
+            (v for k, v in headers.items() if str(k).lower() == "content-type"), None
+        )
+        view["body"] = {
+            "sha256": summary["body"].get("sha256"),
+            "bytes": len(body.encode("utf-8", "surrogatepass")),
+            "content_type": content_type[:200]
+            if isinstance(content_type, str) and _shown(content_type[:200])
+            else None,
+        }
+    return view
+
+
+def _shown(text: str) -> bool:
+    """A string the ledger may hold verbatim (valid Unicode, no NUL, not too long)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text and len(text) <= MAX_SHOWN_CHARS
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, dict) and set(value) == {"sha256"}:
+        return f"(not shown; sha256 {value['sha256']})"
+    if isinstance(value, dict) and set(value) == {"names", "sha256"}:
+        names = ", ".join(json.dumps(n) for n in value["names"])
+        return f"{names} (values not shown; sha256 {value['sha256']})"
+    if isinstance(value, dict) and set(value) == {"sha256", "bytes", "content_type"}:
+        kind = json.dumps(value["content_type"]) if value["content_type"] else "no content type"
+        return f"{value['bytes']} bytes, {kind} (not shown; sha256 {value['sha256']})"
+    return json.dumps(value)
+
+
 def render(approval: Approval) -> str:
     """The plain-text summary a human approves: who, which tool, the exact arguments, the hash.
 
@@ -441,10 +530,7 @@ def render(approval: Approval) -> str:
     ]
     arguments = approval.summary.get("arguments", {})
     for name, value in arguments.items():
-        if isinstance(value, dict) and set(value) == {"sha256"}:
-            lines.append(f"  {name}: (not shown; sha256 {value['sha256']})")
-        else:
-            lines.append(f"  {name}: {json.dumps(value)}")
+        lines.append(f"  {name}: {_render_value(value)}")
     if not arguments:
         lines.append("  (none)")
     for name, value in (approval.summary.get("details") or {}).items():

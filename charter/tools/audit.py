@@ -16,9 +16,11 @@ from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
 from charter.evidence.auditor import AuditReport, Trust, audit_export
 from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import Entry, LedgerIdentity
+from charter.evidence.export_files import check_export_files, registered_charters
 from charter.evidence.jwk import public_jwk, public_key_from_jwk, thumbprint
 from charter.home import Home
 from charter.storage.db import read_snapshot
+from charter.storage.ledger_rows import ROW_COLUMNS, column_error, row_mismatch
 from charter.tools import tlog
 
 EXPORT_FORMAT = "charter-export/v1"
@@ -119,14 +121,23 @@ def query(
                 raise InvalidInput(f"invalid timestamp {value!r}: use RFC 3339") from exc
             clauses.append(f"ts {op} ?")
             params.append(stamp)  # type: ignore[arg-type]
-    sql = f"SELECT body FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
+    sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
     rows = conn.execute(sql, (*params, limit + 1)).fetchall()
-    entries = [entry_out(Entry.from_body(bytes(r[0]))) for r in rows[:limit]]
-    nxt = rows[limit] if len(rows) > limit else None
-    return QueryPage(
-        entries=entries,
-        next_cursor=None if nxt is None else Entry.from_body(bytes(nxt[0])).seq,
-    )
+    # The filters ran on the columns, which whoever edits the file can change without touching
+    # the signed entry: a row whose columns its entry contradicts (say, another agent's entry
+    # relabelled as this actor's) fails the query instead of being served.
+    entries = []
+    for row in rows[:limit]:
+        edited = row_mismatch(row)
+        try:
+            entry = Entry.from_body(bytes(row[-1]))
+        except ValueError:
+            edited = "body"
+        if edited is not None:
+            raise column_error(int(row[0]), edited)
+        entries.append(entry_out(entry))
+    nxt = int(rows[limit][0]) if len(rows) > limit else None
+    return QueryPage(entries=entries, next_cursor=nxt)
 
 
 def verify_home(
@@ -190,23 +201,27 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     with read_snapshot(conn):
         last = home.ledger.get(size - 1)
         head = home.identity.genesis_hash() if last is None else last.hash
+        written: list[bytes] = []  # the registrations among them (few)
         with open(folder / "entries.jsonl", "wb") as fh:
             for body in home.ledger.iter_bodies(0, size):
                 fh.write(body + b"\n")
+                if b'"charter_hash"' in body:
+                    written.append(body)
         tlog.export_checkpoints(home, folder, size)
-        charters = conn.execute("SELECT hash, body FROM charters ORDER BY issued_at").fetchall()
-        agent_keys = conn.execute(
-            "SELECT name, public_key, kid FROM agents ORDER BY name"
-        ).fetchall()
-    for h, body in charters:
-        (folder / "charters" / f"{h}.json").write_bytes(bytes(body) + b"\n")
+    # Charters and agent keys come from the exported entries, not the live tables: an agent
+    # registered after the checkpoint is in neither, so the files never contradict them.
+    charters = registered_charters(written)
+    for h, charter in charters.items():
+        (folder / "charters" / f"{h}.json").write_bytes(canonical_json(charter) + b"\n")
     keys = [
         public_jwk(home.owner_public_key)
         | {"kid": thumbprint(home.owner_public_key), "use": "owner"},
         public_jwk(home.log_key.public_key) | {"kid": home.log_key.kid, "use": "log"},
     ]
-    for name, x, kid in agent_keys:
-        keys.append({"crv": "Ed25519", "kty": "OKP", "x": x, "kid": kid, "use": f"agent:{name}"})
+    agent_keys = {c["agent"]["name"]: c["agent"]["key"] for c in charters.values()}
+    for name, jwk in sorted(agent_keys.items()):
+        key = public_key_from_jwk(jwk)
+        keys.append(public_jwk(key) | {"kid": thumbprint(key), "use": f"agent:{name}"})
     (folder / "keys.json").write_text(json.dumps({"keys": keys}, indent=2) + "\n")
     manifest = {
         "format": EXPORT_FORMAT,
@@ -272,6 +287,7 @@ def verify_export(
             report.size,
             "the entries do not match the manifest's size and head (truncated or extended)",
         )
+    check_export_files(folder, identity)  # charters/ and keys.json (log.vkey: audit_export)
     return report
 
 

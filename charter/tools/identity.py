@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -280,6 +281,86 @@ def revoke_agent(
             passphrase=passphrase,
         )
     return get_agent(home, name)
+
+
+def live_tokens(home: Home, name: str, charter: str) -> int:
+    """How many of ``name``'s tokens issued under ``charter`` (a hash) are unrevoked and
+    unexpired: the ones a new charter stops (the token check wants the current charter)."""
+    row = home.conn.execute(
+        "SELECT COUNT(*) FROM tokens WHERE agent_name = ? AND charter = ?"
+        " AND revoked_at IS NULL AND expires_at > ?",
+        (name, charter, rfc3339(home.clock.now())),
+    ).fetchone()
+    return int(row[0])
+
+
+def check_audience(audience: str) -> None:
+    """Refuse an audience that is not an absolute ``http(s)://host…`` URL: a token is only
+    ever checked against a resource server's URL, so anything else can never be used.
+
+    Raises:
+        InvalidInput: naming the audience.
+    """
+    parts = urlsplit(audience)
+    try:
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if parts.scheme not in ("https", "http") or not host or audience != audience.strip():
+        raise InvalidInput(
+            f"invalid audience {audience!r}: use the absolute URL of the service, "
+            "e.g. https://api.example.com"
+        )
+
+
+def check_settings(
+    home: Home,
+    *,
+    scopes: list[str],
+    audiences: list[str],
+    policy: dict[str, Any],
+    new_rules: tuple[str, ...] = (),
+) -> list[str]:
+    """Refuse or warn about charter settings that cannot take effect (before signing one).
+
+    ``scopes``, ``audiences`` and ``policy`` are what the charter will hold; ``new_rules``
+    are the approval patterns the owner gives now (older rules kept from the previous
+    charter only warn).
+
+    Returns:
+        Warnings for the owner: a literal ``secret:use:NAME`` / ``secret:read:NAME`` for a
+        secret that does not exist (yet), a kept approval rule no granted scope matches.
+
+    Raises:
+        InvalidInput: an audience that is not an absolute http(s) URL, or a new approval
+            rule for a scope the charter does not grant.
+    """
+    from charter.tools import approvals, vault  # they import this module
+
+    for audience in audiences:
+        check_audience(audience)
+    warnings = []
+    for rule in approvals.rules_of(policy):
+        if approvals.can_apply(rule.pattern, scopes):
+            continue
+        if rule.pattern in new_rules:
+            raise InvalidInput(
+                f"approval rule {rule.pattern!r} can never apply: the charter does not grant "
+                f"a scope it matches (grant one with --scope, e.g. --scope {rule.pattern})"
+            )
+        warnings.append(
+            f"approval rule {rule.pattern!r} no longer applies: no granted scope matches it"
+        )
+    existing = {info.name for info in vault.list_secrets(home)}
+    for scope in scopes:
+        family, _, name = scope.rpartition(":")
+        literal = not any(c in name for c in "*?[")
+        if family in ("secret:use", "secret:read") and literal and name not in existing:
+            warnings.append(
+                f"{scope} grants nothing yet: there is no secret {name!r} "
+                f"(add it with `charter secret set {name}`)"
+            )
+    return warnings
 
 
 def list_agents(home: Home) -> list[AgentInfo]:

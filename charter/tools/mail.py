@@ -6,8 +6,8 @@ ledger holds a signed intent naming the message:
 1. validate every argument (:mod:`charter.tools.mail_message`): header injection, addresses,
    sizes — :class:`InvalidInput`;
 2. policy: the agent needs an address in its charter, ``email:send:<recipient>`` for each
-   recipient, a transport that can reach them and room under its hourly rate — refusals are
-   recorded as denied calls;
+   recipient and each ``reply_to`` address, a transport that can reach the recipients and
+   room under its hourly rate — refusals are recorded as denied calls;
 3. render the message (fresh Message-ID and Date) and compute its canonical digest;
 4. commit the intent (recipients, subject, digests, Message-ID) and, in the same
    transaction, the message's ``mail_sent`` row after checking the hourly rate again: the
@@ -447,7 +447,9 @@ async def send(
         attachments=attachments,
         max_bytes=policy.max_bytes,
     )
-    for address in mail.recipients:
+    # Reply-To is where the answers go: an address outside the recipient policy there would
+    # route the conversation to someone the owner never allowed, so it is held to it too.
+    for address in (*mail.recipients, *mail.reply_to):
         require(f"email:send:{address.lower()}")
     transport = transport_for(home)
     transport.check(mail.recipients)

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 from pydantic import BaseModel, Field
 
 from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
@@ -22,6 +23,7 @@ from charter.evidence.c2sp import NoteError, TlogProof, Verifier, verify_tlog_pr
 from charter.home import Home
 from charter.storage import tlog
 from charter.storage.db import connect, read_snapshot, transaction
+from charter.storage.ledger_rows import column_error
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +130,11 @@ def prove(
         LedgerIntegrityError: the stored tree gives a proof that does not verify.
     """
     conn = conn or home.conn
-    row = conn.execute("SELECT body, actor FROM ledger WHERE seq = ?", (seq,)).fetchone()
-    if row is None or (actor is not None and row[1] != actor):
+    row = conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
+    body = b"" if row is None else bytes(row[0])
+    # Whose entry it is comes from the signed bytes, never from the (editable) actor column.
+    if row is None or (actor is not None and _actor_of(body) != actor):
         raise NotFound(f"no entry {seq}" + (" of yours" if actor is not None else ""))
-    body = bytes(row[0])
     checkpoints = checkpoint_log(home, conn)
     if tree_size is None:
         signed = checkpoints.latest()
@@ -160,6 +163,14 @@ def prove(
         checkpoint=signed.note,
         tlog_proof=proof.to_text(),
     )
+
+
+def _actor_of(body: bytes) -> object:
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return fields.get("actor") if isinstance(fields, dict) else None
 
 
 def consistency(
@@ -268,14 +279,26 @@ def audit_home(
                 return None
             return f"the stored Merkle tree does not match the entries (node {bad[0]}/{bad[1]})"
 
-        return auditor.audit(
-            home.identity,
-            lambda start, _offset: home.ledger.iter_bodies(start, size),
-            size,
-            notes,
-            trust or auditor.Trust(),
-            extra=(tree,),
-            progress=progress,
-            check_nodes=check_nodes,
-            workers=workers,
-        )
+        # Each row's other columns are checked against its entry as it is read; the first
+        # disagreement is reported unless the verifier failed at an earlier entry (or at the
+        # same one: its reason then says more).
+        edited: list[tuple[int, str]] = []
+        try:
+            report = auditor.audit(
+                home.identity,
+                lambda start, _offset: home.ledger.iter_bodies(start, size, mismatches=edited),
+                size,
+                notes,
+                trust or auditor.Trust(),
+                extra=(tree,),
+                progress=progress,
+                check_nodes=check_nodes,
+                workers=workers,
+            )
+        except LedgerIntegrityError as exc:
+            if edited and (exc.seq is None or edited[0][0] < exc.seq):
+                raise column_error(*edited[0]) from exc
+            raise
+        if edited:
+            raise column_error(*edited[0])
+        return report

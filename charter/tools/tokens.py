@@ -8,12 +8,12 @@ A token is a compact JWS signed by the home's current issuer key::
 Every issued token has a row in ``tokens`` (never the token itself), which is what makes
 revocation, introspection and key retirement possible. A token is accepted only if its
 signature, algorithm, type, key id, issuer, audience, time claims and every required claim
-check out, its row exists and is not revoked, and its agent is still active under the same
-charter. :class:`TokenInvalid` carries the exact reason for the owner; remote callers only
-ever see its opaque public message.
+check out, it is exactly the token issued under its id (the row holds the SHA-256 of its
+signing input: the row is authoritative for every claim), it is not revoked, and its agent
+is still active under the same charter. A refusal raises one of the typed reasons in
+:mod:`charter.tools.token_errors`; ``reason`` carries the exact detail for the owner.
 
-Issuer keys rotate: the signing key is the one ``issuer_keys`` row that is not retired, and a
-retired key stays published (JWKS) while a token it signed has not expired.
+The issuer and its keys (rotation, JWKS) are in :mod:`charter.tools.token_keys`.
 """
 
 from __future__ import annotations
@@ -25,55 +25,74 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from charter.clock import rfc3339
 from charter.errors import (
     AgentRevoked,
-    ConfigError,
     InvalidInput,
     NotFound,
     ScopeDenied,
-    TokenInvalid,
 )
 from charter.evidence.charters import CharterView
-from charter.evidence.jwk import b64url, b64url_decode, public_jwk, thumbprint, verify_signature
+from charter.evidence.jwk import b64url, b64url_decode, thumbprint
 from charter.home import Home
-from charter.keys import KeyHandle, compact_jws, issuer_ref
+from charter.keys import KeyHandle, compact_jws
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import transaction
-from charter.tools.identity import check_reason, load_agent
-
-ALGORITHM = "EdDSA"
-TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
-#: ``typ`` values RFC 9068 §4 tells a resource server to accept.
-_ACCEPTED_TYPES = ("at+jwt", "application/at+jwt")
-DEFAULT_TTL_SECONDS = 900
-MAX_TTL_SECONDS = 3600
-#: The issuer when ``charter serve --http`` has never recorded one (its default address).
-DEFAULT_ISSUER = "http://127.0.0.1:8765"
-MCP_PATH = "/mcp"
-#: Claims every Charter token carries; a token missing any of them is refused.
-REQUIRED_CLAIMS = (
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "client_id",
-    "scope",
-    "owner",
-    "charter",
-    "cnf",
+from charter.tools.identity import check_reason, get_agent, load_agent
+from charter.tools.token_keys import (
+    ALGORITHM,
+    DEFAULT_ISSUER,
+    MCP_PATH,
+    RotationResult,
+    current_kid,
+    ensure_issuer_keys,
+    issuer,
+    jwks,
+    normalize_issuer,
+    recorded_issuer,
+    resource_url,
+    rotate,
+    set_issuer,
+    signing_key,
 )
-_STRING_CLAIMS = ("iss", "sub", "jti", "client_id", "scope", "owner", "charter")
-_TIME_CLAIMS = ("exp", "nbf", "iat")
-#: Longest token accepted for parsing (ours are ~700 characters).
-MAX_TOKEN_CHARS = 8192
+from charter.tools.token_verify import (
+    MAX_TTL_SECONDS,
+    REQUIRED_CLAIMS,
+    TOKEN_TYPE,
+    VerifiedToken,
+    claims_digest,
+    introspect,
+    verify,
+)
+
+# Issuing lives here; the issuer and its keys in token_keys, checks in token_verify. All stay
+# reachable as ``tokens.<name>``.
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_ISSUER",
+    "MAX_TTL_SECONDS",
+    "MCP_PATH",
+    "REQUIRED_CLAIMS",
+    "TOKEN_TYPE",
+    "RotationResult",
+    "VerifiedToken",
+    "ensure_issuer_keys",
+    "introspect",
+    "issuer",
+    "jwks",
+    "normalize_issuer",
+    "recorded_issuer",
+    "resource_url",
+    "rotate",
+    "set_issuer",
+    "verify",
+]
+
+DEFAULT_TTL_SECONDS = 900
+
 #: Scope never granted by default: a token that can mint tokens must be asked for by name.
 _ISSUE_SCOPE = "token:issue"
 
@@ -113,50 +132,6 @@ class TokenRequest:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class VerifiedToken:
-    """A token that passed every check."""
-
-    claims: dict[str, Any]
-    agent_name: str
-    kid: str
-
-    @property
-    def jti(self) -> str:
-        """Token id."""
-        return str(self.claims["jti"])
-
-    @property
-    def subject(self) -> str:
-        """The agent's SPIFFE ID."""
-        return str(self.claims["sub"])
-
-    @property
-    def audience(self) -> str:
-        """The audience the token was issued for."""
-        return str(self.claims["aud"])
-
-    @property
-    def scopes(self) -> tuple[str, ...]:
-        """Granted scopes."""
-        return tuple(str(self.claims["scope"]).split())
-
-    @property
-    def expires_at(self) -> int:
-        """``exp`` (seconds since the epoch)."""
-        return int(self.claims["exp"])
-
-
-class RotationResult(BaseModel):
-    """What ``charter keys rotate`` did."""
-
-    kid: str = Field(description="The new signing key.")
-    retired_kid: str
-    retired_published_until: str = Field(
-        description="The retired key leaves the JWKS after this (its last token's expiry)."
-    )
-
-
 class TokenRecord(BaseModel):
     """A token's stored row (what revocation and listings show)."""
 
@@ -170,57 +145,6 @@ class TokenRecord(BaseModel):
     expires_at: str
     revoked_at: str | None = None
     revoked_reason: str | None = None
-
-
-# -- issuer and audience ---------------------------------------------------------------------
-
-
-def issuer(home: Home) -> str:
-    """The home's issuer identifier (``iss``): recorded by ``charter serve --http``."""
-    row = home.conn.execute("SELECT value FROM meta WHERE key = 'issuer'").fetchone()
-    return str(row[0]) if row else DEFAULT_ISSUER
-
-
-def normalize_issuer(url: str) -> str:
-    """Return ``url`` as an issuer identifier: an http(s) origin such as ``https://host:port``.
-
-    The HTTP server's endpoints (``/mcp``, ``/.well-known/...``) hang off it, so it has no path.
-
-    Raises:
-        InvalidInput: otherwise.
-    """
-    url = url.strip().rstrip("/")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise InvalidInput(f"issuer is not a valid URL: {url!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"issuer must be an http(s) URL with a host, got {url!r}")
-    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
-        raise InvalidInput(
-            f"issuer must be an origin like https://charter.example.com, got {url!r}"
-        )
-    return url
-
-
-def set_issuer(home: Home, url: str) -> bool:
-    """Record the issuer identifier; return True if it changed.
-
-    Tokens issued under a previous issuer stop verifying (their ``iss`` no longer matches).
-    """
-    url = normalize_issuer(url)
-    if url == issuer(home):
-        return False
-    with transaction(home.conn):
-        home.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('issuer', ?)", (url,))
-    home.meta["issuer"] = url
-    return True
-
-
-def resource_url(issuer_url: str) -> str:
-    """The MCP resource (and token audience) of the HTTP server for ``issuer_url``."""
-    return issuer_url.rstrip("/") + MCP_PATH
 
 
 # -- issuing ---------------------------------------------------------------------------------
@@ -290,10 +214,10 @@ def sign(home: Home, request: TokenRequest) -> IssuedToken:
     ledger event), so a token whose issuance was not recorded never works.
     """
     ensure_issuer_keys(home)
-    kid = _current_kid(home.conn)
+    kid = current_kid(home.conn)
     claims = _claims(home, request)
     return IssuedToken(
-        token=encode(claims, _signing_key(home, kid)),
+        token=encode(claims, signing_key(home, kid)),
         jti=request.jti,
         audience=request.audience,
         scopes=list(request.scopes),
@@ -307,7 +231,7 @@ def record(conn: sqlite3.Connection, request: TokenRequest, issued: IssuedToken)
     """Store the row of a token :func:`sign` made (inside the caller's transaction)."""
     conn.execute(
         "INSERT INTO tokens(jti, kid, agent_name, agent_id, charter, audience, scopes,"
-        " issued_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        " issued_at, expires_at, digest) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (
             request.jti,
             issued.kid,
@@ -318,6 +242,7 @@ def record(conn: sqlite3.Connection, request: TokenRequest, issued: IssuedToken)
             " ".join(request.scopes),
             issued.issued_at,
             issued.expires_at,
+            claims_digest(json.loads(b64url_decode(issued.token.split(".")[1]))),
         ),
     )
 
@@ -352,9 +277,11 @@ def issue_for_owner(
     Recorded as an owner-signed ``token.issue`` event in the same transaction as the row.
 
     Raises:
-        NotFound / AgentRevoked: unknown, revoked or expired agent.
+        NotFound / AgentRevoked: unknown, revoked (said as such) or expired agent.
         InvalidInput / ScopeDenied: as for :func:`prepare`.
     """
+    if get_agent(home, agent_name).status != "active":
+        raise AgentRevoked(f"agent {agent_name!r} has been revoked: no token can be issued for it")
     agent = load_agent(home, agent_name)
     request = prepare(
         home,
@@ -398,149 +325,6 @@ def _claims(home: Home, request: TokenRequest) -> dict[str, Any]:
         "jti": request.jti,
         "cnf": {"jkt": thumbprint(view.agent_key)},
     }
-
-
-# -- verifying -------------------------------------------------------------------------------
-
-
-def verify(
-    home: Home,
-    token: str,
-    *,
-    audience: str | None,
-    issuer_url: str | None = None,
-) -> VerifiedToken:
-    """Check ``token`` completely; ``audience=None`` accepts any audience (introspection).
-
-    Raises:
-        TokenInvalid: with ``reason`` saying exactly which check failed.
-    """
-    now = home.clock.now().timestamp()
-    header, signing_input, payload_b64, signature = _split(token)
-    alg = header.get("alg")
-    if alg != ALGORITHM:
-        raise TokenInvalid(f"algorithm {alg!r} is not accepted (only {ALGORITHM})")
-    if "crit" in header:
-        raise TokenInvalid("the header has critical extensions this verifier does not support")
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
-        raise TokenInvalid(f"token type {typ!r} is not an access token (want {TOKEN_TYPE!r})")
-    kid = header.get("kid")
-    if not isinstance(kid, str):
-        raise TokenInvalid("the header names no key id")
-    public_key = _published_key(home.conn, kid, now)
-    if public_key is None:
-        raise TokenInvalid(_unpublished_reason(home.conn, kid))
-    if not verify_signature(public_key, signing_input, signature):
-        raise TokenInvalid("the signature does not verify")
-    claims = _json_object(payload_b64, "payload")
-    _check_claims(claims, now, audience=audience, issuer_url=issuer_url or issuer(home))
-    return VerifiedToken(claims=claims, agent_name=_check_state(home, claims, kid), kid=kid)
-
-
-def introspect(home: Home, token: str) -> dict[str, Any]:
-    """RFC 7662 introspection: the token's claims with ``active: true``, else only ``false``."""
-    try:
-        verified = verify(home, token, audience=None)
-    except TokenInvalid:
-        return {"active": False}
-    claims = verified.claims
-    return {
-        "active": True,
-        "token_type": "Bearer",
-        **{k: claims[k] for k in REQUIRED_CLAIMS},
-    }
-
-
-def _split(token: str) -> tuple[dict[str, Any], bytes, str, bytes]:
-    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
-        raise TokenInvalid("not a compact JWT")
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts[:2]):
-        raise TokenInvalid("not a compact JWT (want three dot-separated parts)")
-    header = _json_object(parts[0], "header")
-    try:
-        signature = b64url_decode(parts[2])
-    except ValueError:
-        raise TokenInvalid("the signature is not base64url") from None
-    return header, f"{parts[0]}.{parts[1]}".encode("ascii"), parts[1], signature
-
-
-def _json_object(part: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(b64url_decode(part), object_pairs_hook=_no_duplicates)
-    except (ValueError, UnicodeDecodeError):
-        raise TokenInvalid(f"the {what} is not base64url JSON without duplicate keys") from None
-    if not isinstance(value, dict):
-        raise TokenInvalid(f"the {what} is not a JSON object")
-    return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate key")
-    return out
-
-
-def _check_claims(
-    claims: dict[str, Any], now: float, *, audience: str | None, issuer_url: str
-) -> None:
-    missing = [c for c in REQUIRED_CLAIMS if c not in claims]
-    if missing:
-        raise TokenInvalid(f"missing claims: {', '.join(missing)}")
-    for name in _STRING_CLAIMS:
-        if not isinstance(claims[name], str):
-            raise TokenInvalid(f"claim {name!r} must be a string")
-    for name in _TIME_CLAIMS:
-        value = claims[name]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TokenInvalid(f"claim {name!r} must be an integer (seconds since the epoch)")
-    cnf = claims["cnf"]
-    if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str):
-        raise TokenInvalid("claim 'cnf' must hold the agent key thumbprint 'jkt'")
-    if claims["iss"] != issuer_url:
-        raise TokenInvalid(f"issuer {claims['iss']!r} is not this issuer ({issuer_url!r})")
-    if not isinstance(claims["aud"], str):
-        raise TokenInvalid("claim 'aud' must be a single string")
-    if audience is not None and claims["aud"] != audience:
-        raise TokenInvalid(f"audience {claims['aud']!r} is not {audience!r}")
-    if now >= claims["exp"]:
-        raise TokenInvalid(f"expired at {rfc3339(_from_epoch(claims['exp']))}")
-    if now < claims["nbf"]:
-        raise TokenInvalid(f"not valid before {rfc3339(_from_epoch(claims['nbf']))}")
-    if now < claims["iat"]:
-        raise TokenInvalid("issued in the future")
-    if claims["exp"] - claims["iat"] > MAX_TTL_SECONDS:
-        raise TokenInvalid(f"lifetime exceeds the maximum of {MAX_TTL_SECONDS} seconds")
-
-
-def _check_state(home: Home, claims: dict[str, Any], kid: str) -> str:
-    """Check the token's row and its agent; return the agent's name."""
-    row = home.conn.execute(
-        "SELECT t.kid, t.agent_name, t.agent_id, t.charter, t.audience, t.scopes, t.revoked_at,"
-        " a.status, a.charter_hash FROM tokens t LEFT JOIN agents a ON a.name = t.agent_name"
-        " WHERE t.jti = ?",
-        (claims["jti"],),
-    ).fetchone()
-    if row is None:
-        raise TokenInvalid(f"token id {claims['jti']!r} was never issued by this home")
-    row_kid, name, agent_id, charter, aud, scopes, revoked_at, status, current = row
-    if (row_kid, agent_id, charter, aud, scopes) != (
-        kid,
-        claims["sub"],
-        claims["charter"],
-        claims["aud"],
-        claims["scope"],
-    ):
-        raise TokenInvalid("the token does not match what was issued under its id")
-    if revoked_at is not None:
-        raise TokenInvalid(f"token {claims['jti']!r} was revoked at {revoked_at}")
-    if status != "active":
-        raise TokenInvalid(f"agent {name!r} has been revoked")
-    if current != charter:
-        raise TokenInvalid(f"agent {name!r} has a new charter since this token was issued")
-    return str(name)
 
 
 # -- revoking --------------------------------------------------------------------------------
@@ -597,106 +381,6 @@ def get_token(home: Home, jti: str) -> TokenRecord:
         revoked_at=row[8],
         revoked_reason=row[9],
     )
-
-
-# -- issuer keys -----------------------------------------------------------------------------
-
-
-def ensure_issuer_keys(home: Home) -> None:
-    """Register the issuer key made by ``charter init`` if no issuer key is registered yet."""
-    if home.conn.execute("SELECT 1 FROM issuer_keys LIMIT 1").fetchone():
-        return
-    kid = home.meta.get("issuer_kid")
-    if not kid:
-        raise ConfigError("this home has no issuer key: was `charter init` interrupted?")
-    key = _signing_key(home, kid)
-    with transaction(home.conn):
-        home.conn.execute(
-            "INSERT OR IGNORE INTO issuer_keys(kid, public_key, created_at) VALUES (?,?,?)",
-            (kid, b64url(key.public_key), home.meta.get("created_at") or rfc3339(home.clock.now())),
-        )
-
-
-def jwks(home: Home) -> dict[str, Any]:
-    """The JWKS (RFC 8037 OKP keys) of every published issuer key, the signing key first."""
-    ensure_issuer_keys(home)
-    rows = home.conn.execute(
-        "SELECT kid, public_key FROM issuer_keys k WHERE k.retired_at IS NULL OR EXISTS"
-        " (SELECT 1 FROM tokens t WHERE t.kid = k.kid AND t.expires_at > ?)"
-        " ORDER BY retired_at IS NOT NULL, created_at DESC",
-        (rfc3339(home.clock.now()),),
-    ).fetchall()
-    return {
-        "keys": [
-            public_jwk(b64url_decode(pk)) | {"kid": kid, "use": "sig", "alg": ALGORITHM}
-            for kid, pk in rows
-        ]
-    }
-
-
-def rotate(home: Home, *, passphrase: bytes | None = None) -> RotationResult:
-    """Make a new signing key; the old one stays published until its last token expires.
-
-    Recorded as an owner-signed ``keys.rotate`` event.
-    """
-    ensure_issuer_keys(home)
-    home.owner_key(passphrase)  # fail before a key file is written
-    new = KeyHandle.of(home.signer, home.signer.create(issuer_ref("")))
-    now = rfc3339(home.clock.now())
-    with transaction(home.conn):
-        old = _current_kid(home.conn)
-        row = home.conn.execute(
-            "SELECT max(expires_at) FROM tokens WHERE kid = ? AND expires_at > ?", (old, now)
-        ).fetchone()
-        until = row[0] or now
-        home.conn.execute("UPDATE issuer_keys SET retired_at = ? WHERE kid = ?", (now, old))
-        home.conn.execute(
-            "INSERT INTO issuer_keys(kid, public_key, created_at) VALUES (?,?,?)",
-            (new.kid, b64url(new.public_key), now),
-        )
-        home.conn.execute("UPDATE meta SET value = ? WHERE key = 'issuer_kid'", (new.kid,))
-        home.record_owner_event(
-            "keys.rotate",
-            {
-                "kid": new.kid,
-                "key": new.jwk(),
-                "retired_kid": old,
-                "retired_published_until": until,
-            },
-            passphrase=passphrase,
-        )
-    home.meta["issuer_kid"] = new.kid
-    return RotationResult(kid=new.kid, retired_kid=old, retired_published_until=until)
-
-
-def _published_key(conn: sqlite3.Connection, kid: str, now: float) -> bytes | None:
-    """The key if it signs, or still has an unexpired token (the JWKS publishes the same)."""
-    row = conn.execute(
-        "SELECT public_key FROM issuer_keys k WHERE k.kid = ? AND (k.retired_at IS NULL"
-        " OR EXISTS (SELECT 1 FROM tokens t WHERE t.kid = k.kid AND t.expires_at > ?))",
-        (kid, rfc3339(_from_epoch(now))),
-    ).fetchone()
-    return None if row is None else b64url_decode(row[0])
-
-
-def _unpublished_reason(conn: sqlite3.Connection, kid: str) -> str:
-    if conn.execute("SELECT 1 FROM issuer_keys WHERE kid = ?", (kid,)).fetchone():
-        return f"key id {kid!r} was retired and every token it signed has expired"
-    return f"key id {kid!r} is not a published issuer key"
-
-
-def _current_kid(conn: sqlite3.Connection) -> str:
-    row = conn.execute("SELECT kid FROM issuer_keys WHERE retired_at IS NULL").fetchone()
-    if row is None:
-        raise ConfigError("this home has no current issuer key")
-    return str(row[0])
-
-
-def _signing_key(home: Home, kid: str) -> KeyHandle:
-    key = KeyHandle.of(home.signer, issuer_ref(kid))  # the signer keeps it loaded
-    if key.kid != kid:
-        raise ConfigError(f"issuer key file for {kid} holds a different key")
-    return key
 
 
 def _from_epoch(seconds: float) -> dt.datetime:

@@ -100,6 +100,10 @@ def test_approve_option_writes_the_policy_into_the_signed_charter(tmp_path: Path
             "bot",
             "--scope",
             "email:send",
+            "--scope",
+            "secret:read:*",
+            "--scope",
+            "token:issue",
             "--approve",
             "email:send",
             "--approve",
@@ -248,3 +252,38 @@ async def test_lockdown_lift_and_reinstate(home: Path) -> None:
     assert ok(run(home, "lockdown", "--status", "--json"))["awaiting_reinstatement"] == ["other"]
     verified = ok(run(home, "audit", "verify", "--json"))
     assert verified["revoked"] == 2  # fired (final) and other (awaiting reinstatement)
+
+
+def ledger_size(path: Path) -> int:
+    with Home.open(Settings(home=path)) as h:
+        audit.verify_home(h)
+        return sum(1 for _ in h.ledger.iter_bodies())
+
+
+def test_a_second_lockdown_says_it_is_in_force_and_changes_nothing(home: Path) -> None:
+    first = run(home, "lockdown", "--reason", "laptop stolen")
+    assert first.exit_code == 0 and "LOCKED DOWN since" in first.output
+    size = ledger_size(home)
+    second = run(home, "lockdown", "--reason", "again")
+    assert second.exit_code == 0, second.output
+    since = ok(run(home, "lockdown", "--status", "--json"))["since"]
+    assert f"Already locked down since {since} (reason: laptop stolen); nothing changed." in (
+        second.output
+    )
+    as_json = ok(run(home, "lockdown", "--json"))
+    assert as_json["already_in_force"] is True and as_json["reason"] == "laptop stolen"
+    assert ledger_size(home) == size  # no new entry
+
+
+def test_lift_says_what_it_lifted(home: Path) -> None:
+    ok(run(home, "agent", "add", "other", "--scope", "email:send"))
+    ok(run(home, "lockdown", "--reason", "laptop stolen"))
+    since = ok(run(home, "lockdown", "--status", "--json"))["since"]
+    lifted = run(home, "lockdown", "--lift")
+    assert lifted.exit_code == 0, lifted.output
+    assert lifted.output.splitlines() == [
+        f"Lifted the lockdown in force since {since} (reason: laptop stolen).",
+        "  it had revoked: bot, other",
+        "  still revoked until you reinstate them: bot, other",
+        "  reinstate each with `charter agent reinstate NAME`",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ def test_demo_runs_the_story_and_cleans_up(tmp_path: Path) -> None:
     assert "[REDACTED:DEMO_API_KEY]" in out
     assert "sk-demo-" not in out  # the agent never saw the key
     assert "valid=True" in out
+    # The tool's size and the final count differ by the audit_verify call's own entry: said.
+    said = re.search(r"valid=True size=(\d+) \(the ledger as it stood when checked", out)
+    assert said, out
+    size = int(said[1])
+    final = rf"OK: {size + 1} entries \(1 more than audit_verify saw: the entries recorded after"
+    assert re.search(final, out), out
     assert list(tmp_path.glob("charter-demo-*")) == []
 
 

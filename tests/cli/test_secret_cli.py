@@ -64,7 +64,8 @@ def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path)
     assert r.exit_code == 0, r.output
     (item,) = json.loads(r.output)
     assert item["name"] == "GH_TOKEN" and item["versions"] == [1, 2]
-    assert item["allowed_hosts"] == ["api.github.com"] and item["description"] == "GitHub"
+    assert item["allowed_hosts"] == ["https://api.github.com:443"]
+    assert item["description"] == "GitHub"
     outputs.append(r.output)
     r = run(home_dir, "secret", "list")
     assert "GH_TOKEN" in r.output
@@ -157,3 +158,41 @@ def test_agents_are_granted_secrets_with_scopes(home_dir: Path) -> None:
     r = run(home_dir, "agent", "update", "bot", "--scope", "secret:read:GH_TOKEN", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["scopes"] == ["secret:read:GH_TOKEN"]
+
+
+def test_doctor_warns_of_bare_hosts_stored_before_and_of_blocked_agents(
+    home_dir: Path,
+) -> None:
+    import sqlite3
+
+    run(home_dir, "secret", "set", "GH", "--allow-host", "api.github.com", input="v1-value")
+    conn = sqlite3.connect(home_dir / "charter.db")
+    with conn:  # as an older Charter stored it: a bare host, then any port
+        conn.execute("UPDATE vault_secrets SET allowed_hosts = '[\"api.github.com\"]'")
+        conn.execute(
+            "INSERT INTO vault_blocks(agent, secret, blocked_at) VALUES ('bot', 'GH', 'T0')"
+        )
+    conn.close()
+    r = run(home_dir, "doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(r.output)["checks"]}
+    assert checks["secret hosts"]["status"] == "warn"
+    assert "GH: api.github.com" in checks["secret hosts"]["detail"]
+    assert "port 443" in checks["secret hosts"]["detail"]
+    assert "bot from GH" in checks["secret blocks"]["detail"]
+    r = run(home_dir, "secret", "unblock", "GH", "--agent", "bot")
+    assert r.exit_code == 0 and "may use GH again" in r.output
+    r = run(home_dir, "secret", "unblock", "GH", "--agent", "bot")
+    assert r.exit_code != 0 and "not blocked" in r.output
+    r = run(home_dir, "secret", "set", "GH", "--allow-host", "api.github.com:8443", input="v2")
+    r = run(home_dir, "doctor", "--json")
+    names = {c["name"] for c in json.loads(r.output)["checks"]}
+    assert not names & {"secret hosts", "secret blocks"}
+
+
+def test_the_rate_is_set_per_secret_and_kept(home_dir: Path) -> None:
+    r = run(home_dir, "secret", "set", "K", "--rate-per-minute", "5", "--json", input="v1")
+    assert json.loads(r.output)["rate_per_minute"] == 5
+    r = run(home_dir, "secret", "set", "K", "--json", input="v2")
+    assert json.loads(r.output)["rate_per_minute"] == 5
+    r = run(home_dir, "secret", "set", "K", "--rate-per-minute", "0", input="v3")
+    assert r.exit_code != 0 and "1-10000" in r.output

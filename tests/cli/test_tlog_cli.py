@@ -115,6 +115,13 @@ def test_verify_against_a_kept_checkpoint_detects_truncation(home: Path, tmp_pat
         lie = Checkpoint(h.origin, 1, merkle.leaf_hash(lines[0].rstrip(b"\n")))
         signed = sign_note(lie.to_text(), [log_signer(h.origin, h.log_key)])
     (out / "checkpoints" / "1.note").write_text(signed)
+    # A consistent cut also drops what the first entry does not register: the agents' charters
+    # and keys (left in place, they contradict the cut ledger and give it away).
+    for charter in (out / "charters").iterdir():
+        charter.unlink()
+    keys = json.loads((out / "keys.json").read_text())["keys"]
+    kept_keys = [k for k in keys if k["use"] in ("owner", "log")]
+    (out / "keys.json").write_text(json.dumps({"keys": kept_keys}))
     alone = run(home, "audit", "verify", "--export", str(out))
     assert alone.exit_code == 0, alone.output  # consistent on its own: only the kept one tells
     cut = run(home, "audit", "verify", "--export", str(out), "--checkpoint", str(kept), "--json")

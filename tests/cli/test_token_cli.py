@@ -14,6 +14,7 @@ from charter.config import Settings
 from charter.evidence.entries import Entry
 from charter.evidence.jwk import b64url, b64url_decode
 from charter.home import Home
+from charter.keys.files import read_key_file
 from charter.testing import make_home
 from charter.tools import audit
 
@@ -89,6 +90,7 @@ def test_verify_says_exactly_why_a_token_fails(home: Path) -> None:
     assert as_json.exit_code == 5
     assert json.loads(as_json.stdout) == {
         "valid": False,
+        "error": "malformed",
         "reason": "not a compact JWT (want three dot-separated parts)",
     }
 
@@ -123,7 +125,8 @@ def test_revoking_the_agent_makes_its_tokens_inactive(home: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (("--ttl", "3601"), 2, "ttl_seconds must be between 1 and 3600"),
+        (("--ttl", "3601"), 2, "Invalid value for '--ttl': 3601 is not in the range 1<=x<=3600"),
+        (("--ttl", "0"), 2, "Invalid value for '--ttl'"),
         (("--scope", "email:send"), 4, "'email:send' is not granted by this agent's charter"),
         (("--scope", "root"), 2, "unknown scope 'root'"),
     ],
@@ -181,4 +184,60 @@ def test_protected_owner_key_needs_the_passphrase(tmp_path: Path) -> None:
         API,
         "--passphrase-file",
         str(secret),
+    )
+
+
+def test_verify_refuses_a_token_re_signed_with_a_later_expiry(home: Path) -> None:
+    token = issue(home, "--ttl", "60")
+    header, payload, _ = token.split(".")
+    claims = json.loads(b64url_decode(payload))
+    with Home.open(Settings(home=home)) as h:
+        key = read_key_file(h.layout.issuer_key(h.meta["issuer_kid"]))
+    moved = b64url(json.dumps(claims | {"exp": claims["exp"] + 600}).encode())
+    resigned = f"{header}.{moved}." + b64url(key.sign(f"{header}.{moved}".encode()))
+    refused = run(home, "token", "verify", resigned, "--audience", API)
+    assert refused.exit_code == 5
+    assert refused.stderr.strip() == (
+        "invalid: the token does not match what was issued under its id"
+    )
+    as_json = run(home, "token", "verify", resigned, "--audience", API, "--json")
+    assert json.loads(as_json.stdout)["error"] == "not_issued"
+
+
+def test_issue_refuses_a_glob_wider_than_the_charter(home: Path) -> None:
+    ok(home, "agent", "update", "bot", "--scope", "secret:use:A?", "--audience", API)
+    wider = run(home, "token", "issue", "--agent", "bot", "--audience", API,
+                "--scope", "secret:use:A*")  # fmt: skip
+    assert wider.exit_code == 4 and wider.stdout == ""
+    assert "requested scope 'secret:use:A*' is not granted by this agent's charter" in (
+        wider.stderr
+    )
+    issue(home, "--scope", "secret:use:AB")
+
+
+def test_issue_for_a_revoked_agent_says_so(home: Path) -> None:
+    ok(home, "agent", "revoke", "bot", "--yes")
+    result = run(home, "token", "issue", "--agent", "bot", "--audience", API)
+    assert result.exit_code == 4 and result.stdout == ""
+    assert "agent 'bot' has been revoked: no token can be issued for it" in result.stderr
+    assert "cannot be served" not in result.stderr
+
+
+def test_the_issuer_is_set_on_purpose(tmp_path: Path) -> None:
+    path = tmp_path / "home"
+    bad = run(path, "init", "--owner", "a@example.com", "--issuer", "https://x.example/p")
+    assert bad.exit_code == 2 and "must be an origin" in bad.stderr
+    assert not path.exists()  # refused before anything was made
+    made = ok(path, "init", "--owner", "a@example.com", "--issuer", "https://charter.example")
+    assert "issuer: https://charter.example" in made.stdout
+    assert ok(path, "token", "issuer").stdout.strip() == "https://charter.example"
+    changed = ok(path, "token", "issuer", "set", "https://other.example:8443/")
+    assert "Issuer is now https://other.example:8443 (was https://charter.example)" in (
+        changed.stdout
+    )
+    assert ok(path, "token", "issuer").stdout.strip() == "https://other.example:8443"
+    fresh = tmp_path / "fresh"
+    ok(fresh, "init", "--owner", "a@example.com")
+    assert ok(fresh, "token", "issuer").stdout.strip() == (
+        "http://127.0.0.1:8765 (default: none set yet)"
     )

@@ -297,6 +297,32 @@ async def test_recipient_patterns_narrow_every_recipient(
     audit.verify_home(smtp_home)
 
 
+async def test_recipient_patterns_hold_reply_to_too(
+    smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
+) -> None:
+    """A Reply-To outside ``email:send:<glob>`` would steer the answers elsewhere (16.9b)."""
+    args = {"to": ["bob@example.com"], "subject": "s", "text": "t"}
+    async with Client(server_for(smtp_home, "narrow"), mode=mode) as client:
+        message = await fail(client, "email_send", args | {"reply_to": "x@evil.test"})
+        assert "does not grant 'email:send:x@evil.test'" in message
+        message = await fail(
+            client, "email_send", args | {"reply_to": ["ok@example.com", "X@Evil.Test"]}
+        )
+        assert "does not grant 'email:send:x@evil.test'" in message
+        await call(client, "email_send", args | {"reply_to": "Ok@Example.com"})
+    [received] = smtp_server_auth_starttls.wait_for_messages(1)
+    assert received.rcpt_tos == ("bob@example.com",)
+    sends = [e for e in entries(smtp_home) if e["action"] == "email.send"]
+    assert [(e["phase"], e["outcome"]) for e in sends] == [
+        ("call", "denied"),
+        ("call", "denied"),
+        ("intent", None),
+        ("outcome", "ok"),
+    ]
+    assert sends[2]["args"]["details"]["to"] == ["bob@example.com"]
+    audit.verify_home(smtp_home)
+
+
 async def test_scope_and_address_are_required(agents: Home, mode: str) -> None:
     identity.add_agent(agents, "noaddr", scopes=["email:send", "email:read"])
     async with Client(server_for(agents, "noaddr"), mode=mode) as client:

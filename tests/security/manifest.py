@@ -20,6 +20,7 @@ _MAIL = "tests/mail/test_email_tools.py::"
 _MESSAGE = "tests/mail/test_mail_message.py::"
 _APPROVALS = "tests/server/test_approvals_mcp.py::"
 _VAULT = "tests/storage/test_vault_storage.py::"
+_TVAULT = "tests/tools/test_vault.py::"
 
 GUARANTEES: dict[str, tuple[str, ...]] = {
     # -- a prompt-injected agent ------------------------------------------------------------
@@ -40,6 +41,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "G-AGENT-3": (
         _ID + "test_audit_query_never_shows_another_agents_entries",
         _ID + "test_audit_prove_refuses_another_agents_entry",
+        _ID + "test_a_relabelled_entry_is_not_served_to_the_wrong_agent",
         _APP + "test_agent_sees_only_its_own_entries",
     ),
     "G-AGENT-4": (
@@ -50,6 +52,17 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _SECRET + "test_http_request_injects_the_secret_and_redacts_the_echo",
         _SECRET + "test_the_canary_secret_never_leaks",
         _FUZZ + "test_every_tool_survives_hostile_arguments",
+        # issue 16: the attacks of a use-only agent with a reflecting allowed host
+        _SECRET + "test_the_cut_of_an_oversized_reflection_is_no_prefix_oracle",
+        _TVAULT + "test_a_capped_body_is_cut_at_the_same_place_whatever_the_tail_holds",
+        _SECRET + "test_an_undecodable_content_encoding_never_returns_the_value",
+        _SECRET + "test_an_agent_may_not_set_accept_encoding",
+        _SECRET + "test_percent_encoded_and_json_escaped_reflections_are_redacted",
+        _TVAULT + "test_redactor_matches_every_character_in_any_covered_form",
+        _SECRET + "test_a_guessed_value_is_refused_recorded_and_blocks_the_agent",
+        _SECRET + "test_the_url_returned_is_the_one_the_agent_wrote",
+        _SECRET + "test_the_rate_limit_refuses_and_records",
+        _SECRET + "test_an_allowed_host_with_the_wrong_port_or_scheme_is_refused",
     ),
     "G-AGENT-5": (
         _APP + "test_revoked_agent_is_refused_on_the_next_call",
@@ -62,6 +75,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _MESSAGE + "test_header_injection_in_any_address_field_is_refused",
         _MESSAGE + "test_header_injection_in_subject_reply_id_and_attachment_is_refused",
         _MAIL + "test_recipient_patterns_narrow_every_recipient",
+        _MAIL + "test_recipient_patterns_hold_reply_to_too",
         _MAIL + "test_rate_limit_is_a_recorded_denial_per_rolling_hour",
         _FUZZ + "test_injection_strings_in_every_string_argument",
     ),
@@ -69,6 +83,8 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _APPROVALS + "test_client_decline_or_cancel_refuses_and_records",
         _APPROVALS + "test_owner_approval_runs_only_the_exact_arguments_once",
         _APPROVALS + "test_an_approval_not_signed_by_the_owner_runs_nothing",
+        _APPROVALS + "test_owner_sees_what_a_secret_http_request_would_do",
+        _APPROVALS + "test_client_elicitation_shows_what_a_secret_http_request_would_do",
     ),
     # -- another local process or user --------------------------------------------------------
     "G-HOME-1": (
@@ -98,11 +114,20 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _ID + "test_an_entry_under_an_expired_charter_fails_at_its_seq",
         _ID + "test_an_entry_naming_another_actor_fails_at_its_seq",
         _ID + "test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event",
+        _ID + "test_an_edited_column_fails_at_its_seq",
+        _ID + "test_a_relabelled_entry_is_not_served_to_the_wrong_agent",
     ),
     "G-LEDGER-3": (
         _ID + "test_a_tail_cut_only_from_the_ledger_table_fails_verification",
         _ID + "test_a_kept_checkpoint_detects_a_cut_tail",
         _ID + "test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys",
+    ),
+    "G-EXPORT-1": (
+        "tests/test_auditor.py::test_an_edited_charter_file_is_reported",
+        "tests/test_auditor.py::test_an_unregistered_charter_file_is_reported",
+        "tests/test_auditor.py::test_a_keys_file_that_disagrees_with_the_ledger_is_reported",
+        "tests/test_auditor.py::test_a_log_vkey_that_disagrees_with_the_ledger_is_reported",
+        "tests/test_auditor.py::test_a_partial_last_line_is_reported_not_parsed",
     ),
     "G-CHARTER-1": (
         _ID + "test_an_edited_charter_row_is_refused_by_the_server",
@@ -125,6 +150,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "G-INPUT-3": (
         _FUZZ + "test_malformed_json_rpc_over_stdio_does_not_stop_the_server",
         "tests/server/test_stdio.py::test_every_stdout_line_is_json_rpc",
+        "tests/server/test_stdio.py::test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on",
     ),
     "G-CANON-1": (
         _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
@@ -159,6 +185,17 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _TOKENS + "test_scope_escalation_is_refused",
         _TOKENS + "test_a_token_cannot_mint_a_broader_token",
         _ID + "test_over_http_the_agent_is_the_token_subject_and_nothing_else",
+        # a token wider than its charter by glob semantics (issue 16.6)
+        "tests/test_scopes.py::test_glob_within_agrees_with_brute_force",
+        "tests/test_scopes.py::test_a_wider_glob_is_refused",
+        _TOKENS + "test_token_issue_refuses_a_glob_wider_than_the_charter",
+        "tests/cli/test_token_cli.py::test_issue_refuses_a_glob_wider_than_the_charter",
+        # a token's claims re-signed with a later expiry (issue 16.5)
+        _TOKENS + "test_a_token_re_signed_with_a_later_expiry_is_refused",
+        _TOKENS + "test_every_claim_is_pinned_by_the_row",
+        "tests/cli/test_token_cli.py::test_verify_refuses_a_token_re_signed_with_a_later_expiry",
+        _HTTP + "test_a_refused_token_gets_a_401_naming_the_reason",
+        _HTTP + "test_a_second_server_on_another_port_leaves_the_issuer_alone",
     ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (

@@ -450,6 +450,60 @@ def test_an_entry_naming_another_actor_fails_at_its_seq(busy: Home) -> None:
     assert_fails_at(busy, forged.seq, "names another actor")
 
 
+#: A new value for each copied column of a ledger row (the signed body is left untouched).
+EDITED_COLUMNS = {
+    "actor": "spiffe://charter.local/agent/someone/else",
+    "action": "secret.read",
+    "outcome": "denied",
+    "ts": "2001-01-01T00:00:00.000Z",
+    "phase": "event",
+    "call_id": "0000000000000000",
+    "prev": "f" * 64,
+    "hash": "e" * 64,
+}
+
+
+@pytest.mark.parametrize("column", sorted(EDITED_COLUMNS))
+def test_an_edited_column_fails_at_its_seq(busy: Home, column: str) -> None:
+    """Queries trust the columns, not the body: editing one alone must not verify (16.7)."""
+    seq = agent_seq(busy, "alpha", 1)
+    value = EDITED_COLUMNS[column]
+    if column == "actor":
+        value = agent_id(busy, "beta")  # alpha's entry relabelled as beta's
+    admin(busy).execute(f"UPDATE ledger SET {column} = ? WHERE seq = ?", (value, seq))
+    assert_fails_at(busy, seq, f"the ledger row's {column} column does not match")
+
+
+async def test_a_relabelled_entry_is_not_served_to_the_wrong_agent(busy: Home, mode: str) -> None:
+    """Beta's entries relabelled as alpha's: audit_query fails closed and audit_prove says
+    'not yours' instead of handing alpha beta's entries; audit_verify names the row."""
+    beta = agent_id(busy, "beta")
+    seqs = [e["seq"] for e in sechelp.entries(busy) if e["actor"] == beta]
+    conn = admin(busy)
+    conn.executemany(
+        "UPDATE ledger SET actor = ? WHERE seq = ?", [(agent_id(busy, "alpha"), s) for s in seqs]
+    )
+    conn.close()
+    async with Client(server_for(busy, "alpha"), mode=mode) as client:
+        page = await client.call_tool("audit_query", {"limit": 200})
+        proof = await client.call_tool("audit_prove", {"seq": seqs[0]})
+        verified = await client.call_tool("audit_verify", {})
+    assert page.is_error and beta not in text(page)
+    assert f"entry {seqs[0]}" in text(page) and "actor column" in text(page)
+    assert proof.is_error and text(proof).endswith(f"no entry {seqs[0]} of yours")
+    assert beta not in text(proof)
+    assert verified.structured_content is not None
+    assert verified.structured_content["valid"] is False
+    assert verified.structured_content["failed_seq"] == seqs[0]
+    assert "actor column" in verified.structured_content["reason"]
+    calls = sechelp.entries(busy)[-3:]
+    assert [(e["action"], e["outcome"]) for e in calls] == [
+        ("audit.query", "error"),
+        ("audit.prove", "denied"),
+        ("audit.verify", "ok"),
+    ]
+
+
 def test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event(busy: Home) -> None:
     """An agent key cannot forge an owner action (e.g. registering itself more scopes)."""
     key = read_key_file(busy.layout.agent_key("alpha"))

@@ -10,6 +10,7 @@ intent, then "acts" by appending to a list.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Any
 
@@ -543,4 +544,63 @@ async def test_the_real_email_send_waits_for_the_owner_per_recipient(home: Home,
     (count,) = home.conn.execute("SELECT count(*) FROM mail_local_inbox").fetchone()
     assert count == 1
     assert b"body-canary" not in b"".join(home.ledger.iter_bodies())
+    audit.verify_home(home)
+
+
+# -- what the human approves for secret_http_request (issue 27.5) ------------------------------
+
+SECRET_VALUE = "sk-live-approval-test-0123456789"
+HTTP_ARGS = {
+    "method": "POST",
+    "url": "https://api.example.com/v1/charges?key={{secret:API_KEY}}&amount=5000",
+    "headers": {"Authorization": "Bearer {{secret:API_KEY}}", "Content-Type": "application/json"},
+    "body": '{"to": "acct_9"}',
+}
+
+
+def http_agent(home: Home, approval: str) -> None:
+    from charter.tools import vault
+
+    vault.set_secret(home, "API_KEY", SECRET_VALUE.encode(), allowed_hosts=["api.example.com"])
+    identity.add_agent(
+        home,
+        "payer",
+        scopes=["secret:use:API_KEY"],
+        policy={"approvals": [{"pattern": "secret:use:*", "mode": approval}]},
+    )
+
+
+def assert_shows_the_request(shown: str) -> None:
+    """Method, full URL as written, header names, body size and type; never a value."""
+    assert '  method: "POST"' in shown
+    assert f"  url: {json.dumps(HTTP_ARGS['url'])}" in shown
+    assert '  headers: "Authorization", "Content-Type" (values not shown; sha256 ' in shown
+    assert '  body: 16 bytes, "application/json" (not shown; sha256 ' in shown
+    assert "Bearer" not in shown and "acct_9" not in shown  # header values, body: hashes
+    assert SECRET_VALUE not in shown
+
+
+async def test_owner_sees_what_a_secret_http_request_would_do(home: Home, mode: str) -> None:
+    http_agent(home, "owner")
+    async with Client(server_for(home, "payer"), mode=mode) as client:
+        result = await client.call_tool("secret_http_request", HTTP_ARGS)
+    assert result.is_error and "approval pending" in text(result)
+    [pending] = approvals.list_pending(home)
+    assert_shows_the_request(approvals.render(pending))
+    request = entries(home)[-2]  # approval.request, then the call's closing entry
+    assert request["action"] == "approval.request"
+    assert SECRET_VALUE not in json.dumps(entries(home))
+    audit.verify_home(home)
+
+
+async def test_client_elicitation_shows_what_a_secret_http_request_would_do(
+    home: Home, mode: str
+) -> None:
+    http_agent(home, "client")
+    answer, shown = answering("decline")
+    async with Client(server_for(home, "payer"), mode=mode, elicitation_callback=answer) as c:
+        result = await c.call_tool("secret_http_request", HTTP_ARGS)
+    assert result.is_error and "declined" in text(result)
+    [message] = shown
+    assert_shows_the_request(message)
     audit.verify_home(home)

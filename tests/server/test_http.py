@@ -8,6 +8,7 @@ clock, real keys, real MCP clients in both protocol generations.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -38,8 +39,12 @@ from charter.cli import cli
 from charter.config import Settings
 from charter.errors import TokenInvalid
 from charter.evidence.entries import Entry
+from charter.evidence.jwk import b64url, b64url_decode
 from charter.home import Home
+from charter.keys import KeyPair
+from charter.keys.files import read_key_file
 from charter.server.http import CharterTokenVerifier, TokenAgentResolver, build_http_app
+from charter.storage.db import transaction
 from charter.testing import make_home
 from charter.tools import audit, identity, tokens
 
@@ -172,6 +177,116 @@ def test_mcp_needs_a_valid_token_for_this_server(site: Site) -> None:
             assert "invalid_token" in refused.headers["www-authenticate"]
             assert "Traceback" not in refused.text
         assert post_init(site, good).status_code == 200
+
+
+def _forge(site: Site, token: str, key: KeyPair | None = None, **change: Any) -> str:
+    """``token``'s claims with ``change``, re-signed with ``key`` (default: the issuer key)."""
+    header_b64, payload_b64, _ = token.split(".")
+    header = json.loads(b64url_decode(header_b64))
+    if key is None:
+        key = read_key_file(site.home.layout.issuer_key(site.home.meta["issuer_kid"]))
+    else:
+        header["kid"] = key.kid
+    claims = json.loads(b64url_decode(payload_b64)) | change
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    return f"{signing_input}.{b64url(key.sign(signing_input.encode()))}"
+
+
+def _refused_token(site: Site, why: str) -> str:
+    """A token the server must refuse for reason ``why`` (a token_errors code)."""
+    if why == "malformed":
+        return "garbage"
+    if why == "wrong_audience":
+        return site.token("alpha", audience=API)
+    if why == "revoked":
+        token = site.token("beta")
+        tokens.revoke(site.home, tokens.verify(site.home, token, audience=site.mcp).jti)
+        return token
+    if why == "agent_revoked":
+        token = site.token("beta")
+        identity.revoke_agent(site.home, "beta")
+        return token
+    if why == "charter_superseded":
+        token = site.token("beta")
+        identity.update_agent(site.home, "beta", scopes=["audit:read"], audiences=[site.mcp])
+        return token
+    token = site.token("alpha")
+    claims = json.loads(b64url_decode(token.split(".")[1]))
+    now = int(time.time())
+    forged = {
+        "unknown_key": lambda: _forge(site, token, KeyPair.generate()),
+        "bad_signature": lambda: token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"),
+        "wrong_issuer": lambda: _forge(site, token, iss="http://127.0.0.1:18766"),
+        "expired": lambda: _forge(site, token, iat=now - 100, nbf=now - 100, exp=now - 10),
+        "not_yet_valid": lambda: _forge(site, token, nbf=now + 300),
+        "not_issued": lambda: _forge(site, token, jti="made-up"),
+        # The attack of issue 16.5: the real jti, its times moved on, re-signed.
+        "re_signed": lambda: _forge(site, token, exp=claims["exp"] + 600),
+    }
+    return forged[why]()
+
+
+@pytest.mark.parametrize(
+    ("why", "description"),
+    [
+        ("malformed", "malformed token"),
+        ("unknown_key", "token signed by an unknown key"),
+        ("bad_signature", "token signature does not verify"),
+        ("wrong_issuer", "token is from another issuer"),
+        ("wrong_audience", "token is for another audience"),
+        ("expired", "token expired"),
+        ("not_yet_valid", "token not yet valid"),
+        ("not_issued", "token was not issued by this server"),
+        ("re_signed", "token was not issued by this server"),
+        ("revoked", "token revoked"),
+        ("agent_revoked", "the token's agent has been revoked"),
+        ("charter_superseded", "the token's charter has been superseded"),
+    ],
+)
+def test_a_refused_token_gets_a_401_naming_the_reason(
+    site: Site, why: str, description: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = _refused_token(site, why)
+    with running(site), caplog.at_level(logging.WARNING, logger="charter.http"):
+        refused = post_init(site, token)
+        introspected = httpx2.post(
+            f"{site.issuer}/introspect",
+            data={"token": token},
+            headers={"Authorization": f"Bearer {SECRET.decode()}"},
+        )
+    assert refused.status_code == 401
+    challenge = refused.headers["www-authenticate"]
+    assert challenge == (
+        f'Bearer error="invalid_token", error_description="{description}", '
+        f'resource_metadata="{site.issuer}/.well-known/oauth-protected-resource/mcp"'
+    )
+    assert refused.json() == {"error": "invalid_token", "error_description": description}
+    assert token not in challenge + refused.text
+    if why != "wrong_audience":  # introspection accepts any audience
+        assert introspected.json() == {"active": False}  # RFC 7662: nothing more
+    logged = [r.getMessage() for r in caplog.records if r.name == "charter.http"]
+    assert logged and all(token not in line for line in logged)
+    if why not in ("malformed", "unknown_key", "bad_signature"):  # the jti is known
+        jti = json.loads(b64url_decode(token.split(".")[1]))["jti"]
+        assert any(f"jti {jti!r}" in line for line in logged)
+
+
+def test_missing_or_malformed_credentials_follow_rfc_6750(site: Site) -> None:
+    metadata = f'resource_metadata="{site.issuer}/.well-known/oauth-protected-resource/mcp"'
+    with running(site):
+        missing = post_init(site, None)
+        basic = httpx2.post(
+            site.mcp, json=INIT, headers=MCP_HEADERS | {"Authorization": "Basic dXNlcjpwdw=="}
+        )
+        empty = httpx2.post(site.mcp, json=INIT, headers=MCP_HEADERS | {"Authorization": "Bearer"})
+        spaced = post_init(site, "two words")
+    for answer in (missing, basic):  # no credential: no error code (RFC 6750 3.1)
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"] == f"Bearer {metadata}"
+    for answer in (empty, spaced):
+        assert answer.status_code == 400
+        assert answer.headers["www-authenticate"].startswith('Bearer error="invalid_request"')
+        assert answer.json()["error"] == "invalid_request"
 
 
 def test_a_revoked_agent_or_token_is_refused_on_the_next_request(site: Site) -> None:
@@ -407,14 +522,22 @@ def test_serve_refuses_unsafe_or_confused_flags(site: Site) -> None:
     assert with_agent.exit_code == 2 and "each token names its agent" in with_agent.stderr
     bad_issuer = serve("--http", "--issuer", "https://x.example/path")
     assert bad_issuer.exit_code == 2 and "must be an origin" in bad_issuer.stderr
+    other_issuer = serve("--http", "--issuer", "https://other.example")
+    assert other_issuer.exit_code == 2
+    assert f"is not this home's issuer ({site.issuer})" in other_issuer.stderr
+    assert "charter token issuer set URL" in other_issuer.stderr
     assert tokens.issuer(site.home) == site.issuer  # nothing was recorded
 
 
 def test_charter_serve_http_end_to_end(site: Site) -> None:
-    """The real command in a subprocess: it records its issuer, serves JWKS and MCP."""
+    """The real command in a subprocess on a home with no issuer yet: it records its own
+    address once (and says so), serves JWKS and MCP."""
     port = site.sock.getsockname()[1]
     site.sock.close()  # the subprocess binds the port itself
     token = site.token("alpha")
+    with transaction(site.home.conn):
+        site.home.conn.execute("DELETE FROM meta WHERE key = 'issuer'")
+    assert tokens.recorded_issuer(site.home) is None
     env = {"CHARTER_HOME": str(site.home.settings.home), "PATH": os.environ.get("PATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port),
@@ -426,6 +549,7 @@ def test_charter_serve_http_end_to_end(site: Site) -> None:
     )  # fmt: skip
     lines = _Lines(proc)
     try:
+        assert lines.wait_for(f"No issuer was set for this home: recorded {site.issuer}", 60)
         assert lines.wait_for("Uvicorn running on", timeout=60)
         assert httpx2.get(f"{site.issuer}/.well-known/jwks.json").json() == tokens.jwks(site.home)
         assert post_init(site, None).status_code == 401
@@ -435,6 +559,54 @@ def test_charter_serve_http_end_to_end(site: Site) -> None:
         proc.wait(15)
         lines.close()
     assert tokens.issuer(site.home) == site.issuer
+
+
+def test_a_second_server_on_another_port_leaves_the_issuer_alone(site: Site) -> None:
+    """Issue 27.3: a second serve on another port neither changes the home's issuer nor
+    makes the first server accept tokens naming another issuer."""
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()
+    good = site.token("alpha")
+    env = {"CHARTER_HOME": str(site.home.settings.home), "PATH": os.environ.get("PATH", "")}
+    with running(site):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = _Lines(proc)
+        try:
+            assert lines.wait_for(f"advertises the home's issuer {site.issuer}", timeout=60)
+            second = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:  # the warning comes before uvicorn listens
+                try:
+                    metadata = httpx2.get(f"{second}/.well-known/openid-configuration").json()
+                    break
+                except httpx2.ConnectError:
+                    assert time.monotonic() < deadline, "the second server did not start"
+                    time.sleep(0.1)
+            assert metadata["issuer"] == site.issuer
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(15)
+            lines.close()
+        assert tokens.issuer(site.home) == site.issuer
+        # Even when the owner moves the issuer on purpose, the running server keeps the one
+        # it advertises: a token naming another issuer is refused, with the reason.
+        assert tokens.set_issuer(site.home, second)
+        elsewhere = site.token("alpha")
+        refused = post_init(site, elsewhere)
+        assert refused.status_code == 401
+        assert (
+            'error_description="token is from another issuer"'
+            in (refused.headers["www-authenticate"])
+        )
+        assert post_init(site, good).status_code == 200
 
 
 class _Lines:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import json
 import logging
 import sqlite3
@@ -22,8 +23,8 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.testing import server_for
-from charter.tools import audit, identity
+from charter.testing import FrozenClock, server_for
+from charter.tools import audit, identity, vault_http
 from charter.tools import vault as vault_tools
 
 CANARY = "canary-7f3a9c1e5b2d4f60-s3cr3t/+="
@@ -96,11 +97,20 @@ def _handler(state: EchoServer) -> type[BaseHTTPRequestHandler]:
                 n, at = int(query["n"]), int(query["at"])
                 data = (b"x" * at + auth.encode() + b"y" * n)[:n]
                 self._reply(200, data, {"Content-Type": "text/plain"})
+            elif url.path == "/reflect":  # the body back, padded, transformed or encoded
+                self._reflect(body, query)
             elif url.path == "/hang":
                 state.release.wait(10)
                 self._reply(200, b"late", {})
             else:
                 self._reply(404, b"not found", {})
+
+        def _reflect(self, body: bytes, query: dict[str, str]) -> None:
+            data = b"x" * int(query.get("pad", "0")) + _transform(body, query.get("how", ""))
+            headers = {"Content-Type": "text/plain"}
+            if "enc" in query:  # gzip, but declared as `enc` (which the client may not decode)
+                data, headers["Content-Encoding"] = gzip.compress(data), query["enc"]
+            self._reply(200, data, headers)
 
         def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
@@ -113,6 +123,25 @@ def _handler(state: EchoServer) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_PUT = do_DELETE = _serve
 
     return Handler
+
+
+def _transform(body: bytes, how: str) -> bytes:
+    """How a reflecting server may re-encode what it echoes."""
+    text = body.decode()
+    if how == "pct-upper":
+        return "".join(f"%{b:02X}" for b in body).encode()
+    if how == "pct-lower":
+        return "".join(f"%{b:02x}" for b in body).encode()
+    if how == "pct-mixed":  # every other byte encoded
+        return "".join(f"%{b:02x}" if i % 2 else chr(b) for i, b in enumerate(body)).encode()
+    if how == "json-u":  # every character as \uXXXX
+        return "".join(f"\\u{ord(c):04X}" for c in text).encode()
+    if how == "go-html":  # Go's encoding/json: < > & as \u003c \u003e \u0026
+        quoted = json.dumps(text)[1:-1]
+        for c in "<>&":
+            quoted = quoted.replace(c, f"\\u{ord(c):04x}")
+        return quoted.encode()
+    return body
 
 
 @pytest.fixture
@@ -215,6 +244,7 @@ async def test_the_intent_is_committed_before_the_request_and_holds_no_value(
         "method": "GET",
         "scheme": "http",
         "host": "127.0.0.1",
+        "port": echo.port,
     }
     assert seen_intent["args"]["method"] == "GET"
     for hashed in ("url", "headers"):
@@ -359,7 +389,7 @@ async def test_an_unreachable_host_is_a_clear_error_after_the_intent(
 async def test_a_slow_server_is_cut_off_at_the_deadline(
     vhome: Home, echo: EchoServer, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vault_tools, "TOTAL_TIMEOUT", 0.3)
+    monkeypatch.setattr(vault_http, "TOTAL_TIMEOUT", 0.3)
     result = await call(
         vhome,
         mode,
@@ -584,3 +614,242 @@ async def test_the_ledger_holds_no_hash_of_a_revealed_value(vhome: Home, mode: s
     assert outcome["result_hash"] is None
     revealed = hash_value(result.structured_content)
     assert all(revealed not in json.dumps(e) for e in entries(vhome))
+
+
+# -- issue 16: the vault's holes ------------------------------------------------------------
+
+
+async def test_the_cut_of_an_oversized_reflection_is_no_prefix_oracle(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    """A guess the host reflects exactly at the cap is cut the same way whether or not it is
+    the beginning of the secret (before the fix a prefix was cut, so the body's length
+    confirmed it one character at a time)."""
+    cap = vault_tools.MAX_RESPONSE_BYTES
+    lengths = {}
+    for guess in (CANARY[:4], CANARY[:1] + "zzz", "zzzz"):
+        result = await call(
+            vhome,
+            mode,
+            "secret_http_request",
+            {
+                "method": "POST",
+                "url": echo.url(f"/reflect?pad={cap - 4}"),
+                "headers": {"Authorization": "{{secret:API_KEY}}"},
+                "body": guess + "z" * 4096,
+            },
+        )
+        out = result.structured_content
+        assert out["truncated"] is True, text_of(result)
+        lengths[guess] = len(out["body"])
+    assert set(lengths.values()) == {cap}, lengths
+    audit.verify_home(vhome)
+
+
+async def test_an_undecodable_content_encoding_never_returns_the_value(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    """The host reflects the secret gzip-compressed but labelled `br` (which the client does
+    not decode): before the fix the compressed bytes came back unredacted."""
+    for enc in ("br", "zstd", "x-unknown", "gzip, br"):
+        result = await call(
+            vhome,
+            mode,
+            "secret_http_request",
+            {
+                "method": "POST",
+                "url": echo.url(f"/reflect?enc={enc}"),
+                "body": "{{secret:API_KEY}}",
+            },
+        )
+        assert result.is_error, enc
+        assert "cannot decode" in text_of(result)
+        blob = json.dumps(result.structured_content) + text_of(result)
+        assert CANARY not in blob and "H4sI" not in blob  # no gzip stream, in any form
+        last = entries(vhome)[-1]
+        assert (last["phase"], last["outcome"]) == ("outcome", "error")
+    # gzip, sent although Charter asks for none, is decoded, then redacted; its compressed
+    # length is not shown (it would tell a guess next to the value from a wrong one).
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "POST", "url": echo.url("/reflect?enc=gzip"), "body": "k={{secret:API_KEY}}"},
+    )
+    out = result.structured_content
+    assert out["body"] == "k=[REDACTED:API_KEY]"
+    assert "content-length" not in {h["name"].lower() for h in out["headers"]}
+    assert all(s.headers["Accept-Encoding"] == "identity" for s in echo.seen)
+    audit.verify_home(vhome)
+
+
+async def test_an_agent_may_not_set_accept_encoding(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {
+            "method": "GET",
+            "url": echo.url("/echo"),
+            "headers": {"Accept-Encoding": "br", "X-Key": "{{secret:API_KEY}}"},
+        },
+    )
+    assert result.is_error and "may not be set" in text_of(result)
+    assert echo.seen == []
+
+
+@pytest.mark.parametrize("how", ["pct-upper", "pct-lower", "pct-mixed", "json-u", "go-html"])
+async def test_percent_encoded_and_json_escaped_reflections_are_redacted(
+    vhome: Home, echo: EchoServer, mode: str, how: str
+) -> None:
+    value = "a<b>c&d=0123/x+y z-9f8e7d6c"
+    vault_tools.set_secret(vhome, "API_HTML", value.encode(), allowed_hosts=["127.0.0.1"])
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "POST", "url": echo.url(f"/reflect?how={how}"), "body": "{{secret:API_HTML}}"},
+    )
+    body = result.structured_content["body"]
+    assert body == "[REDACTED:API_HTML]", how
+    assert echo.seen[-1].body == value.encode()
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["url-raw", "url-percent", "body-raw", "body-json-u", "header", "url-periodic"],
+)
+async def test_a_guessed_value_is_refused_recorded_and_blocks_the_agent(
+    vhome: Home, echo: EchoServer, mode: str, where: str
+) -> None:
+    """The agent writes guesses into its own request; the right one is never sent (so the
+    echo's redaction cannot confirm it), the refusal is recorded, and the agent is blocked
+    from the secret, so the refusal is the last thing it learns about it."""
+    guesses = ["0000", "1234", CANARY, "9999"]
+    args: dict[str, Any] = {"method": "POST", "headers": {"X-Key": "{{secret:API_KEY}}"}}
+    if where == "url-raw":
+        args["url"] = echo.url("/echo?" + "&".join(f"g={urllib.parse.quote(g)}" for g in guesses))
+    elif where == "url-percent":
+        args["url"] = echo.url("/echo?g=" + "".join(f"%{b:02X}" for b in CANARY.encode()))
+    elif where == "body-raw":
+        args |= {"url": echo.url("/echo"), "body": " ".join(guesses)}
+    elif where == "body-json-u":
+        args |= {"url": echo.url("/echo"), "body": "".join(f"\\u{ord(c):04x}" for c in CANARY)}
+    elif where == "header":
+        args |= {
+            "url": echo.url("/echo"),
+            "headers": {"X-Key": "{{secret:API_KEY}}", "X-G": CANARY},
+        }
+    else:  # the value's first characters written right before the placeholder
+        vault_tools.set_secret(vhome, "API_KEY", b"abababab", allowed_hosts=["127.0.0.1"])
+        args |= {"url": echo.url("/echo"), "body": "ab{{secret:API_KEY}}"}
+    result = await call(vhome, mode, "secret_http_request", args)
+    assert result.is_error
+    assert "written by the agent" in text_of(result) and "blocked" in text_of(result)
+    assert echo.seen == []  # nothing was sent
+    last = entries(vhome)[-1]
+    assert (last["phase"], last["outcome"], last["action"]) == (
+        "call",
+        "denied",
+        "secret.http_request",
+    )
+    assert "written by the agent" in last["reason"]
+    ledger = b"".join(vhome.ledger.iter_bodies())
+    assert CANARY.encode() not in ledger and b"abababab" not in ledger
+    # Blocked: even a clean request with that secret is refused, so no more guesses.
+    clean = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
+    again = await call(vhome, mode, "secret_http_request", clean)
+    assert again.is_error and "blocked" in text_of(again) and echo.seen == []
+    vault_tools.unblock_secret(vhome, "API_KEY", "gamma")
+    assert not (await call(vhome, mode, "secret_http_request", clean)).is_error
+    from charter.tools import vault_limits
+
+    assert vault_limits.unblock(vhome.conn, "gamma", "API_KEY") is False
+    audit.verify_home(vhome)
+
+
+async def test_a_value_the_agent_may_read_is_not_a_guess(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    identity.update_agent(vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY"])
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "POST", "url": echo.url("/echo"), "body": f"{CANARY} {{{{secret:API_KEY}}}}"},
+    )
+    assert not result.is_error, text_of(result)
+
+
+async def test_the_url_returned_is_the_one_the_agent_wrote(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    url = echo.url("/echo?k={{secret:API_KEY}}&n=1")
+    result = await call(vhome, mode, "secret_http_request", {"method": "GET", "url": url})
+    assert result.structured_content["url"] == url
+    followed = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/redirect?to=/echo%3Fx%3D1&k={{secret:API_KEY}}")},
+    )
+    assert followed.structured_content["url"] == echo.url("/echo?x=1")
+
+
+async def test_the_rate_limit_refuses_and_records(
+    vhome: Home, echo: EchoServer, mode: str, clock: FrozenClock
+) -> None:
+    info = vault_tools.set_secret(
+        vhome, "API_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"], rate_per_minute=3
+    )
+    assert info.rate_per_minute == 3
+    args = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
+    for _ in range(3):
+        assert not (await call(vhome, mode, "secret_http_request", args)).is_error
+    refused = await call(vhome, mode, "secret_http_request", args)
+    assert refused.is_error
+    assert text_of(refused) == (
+        "rate limit: this agent may use secret 'API_KEY' 3 times per minute and has used it "
+        "3 times in the last minute; try again later"
+    )
+    assert len(echo.seen) == 3
+    last = entries(vhome)[-1]
+    assert (last["phase"], last["outcome"]) == ("call", "denied")
+    assert last["reason"].startswith("rate limit")
+    # Another agent has its own count; the window moves on.
+    identity.add_agent(vhome, "delta", scopes=["secret:use:API_KEY"])
+    assert not (await call(vhome, mode, "secret_http_request", args, agent="delta")).is_error
+    clock.advance(seconds=61)
+    assert not (await call(vhome, mode, "secret_http_request", args)).is_error
+    audit.verify_home(vhome)
+
+
+async def test_the_default_rate_is_sixty_per_minute(
+    vhome: Home, echo: EchoServer, clock: FrozenClock
+) -> None:
+    args = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
+    async with Client(server_for(vhome, "gamma")) as client:
+        results = [await client.call_tool("secret_http_request", args) for _ in range(61)]
+    assert [r.is_error for r in results] == [False] * 60 + [True]
+    assert "60 times per minute" in text_of(results[-1])
+
+
+@pytest.mark.parametrize("allowed", ["http://127.0.0.1:{other}", "https://127.0.0.1:{port}"])
+async def test_an_allowed_host_with_the_wrong_port_or_scheme_is_refused(
+    vhome: Home, echo: EchoServer, mode: str, allowed: str
+) -> None:
+    entry = allowed.format(port=echo.port, other=echo.port + 1 if echo.port < 65535 else 1)
+    vault_tools.set_secret(vhome, "API_KEY", CANARY.encode(), allowed_hosts=[entry])
+    args = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
+    result = await call(vhome, mode, "secret_http_request", args)
+    assert result.is_error and "may not be sent to '127.0.0.1'" in text_of(result)
+    assert echo.seen == []
+    last = entries(vhome)[-1]
+    assert (last["phase"], last["outcome"]) == ("call", "denied")
+    # The exact scheme and port are allowed.
+    vault_tools.set_secret(
+        vhome, "API_KEY", CANARY.encode(), allowed_hosts=[f"http://127.0.0.1:{echo.port}"]
+    )
+    assert not (await call(vhome, mode, "secret_http_request", args)).is_error

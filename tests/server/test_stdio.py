@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,74 @@ def test_serve_without_a_home_says_how_to_init(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "charter init" in proc.stderr
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on(home: Home) -> None:
+    """Valid JSON the SDK's parser refuses used to go unanswered: the client hung (issue 16.8).
+
+    A lone surrogate and 300-deep nesting each get a JSON-RPC error carrying the request's
+    id; a line with no recoverable id gets one with a null id; the next call is served.
+    """
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "0"},
+        },
+    }
+    whoami = {"name": "identity_whoami", "arguments": {}}
+    requests: list[dict[str, Any]] = [
+        initialize,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "identity_whoami", "arguments": {"x": "x\ud800"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": "deep",
+            "method": "tools/call",
+            "params": {"name": "identity_whoami", "arguments": {"x": _nested(300)}},
+        },
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": "nope"},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": whoami},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(home),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write('{"jsonrpc": "2.0", "id": 3, "method": [' + "[" * 300 + "\n")  # no id
+    hung = threading.Timer(60, proc.kill)  # unanswered, the exchange would wait forever
+    hung.start()
+    try:
+        lines, _ = exchange(proc, requests)
+    finally:
+        hung.cancel()
+    messages = [json.loads(line) for line in lines if line.strip()]
+    by_id = {m["id"]: m for m in messages}
+    assert by_id[2]["error"]["code"] in (-32700, -32600)
+    assert by_id[2]["error"]["message"].startswith("Parse error")
+    assert by_id["deep"]["error"]["code"] in (-32700, -32600)
+    assert "recursion" in by_id["deep"]["error"]["message"]
+    assert by_id[4]["error"]["code"] == -32600
+    assert by_id[None]["error"]["code"] == -32700  # not JSON: no id to echo
+    assert by_id[5]["result"]["structuredContent"]["name"] == "alpha"
+    assert "Traceback" not in "".join(lines)
+    audit.verify_home(home)

@@ -48,7 +48,11 @@ def test_put_get_keeps_versions_and_encrypts(home: Home, vault: Vault) -> None:
     assert vault.get("API").reveal() == b"second-value"
     assert vault.get("API", version=1).reveal() == b"first-value"
     info = vault.info("API")
-    assert (info.version, info.versions, info.allowed_hosts) == (2, (1, 2), ("api.example.com",))
+    assert (info.version, info.versions, info.allowed_hosts) == (
+        2,
+        (1, 2),
+        ("https://api.example.com:443",),
+    )
     for _, ciphertext in (row(home, "API", 1), row(home, "API", 2)):
         assert b"value" not in ciphertext
     key_file = home.layout.keys / "vault.key"
@@ -223,9 +227,12 @@ def test_system_secrets_are_hidden_from_list_and_names_are_reserved(vault: Vault
         ("A", b"", ()),
         ("A", b"x" * (vault_mod.MAX_VALUE_BYTES + 1), ()),
         ("A", b"v", ("*.example.com",)),
-        ("A", b"v", ("https://example.com",)),
-        ("A", b"v", ("example.com:443",)),
+        ("A", b"v", ("ftp://example.com",)),
+        ("A", b"v", ("http://example.com",)),  # plain http only on loopback
+        ("A", b"v", ("https://u@example.com",)),
+        ("A", b"v", ("https://example.com:99999",)),
         ("A", b"v", ("example.com/path",)),
+        ("A", b"v", ("https://example.com/path",)),
     ],
 )
 def test_bad_input_is_refused_clearly(
@@ -246,3 +253,39 @@ def test_delete_removes_values_and_versions_never_restart(home: Home, vault: Vau
     assert vault.put("A", b"a3") == 3
     with pytest.raises(NotFound):
         vault.delete("nope")
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("api.example.com", "https://api.example.com:443"),
+        ("API.example.com:8443", "https://api.example.com:8443"),
+        ("https://api.example.com", "https://api.example.com:443"),
+        ("https://api.example.com:8443/", "https://api.example.com:8443"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("https://[::1]:9", "https://[::1]:9"),
+        ("127.0.0.1", "127.0.0.1"),  # a bare loopback host: any port of this machine
+        ("localhost", "localhost"),
+    ],
+)
+def test_allowed_hosts_are_stored_with_scheme_and_port(
+    vault: Vault, written: str, stored: str
+) -> None:
+    vault.put("API", b"value", allowed_hosts=[written])
+    assert vault.info("API").allowed_hosts == (stored,)
+
+
+def test_an_allowed_host_matches_only_its_scheme_and_port() -> None:
+    from charter.storage.vault_hosts import allows
+
+    assert allows("https://api.test:443", "https", "api.test", 443)
+    assert not allows("https://api.test:443", "https", "api.test", 8443)
+    assert not allows("https://api.test:8443", "http", "api.test", 8443)
+    assert not allows("https://api.test:443", "https", "evil.test", 443)
+    # An entry stored before ports counted (bare, not loopback) means https on 443 only.
+    assert allows("api.test", "https", "api.test", 443)
+    assert not allows("api.test", "https", "api.test", 8443)
+    assert not allows("api.test", "http", "api.test", 80)
+    # A bare loopback host is this machine on any port (as before).
+    assert allows("127.0.0.1", "http", "127.0.0.1", 8080)
+    assert not allows("127.0.0.1", "http", "127.0.0.2", 8080)

@@ -150,7 +150,7 @@ def verify(
         raise NotVerified("sent outside the charter's validity")
     if charter["policy"]["email"]["address"].lower() != _addrs(msg, "From")[0]:
         raise NotVerified("From is not the address the owner gave this agent")
-    for address in _addrs(msg, "To") + _addrs(msg, "Cc"):
+    for address in _addrs(msg, "To") + _addrs(msg, "Cc") + _addrs(msg, "Reply-To"):
         if not any(
             s == "email:send"
             or (s.startswith("email:send:") and fnmatch.fnmatchcase(address, s[11:]))

@@ -168,6 +168,8 @@ class RawStdioServer:
         self._inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self.responses: dict[int, dict[str, Any]] = {}
         self.garbage: list[bytes] = []
+        #: JSON-RPC errors with a null id: answers to lines whose request id was unreadable.
+        self.unanswerable: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -228,6 +230,9 @@ class RawStdioServer:
             if message is None:
                 self._inbox.put(None)  # keep signalling the end to later waits
                 raise ServerGone("the server closed its stdout")
+            if message["id"] is None:  # an error for a line with no id to echo
+                self.unanswerable.append(message)
+                continue
             self.responses[int(message["id"])] = message
         return self.responses[rid]
 

@@ -466,3 +466,35 @@ def test_a_retried_call_must_be_the_one_its_client_request_was_for(
     else:
         with pytest.raises(ApprovalRefused, match="was asked for another call"):
             server_approvals._stored_request(call, state)
+
+
+def test_can_apply_only_when_a_granted_scope_can_match() -> None:
+    assert not approvals.can_apply("email:send", ["email:read"])
+    assert not approvals.can_apply("secret:read:*", ["secret:use:GH"])
+    assert not approvals.can_apply("*", [])
+    for pattern, granted in (
+        ("email:send", ["email:send:*@example.com"]),
+        ("email:send:bob@example.com", ["email:send"]),
+        ("secret:use:GH", ["secret:use:*"]),
+        ("secret:read:*", ["secret:read:DB_*"]),
+        ("token:*", ["token:issue"]),
+        ("*", ["audit:read"]),
+    ):
+        assert approvals.can_apply(pattern, granted), (pattern, granted)
+
+
+def test_the_http_request_view_stays_recordable_with_hostile_headers() -> None:
+    from charter.evidence.canonical import canonical_json
+    from charter.server.calls import summarize
+
+    args = {
+        "method": "GET",
+        "url": "https://h.example/\x00x",
+        "headers": {"X-\ud800": "v", "Content-Type": "text/plain\ud800"},
+        "body": "b",
+    }
+    view = approvals.call_view("secret_http_request", args, summarize(args, frozenset({"method"})))
+    canonical_json(view)  # the approval.request entry can always be signed
+    assert "url" not in view or view["url"] != args["url"]  # a NUL is never shown verbatim
+    assert view["headers"]["names"] == ["X-\\ud800", "Content-Type"]
+    assert view["body"]["content_type"] is None and view["body"]["bytes"] == 1

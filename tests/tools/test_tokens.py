@@ -25,7 +25,7 @@ from charter.home import Home
 from charter.keys import KeyPair
 from charter.keys.files import read_key_file
 from charter.testing import FrozenClock, make_home, server_for
-from charter.tools import audit, identity, tokens
+from charter.tools import audit, identity, token_errors, tokens
 
 API = "https://api.example.com"
 MAIL = "https://mail.example.com"
@@ -555,3 +555,98 @@ def test_a_token_never_outlives_its_charter(home: Home, clock: FrozenClock) -> N
     clock.advance(minutes=5)
     with pytest.raises(AgentRevoked, match="charter has expired"):
         tokens.prepare(home, "brief", agent.charter, audience=API)
+
+
+# -- the issued row is authoritative (issue 16.5) --------------------------------------------
+
+
+@pytest.mark.parametrize("pre_digest_row", [False, True])
+def test_a_token_re_signed_with_a_later_expiry_is_refused(
+    home: Home, gamma: identity.AgentContext, clock: FrozenClock, pre_digest_row: bool
+) -> None:
+    """The attack: an expired token's claims, re-signed with the issuer key and every time
+    moved an hour on (the lifetime stays legal), under the same jti."""
+    issued = issue(home, gamma, ttl=60)
+    if pre_digest_row:  # a row written before migration 0008 still pins the times
+        home.conn.execute("UPDATE tokens SET digest = NULL")
+    clock.advance(seconds=120)
+    assert reason(home, issued.token).startswith("expired at ")
+    header, claims = parts(issued.token)
+    only_exp = forge(header, claims | {"exp": claims["exp"] + 600}, issuer_key(home))
+    assert reason(home, only_exp) == "the token does not match what was issued under its id"
+    later = {k: claims[k] + 3600 for k in ("iat", "nbf", "exp")}
+    clock.advance(seconds=3600 - 120)  # now inside the moved window
+    resigned = forge(header, claims | later, issuer_key(home))
+    with pytest.raises(token_errors.NotIssued) as info:
+        tokens.verify(home, resigned, audience=API)
+    assert info.value.reason == "the token does not match what was issued under its id"
+    assert info.value.jti == issued.jti  # for the logs
+    assert tokens.introspect(home, resigned) == {"active": False}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"owner": "mallory@example.com"},
+        {"cnf": {"jkt": "another-key"}},
+        {"extra": "claim"},
+    ],
+)
+def test_every_claim_is_pinned_by_the_row(
+    home: Home, gamma: identity.AgentContext, change: dict[str, Any]
+) -> None:
+    header, claims = parts(issue(home, gamma).token)
+    forged = forge(header, claims | change, issuer_key(home))
+    assert reason(home, forged) == "the token does not match what was issued under its id"
+
+
+def test_each_refusal_has_a_typed_reason_and_a_safe_description(
+    home: Home, gamma: identity.AgentContext
+) -> None:
+    issued = issue(home, gamma)
+    header, claims = parts(issued.token)
+    stranger = KeyPair.generate()
+    cases: list[tuple[str, type[TokenInvalid]]] = [
+        ("garbage", token_errors.Malformed),
+        (forge(header | {"kid": stranger.kid}, claims, stranger), token_errors.UnknownKey),
+        (forge(header, claims, stranger), token_errors.BadSignature),
+        (forge(header, claims | {"iss": "https://x.example"}, issuer_key(home)),
+         token_errors.WrongIssuer),
+        (forge(header, claims | {"jti": "made-up"}, issuer_key(home)), token_errors.NotIssued),
+    ]  # fmt: skip
+    for token, kind in cases:
+        with pytest.raises(kind) as info:
+            tokens.verify(home, token, audience=API)
+        description = info.value.description
+        assert description != TokenInvalid.description and token not in description
+        for value in (claims["jti"], claims["sub"], stranger.kid):
+            assert value not in description
+
+
+# -- scopes by glob semantics (issue 16.6) ---------------------------------------------------
+
+
+async def test_token_issue_refuses_a_glob_wider_than_the_charter(home: Home, mode: str) -> None:
+    identity.add_agent(
+        home,
+        "globber",
+        scopes=["token:issue", "secret:use:A?", "secret:use:[!X]*"],
+        audiences=[API],
+    )
+    wider = ["secret:use:[X]*", "secret:use:*", "secret:use:?*", "secret:use:X?"]
+    async with Client(server_for(home, "globber"), mode=mode) as client:
+        refused = [
+            await client.call_tool("token_issue", {"audience": API, "scopes": [s]}) for s in wider
+        ]
+        narrower = await client.call_tool(
+            "token_issue", {"audience": API, "scopes": ["secret:use:A*", "secret:use:Y*"]}
+        )  # A* is inside [!X]*: the union of the charter's globs counts
+    for scope, result in zip(wider, refused, strict=True):
+        assert result.is_error
+        assert f"requested scope {scope!r} is not granted by this agent's charter" in (
+            result.content[0].text  # type: ignore[union-attr]
+        )
+    assert not narrower.is_error and narrower.structured_content is not None
+    assert narrower.structured_content["scopes"] == ["secret:use:A*", "secret:use:Y*"]
+    assert home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1
+    audit.verify_home(home)

@@ -39,7 +39,11 @@ def vhome(home: Home) -> Home:
 def test_owner_actions_are_signed_into_the_ledger_without_values(vhome: Home) -> None:
     vt.set_secret(vhome, "API_KEY", b"rotated-value-123")  # keeps description and hosts
     info = Vault(vhome).info("API_KEY")
-    assert (info.version, info.description, info.allowed_hosts) == (2, "api", ("api.test",))
+    assert (info.version, info.description, info.allowed_hosts) == (
+        2,
+        "api",
+        ("https://api.test:443",),
+    )
     vt.rotate_master_key(vhome)
     vt.remove_secret(vhome, "NOHOST")
     events = [e for e in entries(vhome) if e["action"].startswith(("secret.", "vault."))]
@@ -54,7 +58,7 @@ def test_owner_actions_are_signed_into_the_ledger_without_values(vhome: Home) ->
         "name": "API_KEY",
         "version": 2,
         "description": "api",
-        "allowed_hosts": ["api.test"],
+        "allowed_hosts": ["https://api.test:443"],
     }
     assert events[3]["args"]["key_version"] == 2
     assert all(e["actor"] == vhome.owner_id for e in events)
@@ -81,7 +85,7 @@ def test_agents_see_only_granted_secrets_and_never_system_ones(vhome: Home) -> N
     )
     names = {s.name: s for s in out.secrets}
     assert set(names) == {"API_KEY", "NOHOST"}
-    assert names["API_KEY"].can_use and names["API_KEY"].allowed_hosts == ["api.test"]
+    assert names["API_KEY"].can_use and names["API_KEY"].allowed_hosts == ["https://api.test:443"]
     assert not names["NOHOST"].can_use and names["NOHOST"].allowed_hosts == []
     assert vt.visible_secrets(vault, functools.partial(grants, [])).secrets == []
     assert vt.visible_secrets(vault, functools.partial(grants, ["audit:read"])).secrets == []
@@ -166,7 +170,7 @@ async def test_bad_requests_are_refused_before_the_intent(
 ) -> None:
     intents: list[dict[str, Any]] = []
 
-    async def commit(details: dict[str, Any]) -> None:
+    async def commit(details: dict[str, Any], effects: Any = ()) -> None:
         intents.append(details)
 
     args: dict[str, Any] = {"method": "GET", "headers": None, "body": None} | kwargs
@@ -174,6 +178,7 @@ async def test_bad_requests_are_refused_before_the_intent(
         await vt.http_request(
             Vault(vhome),
             ["secret:use:API_KEY", "secret:use:NOHOST"],
+            agent="alpha",
             commit_intent=commit,
             **args,
         )
@@ -184,13 +189,14 @@ async def test_bad_requests_are_refused_before_the_intent(
 async def test_a_secret_with_control_characters_never_goes_in_a_header(home: Home) -> None:
     vt.set_secret(home, "ML", b"line1\nX-Evil: 1", allowed_hosts=["127.0.0.1"])
 
-    async def commit(details: dict[str, Any]) -> None:
+    async def commit(details: dict[str, Any], effects: Any = ()) -> None:
         raise AssertionError("must not commit")
 
     with pytest.raises(InvalidInput, match="control characters") as info:
         await vt.http_request(
             Vault(home),
             ["secret:use:ML"],
+            agent="alpha",
             method="GET",
             url="http://127.0.0.1:9/",
             headers={"X-Key": "{{secret:ML}}"},
@@ -228,12 +234,45 @@ def test_redactor_catches_raw_and_encoded_forms() -> None:
     assert redactor.redact_text(f"x{VALUE}y") == "x[REDACTED:K]y"
 
 
-def test_a_truncated_body_never_ends_with_the_start_of_a_secret() -> None:
+def test_a_capped_body_is_cut_at_the_same_place_whatever_the_tail_holds() -> None:
+    """The prefix oracle: a guess placed at the cap must be cut the same way whether or not
+    it is the beginning of the secret (the old code cut only a matching tail)."""
     redactor = vt.Redactor([SecretValue("K", 1, b"abcdefgh")])
-    assert redactor.cut_partial_tail(b"hello abcd") == b"hello "
-    assert redactor.cut_partial_tail(b"hello world") == b"hello world"
+    cap = 10
+    outs = {
+        guess: redactor.redact(b"hello " + guess + b"-" * redactor.max_length, cap)
+        for guess in (b"abcd", b"abcx", b"zzzz")
+    }
+    assert {len(out) for out in outs.values()} == {cap}
+    assert outs[b"abcd"] == b"hello abcd"  # a part of a value is not a value: not cut
+    # A whole occurrence across the cap is cut off whole (it was seen whole in the margin).
+    assert redactor.redact(b"hello abcdefgh and more", cap) == b"hello "
+    assert redactor.redact(b"abcdefgh abcdefgh", cap) == b"[REDACTED:K] "
 
 
 def test_redaction_prefers_the_longest_match() -> None:
     redactor = vt.Redactor([SecretValue("SHORT", 1, b"abc"), SecretValue("LONG", 1, b"abcdef")])
     assert redactor.redact(b"-abcdef-abc-") == b"-[REDACTED:LONG]-[REDACTED:SHORT]-"
+
+
+def test_redactor_matches_every_character_in_any_covered_form() -> None:
+    value = 'pé<&>\U0001f511 /"\\x'
+    redactor = vt.Redactor([SecretValue("K", 1, value.encode())])
+    raw = value.encode()
+    forms = [
+        "".join(f"%{b:02X}" for b in raw).encode(),
+        "".join(f"%{b:02x}" for b in raw).encode(),
+        "".join(f"%{b:02x}" if i % 3 else chr(b) for i, b in enumerate(raw)).encode("latin-1"),
+        json.dumps(value)[1:-1].encode(),  # ASCII-only: surrogate pair for the key emoji
+        json.dumps(value, ensure_ascii=False)[1:-1].encode(),
+        json.dumps(value)[1:-1].replace("<", "\\u003c").replace("&", "\\u0026").encode(),
+        "".join(
+            f"\\u{ord(c):04X}" if ord(c) < 0x10000 else json.dumps(c)[1:-1] for c in value
+        ).encode(),
+        urllib.parse.quote_plus(raw).encode(),
+    ]
+    for form in forms:
+        assert redactor.redact(b"<" + form + b">") == b"<[REDACTED:K]>", form
+    # Binary values: raw bytes or percent-encoded, in any mixture.
+    binary = vt.Redactor([SecretValue("B", 1, b"\xff\x00\x80abc")])
+    assert binary.redact(b"-%FF\x00%80a%62c-") == b"-[REDACTED:B]-"

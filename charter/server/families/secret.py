@@ -99,14 +99,17 @@ def register(server: CharterServer) -> None:
 
         This is the default way to use a credential. Write `{{secret:NAME}}` where the value
         goes: in a header value, the body, or the URL's path or query. Each secret needs the
-        scope `secret:use:NAME`, and the URL's host must be one of that secret's allowed
-        hosts (see `secret_list`); https only, except for loopback hosts. Redirects are
-        followed (at most 5) only while they stay on hosts every injected secret allows;
-        otherwise the 3xx response is returned with `redirect_refused` set. The response
+        scope `secret:use:NAME`, and the URL's scheme, host and port must be one of that
+        secret's allowed hosts (see `secret_list`); https only, except for loopback hosts.
+        Never write a secret's value yourself: a request holding it outside a placeholder is
+        refused and blocks you from that secret. Each secret may be used a limited number of
+        times per minute (default 60). Redirects are followed (at most 5) only while they
+        stay on hosts every injected secret allows; otherwise the 3xx response is returned
+        with `redirect_refused` set. The response
         comes back with every occurrence of a secret replaced by `[REDACTED:NAME]`, the body
         capped at 1 MiB (`truncated`), the whole exchange bounded to 30 s. Side effects:
-        whatever the remote request does; the secret names, versions, host and method are
-        recorded in the audit ledger before it is sent (never the values).
+        whatever the remote request does; the secret names, versions, method, scheme, host
+        and port are recorded in the audit ledger before it is sent (never the values).
         """
         call = current_call()
         # Scope checks go through the gate (token narrowing, approval policy); the service
@@ -116,6 +119,7 @@ def register(server: CharterServer) -> None:
         result, facts = await http_request(
             vault(),
             call.agent.charter.scopes,
+            agent=call.agent.name,
             method=method,
             url=url,
             headers=headers,

@@ -1,0 +1,279 @@
+"""Verifying Charter tokens: every check, each refusal a typed reason, and introspection.
+
+A token is accepted only if its signature, algorithm, type, key id, issuer, audience, time
+claims and every required claim check out, it is exactly the token issued under its id (its
+row holds the SHA-256 of the signing input, so the row is authoritative for every claim and
+nothing, ``exp`` included, can be re-signed), it is not revoked, and its agent is still
+active under the same charter. A refusal raises one of the reasons in
+:mod:`charter.tools.token_errors`; ``reason`` carries the exact detail for the owner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from charter.clock import parse_rfc3339, rfc3339
+from charter.errors import TokenInvalid
+from charter.evidence.jwk import b64url_decode, verify_signature
+from charter.home import Home
+from charter.tools import token_errors as why
+from charter.tools.token_keys import ALGORITHM, issuer, published_key, unpublished_reason
+
+TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+#: ``typ`` values RFC 9068 §4 tells a resource server to accept.
+_ACCEPTED_TYPES = ("at+jwt", "application/at+jwt")
+MAX_TTL_SECONDS = 3600
+#: Claims every Charter token carries; a token missing any of them is refused.
+REQUIRED_CLAIMS = (
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "owner",
+    "charter",
+    "cnf",
+)
+_STRING_CLAIMS = ("iss", "sub", "jti", "client_id", "scope", "owner", "charter")
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+#: Longest token accepted for parsing (ours are ~700 characters).
+MAX_TOKEN_CHARS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token that passed every check."""
+
+    claims: dict[str, Any]
+    agent_name: str
+    kid: str
+
+    @property
+    def jti(self) -> str:
+        """Token id."""
+        return str(self.claims["jti"])
+
+    @property
+    def subject(self) -> str:
+        """The agent's SPIFFE ID."""
+        return str(self.claims["sub"])
+
+    @property
+    def audience(self) -> str:
+        """The audience the token was issued for."""
+        return str(self.claims["aud"])
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """Granted scopes."""
+        return tuple(str(self.claims["scope"]).split())
+
+    @property
+    def expires_at(self) -> int:
+        """``exp`` (seconds since the epoch)."""
+        return int(self.claims["exp"])
+
+
+# -- verifying -------------------------------------------------------------------------------
+
+
+def verify(
+    home: Home,
+    token: str,
+    *,
+    audience: str | None,
+    issuer_url: str | None = None,
+) -> VerifiedToken:
+    """Check ``token`` completely; ``audience=None`` accepts any audience (introspection).
+
+    ``issuer_url`` is the issuer to accept (a server passes the one it advertises); by default
+    the home's.
+
+    Raises:
+        TokenInvalid: one of the typed reasons in :mod:`charter.tools.token_errors`, with
+        ``reason`` saying exactly which check failed (and ``jti`` once the payload is read).
+    """
+    now = home.clock.now().timestamp()
+    header, signing_input, payload_b64, signature = _split(token)
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        raise why.Malformed(f"algorithm {alg!r} is not accepted (only {ALGORITHM})")
+    if "crit" in header:
+        raise why.Malformed("the header has critical extensions this verifier does not support")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
+        raise why.Malformed(f"token type {typ!r} is not an access token (want {TOKEN_TYPE!r})")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise why.Malformed("the header names no key id")
+    public_key = published_key(home.conn, kid, now)
+    if public_key is None:
+        raise why.UnknownKey(unpublished_reason(home.conn, kid))
+    if not verify_signature(public_key, signing_input, signature):
+        raise why.BadSignature("the signature does not verify")
+    claims = _json_object(payload_b64, "payload")
+    try:
+        _check_claims(claims, now, audience=audience, issuer_url=issuer_url or issuer(home))
+        name = _check_state(home, claims, kid, claims_digest(claims))
+    except TokenInvalid as exc:
+        jti = claims.get("jti")
+        exc.jti = jti if isinstance(jti, str) else None
+        raise
+    return VerifiedToken(claims=claims, agent_name=name, kid=kid)
+
+
+def introspect(
+    home: Home,
+    token: str,
+    *,
+    issuer_url: str | None = None,
+    on_refusal: Callable[[TokenInvalid], None] | None = None,
+) -> dict[str, Any]:
+    """RFC 7662 introspection: the token's claims with ``active: true``, else only ``false``.
+
+    RFC 7662 §2.2 says not to tell why a token is inactive: the reason goes to
+    ``on_refusal`` (the HTTP server logs it), never into the answer.
+    """
+    try:
+        verified = verify(home, token, audience=None, issuer_url=issuer_url)
+    except TokenInvalid as exc:
+        if on_refusal is not None:
+            on_refusal(exc)
+        return {"active": False}
+    claims = verified.claims
+    return {
+        "active": True,
+        "token_type": "Bearer",
+        **{k: claims[k] for k in REQUIRED_CLAIMS},
+    }
+
+
+def _split(token: str) -> tuple[dict[str, Any], bytes, str, bytes]:
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise why.Malformed("not a compact JWT")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise why.Malformed("not a compact JWT (want three dot-separated parts)")
+    header = _json_object(parts[0], "header")
+    try:
+        signature = b64url_decode(parts[2])
+    except ValueError:
+        raise why.Malformed("the signature is not base64url") from None
+    return header, f"{parts[0]}.{parts[1]}".encode("ascii"), parts[1], signature
+
+
+def _json_object(part: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(part), object_pairs_hook=_no_duplicates)
+    except (ValueError, UnicodeDecodeError):
+        raise why.Malformed(f"the {what} is not base64url JSON without duplicate keys") from None
+    if not isinstance(value, dict):
+        raise why.Malformed(f"the {what} is not a JSON object")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")
+    return out
+
+
+def _check_claims(
+    claims: dict[str, Any], now: float, *, audience: str | None, issuer_url: str
+) -> None:
+    missing = [c for c in REQUIRED_CLAIMS if c not in claims]
+    if missing:
+        raise why.Malformed(f"missing claims: {', '.join(missing)}")
+    for name in _STRING_CLAIMS:
+        if not isinstance(claims[name], str):
+            raise why.Malformed(f"claim {name!r} must be a string")
+    for name in _TIME_CLAIMS:
+        value = claims[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise why.Malformed(f"claim {name!r} must be an integer (seconds since the epoch)")
+    cnf = claims["cnf"]
+    if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str):
+        raise why.Malformed("claim 'cnf' must hold the agent key thumbprint 'jkt'")
+    if claims["iss"] != issuer_url:
+        raise why.WrongIssuer(f"issuer {claims['iss']!r} is not this issuer ({issuer_url!r})")
+    if not isinstance(claims["aud"], str):
+        raise why.Malformed("claim 'aud' must be a single string")
+    if audience is not None and claims["aud"] != audience:
+        raise why.WrongAudience(f"audience {claims['aud']!r} is not {audience!r}")
+    if now >= claims["exp"]:
+        raise why.TokenExpired(f"expired at {_when(claims['exp'])}")
+    if now < claims["nbf"]:
+        raise why.TokenNotYetValid(f"not valid before {_when(claims['nbf'])}")
+    if now < claims["iat"]:
+        raise why.TokenNotYetValid("issued in the future")
+    if claims["exp"] - claims["iat"] > MAX_TTL_SECONDS:
+        raise why.Malformed(f"lifetime exceeds the maximum of {MAX_TTL_SECONDS} seconds")
+
+
+def claims_digest(claims: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a token's full claim set (sorted keys, no spaces): what its row pins.
+
+    Any change to any claim, even re-signed with the issuer key, changes it.
+    """
+    text = json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_state(home: Home, claims: dict[str, Any], kid: str, digest: str) -> str:
+    """Check the token against its row, and its agent; return the agent's name.
+
+    The row is authoritative for every claim: the token must be byte for byte the one issued
+    under its id (its claims' digest), so no claim, ``exp`` included, can be re-signed.
+    """
+    row = home.conn.execute(
+        "SELECT t.kid, t.agent_name, t.agent_id, t.charter, t.audience, t.scopes, t.issued_at,"
+        " t.expires_at, t.digest, t.revoked_at, a.status, a.charter_hash FROM tokens t"
+        " LEFT JOIN agents a ON a.name = t.agent_name WHERE t.jti = ?",
+        (claims["jti"],),
+    ).fetchone()
+    if row is None:
+        raise why.NotIssued(f"token id {claims['jti']!r} was never issued by this home")
+    row_kid, name, agent_id, charter, aud, scopes, issued_at, expires_at, row_digest = row[:9]
+    revoked_at, status, current = row[9:]
+    # Rows from before the digest was stored still pin every claim they hold.
+    iat, exp = (int(parse_rfc3339(t).timestamp()) for t in (issued_at, expires_at))
+    if (row_kid, agent_id, charter, aud, scopes, iat, iat, exp) != (
+        kid,
+        claims["sub"],
+        claims["charter"],
+        claims["aud"],
+        claims["scope"],
+        claims["iat"],
+        claims["nbf"],
+        claims["exp"],
+    ) or (row_digest is not None and row_digest != digest):
+        raise why.NotIssued("the token does not match what was issued under its id")
+    if revoked_at is not None:
+        raise why.TokenRevoked(f"token {claims['jti']!r} was revoked at {revoked_at}")
+    if status != "active":
+        raise why.AgentRevokedToken(f"agent {name!r} has been revoked")
+    if current != charter:
+        raise why.CharterSuperseded(f"agent {name!r} has a new charter since this token was issued")
+    return str(name)
+
+
+def _from_epoch(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _when(seconds: int) -> str:
+    """``seconds`` since the epoch as RFC 3339, or as the number if out of the calendar."""
+    try:
+        return rfc3339(_from_epoch(seconds))
+    except (ValueError, OverflowError, OSError):
+        return f"{seconds} (seconds since the epoch)"
