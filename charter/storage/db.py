@@ -22,6 +22,10 @@ from charter.errors import ConfigError, LedgerUnavailable, WriteLockBusy
 
 log = logging.getLogger(__name__)
 
+#: The connection type the layers above hold while they still pass one around (they never
+#: run SQL on it; only charter/storage does). Named here so nothing above imports a driver.
+Connection = sqlite3.Connection
+
 BUSY_TIMEOUT_MS = 10_000
 #: How long a transaction keeps trying for the write lock before it fails closed (the last
 #: attempt may still wait out one busy timeout).
