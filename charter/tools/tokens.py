@@ -32,7 +32,7 @@ from charter.charters import CharterView
 from charter.clock import rfc3339
 from charter.errors import AgentRevoked, InvalidInput, NotFound, ScopeDenied
 from charter.home import Home
-from charter.keys import KeyPair, b64url, b64url_decode, compact_jws, thumbprint
+from charter.keys import KeyPair, b64url_decode, compact_jws, thumbprint
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import transaction
 from charter.tools.identity import check_reason, get_agent, load_agent
@@ -194,7 +194,9 @@ def prepare(
         charter=charter,
         audience=audience,
         scopes=tuple(wanted),
-        jti=b64url(secrets.token_bytes(16)),
+        jti=secrets.token_hex(
+            16
+        ),  # hex: never starts with "-", which a shell would take for an option
         issued_at=now,
         expires_at=expires_at,
     )
