@@ -36,7 +36,7 @@ from charter.errors import (
     ScopeDenied,
 )
 from charter.evidence.charters import CharterView
-from charter.evidence.jwk import b64url, b64url_decode, thumbprint
+from charter.evidence.jwk import b64url_decode, thumbprint
 from charter.home import Home
 from charter.keys import KeyHandle, compact_jws
 from charter.scopes import is_subset, validate_scopes
@@ -200,7 +200,9 @@ def prepare(
         charter=charter,
         audience=audience,
         scopes=tuple(wanted),
-        jti=b64url(secrets.token_bytes(16)),
+        jti=secrets.token_hex(
+            16
+        ),  # hex: never starts with "-", which a shell would take for an option
         issued_at=now,
         expires_at=expires_at,
     )

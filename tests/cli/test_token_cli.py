@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,9 @@ def test_verify_says_exactly_why_a_token_fails(home: Path) -> None:
 def test_revoke_makes_the_token_invalid(home: Path) -> None:
     result = ok(home, "token", "issue", "--agent", "bot", "--audience", API, "--json")
     issued = json.loads(result.stdout)
+    # A token id is typed on command lines: never one a shell or click takes for an option
+    # (a base64url id began with "-" one time in 64 and this test failed then).
+    assert re.fullmatch(r"[0-9a-f]{32}", issued["jti"])
     revoked = ok(home, "token", "revoke", issued["jti"], "--reason", "leaked")
     assert f"Revoked token {issued['jti']} of agent bot" in revoked.stdout
     refused = run(home, "token", "verify", issued["token"], "--audience", API)
