@@ -23,8 +23,9 @@ from charter.storage.db import transaction
 from charter.storage.vault import Vault
 from charter.testing import FrozenClock, agent_draft, server_for
 from charter.tools import audit, identity, mail
-from charter.tools import mail_message as mm
-from charter.tools.mail_message import DEFAULT_MAX_BYTES
+from charter.tools.mail import message as mm
+from charter.tools.mail import sending
+from charter.tools.mail.message import DEFAULT_MAX_BYTES
 
 SENDER = "sender@agents.example.com"
 READER = "reader@agents.example.com"
@@ -403,7 +404,9 @@ def test_a_send_row_never_commits_without_its_intent(home: Home) -> None:
     outgoing = mm.validate(
         sender=policy.address, to="x@example.com", subject="s", text="t", max_bytes=1 << 20
     )
-    row = mail._Reservation("gone", outgoing, "<m@x>", "0" * 64, "smtp", policy, home.clock.now())
+    row = sending._Reservation(
+        "gone", outgoing, "<m@x>", "0" * 64, "smtp", policy, home.clock.now()
+    )
     identity.revoke_agent(home, "gone", reason="test")
     draft = agent_draft(
         agent,
@@ -432,7 +435,7 @@ async def test_revoked_before_the_intent_leaves_no_send_row(
         identity.revoke_agent(home, "sender", reason="revoked mid-call")
         return real(home)
 
-    monkeypatch.setattr(mail, "transport_for", revoke_then_route)
+    monkeypatch.setattr(sending, "transport_for", revoke_then_route)
     async with Client(server_for(agents, "sender"), mode=mode) as client:
         message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
     assert "revoked" in message

@@ -1,6 +1,6 @@
 """Outgoing messages: validation (header injection), rendering, digest and Charter-Signature.
 
-Signatures are checked twice: by Charter's own ``mail_message.verify`` and by
+Signatures are checked twice: by Charter's own ``mail.message.verify`` and by
 ``recipient.verify``, written from AUDIT-FORMAT.md §10 without Charter's code.
 """
 
@@ -24,7 +24,7 @@ from recipient import verify as recipient_verify
 from charter.errors import InvalidInput
 from charter.evidence.charters import charter_hash, make_charter
 from charter.keys import KeyPair
-from charter.tools import mail_message as mm
+from charter.tools.mail import message as mm
 
 DATE = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 AGENT_ID = "spiffe://charter.local/agent/owner/bot"

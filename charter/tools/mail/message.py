@@ -20,7 +20,6 @@ import base64
 import binascii
 import datetime as dt
 import email
-import email.policy
 import email.utils
 import hashlib
 import json
@@ -35,10 +34,10 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.jwk import Ed25519Signer, b64url_decode
 from charter.evidence.jwk import verify_signature as ed25519_verify
 from charter.keys import compact_jws
-from charter.tools.mail_models import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
-from charter.tools.mail_models import MAX_BYTES_CEILING as MAX_BYTES_CEILING
-from charter.tools.mail_models import MAX_RECIPIENTS as MAX_RECIPIENTS
-from charter.tools.mail_models import AttachmentIn as AttachmentIn
+from charter.tools.mail.models import DEFAULT_MAX_BYTES as DEFAULT_MAX_BYTES
+from charter.tools.mail.models import MAX_BYTES_CEILING as MAX_BYTES_CEILING
+from charter.tools.mail.models import MAX_RECIPIENTS as MAX_RECIPIENTS
+from charter.tools.mail.models import AttachmentIn as AttachmentIn
 
 MAX_SUBJECT_CHARS = 500
 MAX_ATTACHMENTS = 10
@@ -283,6 +282,8 @@ def add_signature(unsigned: bytes, jws: str) -> bytes:
 
 
 def _mime_body(mail: OutgoingMail) -> bytes:
+    import email.policy  # here: its header machinery is not needed to start `charter serve`
+
     body = EmailMessage(policy=email.policy.SMTP)
     # NOTE: quoted-printable keeps trailing spaces and long lines intact through any MTA.
     body.set_content(mail.text, subtype="plain", charset="utf-8", cte="quoted-printable")
@@ -359,6 +360,8 @@ class UnverifiableMessage(ValueError):
 
 def parse(raw: bytes) -> EmailMessage:
     """Parse RFC 5322 bytes the way the digest definition reads them."""
+    import email.policy
+
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
     return msg

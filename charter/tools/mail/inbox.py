@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import html.parser
-import sqlite3
 from collections.abc import Callable
 from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING, Literal
 
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import InvalidInput, NotFound
-from charter.tools import mail_imap
-from charter.tools import mail_message as mm
-from charter.tools.mail import EmailPolicy, imap_config, load_settings, require_policy
-from charter.tools.mail_models import (
+from charter.storage.db import Connection
+from charter.storage.mail import MailRepo
+from charter.tools.mail import imap as mail_imap
+from charter.tools.mail import message as mm
+from charter.tools.mail.models import (
     MAX_LIST_LIMIT,
     AttachmentInfo,
     MessageList,
@@ -39,7 +38,9 @@ from charter.tools.mail_models import (
     MessageSummary,
     UntrustedContent,
 )
-from charter.tools.mail_transport import MailDenied
+from charter.tools.mail.policy import EmailPolicy, require_policy
+from charter.tools.mail.settings import imap_config, load_settings
+from charter.tools.mail.transport import MailDenied
 
 if TYPE_CHECKING:
     from charter.home import Home
@@ -301,28 +302,29 @@ def _text(msg: EmailMessage) -> str:
     return mm.canonical_text(text)
 
 
-class _TextOnly(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: object) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in ("br", "p", "div", "li", "tr"):
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
 def _strip_html(text: str) -> str:
+    import html.parser  # here: `charter serve` imports this module at start
+
+    class _TextOnly(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self._skip = 0
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag in ("script", "style"):
+                self._skip += 1
+            elif tag in ("br", "p", "div", "li", "tr"):
+                self.parts.append("\n")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in ("script", "style") and self._skip:
+                self._skip -= 1
+
+        def handle_data(self, data: str) -> None:
+            if not self._skip:
+                self.parts.append(data)
+
     parser = _TextOnly()
     parser.feed(text)
     parser.close()
@@ -333,32 +335,25 @@ def _strip_html(text: str) -> str:
 
 
 def _local_rows(
-    conn: sqlite3.Connection, agent: str, folder: str, *, unread_only: bool
+    conn: Connection, agent: str, folder: str, *, unread_only: bool
 ) -> list[tuple[int, bytes, bool, str]]:
     if folder.upper() != "INBOX":
         raise NotFound(f"no folder {folder!r}: the local mailbox has only INBOX")
-    rows = conn.execute(
-        "SELECT id, raw, seen, sender_agent FROM mail_local_inbox WHERE agent = ?"
-        " AND (? = 0 OR seen = 0) ORDER BY id DESC LIMIT ?",
-        (agent, int(unread_only), mail_imap.MAX_SCAN),
-    ).fetchall()
-    return [(int(r[0]), bytes(r[1]), bool(r[2]), str(r[3])) for r in rows]
+    found = MailRepo(conn).list_local(agent, unread_only=unread_only, limit=mail_imap.MAX_SCAN)
+    return [(m.id, m.raw, m.seen, m.sender_agent) for m in found]
 
 
 def _local_read(
-    conn: sqlite3.Connection, agent: str, folder: str, ident: str, policy: EmailPolicy
+    conn: Connection, agent: str, folder: str, ident: str, policy: EmailPolicy
 ) -> tuple[bytes, bool, str] | None:
     if folder.upper() != "INBOX":
         raise NotFound(f"no folder {folder!r}: the local mailbox has only INBOX")
+    repo = MailRepo(conn)
     if ident.startswith("local:") and ident[6:].isdigit():
-        where, key = "id = ?", int(ident[6:])
+        found = repo.find_local(agent, local_id=int(ident[6:]))
     else:
-        where, key = "message_id = ?", ident  # type: ignore[assignment]
-    row = conn.execute(
-        f"SELECT id, raw, seen, sender_agent FROM mail_local_inbox WHERE agent = ? AND {where}",  # noqa: S608
-        (agent, key),
-    ).fetchone()
-    if row is None or not policy.allows_sender(_sender(mm.parse(bytes(row[1])))[1]):
+        found = repo.find_local(agent, message_id=ident)
+    if found is None or not policy.allows_sender(_sender(mm.parse(found.raw))[1]):
         return None
-    conn.execute("UPDATE mail_local_inbox SET seen = 1 WHERE id = ?", (row[0],))
-    return bytes(row[1]), bool(row[2]), str(row[3])
+    repo.mark_seen(found.id)
+    return found.raw, found.seen, found.sender_agent

@@ -1,8 +1,8 @@
 """Handing a finished message over: SMTP (``aiosmtplib``) or the local transport.
 
-A transport gets the message's final bytes exactly once (``charter.tools.mail`` sees to
-that) and either returns the server's reply or raises a :class:`ServiceError` saying what
-went wrong and whether anything may have been delivered. It never retries: a retry is a new
+A transport gets the message's final bytes exactly once (``charter.tools.mail.sending`` sees
+to that) and either returns the server's reply or raises a :class:`ServiceError` saying
+what went wrong and whether anything may have been delivered. It never retries: a retry is a new
 tool call with a new Message-ID.
 """
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from charter.clock import rfc3339
 from charter.errors import CharterError, ServiceError
 from charter.storage.db import transaction
+from charter.storage.mail import MailRepo
 
 if TYPE_CHECKING:
     from charter.home import Home
@@ -254,9 +255,13 @@ class LocalTransport:
                 f"no recipient is an agent of this home any more ({json.dumps(refused)})"
             )
         with transaction(self.home.conn):
-            self.home.conn.executemany(
-                "INSERT INTO mail_local_inbox(agent, message_id, sender_agent, raw, received_at)"
-                " VALUES (?,?,?,?,?)",
-                [(name, envelope.message_id, envelope.agent, raw, now) for name in boxes],
+            delivered = MailRepo(self.home.conn).deliver_local(
+                boxes,
+                message_id=envelope.message_id,
+                sender_agent=envelope.agent,
+                raw=raw,
+                received_at=now,
             )
+            if not delivered:
+                raise RuntimeError(f"a mailbox already holds {envelope.message_id}")
         return Delivery(reply=f"250 delivered locally to {len(boxes)} mailbox(es)", refused=refused)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import imaplib
 import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from charter.errors import InvalidInput, NotFound, ServiceError
-from charter.tools.mail_transport import ServerLogin, clean_reply, tls_context, tls_failure
+from charter.tools.mail.transport import ServerLogin, clean_reply, tls_context, tls_failure
+
+if TYPE_CHECKING:
+    import imaplib
 
 #: How many of the newest matching messages a listing looks at (before filtering).
 MAX_SCAN = 200
@@ -67,6 +70,8 @@ def connect(cfg: ImapConfig) -> Iterator[imaplib.IMAP4]:
     Raises:
         ServiceError: cannot connect, TLS failure, STARTTLS missing, credentials refused.
     """
+    import imaplib  # here: `charter serve` imports this module at start, and rarely reads
+
     try:
         if cfg.security == "tls":
             imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(

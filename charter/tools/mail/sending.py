@@ -1,0 +1,308 @@
+"""Sending as an agent, and the send log (``charter mail outbox``).
+
+Sending (:func:`send`) runs in a fixed order, and nothing reaches a mail server before the
+ledger holds a signed intent naming the message:
+
+1. validate every argument (:mod:`charter.tools.mail.message`): header injection, addresses,
+   sizes — :class:`InvalidInput`;
+2. policy: the agent needs an address in its charter, ``email:send:<recipient>`` for each
+   recipient and each ``reply_to`` address, a transport that can reach the recipients and
+   room under its hourly rate — refusals are recorded as denied calls;
+3. render the message (fresh Message-ID and Date) and compute its canonical digest;
+4. commit the intent (recipients, subject, digests, Message-ID) and, in the same
+   transaction, the message's ``mail_sent`` row after checking the hourly rate again: the
+   row exists exactly when the intent does (a full disk or a crash cannot leave one without
+   the other);
+5. sign ``Charter-Signature`` over the digest and the intent's seq, then hand the message to
+   the transport exactly once; its reply goes into the outcome entry.
+
+A transport failure after step 4 is an ``error`` outcome and is never retried: an agent's
+retry is a new call with a new Message-ID. Bodies are never stored, only digests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+from charter.clock import rfc3339
+from charter.storage.db import Connection, transaction
+from charter.storage.mail import MailRepo, NewSend
+from charter.tools.mail import message as mm
+from charter.tools.mail.models import SendResult
+from charter.tools.mail.policy import EmailPolicy, require_policy
+from charter.tools.mail.settings import transport_for
+from charter.tools.mail.transport import Envelope, MailDenied
+
+if TYPE_CHECKING:
+    from charter.evidence.entries import Entry
+    from charter.home import Home
+    from charter.storage.ledger import Effect
+    from charter.tools.identity import AgentContext
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+
+class IntentFn(Protocol):
+    """Commits the call's signed intent with ``details``, and ``effects`` in its transaction."""
+
+    def __call__(
+        self, details: dict[str, Any], *, effects: tuple[Effect, ...] = ()
+    ) -> Awaitable[Entry]: ...
+
+
+async def send(
+    home: Home,
+    agent: AgentContext,
+    *,
+    to: str | list[str] | None,
+    subject: str,
+    text: str,
+    cc: str | list[str] | None = None,
+    bcc: str | list[str] | None = None,
+    reply_to: str | list[str] | None = None,
+    in_reply_to: str | None = None,
+    attachments: list[mm.AttachmentIn] | None = None,
+    require: Callable[[str], None],
+    intent: IntentFn,
+    outcome: dict[str, Any],
+) -> SendResult:
+    """Send one message as ``agent`` (the order of checks is in the module docstring).
+
+    ``require`` checks a scope, ``intent`` commits the signed intent entry, and ``outcome``
+    collects the facts for the outcome entry (the server's reply).
+
+    Raises:
+        InvalidInput: bad arguments.  ScopeDenied / MailDenied: refused by policy.
+        ServiceError: the transport failed after the intent (never retried).
+    """
+    policy = require_policy(agent)
+    mail = mm.validate(
+        sender=policy.address,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        in_reply_to=in_reply_to,
+        subject=subject,
+        text=text,
+        attachments=attachments,
+        max_bytes=policy.max_bytes,
+    )
+    # Reply-To is where the answers go: an address outside the recipient policy there would
+    # route the conversation to someone the owner never allowed, so it is held to it too.
+    for address in (*mail.recipients, *mail.reply_to):
+        require(f"email:send:{address.lower()}")
+    transport = transport_for(home)
+    transport.check(mail.recipients)
+    now = home.clock.now()
+    message_id = mm.new_message_id(mail.sender)
+    unsigned = mm.render(
+        mail, message_id=message_id, date=mm.format_date(now), agent_id=agent.agent_id
+    )
+    digest = mm.message_digest(mm.parse(unsigned))
+    _check_rate(home.conn, agent.name, policy, now)  # refuse early; checked again at the intent
+    details = {
+        "message_id": message_id,
+        "from": mail.sender,
+        "to": list(mail.to),
+        "cc": list(mail.cc),
+        "bcc": list(mail.bcc),
+        "subject": mail.subject[:200],
+        "text_sha256": hashlib.sha256(mm.canonical_text(mail.text).encode()).hexdigest(),
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": len(a.data),
+                "sha256": hashlib.sha256(a.data).hexdigest(),
+            }
+            for a in mail.attachments
+        ],
+        "size": mail.size,
+        "digest": digest,
+        "transport": transport.name,
+    }
+    row = _Reservation(agent.name, mail, message_id, digest, transport.name, policy, now)
+    entry = await intent(details, effects=(row.insert,))
+    jws = mm.sign(
+        agent.key,
+        digest=digest,
+        seq=entry.seq,
+        ledger=home.origin,
+        agent_id=agent.agent_id,
+        charter_hash=agent.charter.hash,
+    )
+    _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
+    envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
+    try:
+        delivery = await transport.deliver(envelope, mm.add_signature(unsigned, jws))
+    except BaseException as exc:
+        reason = getattr(exc, "public_message", None) or "internal error"
+        _finish(home, message_id, "failed", reason, expect="sending")
+        raise
+    _finish(home, message_id, "sent", delivery.reply, expect="sending")
+    outcome["reply"] = delivery.reply
+    if delivery.refused:
+        outcome["refused"] = delivery.refused
+    return SendResult(
+        message_id=message_id,
+        recipients=list(mail.recipients),
+        transport="local" if transport.name == "local" else "smtp",
+        reply=delivery.reply,
+        refused=delivery.refused,
+        ledger_seq=entry.seq,
+    )
+
+
+def _check_rate(conn: Connection, agent: str, policy: EmailPolicy, now: dt.datetime) -> None:
+    """Refuse a send when the agent's hourly rate is used up.
+
+    Raises:
+        MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
+    """
+    count = MailRepo(conn).count_sent_since(agent, rfc3339(now - dt.timedelta(hours=1)))
+    if count >= policy.rate_per_hour:
+        raise MailDenied(
+            f"rate limit: this agent may send {policy.rate_per_hour} messages per hour and "
+            f"has sent {count} in the last hour; try again later"
+        )
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    """The ``mail_sent`` row of a message, inserted with its intent entry (a ledger effect)."""
+
+    agent: str
+    mail: mm.OutgoingMail
+    message_id: str
+    digest: str
+    transport: str
+    policy: EmailPolicy
+    now: dt.datetime
+
+    def insert(self, conn: Connection) -> None:
+        """Check the rate again (under the write lock) and insert the row as ``reserved``.
+
+        Raises:
+            MailDenied: the rate was reached meanwhile; the intent is not recorded.
+        """
+        _check_rate(conn, self.agent, self.policy, self.now)
+        mail = self.mail
+        row = NewSend(
+            message_id=self.message_id,
+            agent=self.agent,
+            sender=mail.sender,
+            to=mail.to,
+            cc=mail.cc,
+            bcc=mail.bcc,
+            subject=mail.subject,
+            digest=self.digest,
+            size=mail.size,
+            transport=self.transport,
+            created_at=rfc3339(self.now),
+        )
+        if not MailRepo(conn).reserve(row):
+            raise RuntimeError(f"mail_sent row {self.message_id} cannot be reserved")
+
+
+def _finish(
+    home: Home,
+    message_id: str,
+    status: str,
+    reply: str | None,
+    *,
+    expect: str,
+    seq: int | None = None,
+) -> None:
+    """Move a row from ``expect`` to ``status``; anything else is a bug (never send twice)."""
+    with transaction(home.conn):
+        moved = MailRepo(home.conn).change_status(
+            message_id,
+            status,
+            expect=expect,
+            finished_at=rfc3339(home.clock.now()),
+            reply=reply,
+            intent_seq=seq,
+        )
+    if not moved:
+        raise RuntimeError(f"mail_sent row {message_id} is not {expect!r}; refusing to go on")
+
+
+# -- the outbox -------------------------------------------------------------------------------
+
+
+#: A send still ``reserved`` or ``sending`` this long after it began was cut off (its server
+#: stopped): every step of a transport times out within ``timeout_s`` (at most 600 s).
+INTERRUPTED_AFTER = dt.timedelta(hours=1)
+#: What such a send's state says: the row moves to ``sending`` just before the transport
+#: gets the message (its intent is committed with the row, before either).
+_INTERRUPTED = {
+    "reserved": "interrupted before the transport got it: not sent",
+    "sending": "interrupted while the transport had it: delivery unknown",
+}
+
+
+class OutboxEntry(BaseModel):
+    """One message an agent sent (or tried to): no body, only its digest."""
+
+    message_id: str
+    agent: str
+    sender: str
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    size: int
+    digest: str
+    transport: str
+    status: str
+    reply: str | None
+    ledger_seq: int | None
+    created_at: str
+    #: Set for a send that stopped halfway (its server was killed or lost power), saying
+    #: whether the message can have gone out; see :data:`INTERRUPTED_AFTER`.
+    interrupted: str | None = None
+
+
+def outbox(
+    conn: Connection,
+    *,
+    agent: str | None = None,
+    limit: int = 50,
+    now: dt.datetime | None = None,
+) -> list[OutboxEntry]:
+    """The latest sends, newest first (optionally one agent's).
+
+    With ``now``, a send still unfinished :data:`INTERRUPTED_AFTER` after it began is marked
+    ``interrupted``.
+    """
+    stale = None if now is None else rfc3339(now - INTERRUPTED_AFTER)
+    return [
+        OutboxEntry(
+            message_id=r.message_id,
+            agent=r.agent,
+            sender=r.sender,
+            to=list(r.to),
+            cc=list(r.cc),
+            bcc=list(r.bcc),
+            subject=r.subject,
+            size=r.size,
+            digest=r.digest,
+            transport=r.transport,
+            status=r.status,
+            reply=r.reply,
+            ledger_seq=r.intent_seq,
+            created_at=r.created_at,
+            interrupted=(
+                _INTERRUPTED.get(r.status) if stale is not None and r.created_at < stale else None
+            ),
+        )
+        for r in MailRepo(conn).list_sent(agent=agent, limit=limit)
+    ]

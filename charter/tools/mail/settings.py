@@ -1,0 +1,237 @@
+"""The owner's mail server settings (SMTP, optionally IMAP), the password in the vault, the
+transport they select, and the owner's checks (``charter mail test``)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import TYPE_CHECKING
+
+from charter.clock import rfc3339
+from charter.errors import ConfigError, InvalidInput, NotFound, ServiceError
+from charter.storage.db import Connection, transaction
+from charter.storage.mail import MailRepo
+from charter.storage.mail import MailSettings as MailSettings  # defined with its table
+from charter.tools.mail import message as mm
+from charter.tools.mail.imap import ImapConfig, check_login
+from charter.tools.mail.policy import agent_addresses
+from charter.tools.mail.transport import (
+    SETUP_HINT,
+    Envelope,
+    LocalTransport,
+    SmtpTransport,
+    Transport,
+    tls_context,
+)
+
+if TYPE_CHECKING:
+    from charter.home import Home
+
+PASSWORD_SECRET = "charter:mail-password"  # noqa: S105 - the vault name, not a password
+SECURITY = ("starttls", "tls", "none")
+DEFAULT_PORTS = {
+    "smtp": {"starttls": 587, "tls": 465, "none": 25},
+    "imap": {"tls": 993, "starttls": 143, "none": 143},
+}
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$")
+
+
+# -- the owner's settings ---------------------------------------------------------------------
+
+
+def make_settings(
+    *,
+    smtp_host: str,
+    username: str,
+    smtp_port: int | None = None,
+    smtp_security: str = "starttls",
+    imap_host: str | None = None,
+    imap_port: int | None = None,
+    imap_security: str = "tls",
+    ca_pem: str | None = None,
+    timeout_s: int = 30,
+) -> MailSettings:
+    """Validate settings, filling in the usual ports.
+
+    Raises:
+        InvalidInput: bad host, port, security mode, username, CA file or timeout.
+    """
+    for host in (smtp_host, imap_host):
+        if host is not None and not _HOST.match(host):
+            raise InvalidInput(f"invalid host {host!r}: give a host name or IP address")
+    if smtp_security not in SECURITY or imap_security not in SECURITY:
+        raise InvalidInput(f"security must be one of {', '.join(SECURITY)}")
+    smtp_port = smtp_port or DEFAULT_PORTS["smtp"][smtp_security]
+    if imap_host is not None:
+        imap_port = imap_port or DEFAULT_PORTS["imap"][imap_security]
+    for port in (smtp_port, imap_port):
+        if port is not None and not 0 < port < 65536:
+            raise InvalidInput(f"invalid port {port}")
+    username = mm.check_header_text(username, "username").strip()
+    if not 0 < len(username) <= 254:
+        raise InvalidInput("username must be 1-254 characters")
+    if not 0 < timeout_s <= 600:
+        raise InvalidInput("timeout must be between 1 and 600 seconds")
+    if ca_pem is not None:
+        try:
+            tls_context(ca_pem)
+        except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
+            raise InvalidInput(f"the CA file is not PEM certificates: {exc}") from None
+    return MailSettings(
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_security=smtp_security,
+        username=username,
+        imap_host=imap_host,
+        imap_port=imap_port if imap_host else None,
+        imap_security=imap_security if imap_host else None,
+        ca_pem=ca_pem,
+        timeout_s=timeout_s,
+    )
+
+
+def load_settings(conn: Connection) -> MailSettings | None:
+    """The configured settings, or None (the local transport)."""
+    return MailRepo(conn).get_settings()
+
+
+def save_settings(
+    home: Home,
+    settings: MailSettings,
+    password: str,
+    *,
+    passphrase: bytes | None = None,
+    vault_passphrase: bytes | None = None,
+) -> None:
+    """Store the settings, the password (vault) and an owner-signed ``mail.setup`` event.
+
+    Raises:
+        InvalidInput: empty password.  ConfigError: the owner key or vault is unavailable.
+    """
+    from charter.storage.vault import Vault
+
+    if not password:
+        raise InvalidInput("the mail password must not be empty")
+    home.owner_key(passphrase)  # fail before writing anything if the passphrase is wrong
+    with transaction(home.conn):
+        Vault(home, passphrase=vault_passphrase).put(
+            PASSWORD_SECRET,
+            password.encode("utf-8"),
+            description="SMTP/IMAP password of charter mail",
+            system=True,
+        )
+        MailRepo(home.conn).save_settings(settings, updated_at=rfc3339(home.clock.now()))
+        home.record_owner_event("mail.setup", settings.public(), passphrase=passphrase)
+
+
+def clear_settings(home: Home, *, passphrase: bytes | None = None) -> None:
+    """Forget the mail server (back to the local transport) and delete the password."""
+    from charter.storage.vault import Vault
+
+    with transaction(home.conn):
+        MailRepo(home.conn).clear_settings()
+        with contextlib.suppress(NotFound):
+            Vault(home).delete(PASSWORD_SECRET)
+        home.record_owner_event("mail.clear", {}, passphrase=passphrase)
+
+
+def mail_password(home: Home) -> str:
+    """The mail password from the vault.
+
+    Raises:
+        ConfigError: it is missing or the vault cannot be opened.
+    """
+    from charter.storage.vault import Vault
+
+    try:
+        return Vault(home).get(PASSWORD_SECRET).reveal_text()
+    except NotFound:
+        raise ConfigError(
+            "the mail password is missing from the vault: run `charter mail setup` again"
+        ) from None
+
+
+def transport_for(home: Home) -> Transport:
+    """SMTP when configured, else the local transport."""
+    settings = load_settings(home.conn)
+    if settings is None:
+        return LocalTransport(home, lambda: agent_addresses(home))
+    return SmtpTransport(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.username,
+        password=mail_password(home),
+        ca_pem=settings.ca_pem,
+        timeout=float(settings.timeout_s),
+    )
+
+
+def imap_config(home: Home) -> ImapConfig | None:
+    """How to log in to IMAP, or None when no IMAP server is configured."""
+    settings = load_settings(home.conn)
+    if settings is None or settings.imap_host is None or settings.imap_port is None:
+        return None
+    return ImapConfig(
+        host=settings.imap_host,
+        port=settings.imap_port,
+        security=settings.imap_security or "tls",
+        username=settings.username,
+        password=mail_password(home),
+        ca_pem=settings.ca_pem,
+        timeout=float(settings.timeout_s),
+    )
+
+
+def check_imap(home: Home) -> int | None:
+    """Log in to IMAP and count INBOX (None when no IMAP server is configured).
+
+    Raises:
+        ServiceError: the server is down, refuses TLS or the credentials.
+    """
+    cfg = imap_config(home)
+    return None if cfg is None else check_login(cfg)
+
+
+# -- the owner's checks ----------------------------------------------------------------------
+
+
+async def send_test(
+    home: Home, *, to: str, sender: str | None = None, passphrase: bytes | None = None
+) -> str:
+    """Send a test message through the configured SMTP server; return its reply.
+
+    Recorded as owner-signed ``mail.test`` (before sending) and ``mail.test.result`` events.
+
+    Raises:
+        ConfigError: no mail server is configured.  InvalidInput: bad address.
+        ServiceError: the server failed (the result event says so too).
+    """
+    transport = transport_for(home)
+    settings = load_settings(home.conn)
+    if settings is None or not isinstance(transport, SmtpTransport):
+        raise ConfigError(
+            "no mail server is configured (the local transport is in use). " + SETUP_HINT
+        )
+    mail = mm.validate(
+        sender=sender or settings.username,
+        to=[to],
+        subject="Charter mail test",
+        text="This message was sent by `charter mail test` to check the mail settings.\n",
+    )
+    message_id = mm.new_message_id(mail.sender)
+    raw = mm.render(
+        mail, message_id=message_id, date=mm.format_date(home.clock.now()), agent_id=None
+    )
+    facts = {"to": to, "from": mail.sender, "message_id": message_id, "server": transport.where}
+    home.record_owner_event("mail.test", facts, passphrase=passphrase)
+    envelope = Envelope(message_id, mail.sender, mail.recipients, home.owner_id)
+    try:
+        delivery = await transport.deliver(envelope, raw)
+    except ServiceError as exc:
+        home.record_owner_event(
+            "mail.test.result", facts | {"error": exc.public_message}, outcome="error"
+        )
+        raise
+    home.record_owner_event("mail.test.result", facts | {"reply": delivery.reply})
+    return delivery.reply
