@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,9 @@ from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, public_jwk
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
 from charter.storage import ledger_hooks
-from charter.storage.db import connect, migrate, transaction
+from charter.storage.db import Connection, transaction
 from charter.storage.ledger import Draft, Ledger
+from charter.storage.meta import MetaRepo, close_quietly, create_database, open_database
 
 _EMAIL = r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$"
 
@@ -33,7 +32,7 @@ class Home:
     """An open Charter home."""
 
     settings: Settings
-    conn: sqlite3.Connection
+    conn: Connection
     meta: dict[str, str]
     clock: Clock
     #: Every private-key operation of this home goes through its signer (charter.keys).
@@ -53,16 +52,7 @@ class Home:
         """
         layout = settings.layout
         layout.check()
-        conn = connect(layout.db)
-        try:
-            migrate(conn)
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise ConfigError(f"database {layout.db.name} is corrupt: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
+        conn, meta = open_database(layout.db)
         if "origin" not in meta:
             conn.close()
             raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
@@ -125,11 +115,9 @@ class Home:
             "issuer_kid": issuer_key.kid,
             "created_at": rfc3339(clock.now()),
         }
-        conn = connect(layout.db)
-        os.chmod(layout.db, 0o600)
-        migrate(conn)
+        conn = create_database(layout.db)
         with transaction(conn):
-            conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta.items())
+            MetaRepo(conn).insert_identity(meta)
         home = cls(settings, conn, meta, clock, signer, log_key, _owner_key=owner_key)
         home.record_owner_event(
             "ledger.init",
@@ -146,8 +134,7 @@ class Home:
 
     def close(self) -> None:
         """Close the database."""
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
+        close_quietly(self.conn)
 
     def __enter__(self) -> Home:
         return self

@@ -17,6 +17,9 @@ from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
+from charter.storage.health import HealthRepo
+from charter.storage.vault import VaultRepo
+from charter.storage.vault_hosts import is_legacy
 
 
 @dataclass
@@ -93,7 +96,7 @@ def check_keys(home: Home) -> list[Check]:
         except CharterError as exc:
             out.append(Check("owner key", "fail", exc.public_message, "restore owner.key"))
     out.append(Check("log key", "ok", f"kid {home.log_key.kid[:12]}…"))
-    for name, kid in home.conn.execute("SELECT name, kid FROM agents WHERE status='active'"):
+    for name, kid in HealthRepo(home.conn).active_agent_kids():
         try:
             key = KeyHandle.of(home.signer, agent_ref(name))
             ok = key.kid == kid
@@ -122,12 +125,12 @@ def check_database(home: Home) -> list[Check]:
     from charter.tools import audit
 
     out = []
-    result = home.conn.execute("PRAGMA integrity_check").fetchone()[0]
+    result = HealthRepo(home.conn).integrity_check()
     out.append(
         Check(
             "database integrity",
             "ok" if result == "ok" else "fail",
-            str(result),
+            result,
             "" if result == "ok" else "restore charter.db from a backup",
         )
     )
@@ -148,17 +151,16 @@ def check_database(home: Home) -> list[Check]:
 
 def check_mail(home: Home) -> Check:
     """Mail settings: a configured server, or the local transport."""
-    row = home.conn.execute(
-        "SELECT smtp_host, smtp_port, smtp_security, imap_host, username FROM mail_settings"
-    ).fetchone()
-    if row is None:
+    mail = HealthRepo(home.conn).mail_summary()
+    if mail is None:
         return Check(
             "mail",
             "ok",
             "local transport (agents of this home mail each other)",
             "charter mail setup ... to reach other addresses",
         )
-    smtp_host, smtp_port, security, imap_host, username = row
+    smtp_host, smtp_port, security = mail.smtp_host, mail.smtp_port, mail.smtp_security
+    imap_host, username = mail.imap_host, mail.username
     if security == "none":
         return Check(
             "mail",
@@ -177,17 +179,12 @@ def check_mail(home: Home) -> Check:
 
 def check_vault(home: Home) -> list[Check]:
     """Allowed hosts stored before ports counted, and agents blocked from a secret."""
-    import json
-
-    from charter.storage.vault_hosts import is_legacy
-
+    repo = VaultRepo(home.conn)
     out = []
     legacy = [
         f"{name}: {host}"
-        for name, hosts in home.conn.execute(
-            "SELECT name, allowed_hosts FROM vault_secrets WHERE current_version IS NOT NULL"
-        )
-        for host in json.loads(hosts)
+        for name, hosts in repo.list_allowed_hosts()
+        for host in hosts
         if is_legacy(host)
     ]
     if legacy:
@@ -200,12 +197,7 @@ def check_vault(home: Home) -> list[Check]:
                 "https://HOST:PORT (setting it again also stores the explicit form)",
             )
         )
-    blocked = [
-        f"{agent} from {secret} since {at}"
-        for agent, secret, at in home.conn.execute(
-            "SELECT agent, secret, blocked_at FROM vault_blocks ORDER BY blocked_at"
-        )
-    ]
+    blocked = [f"{b.agent} from {b.secret} since {b.blocked_at}" for b in repo.list_blocks()]
     if blocked:
         out.append(
             Check(

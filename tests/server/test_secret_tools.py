@@ -24,8 +24,9 @@ from charter.home import Home
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
 from charter.testing import FrozenClock, server_for
-from charter.tools import audit, identity, vault_http
+from charter.tools import audit, identity
 from charter.tools import vault as vault_tools
+from charter.tools.vault import http as vault_http
 
 CANARY = "canary-7f3a9c1e5b2d4f60-s3cr3t/+="
 OTHER = "other-0d9e8c7b6a5f4e3d"
@@ -764,7 +765,7 @@ async def test_a_guessed_value_is_refused_recorded_and_blocks_the_agent(
     assert again.is_error and "blocked" in text_of(again) and echo.seen == []
     vault_tools.unblock_secret(vhome, "API_KEY", "gamma")
     assert not (await call(vhome, mode, "secret_http_request", clean)).is_error
-    from charter.tools import vault_limits
+    from charter.tools.vault import limits as vault_limits
 
     assert vault_limits.unblock(vhome.conn, "gamma", "API_KEY") is False
     audit.verify_home(vhome)

@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from charter.clock import rfc3339
 from charter.errors import CharterError
-from charter.storage.db import transaction
-from charter.storage.vault import DEFAULT_USES_PER_MINUTE, SecretInfo
+from charter.storage.db import Connection, transaction
+from charter.storage.vault import DEFAULT_USES_PER_MINUTE, SecretInfo, VaultRepo
 
 WINDOW = dt.timedelta(minutes=1)
 
@@ -32,37 +30,32 @@ class VaultDenied(CharterError):
     outcome = "denied"
 
 
-def check_blocked(conn: sqlite3.Connection, agent: str, names: Iterable[str]) -> None:
+def check_blocked(conn: Connection, agent: str, names: Iterable[str]) -> None:
     """Refuse if ``agent`` is blocked from any of ``names``.
 
     Raises:
         VaultDenied: naming the secret and how the owner lifts the block.
     """
+    repo = VaultRepo(conn)
     for name in names:
-        row = conn.execute(
-            "SELECT blocked_at FROM vault_blocks WHERE agent = ? AND secret = ?", (agent, name)
-        ).fetchone()
-        if row is not None:
+        since = repo.find_block(agent, name)
+        if since is not None:
             raise VaultDenied(
-                f"this agent is blocked from using secret {name!r} since {row[0]}: it wrote "
+                f"this agent is blocked from using secret {name!r} since {since}: it wrote "
                 "the secret's value itself; the owner can lift the block with "
                 f"`charter secret unblock {name} --agent {agent}`"
             )
 
 
-def block(conn: sqlite3.Connection, agent: str, name: str, now: dt.datetime) -> None:
+def block(conn: Connection, agent: str, name: str, now: dt.datetime) -> None:
     """Block ``agent`` from using ``name`` (committed at once: it must outlive the call)."""
     with transaction(conn):
-        conn.execute(
-            "INSERT OR IGNORE INTO vault_blocks(agent, secret, blocked_at) VALUES (?,?,?)",
-            (agent, name, rfc3339(now)),
-        )
+        VaultRepo(conn).insert_block(agent, name, now=now)
 
 
-def unblock(conn: sqlite3.Connection, agent: str, name: str) -> bool:
+def unblock(conn: Connection, agent: str, name: str) -> bool:
     """Lift a block; True if there was one. The caller holds the transaction."""
-    cur = conn.execute("DELETE FROM vault_blocks WHERE agent = ? AND secret = ?", (agent, name))
-    return cur.rowcount > 0
+    return VaultRepo(conn).delete_block(agent, name)
 
 
 @dataclass(frozen=True)
@@ -73,35 +66,26 @@ class RateLimit:
     secrets: tuple[SecretInfo, ...]
     now: dt.datetime
 
-    def check(self, conn: sqlite3.Connection) -> None:
+    def check(self, conn: Connection) -> None:
         """Refuse when a secret's rate for this agent is used up.
 
         Raises:
             VaultDenied: the agent already used it ``rate`` times in the last minute.
         """
-        since = rfc3339(self.now - WINDOW)
+        repo = VaultRepo(conn)
         for info in self.secrets:
             rate = info.rate_per_minute or DEFAULT_USES_PER_MINUTE
-            (count,) = conn.execute(
-                "SELECT count(*) FROM vault_uses WHERE agent = ? AND secret = ? AND used_at > ?",
-                (self.agent, info.name, since),
-            ).fetchone()
+            count = repo.count_uses_since(self.agent, info.name, self.now - WINDOW)
             if count >= rate:
                 raise VaultDenied(
                     f"rate limit: this agent may use secret {info.name!r} {rate} times per "
                     f"minute and has used it {count} times in the last minute; try again later"
                 )
 
-    def record(self, conn: sqlite3.Connection) -> None:
+    def record(self, conn: Connection) -> None:
         """Check again (under the write lock), forget uses past the window, record these."""
         self.check(conn)
-        since, now = rfc3339(self.now - WINDOW), rfc3339(self.now)
+        repo = VaultRepo(conn)
         for info in self.secrets:
-            conn.execute(
-                "DELETE FROM vault_uses WHERE agent = ? AND secret = ? AND used_at <= ?",
-                (self.agent, info.name, since),
-            )
-            conn.execute(
-                "INSERT INTO vault_uses(agent, secret, used_at) VALUES (?,?,?)",
-                (self.agent, info.name, now),
-            )
+            repo.forget_uses_until(self.agent, info.name, self.now - WINDOW)
+            repo.insert_use(self.agent, info.name, now=self.now)

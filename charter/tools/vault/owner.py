@@ -1,34 +1,17 @@
-"""The vault's services: the owner's set/list/rm/rotate, and the agent's list/get/use.
+"""The vault's owner services: set, list, remove, unblock, and rotate the master key.
 
-An agent uses a secret without seeing it: it writes ``{{secret:NAME}}`` in the URL path or
-query, a header value or the body of :func:`http_request`, which checks the scopes and the
-secret's allowed hosts, commits the intent, sends the request from here, and hands back the
-response with every occurrence of the value (raw and in its common encodings) replaced by
-``[REDACTED:NAME]``. Reading a value (:func:`read_secret`) is a separate, narrower grant.
+Each records an owner-signed ledger event (never a value).
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
-
-from pydantic import BaseModel, Field
+from collections.abc import Sequence
 
 from charter.errors import InvalidInput, NotFound
 from charter.home import Home
 from charter.storage.db import transaction
-from charter.storage.vault import SecretInfo, SecretValue, Vault
-from charter.tools import vault_limits
-from charter.tools.vault_http import MAX_RESPONSE_BYTES as MAX_RESPONSE_BYTES
-from charter.tools.vault_http import HttpResponseOut as HttpResponseOut
-from charter.tools.vault_http import Method as Method
-from charter.tools.vault_http import granted_info
-from charter.tools.vault_http import http_request as http_request
-from charter.tools.vault_http import placeholder_names as placeholder_names
-from charter.tools.vault_redact import Redactor as Redactor
-
-# -- owner services ------------------------------------------------------------------------
+from charter.storage.vault import SecretInfo, Vault
+from charter.tools.vault import limits
 
 
 def set_secret(
@@ -94,7 +77,7 @@ def unblock_secret(home: Home, name: str, agent: str, *, passphrase: bytes | Non
     """
     home.owner_key(passphrase)
     with transaction(home.conn):
-        if not vault_limits.unblock(home.conn, agent, name):
+        if not limits.unblock(home.conn, agent, name):
             raise NotFound(f"agent {agent!r} is not blocked from secret {name!r}")
         home.record_owner_event(
             "secret.unblock", {"name": name, "agent": agent}, passphrase=passphrase
@@ -154,65 +137,3 @@ def rotate_master_key(
 
     vault = Vault(home, passphrase=vault_passphrase)
     return vault.rotate_master_key(new_passphrase=new_vault_passphrase, on_commit=record)
-
-
-# -- what an agent may see -----------------------------------------------------------------
-
-
-class SecretListItem(BaseModel):
-    """A secret this agent may read or use (never its value)."""
-
-    name: str
-    description: str
-    version: int = Field(description="The current version, used by placeholders.")
-    can_read: bool = Field(description="secret_get may return its value.")
-    can_use: bool = Field(description="secret_http_request may inject it.")
-    allowed_hosts: list[str] = Field(
-        description="Hosts it may be sent to (shown when can_use is true)."
-    )
-
-
-class SecretListOut(BaseModel):
-    """The secrets this agent may read or use."""
-
-    secrets: list[SecretListItem]
-
-
-def visible_secrets(vault: Vault, allows: Callable[[str], bool]) -> SecretListOut:
-    """The secrets a caller may read or use, ``allows(scope)`` saying what it is granted (the
-    gate's ``Call.allows``: the charter narrowed by any bearer token). System secrets never
-    appear."""
-    items = []
-    for info in vault.list():
-        can_read = allows(f"secret:read:{info.name}")
-        can_use = allows(f"secret:use:{info.name}")
-        if can_read or can_use:
-            items.append(
-                SecretListItem(
-                    name=info.name,
-                    description=info.description,
-                    version=info.version,
-                    can_read=can_read,
-                    can_use=can_use,
-                    allowed_hosts=list(info.allowed_hosts) if can_use else [],
-                )
-            )
-    return SecretListOut(secrets=items)
-
-
-def read_secret(vault: Vault, scopes: Iterable[str], name: str) -> SecretValue:
-    """Decrypt ``name`` for an agent holding ``secret:read:<name>``.
-
-    Raises:
-        InvalidInput / ScopeDenied / NotFound / ConfigError (tampered row, wrong key).
-    """
-    granted_info(vault, scopes, name, "read")
-    return vault.get(name)
-
-
-def decode_secret(value: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
-    """A secret's value as text for ``secret_get``: UTF-8, or base64 when it is binary."""
-    try:
-        return value.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(value).decode("ascii"), "base64"

@@ -24,8 +24,8 @@ from charter.errors import InvalidInput, ScopeDenied, ServiceError
 from charter.scopes import grants, require
 from charter.storage.vault import NAME_RE, SecretInfo, Vault
 from charter.storage.vault_hosts import DEFAULT_PORTS, allows, is_loopback, normalize_host
-from charter.tools.vault_limits import RateLimit, VaultDenied, block, check_blocked
-from charter.tools.vault_redact import Redactor
+from charter.tools.vault.limits import RateLimit, VaultDenied, block, check_blocked
+from charter.tools.vault.redact import Redactor
 
 if TYPE_CHECKING:
     import httpx2
