@@ -25,7 +25,8 @@ from charter.home import Home
 from charter.keys import KeyPair
 from charter.keys.files import read_key_file
 from charter.testing import FrozenClock, make_home, server_for
-from charter.tools import audit, identity, token_errors, tokens
+from charter.tools import audit, identity, tokens
+from charter.tools.tokens import errors as token_errors
 
 API = "https://api.example.com"
 MAIL = "https://mail.example.com"
