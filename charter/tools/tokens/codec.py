@@ -13,47 +13,53 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from typing import Any, NoReturn, cast
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from jwt.algorithms import Algorithm
-from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from charter.errors import TokenInvalid
 from charter.evidence.jwk import b64url_decode
 from charter.keys import KeyHandle
 from charter.tools.tokens import errors as why
 
+if TYPE_CHECKING:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 
-
-class _SignerEdDSA(Algorithm):
-    """``EdDSA`` (Ed25519) through the signer seam; used for signing only."""
-
-    def prepare_key(self, key: Any) -> KeyHandle:
-        if not isinstance(key, KeyHandle):
-            raise TypeError("tokens are signed with a KeyHandle, never a private key")
-        return key
-
-    def sign(self, msg: bytes, key: KeyHandle) -> bytes:
-        return key.sign(msg)
-
-    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
-        raise NotImplementedError("tokens are verified with PyJWT's own EdDSA")
-
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:
-        raise NotImplementedError("a key handle's public JWK is KeyHandle.jwk()")
-
-    @staticmethod
-    def from_jwk(jwk: Any) -> NoReturn:
-        raise NotImplementedError("a signing key cannot come from a JWK")
+# NOTE: PyJWT is imported on first use, not with this module: the server's tool families
+# import the token services, and `charter serve` must start fast.
 
 
-_SIGNING = jwt.PyJWS(algorithms=[])
-_SIGNING.register_algorithm(ALGORITHM, _SignerEdDSA())
+@functools.cache
+def _signing() -> jwt.PyJWS:
+    """A PyJWS of our own whose ``EdDSA`` signs through a key handle (and only signs)."""
+    import jwt
+    from jwt.algorithms import Algorithm
+
+    class SignerEdDSA(Algorithm):
+        def prepare_key(self, key: Any) -> KeyHandle:
+            if not isinstance(key, KeyHandle):
+                raise TypeError("tokens are signed with a KeyHandle, never a private key")
+            return key
+
+        def sign(self, msg: bytes, key: KeyHandle) -> bytes:
+            return key.sign(msg)
+
+        def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+            raise NotImplementedError("tokens are verified with PyJWT's own EdDSA")
+
+        @staticmethod
+        def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:
+            raise NotImplementedError("a key handle's public JWK is KeyHandle.jwk()")
+
+        @staticmethod
+        def from_jwk(jwk: Any) -> NoReturn:
+            raise NotImplementedError("a signing key cannot come from a JWK")
+
+    jws = jwt.PyJWS(algorithms=[])
+    jws.register_algorithm(ALGORITHM, SignerEdDSA())
+    return jws
 
 
 def encode(claims: dict[str, Any], key: KeyHandle) -> str:
@@ -61,17 +67,19 @@ def encode(claims: dict[str, Any], key: KeyHandle) -> str:
     (keys sorted); the payload is compact JSON, as ``jwt.encode`` writes it."""
     payload = json.dumps(claims, separators=(",", ":")).encode("utf-8")
     headers = {"kid": key.kid, "typ": TOKEN_TYPE}
-    return _SIGNING.encode(payload, cast(Any, key), algorithm=ALGORITHM, headers=headers)
+    return _signing().encode(payload, cast(Any, key), algorithm=ALGORITHM, headers=headers)
 
 
-class _StrictJWT(jwt.PyJWT):
-    """PyJWT refusing a payload with duplicate keys (the JSON a verifier may read two ways)."""
+@functools.cache
+def _checking() -> jwt.PyJWT:
+    """PyJWT refusing a payload with duplicate keys (JSON a verifier may read two ways)."""
+    import jwt
 
-    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
-        return json_object(decoded["payload"], "payload")
+    class StrictJWT(jwt.PyJWT):
+        def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+            return json_object(decoded["payload"], "payload")
 
-
-_CHECKING = _StrictJWT()
+    return StrictJWT()
 
 
 def decode(
@@ -90,8 +98,10 @@ def decode(
     Raises:
         TokenInvalid: the typed reason (with ``jti`` once the signature has verified).
     """
+    import jwt
+
     try:
-        return _CHECKING.decode(
+        return _checking().decode(
             token,
             _public_key(public_key),
             algorithms=[ALGORITHM],
@@ -117,13 +127,16 @@ def decode(
 
 
 def _claim_refusal(
-    exc: jwt.PyJWTError,
+    exc: Exception,
     token: str,
     required: Sequence[str],
     audience: str | None,
     issuer: str,
 ) -> TokenInvalid:
     """The typed reason for a claim PyJWT refused (the signature has verified)."""
+    import jwt
+    from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+
     claims = json_object(b64url_decode(token.split(".")[1]), "payload")
     refusal: TokenInvalid
     if isinstance(exc, jwt.MissingRequiredClaimError):
@@ -156,6 +169,8 @@ def _claim_refusal(
 
 @functools.lru_cache(maxsize=64)
 def _public_key(raw: bytes) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
