@@ -1,12 +1,13 @@
 """Scoped tokens: issue and verify rates against raw PyJWT EdDSA encode/decode, same run.
 
-* Issue: Charter checks the request against the charter, signs the RFC 9068 token and
-  records its row (what makes revocation and introspection possible); the baseline is
-  ``jwt.encode`` of the same claims with the same Ed25519 key.
+* Issue: Charter checks the request against the charter, signs the RFC 9068 token (with
+  PyJWT, through the signer seam) and records its row (what makes revocation and
+  introspection possible); the baseline is ``jwt.encode`` of the same claims with the same
+  Ed25519 key.
 * Verify: Charter pins EdDSA, the token type, a published key id, issuer, audience and every
-  required claim, then looks up the token's row (revocation) and its agent (revocation,
-  charter); the baseline is ``jwt.decode`` pinning the algorithm, issuer, audience and the
-  registered claims, with no revocation lookups at all.
+  required claim (PyJWT's decode does part of it), then looks up the token's row
+  (revocation) and its agent (revocation, charter); the baseline is ``jwt.decode`` pinning
+  the algorithm, issuer, audience and the registered claims, with no revocation lookups.
 
 Run alone with ``python -m bench.bench_tokens [--quick]``.
 """

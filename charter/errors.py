@@ -9,7 +9,7 @@ Every error carries a ``public_message`` that is safe to show an agent or print 
     ├── NotFound               unknown agent, entry, secret, message
     ├── ScopeDenied            the charter does not grant the scope
     ├── AgentRevoked           the agent (or its charter) is revoked or expired
-    ├── TokenInvalid           ``reason`` for the owner; typed reasons in tools.token_errors
+    ├── TokenInvalid           ``reason`` for the owner; typed reasons in tools.tokens.errors
     ├── LedgerUnavailable      the intent could not be committed: nothing happened
     ├── LedgerIntegrityError   verification failed at ``seq``
     └── ServiceError           an outside service (SMTP, IMAP, HTTP) failed
@@ -79,7 +79,7 @@ class TokenInvalid(CharterError):
 
     exit_code = 5
     outcome = "denied"
-    #: Typed reasons (``charter.tools.token_errors``) say which check failed: a stable
+    #: Typed reasons (``charter.tools.tokens.errors``) say which check failed: a stable
     #: ``code`` and a ``description`` safe for any caller (never the token or a claim value).
     code = "invalid"
     description = "invalid token"

@@ -47,7 +47,7 @@ from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.tools import token_errors, tokens
+from charter.tools import tokens
 from charter.tools.identity import AgentContext, load_agent
 
 log = logging.getLogger("charter.http")
@@ -124,7 +124,7 @@ class TokenAgentResolver:
         """
         access = get_access_token()
         if access is None:
-            raise token_errors.MissingToken("no bearer token reached the call")
+            raise tokens.errors.MissingToken("no bearer token reached the call")
         verified = self.verifier.check(access.token)  # raises the typed reason
         # A verified token names an active agent and its current charter.
         cache_key = (verified.agent_name, str(verified.claims["charter"]))

@@ -193,7 +193,7 @@ def _forge(site: Site, token: str, key: KeyPair | None = None, **change: Any) ->
 
 
 def _refused_token(site: Site, why: str) -> str:
-    """A token the server must refuse for reason ``why`` (a token_errors code)."""
+    """A token the server must refuse for reason ``why`` (a tokens.errors code)."""
     if why == "malformed":
         return "garbage"
     if why == "wrong_audience":

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from mcp import Client
 
@@ -22,10 +23,12 @@ from charter.errors import AgentRevoked, InvalidInput, ScopeDenied, TokenInvalid
 from charter.evidence.entries import Entry
 from charter.evidence.jwk import b64url, b64url_decode, thumbprint
 from charter.home import Home
-from charter.keys import KeyPair
+from charter.keys import KeyHandle, KeyPair, issuer_ref
 from charter.keys.files import read_key_file
 from charter.testing import FrozenClock, make_home, server_for
-from charter.tools import audit, identity, token_errors, tokens
+from charter.tools import audit, identity, tokens
+from charter.tools.tokens import codec
+from charter.tools.tokens import errors as token_errors
 
 API = "https://api.example.com"
 MAIL = "https://mail.example.com"
@@ -650,3 +653,35 @@ async def test_token_issue_refuses_a_glob_wider_than_the_charter(home: Home, mod
     assert narrower.structured_content["scopes"] == ["secret:use:A*", "secret:use:Y*"]
     assert home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1
     audit.verify_home(home)
+
+
+# -- PyJWT -----------------------------------------------------------------------------------
+
+
+def test_a_token_verifies_with_plain_pyjwt_given_the_jwks(
+    home: Home, gamma: identity.AgentContext
+) -> None:
+    """Made by PyJWT through the signer: any PyJWT relying party reads it with the JWKS."""
+    issued = issue(home, gamma, scopes=["audit:read"])
+    key = jwt.PyJWK(tokens.jwks(home)["keys"][0])
+    claims = jwt.decode(
+        issued.token,
+        key,
+        algorithms=["EdDSA"],
+        audience=API,
+        issuer=tokens.DEFAULT_ISSUER,
+        # The frozen clock is not the system clock PyJWT reads; times are Charter's to check.
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
+    assert claims["jti"] == issued.jti and claims["scope"] == "audit:read"
+    assert jwt.get_unverified_header(issued.token)["typ"] == "at+jwt"
+
+
+def test_pyjwt_never_receives_a_private_key(home: Home) -> None:
+    """The signing algorithm takes only a key handle (the signer signs); a key pair, the form
+    a private key takes in memory, is refused before anything is signed."""
+    with pytest.raises(TypeError, match="KeyHandle"):
+        codec.encode({"jti": "x"}, issuer_key(home))  # type: ignore[arg-type]
+    handle = KeyHandle.of(home.signer, issuer_ref(home.meta["issuer_kid"]))
+    header, claims = parts(codec.encode({"jti": "x"}, handle))
+    assert header == {"alg": "EdDSA", "kid": handle.kid, "typ": "at+jwt"} and claims == {"jti": "x"}

@@ -2,10 +2,12 @@
 
 A token is accepted only if its signature, algorithm, type, key id, issuer, audience, time
 claims and every required claim check out, it is exactly the token issued under its id (its
-row holds the SHA-256 of the signing input, so the row is authoritative for every claim and
+row holds the SHA-256 of its claim set, so the row is authoritative for every claim and
 nothing, ``exp`` included, can be re-signed), it is not revoked, and its agent is still
-active under the same charter. A refusal raises one of the reasons in
-:mod:`charter.tools.token_errors`; ``reason`` carries the exact detail for the owner.
+active under the same charter. PyJWT checks the signature, the algorithm, the required
+claims, ``iss`` and ``aud`` (:mod:`charter.tools.tokens.codec`); the header, the time claims
+(against Charter's clock) and the row are checked here. A refusal raises one of the reasons
+in :mod:`charter.tools.tokens.errors`; ``reason`` carries the exact detail for the owner.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any
 
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import TokenInvalid
-from charter.evidence.jwk import b64url_decode, verify_signature
+from charter.evidence.jwk import b64url_decode
 from charter.home import Home
-from charter.tools import token_errors as why
-from charter.tools.token_keys import ALGORITHM, issuer, published_key, unpublished_reason
+from charter.storage.tokens import TokenRepo
+from charter.tools.tokens import errors as why
+from charter.tools.tokens.codec import ALGORITHM, TOKEN_TYPE, decode, json_object
+from charter.tools.tokens.keys import issuer
 
-TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 #: ``typ`` values RFC 9068 §4 tells a resource server to accept.
 _ACCEPTED_TYPES = ("at+jwt", "application/at+jwt")
 MAX_TTL_SECONDS = 3600
@@ -47,6 +50,9 @@ _STRING_CLAIMS = ("iss", "sub", "jti", "client_id", "scope", "owner", "charter")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 #: Longest token accepted for parsing (ours are ~700 characters).
 MAX_TOKEN_CHARS = 8192
+#: Clock skew tolerated on ``exp``, ``nbf`` and ``iat`` (PyJWT's ``leeway``): none, since the
+#: issuer and every verifier of these tokens share one clock.
+LEEWAY_SECONDS = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +105,11 @@ def verify(
     the home's.
 
     Raises:
-        TokenInvalid: one of the typed reasons in :mod:`charter.tools.token_errors`, with
+        TokenInvalid: one of the typed reasons in :mod:`charter.tools.tokens.errors`, with
         ``reason`` saying exactly which check failed (and ``jti`` once the payload is read).
     """
     now = home.clock.now().timestamp()
-    header, signing_input, payload_b64, signature = _split(token)
+    header = _header(token)
     alg = header.get("alg")
     if alg != ALGORITHM:
         raise why.Malformed(f"algorithm {alg!r} is not accepted (only {ALGORITHM})")
@@ -115,15 +121,24 @@ def verify(
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise why.Malformed("the header names no key id")
-    public_key = published_key(home.conn, kid, now)
+    repo = TokenRepo(home.conn)
+    public_key = repo.published_key(kid, rfc3339(_from_epoch(now)))
     if public_key is None:
-        raise why.UnknownKey(unpublished_reason(home.conn, kid))
-    if not verify_signature(public_key, signing_input, signature):
-        raise why.BadSignature("the signature does not verify")
-    claims = _json_object(payload_b64, "payload")
+        raise why.UnknownKey(
+            f"key id {kid!r} was retired and every token it signed has expired"
+            if repo.issuer_key_exists(kid)
+            else f"key id {kid!r} is not a published issuer key"
+        )
+    claims = decode(
+        token,
+        public_key,
+        required=REQUIRED_CLAIMS,
+        audience=audience,
+        issuer=issuer_url or issuer(home),
+    )
     try:
-        _check_claims(claims, now, audience=audience, issuer_url=issuer_url or issuer(home))
-        name = _check_state(home, claims, kid, claims_digest(claims))
+        _check_claims(claims, now)
+        name = _check_state(repo, claims, kid, claims_digest(claims))
     except TokenInvalid as exc:
         jti = claims.get("jti")
         exc.jti = jti if isinstance(jti, str) else None
@@ -157,43 +172,22 @@ def introspect(
     }
 
 
-def _split(token: str) -> tuple[dict[str, Any], bytes, str, bytes]:
+def _header(token: str) -> dict[str, Any]:
+    """The header of a compact JWS, read before PyJWT is given the token (it names the key)."""
     if len(token) > MAX_TOKEN_CHARS or not token.isascii():
         raise why.Malformed("not a compact JWT")
     parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         raise why.Malformed("not a compact JWT (want three dot-separated parts)")
-    header = _json_object(parts[0], "header")
     try:
-        signature = b64url_decode(parts[2])
+        raw = b64url_decode(parts[0])
     except ValueError:
-        raise why.Malformed("the signature is not base64url") from None
-    return header, f"{parts[0]}.{parts[1]}".encode("ascii"), parts[1], signature
+        raise why.Malformed("the header is not base64url JSON without duplicate keys") from None
+    return json_object(raw, "header")
 
 
-def _json_object(part: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(b64url_decode(part), object_pairs_hook=_no_duplicates)
-    except (ValueError, UnicodeDecodeError):
-        raise why.Malformed(f"the {what} is not base64url JSON without duplicate keys") from None
-    if not isinstance(value, dict):
-        raise why.Malformed(f"the {what} is not a JSON object")
-    return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate key")
-    return out
-
-
-def _check_claims(
-    claims: dict[str, Any], now: float, *, audience: str | None, issuer_url: str
-) -> None:
-    missing = [c for c in REQUIRED_CLAIMS if c not in claims]
-    if missing:
-        raise why.Malformed(f"missing claims: {', '.join(missing)}")
+def _check_claims(claims: dict[str, Any], now: float) -> None:
+    """What PyJWT left: the claims' types, the time claims against ``now``, the lifetime."""
     for name in _STRING_CLAIMS:
         if not isinstance(claims[name], str):
             raise why.Malformed(f"claim {name!r} must be a string")
@@ -204,17 +198,13 @@ def _check_claims(
     cnf = claims["cnf"]
     if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str):
         raise why.Malformed("claim 'cnf' must hold the agent key thumbprint 'jkt'")
-    if claims["iss"] != issuer_url:
-        raise why.WrongIssuer(f"issuer {claims['iss']!r} is not this issuer ({issuer_url!r})")
     if not isinstance(claims["aud"], str):
         raise why.Malformed("claim 'aud' must be a single string")
-    if audience is not None and claims["aud"] != audience:
-        raise why.WrongAudience(f"audience {claims['aud']!r} is not {audience!r}")
-    if now >= claims["exp"]:
+    if claims["exp"] <= now - LEEWAY_SECONDS:
         raise why.TokenExpired(f"expired at {_when(claims['exp'])}")
-    if now < claims["nbf"]:
+    if claims["nbf"] > now + LEEWAY_SECONDS:
         raise why.TokenNotYetValid(f"not valid before {_when(claims['nbf'])}")
-    if now < claims["iat"]:
+    if claims["iat"] > now + LEEWAY_SECONDS:
         raise why.TokenNotYetValid("issued in the future")
     if claims["exp"] - claims["iat"] > MAX_TTL_SECONDS:
         raise why.Malformed(f"lifetime exceeds the maximum of {MAX_TTL_SECONDS} seconds")
@@ -229,25 +219,19 @@ def claims_digest(claims: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _check_state(home: Home, claims: dict[str, Any], kid: str, digest: str) -> str:
+def _check_state(repo: TokenRepo, claims: dict[str, Any], kid: str, digest: str) -> str:
     """Check the token against its row, and its agent; return the agent's name.
 
     The row is authoritative for every claim: the token must be byte for byte the one issued
     under its id (its claims' digest), so no claim, ``exp`` included, can be re-signed.
     """
-    row = home.conn.execute(
-        "SELECT t.kid, t.agent_name, t.agent_id, t.charter, t.audience, t.scopes, t.issued_at,"
-        " t.expires_at, t.digest, t.revoked_at, a.status, a.charter_hash FROM tokens t"
-        " LEFT JOIN agents a ON a.name = t.agent_name WHERE t.jti = ?",
-        (claims["jti"],),
-    ).fetchone()
+    row = repo.get_with_agent(claims["jti"])
     if row is None:
         raise why.NotIssued(f"token id {claims['jti']!r} was never issued by this home")
-    row_kid, name, agent_id, charter, aud, scopes, issued_at, expires_at, row_digest = row[:9]
-    revoked_at, status, current = row[9:]
+    name = row.agent_name
     # Rows from before the digest was stored still pin every claim they hold.
-    iat, exp = (int(parse_rfc3339(t).timestamp()) for t in (issued_at, expires_at))
-    if (row_kid, agent_id, charter, aud, scopes, iat, iat, exp) != (
+    iat, exp = (int(parse_rfc3339(t).timestamp()) for t in (row.issued_at, row.expires_at))
+    if (row.kid, row.agent_id, row.charter, row.audience, row.scope, iat, iat, exp) != (
         kid,
         claims["sub"],
         claims["charter"],
@@ -256,15 +240,15 @@ def _check_state(home: Home, claims: dict[str, Any], kid: str, digest: str) -> s
         claims["iat"],
         claims["nbf"],
         claims["exp"],
-    ) or (row_digest is not None and row_digest != digest):
+    ) or (row.digest is not None and row.digest != digest):
         raise why.NotIssued("the token does not match what was issued under its id")
-    if revoked_at is not None:
-        raise why.TokenRevoked(f"token {claims['jti']!r} was revoked at {revoked_at}")
-    if status != "active":
+    if row.revoked_at is not None:
+        raise why.TokenRevoked(f"token {claims['jti']!r} was revoked at {row.revoked_at}")
+    if row.agent_status != "active":
         raise why.AgentRevokedToken(f"agent {name!r} has been revoked")
-    if current != charter:
+    if row.agent_charter != row.charter:
         raise why.CharterSuperseded(f"agent {name!r} has a new charter since this token was issued")
-    return str(name)
+    return name
 
 
 def _from_epoch(seconds: float) -> dt.datetime:

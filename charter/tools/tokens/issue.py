@@ -1,19 +1,14 @@
-"""Scoped agent tokens: EdDSA JWT access tokens (RFC 9068), their keys, checks and revocation.
+"""Issuing and revoking scoped agent tokens: EdDSA JWT access tokens (RFC 9068).
 
-A token is a compact JWS signed by the home's current issuer key::
+A token is a compact JWS signed by the home's current issuer key (made by PyJWT through the
+signer seam, :mod:`charter.tools.tokens.codec`)::
 
     header  {"alg": "EdDSA", "kid": <RFC 7638 thumbprint>, "typ": "at+jwt"}
     claims  iss sub aud client_id owner charter scope iat nbf exp jti cnf.jkt
 
 Every issued token has a row in ``tokens`` (never the token itself), which is what makes
-revocation, introspection and key retirement possible. A token is accepted only if its
-signature, algorithm, type, key id, issuer, audience, time claims and every required claim
-check out, it is exactly the token issued under its id (the row holds the SHA-256 of its
-signing input: the row is authoritative for every claim), it is not revoked, and its agent
-is still active under the same charter. A refusal raises one of the typed reasons in
-:mod:`charter.tools.token_errors`; ``reason`` carries the exact detail for the owner.
-
-The issuer and its keys (rotation, JWKS) are in :mod:`charter.tools.token_keys`.
+revocation, introspection and key retirement possible; checks are in
+:mod:`charter.tools.tokens.verify`, the issuer and its keys in :mod:`charter.tools.tokens.keys`.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,67 +23,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from charter.clock import rfc3339
-from charter.errors import (
-    AgentRevoked,
-    InvalidInput,
-    NotFound,
-    ScopeDenied,
-)
+from charter.errors import AgentRevoked, InvalidInput, NotFound, ScopeDenied
 from charter.evidence.charters import CharterView
 from charter.evidence.jwk import b64url_decode, thumbprint
 from charter.home import Home
-from charter.keys import KeyHandle, compact_jws
 from charter.scopes import is_subset, validate_scopes
-from charter.storage.db import transaction
+from charter.storage.db import Connection, transaction
+from charter.storage.tokens import NewToken, TokenRepo
 from charter.tools.identity import check_reason, get_agent, load_agent
-from charter.tools.token_keys import (
-    ALGORITHM,
-    DEFAULT_ISSUER,
-    MCP_PATH,
-    RotationResult,
-    current_kid,
-    ensure_issuer_keys,
-    issuer,
-    jwks,
-    normalize_issuer,
-    recorded_issuer,
-    resource_url,
-    rotate,
-    set_issuer,
-    signing_key,
-)
-from charter.tools.token_verify import (
-    MAX_TTL_SECONDS,
-    REQUIRED_CLAIMS,
-    TOKEN_TYPE,
-    VerifiedToken,
-    claims_digest,
-    introspect,
-    verify,
-)
-
-# Issuing lives here; the issuer and its keys in token_keys, checks in token_verify. All stay
-# reachable as ``tokens.<name>``.
-__all__ = [
-    "ALGORITHM",
-    "DEFAULT_ISSUER",
-    "MAX_TTL_SECONDS",
-    "MCP_PATH",
-    "REQUIRED_CLAIMS",
-    "TOKEN_TYPE",
-    "RotationResult",
-    "VerifiedToken",
-    "ensure_issuer_keys",
-    "introspect",
-    "issuer",
-    "jwks",
-    "normalize_issuer",
-    "recorded_issuer",
-    "resource_url",
-    "rotate",
-    "set_issuer",
-    "verify",
-]
+from charter.tools.tokens.codec import encode
+from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer, signing_key
+from charter.tools.tokens.verify import MAX_TTL_SECONDS, claims_digest
 
 DEFAULT_TTL_SECONDS = 900
 
@@ -216,7 +160,7 @@ def sign(home: Home, request: TokenRequest) -> IssuedToken:
     ledger event), so a token whose issuance was not recorded never works.
     """
     ensure_issuer_keys(home)
-    kid = current_kid(home.conn)
+    kid = current_kid(TokenRepo(home.conn))
     claims = _claims(home, request)
     return IssuedToken(
         token=encode(claims, signing_key(home, kid)),
@@ -229,23 +173,21 @@ def sign(home: Home, request: TokenRequest) -> IssuedToken:
     )
 
 
-def record(conn: sqlite3.Connection, request: TokenRequest, issued: IssuedToken) -> None:
+def record(conn: Connection, request: TokenRequest, issued: IssuedToken) -> None:
     """Store the row of a token :func:`sign` made (inside the caller's transaction)."""
-    conn.execute(
-        "INSERT INTO tokens(jti, kid, agent_name, agent_id, charter, audience, scopes,"
-        " issued_at, expires_at, digest) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (
-            request.jti,
-            issued.kid,
-            request.agent_name,
-            request.charter.agent_id,
-            request.charter.hash,
-            request.audience,
-            " ".join(request.scopes),
-            issued.issued_at,
-            issued.expires_at,
-            claims_digest(json.loads(b64url_decode(issued.token.split(".")[1]))),
-        ),
+    TokenRepo(conn).insert(
+        NewToken(
+            jti=request.jti,
+            kid=issued.kid,
+            agent_name=request.agent_name,
+            agent_id=request.charter.agent_id,
+            charter=request.charter.hash,
+            audience=request.audience,
+            scope=" ".join(request.scopes),
+            issued_at=issued.issued_at,
+            expires_at=issued.expires_at,
+            digest=claims_digest(json.loads(b64url_decode(issued.token.split(".")[1]))),
+        )
     )
 
 
@@ -305,11 +247,6 @@ def issue_for_owner(
     return issue(home, request, on_commit=record)
 
 
-def encode(claims: dict[str, Any], key: KeyHandle) -> str:
-    """Sign ``claims`` as a compact JWS with header ``{alg: EdDSA, kid, typ: at+jwt}``."""
-    return compact_jws(claims, key, TOKEN_TYPE)
-
-
 def _claims(home: Home, request: TokenRequest) -> dict[str, Any]:
     view = request.charter
     return {
@@ -346,10 +283,7 @@ def revoke(
     check_reason(reason)
     now = rfc3339(home.clock.now())
     with transaction(home.conn):
-        home.conn.execute(
-            "UPDATE tokens SET revoked_at = ?, revoked_reason = ? WHERE jti = ?",
-            (now, reason or None, jti),
-        )
+        TokenRepo(home.conn).mark_revoked(jti, now, reason or None)
         home.record_owner_event(
             "token.revoke",
             {"jti": jti, "agent": record.agent, "agent_id": record.agent_id, "reason": reason},
@@ -364,24 +298,20 @@ def get_token(home: Home, jti: str) -> TokenRecord:
     Raises:
         NotFound: unknown token id.
     """
-    row = home.conn.execute(
-        "SELECT jti, kid, agent_name, agent_id, audience, scopes, issued_at, expires_at,"
-        " revoked_at, revoked_reason FROM tokens WHERE jti = ?",
-        (jti,),
-    ).fetchone()
+    row = TokenRepo(home.conn).get(jti)
     if row is None:
         raise NotFound(f"no token with id {jti!r}")
     return TokenRecord(
-        jti=row[0],
-        kid=row[1],
-        agent=row[2],
-        agent_id=row[3],
-        audience=row[4],
-        scopes=row[5].split(),
-        issued_at=row[6],
-        expires_at=row[7],
-        revoked_at=row[8],
-        revoked_reason=row[9],
+        jti=row.jti,
+        kid=row.kid,
+        agent=row.agent_name,
+        agent_id=row.agent_id,
+        audience=row.audience,
+        scopes=row.scope.split(),
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        revoked_reason=row.revoked_reason,
     )
 
 

@@ -8,8 +8,6 @@ while a token it signed has not expired.
 
 from __future__ import annotations
 
-import datetime as dt
-import sqlite3
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,12 +15,13 @@ from pydantic import BaseModel, Field
 
 from charter.clock import rfc3339
 from charter.errors import ConfigError, InvalidInput
-from charter.evidence.jwk import b64url, b64url_decode, public_jwk
+from charter.evidence.jwk import public_jwk
 from charter.home import Home
 from charter.keys import KeyHandle, issuer_ref
 from charter.storage.db import transaction
+from charter.storage.tokens import TokenRepo
+from charter.tools.tokens.codec import ALGORITHM
 
-ALGORITHM = "EdDSA"
 #: The issuer when none has been recorded (``charter serve --http``'s default address).
 DEFAULT_ISSUER = "http://127.0.0.1:8765"
 MCP_PATH = "/mcp"
@@ -48,8 +47,7 @@ def issuer(home: Home) -> str:
 
 def recorded_issuer(home: Home) -> str | None:
     """The issuer recorded in the home, or None if none has been set yet."""
-    row = home.conn.execute("SELECT value FROM meta WHERE key = 'issuer'").fetchone()
-    return str(row[0]) if row else None
+    return TokenRepo(home.conn).get_issuer()
 
 
 def normalize_issuer(url: str) -> str:
@@ -85,7 +83,7 @@ def set_issuer(home: Home, url: str) -> bool:
     if url == recorded_issuer(home):
         return False
     with transaction(home.conn):
-        home.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('issuer', ?)", (url,))
+        TokenRepo(home.conn).set_issuer(url)
     home.meta["issuer"] = url
     return True
 
@@ -100,32 +98,27 @@ def resource_url(issuer_url: str) -> str:
 
 def ensure_issuer_keys(home: Home) -> None:
     """Register the issuer key made by ``charter init`` if no issuer key is registered yet."""
-    if home.conn.execute("SELECT 1 FROM issuer_keys LIMIT 1").fetchone():
+    repo = TokenRepo(home.conn)
+    if repo.has_issuer_keys():
         return
     kid = home.meta.get("issuer_kid")
     if not kid:
         raise ConfigError("this home has no issuer key: was `charter init` interrupted?")
     key = signing_key(home, kid)
     with transaction(home.conn):
-        home.conn.execute(
-            "INSERT OR IGNORE INTO issuer_keys(kid, public_key, created_at) VALUES (?,?,?)",
-            (kid, b64url(key.public_key), home.meta.get("created_at") or rfc3339(home.clock.now())),
+        repo.insert_issuer_key_if_absent(
+            kid, key.public_key, home.meta.get("created_at") or rfc3339(home.clock.now())
         )
 
 
 def jwks(home: Home) -> dict[str, Any]:
     """The JWKS (RFC 8037 OKP keys) of every published issuer key, the signing key first."""
     ensure_issuer_keys(home)
-    rows = home.conn.execute(
-        "SELECT kid, public_key FROM issuer_keys k WHERE k.retired_at IS NULL OR EXISTS"
-        " (SELECT 1 FROM tokens t WHERE t.kid = k.kid AND t.expires_at > ?)"
-        " ORDER BY retired_at IS NOT NULL, created_at DESC",
-        (rfc3339(home.clock.now()),),
-    ).fetchall()
+    published = TokenRepo(home.conn).published_keys(rfc3339(home.clock.now()))
     return {
         "keys": [
-            public_jwk(b64url_decode(pk)) | {"kid": kid, "use": "sig", "alg": ALGORITHM}
-            for kid, pk in rows
+            public_jwk(key.public_key) | {"kid": key.kid, "use": "sig", "alg": ALGORITHM}
+            for key in published
         ]
     }
 
@@ -139,18 +132,13 @@ def rotate(home: Home, *, passphrase: bytes | None = None) -> RotationResult:
     home.owner_key(passphrase)  # fail before a key file is written
     new = KeyHandle.of(home.signer, home.signer.create(issuer_ref("")))
     now = rfc3339(home.clock.now())
+    repo = TokenRepo(home.conn)
     with transaction(home.conn):
-        old = current_kid(home.conn)
-        row = home.conn.execute(
-            "SELECT max(expires_at) FROM tokens WHERE kid = ? AND expires_at > ?", (old, now)
-        ).fetchone()
-        until = row[0] or now
-        home.conn.execute("UPDATE issuer_keys SET retired_at = ? WHERE kid = ?", (now, old))
-        home.conn.execute(
-            "INSERT INTO issuer_keys(kid, public_key, created_at) VALUES (?,?,?)",
-            (new.kid, b64url(new.public_key), now),
-        )
-        home.conn.execute("UPDATE meta SET value = ? WHERE key = 'issuer_kid'", (new.kid,))
+        old = current_kid(repo)
+        until = repo.last_expiry(old, now) or now
+        repo.retire_issuer_key(old, now)
+        repo.insert_issuer_key(new.kid, new.public_key, now)
+        repo.set_signing_kid(new.kid)
         home.record_owner_event(
             "keys.rotate",
             {
@@ -165,27 +153,16 @@ def rotate(home: Home, *, passphrase: bytes | None = None) -> RotationResult:
     return RotationResult(kid=new.kid, retired_kid=old, retired_published_until=until)
 
 
-def published_key(conn: sqlite3.Connection, kid: str, now: float) -> bytes | None:
-    """The key if it signs, or still has an unexpired token (the JWKS publishes the same)."""
-    row = conn.execute(
-        "SELECT public_key FROM issuer_keys k WHERE k.kid = ? AND (k.retired_at IS NULL"
-        " OR EXISTS (SELECT 1 FROM tokens t WHERE t.kid = k.kid AND t.expires_at > ?))",
-        (kid, rfc3339(_from_epoch(now))),
-    ).fetchone()
-    return None if row is None else b64url_decode(row[0])
+def current_kid(repo: TokenRepo) -> str:
+    """The signing key's id.
 
-
-def unpublished_reason(conn: sqlite3.Connection, kid: str) -> str:
-    if conn.execute("SELECT 1 FROM issuer_keys WHERE kid = ?", (kid,)).fetchone():
-        return f"key id {kid!r} was retired and every token it signed has expired"
-    return f"key id {kid!r} is not a published issuer key"
-
-
-def current_kid(conn: sqlite3.Connection) -> str:
-    row = conn.execute("SELECT kid FROM issuer_keys WHERE retired_at IS NULL").fetchone()
-    if row is None:
+    Raises:
+        ConfigError: the home has no current issuer key.
+    """
+    kid = repo.current_kid()
+    if kid is None:
         raise ConfigError("this home has no current issuer key")
-    return str(row[0])
+    return kid
 
 
 def signing_key(home: Home, kid: str) -> KeyHandle:
@@ -194,7 +171,3 @@ def signing_key(home: Home, kid: str) -> KeyHandle:
     if key.kid != kid:
         raise ConfigError(f"issuer key file for {kid} holds a different key")
     return key
-
-
-def _from_epoch(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC)
