@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from auditstack import run_isolated
@@ -75,7 +76,7 @@ def exported(home: Home, tmp_path: Path) -> Path:
     return folder
 
 
-def verify_isolated(folder: Path) -> tuple[dict[str, object], list[str]]:
+def verify_isolated(folder: Path) -> tuple[dict[str, Any], list[str]]:
     *out, bad = run_isolated(AUDITOR_SCRIPT.format(folder=str(folder)), ROOT)
     return json.loads(out[-1]), [m for m in bad.split(",") if m]
 
