@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def register(cli: click.Group) -> None:
             if export_dir is not None:
                 report = audit.verify_export(export_dir, owner_key=owner_key, trust=trust)
             else:
-                with open_home(home) as h, Progress(transient=True, disable=as_json) as bar:
+                # A bar only on a terminal: elsewhere rich would still leave a blank line.
+                quiet = as_json or not sys.stdout.isatty()
+                with open_home(home) as h, Progress(transient=True, disable=quiet) as bar:
                     task = bar.add_task("verifying", total=h.ledger.head()[0])
                     report = audit.verify_home(
                         h,

@@ -14,6 +14,7 @@ resolved only after its entry is durable.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import queue
 import sqlite3
@@ -133,12 +134,12 @@ class Ledger:
         try:
             with transaction(self.conn, lock_wait=lock_wait):
                 row = self.conn.execute(
-                    "SELECT seq, hash, ts FROM ledger ORDER BY seq DESC LIMIT 1"
+                    "SELECT seq, body, ts FROM ledger ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
                 if row is None:
                     seq, prev, last_ts = 0, self.identity.genesis_hash(), ""
-                else:
-                    seq, prev, last_ts = row[0] + 1, row[1], row[2]
+                else:  # the hash of the signed bytes: an edited hash column steers nothing
+                    seq, prev, last_ts = row[0] + 1, _sha256_hex(row[1]), row[2]
                 for draft in drafts:
                     ts = rfc3339(self.clock.now())
                     ts = max(ts, last_ts)  # never step back in time along the chain
@@ -249,11 +250,11 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
 
     def head(self) -> tuple[int, str]:
-        """Return (size, hash of the last entry or the genesis hash)."""
-        row = self.conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        """Return (size, hash of the last entry's bytes or the genesis hash)."""
+        row = self.conn.execute("SELECT seq, body FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
         if row is None:
             return 0, self.identity.genesis_hash()
-        return int(row[0]) + 1, str(row[1])
+        return int(row[0]) + 1, _sha256_hex(row[1])
 
     def get(self, seq: int) -> Entry | None:
         """The entry at ``seq``, or None."""
@@ -287,6 +288,11 @@ class Ledger:
                     mismatches.append((int(row[0]), column))
                 yield bytes(row[-1])
             cursor = rows[-1][0] + 1
+
+
+def _sha256_hex(body: bytes) -> str:
+    """An entry's hash, from its stored bytes (never from the ``hash`` column, a copy)."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def _fields(draft: Draft, seq: int, ts: str, prev: str) -> dict[str, Any]:

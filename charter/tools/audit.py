@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -12,19 +11,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from charter.clock import parse_rfc3339, rfc3339
-from charter.errors import ConfigError, InvalidInput, LedgerIntegrityError
-from charter.evidence.auditor import AuditReport, Trust, audit_export
+from charter.errors import InvalidInput, LedgerIntegrityError
+from charter.evidence.auditor import AuditReport, Trust
 from charter.evidence.canonical import canonical_json
-from charter.evidence.entries import Entry, LedgerIdentity
-from charter.evidence.export_files import check_export_files, registered_charters
+from charter.evidence.entries import Entry
+from charter.evidence.export import EXPORT_FORMAT, check_export, load_export
+from charter.evidence.export_files import registered_charters
 from charter.evidence.jwk import public_jwk, public_key_from_jwk, thumbprint
 from charter.home import Home
-from charter.storage.db import read_snapshot
-from charter.storage.ledger_rows import ROW_COLUMNS, column_error, row_mismatch
+from charter.storage.db import Connection, read_snapshot
+from charter.storage.queries import LedgerQueries
 from charter.tools import tlog
 
-EXPORT_FORMAT = "charter-export/v1"
 MAX_QUERY_LIMIT = 200
+
+#: Verify an export, raising at the first failure (the owner's CLI and the tests use this
+#: form; an auditor's script uses :func:`charter.evidence.verify_export`, which returns a result).
+verify_export = check_export
 
 
 class EntryOut(BaseModel):
@@ -87,7 +90,7 @@ def entry_out(entry: Entry) -> EntryOut:
 
 
 def query(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     actor: str | None = None,
     action: str | None = None,
@@ -103,41 +106,30 @@ def query(
 
     Raises:
         InvalidInput: for a malformed timestamp or an out-of-range limit.
+        LedgerIntegrityError: a row of the page whose columns its signed entry contradicts.
     """
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
     if cursor < 0:
         raise InvalidInput("cursor must not be negative")
-    clauses, params = ["seq >= ?"], [cursor]
-    for column, value in (("actor", actor), ("action", action), ("outcome", outcome)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)  # type: ignore[arg-type]
-    for op, value in ((">=", since), ("<", until)):
-        if value is not None:
-            try:
-                stamp = rfc3339(parse_rfc3339(value))
-            except ValueError as exc:
-                raise InvalidInput(f"invalid timestamp {value!r}: use RFC 3339") from exc
-            clauses.append(f"ts {op} ?")
-            params.append(stamp)  # type: ignore[arg-type]
-    sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
-    rows = conn.execute(sql, (*params, limit + 1)).fetchall()
-    # The filters ran on the columns, which whoever edits the file can change without touching
-    # the signed entry: a row whose columns its entry contradicts (say, another agent's entry
-    # relabelled as this actor's) fails the query instead of being served.
-    entries = []
-    for row in rows[:limit]:
-        edited = row_mismatch(row)
-        try:
-            entry = Entry.from_body(bytes(row[-1]))
-        except ValueError:
-            edited = "body"
-        if edited is not None:
-            raise column_error(int(row[0]), edited)
-        entries.append(entry_out(entry))
-    nxt = int(rows[limit][0]) if len(rows) > limit else None
-    return QueryPage(entries=entries, next_cursor=nxt)
+    page = LedgerQueries(conn).find_page(
+        cursor=cursor,
+        limit=limit,
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        since=None if since is None else _stamp(since),
+        until=None if until is None else _stamp(until),
+    )
+    return QueryPage(entries=[entry_out(e) for e in page.entries], next_cursor=page.next_cursor)
+
+
+def _stamp(value: str) -> str:
+    """``value`` as the ledger writes timestamps (RFC 3339, UTC, milliseconds)."""
+    try:
+        return rfc3339(parse_rfc3339(value))
+    except ValueError as exc:
+        raise InvalidInput(f"invalid timestamp {value!r}: use RFC 3339") from exc
 
 
 def verify_home(
@@ -239,66 +231,8 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_export(folder: Path) -> tuple[LedgerIdentity, dict[str, Any]]:
-    """Open an export for verification: (identity, manifest).
-
-    Raises:
-        ConfigError: the folder is not a readable export.
-    """
-    try:
-        manifest = json.loads((folder / "ledger.json").read_text())
-        if manifest.get("format") != EXPORT_FORMAT:
-            raise ConfigError(f"{folder} is not a {EXPORT_FORMAT} export")
-        identity = LedgerIdentity(
-            origin=str(manifest["origin"]),
-            owner_id=str(manifest["owner"]),
-            owner_key=public_key_from_jwk(manifest["owner_key"]),
-            log_key=public_key_from_jwk(manifest["log_key"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{folder} is not a readable Charter export: {exc}") from exc
-    return identity, manifest
-
-
-def verify_export(
-    folder: Path, *, owner_key: str | None = None, trust: Trust | None = None
-) -> AuditReport:
-    """Verify an export offline; ``owner_key`` (a JWK thumbprint or base64url key) pins the owner.
-
-    The entries are also checked against the export's signed checkpoints, and ``trust`` adds a
-    checkpoint the auditor kept, a witness policy and a resume file (AUDIT-FORMAT.md §8.5).
-
-    Raises:
-        ConfigError: unreadable export.  LedgerIntegrityError: at the first bad entry, if the
-            export carries no signed checkpoint of all its entries, or if its size/head disagree
-            with its entries or the owner key is not the pinned one.
-    """
-    identity, manifest = load_export(folder)
-    if owner_key is not None and owner_key not in (
-        thumbprint(identity.owner_key),
-        public_jwk(identity.owner_key)["x"],
-    ):
-        raise LedgerIntegrityError(None, "the export's owner key is not the pinned owner key")
-    if manifest.get("genesis") != identity.genesis_hash():
-        raise LedgerIntegrityError(None, "the manifest's genesis hash does not match its identity")
-    report = audit_export(folder, identity, _claimed_size(manifest), trust or Trust())
-    if report.size != manifest.get("size") or report.head != manifest.get("head"):
-        raise LedgerIntegrityError(
-            report.size,
-            "the entries do not match the manifest's size and head (truncated or extended)",
-        )
-    check_export_files(folder, identity)  # charters/ and keys.json (log.vkey: audit_export)
-    return report
-
-
-def _claimed_size(manifest: dict[str, Any]) -> int:
-    size = manifest.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise LedgerIntegrityError(None, "the manifest's size is not a number of entries")
-    return size
-
-
 __all__ = [
+    "EXPORT_FORMAT",
     "EntryOut",
     "QueryPage",
     "VerifyOut",

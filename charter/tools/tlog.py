@@ -10,7 +10,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from charter.evidence import auditor, merkle
 from charter.evidence.c2sp import NoteError, TlogProof, Verifier, verify_tlog_proof
 from charter.home import Home
 from charter.storage import tlog
-from charter.storage.db import connect, read_snapshot, transaction
+from charter.storage.db import Connection, connect, read_snapshot, transaction
 from charter.storage.ledger_rows import column_error
+from charter.storage.queries import LedgerQueries
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,13 @@ def log_verifier(home: Home) -> Verifier:
     return auditor.log_verifier(home.identity)
 
 
-def checkpoint_log(home: Home, conn: sqlite3.Connection | None = None) -> tlog.CheckpointLog:
+def checkpoint_log(home: Home, conn: Connection | None = None) -> tlog.CheckpointLog:
     """The home's checkpoint log on ``conn`` (default: the home's own connection)."""
     return tlog.CheckpointLog(conn or home.conn, home.origin, home.log_key, home.clock)
 
 
 @contextlib.contextmanager
-def private_connection(home: Home) -> Iterator[sqlite3.Connection]:
+def private_connection(home: Home) -> Iterator[Connection]:
     """A connection of its own, for work on a worker thread."""
     conn = connect(home.layout.db)
     try:
@@ -97,7 +97,7 @@ def checkpoint_out(home: Home, signed: tlog.SignedCheckpoint) -> CheckpointOut:
     )
 
 
-def checkpoint(home: Home, conn: sqlite3.Connection | None = None) -> CheckpointOut:
+def checkpoint(home: Home, conn: Connection | None = None) -> CheckpointOut:
     """A checkpoint of the whole ledger: the latest, or a new one if the ledger grew since.
 
     Raises:
@@ -111,7 +111,7 @@ def prove(
     seq: int,
     tree_size: int | None = None,
     *,
-    conn: sqlite3.Connection | None = None,
+    conn: Connection | None = None,
     actor: str | None = None,
 ) -> InclusionOut:
     """Prove that entry ``seq`` is in a signed checkpoint.
@@ -130,10 +130,9 @@ def prove(
         LedgerIntegrityError: the stored tree gives a proof that does not verify.
     """
     conn = conn or home.conn
-    row = conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
-    body = b"" if row is None else bytes(row[0])
+    body = LedgerQueries(conn).get_body(seq)
     # Whose entry it is comes from the signed bytes, never from the (editable) actor column.
-    if row is None or (actor is not None and _actor_of(body) != actor):
+    if body is None or (actor is not None and _actor_of(body) != actor):
         raise NotFound(f"no entry {seq}" + (" of yours" if actor is not None else ""))
     checkpoints = checkpoint_log(home, conn)
     if tree_size is None:
@@ -174,7 +173,7 @@ def _actor_of(body: bytes) -> object:
 
 
 def consistency(
-    home: Home, old_size: int, new_size: int, conn: sqlite3.Connection | None = None
+    home: Home, old_size: int, new_size: int, conn: Connection | None = None
 ) -> ConsistencyOut:
     """Prove that the first ``old_size`` entries are a prefix of the first ``new_size``.
 
@@ -203,12 +202,12 @@ def consistency(
     )
 
 
-def periodic_checkpoints(home: Home, every: int) -> Callable[[sqlite3.Connection], None]:
+def periodic_checkpoints(home: Home, every: int) -> Callable[[Connection], None]:
     """An after-commit hook that signs a checkpoint each time the ledger passes a multiple
     of ``every`` entries (run by the ledger writer's thread, on its connection)."""
     last: list[int] = []  # size of the latest checkpoint, read once
 
-    def hook(conn: sqlite3.Connection) -> None:
+    def hook(conn: Connection) -> None:
         size = tlog.ledger_size(conn)
         if not last:
             latest = checkpoint_log(home, conn).latest()

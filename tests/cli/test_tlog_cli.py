@@ -148,3 +148,9 @@ def test_verify_with_a_policy(home: Path, tmp_path: Path) -> None:
     policy.write_text("quorum none\n")
     bad = run(home, "audit", "verify", "--policy", str(policy))
     assert bad.exit_code == 2 and "policy policy: policy lists no log" in bad.output
+
+
+def test_verify_output_starts_with_the_result_when_not_a_terminal(home: Path) -> None:
+    """No progress bar off a terminal: rich's transient bar used to leave a blank first line."""
+    out = ok(home, "audit", "verify")
+    assert out.startswith("OK: 2 entries verified"), repr(out)

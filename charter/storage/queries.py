@@ -1,0 +1,83 @@
+"""Reading the ledger by its indexed columns: the filtered pages of ``audit_query`` and the
+raw entry bytes that proofs are made of.
+
+The columns are copies of the signed entries' fields (:mod:`charter.storage.ledger_rows`):
+a page is selected on them, then every row served is checked against its entry, so an edited
+column fails the read instead of steering it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from charter.evidence.entries import Entry
+from charter.storage.db import Connection
+from charter.storage.ledger_rows import ROW_COLUMNS, column_error, row_mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    """Entries in seq order, and the seq to start the next page at (None: no more)."""
+
+    entries: tuple[Entry, ...]
+    next_cursor: int | None
+
+
+class LedgerQueries:
+    """Read-only queries over one home's ledger table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def find_page(
+        self,
+        *,
+        cursor: int,
+        limit: int,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> LedgerPage:
+        """At most ``limit`` entries from seq ``cursor`` on that match every filter given.
+
+        ``actor``, ``action`` and ``outcome`` match exactly; ``since`` <= ts < ``until``, both
+        normalized RFC 3339 stamps as the entries hold them. Uses the (actor, seq) and
+        (action, seq) indexes: a page costs O(log n + limit).
+
+        Raises:
+            LedgerIntegrityError: a row of the page whose columns its signed entry
+                contradicts (say, another agent's entry relabelled as this actor's).
+        """
+        clauses, params = ["seq >= ?"], [cursor]
+        for column, value in (("actor", actor), ("action", action), ("outcome", outcome)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)  # type: ignore[arg-type]
+        for op, stamp in ((">=", since), ("<", until)):
+            if stamp is not None:
+                clauses.append(f"ts {op} ?")
+                params.append(stamp)  # type: ignore[arg-type]
+        sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
+        rows = self.conn.execute(sql, (*params, limit + 1)).fetchall()
+        entries = []
+        for row in rows[:limit]:
+            edited = row_mismatch(row)
+            try:
+                entry = Entry.from_body(bytes(row[-1]))
+            except ValueError:
+                edited = "body"
+            if edited is not None:
+                raise column_error(int(row[0]), edited)
+            entries.append(entry)
+        nxt = int(rows[limit][0]) if len(rows) > limit else None
+        return LedgerPage(entries=tuple(entries), next_cursor=nxt)
+
+    def get_body(self, seq: int) -> bytes | None:
+        """The stored bytes of entry ``seq``, unchecked, or None if there is no such row."""
+        row = self.conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+
+__all__ = ["LedgerPage", "LedgerQueries"]
