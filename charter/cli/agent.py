@@ -184,7 +184,7 @@ def register(cli: click.Group) -> None:
                 policy=old.policy if policy is None else policy,
                 new_rules=tuple(r.pattern for r in rules),
             )
-            stopped = identity.live_tokens(h, name, old.charter_hash)
+            stopped = identity.live_tokens(h, old.charter_hash)
             info = identity.update_agent(
                 h,
                 name,

@@ -22,9 +22,8 @@ import fnmatch
 import json
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -35,8 +34,10 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import SIGNING_PREFIX, Entry
 from charter.evidence.jwk import b64url_decode, thumbprint, verify_signature
 from charter.home import Home
-from charter.storage.db import transaction
-from charter.tools.identity import check_reason
+from charter.storage.agents import AgentRepo
+from charter.storage.approvals import ApprovalRecord, ApprovalRepo
+from charter.storage.db import Connection, transaction
+from charter.tools.guards import check_reason
 
 Mode = Literal["client", "owner"]
 MODES: tuple[Mode, ...] = ("client", "owner")
@@ -222,120 +223,63 @@ def new_approval_id() -> str:
     return f"apr-{secrets.token_hex(8)}"
 
 
-def insert_request(conn: sqlite3.Connection, approval: Approval) -> None:
+def insert_request(conn: Connection, approval: Approval) -> None:
     """Store a new pending request (its ``approval.request`` entry is already committed)."""
+    data = approval.model_dump()
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO approvals(id, mode, agent, agent_id, tool, action, call_id, args_hash,"
-            " scopes, summary, status, requested_at, expires_at, request_entry)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                approval.id,
-                approval.mode,
-                approval.agent,
-                approval.agent_id,
-                approval.tool,
-                approval.action,
-                approval.call_id,
-                approval.args_hash,
-                json.dumps(approval.scopes),
-                json.dumps(approval.summary, ensure_ascii=False),
-                approval.status,
-                approval.requested_at,
-                approval.expires_at,
-                approval.request_entry,
-            ),
-        )
+        ApprovalRepo(conn).insert(ApprovalRecord(**data | {"scopes": tuple(data["scopes"])}))
 
 
-_COLUMNS = (
-    "id, mode, agent, agent_id, tool, action, call_id, args_hash, scopes, summary, status,"
-    " requested_at, expires_at, request_entry, decided_at, decided_by, decision_seq, reason,"
-    " used_at, used_call"
-)
-_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+def _approval(record: ApprovalRecord) -> Approval:
+    return Approval.model_validate(asdict(record))
 
 
-def _row(row: tuple[Any, ...]) -> Approval:
-    data = dict(zip(_COLUMN_NAMES, row, strict=True))
-    data["scopes"] = json.loads(data["scopes"])
-    data["summary"] = json.loads(data["summary"])
-    return Approval.model_validate(data)
-
-
-def get_approval(conn: sqlite3.Connection, approval_id: str) -> Approval:
+def get_approval(conn: Connection, approval_id: str) -> Approval:
     """One approval by id.
 
     Raises:
         NotFound: unknown (or malformed) id.
     """
     if _ID.match(approval_id):
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM approvals WHERE id = ?",  # noqa: S608 - fixed column list
-            (approval_id,),
-        ).fetchone()
-        if row is not None:
-            return _row(row)
+        record = ApprovalRepo(conn).get(approval_id)
+        if record is not None:
+            return _approval(record)
     raise NotFound(f"no approval {approval_id!r} (see `charter approvals`)")
 
 
 def latest_for_call(
-    conn: sqlite3.Connection, agent: str, tool: str, args_hash: str, mode: Mode
+    conn: Connection, agent: str, tool: str, args_hash: str, mode: Mode
 ) -> Approval | None:
     """The most recent request of ``mode`` for exactly this call, whatever its status."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM approvals WHERE agent = ? AND tool = ? AND args_hash = ?"  # noqa: S608
-        " AND mode = ? ORDER BY requested_at DESC, rowid DESC LIMIT 1",
-        (agent, tool, args_hash, mode),
-    ).fetchone()
-    return None if row is None else _row(row)
+    record = ApprovalRepo(conn).find_latest_for_call(agent, tool, args_hash, mode)
+    return None if record is None else _approval(record)
 
 
 def list_pending(home: Home) -> list[Approval]:
     """Owner requests waiting for a decision (unexpired), oldest first."""
     now = rfc3339(home.clock.now())
-    rows = home.conn.execute(
-        f"SELECT {_COLUMNS} FROM approvals WHERE mode = 'owner' AND status = 'pending'"  # noqa: S608
-        " AND expires_at > ? ORDER BY requested_at, rowid",
-        (now,),
-    ).fetchall()
-    return [_row(r) for r in rows]
+    return [_approval(r) for r in ApprovalRepo(home.conn).list_pending_owner(now)]
 
 
-def claim(
-    conn: sqlite3.Connection, approval_id: str, *, status: str, call_id: str, now: str
-) -> bool:
+def claim(conn: Connection, approval_id: str, *, status: str, call_id: str, now: str) -> bool:
     """Atomically mark an unexpired ``status`` approval used by ``call_id``; False if gone.
 
     Single use: of two concurrent retries, only one claim succeeds.
     """
     with transaction(conn):
-        cur = conn.execute(
-            "UPDATE approvals SET status = 'used', used_at = ?, used_call = ?"
-            " WHERE id = ? AND status = ? AND expires_at > ?",
-            (now, call_id, approval_id, status, now),
-        )
-    return cur.rowcount == 1
+        claimed = ApprovalRepo(conn).mark_used(approval_id, status=status, call_id=call_id, now=now)
+    return claimed
 
 
-def close_request(conn: sqlite3.Connection, approval_id: str, *, reason: str, now: str) -> None:
+def close_request(conn: Connection, approval_id: str, *, reason: str, now: str) -> None:
     """Mark a pending client request denied (declined, cancelled or answered wrongly)."""
     with transaction(conn):
-        conn.execute(
-            "UPDATE approvals SET status = 'denied', decided_at = ?, reason = ?"
-            " WHERE id = ? AND status = 'pending'",
-            (now, reason, approval_id),
-        )
+        ApprovalRepo(conn).mark_denied_if_pending(approval_id, reason=reason, now=now)
 
 
-def cancel_open(conn: sqlite3.Connection, *, reason: str, now: str) -> int:
+def cancel_open(conn: Connection, *, reason: str, now: str) -> int:
     """Cancel every pending or approved-but-unused request (the kill switch does this)."""
-    cur = conn.execute(
-        "UPDATE approvals SET status = 'cancelled', reason = ?,"
-        " decided_at = COALESCE(decided_at, ?) WHERE status IN ('pending', 'approved')",
-        (reason, now),
-    )
-    return cur.rowcount
+    return ApprovalRepo(conn).cancel_open(reason=reason, now=now)
 
 
 # -- owner decisions ---------------------------------------------------------------------------
@@ -392,10 +336,8 @@ def _decide(
             raise InvalidInput(
                 f"approval {approval_id} expired at {current.expires_at}; the agent must ask again"
             )
-        status = home.conn.execute(
-            "SELECT status FROM agents WHERE name = ?", (current.agent,)
-        ).fetchone()
-        if approved and (status is None or status[0] != "active"):
+        status = AgentRepo(home.conn).status(current.agent)
+        if approved and status != "active":
             raise AgentRevoked(f"agent {current.agent!r} is revoked; nothing to approve")
         expires_at = rfc3339(now + valid_for) if approved else current.expires_at
         args: dict[str, Any] = {
@@ -410,18 +352,14 @@ def _decide(
         entry = home.record_owner_event(
             "approval.approve" if approved else "approval.deny", args, passphrase=passphrase
         )
-        home.conn.execute(
-            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, decision_seq = ?,"
-            " expires_at = ?, reason = ? WHERE id = ?",
-            (
-                "approved" if approved else "denied",
-                rfc3339(now),
-                home.owner_id,
-                entry.seq,
-                expires_at,
-                reason or None,
-                current.id,
-            ),
+        ApprovalRepo(home.conn).record_decision(
+            current.id,
+            status="approved" if approved else "denied",
+            decided_at=rfc3339(now),
+            decided_by=home.owner_id,
+            decision_seq=entry.seq,
+            expires_at=expires_at,
+            reason=reason or None,
         )
     return get_approval(home.conn, approval_id)
 

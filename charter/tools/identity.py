@@ -25,11 +25,13 @@ from charter.evidence.charters import (
 from charter.evidence.jwk import public_jwk
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
+from charter.storage.agents import AgentRepo
 from charter.storage.db import transaction
+from charter.tools import approvals, vault
+from charter.tools.guards import check_reason as check_reason
+from charter.tools.guards import refuse_during_lockdown
 
 DEFAULT_VALIDITY = dt.timedelta(days=90)
-#: Longest ``reason`` the owner may record with a revocation, a lockdown or a denial.
-MAX_REASON_CHARS = 500
 
 
 class AgentInfo(BaseModel):
@@ -89,12 +91,6 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
-def check_reason(reason: str) -> None:
-    """Raise :class:`InvalidInput` when ``reason`` is longer than :data:`MAX_REASON_CHARS`."""
-    if len(reason) > MAX_REASON_CHARS:
-        raise InvalidInput(f"reason is too long ({MAX_REASON_CHARS} characters at most)")
-
-
 def add_agent(
     home: Home,
     name: str,
@@ -111,11 +107,10 @@ def add_agent(
         InvalidInput: bad name, unknown scope, bad audience, or a lockdown is in effect.
         ConfigError: the agent already exists.
     """
-    from charter.tools.lockdown import refuse_during_lockdown  # it imports this module
-
     validate_agent_name(name)
     refuse_during_lockdown(home.conn)
-    if home.conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
+    agents = AgentRepo(home.conn)
+    if agents.exists(name):
         raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
     owner_key = home.owner_key(passphrase)
     home.signer.remove(agent_ref(name))  # a leftover of an interrupted add is never reused
@@ -136,11 +131,15 @@ def add_agent(
     )
     h = charter_hash(charter)
     with transaction(home.conn):
-        home.conn.execute(
-            "INSERT INTO agents(name, agent_id, public_key, kid, charter_hash, status, created_at)"
-            " VALUES (?,?,?,?,?, 'active', ?)",
-            (name, agent_id, public_jwk(key.public_key)["x"], key.kid, h, rfc3339(now)),
-        )
+        if not agents.insert(
+            name=name,
+            agent_id=agent_id,
+            public_key=public_jwk(key.public_key)["x"],
+            kid=key.kid,
+            charter_hash=h,
+            created_at=rfc3339(now),
+        ):
+            raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
         _store_charter(home, name, charter, h)
         home.record_owner_event(
             "agent.register",
@@ -186,7 +185,7 @@ def update_agent(
         policy=policy,
     )
     with transaction(home.conn):
-        home.conn.execute("UPDATE agents SET charter_hash = ? WHERE name = ?", (h, name))
+        AgentRepo(home.conn).set_charter(name, h)
         record_successor(home, "agent.update", name, view, charter, h, passphrase=passphrase)
     return get_agent(home, name)
 
@@ -266,10 +265,7 @@ def revoke_agent(
     check_reason(reason)
     now = rfc3339(home.clock.now())
     with transaction(home.conn):
-        home.conn.execute(
-            "UPDATE agents SET status='revoked', revoked_at=?, revoked_reason=? WHERE name=?",
-            (now, reason or None, name),
-        )
+        AgentRepo(home.conn).mark_revoked(name, at=now, reason=reason or None)
         home.record_owner_event(
             "agent.revoke",
             {
@@ -283,15 +279,10 @@ def revoke_agent(
     return get_agent(home, name)
 
 
-def live_tokens(home: Home, name: str, charter: str) -> int:
-    """How many of ``name``'s tokens issued under ``charter`` (a hash) are unrevoked and
-    unexpired: the ones a new charter stops (the token check wants the current charter)."""
-    row = home.conn.execute(
-        "SELECT COUNT(*) FROM tokens WHERE agent_name = ? AND charter = ?"
-        " AND revoked_at IS NULL AND expires_at > ?",
-        (name, charter, rfc3339(home.clock.now())),
-    ).fetchone()
-    return int(row[0])
+def live_tokens(home: Home, charter: str) -> int:
+    """How many tokens issued under ``charter`` (a hash) are unrevoked and unexpired: the
+    ones a new charter stops (the token check wants the current charter)."""
+    return AgentRepo(home.conn).count_live_tokens(charter, rfc3339(home.clock.now()))
 
 
 def check_audience(audience: str) -> None:
@@ -335,8 +326,6 @@ def check_settings(
         InvalidInput: an audience that is not an absolute http(s) URL, or a new approval
             rule for a scope the charter does not grant.
     """
-    from charter.tools import approvals, vault  # they import this module
-
     for audience in audiences:
         check_audience(audience)
     warnings = []
@@ -365,8 +354,7 @@ def check_settings(
 
 def list_agents(home: Home) -> list[AgentInfo]:
     """Every agent of this home, by name."""
-    names = [r[0] for r in home.conn.execute("SELECT name FROM agents ORDER BY name")]
-    return [get_agent(home, n) for n in names]
+    return [get_agent(home, n) for n in AgentRepo(home.conn).list_names()]
 
 
 def get_agent(home: Home, name: str) -> AgentInfo:
@@ -375,29 +363,25 @@ def get_agent(home: Home, name: str) -> AgentInfo:
     Raises:
         NotFound: unknown agent.
     """
-    row = home.conn.execute(
-        "SELECT name, agent_id, kid, charter_hash, status, created_at, revoked_at, revoked_reason"
-        " FROM agents WHERE name = ?",
-        (name,),
-    ).fetchone()
-    if row is None:
+    record = AgentRepo(home.conn).get(name)
+    if record is None:
         raise NotFound(f"no agent named {name!r} (see `charter agent list`)")
-    view = load_charter(home, row[3])
+    view = load_charter(home, record.charter_hash)
     return AgentInfo(
-        name=row[0],
-        agent_id=row[1],
+        name=record.name,
+        agent_id=record.agent_id,
         owner=view.owner_id,
-        kid=row[2],
-        status=row[4],
+        kid=record.kid,
+        status=record.status,
         scopes=list(view.scopes),
         audiences=list(view.audiences),
         policy=view.policy,
-        charter_hash=row[3],
+        charter_hash=record.charter_hash,
         not_before=rfc3339(view.not_before),
         not_after=rfc3339(view.not_after),
-        created_at=row[5],
-        revoked_at=row[6],
-        revoked_reason=row[7],
+        created_at=record.created_at,
+        revoked_at=record.revoked_at,
+        revoked_reason=record.revoked_reason,
     )
 
 
@@ -407,11 +391,11 @@ def load_charter(home: Home, h: str) -> CharterView:
     Raises:
         ConfigError: the stored charter is missing or fails verification (database tampered).
     """
-    row = home.conn.execute("SELECT body FROM charters WHERE hash = ?", (h,)).fetchone()
-    if row is None:
+    body = AgentRepo(home.conn).charter_body(h)
+    if body is None:
         raise ConfigError(f"charter {h[:12]}… is missing from the database")
     try:
-        view = verify_charter(json.loads(bytes(row[0])), home.owner_public_key)
+        view = verify_charter(json.loads(body), home.owner_public_key)
     except ValueError as exc:
         raise ConfigError(f"stored charter {h[:12]}… is invalid: {exc}") from exc
     if view.hash != h:
@@ -438,7 +422,6 @@ def load_agent(home: Home, name: str) -> AgentContext:
 
 
 def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:
-    home.conn.execute(
-        "INSERT INTO charters(hash, agent_name, body, issued_at) VALUES (?,?,?,?)",
-        (h, name, canonical_json(charter), charter["issued_at"]),
+    AgentRepo(home.conn).insert_charter(
+        h, agent_name=name, body=canonical_json(charter), issued_at=charter["issued_at"]
     )

@@ -15,18 +15,19 @@ updated or reinstated.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 
 from pydantic import BaseModel
 
 from charter.clock import rfc3339
 from charter.errors import InvalidInput
 from charter.home import Home
-from charter.storage.db import transaction
+from charter.storage.agents import AgentRepo
+from charter.storage.db import Connection, transaction
+from charter.storage.lockdown import LockdownRepo
 from charter.tools.approvals import cancel_open
+from charter.tools.guards import check_reason, refuse_during_lockdown
 from charter.tools.identity import (
     AgentInfo,
-    check_reason,
     get_agent,
     load_charter,
     record_successor,
@@ -45,44 +46,21 @@ class LockdownState(BaseModel):
     awaiting_reinstatement: list[str] = []
 
 
-def lockdown_state(conn: sqlite3.Connection) -> LockdownState:
+def lockdown_state(conn: Connection) -> LockdownState:
     """The current (or, when lifted, the latest) lockdown and who still awaits reinstatement."""
-    row = conn.execute(
-        "SELECT id, started_at, reason, lifted_at FROM lockdowns ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    waiting = [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT la.agent FROM lockdown_agents la JOIN agents a ON a.name = la.agent"
-            " WHERE la.reinstated_at IS NULL AND a.status = 'revoked' ORDER BY la.agent"
-        )
-    ]
-    if row is None:
+    repo = LockdownRepo(conn)
+    latest = repo.latest()
+    waiting = repo.list_awaiting_reinstatement()
+    if latest is None:
         return LockdownState(active=False, awaiting_reinstatement=waiting)
-    agents = [
-        r[0]
-        for r in conn.execute(
-            "SELECT agent FROM lockdown_agents WHERE lockdown_id = ? ORDER BY agent", (row[0],)
-        )
-    ]
     return LockdownState(
-        active=row[3] is None,
-        lockdown_id=row[0],
-        since=row[1],
-        reason=row[2],
-        agents=agents,
+        active=latest.active,
+        lockdown_id=latest.id,
+        since=latest.started_at,
+        reason=latest.reason,
+        agents=repo.agents_of(latest.id),
         awaiting_reinstatement=waiting,
     )
-
-
-def refuse_during_lockdown(conn: sqlite3.Connection) -> None:
-    """Raise :class:`InvalidInput` while a lockdown is in effect."""
-    state = lockdown_state(conn)
-    if state.active:
-        raise InvalidInput(
-            f"Charter is locked down (since {state.since}); lift it first with "
-            "`charter lockdown --lift`, then reinstate agents one by one"
-        )
 
 
 def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -> LockdownState:
@@ -100,28 +78,18 @@ def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -
         current = lockdown_state(home.conn)
         if current.active:
             return current
-        active = home.conn.execute(
-            "SELECT name, agent_id FROM agents WHERE status = 'active' ORDER BY name"
-        ).fetchall()
-        lockdown_id = home.conn.execute(
-            "INSERT INTO lockdowns(started_at, reason) VALUES (?, ?)", (now, reason or None)
-        ).lastrowid
-        home.conn.execute(
-            "UPDATE agents SET status = 'revoked', revoked_at = ?, revoked_reason = ?"
-            " WHERE status = 'active'",
-            (now, f"lockdown: {reason}" if reason else "lockdown"),
-        )
-        home.conn.executemany(
-            "INSERT INTO lockdown_agents(lockdown_id, agent) VALUES (?, ?)",
-            [(lockdown_id, name) for name, _ in active],
-        )
+        agents, lockdowns = AgentRepo(home.conn), LockdownRepo(home.conn)
+        active = agents.list_active()
+        lockdown_id = lockdowns.insert(started_at=now, reason=reason or None)
+        agents.mark_all_revoked(at=now, reason=f"lockdown: {reason}" if reason else "lockdown")
+        lockdowns.add_agents(lockdown_id, [a.name for a in active])
         cancelled = cancel_open(home.conn, reason="lockdown", now=now)
         home.record_owner_event(
             "owner.lockdown",
             {
                 "lockdown": lockdown_id,
                 "reason": reason,
-                "agents": [agent_id for _, agent_id in active],
+                "agents": [a.agent_id for a in active],
                 "approvals_cancelled": cancelled,
             },
             passphrase=passphrase,
@@ -140,10 +108,8 @@ def lift(home: Home, *, passphrase: bytes | None = None) -> LockdownState:
         state = lockdown_state(home.conn)
         if not state.active:
             raise InvalidInput("Charter is not locked down")
-        home.conn.execute(
-            "UPDATE lockdowns SET lifted_at = ? WHERE id = ?",
-            (rfc3339(home.clock.now()), state.lockdown_id),
-        )
+        assert state.lockdown_id is not None  # an active lockdown has an id
+        LockdownRepo(home.conn).mark_lifted(state.lockdown_id, at=rfc3339(home.clock.now()))
         home.record_owner_event(
             "owner.lockdown.lift", {"lockdown": state.lockdown_id}, passphrase=passphrase
         )
@@ -172,11 +138,8 @@ def reinstate_agent(
     with transaction(home.conn):
         refuse_during_lockdown(home.conn)
         info = get_agent(home, name)
-        row = home.conn.execute(
-            "SELECT lockdown_id FROM lockdown_agents WHERE agent = ? AND reinstated_at IS NULL",
-            (name,),
-        ).fetchone()
-        if info.status != "revoked" or row is None:
+        lockdowns = LockdownRepo(home.conn)
+        if info.status != "revoked" or lockdowns.find_unreinstated(name) is None:
             raise InvalidInput(
                 f"agent {name!r} was not revoked by a lockdown; only those can be reinstated"
                 " (a revocation by `charter agent revoke` is final: add a new agent instead)"
@@ -193,15 +156,7 @@ def reinstate_agent(
             scopes=scopes,
             audiences=audiences,
         )
-        home.conn.execute(
-            "UPDATE agents SET status = 'active', charter_hash = ?, revoked_at = NULL,"
-            " revoked_reason = NULL WHERE name = ?",
-            (h, name),
-        )
-        home.conn.execute(
-            "UPDATE lockdown_agents SET reinstated_at = ?"
-            " WHERE agent = ? AND reinstated_at IS NULL",
-            (rfc3339(now), name),
-        )
+        AgentRepo(home.conn).mark_active(name, h)
+        lockdowns.mark_reinstated(name, at=rfc3339(now))
         record_successor(home, "agent.reinstate", name, old, charter, h, passphrase=passphrase)
     return get_agent(home, name)
