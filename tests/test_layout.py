@@ -105,9 +105,6 @@ def test_no_upward_imports() -> None:
     assert upward == []
 
 
-@pytest.mark.xfail(
-    reason="tools: approvals -> identity -> lockdown -> approvals (one-house redesign)"
-)
 def test_no_import_circles() -> None:
     edges = graph()
     index: dict[str, int] = {}
@@ -195,10 +192,7 @@ def test_every_cli_module_and_tool_family_is_wired() -> None:
 @pytest.mark.parametrize(
     "forbidden",
     [
-        pytest.param(
-            "sqlite3",
-            marks=pytest.mark.xfail(reason="home.py and tools/ still use sqlite3 (storage ports)"),
-        ),
+        "sqlite3",
         "aiosqlite",
         "psycopg",
         "asyncpg",

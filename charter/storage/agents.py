@@ -122,21 +122,6 @@ class AgentRepo:
             (charter_hash, name),
         )
 
-    def count_live_tokens(self, charter_hash: str, now: str) -> int:
-        """How many tokens issued under ``charter_hash`` are unrevoked and unexpired at ``now``.
-
-        NOTE: a stand-in for the token repository's count (the ``tokens`` table is not this
-        repository's); a charter hash names one agent, so the agent needs no filter.
-        """
-        row = self._conn.execute(
-            "SELECT COUNT(*) FROM tokens WHERE charter = ? AND revoked_at IS NULL"
-            " AND expires_at > ?",
-            (charter_hash, now),
-        ).fetchone()
-        return int(row[0])
-
-    # -- charters ------------------------------------------------------------------------------
-
     def insert_charter(
         self, charter_hash: str, *, agent_name: str, body: bytes, issued_at: str
     ) -> None:

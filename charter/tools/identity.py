@@ -27,6 +27,7 @@ from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
 from charter.storage.agents import AgentRepo
 from charter.storage.db import transaction
+from charter.storage.tokens import TokenRepo
 from charter.tools import approvals, vault
 from charter.tools.guards import check_reason as check_reason
 from charter.tools.guards import refuse_during_lockdown
@@ -282,7 +283,7 @@ def revoke_agent(
 def live_tokens(home: Home, charter: str) -> int:
     """How many tokens issued under ``charter`` (a hash) are unrevoked and unexpired: the
     ones a new charter stops (the token check wants the current charter)."""
-    return AgentRepo(home.conn).count_live_tokens(charter, rfc3339(home.clock.now()))
+    return TokenRepo(home.conn).count_live_for_charter(charter, rfc3339(home.clock.now()))
 
 
 def check_audience(audience: str) -> None:
