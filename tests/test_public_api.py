@@ -63,6 +63,18 @@ def test_importing_charter_alone_loads_none_of_the_server_stack() -> None:
     ]
 
 
+def test_importing_charter_alone_loads_nothing_of_charter_and_the_verifier_on_first_use() -> None:
+    """Every command and server imports ``charter`` first: it must cost nothing. The public
+    names are loaded when first used (PEP 562), and still give the real objects."""
+    script = (
+        "import sys, charter\n"
+        "print(sorted(m for m in sys.modules if m.startswith('charter.')))\n"
+        "from charter import verify_export\n"
+        "print(verify_export.__module__)"
+    )
+    assert run_isolated(script, ROOT)[:2] == ["[]", "charter.evidence.export"]
+
+
 @pytest.fixture
 def exported(home: Home, tmp_path: Path) -> Path:
     """A real export of a home with two agents, made by ``charter audit export``."""
