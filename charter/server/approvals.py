@@ -1,7 +1,8 @@
 """Obtaining a human's approval inside the gate, before a call's intent is committed.
 
-:meth:`Call.intent <charter.server.calls.Call.intent>` calls :func:`obtain_approval`. When a
-scope the call needed matches a rule of the charter's ``approvals`` policy:
+:meth:`Call.run <charter.server.calls.Call.run>` (through its intent step) calls
+:func:`obtain_approval` before anything is recorded as intent or done. When a scope the call
+needed matches a rule of the charter's ``approvals`` policy:
 
 - ``owner``: an owner-approved, unexpired, unused approval for this agent, tool and exact
   arguments hash is claimed (single use) and linked; otherwise a request is recorded and

@@ -1,9 +1,11 @@
 """The per-call gate: who is calling, is it allowed, and what the ledger records.
 
-Every tool call runs inside a :class:`Call`. A tool with side effects calls
-:meth:`Call.intent` after its checks and before acting: the signed intent entry is committed
-first, and if it cannot be, the action does not happen. When the tool returns or fails, the
-server writes the ``outcome`` entry; a call that never reached an intent (read-only tools,
+Every tool call runs inside a :class:`Call`. A tool with side effects checks its scopes,
+asks its service for a :class:`~charter.tools.plan.Plan` and hands it to :meth:`Call.run`,
+the one place that acts: approvals, then the signed intent (with the plan's intent effects),
+and only once that is durable, the act; its outcome facts and success effects are staged for
+the outcome entry. When the tool returns or fails, the server writes the ``outcome`` entry
+(success effects only with ``ok``); a call that never reached an intent (read-only tools,
 refusals, invalid arguments) is recorded as one ``call`` entry.
 """
 
@@ -14,8 +16,9 @@ import functools
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from charter.errors import InvalidInput, ScopeDenied
 from charter.evidence.canonical import canonical_json
@@ -25,11 +28,14 @@ from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
 from charter.storage.ledger import Draft, Effect
 from charter.tools.identity import AgentContext
+from charter.tools.plan import Plan
 
 _current: contextvars.ContextVar[Call] = contextvars.ContextVar("charter_call")
 
 #: Longest string kept verbatim in a ledger summary; longer ones are cut and marked.
 SUMMARY_MAX_CHARS = 200
+
+R = TypeVar("R")
 
 
 def current_call() -> Call:
@@ -117,13 +123,15 @@ class Call:
     visible_args: frozenset[str]
     call_id: str = field(default_factory=lambda: secrets.token_hex(8))
     intent_entry: Entry | None = None
-    #: Extra, non-secret facts the outcome entry should carry (e.g. the SMTP reply).
+    #: Extra, non-secret facts the outcome entry carries (e.g. the SMTP reply): set by
+    #: :meth:`run` from the plan, once the act succeeded.
     outcome_details: dict[str, Any] = field(default_factory=dict)
     #: The MCP request context (``mcp.server.mcpserver.Context``), to ask for approval.
     context: Any = None
     #: The concrete scopes this call needed (``require``); approval policy matches these.
     scopes: list[str] = field(default_factory=list)
-    #: State changes committed atomically with an ``ok`` outcome entry (:meth:`on_success`).
+    #: State changes committed atomically with an ``ok`` outcome entry: set by :meth:`run`
+    #: from the plan, once the act succeeded; dropped if the call fails afterwards.
     success_effects: list[Effect] = field(default_factory=list)
 
     def require(self, scope: str) -> None:
@@ -149,10 +157,33 @@ class Call:
         token_scopes = self.agent.token_scopes
         return token_scopes is None or grants(token_scopes, scope)
 
+    async def run(self, plan: Plan[R]) -> R:
+        """Perform a side-effecting service's plan: the only way a tool acts.
+
+        In one direction: approvals (:func:`obtain_approval`) -> the signed intent with
+        ``plan.details``, and ``plan.intent_effects`` in its transaction -> ``plan.act`` (only
+        once the intent is durable) -> ``plan.outcome`` and ``plan.success_effects`` of the
+        result, staged for the outcome entry (:meth:`finish` commits the effects with an
+        ``ok`` outcome only). Returns the act's result.
+
+        Raises:
+            ApprovalPending / ApprovalRefused / InputRequired: no approval; nothing recorded
+                as intent, nothing done.
+            LedgerUnavailable / AgentRevoked / CharterError of an intent effect: the intent
+                was not committed; nothing done.
+            Whatever the act raises: the intent stands, the outcome is ``error``.
+        """
+        entry = await self.intent(plan.details, effects=plan.intent_effects)
+        result = await plan.act(entry)
+        outcome = dict(plan.outcome(result))
+        effects = list(plan.success_effects(result))
+        self.outcome_details, self.success_effects = outcome, effects
+        return result
+
     async def intent(
-        self, details: dict[str, Any] | None = None, *, effects: tuple[Effect, ...] = ()
+        self, details: Mapping[str, Any] | None = None, *, effects: tuple[Effect, ...] = ()
     ) -> Entry:
-        """Commit the signed intent entry; only then may the tool act.
+        """Commit the signed intent entry (the gate's step of :meth:`run`; tools use that).
 
         ``details`` are extra non-secret facts (e.g. the resolved Message-ID) merged into the
         argument summary. When the charter's policy says a scope this call needed requires
@@ -167,27 +198,19 @@ class Call:
         """
         if self.intent_entry is not None:
             raise InvalidInput("intent already recorded for this call")
-        if details and "approval" in details:
+        extra = dict(details or {})
+        if "approval" in extra:
             raise InvalidInput("intent details may not use the reserved key 'approval'")
-        approval = await obtain_approval(self, details or {})
+        approval = await obtain_approval(self, extra)
         if approval is not None:
-            details = (details or {}) | {"approval": approval}
+            extra["approval"] = approval
         args = self.summary()
-        if details:
-            args = args | {"details": details}
+        if extra:
+            args = args | {"details": extra}
         draft = self._draft("intent", args)
         draft.effects = effects
         self.intent_entry = await self.deps.writer.append(draft)
         return self.intent_entry
-
-    def on_success(self, effect: Effect) -> None:
-        """Commit ``effect`` in the same transaction as this call's ``ok`` outcome entry.
-
-        For a state change that must exist exactly when the ledger says the call succeeded
-        (a token's row: without it the token does not verify). It is dropped if the call
-        fails or is refused; if it raises, the outcome is not recorded and the call fails.
-        """
-        self.success_effects.append(effect)
 
     @functools.cached_property
     def args_hash(self) -> str:

@@ -203,6 +203,12 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _CRASH + "test_a_restarted_server_continues_the_chain_for_a_real_client",
         _MAIL + "test_intent_refused_means_nothing_is_sent",
         _SECRET + "test_the_intent_is_committed_before_the_request_and_holds_no_value",
+        "tests/server/test_plan_gate.py::test_the_plan_runs_in_order_and_lands_with_the_ok_outcome",
+        "tests/server/test_plan_gate.py::"
+        "test_a_failure_after_the_intent_records_error_and_no_success_effect",
+        "tests/server/test_plan_gate.py::"
+        "test_an_intent_effect_that_refuses_means_no_intent_and_no_act",
+        "tests/server/test_plan_gate.py::test_approval_comes_before_the_intent_and_the_act",
     ),
     "G-CRASH-2": (_CRASH + "test_an_acknowledged_ledger_writer_append_survives_kill_9",),
     "G-CONC-1": (

@@ -1,4 +1,4 @@
-"""State changes committed with a call's ``ok`` outcome entry (``Call.on_success``).
+"""State changes committed with a call's ``ok`` outcome entry (a plan's success effects).
 
 A token's row is the case that matters: the token verifies only while its row exists, so
 the row must exist exactly when the ledger records that the token was issued.
@@ -6,6 +6,7 @@ the row must exist exactly when the ledger records that the token was issued.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 from typing import Any
 
@@ -20,6 +21,7 @@ from charter.server.app import CharterServer
 from charter.server.calls import current_call
 from charter.testing import server_for
 from charter.tools import audit, identity, tokens
+from charter.tools.plan import Plan
 
 ACTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 AUDIENCE = "https://api.example.com"
@@ -36,25 +38,31 @@ def _server(home: Home) -> CharterServer:
     @server.charter_tool("test_mark", annotations=ACTS, visible_args=("how",))
     async def test_mark(how: str) -> str:
         """Test only: commit an intent, then a mark that lands with the ok outcome."""
-        call = current_call()
-        await call.intent()
-        call.on_success(
-            lambda conn: conn.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?)", (f"mark:{how}", how)
-            )
+
+        def mark(conn: sqlite3.Connection) -> object:
+            return conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (f"mark:{how}", how))
+
+        def broken(conn: sqlite3.Connection) -> object:
+            return conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+        async def act(_intent: Entry) -> str:
+            if how == "revoked meanwhile":
+                other = sqlite3.connect(home.layout.db)  # the owner, from another process
+                other.execute("UPDATE agents SET status = 'revoked' WHERE name = 'alpha'")
+                other.commit()
+                other.close()
+            return "done"
+
+        plan = Plan(
+            act=act,
+            success_effects=lambda _: (mark, broken) if how == "effect fails" else (mark,),
+            # "unrecordable": the outcome entry cannot be canonicalized (a float)
+            outcome=lambda _: {"ratio": 0.5} if how == "unrecordable" else {},
         )
-        if how == "unrecordable":  # the outcome entry cannot be canonicalized (a float)
-            call.outcome_details["ratio"] = 0.5
+        result = await current_call().run(plan)
         if how == "tool fails":
-            raise RuntimeError("after on_success")
-        if how == "revoked meanwhile":
-            other = sqlite3.connect(home.layout.db)  # the owner, from another process
-            other.execute("UPDATE agents SET status = 'revoked' WHERE name = 'alpha'")
-            other.commit()
-            other.close()
-        if how == "effect fails":
-            call.on_success(lambda conn: conn.execute("INSERT INTO no_such_table VALUES (1)"))
-        return "done"
+            raise RuntimeError("after the plan ran")
+        return result
 
     return server
 
@@ -125,7 +133,10 @@ async def test_a_token_whose_outcome_was_not_recorded_never_verifies(
         identity.revoke_agent(home, "alpha", reason="race")  # before the outcome commits
         return issued
 
-    monkeypatch.setattr(tokens, "sign", sign_then_revoke)
+    # What the plan's act calls (``tokens.issue`` is the function, not the module).
+    monkeypatch.setattr(
+        importlib.import_module("charter.tools.tokens.issue"), "sign", sign_then_revoke
+    )
     async with Client(server_for(home, "alpha"), mode=mode) as client:
         result = await client.call_tool("token_issue", {"audience": AUDIENCE})
     assert result.is_error

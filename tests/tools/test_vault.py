@@ -165,35 +165,26 @@ def test_malformed_placeholders_are_refused(text: str) -> None:
         ),
     ],
 )
-async def test_bad_requests_are_refused_before_the_intent(
+def test_bad_requests_are_refused_before_the_intent(
     vhome: Home, kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    intents: list[dict[str, Any]] = []
-
-    async def commit(details: dict[str, Any], effects: Any = ()) -> None:
-        intents.append(details)
-
+    # Refused while planning: no plan, so the gate has no intent to record and nothing to run.
     args: dict[str, Any] = {"method": "GET", "headers": None, "body": None} | kwargs
     with pytest.raises(error, match=message.replace("{", r"\{").replace("}", r"\}")) as info:
-        await vt.http_request(
+        vt.http_request_plan(
             Vault(vhome),
             ["secret:use:API_KEY", "secret:use:NOHOST"],
             agent="alpha",
-            commit_intent=commit,
             **args,
         )
-    assert intents == []
     assert VALUE not in str(info.value)
 
 
-async def test_a_secret_with_control_characters_never_goes_in_a_header(home: Home) -> None:
+def test_a_secret_with_control_characters_never_goes_in_a_header(home: Home) -> None:
     vt.set_secret(home, "ML", b"line1\nX-Evil: 1", allowed_hosts=["127.0.0.1"])
 
-    async def commit(details: dict[str, Any], effects: Any = ()) -> None:
-        raise AssertionError("must not commit")
-
-    with pytest.raises(InvalidInput, match="control characters") as info:
-        await vt.http_request(
+    with pytest.raises(InvalidInput, match="control characters") as info:  # no plan, no intent
+        vt.http_request_plan(
             Vault(home),
             ["secret:use:ML"],
             agent="alpha",
@@ -201,7 +192,6 @@ async def test_a_secret_with_control_characters_never_goes_in_a_header(home: Hom
             url="http://127.0.0.1:9/",
             headers={"X-Key": "{{secret:ML}}"},
             body=None,
-            commit_intent=commit,
         )
     assert "line1" not in str(info.value)
 

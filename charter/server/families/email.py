@@ -78,8 +78,7 @@ def register(server: CharterServer) -> None:
         from charter.tools import mail
 
         call = current_call()
-        return await mail.send(
-            call.deps.home,
+        prepared = mail.prepare_send(
             call.agent,
             to=to,
             subject=subject,
@@ -89,10 +88,10 @@ def register(server: CharterServer) -> None:
             reply_to=reply_to,
             in_reply_to=in_reply_to,
             attachments=attachments,
-            require=call.require,
-            intent=call.intent,
-            outcome=call.outcome_details,
         )
+        for scope in prepared.scopes:
+            call.require(scope)
+        return await call.run(mail.send_plan(call.deps.home, call.agent, prepared))
 
     @server.charter_tool(
         "email_list",

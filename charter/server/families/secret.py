@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from charter.server.app import READ_ONLY
 from charter.server.calls import current_call
@@ -14,10 +14,10 @@ from charter.tools.vault import (
     HttpResponseOut,
     Method,
     SecretListOut,
-    decode_secret,
-    http_request,
+    SecretOut,
+    http_request_plan,
     placeholder_names,
-    read_secret,
+    reveal_plan,
     visible_secrets,
 )
 
@@ -32,15 +32,6 @@ REVEAL = ToolAnnotations(
 OUTBOUND = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
 )
-
-
-class SecretOut(BaseModel):
-    """A secret's value. Treat it as sensitive: never echo it into chat, files or logs."""
-
-    name: str
-    version: int
-    value: str
-    encoding: Literal["utf-8", "base64"] = Field(description="'base64' when the secret is binary.")
 
 
 def register(server: CharterServer) -> None:
@@ -116,7 +107,7 @@ def register(server: CharterServer) -> None:
         # checks the charter again and the hosts.
         for secret_name in placeholder_names(url, *(headers or {}).values(), body):
             call.require(f"secret:use:{secret_name}")
-        result, facts = await http_request(
+        plan = http_request_plan(
             vault(),
             call.agent.charter.scopes,
             agent=call.agent.name,
@@ -124,10 +115,8 @@ def register(server: CharterServer) -> None:
             url=url,
             headers=headers,
             body=body or None,
-            commit_intent=call.intent,
         )
-        call.outcome_details.update(facts)
-        return result
+        return (await call.run(plan)).response
 
     @server.charter_tool(
         "secret_get",
@@ -147,12 +136,4 @@ def register(server: CharterServer) -> None:
         """
         call = current_call()
         call.require(f"secret:read:{name}")
-        value = read_secret(vault(), call.agent.charter.scopes, name)
-        await call.intent({"name": value.name, "version": value.version})
-        text, encoding = decode_secret(value.reveal())
-        return SecretOut(
-            name=value.name,
-            version=value.version,
-            value=text,
-            encoding=encoding,
-        )
+        return await call.run(reveal_plan(vault(), call.agent.charter.scopes, name))

@@ -70,9 +70,4 @@ def register(server: CharterServer) -> None:
             ttl_seconds=ttl_seconds,
             limit=agent.token_scopes,
         )
-        await call.intent(request.ledger_details())
-        issued = tokens.sign(call.deps.home, request)
-        # The token's row commits with the outcome entry: it verifies only if that is on disk.
-        call.on_success(lambda conn: tokens.record(conn, request, issued))
-        call.outcome_details["kid"] = issued.kid
-        return issued
+        return await call.run(tokens.issue_plan(call.deps.home, request))

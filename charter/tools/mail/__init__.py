@@ -9,7 +9,7 @@ The modules, bottom first (each imports only those above it):
 - :mod:`~charter.tools.mail.imap`: reading a mailbox over IMAP;
 - :mod:`~charter.tools.mail.policy`: each agent's ``policy["email"]``;
 - :mod:`~charter.tools.mail.settings`: the owner's mail server and ``charter mail test``;
-- :mod:`~charter.tools.mail.sending`: :func:`send` (intent before effect) and the outbox;
+- :mod:`~charter.tools.mail.sending`: the send's plan (intent before effect) and the outbox;
 - :mod:`~charter.tools.mail.inbox`: ``email_list`` and ``email_read``.
 
 The tables are in :mod:`charter.storage.mail`. ``charter serve`` imports this package at
@@ -31,10 +31,11 @@ from charter.tools.mail.policy import email_policy as email_policy
 from charter.tools.mail.policy import merge_email_policy as merge_email_policy
 from charter.tools.mail.policy import require_policy as require_policy
 from charter.tools.mail.sending import INTERRUPTED_AFTER as INTERRUPTED_AFTER
-from charter.tools.mail.sending import IntentFn as IntentFn
 from charter.tools.mail.sending import OutboxEntry as OutboxEntry
+from charter.tools.mail.sending import PreparedSend as PreparedSend
 from charter.tools.mail.sending import outbox as outbox
-from charter.tools.mail.sending import send as send
+from charter.tools.mail.sending import prepare_send as prepare_send
+from charter.tools.mail.sending import send_plan as send_plan
 from charter.tools.mail.settings import DEFAULT_PORTS as DEFAULT_PORTS
 from charter.tools.mail.settings import PASSWORD_SECRET as PASSWORD_SECRET
 from charter.tools.mail.settings import SECURITY as SECURITY

@@ -1,7 +1,9 @@
 """Sending as an agent, and the send log (``charter mail outbox``).
 
-Sending (:func:`send`) runs in a fixed order, and nothing reaches a mail server before the
-ledger holds a signed intent naming the message:
+Sending runs in a fixed order, and nothing reaches a mail server before the ledger holds a
+signed intent naming the message (:func:`prepare_send` does step 1, the caller checks the
+scopes of step 2, :func:`send_plan` the rest of 2 and 3, and returns the plan of 4 and 5 that
+only the gate runs, :mod:`charter.tools.plan`):
 
 1. validate every argument (:mod:`charter.tools.mail.message`): header injection, addresses,
    sizes — :class:`InvalidInput`;
@@ -24,9 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -38,27 +39,36 @@ from charter.tools.mail.models import SendResult
 from charter.tools.mail.policy import EmailPolicy, require_policy
 from charter.tools.mail.settings import transport_for
 from charter.tools.mail.transport import Envelope, MailDenied
+from charter.tools.plan import Plan
 
 if TYPE_CHECKING:
     from charter.evidence.entries import Entry
     from charter.home import Home
-    from charter.storage.ledger import Effect
     from charter.tools.identity import AgentContext
 
 
 # -- sending ----------------------------------------------------------------------------------
 
 
-class IntentFn(Protocol):
-    """Commits the call's signed intent with ``details``, and ``effects`` in its transaction."""
+@dataclass(frozen=True)
+class PreparedSend:
+    """A validated message and the sender's policy (:func:`prepare_send`)."""
 
-    def __call__(
-        self, details: dict[str, Any], *, effects: tuple[Effect, ...] = ()
-    ) -> Awaitable[Entry]: ...
+    mail: mm.OutgoingMail
+    policy: EmailPolicy
+
+    @property
+    def scopes(self) -> list[str]:
+        """The scopes the send needs: ``email:send:<address>`` for every recipient and every
+        ``reply_to`` address (the caller checks them before :func:`send_plan`)."""
+        mail = self.mail
+        # Reply-To is where the answers go: an address outside the recipient policy there
+        # would route the conversation to someone the owner never allowed, so it is held to
+        # it too.
+        return [f"email:send:{address.lower()}" for address in (*mail.recipients, *mail.reply_to)]
 
 
-async def send(
-    home: Home,
+def prepare_send(
     agent: AgentContext,
     *,
     to: str | list[str] | None,
@@ -69,18 +79,11 @@ async def send(
     reply_to: str | list[str] | None = None,
     in_reply_to: str | None = None,
     attachments: list[mm.AttachmentIn] | None = None,
-    require: Callable[[str], None],
-    intent: IntentFn,
-    outcome: dict[str, Any],
-) -> SendResult:
-    """Send one message as ``agent`` (the order of checks is in the module docstring).
-
-    ``require`` checks a scope, ``intent`` commits the signed intent entry, and ``outcome``
-    collects the facts for the outcome entry (the server's reply).
+) -> PreparedSend:
+    """Step 1 of a send (the order is in the module docstring): validate every argument.
 
     Raises:
-        InvalidInput: bad arguments.  ScopeDenied / MailDenied: refused by policy.
-        ServiceError: the transport failed after the intent (never retried).
+        InvalidInput: bad arguments.  MailDenied: the agent has no address.
     """
     policy = require_policy(agent)
     mail = mm.validate(
@@ -95,10 +98,21 @@ async def send(
         attachments=attachments,
         max_bytes=policy.max_bytes,
     )
-    # Reply-To is where the answers go: an address outside the recipient policy there would
-    # route the conversation to someone the owner never allowed, so it is held to it too.
-    for address in (*mail.recipients, *mail.reply_to):
-        require(f"email:send:{address.lower()}")
+    return PreparedSend(mail, policy)
+
+
+def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> Plan[SendResult]:
+    """Steps 2 (after the scopes) to 5 of a send, as the plan the gate runs.
+
+    Checks the transport and the rate and renders the message here; the plan's intent
+    carries the message's facts and reserves its ``mail_sent`` row; its act signs and hands
+    the message to the transport exactly once; the outcome records the server's reply.
+
+    Raises:
+        MailDenied: no transport reaches a recipient, or the hourly rate is used up.
+    The act raises ServiceError: the transport failed after the intent (never retried).
+    """
+    mail, policy = prepared.mail, prepared.policy
     transport = transport_for(home)
     transport.check(mail.recipients)
     now = home.clock.now()
@@ -130,35 +144,43 @@ async def send(
         "transport": transport.name,
     }
     row = _Reservation(agent.name, mail, message_id, digest, transport.name, policy, now)
-    entry = await intent(details, effects=(row.insert,))
-    jws = mm.sign(
-        agent.key,
-        digest=digest,
-        seq=entry.seq,
-        ledger=home.origin,
-        agent_id=agent.agent_id,
-        charter_hash=agent.charter.hash,
-    )
-    _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
-    envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
-    try:
-        delivery = await transport.deliver(envelope, mm.add_signature(unsigned, jws))
-    except BaseException as exc:
-        reason = getattr(exc, "public_message", None) or "internal error"
-        _finish(home, message_id, "failed", reason, expect="sending")
-        raise
-    _finish(home, message_id, "sent", delivery.reply, expect="sending")
-    outcome["reply"] = delivery.reply
-    if delivery.refused:
-        outcome["refused"] = delivery.refused
-    return SendResult(
-        message_id=message_id,
-        recipients=list(mail.recipients),
-        transport="local" if transport.name == "local" else "smtp",
-        reply=delivery.reply,
-        refused=delivery.refused,
-        ledger_seq=entry.seq,
-    )
+
+    async def act(entry: Entry) -> SendResult:
+        jws = mm.sign(
+            agent.key,
+            digest=digest,
+            seq=entry.seq,
+            ledger=home.origin,
+            agent_id=agent.agent_id,
+            charter_hash=agent.charter.hash,
+        )
+        _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
+        envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
+        try:
+            delivery = await transport.deliver(envelope, mm.add_signature(unsigned, jws))
+        except BaseException as exc:
+            reason = getattr(exc, "public_message", None) or "internal error"
+            _finish(home, message_id, "failed", reason, expect="sending")
+            raise
+        _finish(home, message_id, "sent", delivery.reply, expect="sending")
+        return SendResult(
+            message_id=message_id,
+            recipients=list(mail.recipients),
+            transport="local" if transport.name == "local" else "smtp",
+            reply=delivery.reply,
+            refused=delivery.refused,
+            ledger_seq=entry.seq,
+        )
+
+    return Plan(details=details, act=act, intent_effects=(row.insert,), outcome=_send_facts)
+
+
+def _send_facts(result: SendResult) -> dict[str, Any]:
+    """The outcome entry's facts of a send: the server's reply and any refused recipient."""
+    facts: dict[str, Any] = {"reply": result.reply}
+    if result.refused:
+        facts["refused"] = result.refused
+    return facts
 
 
 def _check_rate(conn: Connection, agent: str, policy: EmailPolicy, now: dt.datetime) -> None:

@@ -18,7 +18,7 @@ import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -31,9 +31,13 @@ from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import Connection, transaction
 from charter.storage.tokens import NewToken, TokenRepo
 from charter.tools.identity import check_reason, get_agent, load_agent
+from charter.tools.plan import Plan
 from charter.tools.tokens.codec import encode
 from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer, signing_key
 from charter.tools.tokens.verify import MAX_TTL_SECONDS, claims_digest
+
+if TYPE_CHECKING:
+    from charter.evidence.entries import Entry
 
 DEFAULT_TTL_SECONDS = 900
 
@@ -188,6 +192,22 @@ def record(conn: Connection, request: TokenRequest, issued: IssuedToken) -> None
             expires_at=issued.expires_at,
             digest=claims_digest(json.loads(b64url_decode(issued.token.split(".")[1]))),
         )
+    )
+
+
+def issue_plan(home: Home, request: TokenRequest) -> Plan[IssuedToken]:
+    """The ``token_issue`` tool's plan: intent (the request's ledger details), sign, and
+    commit the token's row with the ``ok`` outcome entry (it verifies only if that is on
+    disk), whose details name the issuer key (``kid``)."""
+
+    async def act(_intent: Entry) -> IssuedToken:
+        return sign(home, request)
+
+    return Plan(
+        details=request.ledger_details(),
+        act=act,
+        success_effects=lambda issued: (lambda conn: record(conn, request, issued),),
+        outcome=lambda issued: {"kid": issued.kid},
     )
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from charter.storage.vault import SecretValue, Vault
+from charter.tools.plan import Plan
 from charter.tools.vault.http import granted_info
+
+if TYPE_CHECKING:
+    from charter.evidence.entries import Entry
 
 
 class SecretListItem(BaseModel):
@@ -29,6 +33,15 @@ class SecretListOut(BaseModel):
     """The secrets this agent may read or use."""
 
     secrets: list[SecretListItem]
+
+
+class SecretOut(BaseModel):
+    """A secret's value. Treat it as sensitive: never echo it into chat, files or logs."""
+
+    name: str
+    version: int
+    value: str
+    encoding: Literal["utf-8", "base64"] = Field(description="'base64' when the secret is binary.")
 
 
 def visible_secrets(vault: Vault, allows: Callable[[str], bool]) -> SecretListOut:
@@ -61,6 +74,23 @@ def read_secret(vault: Vault, scopes: Iterable[str], name: str) -> SecretValue:
     """
     granted_info(vault, scopes, name, "read")
     return vault.get(name)
+
+
+def reveal_plan(vault: Vault, scopes: Iterable[str], name: str) -> Plan[SecretOut]:
+    """The ``secret_get`` tool's plan: the read (name and version, never the value) is the
+    intent, and the value is handed back only after it is durable.
+
+    Raises:
+        InvalidInput / ScopeDenied / NotFound / ConfigError: as :func:`read_secret`, before
+            anything is recorded as intent.
+    """
+    value = read_secret(vault, scopes, name)
+
+    async def act(_intent: Entry) -> SecretOut:
+        text, encoding = decode_secret(value.reveal())
+        return SecretOut(name=value.name, version=value.version, value=text, encoding=encoding)
+
+    return Plan(details={"name": value.name, "version": value.version}, act=act)
 
 
 def decode_secret(value: bytes) -> tuple[str, Literal["utf-8", "base64"]]:

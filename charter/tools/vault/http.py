@@ -2,8 +2,9 @@
 
 The agent writes ``{{secret:NAME}}`` in the URL path or query, a header value or the body.
 Before anything is sent: the scopes, the secret's allowed hosts (scheme, host and port), any
-block, the rate, and that the agent did not write a value itself (a guess) are checked, then
-the intent is committed. The response comes back decoded (or refused) and redacted.
+block, the rate, and that the agent did not write a value itself (a guess) are checked; the
+result is a plan the gate runs (:mod:`charter.tools.plan`): the intent is committed, then the
+request is sent. The response comes back decoded (or refused) and redacted.
 
 Nothing the agent observes may depend on a secret in a way cheaper than guessing the whole
 value online (SECURITY.md G-AGENT-4); each decision below that touches this says so.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import base64
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,11 +25,14 @@ from charter.errors import InvalidInput, ScopeDenied, ServiceError
 from charter.scopes import grants, require
 from charter.storage.vault import NAME_RE, SecretInfo, Vault
 from charter.storage.vault_hosts import DEFAULT_PORTS, allows, is_loopback, normalize_host
+from charter.tools.plan import Plan
 from charter.tools.vault.limits import RateLimit, VaultDenied, block, check_blocked
 from charter.tools.vault.redact import Redactor
 
 if TYPE_CHECKING:
     import httpx2
+
+    from charter.evidence.entries import Entry
 
 #: Methods an agent may use.
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -156,12 +160,15 @@ class _Target:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-#: Commits the intent entry (the call's ``intent(details, effects=...)``); the request is
-#: sent only after it.
-IntentFn = Callable[..., Awaitable[Any]]
+@dataclass(frozen=True)
+class HttpExchange:
+    """What a sent request gave: the redacted response, and the facts for the outcome entry."""
+
+    response: HttpResponseOut
+    facts: dict[str, Any]
 
 
-async def http_request(
+def http_request_plan(
     vault: Vault,
     scopes: Iterable[str],
     *,
@@ -170,9 +177,13 @@ async def http_request(
     url: str,
     headers: dict[str, str] | None,
     body: str | None,
-    commit_intent: IntentFn,
-) -> tuple[HttpResponseOut, dict[str, Any]]:
-    """Send a request with secrets injected; return the redacted response and outcome facts.
+) -> Plan[HttpExchange]:
+    """Check a request with secrets to inject; return the plan that sends it.
+
+    Everything below is checked here, before the plan exists (so before any intent). The
+    plan's intent names the secrets (name and version), method, scheme, host and port, and
+    records the use against the rate in its transaction; its act sends the request (the
+    exchange is bounded to :data:`TOTAL_TIMEOUT`) and returns the redacted response.
 
     Raises:
         InvalidInput: no or malformed placeholder, placeholder outside the path, query,
@@ -180,10 +191,11 @@ async def http_request(
         ScopeDenied: a missing ``secret:use:<name>`` grant, or a target (scheme, host, port)
             the secret may not go to.
         VaultDenied: the rate is used up, the agent is blocked from a secret, or it wrote
-            the value of a secret it may only use (it is then blocked).
+            the value of a secret it may only use (it is then blocked). The rate is checked
+            again, under the write lock, by the intent's effect.
         NotFound: an unknown secret.  ConfigError: wrong master key or tampered row.
-        ServiceError: connection failure, timeout, protocol error, an undecodable response
-            (after the intent).
+    The act raises ServiceError: connection failure, timeout, protocol error, an
+    undecodable response (after the intent).
     """
     import anyio
     import httpx2
@@ -228,41 +240,49 @@ async def http_request(
     rate = RateLimit(agent, tuple(infos.values()), vault.home.clock.now())
     rate.check(vault.conn)  # refuse early; checked again (and recorded) with the intent
 
-    await commit_intent(
-        {
-            "secrets": [{"name": s.name, "version": s.version} for s in secrets],
-            "method": method,
-            "scheme": target.scheme,
-            "host": target.host,
-            "port": target.port,
-        },
-        effects=(rate.record,),
+    details = {
+        "secrets": [{"name": s.name, "version": s.version} for s in secrets],
+        "method": method,
+        "scheme": target.scheme,
+        "host": target.host,
+        "port": target.port,
+    }
+
+    async def act(_intent: Entry) -> HttpExchange:
+        timeout, total_timeout = httpx2.Timeout(IO_TIMEOUT), TOTAL_TIMEOUT
+        try:
+            with anyio.fail_after(total_timeout):
+                async with httpx2.AsyncClient(
+                    follow_redirects=False, trust_env=False, timeout=timeout
+                ) as client:
+                    out, facts = await _exchange(
+                        httpx2,
+                        client,
+                        (method, request_url, request_headers, content),
+                        (url, start_url, tokens),
+                        infos,
+                        redactor,
+                    )
+        except TimeoutError:
+            raise ServiceError(
+                f"request to {target.host} timed out after {total_timeout:g}s"
+            ) from None
+        except httpx2.TimeoutException:
+            raise ServiceError(f"request to {target.host} timed out") from None
+        except httpx2.ConnectError:
+            raise ServiceError(f"could not connect to {target.host}") from None
+        except httpx2.HTTPError as exc:
+            # NOTE: never the exception text: it may quote the URL, and so a secret.
+            raise ServiceError(f"request to {target.host} failed ({type(exc).__name__})") from None
+        out.secrets_used = used
+        return HttpExchange(out, facts)
+
+    return Plan(
+        details=details,
+        act=act,
+        intent_effects=(rate.record,),
+        outcome=lambda exchange: exchange.facts,
     )
-    timeout, total_timeout = httpx2.Timeout(IO_TIMEOUT), TOTAL_TIMEOUT
-    try:
-        with anyio.fail_after(total_timeout):
-            async with httpx2.AsyncClient(
-                follow_redirects=False, trust_env=False, timeout=timeout
-            ) as client:
-                out, facts = await _exchange(
-                    httpx2,
-                    client,
-                    (method, request_url, request_headers, content),
-                    (url, start_url, tokens),
-                    infos,
-                    redactor,
-                )
-    except TimeoutError:
-        raise ServiceError(f"request to {target.host} timed out after {total_timeout:g}s") from None
-    except httpx2.TimeoutException:
-        raise ServiceError(f"request to {target.host} timed out") from None
-    except httpx2.ConnectError:
-        raise ServiceError(f"could not connect to {target.host}") from None
-    except httpx2.HTTPError as exc:
-        # NOTE: never the exception text: it may quote the URL, and so a secret.
-        raise ServiceError(f"request to {target.host} failed ({type(exc).__name__})") from None
-    out.secrets_used = used
-    return out, facts
 
 
 def _refuse_written_values(
