@@ -50,6 +50,11 @@ class HomeLayout:
         """The key that signs checkpoints and the server's own refusals."""
         return self.keys / "log.key"
 
+    @property
+    def key_store(self) -> Path:
+        """Names the PKCS#11 token holding the keys, when they are not files (one URI line)."""
+        return self.root / "key-store"
+
     def issuer_key(self, kid: str) -> Path:
         """An issuer (token-signing) key, by key id."""
         return self.keys / f"issuer-{kid}.key"

@@ -19,6 +19,7 @@ from charter.evidence.charters import TRUST_DOMAIN, owner_handle
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, public_jwk
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
+from charter.keys import pkcs11 as pkcs11_store
 from charter.storage import ledger_hooks
 from charter.storage.db import Connection, transaction
 from charter.storage.ledger import Draft, Ledger
@@ -56,7 +57,11 @@ class Home:
         if "origin" not in meta:
             conn.close()
             raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
-        signer = FileSigner(layout)
+        try:
+            signer: Signer = pkcs11_store.configured_signer(layout) or FileSigner(layout)
+        except BaseException:
+            conn.close()
+            raise
         try:
             log_key = KeyHandle.of(signer, LOG)
             if public_jwk(log_key.public_key)["x"] != json.loads(meta["log_key"])["x"]:
@@ -76,11 +81,15 @@ class Home:
         passphrase: bytes | None = None,
         clock: Clock | None = None,
         cheap_kdf: bool = False,
+        key_store: str | None = None,
     ) -> Home:
         """Create a new home: folders, database, owner/issuer/log keys and ledger entry 0.
 
+        ``key_store``: an RFC 7512 ``pkcs11:`` URI to make the keys inside that token instead
+        of files (:mod:`charter.keys.pkcs11`).
+
         Raises:
-            ConfigError: if a home already exists there.
+            ConfigError: if a home already exists there, or the key store is unusable.
             InvalidInput: for a malformed owner email or trust domain.
         """
         if not re.match(_EMAIL, owner):
@@ -93,12 +102,25 @@ class Home:
             raise ConfigError(
                 f"a Charter home already exists at {layout.root}; refusing to overwrite it"
             )
+        token = None
+        if key_store is not None:  # PKCS#11: check token and PIN before making anything
+            if passphrase is not None:
+                raise ConfigError("keys in a PKCS#11 token are guarded by its PIN: no passphrase")
+            token = pkcs11_store.Pkcs11Signer.from_uri(key_store)
+            token.check()
+            if token.exists(OWNER) or token.exists(LOG):
+                raise ConfigError(
+                    f"{token.describe()} already holds a Charter home's keys; refusing to mix them"
+                )
         layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(layout.root, 0o700)
         (layout.keys / "agents").mkdir(mode=0o700, parents=True)
         os.chmod(layout.keys, 0o700)
 
-        signer = FileSigner(layout, cheap_kdf=cheap_kdf)
+        signer: Signer = FileSigner(layout, cheap_kdf=cheap_kdf)
+        if token is not None:
+            pkcs11_store.save_key_store(layout, token)
+            signer = token
         owner_key = KeyHandle.of(signer, signer.create(OWNER, passphrase=passphrase))
         log_key = KeyHandle.of(signer, signer.create(LOG))
         issuer_key = KeyHandle.of(signer, signer.create(issuer_ref("")))
@@ -133,8 +155,10 @@ class Home:
         return home
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and a PKCS#11 token's session)."""
         close_quietly(self.conn)
+        if isinstance(self.signer, pkcs11_store.Pkcs11Signer):
+            self.signer.close()
 
     def __enter__(self) -> Home:
         return self

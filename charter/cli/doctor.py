@@ -16,7 +16,7 @@ from charter.cli._common import console, emit_json, home_option, json_option, se
 from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
-from charter.keys import KeyHandle, agent_ref
+from charter.keys import KeyHandle, Pkcs11Signer, agent_ref
 from charter.storage.health import HealthRepo
 from charter.storage.vault import VaultRepo
 from charter.storage.vault_hosts import is_legacy
@@ -76,11 +76,39 @@ def check_permissions(layout: HomeLayout) -> list[Check]:
     return out
 
 
+def check_key_store(home: Home) -> list[Check]:
+    """Keys in a PKCS#11 token: which token, and that the home's keys are all in it."""
+    signer = home.signer
+    if not isinstance(signer, Pkcs11Signer):
+        return [Check("key store", "ok", f"key files in {home.layout.keys}")]
+    out = [Check("key store", "ok", signer.describe())]
+    try:
+        labels = set(signer.labels())
+        wanted = {"owner", "log", f"issuer:{home.meta.get('issuer_kid', '')}"}
+        wanted |= {agent_ref(name) for name, _ in HealthRepo(home.conn).active_agent_kids()}
+        missing = sorted(wanted - labels)
+        if missing:
+            detail = "missing: " + ", ".join(missing)
+            out.append(Check("keys in token", "fail", detail, "restore the token"))
+        else:
+            detail = f"{len(wanted)} present: " + ", ".join(sorted(wanted))
+            out.append(Check("keys in token", "ok", detail))
+    except CharterError as exc:
+        out.append(Check("keys in token", "fail", exc.public_message, "check the token and PIN"))
+    return out
+
+
 def check_keys(home: Home) -> list[Check]:
     """Every key file loads and matches what the database expects."""
-    out = []
+    out = check_key_store(home)
     protected = home.owner_key_protected()
-    if protected:
+    if isinstance(home.signer, Pkcs11Signer):
+        try:
+            home.owner_key()
+            out.append(Check("owner key", "ok", "in the token, guarded by its PIN"))
+        except CharterError as exc:
+            out.append(Check("owner key", "fail", exc.public_message, "restore the token"))
+    elif protected:
         out.append(Check("owner key", "ok", "present, passphrase-protected"))
     else:
         try:

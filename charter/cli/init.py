@@ -33,12 +33,21 @@ def register(cli: click.Group) -> None:
         "Protect the owner key with the passphrase in this file "
         "(default: no passphrase, like ssh-keygen -N '').",
     )
+    @click.option(
+        "--key-store",
+        default=None,
+        metavar="URI",
+        help="Make and keep the keys in a PKCS#11 token instead of files: an RFC 7512 URI, "
+        "'pkcs11:token=LABEL?module-path=/path/module.so&pin-source=file:/path/pin' "
+        "(or pin-value=PIN). Needs pip install 'charter[pkcs11]'.",
+    )
     @common_options(as_json=True)
     def init(
         owner: str,
         trust_domain: str,
         issuer: str | None,
         passphrase_file: Path | None,
+        key_store: str | None,
         home: Path | None,
         as_json: bool,
     ) -> None:
@@ -50,6 +59,7 @@ def register(cli: click.Group) -> None:
             owner=owner,
             trust_domain=trust_domain,
             passphrase=resolve_passphrase(passphrase_file),
+            key_store=key_store,
         ) as h:
             if issuer_url is not None:
                 tokens.set_issuer(h, issuer_url)
@@ -59,6 +69,7 @@ def register(cli: click.Group) -> None:
                 "origin": h.origin,
                 "owner_key_protected": passphrase_file is not None,
                 "issuer": tokens.issuer(h),
+                "key_store": "pkcs11" if key_store else "file",
             }
         if as_json:
             emit_json(info)
@@ -68,6 +79,8 @@ def register(cli: click.Group) -> None:
         click.echo(f"  ledger: {info['origin']}")
         if issuer_url is not None:
             click.echo(f"  issuer: {issuer_url}")
-        if passphrase_file is None:
+        if key_store is not None:
+            click.echo("  keys:   made in the PKCS#11 token; the home holds no signing key")
+        elif passphrase_file is None:
             click.echo("  the owner key has no passphrase (use --passphrase-file to set one)")
         click.echo("Next: charter agent add NAME --scope audit:read")

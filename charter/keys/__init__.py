@@ -6,6 +6,7 @@ Every private-key operation goes through a :class:`Signer`; the rest of Charter 
 
 from charter.keys.files import KeyPair
 from charter.keys.jws import compact_jws
+from charter.keys.pkcs11 import Pkcs11Signer
 from charter.keys.signer import LOG, OWNER, FileSigner, KeyHandle, Signer, agent_ref, issuer_ref
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "FileSigner",
     "KeyHandle",
     "KeyPair",
+    "Pkcs11Signer",
     "Signer",
     "agent_ref",
     "compact_jws",

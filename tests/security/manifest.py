@@ -91,6 +91,16 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _FAULTS + "test_a_home_open_to_other_users_is_refused",
         _FAULTS + "test_a_new_home_is_private",
     ),
+    "G-HSM-1": (
+        "tests/keys/test_pkcs11.py::test_init_agent_serve_verify_with_keys_in_the_token",
+        "tests/keys/test_pkcs11.py::test_private_keys_are_sensitive_and_never_extractable",
+        "tests/keys/test_pkcs11.py::test_seed_scan_finds_key_files_of_a_file_home",
+    ),
+    "G-HSM-2": (
+        "tests/keys/test_pkcs11.py::test_wrong_pin_is_one_line_and_makes_nothing",
+        "tests/keys/test_pkcs11.py::test_missing_module_and_missing_token_are_one_line",
+        "tests/keys/test_pkcs11.py::test_a_home_whose_pin_changed_fails_cleanly_on_open",
+    ),
     # -- someone who copies the database ------------------------------------------------------
     "G-DATA-1": (
         _SECRET + "test_the_canary_secret_never_leaks",
