@@ -19,6 +19,7 @@ from charter.evidence.charters import TRUST_DOMAIN, owner_handle
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, public_jwk
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
+from charter.keys.files import read_passphrase_file
 from charter.storage import ledger_hooks
 from charter.storage.db import Connection, transaction
 from charter.storage.ledger import Draft, Ledger
@@ -56,7 +57,7 @@ class Home:
         if "origin" not in meta:
             conn.close()
             raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
-        signer = FileSigner(layout)
+        signer = FileSigner(layout, passphrase_file=settings.passphrase_file)
         try:
             log_key = KeyHandle.of(signer, LOG)
             if public_jwk(log_key.public_key)["x"] != json.loads(meta["log_key"])["x"]:
@@ -99,7 +100,9 @@ class Home:
         os.chmod(layout.keys, 0o700)
 
         signer = FileSigner(layout, cheap_kdf=cheap_kdf)
-        owner_key = KeyHandle.of(signer, signer.create(OWNER, passphrase=passphrase))
+        if passphrase:  # one passphrase seals every key, the vault master key included
+            signer.init_seal(passphrase)
+        owner_key = KeyHandle.of(signer, signer.create(OWNER))
         log_key = KeyHandle.of(signer, signer.create(LOG))
         issuer_key = KeyHandle.of(signer, signer.create(issuer_ref("")))
 
@@ -183,6 +186,18 @@ class Home:
         """True when the owner key needs a passphrase."""
         return self.signer.is_protected(OWNER)
 
+    def use_passphrase(self, passphrase: bytes | None) -> None:
+        """Unlock the home's sealed keys with ``passphrase`` (checked when first needed)."""
+        self.signer.set_passphrase(passphrase)
+
+    def check_unlocked(self) -> None:
+        """Fail now with one clear line when the home's keys are sealed and locked.
+
+        Raises:
+            ConfigError: no or wrong passphrase.
+        """
+        self.signer.check_unlocked()
+
     def owner_key(self, passphrase: bytes | None = None) -> KeyHandle:
         """Load (once) the owner's signing key.
 
@@ -235,8 +250,4 @@ def resolve_passphrase(path: Path | None) -> bytes | None:
     """Read a passphrase from a file (first line, without its newline), or None."""
     if path is None:
         return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read passphrase file: {exc.strerror}") from exc
-    return data.split(b"\n", 1)[0] or None
+    return read_passphrase_file(path)

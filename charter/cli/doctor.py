@@ -16,7 +16,7 @@ from charter.cli._common import console, emit_json, home_option, json_option, se
 from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
-from charter.keys import KeyHandle, agent_ref
+from charter.keys import FileSigner, KeyHandle, agent_ref
 from charter.storage.health import HealthRepo
 from charter.storage.vault import VaultRepo
 from charter.storage.vault_hosts import is_legacy
@@ -76,21 +76,68 @@ def check_permissions(layout: HomeLayout) -> list[Check]:
     return out
 
 
+def check_key_store(home: Home) -> Check:
+    """How the keys are kept at rest, whether this process could unlock them, and what a copy
+    of the home would yield (SECURITY.md, "Keys at rest")."""
+    store = home.signer
+    state = store.at_rest() if isinstance(store, FileSigner) else "other"
+    if state == "clear":
+        return Check(
+            "key store",
+            "warn",
+            "keys in the clear (no passphrase): a copy of the home, or any process of your "
+            "account, can sign as every agent and open every secret",
+            "seal them: charter keys passphrase --new-passphrase-file FILE",
+        )
+    if state == "legacy":
+        return Check(
+            "key store",
+            "warn",
+            "only the owner key is sealed (a home made before every key was): the log, issuer "
+            "and agent keys and the vault master key are in the clear",
+            "seal them all: charter keys passphrase --passphrase-file OLD --new-passphrase-file "
+            "NEW (the same file twice keeps the passphrase)",
+        )
+    if state != "sealed":
+        return Check("key store", "ok", "kept outside the file store")
+    try:
+        home.check_unlocked()
+    except CharterError as exc:
+        locked = "locked" in exc.public_message
+        return Check(
+            "key store",
+            "warn" if locked else "fail",
+            "sealed (argon2id); "
+            + ("locked: no passphrase given" if locked else "wrong passphrase"),
+            "set CHARTER_PASSPHRASE_FILE=FILE (or --passphrase-file) to check the keys open",
+        )
+    return Check(
+        "key store",
+        "ok",
+        "every key sealed (argon2id); unlocked: a copy of the home yields no key without the "
+        "passphrase",
+    )
+
+
 def check_keys(home: Home) -> list[Check]:
     """Every key file loads and matches what the database expects."""
-    out = []
-    protected = home.owner_key_protected()
-    if protected:
+    out = [check_key_store(home)]
+    store = home.signer
+    sealed = isinstance(store, FileSigner) and store.sealed
+    can_unlock = isinstance(store, FileSigner) and store.has_passphrase()
+    if home.owner_key_protected() and not (sealed and can_unlock):
         out.append(Check("owner key", "ok", "present, passphrase-protected"))
     else:
         try:
             home.owner_key()
             out.append(
-                Check(
+                Check("owner key", "ok", "present, sealed, matches the ledger")
+                if sealed
+                else Check(
                     "owner key",
                     "warn",
                     "present, no passphrase",
-                    "consider re-creating the home with --passphrase-file",
+                    "seal every key: charter keys passphrase --new-passphrase-file FILE",
                 )
             )
         except CharterError as exc:
