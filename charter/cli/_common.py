@@ -84,8 +84,8 @@ def owner_passphrase(home: Home, path: Path | None) -> bytes | None:
         return None
     elif not sys.stdin.isatty():
         raise ConfigError(
-            "the home's keys are protected: pass --passphrase-file FILE "
-            "or set CHARTER_PASSPHRASE_FILE=FILE"
+            "the home's keys are locked (sealed with a passphrase): pass --passphrase-file "
+            "FILE or set CHARTER_PASSPHRASE_FILE=FILE"
         )
     else:
         passphrase = click.prompt("Charter passphrase", hide_input=True).encode()
