@@ -17,7 +17,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench._common import interleave, median, pick, rate, ratio_of_rounds, scratch_dir
+from bench._common import (
+    INFO,
+    Row,
+    interleave,
+    median,
+    pick,
+    rate,
+    ratio_of_rounds,
+    row,
+    scratch_dir,
+    tiny,
+)
 from bench._ledgers import AGENT
 from charter.config import Settings
 from charter.home import Home
@@ -30,7 +41,9 @@ PASSPHRASE = b"bench passphrase"
 
 
 def _make(root: Path, passphrase: bytes | None) -> None:
-    with Home.init(Settings(home=root), owner="owner@example.com", passphrase=passphrase) as h:
+    with Home.init(
+        Settings(home=root), owner="owner@example.com", passphrase=passphrase, cheap_kdf=tiny()
+    ) as h:
         identity.add_agent(h, AGENT, scopes=["audit:read", "token:issue"], audiences=[AUDIENCE])
 
 
@@ -42,8 +55,13 @@ def _open(root: Path, passphrase_file: Path | None) -> tuple[Home, float]:
     return home, time.perf_counter() - start
 
 
-def run(quick: bool) -> list[tuple[str, float, float, float, str]]:
-    """Rows of (name, sealed rate, clear rate, ratio, unit)."""
+#: After the one-off unlock the sealed store signs with the same in-memory keys.
+TARGET = ">= 0.8x"
+
+
+def run(quick: bool) -> list[Row]:
+    """Rows: one committed append and one token issue, sealed (charter) vs clear (baseline),
+    and the one-off unlock (info)."""
     n = pick(quick, full=500, quick_n=100, tiny_n=10)
     rounds = pick(quick, full=7, quick_n=3, tiny_n=2)
     base = scratch_dir("sealed")
@@ -58,11 +76,28 @@ def run(quick: bool) -> list[tuple[str, float, float, float, str]]:
         for label, op in (("ledger: one committed agent append", _append),
                           ("tokens: issue (check, sign, record row)", _issue)):  # fmt: skip
             b, s = _rounds(rounds, n, op, clear, sealed)
-            rows.append((label, median(s), median(b), ratio_of_rounds(s, b), "ops/s"))
+            rows.append(
+                row(
+                    f"keys at rest: {label}",
+                    median(s),
+                    median(b),
+                    "ops/s",
+                    TARGET,
+                    f"{rounds} interleaved rounds of {n}; charter = sealed store (Argon2id "
+                    "moderate), baseline = clear store",
+                    ratio=ratio_of_rounds(s, b),
+                )
+            )
         rows.append(
-            ("unlock: first signature after open", sealed_unlock * 1e3, clear_unlock * 1e3,
-             float("nan"), "ms (once per process)")
-        )  # fmt: skip
+            row(
+                "keys at rest: first signature after open",
+                sealed_unlock * 1e3,
+                max(clear_unlock * 1e3, 1e-6),
+                "ms",
+                INFO,
+                "once per process: one Argon2id derivation (sealed) vs reading a clear key",
+            )
+        )
         return rows
     finally:
         clear.close()
@@ -96,6 +131,8 @@ def _issue(home: Home, n: int) -> None:
 
 
 if __name__ == "__main__":
-    print(f"{'benchmark':42} {'sealed':>12} {'clear':>12} {'ratio':>7}  unit")
-    for name, sealed_v, clear_v, ratio, unit in run(quick="--quick" in sys.argv):
-        print(f"{name:42} {sealed_v:>12,.1f} {clear_v:>12,.1f} {ratio:>6.2f}x  {unit}")
+    for r in run(quick="--quick" in sys.argv):
+        print(
+            f"{r['name']:58} {r['charter']:>10,.1f} {r['baseline']:>10,.1f} "
+            f"{r['ratio']:>8.2f}x  {r['unit']}"
+        )

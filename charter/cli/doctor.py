@@ -125,6 +125,11 @@ def check_keys(home: Home) -> list[Check]:
     store = home.signer
     sealed = isinstance(store, FileSigner) and store.sealed
     can_unlock = isinstance(store, FileSigner) and store.has_passphrase()
+    if sealed and can_unlock:
+        try:
+            home.check_unlocked()
+        except CharterError:  # reported once, by the key store check
+            can_unlock = False
     if home.owner_key_protected() and not (sealed and can_unlock):
         out.append(Check("owner key", "ok", "present, passphrase-protected"))
     else:

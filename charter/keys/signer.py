@@ -30,7 +30,7 @@ from charter.keys.files import (
     read_public_key,
     write_key_file,
 )
-from charter.keys.sealed import SEAL_FILE, Kek, Seal, current_doc, locked_error
+from charter.keys.sealed import SEAL_FILE, Kek, Seal, current_doc, locked_error, sealed_gen
 from charter.keys.vault_key import adopt_vault_key, load_vault_key, write_vault_key
 
 if TYPE_CHECKING:
@@ -272,6 +272,17 @@ class FileSigner:
         """See :meth:`Signer.check_unlocked`."""
         self.home_kek()
 
+    def _follow_seal(self, gen: int | None) -> None:
+        """A key sealed under a newer generation than this process knows: the passphrase was
+        changed while it ran; take the new seal (and re-read a passphrase file)."""
+        if gen is None or self._seal is None or gen == self._seal.gen:
+            return
+        fresh = Seal.read(self._layout.keys)
+        if fresh is not None and fresh.gen == gen:
+            self._seal, self._kek = fresh, None
+            if self._passphrase_file is not None:
+                self._passphrase = None
+
     # -- keys ------------------------------------------------------------------------------
 
     def path(self, ref: str) -> str:
@@ -299,6 +310,7 @@ class FileSigner:
             if key is None:
                 path = self._path(ref)
                 doc = self._doc(path)
+                self._follow_seal(sealed_gen(doc))
                 if "sealed" in doc and passphrase:
                     self.set_passphrase(passphrase)
                 legacy = passphrase or self._passphrase

@@ -243,9 +243,11 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "G-KEYS-2": (
         _KEYS + "test_a_locked_home_fails_cleanly_and_still_verifies",
         _KEYS + "test_serve_unlocks_a_sealed_home_from_the_passphrase_file",
+        _KEYS + "test_init_and_agent_add_honour_the_passphrase_file_variable",
     ),
     "G-KEYS-3": (
         _KEYS + "test_an_interrupted_passphrase_change_leaves_a_home_that_opens",
         _KEYS + "test_keys_passphrase_reseals_everything",
+        _KEYS + "test_a_running_server_follows_a_passphrase_change",
     ),
 }

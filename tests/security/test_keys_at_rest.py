@@ -320,3 +320,31 @@ def test_rotating_the_vault_master_key_keeps_it_sealed(tmp_path: Path) -> None:
     assert _found_keys(root) == set()
     with Home.open(Settings(home=root)) as h, pytest.raises(ConfigError, match="locked"):
         Vault(h).get("API_KEY")
+
+
+def test_init_and_agent_add_honour_the_passphrase_file_variable(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    pfile = _secret_file(tmp_path, "pass", OLD)
+    made = _cli(root, "init", "--owner", "alice@example.com", "--json", passphrase_file=pfile)
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.output)["keys_sealed"] is True
+    added = _cli(root, "agent", "add", "bot", "--scope", "audit:read", passphrase_file=pfile)
+    assert added.exit_code == 0, added.output
+    for path in [*root.glob("keys/*.key"), *root.glob("keys/agents/*.key")]:
+        doc = json.loads(path.read_text())
+        assert "d" not in doc and "enc" not in doc and "sealed" in doc, path.name
+
+
+def test_a_running_server_follows_a_passphrase_change(tmp_path: Path) -> None:
+    root = _home(tmp_path / "home", OLD)
+    pfile = _secret_file(tmp_path, "pass", OLD)
+    with Home.open(Settings(home=root, passphrase_file=pfile)) as running:
+        running.check_unlocked()
+        running.signer.sign(agent_ref("alpha"), b"x")
+        change_passphrase(root / "keys", OLD, NEW, cheap_kdf=True)
+        pfile.write_bytes(NEW + b"\n")  # the credential is updated with it
+        with Home.open(Settings(home=root, passphrase_file=pfile)) as owner:
+            owner.use_passphrase(NEW)
+            identity.add_agent(owner, "gamma", scopes=["audit:read"])
+        running.signer.sign(agent_ref("alpha"), b"still loaded")
+        running.signer.sign(agent_ref("gamma"), b"sealed under the new generation")
