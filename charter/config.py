@@ -13,6 +13,8 @@ from charter.errors import ConfigError
 ENV_HOME = "CHARTER_HOME"
 ENV_AGENT = "CHARTER_AGENT"
 ENV_CHECKPOINT_EVERY = "CHARTER_CHECKPOINT_EVERY"
+#: A file holding the passphrase that seals every key of the home (systemd LoadCredential).
+ENV_PASSPHRASE_FILE = "CHARTER_PASSPHRASE_FILE"  # noqa: S105 (a variable name)
 #: A server signs a checkpoint each time the ledger grows past a multiple of this many entries.
 DEFAULT_CHECKPOINT_EVERY = 1000
 
@@ -94,6 +96,9 @@ class Settings:
     agent: str | None = None
     #: Entries between periodic signed checkpoints; 0 turns periodic checkpoints off.
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    #: The passphrase file (``--passphrase-file`` or ``CHARTER_PASSPHRASE_FILE``); read only
+    #: when a sealed key is first needed.
+    passphrase_file: Path | None = None
 
     @classmethod
     def from_env(
@@ -102,6 +107,7 @@ class Settings:
         *,
         home: Path | str | None = None,
         agent: str | None = None,
+        passphrase_file: Path | None = None,
     ) -> Settings:
         """Resolve settings: CLI flags win, then ``CHARTER_*`` variables, then defaults.
 
@@ -116,6 +122,8 @@ class Settings:
             home=Path(os.path.expanduser(str(home_value))).resolve(),
             agent=agent or environ.get(ENV_AGENT) or None,
             checkpoint_every=int(every),
+            passphrase_file=passphrase_file
+            or (Path(environ[ENV_PASSPHRASE_FILE]) if environ.get(ENV_PASSPHRASE_FILE) else None),
         )
 
     @property

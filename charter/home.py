@@ -20,6 +20,7 @@ from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, public_jwk
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
 from charter.keys import pkcs11 as pkcs11_store
+from charter.keys.files import read_passphrase_file
 from charter.storage import ledger_hooks
 from charter.storage.db import Connection, transaction
 from charter.storage.ledger import Draft, Ledger
@@ -58,7 +59,9 @@ class Home:
             conn.close()
             raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
         try:
-            signer: Signer = pkcs11_store.configured_signer(layout) or FileSigner(layout)
+            signer: Signer = pkcs11_store.configured_signer(layout) or FileSigner(
+                layout, passphrase_file=settings.passphrase_file
+            )
         except BaseException:
             conn.close()
             raise
@@ -106,7 +109,7 @@ class Home:
         if key_store is not None:  # PKCS#11: check token and PIN before making anything
             if passphrase is not None:
                 raise ConfigError("keys in a PKCS#11 token are guarded by its PIN: no passphrase")
-            token = pkcs11_store.Pkcs11Signer.from_uri(key_store)
+            token = pkcs11_store.for_home(pkcs11_store.Pkcs11Signer.from_uri(key_store), layout)
             token.check()
             if token.exists(OWNER) or token.exists(LOG):
                 raise ConfigError(
@@ -117,11 +120,16 @@ class Home:
         (layout.keys / "agents").mkdir(mode=0o700, parents=True)
         os.chmod(layout.keys, 0o700)
 
-        signer: Signer = FileSigner(layout, cheap_kdf=cheap_kdf)
+        signer: Signer
         if token is not None:
             pkcs11_store.save_key_store(layout, token)
             signer = token
-        owner_key = KeyHandle.of(signer, signer.create(OWNER, passphrase=passphrase))
+        else:
+            files = FileSigner(layout, cheap_kdf=cheap_kdf)
+            if passphrase:  # one passphrase seals every key, the vault master key included
+                files.init_seal(passphrase)
+            signer = files
+        owner_key = KeyHandle.of(signer, signer.create(OWNER))
         log_key = KeyHandle.of(signer, signer.create(LOG))
         issuer_key = KeyHandle.of(signer, signer.create(issuer_ref("")))
 
@@ -207,6 +215,18 @@ class Home:
         """True when the owner key needs a passphrase."""
         return self.signer.is_protected(OWNER)
 
+    def use_passphrase(self, passphrase: bytes | None) -> None:
+        """Unlock the home's sealed keys with ``passphrase`` (checked when first needed)."""
+        self.signer.set_passphrase(passphrase)
+
+    def check_unlocked(self) -> None:
+        """Fail now with one clear line when the home's keys are sealed and locked.
+
+        Raises:
+            ConfigError: no or wrong passphrase.
+        """
+        self.signer.check_unlocked()
+
     def owner_key(self, passphrase: bytes | None = None) -> KeyHandle:
         """Load (once) the owner's signing key.
 
@@ -259,8 +279,4 @@ def resolve_passphrase(path: Path | None) -> bytes | None:
     """Read a passphrase from a file (first line, without its newline), or None."""
     if path is None:
         return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read passphrase file: {exc.strerror}") from exc
-    return data.split(b"\n", 1)[0] or None
+    return read_passphrase_file(path)

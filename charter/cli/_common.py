@@ -44,9 +44,11 @@ def file_option(flag: str, help_text: str) -> Callable[[F], F]:
     )
 
 
-#: ``--passphrase-file``: where the owner key's passphrase is, if it has one.
+#: ``--passphrase-file``: the passphrase that seals the home's keys, if it has one.
 passphrase_option = file_option(
-    "--passphrase-file", "File holding the owner key's passphrase (else prompted when needed)."
+    "--passphrase-file",
+    "File holding the home's passphrase (default: $CHARTER_PASSPHRASE_FILE; else prompted "
+    "when needed).",
 )
 #: ``--vault-passphrase-file``: for a vault whose master key is derived from a passphrase.
 vault_passphrase_option = file_option(
@@ -59,25 +61,36 @@ reason_option = click.option("--reason", default="", help="Why (recorded in the 
 yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
-def settings(home: Path | None, agent: str | None = None) -> Settings:
+def settings(
+    home: Path | None, agent: str | None = None, passphrase_file: Path | None = None
+) -> Settings:
     """Resolve settings from flags and the environment (read here, once)."""
-    return Settings.from_env(os.environ, home=home, agent=agent)
+    return Settings.from_env(os.environ, home=home, agent=agent, passphrase_file=passphrase_file)
 
 
-def open_home(home: Path | None) -> Home:
-    """Open the home named by ``--home``/``CHARTER_HOME``."""
-    return Home.open(settings(home))
+def open_home(home: Path | None, passphrase_file: Path | None = None) -> Home:
+    """Open the home named by ``--home``/``CHARTER_HOME`` (a sealed home opens locked: its
+    passphrase file is read only when a key is first needed)."""
+    return Home.open(settings(home, passphrase_file=passphrase_file))
 
 
 def owner_passphrase(home: Home, path: Path | None) -> bytes | None:
-    """The owner key's passphrase: from ``--passphrase-file``, else a prompt, else None."""
+    """The home's passphrase: from ``--passphrase-file``, else ``CHARTER_PASSPHRASE_FILE``,
+    else a prompt when the owner key needs one, else None. It also unlocks the home's keys."""
+    path = path or home.settings.passphrase_file
     if path is not None:
-        return resolve_passphrase(path)
-    if not home.owner_key_protected():
+        passphrase = resolve_passphrase(path)
+    elif not home.owner_key_protected():
         return None
-    if not sys.stdin.isatty():
-        raise ConfigError("the owner key is protected: pass --passphrase-file FILE")
-    return click.prompt("Owner key passphrase", hide_input=True).encode()
+    elif not sys.stdin.isatty():
+        raise ConfigError(
+            "the home's keys are locked (sealed with a passphrase): pass --passphrase-file "
+            "FILE or set CHARTER_PASSPHRASE_FILE=FILE"
+        )
+    else:
+        passphrase = click.prompt("Charter passphrase", hide_input=True).encode()
+    home.use_passphrase(passphrase)
+    return passphrase
 
 
 def console() -> Any:

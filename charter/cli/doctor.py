@@ -16,7 +16,7 @@ from charter.cli._common import console, emit_json, home_option, json_option, se
 from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
-from charter.keys import KeyHandle, Pkcs11Signer, agent_ref
+from charter.keys import FileSigner, KeyHandle, Pkcs11Signer, agent_ref
 from charter.storage.health import HealthRepo
 from charter.storage.vault import VaultRepo
 from charter.storage.vault_hosts import is_legacy
@@ -77,10 +77,14 @@ def check_permissions(layout: HomeLayout) -> list[Check]:
 
 
 def check_key_store(home: Home) -> list[Check]:
+    """How the keys are kept: in a PKCS#11 token (and all there), or in files (sealed or not)."""
+    if isinstance(home.signer, Pkcs11Signer):
+        return _token_checks(home, home.signer)
+    return [_file_store_check(home)]
+
+
+def _token_checks(home: Home, signer: Pkcs11Signer) -> list[Check]:
     """Keys in a PKCS#11 token: which token, and that the home's keys are all in it."""
-    signer = home.signer
-    if not isinstance(signer, Pkcs11Signer):
-        return [Check("key store", "ok", f"key files in {home.layout.keys}")]
     out = [Check("key store", "ok", signer.describe())]
     try:
         labels = set(signer.labels())
@@ -98,27 +102,79 @@ def check_key_store(home: Home) -> list[Check]:
     return out
 
 
+def _file_store_check(home: Home) -> Check:
+    """How the keys are kept at rest, whether this process could unlock them, and what a copy
+    of the home would yield (SECURITY.md, "Keys at rest")."""
+    store = home.signer
+    state = store.at_rest() if isinstance(store, FileSigner) else "other"
+    if state == "clear":
+        return Check(
+            "key store",
+            "warn",
+            "keys in the clear (no passphrase): a copy of the home, or any process of your "
+            "account, can sign as every agent and open every secret",
+            "seal them: charter keys passphrase --new-passphrase-file FILE",
+        )
+    if state == "legacy":
+        return Check(
+            "key store",
+            "warn",
+            "only the owner key is sealed (a home made before every key was): the log, issuer "
+            "and agent keys and the vault master key are in the clear",
+            "seal them all: charter keys passphrase --passphrase-file OLD --new-passphrase-file "
+            "NEW (the same file twice keeps the passphrase)",
+        )
+    if state != "sealed":
+        return Check("key store", "ok", "kept outside the file store")
+    try:
+        home.check_unlocked()
+    except CharterError as exc:
+        locked = "locked" in exc.public_message
+        return Check(
+            "key store",
+            "warn" if locked else "fail",
+            "sealed (argon2id); "
+            + ("locked: no passphrase given" if locked else "wrong passphrase"),
+            "set CHARTER_PASSPHRASE_FILE=FILE (or --passphrase-file) to check the keys open",
+        )
+    return Check(
+        "key store",
+        "ok",
+        "every key sealed (argon2id); unlocked: a copy of the home yields no key without the "
+        "passphrase",
+    )
+
+
 def check_keys(home: Home) -> list[Check]:
     """Every key file loads and matches what the database expects."""
     out = check_key_store(home)
-    protected = home.owner_key_protected()
-    if isinstance(home.signer, Pkcs11Signer):
+    store = home.signer
+    sealed = isinstance(store, FileSigner) and store.sealed
+    can_unlock = isinstance(store, FileSigner) and store.has_passphrase()
+    if sealed and can_unlock:
+        try:
+            home.check_unlocked()
+        except CharterError:  # reported once, by the key store check
+            can_unlock = False
+    if isinstance(store, Pkcs11Signer):
         try:
             home.owner_key()
             out.append(Check("owner key", "ok", "in the token, guarded by its PIN"))
         except CharterError as exc:
             out.append(Check("owner key", "fail", exc.public_message, "restore the token"))
-    elif protected:
+    elif home.owner_key_protected() and not (sealed and can_unlock):
         out.append(Check("owner key", "ok", "present, passphrase-protected"))
     else:
         try:
             home.owner_key()
             out.append(
-                Check(
+                Check("owner key", "ok", "present, sealed, matches the ledger")
+                if sealed
+                else Check(
                     "owner key",
                     "warn",
                     "present, no passphrase",
-                    "consider re-creating the home with --passphrase-file",
+                    "seal every key: charter keys passphrase --new-passphrase-file FILE",
                 )
             )
         except CharterError as exc:

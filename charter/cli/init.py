@@ -30,8 +30,8 @@ def register(cli: click.Group) -> None:
     )
     @file_option(
         "--passphrase-file",
-        "Protect the owner key with the passphrase in this file "
-        "(default: no passphrase, like ssh-keygen -N '').",
+        "Seal every private key and the vault master key with the passphrase in this file "
+        "(default: $CHARTER_PASSPHRASE_FILE, else no passphrase, like ssh-keygen -N '').",
     )
     @click.option(
         "--key-store",
@@ -52,13 +52,14 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Create a Charter home: database, owner key, token-issuer key and log key."""
-        s = settings(home)
+        s = settings(home, passphrase_file=passphrase_file)
+        passphrase = resolve_passphrase(s.passphrase_file)
         issuer_url = tokens.normalize_issuer(issuer) if issuer else None  # before anything
         with Home.init(
             s,
             owner=owner,
             trust_domain=trust_domain,
-            passphrase=resolve_passphrase(passphrase_file),
+            passphrase=passphrase,
             key_store=key_store,
         ) as h:
             if issuer_url is not None:
@@ -67,7 +68,8 @@ def register(cli: click.Group) -> None:
                 "home": str(s.home),
                 "owner": h.owner_id,
                 "origin": h.origin,
-                "owner_key_protected": passphrase_file is not None,
+                "owner_key_protected": passphrase is not None,
+                "keys_sealed": passphrase is not None,
                 "issuer": tokens.issuer(h),
                 "key_store": "pkcs11" if key_store else "file",
             }
@@ -81,6 +83,11 @@ def register(cli: click.Group) -> None:
             click.echo(f"  issuer: {issuer_url}")
         if key_store is not None:
             click.echo("  keys:   made in the PKCS#11 token; the home holds no signing key")
-        elif passphrase_file is None:
-            click.echo("  the owner key has no passphrase (use --passphrase-file to set one)")
+        elif passphrase is None:
+            click.echo(
+                "  the keys have no passphrase (use --passphrase-file or "
+                "`charter keys passphrase` to seal them)"
+            )
+        else:
+            click.echo("  every private key and the vault master key are sealed (passphrase)")
         click.echo("Next: charter agent add NAME --scope audit:read")

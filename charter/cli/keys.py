@@ -10,9 +10,14 @@ from charter.cli._common import (
     common_options,
     emit_json,
     emit_result,
+    file_option,
     open_home,
     owner_passphrase,
+    settings,
 )
+from charter.errors import ConfigError
+from charter.home import Home, resolve_passphrase
+from charter.keys.reseal import change_passphrase
 from charter.tools import tokens
 
 
@@ -41,6 +46,41 @@ def rotate(home: Path | None, passphrase_file: Path | None, as_json: bool) -> No
         f"New issuer key {result.kid}\n"
         f"Retired {result.retired_kid}; published until {result.retired_published_until}",
     )
+
+
+@keys.command("passphrase")
+@file_option(
+    "--new-passphrase-file",
+    "File holding the new passphrase (required; its first line).",
+)
+@common_options(passphrase=True, as_json=True)
+def passphrase(
+    new_passphrase_file: Path | None,
+    home: Path | None,
+    passphrase_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Seal every private key and the vault master key under a new passphrase (atomically:
+    an interrupted change leaves a home that opens with the old or the new one). On a clear
+    home this seals it; on an old home (only the owner key sealed) it seals every key."""
+    if new_passphrase_file is None:
+        raise ConfigError("name the new passphrase: --new-passphrase-file FILE")
+    new = resolve_passphrase(new_passphrase_file)
+    if not new:
+        raise ConfigError("the new passphrase file is empty")
+    s = settings(home, passphrase_file=passphrase_file)
+    with open_home(home, passphrase_file) as h:
+        old = resolve_passphrase(s.passphrase_file)
+        count = change_passphrase(h.layout.keys, old, new)
+    s = settings(home, passphrase_file=new_passphrase_file)
+    with Home.open(s) as h:  # the new seal opens, and the owner records the change
+        h.use_passphrase(new)
+        entry = h.record_owner_event("keys.passphrase", {"files": count})
+    result = {"resealed": count, "seq": entry.seq}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"Re-sealed {count} key files under the new passphrase")
 
 
 def register(cli: click.Group) -> None:

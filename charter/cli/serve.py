@@ -79,8 +79,10 @@ def register(cli: click.Group) -> None:
         if http:
             if agent:
                 raise ConfigError("--agent is for stdio; over HTTP each token names its agent")
+            h = Home.open(settings(home))
+            _unlock_or_close(h)
             run_http(
-                Home.open(settings(home)),
+                h,
                 host=host,
                 port=port,
                 issuer=issuer,
@@ -94,8 +96,19 @@ def register(cli: click.Group) -> None:
         if not s.agent:
             raise ConfigError("name the agent to serve: --agent NAME or CHARTER_AGENT=NAME")
         h = Home.open(s)
+        _unlock_or_close(h)
         ctx = load_agent(h, s.agent)
         run_stdio(h, ctx)
+
+
+def _unlock_or_close(h: Home) -> None:
+    """A server with a sealed home unlocks it now (CHARTER_PASSPHRASE_FILE), or refuses to
+    start with one line, rather than failing at its first signature."""
+    try:
+        h.check_unlocked()
+    except BaseException:
+        h.close()
+        raise
 
 
 def run_http(

@@ -1,8 +1,9 @@
 """Ed25519 key pairs and key files, for the file store of the signer seam.
 
-A key file is a JSON private JWK (``kty``, ``crv``, ``x``, ``d``), mode 0600. When it is
-protected by a passphrase, ``d`` is replaced by ``enc``: the seed sealed with
-XSalsa20-Poly1305 under a key derived from the passphrase with Argon2id.
+A key file is a JSON private JWK (``kty``, ``crv``, ``x``, ``d``), mode 0600. In a home with a
+passphrase, ``d`` is replaced by ``sealed``: the seed sealed under the home's key-encryption key
+(:mod:`charter.keys.sealed`). Homes made before that may hold an owner key with ``enc``: the
+seed sealed with XSalsa20-Poly1305 under a key derived from its own passphrase with Argon2id.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nacl.exceptions
 import nacl.pwhash
@@ -21,6 +22,11 @@ import nacl.utils
 
 from charter.errors import ConfigError
 from charter.evidence.jwk import b64url, b64url_decode, public_jwk, public_key_from_jwk, thumbprint
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from charter.keys.sealed import Kek
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +67,15 @@ _MEM = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 
 
 def write_key_file(
-    path: Path, key: KeyPair, passphrase: bytes | None = None, *, cheap_kdf: bool = False
+    path: Path,
+    key: KeyPair,
+    passphrase: bytes | None = None,
+    *,
+    cheap_kdf: bool = False,
+    kek: Kek | None = None,
 ) -> None:
-    """Write ``key`` as a 0600 JWK file, sealed under ``passphrase`` if one is given.
+    """Write ``key`` as a 0600 JWK file: sealed under the home's ``kek`` if one is given, else
+    (the legacy owner-key form) under its own ``passphrase`` if one is given, else clear.
 
     The file is created exclusively: an existing key is never overwritten.
 
@@ -72,7 +84,9 @@ def write_key_file(
     """
     seed = bytes(key.signing_key)
     doc: dict[str, Any] = public_jwk(key.public_key) | {"kid": key.kid}
-    if passphrase:
+    if kek is not None:
+        doc["sealed"] = kek.seal(seed)
+    elif passphrase:
         ops, mem = (
             (nacl.pwhash.argon2id.OPSLIMIT_MIN, nacl.pwhash.argon2id.MEMLIMIT_MIN)
             if cheap_kdf
@@ -120,7 +134,8 @@ def write_private_json(path: Path, doc: dict[str, Any]) -> None:
 
 def key_file_is_protected(path: Path) -> bool:
     """True when the key file at ``path`` needs a passphrase."""
-    return "enc" in _read_key_doc(path)
+    doc = read_key_doc(path)
+    return "enc" in doc or "sealed" in doc
 
 
 def read_public_key(path: Path) -> bytes:
@@ -130,21 +145,42 @@ def read_public_key(path: Path) -> bytes:
         ConfigError: if the file is missing, unreadable or corrupt.
     """
     try:
-        return public_key_from_jwk(_read_key_doc(path))
+        return public_key_from_jwk(read_key_doc(path))
     except ValueError as exc:
         raise ConfigError(f"key file {path.name} is corrupt") from exc
 
 
 def read_key_file(path: Path, passphrase: bytes | None = None) -> KeyPair:
-    """Load a key file written by :func:`write_key_file`.
+    """Load a clear or legacy (``enc``) key file written by :func:`write_key_file`.
 
     Raises:
         ConfigError: if the file is missing, unreadable, corrupt, needs a passphrase that was
             not given, or the passphrase is wrong.
     """
-    doc = _read_key_doc(path)
+    return key_from_doc(read_key_doc(path), path.name, passphrase)
+
+
+def key_from_doc(
+    doc: dict[str, Any],
+    name: str,
+    passphrase: bytes | None,
+    kek: Callable[[], Kek | None] | None = None,
+) -> KeyPair:
+    """The key a key document holds; ``kek`` gives the home's KEK for a ``sealed`` one.
+
+    Raises:
+        ConfigError: as for :func:`read_key_file`, or a locked home.
+    """
+    path = Path(name)
     try:
-        if "enc" in doc:
+        if "sealed" in doc:
+            from charter.keys.sealed import locked_error
+
+            home_kek = kek() if kek is not None else None
+            if home_kek is None:
+                raise locked_error()
+            seed = home_kek.open(doc["sealed"], name)
+        elif "enc" in doc:
             if not passphrase:
                 raise ConfigError(f"key file {path.name} is protected: a passphrase is required")
             enc = doc["enc"]
@@ -171,7 +207,12 @@ def read_key_file(path: Path, passphrase: bytes | None = None) -> KeyPair:
     return key
 
 
-def _read_key_doc(path: Path) -> dict[str, Any]:
+def read_key_doc(path: Path) -> dict[str, Any]:
+    """The JSON document of a key file (its public half needs no passphrase).
+
+    Raises:
+        ConfigError: missing, unreadable or corrupt.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
@@ -185,3 +226,16 @@ def _read_key_doc(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"key file {path.name} is corrupt")
     return doc
+
+
+def read_passphrase_file(path: Path) -> bytes | None:
+    """A passphrase from a file (its first line, without the newline), or None if empty.
+
+    Raises:
+        ConfigError: the file cannot be read (the message names no content).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read passphrase file: {exc.strerror}") from exc
+    return data.split(b"\n", 1)[0] or None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from charter.errors import ConfigError
+from charter.keys import vault_key as vault_key_file
 
 if TYPE_CHECKING:
     from charter.config import HomeLayout
@@ -160,6 +161,9 @@ class Pkcs11Signer:
 
     def __init__(self, uri: Pkcs11Uri) -> None:
         self.uri = uri
+        #: Where the home keeps its vault master key (a symmetric key the token does not
+        #: hold yet: it stays a file in the home, as docs/KEYS.md says); set by the home.
+        self.vault_path: Path | None = None
         self._session: Any = None
         self._keys: dict[str, Any] = {}
         self._public: dict[str, bytes] = {}
@@ -374,6 +378,46 @@ class Pkcs11Signer:
         with self._lock:
             return bool(self._objects(ref, "private"))
 
+    # -- what the signer seam asks of every store beyond signing ----------------------------
+
+    def set_passphrase(self, passphrase: bytes | None) -> None:
+        """A token is unlocked by its PIN, never a passphrase: nothing to set."""
+
+    def check_unlocked(self) -> None:
+        """Open the token now (module, token, PIN), so a bad one fails before any work."""
+        self.check()
+
+    def _vault(self) -> Path:
+        if self.vault_path is None:
+            raise ConfigError("this key store does not know its home's vault key file")
+        return self.vault_path
+
+    def vault_key(self, key_version: int, passphrase: bytes | None) -> bytes:
+        """See :meth:`Signer.vault_key` (the key file in the home, never sealed by a KEK)."""
+        return vault_key_file.load_vault_key(self._vault(), key_version, passphrase, _no_kek, None)
+
+    def adopt_vault_key(
+        self, passphrase: bytes | None, limits: tuple[int, int]
+    ) -> tuple[int, bytes]:
+        """See :meth:`Signer.adopt_vault_key`."""
+        return vault_key_file.adopt_vault_key(self._vault(), passphrase, limits, _no_kek, None)
+
+    def stage_vault_key(
+        self, key_version: int, passphrase: bytes | None, limits: tuple[int, int]
+    ) -> bytes:
+        """See :meth:`Signer.stage_vault_key`."""
+        pending = self._vault().with_name("vault.key.new")
+        pending.unlink(missing_ok=True)  # a leftover of a rotation that never committed
+        return vault_key_file.write_vault_key(pending, key_version, passphrase, limits, _no_kek)
+
+    def commit_vault_key(self) -> None:
+        """See :meth:`Signer.commit_vault_key`."""
+        os.replace(self._vault().with_name("vault.key.new"), self._vault())
+
+    def discard_vault_key(self) -> None:
+        """See :meth:`Signer.discard_vault_key`."""
+        self._vault().with_name("vault.key.new").unlink(missing_ok=True)
+
 
 def _check_ref(ref: str) -> None:
     kind, _, name = ref.partition(":")
@@ -390,12 +434,22 @@ def _reason(exc: BaseException) -> str:
 # -- the home's choice of store ----------------------------------------------------------------
 
 
+def _no_kek() -> None:
+    return None
+
+
 def save_key_store(layout: HomeLayout, signer: Pkcs11Signer) -> None:
     """Record in the home that its keys are in ``signer``'s token (a 0600 one-line file)."""
     path = layout.key_store
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(str(signer.uri) + "\n")
+
+
+def for_home(signer: Pkcs11Signer, layout: HomeLayout) -> Pkcs11Signer:
+    """``signer``, told where its home keeps the vault master key file."""
+    signer.vault_path = layout.keys / "vault.key"
+    return signer
 
 
 def configured_signer(layout: HomeLayout) -> Pkcs11Signer | None:
@@ -411,4 +465,4 @@ def configured_signer(layout: HomeLayout) -> Pkcs11Signer | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the home's key-store setting {path.name}") from exc
-    return Pkcs11Signer.from_uri(text)
+    return for_home(Pkcs11Signer.from_uri(text), layout)

@@ -6,13 +6,15 @@ the AEAD ciphertext of the value. The associated data is the canonical JSON of
 opens in the row it was written for: swapping rows, replaying an old version under a new
 number or moving a row to another home all fail to decrypt.
 
-The master key (32 bytes) lives in ``keys/vault.key`` (0600), created on first use, or is
-derived with Argon2id from a passphrase (the file then holds only the salt and costs).
+The master key (32 bytes) is kept by the home's signer (``Signer.vault_key``; the file store
+keeps ``keys/vault.key``, 0600, created on first use and sealed when the home has a
+passphrase), or is derived with Argon2id from a vault passphrase (the file then holds only
+the salt and costs).
 ``vault_state.key_check`` seals a fixed text under the current key, so a wrong key is
 reported as a wrong key and a tampered row as a tampered row; both fail closed.
 
-Key rotation writes ``vault.key.new``, re-encrypts every row in one transaction, then
-renames the new file over the old; a crash between the commit and the rename is repaired on
+Key rotation stages the next key (``vault.key.new``), re-encrypts every row in one
+transaction, then commits the staged key; a crash between the commit and the rename is repaired on
 the next open (the key file whose ``key_version`` matches the database wins).
 """
 
@@ -20,10 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import nacl.pwhash
@@ -33,17 +33,9 @@ from charter.clock import Clock, rfc3339
 from charter.config import HomeLayout
 from charter.errors import ConfigError, InvalidInput, NotFound
 from charter.evidence.jwk import b64url
+from charter.keys import Signer
 from charter.storage.db import Connection, read_snapshot, transaction
-from charter.storage.vault_sealing import (
-    ad,
-    adopt_key_file,
-    key_check,
-    key_checks_out,
-    load_key_file,
-    open_sealed,
-    seal,
-    write_key_file,
-)
+from charter.storage.vault_sealing import ad, key_check, key_checks_out, open_sealed, seal
 
 # Re-exported: the values callers know from here.
 from charter.storage.vault_values import DEFAULT_USES_PER_MINUTE as DEFAULT_USES_PER_MINUTE
@@ -344,6 +336,9 @@ class VaultHome(Protocol):
     @property
     def clock(self) -> Clock: ...
 
+    @property
+    def signer(self) -> Signer: ...
+
 
 class Vault:
     """The secrets vault of one Charter home (low-level: no scopes, no ledger).
@@ -369,9 +364,9 @@ class Vault:
         self.repo.enable_secure_delete()
 
     @property
-    def key_path(self) -> Path:
-        """The master key file (``keys/vault.key``)."""
-        return self.home.layout.keys / "vault.key"
+    def signer(self) -> Signer:
+        """The seam that keeps the master key."""
+        return self.home.signer
 
     # -- storing ---------------------------------------------------------------------------
 
@@ -508,25 +503,23 @@ class Vault:
         """
         if self.conn.in_transaction:
             raise RuntimeError("rotate_master_key must run in its own transaction")
-        pending = self.key_path.with_name("vault.key.new")
         try:
             with transaction(self.conn):
-                new_version, new_key, count = self._reencrypt_all(pending, new_passphrase)
+                new_version, new_key, count = self._reencrypt_all(new_passphrase)
                 if on_commit is not None:
                     on_commit(new_version, count)
         except BaseException:
-            pending.unlink(missing_ok=True)
+            self.signer.discard_vault_key()
             raise
-        os.replace(pending, self.key_path)
+        self.signer.commit_vault_key()
         self._keys = {new_version: new_key}
         self._passphrase = new_passphrase
         return new_version, count
 
-    def _reencrypt_all(self, pending: Path, new_passphrase: bytes | None) -> tuple[int, bytes, int]:
+    def _reencrypt_all(self, new_passphrase: bytes | None) -> tuple[int, bytes, int]:
         vault_id, old_version, old_key = self._current_key(create=True)
         new_version = old_version + 1
-        pending.unlink(missing_ok=True)  # a leftover of a rotation that never committed
-        new_key = write_key_file(pending, new_version, new_passphrase, KDF_LIMITS)
+        new_key = self.signer.stage_vault_key(new_version, new_passphrase, KDF_LIMITS)
         rows = self.repo.list_sealed_with(old_version)
         for row in rows:
             name, version = row.name, row.version
@@ -563,7 +556,7 @@ class Vault:
 
     def _create_state(self) -> tuple[str, int, bytes]:
         """First use: create (or adopt) the key file and the vault's state row."""
-        key_version, key = adopt_key_file(self.key_path, self._passphrase, KDF_LIMITS)
+        key_version, key = self.signer.adopt_vault_key(self._passphrase, KDF_LIMITS)
         vault_id = b64url(nacl.utils.random(16))
         self.repo.insert_state(
             VaultState(vault_id, key_version, key_check(vault_id, key_version, key))
@@ -572,4 +565,4 @@ class Vault:
         return vault_id, key_version, key
 
     def _load_key(self, key_version: int) -> bytes:
-        return load_key_file(self.key_path, key_version, self._passphrase)
+        return self.signer.vault_key(key_version, self._passphrase)

@@ -60,9 +60,10 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-async def ask(path: Path, to: str, agent: str = "bot") -> str:
-    """Make ``agent`` call a test tool needing email:send:<to>; return the agent's message."""
-    with Home.open(Settings(home=path)) as h:
+async def ask(path: Path, to: str, agent: str = "bot", passphrase_file: Path | None = None) -> str:
+    """Make ``agent`` call a test tool needing email:send:<to>; return the agent's message
+    (``passphrase_file``: a sealed home's server unlocks its keys with it)."""
+    with Home.open(Settings(home=path, passphrase_file=passphrase_file)) as h:
         server = server_for(h, agent)
 
         @server.charter_tool("test_mail", annotations=SIDE_EFFECT, visible_args=("to",))
@@ -195,7 +196,7 @@ async def test_approve_needs_the_owner_key(tmp_path: Path) -> None:
             str(secret),
         )
     )
-    pending_id = approval_id(await ask(path, "bob@example.com"))
+    pending_id = approval_id(await ask(path, "bob@example.com", passphrase_file=secret))
     with Home.open(Settings(home=path)) as h:
         size = h.ledger.head()[0]
     bad = run(path, "approve", pending_id, "--yes", "--passphrase-file", str(wrong))

@@ -175,7 +175,7 @@ def test_passphrase_protected_owner_key(tmp_path: Path) -> None:
         == 0
     )
     key_doc = json.loads((path / "keys" / "owner.key").read_text())
-    assert "d" not in key_doc and "enc" in key_doc
+    assert "d" not in key_doc and "sealed" in key_doc  # every key sealed (issue 19)
     refused = run(path, "agent", "add", "bot", "--scope", "audit:read")
     assert refused.exit_code != 0 and "passphrase" in refused.output
     bad = run(path, "agent", "add", "bot", "--scope", "audit:read", "--passphrase-file", str(wrong))

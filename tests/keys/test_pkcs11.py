@@ -26,6 +26,7 @@ from charter.evidence.jwk import b64url_decode
 from charter.home import Home
 from charter.keys import Pkcs11Signer
 from charter.keys.pkcs11 import Pkcs11Uri
+from charter.storage.vault import Vault
 from charter.tools import identity
 
 
@@ -359,3 +360,17 @@ def test_home_api_opens_the_configured_token(token: Token, tmp_path: Path) -> No
     with Home.open(Settings(home=tmp_path / "h")) as h:
         assert isinstance(h.signer, Pkcs11Signer)
         assert h.owner_key().public_key == h.owner_public_key
+
+
+def test_a_token_home_keeps_secrets_and_rotates_the_vault_key(token: Token, tmp_path: Path) -> None:
+    """The vault master key of a token home (a file in the home until the token holds it):
+    a secret is set, read back through the vault, and survives a master-key rotation."""
+    home = tmp_path / "home"
+    ok(home, "init", "--owner", "alice@example.com", "--key-store", token.uri())
+    stored = CliRunner().invoke(
+        cli, ["secret", "set", "API"], env={"CHARTER_HOME": str(home)}, input="v4lue-in-vault"
+    )
+    assert stored.exit_code == 0, stored.output
+    ok(home, "secret", "rotate-master-key")
+    with Home.open(Settings.from_env({"CHARTER_HOME": str(home)})) as h:
+        assert Vault(h).get("API").reveal() == b"v4lue-in-vault"

@@ -21,6 +21,7 @@ _MESSAGE = "tests/mail/test_mail_message.py::"
 _APPROVALS = "tests/server/test_approvals_mcp.py::"
 _VAULT = "tests/storage/test_vault_storage.py::"
 _TVAULT = "tests/tools/test_vault.py::"
+_KEYS = "tests/security/test_keys_at_rest.py::"
 
 GUARANTEES: dict[str, tuple[str, ...]] = {
     # -- a prompt-injected agent ------------------------------------------------------------
@@ -247,5 +248,22 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "G-FAULT-4": (
         _FAULTS + "test_a_database_locked_past_the_busy_timeout_fails_calls_closed",
         _FAULTS + "test_waiting_for_a_held_lock_is_bounded_in_total",
+    ),
+    # -- keys at rest (issue 19) ----------------------------------------------------------
+    "G-KEYS-1": (
+        _KEYS + "test_no_private_key_is_in_the_clear_in_a_sealed_home",
+        _KEYS + "test_a_passphrase_change_leaves_no_key_in_the_clear",
+        _KEYS + "test_keys_passphrase_reseals_everything",
+        _KEYS + "test_rotating_the_vault_master_key_keeps_it_sealed",
+    ),
+    "G-KEYS-2": (
+        _KEYS + "test_a_locked_home_fails_cleanly_and_still_verifies",
+        _KEYS + "test_serve_unlocks_a_sealed_home_from_the_passphrase_file",
+        _KEYS + "test_init_and_agent_add_honour_the_passphrase_file_variable",
+    ),
+    "G-KEYS-3": (
+        _KEYS + "test_an_interrupted_passphrase_change_leaves_a_home_that_opens",
+        _KEYS + "test_keys_passphrase_reseals_everything",
+        _KEYS + "test_a_running_server_follows_a_passphrase_change",
     ),
 }
