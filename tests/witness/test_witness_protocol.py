@@ -186,3 +186,21 @@ def test_init_add_log_and_reopen(tmp_path: Path, log: MemoryLog) -> None:
     with pytest.raises(ConfigError, match="not a witness folder"):
         Witness(tmp_path / "nothing")
     assert not list((folder / "keys").glob("*.key"))[0].stat().st_mode & 0o077
+
+
+def test_only_the_cli_imports_the_witness_package() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "test_layout.py"
+    spec = importlib.util.spec_from_file_location("layout_rules", path)
+    assert spec is not None and spec.loader is not None
+    layout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layout)
+    graph = layout.graph
+    importers = sorted(
+        name
+        for name, targets in graph().items()
+        if any(t.startswith("charter.witness") for t in targets)
+        and not name.startswith(("charter.witness", "charter.cli"))
+    )
+    assert importers == []
