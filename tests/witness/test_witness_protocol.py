@@ -39,8 +39,10 @@ SPEC_REQUEST = (
     "20852163\n"
     "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
     "\n"
-    "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
-    "— example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks+49/V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n"
+    "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/"
+    "Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
+    "— example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks+49/"
+    "V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n"
 )
 
 
@@ -185,7 +187,7 @@ def test_init_add_log_and_reopen(tmp_path: Path, log: MemoryLog) -> None:
             again.add_log(vkey)  # a cosignature key is not a log key
     with pytest.raises(ConfigError, match="not a witness folder"):
         Witness(tmp_path / "nothing")
-    assert not list((folder / "keys").glob("*.key"))[0].stat().st_mode & 0o077
+    assert not next(iter((folder / "keys").glob("*.key"))).stat().st_mode & 0o077
 
 
 def test_only_the_cli_imports_the_witness_package() -> None:

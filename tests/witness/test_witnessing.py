@@ -76,7 +76,9 @@ def test_two_witnesses_cosign_and_a_2_of_2_policy_passes(
     assert [s.name for s in verified] == ["witness.example/w1", "witness.example/w2"]
     rules = policy(home, tmp_path, w1, w2)
     verify_policy(note, parse_policy(rules.read_text()))
-    out = ok(home, "audit", "verify", "--checkpoint", str(tmp_path / "kept.note"), "--policy", str(rules))
+    out = ok(
+        home, "audit", "verify", "--checkpoint", str(tmp_path / "kept.note"), "--policy", str(rules)
+    )
     assert "witnessed by w1, w2" in out
 
     # The log grows: the next checkpoint goes with a consistency proof from the last one.
@@ -119,7 +121,15 @@ def test_a_copy_that_grows_differently_gets_no_cosignature_and_fails_the_policy(
     rules = policy(home, tmp_path, *pair)
     verify_policy(honest, parse_policy(rules.read_text()))
     assert forged.count("\n— ") == 1  # the log's own signature only
-    bad = run(copy, "audit", "verify", "--checkpoint", str(tmp_path / "forged.note"), "--policy", str(rules))
+    bad = run(
+        copy,
+        "audit",
+        "verify",
+        "--checkpoint",
+        str(tmp_path / "forged.note"),
+        "--policy",
+        str(rules),
+    )
     assert bad.exit_code != 0 and "quorum" in bad.output
     lagging = run(copy, "witness", "submit")
     assert lagging.exit_code == 1 and "has cosigned" in lagging.output
