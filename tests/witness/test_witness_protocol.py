@@ -57,7 +57,7 @@ def log() -> MemoryLog:
 def witness(tmp_path: Path, log: MemoryLog) -> Witness:
     w = Witness.init(tmp_path / "w", "witness.example/w1")
     w.add_log(log.vkey)
-    w.cosigner._clock = lambda: 1_700_000_000  # type: ignore[attr-defined]
+    w.cosigner._clock = lambda: 1_700_000_000
     return w
 
 
