@@ -44,5 +44,10 @@ def _wire_checkpoints(deps: Deps) -> None:
                 home, every, on_signed=lambda conn: witnesses.kick(home, conn)
             )
         )
-    deps.on_shutdown.append(checkpoints.final_checkpoint(home))
-    deps.on_shutdown.append(witnesses.stop_submitter(home))
+    final, stop = checkpoints.final_checkpoint(home), witnesses.stop_submitter(home)
+
+    def shutdown() -> None:
+        final()
+        stop()
+
+    deps.on_shutdown.append(shutdown)
