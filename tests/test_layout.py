@@ -19,6 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("charter.evidence",),
     ("charter.keys",),
     ("charter.storage",),
+    ("charter.witness",),
     ("charter.home",),
     ("charter.tools",),
     ("charter.server",),

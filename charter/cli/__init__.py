@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "serve",
     "tlog",
     "token",
+    "witness",
 )
 
 #: Commands whose module alone defines them completely, so running one imports only that

@@ -123,11 +123,16 @@ def register(cli: click.Group) -> None:
     def checkpoint(out: Path | None, home: Path | None, as_json: bool) -> None:
         """Print a checkpoint of the whole ledger signed by the log key (C2SP signed note).
 
-        Signs a new one if the ledger grew since the last. Keep it: `charter audit verify
-        --checkpoint FILE` later shows the ledger still extends it.
+        Signs a new one if the ledger grew since the last, and has the configured witnesses
+        cosign it (their lines follow the log's). Keep it: `charter audit verify --checkpoint
+        FILE` later shows the ledger still extends it.
         """
+        from charter.tools import witnesses
+
         with open_home(home) as h:
-            out_ = tlog.checkpoint(h)
+            out_ = witnesses.checkpoint_witnessed(h)
+            for line in witnesses.lagging(h):
+                click.echo(f"warning: {line}", err=True)
         _write(out, out_.note)
         if as_json:
             emit_json(out_.model_dump())

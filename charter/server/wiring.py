@@ -1,8 +1,8 @@
 """What a Charter server is made of, in one place: its tool families and its ledger hooks.
 
 A reader finds here every tool family the server registers and every hook that runs beside
-the calls (checkpoint signing); nothing is discovered by scanning packages. The pinned tool
-list and schemas live in ``tests/server/test_registry.py``.
+the calls (checkpoint signing, witness submission); nothing is discovered by scanning
+packages. The pinned tool list and schemas live in ``tests/server/test_registry.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from charter.server.app import CharterServer
 from charter.server.deps import Deps
 from charter.server.families import audit, email, identity, secret, tlog, token
 from charter.tools import tlog as checkpoints
+from charter.tools import witnesses
 
 #: Every agent-facing tool family, in registration order (the order of the tool list).
 FAMILIES = (audit, email, identity, secret, tlog, token)
@@ -32,8 +33,21 @@ def build_server(deps: Deps, **kwargs: Any) -> CharterServer:
 def _wire_checkpoints(deps: Deps) -> None:
     """The ledger writer signs a checkpoint each time the ledger passes a multiple of
     ``Settings.checkpoint_every`` entries (on its own thread, after the commit, so no caller
-    waits for it), and the server signs one when it shuts down (after its last append)."""
-    every = deps.home.settings.checkpoint_every
+    waits for it) and has the witnesses asked to cosign it (on the submitter's thread, with a
+    timeout, so no caller waits for a witness either); the server signs one when it shuts down
+    (after its last append), then stops the submitter."""
+    home = deps.home
+    every = home.settings.checkpoint_every
     if every > 0:
-        deps.after_commit.append(checkpoints.periodic_checkpoints(deps.home, every))
-    deps.on_shutdown.append(checkpoints.final_checkpoint(deps.home))
+        deps.after_commit.append(
+            checkpoints.periodic_checkpoints(
+                home, every, on_signed=lambda conn: witnesses.kick(home, conn)
+            )
+        )
+    final, stop = checkpoints.final_checkpoint(home), witnesses.stop_submitter(home)
+
+    def shutdown() -> None:
+        final()
+        stop()
+
+    deps.on_shutdown.append(shutdown)

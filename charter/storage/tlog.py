@@ -14,7 +14,9 @@ named after the ledger's origin, and keeps them in ``checkpoints``. Before it si
 (inside the write transaction) that the new tree extends the latest checkpoint it signed: the
 stored nodes must reproduce the old root, the ledger's own entries since must reproduce the
 stored new root, and a consistency proof from the store must verify between the two. Any
-mismatch refuses the signature, so the log never signs two inconsistent checkpoints.
+mismatch refuses the signature, so the log never signs two inconsistent checkpoints. A stored
+checkpoint is read back with its witnesses' cosignature lines appended
+(:mod:`charter.storage.witnesses`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from charter.evidence.c2sp import Checkpoint, KeySigner, NoteError, open_checkpo
 from charter.evidence.compact_range import CompactRange
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage.db import transaction
+from charter.storage.witnesses import WitnessRepo
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +307,7 @@ class CheckpointLog:
             "SELECT size, root, note, created_at FROM checkpoints WHERE size <= ? ORDER BY size",
             (min(size, 2**63 - 1) if size is not None else 2**63 - 1,),
         ).fetchall()
-        return [SignedCheckpoint(int(s), bytes(r), str(n), str(c)) for s, r, n, c in rows]
+        return [self._cosigned(int(s), bytes(r), str(n), str(c)) for s, r, n, c in rows]
 
     def sign(self) -> SignedCheckpoint:
         """Sign a checkpoint of the whole ledger, or return the latest if it already covers it.
@@ -393,4 +396,10 @@ class CheckpointLog:
         ).fetchone()
         if row is None:
             return None
-        return SignedCheckpoint(int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+        return self._cosigned(int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+
+    def _cosigned(self, size: int, root: bytes, note: str, created_at: str) -> SignedCheckpoint:
+        """The stored checkpoint with its witnesses' cosignature lines appended."""
+        return SignedCheckpoint(
+            size, root, note + "".join(WitnessRepo(self.conn).lines(size)), created_at
+        )

@@ -103,7 +103,9 @@ def checkpoint(home: Home, conn: Connection | None = None) -> CheckpointOut:
     Raises:
         LedgerIntegrityError: if the log refuses to sign (the tree or ledger was tampered).
     """
-    return checkpoint_out(home, checkpoint_log(home, conn).sign())
+    checkpoints = checkpoint_log(home, conn)
+    signed = checkpoints.sign()
+    return checkpoint_out(home, checkpoints.at(signed.size) or signed)  # with cosignatures
 
 
 def prove(
@@ -202,9 +204,12 @@ def consistency(
     )
 
 
-def periodic_checkpoints(home: Home, every: int) -> Callable[[Connection], None]:
+def periodic_checkpoints(
+    home: Home, every: int, on_signed: Callable[[Connection], None] | None = None
+) -> Callable[[Connection], None]:
     """An after-commit hook that signs a checkpoint each time the ledger passes a multiple
-    of ``every`` entries (run by the ledger writer's thread, on its connection)."""
+    of ``every`` entries (run by the ledger writer's thread, on its connection), then calls
+    ``on_signed`` (e.g. to have the witnesses asked, off this thread)."""
     last: list[int] = []  # size of the latest checkpoint, read once
 
     def hook(conn: Connection) -> None:
@@ -218,6 +223,9 @@ def periodic_checkpoints(home: Home, every: int) -> Callable[[Connection], None]
             except LedgerIntegrityError as exc:
                 last[0] = size  # retry at the next multiple, not after every batch
                 log.error("periodic checkpoint refused: %s", exc.reason)
+                return
+            if on_signed is not None:
+                on_signed(conn)
 
     return hook
 

@@ -133,6 +133,12 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _ID + "test_a_kept_checkpoint_detects_a_cut_tail",
         _ID + "test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys",
     ),
+    "G-WITNESS-1": (
+        "tests/witness/test_witness_protocol.py::test_a_fork_is_never_cosigned_and_the_state_never_goes_back",
+        "tests/witness/test_witness_crash.py::test_kill_9_never_makes_a_witness_cosign_two_roots_of_one_size",
+        "tests/witness/test_witnessing.py::test_a_copy_that_grows_differently_gets_no_cosignature_and_fails_the_policy",
+        "tests/witness/test_witnessing.py::test_an_unreachable_witness_never_blocks_a_tool_call",
+    ),
     "G-EXPORT-1": (
         "tests/test_auditor.py::test_an_edited_charter_file_is_reported",
         "tests/test_auditor.py::test_an_unregistered_charter_file_is_reported",

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from charter.server.app import READ_ONLY
 from charter.server.calls import current_call
-from charter.tools import tlog
+from charter.tools import tlog, witnesses
 
 if TYPE_CHECKING:
     from charter.server.app import CharterServer
@@ -32,9 +32,11 @@ def register(server: CharterServer) -> None:
 
         A checkpoint (C2SP signed note: origin, size, Merkle root) commits the log to every
         entry so far; whoever keeps it can later detect a cut-off tail or a forked history.
-        Returns the latest checkpoint, signing a new one first if the ledger has grown since.
-        Needs scope `audit:read`. Side effects: none beyond the log's own bookkeeping (a new
-        checkpoint row).
+        Returns the latest checkpoint, signing a new one first if the ledger has grown since,
+        with the cosignatures of the owner's witnesses gathered so far (a new checkpoint is
+        sent to them in the background: call again later for theirs). Needs scope
+        `audit:read`. Side effects: none beyond the log's own bookkeeping (a new checkpoint
+        row, a request to each witness).
         """
         call = current_call()
         call.require("audit:read")
@@ -42,7 +44,9 @@ def register(server: CharterServer) -> None:
 
         def run() -> tlog.CheckpointOut:
             with tlog.private_connection(home) as conn:
-                return tlog.checkpoint(home, conn)
+                out = tlog.checkpoint(home, conn)
+                witnesses.kick(home, conn)
+                return out
 
         return await anyio.to_thread.run_sync(run)
 
