@@ -20,6 +20,7 @@ from charter.keys import FileSigner, KeyHandle, Pkcs11Signer, agent_ref
 from charter.storage.health import HealthRepo
 from charter.storage.vault import VaultRepo
 from charter.storage.vault_hosts import is_legacy
+from charter.tools import witnesses
 
 
 @dataclass
@@ -320,6 +321,10 @@ def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]
         checks.extend(check_database(home))
         checks.append(check_mail(home))
         checks.extend(check_vault(home))
+        checks.extend(
+            Check("witnesses", "warn", line, "charter witness submit")
+            for line in witnesses.lagging(home)
+        )
     return checks
 
 

@@ -3,6 +3,7 @@ a copy of the home that grows differently gets no cosignature and fails the 2-of
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
@@ -196,6 +197,9 @@ def test_doctor_line_reports_a_lagging_witness(home: Path, tmp_path: Path) -> No
         witnesses.checkpoint_witnessed(h, timeout=2)
         [line] = witnesses.lagging(h)
         assert "witness.example/w3" in line and "unreachable" in line
+    doctor = run(home, "doctor", "--json")
+    checks = [c for c in json.loads(doctor.output)["checks"] if c["name"] == "witnesses"]
+    assert [c["status"] for c in checks] == ["warn"] and "witness.example/w3" in checks[0]["detail"]
 
 
 def test_bad_witness_configuration_is_refused(home: Path, tmp_path: Path) -> None:
