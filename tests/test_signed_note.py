@@ -447,7 +447,7 @@ def test_cosignature_key_id_uses_type_0x04() -> None:
     assert witness.key_id == hashlib.sha256(witness.name.encode() + b"\n\x04" + public).digest()[:4]
     assert witness.key_id != key_id(witness.name, 0x01, public)
     vkey = witness.verifier().vkey
-    assert base64.b64decode(vkey.split("+")[2])[0] == ALG_COSIGNATURE_V1
+    assert base64.b64decode(vkey.split("+", 2)[2])[0] == ALG_COSIGNATURE_V1
     assert parse_vkey(vkey) == witness.verifier()
     assert CosignatureVerifier.from_vkey(vkey) == witness.verifier()
 

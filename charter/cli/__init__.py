@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import click
 
 import charter
+from charter.errors import CharterError
 
 #: Every command module, each adding its command (group) through ``register(cli)``, in the
 #: order they are registered (a module may add subcommands to an earlier one's group).
@@ -61,6 +63,18 @@ class _LazyCli(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         self.load_all()
         return super().list_commands(ctx)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """The command line's one error handler: a :class:`CharterError` raised anywhere
+        below becomes its public message on stderr and its exit code (``CHARTER_DEBUG=1``
+        lets it through with its traceback)."""
+        try:
+            return super().invoke(ctx)
+        except CharterError as exc:
+            if os.environ.get("CHARTER_DEBUG"):
+                raise
+            click.secho(f"error: {exc.public_message}", fg="red", err=True)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=_LazyCli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from charter.config import Settings
-from charter.errors import CharterError, ConfigError
+from charter.errors import ConfigError
 from charter.home import Home, resolve_passphrase
 
 if TYPE_CHECKING:
@@ -113,28 +112,12 @@ def emit_result(result: BaseModel, as_json: bool, text: str) -> None:
         click.echo(text)
 
 
-def handle_errors(fn: F) -> F:
-    """Turn :class:`CharterError` into its public message on stderr and its exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CharterError as exc:
-            if os.environ.get("CHARTER_DEBUG"):
-                raise
-            click.secho(f"error: {exc.public_message}", fg="red", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def common_options(*, passphrase: bool = False, as_json: bool = False) -> Callable[[F], F]:
     """What every command ends with: ``--home``, ``--passphrase-file`` (``passphrase``: it
-    signs with the owner key), ``--json`` (``as_json``) and :func:`handle_errors`."""
+    signs with the owner key) and ``--json`` (``as_json``). Errors are handled once, at the
+    top (:class:`charter.cli._LazyCli`)."""
 
     def decorate(fn: F) -> F:
-        fn = handle_errors(fn)
         if as_json:
             fn = json_option(fn)
         if passphrase:

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import click
 
-from charter.cli._common import console, handle_errors
+from charter.cli._common import console
 from charter.cli.audit import ledger_table
 from charter.config import Settings
 from charter.errors import ServiceError
@@ -37,7 +37,6 @@ def register(cli: click.Group) -> None:
 
     @cli.command("demo")
     @click.option("--keep", is_flag=True, help="Keep the demo home and print where it is.")
-    @handle_errors
     def demo(keep: bool) -> None:
         """Run the whole Charter story in seconds, in a throwaway home."""
         root = Path(tempfile.mkdtemp(prefix="charter-demo-"))

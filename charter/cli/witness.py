@@ -16,7 +16,6 @@ import click
 from charter.cli._common import (
     common_options,
     emit_json,
-    handle_errors,
     open_home,
     owner_passphrase,
 )
@@ -51,7 +50,6 @@ def register(cli: click.Group) -> None:
     @witness_group.command("init")
     @click.option("--name", required=True, help="The witness's key name, e.g. example.org/w1.")
     @_witness_home_option
-    @handle_errors
     def init(name: str, home: Path | None) -> None:
         """Make a witness folder with a new key, and print its vkey (tlog-cosignature/v1)."""
         from charter.witness.core import Witness
@@ -62,7 +60,6 @@ def register(cli: click.Group) -> None:
     @witness_group.command("add-log")
     @click.argument("vkey")
     @_witness_home_option
-    @handle_errors
     def add_log(vkey: str, home: Path | None) -> None:
         """Witness the log whose checkpoints VKEY signs (e.g. `charter keys log`)."""
         from charter.witness.core import Witness
@@ -75,7 +72,6 @@ def register(cli: click.Group) -> None:
     @click.option("--port", type=click.IntRange(1, 65535), required=True, help="TCP port.")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
     @_witness_home_option
-    @handle_errors
     def serve(port: int, host: str, home: Path | None) -> None:
         """Serve the C2SP tlog-witness protocol: POST /add-checkpoint."""
         from charter.witness.core import Witness
