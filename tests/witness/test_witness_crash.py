@@ -8,6 +8,7 @@ be for one root, and the state it restarts with must be the newest one it cosign
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
@@ -22,13 +23,16 @@ from charter.storage.witness import WitnessStateRepo, open_state
 
 
 def post(url: str, body: bytes) -> tuple[int, bytes]:
+    """(status, body) of one submission; (0, b"") when the witness died before answering
+    whole (the kill may cut the status line or the body: IncompleteRead, reset...)."""
     request = urllib.request.Request(url + "/add-checkpoint", data=body, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return int(answer.status), answer.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except OSError:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return int(answer.status), answer.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+    except (OSError, http.client.HTTPException):
         return 0, b""
 
 
