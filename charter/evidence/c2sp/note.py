@@ -322,23 +322,25 @@ class Signer(_KeySigner):
         return self._signing_key.sign(text).signature
 
 
-class KeySigner:
-    """An Ed25519 (type 0x01) note signer over any :class:`~charter.evidence.jwk.Ed25519Signer`
-    (e.g. a key handle of Charter's signer seam): the private key stays with its keeper.
+class _HandleSigner:
+    """What note signers over a key handle share: a checked name, the key (which signs; the
+    private key stays with its keeper) and its key ID under the subclass's type ``_ALG``.
 
     Args:
         name: Key name: non-empty, no whitespace, no ``+``.
-        key: The signing key.
+        key: The signing key (any :class:`~charter.evidence.jwk.Ed25519Signer`).
     """
+
+    _ALG: ClassVar[int]
 
     def __init__(self, name: str, key: Ed25519Signer) -> None:
         _check_name(name)
         self._name = name
         self._key = key
-        self._key_id = key_id(name, ALG_ED25519, key.public_key)
+        self._key_id = key_id(name, self._ALG, key.public_key)
 
     def __repr__(self) -> str:
-        return f"KeySigner({self._name!r}, key_id={self._key_id.hex()})"
+        return f"{type(self).__name__}({self._name!r}, key_id={self._key_id.hex()})"
 
     @property
     def name(self) -> str:
@@ -349,6 +351,13 @@ class KeySigner:
     def key_id(self) -> bytes:
         """The 4-byte key ID."""
         return self._key_id
+
+
+class KeySigner(_HandleSigner):
+    """An Ed25519 (type 0x01) note signer over any :class:`~charter.evidence.jwk.Ed25519Signer`
+    (e.g. a key handle of Charter's signer seam): the private key stays with its keeper."""
+
+    _ALG = ALG_ED25519
 
     def verifier(self) -> Verifier:
         """Return the matching verifier."""

@@ -23,10 +23,9 @@ from charter.evidence.c2sp.note import (
     _as_text,
     _b64decode,
     _b64encode,
-    _check_name,
+    _HandleSigner,
     _parse_decimal,
     _verify_key,
-    key_id,
     open_note,
     split_note,
 )
@@ -119,7 +118,7 @@ def cosignatures_from(response: bytes | str, note: str, witness: CosignatureVeri
     return [s.line() for s in verified]
 
 
-class KeyCosigner:
+class KeyCosigner(_HandleSigner):
     """A tlog-cosignature/v1 (type 0x04) signer over any
     :class:`~charter.evidence.jwk.Ed25519Signer` (e.g. a key handle of Charter's signer
     seam): the private key stays with its keeper, and the key must sign nothing else.
@@ -130,27 +129,13 @@ class KeyCosigner:
         clock: Returns the current time in seconds since the UNIX epoch.
     """
 
+    _ALG = ALG_COSIGNATURE_V1
+
     def __init__(
         self, name: str, key: Ed25519Signer, clock: Callable[[], float] = time.time
     ) -> None:
-        _check_name(name)
-        self._name = name
-        self._key = key
+        super().__init__(name, key)
         self._clock = clock
-        self._key_id = key_id(name, ALG_COSIGNATURE_V1, key.public_key)
-
-    def __repr__(self) -> str:
-        return f"KeyCosigner({self._name!r}, key_id={self._key_id.hex()})"
-
-    @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID."""
-        return self._key_id
 
     def verifier(self) -> CosignatureVerifier:
         """Return the matching verifier (its ``vkey`` is what logs and auditors configure)."""
