@@ -64,6 +64,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _SECRET + "test_the_url_returned_is_the_one_the_agent_wrote",
         _SECRET + "test_the_rate_limit_refuses_and_records",
         _SECRET + "test_an_allowed_host_with_the_wrong_port_or_scheme_is_refused",
+        _SECRET + "test_a_readable_value_written_into_the_url_is_refused_not_recorded",
     ),
     "G-AGENT-5": (
         _APP + "test_revoked_agent_is_refused_on_the_next_call",

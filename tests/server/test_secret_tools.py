@@ -784,6 +784,33 @@ async def test_a_value_the_agent_may_read_is_not_a_guess(
     assert not result.is_error, text_of(result)
 
 
+async def test_a_readable_value_written_into_the_url_is_refused_not_recorded(
+    vhome: Home, echo: EchoServer, mode: str
+) -> None:
+    """The URL is kept as written (an approval request shows it): an agent that may read a
+    value must still write the placeholder there, so the value never reaches an approver or
+    the ledger. Refused before anything is sent, without blocking (it is no guess)."""
+    identity.update_agent(vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY"])
+    before = len(echo.seen)
+    url = echo.url("/echo?k=" + CANARY.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"))
+    result = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": url, "headers": {"X": "{{secret:API_KEY}}"}},
+    )
+    assert result.is_error and "write {{secret:API_KEY}} instead" in text_of(result)
+    assert len(echo.seen) == before
+    assert CANARY.encode() not in vhome.layout.db.read_bytes()
+    again = await call(
+        vhome,
+        mode,
+        "secret_http_request",
+        {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}},
+    )
+    assert not again.is_error, text_of(again)  # not blocked
+
+
 async def test_the_url_returned_is_the_one_the_agent_wrote(
     vhome: Home, echo: EchoServer, mode: str
 ) -> None:

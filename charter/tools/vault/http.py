@@ -310,8 +310,15 @@ def _refuse_written_values(
     parts += [_inject(v, values, lambda v: v) for v in headers.values()]
     if body is not None:
         parts.append(_inject(body, values, lambda v: v))
-    for data, spans in parts:
+    for index, (data, spans) in enumerate(parts):
         name = redactor.foreign(data, spans)
+        if name is not None and index == 0 and grants(scopes, f"secret:read:{name}"):
+            # NOTE: a value the agent may read is no guess, but the URL is kept as written
+            # (an approval request shows it, the owner reads it); a value must never get there.
+            raise InvalidInput(
+                f"the URL holds the value of secret {name!r}; write {{{{secret:{name}}}}} "
+                "instead: the URL is shown to approvers as written, and secret values never are"
+            )
         if name is not None and not grants(scopes, f"secret:read:{name}"):
             block(vault.conn, agent, name, vault.home.clock.now())
             raise VaultDenied(
