@@ -41,25 +41,14 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """Charter modules ``name`` imports at run time (anywhere in the file, functions included;
-    ``if TYPE_CHECKING:`` blocks excluded)."""
+    """Charter modules ``name`` imports anywhere in the file: functions and
+    ``if TYPE_CHECKING:`` blocks included (a circle of type imports is a circle of design)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for other in node.orelse:
-                visit(other)
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.add(alias.name)

@@ -6,7 +6,7 @@ Needs PyNaCl and orjson only. The public surface is ``__all__``; everything else
     from charter.evidence import verify_export
 
     result = verify_export("ledger-export")
-    print(result.valid, result.failed_seq, result.reason)
+    result.valid, result.failed_seq, result.reason  # (True, None, None) when it verifies
 """
 
 from __future__ import annotations

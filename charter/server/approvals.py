@@ -24,7 +24,7 @@ and ``approval.answer``; the owner's decisions are ``approval.approve`` / ``appr
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server.elicitation import render_elicitation_schema
 from mcp.shared.exceptions import MCPError
@@ -40,7 +40,37 @@ from charter.tools.approvals import Approval, ApprovalPending, ApprovalRefused, 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
-    from charter.server.calls import Call
+    from charter.server.deps import Deps
+    from charter.storage.ledger import Draft
+    from charter.tools.identity import AgentContext
+
+
+class Call(Protocol):
+    """What approval needs of the call being served (:class:`charter.server.calls.Call`,
+    which runs approval before its intent: this module does not import it)."""
+
+    deps: Deps
+    agent: AgentContext
+    tool: str
+    action: str
+    call_id: str
+    arguments: dict[str, Any]
+    context: Any
+    scopes: list[str]
+
+    @property
+    def args_hash(self) -> str:
+        """Hash of the call's full arguments."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """The call's redacted argument summary."""
+        ...
+
+    def draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:
+        """An entry of this call, signed by its agent."""
+        ...
+
 
 #: First protocol revision where a tool asks through ``InputRequiredResult`` (no back-channel).
 INPUT_REQUIRED_VERSION = "2026-07-28"
@@ -246,7 +276,7 @@ async def _settle(
             raise ApprovalRefused(f"approval {request.id} was already answered; it was not run")
     else:
         store.close_request(home.conn, request.id, reason=answer, now=rfc3339(now))
-    draft = call._draft(
+    draft = call.draft(
         "event",
         {
             "approval": request.id,
@@ -305,7 +335,7 @@ async def _record_request(
     approval_id = store.new_approval_id()
     expires_at = rfc3339(now + store.PENDING_TTL[mode])
     entry = await call.deps.writer.append(
-        call._draft(
+        call.draft(
             "event",
             {
                 "approval": approval_id,

@@ -207,7 +207,7 @@ class Call:
         args = self.summary()
         if extra:
             args = args | {"details": extra}
-        draft = self._draft("intent", args)
+        draft = self.draft("intent", args)
         draft.effects = effects
         self.intent_entry = await self.deps.writer.append(draft)
         return self.intent_entry
@@ -238,7 +238,7 @@ class Call:
             args = self.summary()
         if self.outcome_details:
             args = args | {"details": self.outcome_details}
-        draft = self._draft(phase, args)
+        draft = self.draft(phase, args)
         draft.outcome = outcome
         draft.reason = reason
         draft.result_hash = None if result is None else hash_value(result)
@@ -246,7 +246,9 @@ class Call:
             draft.effects = tuple(self.success_effects)
         return await self.deps.writer.append(draft)
 
-    def _draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:
+    def draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:
+        """An entry of this call (``action`` defaults to the tool's), signed by its agent and
+        committed only while the agent is active under this charter."""
         agent = self.agent
         return Draft(
             actor=agent.agent_id,
