@@ -29,8 +29,7 @@ from charter.storage.agents import AgentRepo
 from charter.storage.db import transaction
 from charter.storage.tokens import TokenRepo
 from charter.tools import approvals, vault
-from charter.tools.guards import check_reason as check_reason
-from charter.tools.guards import refuse_during_lockdown
+from charter.tools.guards import check_reason, refuse_during_lockdown
 
 DEFAULT_VALIDITY = dt.timedelta(days=90)
 

@@ -30,7 +30,8 @@ from charter.home import Home
 from charter.scopes import is_subset, validate_scopes
 from charter.storage.db import Connection, transaction
 from charter.storage.tokens import NewToken, TokenRepo
-from charter.tools.identity import check_reason, get_agent, load_agent
+from charter.tools.guards import check_reason
+from charter.tools.identity import get_agent, load_agent
 from charter.tools.plan import Plan
 from charter.tools.tokens.codec import encode
 from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer, signing_key
