@@ -7,9 +7,10 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from charter.clock import Clock, SystemClock, rfc3339
 from charter.config import HomeLayout, Settings
@@ -21,10 +22,10 @@ from charter.evidence.jwk import b64url_decode, public_jwk
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
 from charter.keys import pkcs11 as pkcs11_store
 from charter.keys.files import read_passphrase_file
-from charter.storage import ledger_hooks
-from charter.storage.db import Connection, transaction
-from charter.storage.ledger import Draft, Ledger
-from charter.storage.meta import MetaRepo, close_quietly, create_database, open_database
+from charter.storage.ports import Draft, Store, Tx
+from charter.storage.sqlite import SqliteStore
+
+T = TypeVar("T")
 
 _EMAIL = r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$"
 
@@ -34,19 +35,19 @@ class Home:
     """An open Charter home."""
 
     settings: Settings
-    conn: Connection
+    #: Everything the home stores, behind the storage ports (charter.storage.ports).
+    store: Store
     meta: dict[str, str]
     clock: Clock
     #: Every private-key operation of this home goes through its signer (charter.keys).
     signer: Signer
     log_key: KeyHandle
     _owner_key: KeyHandle | None = field(default=None, repr=False)
-    _ledger: Ledger | None = field(default=None, repr=False)
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock | None = None) -> Home:
+    async def open(cls, settings: Settings, clock: Clock | None = None) -> Home:
         """Open an existing home.
 
         Raises:
@@ -54,28 +55,28 @@ class Home:
         """
         layout = settings.layout
         layout.check()
-        conn, meta = open_database(layout.db)
-        if "origin" not in meta:
-            conn.close()
-            raise ConfigError("database has no ledger identity: was `charter init` interrupted?")
+        store = await SqliteStore.open(layout.db)
         try:
+            meta = await store.read(lambda tx: tx.meta.all())
+            if "origin" not in meta:
+                raise ConfigError(
+                    "database has no ledger identity: was `charter init` interrupted?"
+                )
             signer: Signer = pkcs11_store.configured_signer(layout) or FileSigner(
                 layout, passphrase_file=settings.passphrase_file
             )
-        except BaseException:
-            conn.close()
-            raise
-        try:
             log_key = KeyHandle.of(signer, LOG)
             if public_jwk(log_key.public_key)["x"] != json.loads(meta["log_key"])["x"]:
                 raise ConfigError("log.key does not match the ledger's log key")
         except BaseException:
-            conn.close()
+            await store.close()
             raise
-        return cls(settings, conn, meta, clock or SystemClock(), signer, log_key)
+        home = cls(settings, store, meta, clock or SystemClock(), signer, log_key)
+        store.bind(home.identity, home.clock, log_key)
+        return home
 
     @classmethod
-    def init(
+    async def init(
         cls,
         settings: Settings,
         *,
@@ -145,11 +146,11 @@ class Home:
             "issuer_kid": issuer_key.kid,
             "created_at": rfc3339(clock.now()),
         }
-        conn = create_database(layout.db)
-        with transaction(conn):
-            MetaRepo(conn).insert_identity(meta)
-        home = cls(settings, conn, meta, clock, signer, log_key, _owner_key=owner_key)
-        home.record_owner_event(
+        store = await SqliteStore.open(layout.db, create=True)
+        await store.write(lambda tx: tx.meta.insert_identity(meta))
+        home = cls(settings, store, meta, clock, signer, log_key, _owner_key=owner_key)
+        store.bind(home.identity, clock, log_key)
+        await home.record_owner_event(
             "ledger.init",
             {
                 "origin": origin,
@@ -162,17 +163,19 @@ class Home:
         )
         return home
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the database (and a PKCS#11 token's session)."""
-        close_quietly(self.conn)
-        if isinstance(self.signer, pkcs11_store.Pkcs11Signer):
-            self.signer.close()
+        try:
+            await self.store.close()
+        finally:
+            if isinstance(self.signer, pkcs11_store.Pkcs11Signer):
+                self.signer.close()
 
-    def __enter__(self) -> Home:
+    async def __aenter__(self) -> Home:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- identity --------------------------------------------------------------------------
 
@@ -243,16 +246,28 @@ class Home:
 
     # -- ledger ----------------------------------------------------------------------------
 
-    @property
-    def ledger(self) -> Ledger:
-        """The ledger, with every registered in-transaction hook (e.g. the Merkle tree)."""
-        if self._ledger is None:
-            self._ledger = Ledger(
-                self.conn, self.identity, self.clock, log_key=self.log_key, hooks=ledger_hooks()
-            )
-        return self._ledger
+    def owner_event(
+        self,
+        action: str,
+        args: dict[str, Any],
+        *,
+        passphrase: bytes | None = None,
+        outcome: str = "ok",
+    ) -> Draft:
+        """The draft of an owner action (phase ``event``) signing ``args``; append it in a
+        unit of work (``tx.ledger.append_one``) to commit it with the state it records."""
+        return Draft(
+            actor=self.owner_id,
+            owner=self.owner_id,
+            action=action,
+            phase="event",
+            signer=self.owner_key(passphrase),
+            args=args,
+            args_hash=hashlib.sha256(canonical_json(args)).hexdigest(),
+            outcome=outcome,
+        )
 
-    def record_owner_event(
+    async def record_owner_event(
         self,
         action: str,
         args: dict[str, Any],
@@ -261,18 +276,16 @@ class Home:
         outcome: str = "ok",
     ) -> Entry:
         """Sign ``args`` into the ledger as an owner action (phase ``event``)."""
-        return self.ledger.append_one(
-            Draft(
-                actor=self.owner_id,
-                owner=self.owner_id,
-                action=action,
-                phase="event",
-                signer=self.owner_key(passphrase),
-                args=args,
-                args_hash=hashlib.sha256(canonical_json(args)).hexdigest(),
-                outcome=outcome,
-            )
-        )
+        draft = self.owner_event(action, args, passphrase=passphrase, outcome=outcome)
+        return await self.store.write(lambda tx: tx.ledger.append_one(draft))
+
+    async def read(self, work: Callable[[Tx], T]) -> T:
+        """Shorthand for ``home.store.read(work)``."""
+        return await self.store.read(work)
+
+    async def write(self, work: Callable[[Tx], T]) -> T:
+        """Shorthand for ``home.store.write(work)``."""
+        return await self.store.write(work)
 
 
 def resolve_passphrase(path: Path | None) -> bytes | None:

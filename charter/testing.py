@@ -32,7 +32,7 @@ class FrozenClock:
         self.current += dt.timedelta(**delta)
 
 
-def make_home(
+async def make_home(
     root: Path,
     *,
     owner: str = "owner@example.com",
@@ -40,14 +40,14 @@ def make_home(
     passphrase: bytes | None = None,
 ) -> Home:
     """Create a new home at ``root`` (cheap key derivation, for speed)."""
-    return Home.init(
+    return await Home.init(
         Settings(home=root), owner=owner, clock=clock, passphrase=passphrase, cheap_kdf=True
     )
 
 
-def server_for(home: Home, agent: str) -> CharterServer:
+async def server_for(home: Home, agent: str) -> CharterServer:
     """An in-process server acting as ``agent`` (what ``charter serve --agent`` builds)."""
-    ctx = load_agent(home, agent)
+    ctx = await load_agent(home, agent)
 
     async def resolve() -> AgentContext:
         return ctx

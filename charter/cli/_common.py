@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def home_option(fn: F) -> F:
@@ -67,10 +72,32 @@ def settings(
     return Settings.from_env(os.environ, home=home, agent=agent, passphrase_file=passphrase_file)
 
 
-def open_home(home: Path | None, passphrase_file: Path | None = None) -> Home:
+async def open_home(home: Path | None, passphrase_file: Path | None = None) -> Home:
     """Open the home named by ``--home``/``CHARTER_HOME`` (a sealed home opens locked: its
     passphrase file is read only when a key is first needed)."""
-    return Home.open(settings(home, passphrase_file=passphrase_file))
+    return await Home.open(settings(home, passphrase_file=passphrase_file))
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """Make an ``async def`` command body a click callback: each command runs its coroutine
+    to the end on an event loop of its own (the services and storage are async)."""
+
+    @functools.wraps(fn)
+    def command(*args: P.args, **kwargs: P.kwargs) -> R:
+        return run_coroutine(fn(*args, **kwargs))
+
+    return command
+
+
+def run_coroutine(coro: Coroutine[Any, Any, R]) -> R:
+    """Run ``coro`` on a new event loop; from inside a running loop (a test driving the CLI
+    in-process), on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="charter-cli") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def owner_passphrase(home: Home, path: Path | None) -> bytes | None:

@@ -17,6 +17,7 @@ from charter.cli._common import (
     open_home,
     owner_passphrase,
     reason_option,
+    run_async,
     yes_option,
 )
 from charter.cli.mail import EmailOptions, email_options
@@ -106,7 +107,8 @@ def register(cli: click.Group) -> None:
     @approve_option
     @common_options(passphrase=True, as_json=True)
     @email_options
-    def add(
+    @run_async
+    async def add(
         name: str,
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
@@ -119,16 +121,16 @@ def register(cli: click.Group) -> None:
     ) -> None:
         """Create agent NAME with its own key and an owner-signed charter."""
         rules = [approvals.parse_rule(r) for r in approve]
-        with open_home(home) as h:
-            policy = email.apply(h, name, approvals.with_rules({}, rules))
-            warnings = identity.check_settings(
+        async with await open_home(home) as h:
+            policy = await email.apply(h, name, approvals.with_rules({}, rules))
+            warnings = await identity.check_settings(
                 h,
                 scopes=list(scopes),
                 audiences=list(audiences),
                 policy=policy,
                 new_rules=tuple(r.pattern for r in rules),
             )
-            info = identity.add_agent(
+            info = await identity.add_agent(
                 h,
                 name,
                 scopes=list(scopes),
@@ -153,7 +155,8 @@ def register(cli: click.Group) -> None:
     @click.option("--no-approvals", is_flag=True, help="Remove every approval rule.")
     @common_options(passphrase=True, as_json=True)
     @email_options
-    def update(
+    @run_async
+    async def update(
         name: str,
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
@@ -170,22 +173,22 @@ def register(cli: click.Group) -> None:
         ``--approve`` replaces the approval rules; without it they are kept.
         """
         rules = [approvals.parse_rule(r) for r in approve]
-        with open_home(home) as h:
-            old = identity.get_agent(h, name)
+        async with await open_home(home) as h:
+            old = await identity.get_agent(h, name)
             policy = None
             if rules or no_approvals:
                 policy = approvals.with_rules(old.policy, rules)
             if email.given:
-                policy = email.apply(h, name, old.policy if policy is None else policy)
-            warnings = identity.check_settings(
+                policy = await email.apply(h, name, old.policy if policy is None else policy)
+            warnings = await identity.check_settings(
                 h,
                 scopes=list(scopes) or old.scopes,
                 audiences=list(audiences) or old.audiences,
                 policy=old.policy if policy is None else policy,
                 new_rules=tuple(r.pattern for r in rules),
             )
-            stopped = identity.live_tokens(h, old.charter_hash)
-            info = identity.update_agent(
+            stopped = await identity.live_tokens(h, old.charter_hash)
+            info = await identity.update_agent(
                 h,
                 name,
                 scopes=list(scopes) or None,
@@ -209,10 +212,11 @@ def register(cli: click.Group) -> None:
 
     @agent.command("list")
     @common_options(as_json=True)
-    def list_(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def list_(home: Path | None, as_json: bool) -> None:
         """List agents."""
-        with open_home(home) as h:
-            agents = identity.list_agents(h)
+        async with await open_home(home) as h:
+            agents = await identity.list_agents(h)
         if as_json:
             emit_json([a.model_dump() for a in agents])
             return
@@ -224,10 +228,11 @@ def register(cli: click.Group) -> None:
     @agent.command("show")
     @click.argument("name")
     @common_options(as_json=True)
-    def show(name: str, home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def show(name: str, home: Path | None, as_json: bool) -> None:
         """Show one agent and its charter."""
-        with open_home(home) as h:
-            info = identity.get_agent(h, name)
+        async with await open_home(home) as h:
+            info = await identity.get_agent(h, name)
         _emit_agent(info, as_json)
 
     @agent.command("revoke")
@@ -235,7 +240,8 @@ def register(cli: click.Group) -> None:
     @reason_option
     @yes_option
     @common_options(passphrase=True, as_json=True)
-    def revoke(
+    @run_async
+    async def revoke(
         name: str,
         reason: str,
         yes: bool,
@@ -244,15 +250,17 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Revoke NAME: every later call by it is refused and recorded as denied."""
-        with open_home(home) as h:  # a missing or revoked agent fails before the question
-            if identity.get_agent(h, name).status == "revoked":
+        async with await open_home(
+            home
+        ) as h:  # a missing or revoked agent fails before the question
+            if (await identity.get_agent(h, name)).status == "revoked":
                 raise InvalidInput(f"agent {name!r} is already revoked")
         if not yes and not click.confirm(
             f"Revoke agent {name!r}? This cannot be undone", default=False, err=True
         ):
             raise click.Abort
-        with open_home(home) as h:
-            info = identity.revoke_agent(
+        async with await open_home(home) as h:
+            info = await identity.revoke_agent(
                 h, name, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
             )
         emit_result(info, as_json, f"Revoked {name} at {info.revoked_at}")
@@ -263,7 +271,8 @@ def register(cli: click.Group) -> None:
     @click.option("--audience", "audiences", multiple=True, help="Replace the audiences.")
     @click.option("--valid-for", default=None, help="Validity from now (default: as before).")
     @common_options(passphrase=True, as_json=True)
-    def reinstate(
+    @run_async
+    async def reinstate(
         name: str,
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
@@ -273,8 +282,8 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Re-approve NAME after a lifted lockdown: a new owner-signed charter, same key."""
-        with open_home(home) as h:
-            info = lockdown.reinstate_agent(
+        async with await open_home(home) as h:
+            info = await lockdown.reinstate_agent(
                 h,
                 name,
                 scopes=list(scopes) or None,

@@ -13,6 +13,7 @@ from charter.cli._common import (
     open_home,
     owner_passphrase,
     reason_option,
+    run_async,
     yes_option,
 )
 from charter.tools import approvals, lockdown
@@ -49,10 +50,11 @@ def register(cli: click.Group) -> None:
 
     @cli.command("approvals")
     @common_options(as_json=True)
-    def approvals_(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def approvals_(home: Path | None, as_json: bool) -> None:
         """List calls waiting for your approval, each with its exact arguments and hash."""
-        with open_home(home) as h:
-            pending = approvals.list_pending(h)
+        async with await open_home(home) as h:
+            pending = await approvals.list_pending(h)
         if as_json:
             emit_json([a.model_dump() for a in pending])
             return
@@ -73,7 +75,8 @@ def register(cli: click.Group) -> None:
     )
     @yes_option
     @common_options(passphrase=True, as_json=True)
-    def approve(
+    @run_async
+    async def approve(
         approval_id: str,
         valid_for: str,
         yes: bool,
@@ -82,13 +85,13 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Approve APPROVAL_ID: sign it with your owner key; the agent's retry runs once."""
-        with open_home(home) as h:
-            pending = approvals.get_approval(h.conn, approval_id)
+        async with await open_home(home) as h:
+            pending = await approvals.find(h, approval_id)
             if not yes:
                 click.echo(approvals.render(pending), err=True)
                 if not click.confirm("Approve this exact call?", default=False, err=True):
                     raise click.Abort
-            decided = approvals.approve(
+            decided = await approvals.approve(
                 h,
                 approval_id,
                 valid_for=parse_duration(valid_for),
@@ -105,7 +108,8 @@ def register(cli: click.Group) -> None:
     @click.argument("approval_id")
     @reason_option
     @common_options(passphrase=True, as_json=True)
-    def deny(
+    @run_async
+    async def deny(
         approval_id: str,
         reason: str,
         home: Path | None,
@@ -113,8 +117,8 @@ def register(cli: click.Group) -> None:
         as_json: bool,
     ) -> None:
         """Deny APPROVAL_ID: sign the refusal with your owner key."""
-        with open_home(home) as h:
-            decided = approvals.deny(
+        async with await open_home(home) as h:
+            decided = await approvals.deny(
                 h, approval_id, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
             )
         emit_result(decided, as_json, f"Denied {decided.id}.")
@@ -124,7 +128,8 @@ def register(cli: click.Group) -> None:
     @click.option("--lift", is_flag=True, help="End the lockdown (agents stay revoked).")
     @click.option("--status", is_flag=True, help="Only show whether Charter is locked down.")
     @common_options(passphrase=True, as_json=True)
-    def lockdown_(
+    @run_async
+    async def lockdown_(
         reason: str,
         lift: bool,
         status: bool,
@@ -139,16 +144,16 @@ def register(cli: click.Group) -> None:
         """
         if lift and status:
             raise click.UsageError("--lift and --status are exclusive")
-        with open_home(home) as h:
-            before = lockdown.lockdown_state(h.conn)
+        async with await open_home(home) as h:
+            before = await lockdown.get_state(h)
             if status:
                 state = before
             elif lift:
-                state = lockdown.lift(h, passphrase=owner_passphrase(h, passphrase_file))
+                state = await lockdown.lift(h, passphrase=owner_passphrase(h, passphrase_file))
             elif before.active:  # a second lockdown changes nothing and signs nothing
                 state = before
             else:
-                state = lockdown.lockdown(
+                state = await lockdown.lockdown(
                     h, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
                 )
         again = not status and not lift and before.active

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-import time
 from pathlib import Path
 
 import click
 from rich.progress import Progress
 from rich.table import Table
 
-from charter.cli._common import common_options, console, emit_json, open_home
+from charter.cli._common import common_options, console, emit_json, open_home, run_async
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import LedgerIntegrityError, NotFound
-from charter.evidence.entries import Entry
 from charter.tools import audit
 from charter.tools.audit import EntryOut
 
@@ -38,13 +37,14 @@ def register(cli: click.Group) -> None:
     @click.option("-n", "count", default=20, show_default=True, help="How many entries.")
     @click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
     @common_options(as_json=True)
-    def tail(count: int, follow: bool, home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def tail(count: int, follow: bool, home: Path | None, as_json: bool) -> None:
         """Show the last entries."""
-        with open_home(home) as h:
-            size, _ = h.ledger.head()
+        async with await open_home(home) as h:
+            size = await h.read(lambda tx: tx.queries.size())
             start = max(0, size - count)
             while True:
-                entries = [audit.entry_out(Entry.from_body(b)) for b in h.ledger.iter_bodies(start)]
+                entries = await audit.entries_from(h, start)
                 if entries:
                     if as_json:
                         for e in entries:
@@ -54,15 +54,16 @@ def register(cli: click.Group) -> None:
                     start = entries[-1].seq + 1
                 if not follow:
                     return
-                time.sleep(0.5)
+                await asyncio.sleep(0.5)
 
     @audit_group.command("show")
     @click.argument("seq", type=int)
     @common_options()
-    def show(seq: int, home: Path | None) -> None:
+    @run_async
+    async def show(seq: int, home: Path | None) -> None:
         """Print entry SEQ in full."""
-        with open_home(home) as h:
-            entry = h.ledger.get(seq)
+        async with await open_home(home) as h:
+            entry = await h.read(lambda tx: tx.ledger.get(seq))
         if entry is None:
             raise NotFound(f"no entry {seq}")
         emit_json(entry.fields | {"hash": entry.hash})
@@ -82,7 +83,8 @@ def register(cli: click.Group) -> None:
     )
     @trust_options
     @common_options(as_json=True)
-    def verify(
+    @run_async
+    async def verify(
         export_dir: Path | None,
         owner_key: str | None,
         checkpoint: Path | None,
@@ -100,14 +102,16 @@ def register(cli: click.Group) -> None:
             else:
                 # A bar only on a terminal: elsewhere rich would still leave a blank line.
                 quiet = as_json or not sys.stdout.isatty()
-                with open_home(home) as h, Progress(transient=True, disable=quiet) as bar:
-                    task = bar.add_task("verifying", total=h.ledger.head()[0])
-                    report = audit.verify_home(
-                        h,
-                        progress=lambda done, total: bar.update(task, completed=done),
-                        trust=trust,
-                        workers=None,  # signatures on every core (large ledgers only)
-                    )
+                async with await open_home(home) as h:
+                    total = await h.read(lambda tx: tx.queries.size())
+                    with Progress(transient=True, disable=quiet) as bar:
+                        task = bar.add_task("verifying", total=total)
+                        report = await audit.verify_home(
+                            h,
+                            progress=lambda done, _total: bar.update(task, completed=done),
+                            trust=trust,
+                            workers=None,  # signatures on every core (large ledgers only)
+                        )
         except LedgerIntegrityError as exc:
             if as_json:
                 emit_json({"valid": False, "failed_seq": exc.seq, "reason": exc.reason})
@@ -131,10 +135,11 @@ def register(cli: click.Group) -> None:
     @audit_group.command("export")
     @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
     @common_options(as_json=True)
-    def export(folder: Path, home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def export(folder: Path, home: Path | None, as_json: bool) -> None:
         """Write an auditor's bundle (entries, keys, charters) to FOLDER."""
-        with open_home(home) as h:
-            manifest = audit.export(h, folder)
+        async with await open_home(home) as h:
+            manifest = await audit.export(h, folder)
         if as_json:
             emit_json(manifest)
         else:

@@ -17,11 +17,10 @@ from typing import Any
 import anyio
 import click
 
-from charter.cli._common import console
+from charter.cli._common import console, run_async
 from charter.cli.audit import ledger_table
 from charter.config import Settings
 from charter.errors import ServiceError
-from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.tools import audit, identity
 
@@ -37,11 +36,12 @@ def register(cli: click.Group) -> None:
 
     @cli.command("demo")
     @click.option("--keep", is_flag=True, help="Keep the demo home and print where it is.")
-    def demo(keep: bool) -> None:
+    @run_async
+    async def demo(keep: bool) -> None:
         """Run the whole Charter story in seconds, in a throwaway home."""
         root = Path(tempfile.mkdtemp(prefix="charter-demo-"))
         try:
-            run_demo(root / "home")
+            await run_demo(root / "home")
         finally:
             if keep:
                 click.echo(f"\nDemo home kept at {root / 'home'} (CHARTER_HOME={root / 'home'})")
@@ -80,15 +80,15 @@ def _echo_api() -> Iterator[str]:
         httpd.server_close()
 
 
-def run_demo(home_dir: Path) -> None:
+async def run_demo(home_dir: Path) -> None:
     """Run the demo against a new home at ``home_dir``."""
     from charter.tools import vault
 
     started = time.monotonic()
     settings = Settings(home=home_dir)
-    with Home.init(settings, owner="owner@example.com") as home:
+    async with await Home.init(settings, owner="owner@example.com") as home:
         _say("charter init", f"owner owner@example.com; ledger {home.origin}")
-        identity.add_agent(
+        await identity.add_agent(
             home,
             AGENT,
             scopes=["audit:read", "token:issue", "secret:use:DEMO_API_KEY", "email:send"],
@@ -96,11 +96,11 @@ def run_demo(home_dir: Path) -> None:
             policy={"email": {"address": f"{AGENT}@example.com"}},
         )
         _say(f"charter agent add {AGENT}", "its own Ed25519 key + a charter signed by the owner")
-        identity.add_agent(
+        await identity.add_agent(
             home, "reviewer", scopes=["email:read"], policy={"email": {"address": REVIEWER}}
         )
         _say("charter agent add reviewer", f"a second agent, mailbox {REVIEWER}")
-        vault.set_secret(
+        await vault.set_secret(
             home, "DEMO_API_KEY", DEMO_KEY.encode(), description="demo", allowed_hosts=["127.0.0.1"]
         )
         _say("charter secret set DEMO_API_KEY", "encrypted at rest; usable only on 127.0.0.1")
@@ -129,9 +129,9 @@ def run_demo(home_dir: Path) -> None:
         f"valid={verdict['valid']} size={verdict['size']} (the ledger as it stood when "
         "checked: the audit_verify call's own entry is appended after it)",
     )
-    with Home.open(settings) as home:
-        entries = [audit.entry_out(Entry.from_body(b)) for b in home.ledger.iter_bodies()]
-        report = audit.verify_home(home)
+    async with await Home.open(settings) as home:
+        entries = await audit.entries_from(home, 0, limit=1 << 30)
+        report = await audit.verify_home(home)
         leaked = DEMO_KEY.encode() in home.layout.db.read_bytes()
     console().print(ledger_table(entries))
     # Say why the counts differ, so "size=12" then "13 entries" does not look like a bug.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from charter.cli._common import console, emit_json, home_option, json_option, settings
+from charter.cli._common import console, emit_json, home_option, json_option, run_async, settings
 from charter.config import HomeLayout
 from charter.errors import CharterError
 from charter.home import Home
 from charter.keys import FileSigner, KeyHandle, Pkcs11Signer, agent_ref
-from charter.storage.health import HealthRepo
-from charter.storage.vault import VaultRepo
+from charter.storage.health import MailSummary
+from charter.storage.ports import Tx
+from charter.storage.vault import Block
 from charter.storage.vault_hosts import is_legacy
 from charter.tools import witnesses
 
@@ -77,20 +78,42 @@ def check_permissions(layout: HomeLayout) -> list[Check]:
     return out
 
 
-def check_key_store(home: Home) -> list[Check]:
+@dataclass(frozen=True)
+class Facts:
+    """What the checks read from the database, in one snapshot."""
+
+    agent_kids: list[tuple[str, str]]
+    integrity: str
+    mail: MailSummary | None
+    allowed_hosts: list[tuple[str, tuple[str, ...]]]
+    blocks: list[Block]
+
+
+def read_facts(tx: Tx) -> Facts:
+    """The database facts of every check (a unit of work)."""
+    return Facts(
+        agent_kids=tx.health.active_agent_kids(),
+        integrity=tx.health.integrity_check(),
+        mail=tx.health.mail_summary(),
+        allowed_hosts=tx.vault.list_allowed_hosts(),
+        blocks=tx.vault.list_blocks(),
+    )
+
+
+def check_key_store(home: Home, facts: Facts) -> list[Check]:
     """How the keys are kept: in a PKCS#11 token (and all there), or in files (sealed or not)."""
     if isinstance(home.signer, Pkcs11Signer):
-        return _token_checks(home, home.signer)
+        return _token_checks(home, home.signer, facts)
     return [_file_store_check(home)]
 
 
-def _token_checks(home: Home, signer: Pkcs11Signer) -> list[Check]:
+def _token_checks(home: Home, signer: Pkcs11Signer, facts: Facts) -> list[Check]:
     """Keys in a PKCS#11 token: which token, and that the home's keys are all in it."""
     out = [Check("key store", "ok", signer.describe())]
     try:
         labels = set(signer.labels())
         wanted = {"owner", "log", f"issuer:{home.meta.get('issuer_kid', '')}"}
-        wanted |= {agent_ref(name) for name, _ in HealthRepo(home.conn).active_agent_kids()}
+        wanted |= {agent_ref(name) for name, _ in facts.agent_kids}
         missing = sorted(wanted - labels)
         if missing:
             detail = "missing: " + ", ".join(missing)
@@ -146,9 +169,9 @@ def _file_store_check(home: Home) -> Check:
     )
 
 
-def check_keys(home: Home) -> list[Check]:
+def check_keys(home: Home, facts: Facts) -> list[Check]:
     """Every key file loads and matches what the database expects."""
-    out = check_key_store(home)
+    out = check_key_store(home, facts)
     store = home.signer
     sealed = isinstance(store, FileSigner) and store.sealed
     can_unlock = isinstance(store, FileSigner) and store.has_passphrase()
@@ -181,7 +204,7 @@ def check_keys(home: Home) -> list[Check]:
         except CharterError as exc:
             out.append(Check("owner key", "fail", exc.public_message, "restore owner.key"))
     out.append(Check("log key", "ok", f"kid {home.log_key.kid[:12]}…"))
-    for name, kid in HealthRepo(home.conn).active_agent_kids():
+    for name, kid in facts.agent_kids:
         try:
             key = KeyHandle.of(home.signer, agent_ref(name))
             ok = key.kid == kid
@@ -205,12 +228,12 @@ def check_keys(home: Home) -> list[Check]:
     return out
 
 
-def check_database(home: Home) -> list[Check]:
+async def check_database(home: Home, facts: Facts) -> list[Check]:
     """SQLite integrity, and the whole ledger verifies."""
     from charter.tools import audit
 
     out = []
-    result = HealthRepo(home.conn).integrity_check()
+    result = facts.integrity
     out.append(
         Check(
             "database integrity",
@@ -220,7 +243,7 @@ def check_database(home: Home) -> list[Check]:
         )
     )
     try:
-        report = audit.verify_home(home)
+        report = await audit.verify_home(home)
         out.append(Check("ledger", "ok", f"{report.size} entries verify; head {report.head[:16]}…"))
     except CharterError as exc:
         out.append(
@@ -234,9 +257,9 @@ def check_database(home: Home) -> list[Check]:
     return out
 
 
-def check_mail(home: Home) -> Check:
+def check_mail(facts: Facts) -> Check:
     """Mail settings: a configured server, or the local transport."""
-    mail = HealthRepo(home.conn).mail_summary()
+    mail = facts.mail
     if mail is None:
         return Check(
             "mail",
@@ -262,13 +285,12 @@ def check_mail(home: Home) -> Check:
     )
 
 
-def check_vault(home: Home) -> list[Check]:
+def check_vault(facts: Facts) -> list[Check]:
     """Allowed hosts stored before ports counted, and agents blocked from a secret."""
-    repo = VaultRepo(home.conn)
     out = []
     legacy = [
         f"{name}: {host}"
-        for name, hosts in repo.list_allowed_hosts()
+        for name, hosts in facts.allowed_hosts
         for host in hosts
         if is_legacy(host)
     ]
@@ -282,7 +304,7 @@ def check_vault(home: Home) -> list[Check]:
                 "https://HOST:PORT (setting it again also stores the explicit form)",
             )
         )
-    blocked = [f"{b.agent} from {b.secret} since {b.blocked_at}" for b in repo.list_blocks()]
+    blocked = [f"{b.agent} from {b.secret} since {b.blocked_at}" for b in facts.blocks]
     if blocked:
         out.append(
             Check(
@@ -296,7 +318,7 @@ def check_vault(home: Home) -> list[Check]:
     return out
 
 
-def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]:
+async def run_checks(layout: HomeLayout, open_home: Callable[[], Awaitable[Home]]) -> list[Check]:
     """Every check, in order; later checks are skipped when the home cannot be opened."""
     checks = [check_sdk()]
     if not layout.db.exists():
@@ -311,19 +333,20 @@ def run_checks(layout: HomeLayout, open_home: Callable[[], Home]) -> list[Check]
         return checks
     checks.extend(check_permissions(layout))
     try:
-        home = open_home()
+        home = await open_home()
     except CharterError as exc:
         checks.append(Check("home", "fail", exc.public_message, "see the message"))
         return checks
-    with home:
+    async with home:
         checks.append(Check("home", "ok", f"{layout.root} (owner {home.owner_id})"))
-        checks.extend(check_keys(home))
-        checks.extend(check_database(home))
-        checks.append(check_mail(home))
-        checks.extend(check_vault(home))
+        facts = await home.read(read_facts)
+        checks.extend(check_keys(home, facts))
+        checks.extend(await check_database(home, facts))
+        checks.append(check_mail(facts))
+        checks.extend(check_vault(facts))
         checks.extend(
             Check("witnesses", "warn", line, "charter witness submit")
-            for line in witnesses.lagging(home)
+            for line in await witnesses.lagging(home)
         )
     return checks
 
@@ -334,10 +357,11 @@ def register(cli: click.Group) -> None:
     @cli.command("doctor")
     @home_option
     @json_option
-    def doctor(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def doctor(home: Path | None, as_json: bool) -> None:
         """Check the home's permissions, keys, database, ledger and the MCP SDK; say what to fix."""
         s = settings(home)
-        checks = run_checks(s.layout, lambda: Home.open(s))
+        checks = await run_checks(s.layout, lambda: Home.open(s))
         failed = any(c.status == "fail" for c in checks)
         if as_json:
             emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})

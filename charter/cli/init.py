@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli._common import common_options, emit_json, file_option, settings
+from charter.cli._common import common_options, emit_json, file_option, run_async, settings
 from charter.home import Home, resolve_passphrase
 from charter.tools import tokens
 
@@ -42,7 +42,8 @@ def register(cli: click.Group) -> None:
         "(or pin-value=PIN). Needs pip install 'charter[pkcs11]'.",
     )
     @common_options(as_json=True)
-    def init(
+    @run_async
+    async def init(
         owner: str,
         trust_domain: str,
         issuer: str | None,
@@ -55,7 +56,7 @@ def register(cli: click.Group) -> None:
         s = settings(home, passphrase_file=passphrase_file)
         passphrase = resolve_passphrase(s.passphrase_file)
         issuer_url = tokens.normalize_issuer(issuer) if issuer else None  # before anything
-        with Home.init(
+        async with await Home.init(
             s,
             owner=owner,
             trust_domain=trust_domain,
@@ -63,14 +64,14 @@ def register(cli: click.Group) -> None:
             key_store=key_store,
         ) as h:
             if issuer_url is not None:
-                tokens.set_issuer(h, issuer_url)
+                await tokens.set_issuer(h, issuer_url)
             info = {
                 "home": str(s.home),
                 "owner": h.owner_id,
                 "origin": h.origin,
                 "owner_key_protected": passphrase is not None,
                 "keys_sealed": passphrase is not None,
-                "issuer": tokens.issuer(h),
+                "issuer": await tokens.issuer(h),
                 "key_store": "pkcs11" if key_store else "file",
             }
         if as_json:

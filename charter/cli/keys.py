@@ -13,6 +13,7 @@ from charter.cli._common import (
     file_option,
     open_home,
     owner_passphrase,
+    run_async,
     settings,
 )
 from charter.errors import ConfigError
@@ -28,18 +29,20 @@ def keys() -> None:
 
 @keys.command("jwks")
 @common_options()
-def jwks(home: Path | None) -> None:
+@run_async
+async def jwks(home: Path | None) -> None:
     """Print the issuer's JWKS (RFC 8037 OKP keys): what relying parties verify tokens with."""
-    with open_home(home) as h:
-        emit_json(tokens.jwks(h))
+    async with await open_home(home) as h:
+        emit_json(await tokens.jwks(h))
 
 
 @keys.command("rotate")
 @common_options(passphrase=True, as_json=True)
-def rotate(home: Path | None, passphrase_file: Path | None, as_json: bool) -> None:
+@run_async
+async def rotate(home: Path | None, passphrase_file: Path | None, as_json: bool) -> None:
     """Make a new token-signing key; the old one stays in the JWKS until its tokens expire."""
-    with open_home(home) as h:
-        result = tokens.rotate(h, passphrase=owner_passphrase(h, passphrase_file))
+    async with await open_home(home) as h:
+        result = await tokens.rotate(h, passphrase=owner_passphrase(h, passphrase_file))
     emit_result(
         result,
         as_json,
@@ -54,7 +57,8 @@ def rotate(home: Path | None, passphrase_file: Path | None, as_json: bool) -> No
     "File holding the new passphrase (required; its first line).",
 )
 @common_options(passphrase=True, as_json=True)
-def passphrase(
+@run_async
+async def passphrase(
     new_passphrase_file: Path | None,
     home: Path | None,
     passphrase_file: Path | None,
@@ -69,13 +73,13 @@ def passphrase(
     if not new:
         raise ConfigError("the new passphrase file is empty")
     s = settings(home, passphrase_file=passphrase_file)
-    with open_home(home, passphrase_file) as h:
+    async with await open_home(home, passphrase_file) as h:
         old = resolve_passphrase(s.passphrase_file)
         count = change_passphrase(h.layout.keys, old, new)
     s = settings(home, passphrase_file=new_passphrase_file)
-    with Home.open(s) as h:  # the new seal opens, and the owner records the change
+    async with await Home.open(s) as h:  # the new seal opens, and the owner records the change
         h.use_passphrase(new)
-        entry = h.record_owner_event("keys.passphrase", {"files": count})
+        entry = await h.record_owner_event("keys.passphrase", {"files": count})
     result = {"resealed": count, "seq": entry.seq}
     if as_json:
         emit_json(result)

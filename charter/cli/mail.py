@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import click
 from rich.table import Table
 
@@ -24,6 +23,7 @@ from charter.cli._common import (
     file_option,
     open_home,
     owner_passphrase,
+    run_async,
     vault_passphrase_option,
 )
 from charter.errors import InvalidInput
@@ -43,14 +43,14 @@ class EmailOptions:
     max_bytes: int | None = None
     allow_senders: tuple[str, ...] = ()
 
-    def apply(self, home: Home, agent: str, policy: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, home: Home, agent: str, policy: dict[str, Any]) -> dict[str, Any]:
         """``policy`` with these options merged into ``policy["email"]``.
 
         Raises:
             InvalidInput: bad values, or an address another active agent has.
         """
         if self.address is not None:
-            mail.check_address_free(home, self.address, agent)
+            await mail.check_address_free(home, self.address, agent)
         return mail.merge_email_policy(
             policy,
             address=self.address,
@@ -139,7 +139,8 @@ def register(cli: click.Group) -> None:
     @click.option("--timeout", type=int, default=30, show_default=True, help="Seconds.")
     @vault_passphrase_option
     @common_options(passphrase=True)
-    def setup(
+    @run_async
+    async def setup(
         smtp_host: str,
         smtp_port: int | None,
         smtp_security: str,
@@ -165,9 +166,9 @@ def register(cli: click.Group) -> None:
             ca_pem=_read_ca(ca_file),
             timeout_s=timeout,
         )
-        with open_home(home) as h:
+        async with await open_home(home) as h:
             passphrase = owner_passphrase(h, passphrase_file)
-            mail.save_settings(
+            await mail.save_settings(
                 h,
                 settings,
                 _read_password(),
@@ -179,10 +180,11 @@ def register(cli: click.Group) -> None:
 
     @mail_group.command("show")
     @common_options(as_json=True)
-    def show(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def show(home: Path | None, as_json: bool) -> None:
         """Show the mail settings (never the password)."""
-        with open_home(home) as h:
-            settings = mail.load_settings(h.conn)
+        async with await open_home(home) as h:
+            settings = await mail.load_settings(h)
         doc = None if settings is None else settings.public()
         if as_json:
             emit_json({"transport": "local" if doc is None else "smtp", "settings": doc})
@@ -195,31 +197,29 @@ def register(cli: click.Group) -> None:
 
     @mail_group.command("clear")
     @common_options(passphrase=True)
-    def clear(home: Path | None, passphrase_file: Path | None) -> None:
+    @run_async
+    async def clear(home: Path | None, passphrase_file: Path | None) -> None:
         """Forget the mail server and its password (back to the local transport)."""
-        with open_home(home) as h:
-            mail.clear_settings(h, passphrase=owner_passphrase(h, passphrase_file))
+        async with await open_home(home) as h:
+            await mail.clear_settings(h, passphrase=owner_passphrase(h, passphrase_file))
         click.echo("Mail settings removed: agents can mail only each other now.")
 
     @mail_group.command("test")
     @click.option("--to", "to", default=None, help="Send a test message to this address.")
     @click.option("--from", "sender", default=None, help="From address (default: username).")
     @common_options(passphrase=True)
-    def test(
+    @run_async
+    async def test(
         to: str | None, sender: str | None, home: Path | None, passphrase_file: Path | None
     ) -> None:
         """Check the IMAP login and, with --to, send a test message."""
-        with open_home(home) as h:
+        async with await open_home(home) as h:
             passphrase = owner_passphrase(h, passphrase_file) if to else None
-            imap = mail.check_imap(h)
+            imap = await mail.check_imap(h)
             if imap is not None:
                 click.echo(f"IMAP ok: {imap} message(s) in INBOX")
             if to:
-
-                async def run() -> str:
-                    return await mail.send_test(h, to=to, sender=sender, passphrase=passphrase)
-
-                reply = anyio.run(run)
+                reply = await mail.send_test(h, to=to, sender=sender, passphrase=passphrase)
                 click.echo(f"Sent to {to}: {reply}")
             elif imap is None:
                 click.echo("No IMAP server configured; pass --to ADDRESS to test sending.")
@@ -228,10 +228,11 @@ def register(cli: click.Group) -> None:
     @click.option("--agent", default=None, help="Only this agent's messages.")
     @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
     @common_options(as_json=True)
-    def outbox(agent: str | None, limit: int, home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def outbox(agent: str | None, limit: int, home: Path | None, as_json: bool) -> None:
         """What agents sent (or tried to), newest first: never the bodies."""
-        with open_home(home) as h:
-            entries = mail.outbox(h.conn, agent=agent, limit=limit, now=h.clock.now())
+        async with await open_home(home) as h:
+            entries = await mail.outbox(h, agent=agent, limit=limit, now=h.clock.now())
         if as_json:
             emit_json([e.model_dump() for e in entries])
             return

@@ -20,6 +20,7 @@ from charter.cli._common import (
     file_option,
     open_home,
     owner_passphrase,
+    run_async,
     vault_passphrase_option,
 )
 from charter.errors import InvalidInput
@@ -86,7 +87,8 @@ def register(cli: click.Group) -> None:
     @file_option("--from-file", "Read the value from this file (default: stdin).")
     @vault_passphrase_option
     @common_options(passphrase=True, as_json=True)
-    def set_(
+    @run_async
+    async def set_(
         name: str,
         stray: tuple[str, ...],
         description: str | None,
@@ -106,8 +108,8 @@ def register(cli: click.Group) -> None:
                 "(arguments show in `ps` and shell history)"
             )
         value = _read_value(from_file)
-        with open_home(home) as h:
-            info = vault_tools.set_secret(
+        async with await open_home(home) as h:
+            info = await vault_tools.set_secret(
                 h,
                 name,
                 value,
@@ -124,10 +126,11 @@ def register(cli: click.Group) -> None:
 
     @secret.command("list")
     @common_options(as_json=True)
-    def list_(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def list_(home: Path | None, as_json: bool) -> None:
         """List secrets: names, versions, allowed hosts (never values)."""
-        with open_home(home) as h:
-            infos = vault_tools.list_secrets(h)
+        async with await open_home(home) as h:
+            infos = await vault_tools.list_secrets(h)
         if as_json:
             emit_json([dataclasses.asdict(i) for i in infos])
             return
@@ -142,10 +145,11 @@ def register(cli: click.Group) -> None:
     @secret.command("rm")
     @click.argument("name")
     @common_options(passphrase=True)
-    def rm(name: str, home: Path | None, passphrase_file: Path | None) -> None:
+    @run_async
+    async def rm(name: str, home: Path | None, passphrase_file: Path | None) -> None:
         """Delete secret NAME and all its versions."""
-        with open_home(home) as h:
-            info = vault_tools.remove_secret(
+        async with await open_home(home) as h:
+            info = await vault_tools.remove_secret(
                 h, name, passphrase=owner_passphrase(h, passphrase_file)
             )
         versions = ", ".join(str(v) for v in info.versions)
@@ -155,15 +159,18 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     @click.option("--agent", "agent", required=True, help="The agent to let use NAME again.")
     @common_options(passphrase=True)
-    def unblock(name: str, agent: str, home: Path | None, passphrase_file: Path | None) -> None:
+    @run_async
+    async def unblock(
+        name: str, agent: str, home: Path | None, passphrase_file: Path | None
+    ) -> None:
         """Let AGENT use secret NAME again after it was blocked for writing the value itself.
 
         An agent that may only use a secret has never seen its value: writing it in a
         request is a guess, so the request was refused and the agent blocked. Find out why
         (charter audit tail) before lifting the block.
         """
-        with open_home(home) as h:
-            vault_tools.unblock_secret(
+        async with await open_home(home) as h:
+            await vault_tools.unblock_secret(
                 h, name, agent, passphrase=owner_passphrase(h, passphrase_file)
             )
         click.echo(f"Agent {agent} may use {name} again")
@@ -175,15 +182,16 @@ def register(cli: click.Group) -> None:
     )
     @vault_passphrase_option
     @common_options(passphrase=True)
-    def rotate(
+    @run_async
+    async def rotate(
         new_vault_passphrase_file: Path | None,
         vault_passphrase_file: Path | None,
         home: Path | None,
         passphrase_file: Path | None,
     ) -> None:
         """Re-encrypt every secret version under a new master key (one transaction)."""
-        with open_home(home) as h:
-            key_version, rows = vault_tools.rotate_master_key(
+        async with await open_home(home) as h:
+            key_version, rows = await vault_tools.rotate_master_key(
                 h,
                 passphrase=owner_passphrase(h, passphrase_file),
                 vault_passphrase=resolve_passphrase(vault_passphrase_file),

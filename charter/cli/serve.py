@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli._common import common_options, file_option, settings
+from charter.cli._common import common_options, file_option, run_async, settings
 from charter.errors import ConfigError
 from charter.home import Home, resolve_passphrase
 from charter.scopes import validate_scopes
@@ -56,7 +56,8 @@ def register(cli: click.Group) -> None:
         help="Admit only tokens carrying this scope (HTTP 403 otherwise; repeatable).",
     )
     @common_options()
-    def serve(
+    @run_async
+    async def serve(
         agent: str | None,
         log_level: str,
         http: bool,
@@ -79,9 +80,9 @@ def register(cli: click.Group) -> None:
         if http:
             if agent:
                 raise ConfigError("--agent is for stdio; over HTTP each token names its agent")
-            h = Home.open(settings(home))
-            _unlock_or_close(h)
-            run_http(
+            h = await Home.open(settings(home))
+            await _unlock_or_close(h)
+            await run_http(
                 h,
                 host=host,
                 port=port,
@@ -95,23 +96,23 @@ def register(cli: click.Group) -> None:
         s = settings(home, agent)
         if not s.agent:
             raise ConfigError("name the agent to serve: --agent NAME or CHARTER_AGENT=NAME")
-        h = Home.open(s)
-        _unlock_or_close(h)
-        ctx = load_agent(h, s.agent)
-        run_stdio(h, ctx)
+        h = await Home.open(s)
+        await _unlock_or_close(h)
+        ctx = await load_agent(h, s.agent)
+        await run_stdio(h, ctx)
 
 
-def _unlock_or_close(h: Home) -> None:
+async def _unlock_or_close(h: Home) -> None:
     """A server with a sealed home unlocks it now (CHARTER_PASSPHRASE_FILE), or refuses to
     start with one line, rather than failing at its first signature."""
     try:
         h.check_unlocked()
     except BaseException:
-        h.close()
+        await h.close()
         raise
 
 
-def run_http(
+async def run_http(
     home: Home,
     *,
     host: str,
@@ -142,9 +143,9 @@ def run_http(
         log.warning("binding %s: this server is reachable from other machines", host)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     own = tokens.normalize_issuer(issuer or f"http://{netloc}")
-    recorded = tokens.recorded_issuer(home)
+    recorded = await tokens.recorded_issuer(home)
     if recorded is None:
-        tokens.set_issuer(home, own)
+        await tokens.set_issuer(home, own)
         click.echo(
             f"No issuer was set for this home: recorded {own} "
             "(change it on purpose with `charter token issuer set URL`)",
@@ -163,10 +164,10 @@ def run_http(
             recorded,
             recorded,
         )
-    url = tokens.issuer(home)
+    url = await tokens.issuer(home)
     click.echo(f"Charter MCP at {tokens.resource_url(url)} (issuer {url})", err=True)
     try:
-        serve_http(
+        await serve_http(
             home,
             host=host,
             port=port,
@@ -176,7 +177,7 @@ def run_http(
             log_level=log_level,
         )
     finally:
-        home.close()
+        await home.close()
 
 
 def _is_loopback_ip(host: str) -> bool:
@@ -186,7 +187,7 @@ def _is_loopback_ip(host: str) -> bool:
         return False
 
 
-def run_stdio(home: Home, agent: AgentContext) -> None:
+async def run_stdio(home: Home, agent: AgentContext) -> None:
     """Serve ``agent`` over stdio until the client disconnects."""
     # NOTE: imported here: every other CLI command loads this module too, and none of them
     # needs the MCP SDK (about 0.35 s of imports).
@@ -199,6 +200,6 @@ def run_stdio(home: Home, agent: AgentContext) -> None:
 
     server = build_server(Deps(home=home, resolve_agent=resolve))
     try:
-        serve_stdio(server)
+        await serve_stdio(server)
     finally:
-        home.close()
+        await home.close()

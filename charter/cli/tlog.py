@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from charter.cli._common import common_options, emit_json, open_home
+from charter.cli._common import common_options, emit_json, open_home, run_async
 from charter.errors import ConfigError
 from charter.evidence.auditor import AuditReport, Trust
 from charter.evidence.c2sp import NoteError, parse_policy
@@ -120,7 +120,8 @@ def register(cli: click.Group) -> None:
     @audit_group.command("checkpoint")
     @click.option("--out", type=_FILE, default=None, help="Also write the signed note to FILE.")
     @common_options(as_json=True)
-    def checkpoint(out: Path | None, home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def checkpoint(out: Path | None, home: Path | None, as_json: bool) -> None:
         """Print a checkpoint of the whole ledger signed by the log key (C2SP signed note).
 
         Signs a new one if the ledger grew since the last, and has the configured witnesses
@@ -129,9 +130,9 @@ def register(cli: click.Group) -> None:
         """
         from charter.tools import witnesses
 
-        with open_home(home) as h:
-            out_ = witnesses.checkpoint_witnessed(h)
-            for line in witnesses.lagging(h):
+        async with await open_home(home) as h:
+            out_ = await witnesses.checkpoint_witnessed(h)
+            for line in await witnesses.lagging(h):
                 click.echo(f"warning: {line}", err=True)
         _write(out, out_.note)
         if as_json:
@@ -149,7 +150,8 @@ def register(cli: click.Group) -> None:
     )
     @click.option("--out", type=_FILE, default=None, help="Also write the proof to FILE.")
     @common_options(as_json=True)
-    def prove(
+    @run_async
+    async def prove(
         seq: int, tree_size: int | None, out: Path | None, home: Path | None, as_json: bool
     ) -> None:
         """Print a c2sp.org/tlog-proof@v1 inclusion proof of entry SEQ.
@@ -157,8 +159,8 @@ def register(cli: click.Group) -> None:
         The proof, the entry's bytes and the log's key let anyone check offline that the entry
         is in a signed checkpoint.
         """
-        with open_home(home) as h:
-            proof = tlog.prove(h, seq, tree_size)
+        async with await open_home(home) as h:
+            proof = await tlog.prove(h, seq, tree_size)
         _write(out, proof.tlog_proof)
         if as_json:
             emit_json(proof.model_dump())
@@ -169,11 +171,12 @@ def register(cli: click.Group) -> None:
     @click.argument("old_size", type=click.IntRange(min=0))
     @click.argument("new_size", type=click.IntRange(min=0))
     @common_options(as_json=True)
-    def consistency(old_size: int, new_size: int, home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def consistency(old_size: int, new_size: int, home: Path | None, as_json: bool) -> None:
         """Print the RFC 9162 consistency proof from OLD_SIZE to NEW_SIZE, one base64 hash per
         line: it shows the first OLD_SIZE entries are a prefix of the first NEW_SIZE."""
-        with open_home(home) as h:
-            result = tlog.consistency(h, old_size, new_size)
+        async with await open_home(home) as h:
+            result = await tlog.consistency(h, old_size, new_size)
         if as_json:
             emit_json(result.model_dump())
         else:
@@ -182,7 +185,8 @@ def register(cli: click.Group) -> None:
 
     @keys_group.command("log")
     @common_options()
-    def log_key(home: Path | None) -> None:
+    @run_async
+    async def log_key(home: Path | None) -> None:
         """Print the log's verifier key (C2SP vkey): what checks this ledger's checkpoints."""
-        with open_home(home) as h:
+        async with await open_home(home) as h:
             click.echo(tlog.log_verifier(h).vkey)

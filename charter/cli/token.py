@@ -14,6 +14,7 @@ from charter.cli._common import (
     open_home,
     owner_passphrase,
     reason_option,
+    run_async,
 )
 from charter.errors import TokenInvalid
 from charter.tools import tokens
@@ -41,7 +42,8 @@ def register(cli: click.Group) -> None:
         help=f"Lifetime in seconds (1 to {tokens.MAX_TTL_SECONDS}).",
     )
     @common_options(passphrase=True, as_json=True)
-    def issue(
+    @run_async
+    async def issue(
         agent_name: str,
         audience: str,
         scopes: tuple[str, ...],
@@ -55,8 +57,8 @@ def register(cli: click.Group) -> None:
         The token goes to stdout alone, so `TOKEN=$(charter token issue ...)` works; its id
         and expiry go to stderr. It is shown once and never stored.
         """
-        with open_home(home) as h:
-            issued = tokens.issue_for_owner(
+        async with await open_home(home) as h:
+            issued = await tokens.issue_for_owner(
                 h,
                 agent_name,
                 audience=audience,
@@ -79,7 +81,8 @@ def register(cli: click.Group) -> None:
     @click.option("--audience", required=True, help="The audience the token must be for.")
     @click.option("--issuer", default=None, help="Expected issuer (default: this home's).")
     @common_options(as_json=True)
-    def verify(
+    @run_async
+    async def verify(
         value: str, audience: str, issuer: str | None, home: Path | None, as_json: bool
     ) -> None:
         """Check TOKEN completely (`-` reads it from stdin) and print its claims or why not.
@@ -88,9 +91,9 @@ def register(cli: click.Group) -> None:
         of the token and its agent. Exits 5 when the token is invalid.
         """
         text = sys.stdin.readline().strip() if value == "-" else value.strip()
-        with open_home(home) as h:
+        async with await open_home(home) as h:
             try:
-                verified = tokens.verify(
+                verified = await tokens.verify(
                     h,
                     text,
                     audience=audience,
@@ -111,12 +114,13 @@ def register(cli: click.Group) -> None:
     @token.group("issuer", invoke_without_command=True)
     @common_options()
     @click.pass_context
-    def issuer_group(ctx: click.Context, home: Path | None) -> None:
+    @run_async
+    async def issuer_group(ctx: click.Context, home: Path | None) -> None:
         """Show this home's token issuer (`iss`); `issuer set URL` changes it."""
         if ctx.invoked_subcommand is not None:
             return
-        with open_home(home) as h:
-            recorded = tokens.recorded_issuer(h)
+        async with await open_home(home) as h:
+            recorded = await tokens.recorded_issuer(h)
         if recorded is None:
             click.echo(f"{tokens.DEFAULT_ISSUER} (default: none set yet)")
         else:
@@ -125,16 +129,17 @@ def register(cli: click.Group) -> None:
     @issuer_group.command("set")
     @click.argument("url")
     @common_options()
-    def issuer_set(url: str, home: Path | None) -> None:
+    @run_async
+    async def issuer_set(url: str, home: Path | None) -> None:
         """Set the issuer to URL, an http(s) origin: the URL clients reach the server at.
 
         Every outstanding token stops verifying (its `iss` no longer matches); restart any
         running `charter serve --http` so it advertises the new issuer.
         """
-        with open_home(home) as h:
-            previous = tokens.issuer(h)
-            changed = tokens.set_issuer(h, url)
-            current = tokens.issuer(h)
+        async with await open_home(home) as h:
+            previous = await tokens.issuer(h)
+            changed = await tokens.set_issuer(h, url)
+            current = await tokens.issuer(h)
         if changed:
             click.echo(f"Issuer is now {current} (was {previous}); restart running servers")
         else:
@@ -144,12 +149,13 @@ def register(cli: click.Group) -> None:
     @click.argument("jti")
     @reason_option
     @common_options(passphrase=True, as_json=True)
-    def revoke(
+    @run_async
+    async def revoke(
         jti: str, reason: str, home: Path | None, passphrase_file: Path | None, as_json: bool
     ) -> None:
         """Revoke the token with id JTI: refused everywhere from now on."""
-        with open_home(home) as h:
-            record = tokens.revoke(
+        async with await open_home(home) as h:
+            record = await tokens.revoke(
                 h, jti, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
             )
         emit_result(

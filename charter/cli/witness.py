@@ -18,6 +18,7 @@ from charter.cli._common import (
     emit_json,
     open_home,
     owner_passphrase,
+    run_async,
 )
 from charter.errors import ConfigError
 
@@ -85,14 +86,15 @@ def register(cli: click.Group) -> None:
     @click.argument("url")
     @click.argument("vkey")
     @common_options(passphrase=True, as_json=True)
-    def add(
+    @run_async
+    async def add(
         url: str, vkey: str, home: Path | None, passphrase_file: Path | None, as_json: bool
     ) -> None:
         """Have the witness at URL (its vkey VKEY) cosign this home's checkpoints."""
         from charter.tools import witnesses
 
-        with open_home(home) as h:
-            out = witnesses.add_witness(
+        async with await open_home(home) as h:
+            out = await witnesses.add_witness(
                 h, url, vkey, passphrase=owner_passphrase(h, passphrase_file)
             )
         if as_json:
@@ -102,12 +104,13 @@ def register(cli: click.Group) -> None:
 
     @witness_group.command("list")
     @common_options(as_json=True)
-    def list_(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def list_(home: Path | None, as_json: bool) -> None:
         """The configured witnesses and how far each has cosigned."""
         from charter.tools import witnesses
 
-        with open_home(home) as h:
-            rows = witnesses.list_witnesses(h)
+        async with await open_home(home) as h:
+            rows = await witnesses.list_witnesses(h)
         if as_json:
             emit_json([r.model_dump() for r in rows])
             return
@@ -117,14 +120,15 @@ def register(cli: click.Group) -> None:
 
     @witness_group.command("submit")
     @common_options(as_json=True)
-    def submit(home: Path | None, as_json: bool) -> None:
+    @run_async
+    async def submit(home: Path | None, as_json: bool) -> None:
         """Sign a checkpoint if the ledger grew and submit it to every witness now."""
         from charter.tools import witnesses
 
-        with open_home(home) as h:
-            witnesses.checkpoint_witnessed(h)
-            results = witnesses.list_witnesses(h)
-            lagging = witnesses.lagging(h)
+        async with await open_home(home) as h:
+            await witnesses.checkpoint_witnessed(h)
+            results = await witnesses.list_witnesses(h)
+            lagging = await witnesses.lagging(h)
         if as_json:
             emit_json({"witnesses": [r.model_dump() for r in results], "lagging": lagging})
             return

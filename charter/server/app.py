@@ -29,7 +29,7 @@ from charter.evidence.charters import check_validity
 from charter.server import calls
 from charter.server.approvals import InputRequired
 from charter.server.deps import Deps
-from charter.storage.ledger import Draft, agent_refusal
+from charter.storage.ports import Draft
 from charter.tools.identity import AgentContext
 
 log = logging.getLogger("charter.server")
@@ -126,7 +126,7 @@ class CharterServer(MCPServer[Any]):
         token = calls.enter(call)
         try:
             try:
-                _check_agent_active(deps, agent)
+                await _check_agent_active(deps, agent)
                 if name not in self.specs:
                     raise InvalidInput(f"unknown tool {name!r}")
                 result = await super().call_tool(name, arguments, context)
@@ -186,8 +186,9 @@ class CharterServer(MCPServer[Any]):
             log.exception("could not record a refused call")
 
 
-def _check_agent_active(deps: Deps, agent: AgentContext) -> None:
-    refusal = agent_refusal(deps.home.conn, agent.name, agent.charter.hash)
+async def _check_agent_active(deps: Deps, agent: AgentContext) -> None:
+    name, charter = agent.name, agent.charter.hash
+    refusal = await deps.home.read(lambda tx: tx.agent_refusal(name, charter))
     if refusal is not None:
         raise refusal
     check_validity(agent.charter, deps.home.clock.now())
@@ -215,10 +216,10 @@ def _translate(tool: str, exc: ToolError) -> tuple[str, str]:
 def _lifespan(deps: Deps) -> Callable[[MCPServer[Any]], Any]:
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Any]) -> AsyncIterator[None]:
-        deps.start()
+        await deps.start()
         try:
             yield None
         finally:
-            deps.shutdown()
+            await deps.shutdown()
 
     return lifespan

@@ -34,6 +34,8 @@ from pydantic import BaseModel, Field
 
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import NotFound
+from charter.evidence.entries import Entry
+from charter.storage.ports import Tx
 from charter.tools import approvals as store
 from charter.tools.approvals import Approval, ApprovalPending, ApprovalRefused, Mode
 
@@ -132,18 +134,27 @@ async def _owner_approval(
 ) -> dict[str, Any]:
     home = call.deps.home
     now = home.clock.now()
-    latest = store.latest_for_call(home.conn, call.agent.name, call.tool, call.args_hash, "owner")
+    agent, tool, args_hash = call.agent.name, call.tool, call.args_hash
+
+    def look(tx: Tx) -> tuple[Approval | None, Entry | None]:
+        latest = store.latest_for_call(tx, agent, tool, args_hash, "owner")
+        decision = None if latest is None else store.genuine_decision(home, tx, latest)
+        return latest, decision
+
+    latest, decision = await home.read(look)
     note = ""
     if latest is not None:
         expired = parse_rfc3339(latest.expires_at) <= now
         if latest.status == "approved" and not expired:
-            decision = store.genuine_decision(home, latest)
             if decision is None:
                 raise ApprovalRefused(
                     f"approval {latest.id} is not signed by the owner's key; the call was not run"
                 )
-            if store.claim(
-                home.conn, latest.id, status="approved", call_id=call.call_id, now=rfc3339(now)
+            approval_id, call_id = latest.id, call.call_id
+            if await home.write(
+                lambda tx: store.claim(
+                    tx, approval_id, status="approved", call_id=call_id, now=rfc3339(now)
+                )
             ):
                 return _link(latest, decision=decision.hash)
         if latest.status == "pending" and not expired:
@@ -227,7 +238,7 @@ async def _client_approval_by_retry(
                 request_state=json.dumps({"approval": request.id}),
             )
         )
-    request = _stored_request(call, ctx.request_state)
+    request = await _stored_request(call, ctx.request_state)
     key = _KEY_PREFIX + request.id
     answer = answers.get(key)
     if set(answers) != {key} or not isinstance(answer, ElicitResult):
@@ -235,11 +246,11 @@ async def _client_approval_by_retry(
     return await _settle(call, ctx, request, _answer_of(answer))
 
 
-def _stored_request(call: Call, state: str) -> Approval:
+async def _stored_request(call: Call, state: str) -> Approval:
     """The pending client request a retried call's (SDK-sealed) state names, checked."""
     try:
         approval_id = str(json.loads(state)["approval"])
-        request = store.get_approval(call.deps.home.conn, approval_id)
+        request = await store.find(call.deps.home, approval_id)
     except (ValueError, KeyError, TypeError, NotFound):
         raise ApprovalRefused(
             "the retried call names no approval request of this server; it was not run"
@@ -269,13 +280,14 @@ async def _settle(
     now = home.clock.now()
     if answer == "accept" and parse_rfc3339(request.expires_at) <= now:
         answer = "expired"
+    approval_id, call_id, stamp = request.id, call.call_id, rfc3339(now)
     if answer == "accept":
-        if not store.claim(
-            home.conn, request.id, status="pending", call_id=call.call_id, now=rfc3339(now)
+        if not await home.write(
+            lambda tx: store.claim(tx, approval_id, status="pending", call_id=call_id, now=stamp)
         ):
             raise ApprovalRefused(f"approval {request.id} was already answered; it was not run")
     else:
-        store.close_request(home.conn, request.id, reason=answer, now=rfc3339(now))
+        await home.write(lambda tx: store.close_request(tx, approval_id, reason=answer, now=stamp))
     draft = call.draft(
         "event",
         {
@@ -365,7 +377,7 @@ async def _record_request(
         expires_at=expires_at,
         request_entry=entry.hash,
     )
-    store.insert_request(home.conn, approval)
+    await home.write(lambda tx: store.insert_request(tx, approval))
     return approval
 
 

@@ -72,14 +72,16 @@ class CharterTokenVerifier(TokenVerifier):
         self.audience = audience
         self.issuer = issuer
 
-    def check(self, token: str) -> tokens.VerifiedToken:
+    async def check(self, token: str) -> tokens.VerifiedToken:
         """Verify ``token``; a refusal is logged (reason and jti, never the token).
 
         Raises:
             TokenInvalid: the typed reason.
         """
         try:
-            return tokens.verify(self.home, token, audience=self.audience, issuer_url=self.issuer)
+            return await tokens.verify(
+                self.home, token, audience=self.audience, issuer_url=self.issuer
+            )
         except TokenInvalid as exc:
             log_refusal("bearer token", exc)
             raise
@@ -87,7 +89,7 @@ class CharterTokenVerifier(TokenVerifier):
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's access grant, or None (the SDK answers 401; the reason goes with it)."""
         try:
-            verified = self.check(token)
+            verified = await self.check(token)
         except TokenInvalid as exc:
             refusals = _refusals.get()
             if refusals is not None:
@@ -125,12 +127,12 @@ class TokenAgentResolver:
         access = get_access_token()
         if access is None:
             raise tokens.errors.MissingToken("no bearer token reached the call")
-        verified = self.verifier.check(access.token)  # raises the typed reason
+        verified = await self.verifier.check(access.token)  # raises the typed reason
         # A verified token names an active agent and its current charter.
         cache_key = (verified.agent_name, str(verified.claims["charter"]))
         agent = self._agents.get(cache_key)
         if agent is None:
-            agent = load_agent(self.verifier.home, verified.agent_name)
+            agent = await load_agent(self.verifier.home, verified.agent_name)
             self._agents[(agent.name, agent.charter.hash)] = agent
         return dataclasses.replace(agent, token_scopes=verified.scopes)
 
@@ -163,7 +165,7 @@ def build_http_app(
     secret_digest = None if not introspection_secret else _digest(introspection_secret)
 
     async def jwks(_request: Request) -> Response:
-        return JSONResponse(tokens.jwks(home), headers={"Cache-Control": "max-age=60"})
+        return JSONResponse(await tokens.jwks(home), headers={"Cache-Control": "max-age=60"})
 
     async def issuer_configuration(_request: Request) -> Response:
         return JSONResponse(metadata)
@@ -179,7 +181,7 @@ def build_http_app(
         if not token:
             return _error(400, "invalid_request", "the form must carry `token`")
         # RFC 7662 §2.2: an inactive token's answer says nothing more; the reason is logged.
-        answer = tokens.introspect(
+        answer = await tokens.introspect(
             home,
             token,
             issuer_url=issuer_url,
@@ -368,7 +370,7 @@ def _transport_security(issuer_url: str) -> TransportSecuritySettings:
     )
 
 
-def serve_http(
+async def serve_http(
     home: Home,
     *,
     host: str,
@@ -392,4 +394,4 @@ def serve_http(
         required_scopes=required_scopes,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())
-    uvicorn.Server(config).run()
+    await uvicorn.Server(config).serve()

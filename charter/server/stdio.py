@@ -29,7 +29,6 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
@@ -222,15 +221,11 @@ async def fast_stdio() -> AsyncIterator[tuple[Any, Any]]:
                 os.set_blocking(fd, True)
 
 
-def serve_stdio(server: MCPServer[Any]) -> None:
+async def serve_stdio(server: MCPServer[Any]) -> None:
     """Serve ``server`` over this process's stdin and stdout until the client disconnects."""
     if not can_serve_fast():
-        server.run("stdio")
+        await server.run_stdio_async()
         return
     lowlevel = server._lowlevel_server  # as MCPServer.run_stdio_async
-
-    async def main() -> None:
-        async with fast_stdio() as (read_stream, write_stream):
-            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
-
-    anyio.run(main)
+    async with fast_stdio() as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

@@ -40,14 +40,12 @@ def _wire_checkpoints(deps: Deps) -> None:
     every = home.settings.checkpoint_every
     if every > 0:
         deps.after_commit.append(
-            checkpoints.periodic_checkpoints(
-                home, every, on_signed=lambda conn: witnesses.kick(home, conn)
-            )
+            checkpoints.periodic_checkpoints(every, on_signed=lambda tx: witnesses.kick(home, tx))
         )
     final, stop = checkpoints.final_checkpoint(home), witnesses.stop_submitter(home)
 
-    def shutdown() -> None:
-        final()
-        stop()
+    async def shutdown() -> None:
+        await final()
+        await stop()
 
     deps.on_shutdown.append(shutdown)

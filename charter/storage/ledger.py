@@ -13,19 +13,15 @@ resolved only after its entry is durable.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charter.clock import Clock, parse_rfc3339, rfc3339
-from charter.errors import AgentRevoked, CharterError, LedgerUnavailable, WriteLockBusy
-from charter.evidence.charters import CharterView, check_validity
+from charter.errors import AgentRevoked, CharterError, LedgerUnavailable
+from charter.evidence.charters import check_validity
 from charter.evidence.entries import (
     FORMAT_VERSION,
     OUTCOMES,
@@ -35,48 +31,20 @@ from charter.evidence.entries import (
     sign_entry,
 )
 from charter.evidence.jwk import Ed25519Signer
-from charter.storage.db import preallocate_wal, transaction
+from charter.storage.db import transaction
 from charter.storage.ledger_rows import ROW_COLUMNS, row_mismatch
+from charter.storage.ports import Draft, Effect
+
+if TYPE_CHECKING:
+    from charter.storage.ports import Tx
+
+__all__ = ["Draft", "Effect", "Ledger", "agent_refusal"]
 
 log = logging.getLogger(__name__)
 
 
 #: Called inside the append transaction for every new entry: (connection, seq, entry bytes).
 AppendHook = Callable[[sqlite3.Connection, int, bytes], None]
-#: Called on the writer thread after each committed batch, with the writer's connection
-#: (e.g. to sign a checkpoint every N entries, off the callers' path).
-AfterCommit = Callable[[sqlite3.Connection], None]
-#: A state change committed atomically with one entry (e.g. a token's row with the outcome
-#: that issues it): run inside the append transaction, just before the entry is inserted.
-Effect = Callable[[sqlite3.Connection], object]
-
-
-@dataclass(slots=True)
-class Draft:
-    """An entry to be appended; the ledger fills in seq, ts, prev, kid and sig."""
-
-    actor: str
-    owner: str
-    action: str
-    phase: str
-    signer: Ed25519Signer
-    charter: str | None = None
-    session: str | None = None
-    call: str | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    args_hash: str | None = None
-    outcome: str | None = None
-    reason: str | None = None
-    result_hash: str | None = None
-    #: Agent name that must still be active (with ``charter`` current) when the entry is
-    #: committed; checked inside the append transaction so a revocation wins every race.
-    require_agent: str | None = None
-    #: The signer's charter (with ``require_agent``): the entry's time must fall inside its
-    #: validity window, checked in the append transaction like revocation, so an agent key
-    #: never signs past its charter (a refusal then goes under the log key).
-    charter_view: CharterView | None = None
-    #: Committed with this entry or not at all; dropped when the entry is refused.
-    effects: tuple[Effect, ...] = ()
 
 
 def agent_refusal(conn: sqlite3.Connection, name: str, charter: str | None) -> AgentRevoked | None:
@@ -106,8 +74,11 @@ class Ledger:
         *,
         log_key: Ed25519Signer | None = None,
         hooks: Sequence[AppendHook] = (),
+        tx: Tx | None = None,
     ) -> None:
         self.conn = conn
+        #: The unit of work the effects of a draft are run with.
+        self.tx = tx
         self.identity = identity
         self.clock = clock
         self.log_key = log_key
@@ -206,8 +177,10 @@ class Ledger:
         """
         try:
             with transaction(self.conn):  # nested: a savepoint, so the batch goes on
+                if self.tx is None:
+                    raise LedgerUnavailable("effects need a unit of work")
                 for effect in effects:
-                    effect(self.conn)
+                    effect(self.tx)
                 self._insert(entry)
         except CharterError as exc:
             return exc
@@ -318,194 +291,3 @@ def _fields(draft: Draft, seq: int, ts: str, prev: str) -> dict[str, Any]:
         "reason": draft.reason,
         "result_hash": draft.result_hash,
     }
-
-
-class _RunHooks:
-    """Queue marker: an inline commit happened; run the after-commit hooks."""
-
-
-_Pending = tuple[Draft, "asyncio.Future[Entry]", asyncio.AbstractEventLoop]
-
-
-class LedgerWriter:
-    """Group commit for a server: callers await durable appends, one transaction per batch.
-
-    Each batch is one ``BEGIN IMMEDIATE … COMMIT`` (one fsync); a caller's future resolves
-    only after the commit, so an acknowledged entry is on disk.
-
-    Two ways to run a batch, same guarantees:
-
-    - ``inline=False``: a writer thread takes batches from a queue; each costs two thread
-      hops (to the thread and back to the event loop).
-    - ``inline=True`` (the servers): the first caller of a loop turn leads. It yields once,
-      so every caller ready in that turn joins its batch, then commits the batch on the
-      event loop's thread and resolves the others. A lone caller pays one loop turn instead
-      of two thread hops; concurrent callers still share one fsync. The loop is held for
-      the commit, which its callers are waiting for anyway. When the writer thread holds
-      the connection (running after-commit hooks), or another process holds the database's
-      write lock, the batch is handed to the thread instead: the loop never waits for a lock.
-
-    After-commit hooks always run on the writer thread; after inline commits,
-    :attr:`HOOK_DELAY` later. The thread first grows the database's write-ahead log to its
-    working size (:func:`~charter.storage.db.preallocate_wal`), so that even a new
-    server's first commits overwrite blocks instead of appending to the file.
-    """
-
-    _MAX_BATCH = 256
-    #: Seconds after an inline commit before the writer thread runs the after-commit hooks,
-    #: for every inline commit since: waking the thread for each commit costs a thread hop.
-    HOOK_DELAY = 0.05
-    #: Busy timeout of the writer's connection in inline mode: an inline commit waits this
-    #: long for another process's write lock before handing its batch to the writer thread
-    #: (which retries for up to ``db.LOCK_WAIT_SECONDS``).
-    INLINE_BUSY_TIMEOUT_MS = 20
-
-    def __init__(
-        self, ledger: Ledger, after_commit: Sequence[AfterCommit] = (), *, inline: bool = True
-    ) -> None:
-        self.ledger = ledger
-        self.after_commit = list(after_commit)
-        self.inline = inline
-        #: Held while the ledger's connection is in use, by the thread or an inline append.
-        self._lock = threading.Lock()
-        #: Inline commits happened whose after-commit hooks have not run yet.
-        self._hooks_due = False
-        #: Inline batches being gathered, one per event loop (its callers of this turn).
-        self._gathering: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
-        if inline:  # each inline try for the write lock waits this long (see _commit_inline)
-            ledger.conn.execute(f"PRAGMA busy_timeout={self.INLINE_BUSY_TIMEOUT_MS:d}")
-        self._queue: queue.SimpleQueue[_Pending | _RunHooks | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="charter-ledger", daemon=True)
-        self._thread.start()
-
-    async def append(self, draft: Draft) -> Entry:
-        """Append one draft; return once it is committed.
-
-        Raises:
-            CharterError: the refusal for this draft, or ``LedgerUnavailable``.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Entry] = loop.create_future()
-        if not self.inline:
-            self._queue.put((draft, future, loop))
-            return await future
-        batch = self._gathering.setdefault(loop, [])
-        batch.append((draft, future, loop))
-        if len(batch) == 1:  # the first caller of this loop turn leads the batch
-            try:
-                await asyncio.sleep(0)  # callers ready in this turn join the batch
-            finally:  # even when the leader is cancelled: the others are waiting on it
-                self._commit_inline(self._gathering.pop(loop))
-        return await future
-
-    def _commit_inline(self, batch: list[_Pending]) -> None:
-        if not self._lock.acquire(blocking=False):
-            self._hand_over(batch)  # the writer thread has the connection
-            return
-        try:
-            # One short try for the write lock: the event loop must not wait out another
-            # process's transaction; if the lock is taken, the writer thread waits instead.
-            results = self._append([d for d, _, _ in batch], lock_wait=0.0)
-            wake = bool(self.after_commit) and not self._hooks_due
-            self._hooks_due = self._hooks_due or wake
-        except WriteLockBusy:
-            self._hand_over(batch)
-            return
-        finally:
-            self._lock.release()
-        if wake:  # start the hooks' timer on the writer thread (once per HOOK_DELAY)
-            self._queue.put(_RunHooks())
-        _resolve([(future, result) for (_, future, _), result in zip(batch, results, strict=True)])
-
-    def _hand_over(self, batch: list[_Pending]) -> None:
-        for pending in batch:
-            self._queue.put(pending)
-
-    def close(self) -> None:
-        """Finish pending appends and stop the writer thread."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        with self._lock:
-            try:
-                preallocate_wal(self.ledger.conn)
-            except Exception:  # only an optimization: the thread must live to commit
-                log.exception("write-ahead log preallocation failed")
-        stop = False
-        while not stop:
-            try:
-                item = self._queue.get(timeout=self.HOOK_DELAY if self._hooks_due else None)
-            except queue.Empty:  # inline commits happened a while ago: their hooks, now
-                with self._lock:
-                    self._run_hooks()
-                continue
-            if item is None:
-                break
-            batch: list[_Pending] = []
-            while True:
-                if not isinstance(item, _RunHooks):  # a marker only starts the timer
-                    batch.append(item)
-                if len(batch) >= self._MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-            if batch:
-                with self._lock:
-                    self._commit(batch)
-                    self._run_hooks()
-        if self._hooks_due:
-            with self._lock:
-                self._run_hooks()
-
-    def _append(
-        self, drafts: list[Draft], lock_wait: float | None = None
-    ) -> list[Entry | CharterError]:
-        """``Ledger.append``, with any failure turned into each draft's error (except a busy
-        write lock on an inline attempt, ``lock_wait=0``: the caller hands the batch over)."""
-        try:
-            return self.ledger.append(drafts, lock_wait=lock_wait)
-        except WriteLockBusy as exc:
-            if lock_wait == 0.0:
-                raise
-            return [exc] * len(drafts)
-        except CharterError as exc:
-            return [exc] * len(drafts)
-        except Exception as exc:  # never leave a caller waiting forever
-            log.exception("ledger writer failed")
-            error = LedgerUnavailable(f"the ledger cannot be written: {type(exc).__name__}")
-            return [error] * len(drafts)
-
-    def _commit(self, batch: list[_Pending]) -> None:
-        results = self._append([d for d, _, _ in batch])
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Entry], Any]]] = {}
-        for (_, future, loop), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append((future, result))
-        for loop, pairs in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, pairs)
-            except RuntimeError:  # the loop has closed; its callers are gone
-                continue
-
-    def _run_hooks(self) -> None:
-        self._hooks_due = False
-        for hook in self.after_commit:  # callers already have their results
-            try:
-                hook(self.ledger.conn)
-            except Exception:
-                log.exception("after-commit hook failed")
-
-
-def _resolve(pairs: list[tuple[asyncio.Future[Entry], Any]]) -> None:
-    for future, result in pairs:
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)

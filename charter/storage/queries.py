@@ -74,6 +74,11 @@ class LedgerQueries:
         nxt = int(rows[limit][0]) if len(rows) > limit else None
         return LedgerPage(entries=tuple(entries), next_cursor=nxt)
 
+    def size(self) -> int:
+        """Number of entries in the ledger (one primary-key probe)."""
+        row = self.conn.execute("SELECT seq FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        return 0 if row is None else int(row[0]) + 1
+
     def get_body(self, seq: int) -> bytes | None:
         """The stored bytes of entry ``seq``, unchecked, or None if there is no such row."""
         row = self.conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()

@@ -250,6 +250,10 @@ class TreeStore:
             lambda get: merkle.consistency_proof(old_size, new_size, get),
         )
 
+    def mismatched(self, expected: Sequence[tuple[int, int, bytes]]) -> Address | None:
+        """The first of ``expected`` nodes the store lacks or holds differently, or None."""
+        return mismatched_node(self.conn, expected)
+
     def _check(self, size: int) -> None:
         have = self.size()
         if not 0 <= size <= have:

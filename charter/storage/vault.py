@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import nacl.pwhash
 import nacl.utils
 
 from charter.clock import Clock, rfc3339
-from charter.config import HomeLayout
 from charter.errors import ConfigError, InvalidInput, NotFound
 from charter.evidence.jwk import b64url
 from charter.keys import Signer
-from charter.storage.db import Connection, read_snapshot, transaction
+from charter.storage.db import Connection
 from charter.storage.vault_sealing import ad, key_check, key_checks_out, open_sealed, seal
 
 # Re-exported: the values callers know from here.
@@ -44,6 +43,9 @@ from charter.storage.vault_values import NAME_RE as NAME_RE
 from charter.storage.vault_values import SecretInfo as SecretInfo
 from charter.storage.vault_values import SecretValue as SecretValue
 from charter.storage.vault_values import check_new_value
+
+if TYPE_CHECKING:
+    from charter.storage.ports import Tx
 
 #: Argon2id (ops, mem) costs for a passphrase-derived master key ("moderate", as for the
 #: owner key); tests lower them.
@@ -324,22 +326,6 @@ class VaultRepo:
         )
 
 
-class VaultHome(Protocol):
-    """What :class:`Vault` needs of a home (a :class:`charter.home.Home`)."""
-
-    @property
-    def conn(self) -> Connection: ...
-
-    @property
-    def layout(self) -> HomeLayout: ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def signer(self) -> Signer: ...
-
-
 class Vault:
     """The secrets vault of one Charter home (low-level: no scopes, no ledger).
 
@@ -348,30 +334,29 @@ class Vault:
     metadata only. System secrets (``system=True``, names starting with ``charter:``, e.g.
     ``charter:mail-password``) hold Charter's own credentials: ``list`` hides them unless
     asked, and the agent-facing services refuse them. Owner-facing services record the
-    ledger events; this class only seals and opens, and stores through :class:`VaultRepo`.
+    ledger events; this class only seals and opens.
+
+    Every method runs inside a unit of work (``tx``, :mod:`charter.storage.ports`): its
+    reads and writes are one transaction. The master key comes from the signer seam and is
+    kept here once checked, so one instance can serve many units of work.
 
     Errors: :class:`InvalidInput` for bad names, values or hosts; :class:`NotFound` for an
     unknown secret; :class:`ConfigError` for a missing or wrong master key or a row that
     fails authentication (never a fallback).
     """
 
-    def __init__(self, home: VaultHome, *, passphrase: bytes | None = None) -> None:
-        self.home = home
-        self.conn: Connection = home.conn
-        self.repo = VaultRepo(home.conn)
+    def __init__(self, signer: Signer, clock: Clock, *, passphrase: bytes | None = None) -> None:
+        self.signer = signer
+        self.clock = clock
         self._passphrase = passphrase
         self._keys: dict[int, bytes] = {}
-        self.repo.enable_secure_delete()
-
-    @property
-    def signer(self) -> Signer:
-        """The seam that keeps the master key."""
-        return self.home.signer
+        self._staged: tuple[int, bytes, bytes | None] = (0, b"", None)
 
     # -- storing ---------------------------------------------------------------------------
 
     def put(
         self,
+        tx: Tx,
         name: str,
         value: bytes,
         *,
@@ -391,82 +376,79 @@ class Vault:
                 system/agent name mismatch with an existing secret.
         """
         hosts = check_new_value(name, value, description, allowed_hosts, rate_per_minute, system)
-        now = self.home.clock.now()
-        with transaction(self.conn):
-            vault_id, key_version, key = self._current_key(create=True)
-            kind = self.repo.find_kind(name)
-            if kind is not None and kind[1] != system:
-                raise InvalidInput(f"secret {name!r} exists with a different kind (system)")
-            version = 1 if kind is None else kind[0] + 1
-            nonce, ciphertext = seal(key, value, ad(vault_id, name, version, key_version))
-            if kind is None:
-                self.repo.insert_secret(
-                    name,
-                    description=description,
-                    allowed_hosts=hosts,
-                    system=system,
-                    version=version,
-                    rate_per_minute=rate_per_minute,
-                    now=now,
-                )
-            else:
-                self.repo.update_secret(
-                    name,
-                    description=description,
-                    allowed_hosts=hosts,
-                    version=version,
-                    rate_per_minute=rate_per_minute,
-                    now=now,
-                )
-            self.repo.insert_version(
-                SealedRow(name, version, key_version, nonce, ciphertext), now=now
+        now = self.clock.now()
+        repo = _repo(tx)
+        vault_id, key_version, key = self._current_key(repo, create=True)
+        kind = repo.find_kind(name)
+        if kind is not None and kind[1] != system:
+            raise InvalidInput(f"secret {name!r} exists with a different kind (system)")
+        version = 1 if kind is None else kind[0] + 1
+        nonce, ciphertext = seal(key, value, ad(vault_id, name, version, key_version))
+        if kind is None:
+            repo.insert_secret(
+                name,
+                description=description,
+                allowed_hosts=hosts,
+                system=system,
+                version=version,
+                rate_per_minute=rate_per_minute,
+                now=now,
             )
+        else:
+            repo.update_secret(
+                name,
+                description=description,
+                allowed_hosts=hosts,
+                version=version,
+                rate_per_minute=rate_per_minute,
+                now=now,
+            )
+        repo.insert_version(SealedRow(name, version, key_version, nonce, ciphertext), now=now)
         return version
 
-    def delete(self, name: str) -> SecretInfo:
+    def delete(self, tx: Tx, name: str) -> SecretInfo:
         """Delete ``name`` and every version of it; return what was deleted.
 
         Raises:
             NotFound: unknown secret.
         """
-        with transaction(self.conn):
-            info = self.info(name)
-            self.repo.mark_deleted(name, now=self.home.clock.now())
+        info = self.info(tx, name)
+        _repo(tx).mark_deleted(name, now=self.clock.now())
         return info
 
     # -- reading ---------------------------------------------------------------------------
 
-    def info(self, name: str) -> SecretInfo:
+    def info(self, tx: Tx, name: str) -> SecretInfo:
         """Metadata of one secret (never its value).
 
         Raises:
             NotFound: unknown (or deleted) secret.
         """
-        info = self.repo.get(name)
+        info = _repo(tx).get(name)
         if info is None:
             raise NotFound(f"no secret named {name!r}")
         return info
 
-    def list(self, *, include_system: bool = False) -> list[SecretInfo]:
+    def list(self, tx: Tx, *, include_system: bool = False) -> list[SecretInfo]:
         """Metadata of every secret, by name (system secrets only when asked)."""
-        return self.repo.list_secrets(include_system=include_system)
+        return _repo(tx).list_secrets(include_system=include_system)
 
-    def get(self, name: str, version: int | None = None) -> SecretValue:
+    def get(self, tx: Tx, name: str, version: int | None = None) -> SecretValue:
         """Decrypt ``name`` (its current version unless ``version`` is given).
 
         Raises:
             NotFound: unknown secret or version.
             ConfigError: wrong or missing master key, or the row fails authentication.
         """
-        with read_snapshot(self.conn):  # a rotation may commit between the reads
+        repo = _repo(tx)
+        if version is None:
+            version = repo.current_version(name)
             if version is None:
-                version = self.repo.current_version(name)
-                if version is None:
-                    raise NotFound(f"no secret named {name!r}")
-            row = self.repo.get_version(name, version)
-            if row is None:
-                raise NotFound(f"secret {name!r} has no version {version}")
-            vault_id, current_version, key = self._current_key(create=False)
+                raise NotFound(f"no secret named {name!r}")
+        row = repo.get_version(name, version)
+        if row is None:
+            raise NotFound(f"secret {name!r} has no version {version}")
+        vault_id, current_version, key = self._current_key(repo, create=False)
         if row.key_version != current_version:
             raise ConfigError(
                 f"secret {name!r} version {version} was not re-encrypted under the current "
@@ -484,43 +466,40 @@ class Vault:
 
     # -- the master key --------------------------------------------------------------------
 
-    def rotate_master_key(
-        self,
-        *,
-        new_passphrase: bytes | None = None,
-        on_commit: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int]:
-        """Re-encrypt every stored version under a fresh master key, in one transaction.
+    def reencrypt_all(self, tx: Tx, new_passphrase: bytes | None) -> tuple[int, int]:
+        """Re-encrypt every stored version under a fresh master key (inside ``tx``).
 
         With ``new_passphrase`` the new key is derived from it (Argon2id); otherwise it is
-        random and stored in ``keys/vault.key``. ``on_commit(key_version, rows)`` runs inside
-        the transaction (e.g. to record a ledger event). Returns ``(new key version, rows)``.
-        Must not be called inside another transaction: the key file is swapped after commit.
+        random. The new key is staged with the signer: after ``tx`` commits call
+        :meth:`finish_rotation`, and if it fails :meth:`abandon_rotation`. Returns
+        ``(new key version, rows)``.
 
         Raises:
             ConfigError: the current key is wrong or missing, or a row fails authentication
                 (nothing is changed).
         """
-        if self.conn.in_transaction:
-            raise RuntimeError("rotate_master_key must run in its own transaction")
-        try:
-            with transaction(self.conn):
-                new_version, new_key, count = self._reencrypt_all(new_passphrase)
-                if on_commit is not None:
-                    on_commit(new_version, count)
-        except BaseException:
-            self.signer.discard_vault_key()
-            raise
+        new_version, new_key, count = self._reencrypt_all(_repo(tx), new_passphrase)
+        self._staged = (new_version, new_key, new_passphrase)
+        return new_version, count
+
+    def finish_rotation(self) -> None:
+        """The rotation's transaction committed: swap the key file, keep the new key."""
+        new_version, new_key, new_passphrase = self._staged
         self.signer.commit_vault_key()
         self._keys = {new_version: new_key}
         self._passphrase = new_passphrase
-        return new_version, count
 
-    def _reencrypt_all(self, new_passphrase: bytes | None) -> tuple[int, bytes, int]:
-        vault_id, old_version, old_key = self._current_key(create=True)
+    def abandon_rotation(self) -> None:
+        """The rotation's transaction failed: drop the staged key."""
+        self.signer.discard_vault_key()
+
+    def _reencrypt_all(
+        self, repo: VaultRepo, new_passphrase: bytes | None
+    ) -> tuple[int, bytes, int]:
+        vault_id, old_version, old_key = self._current_key(repo, create=True)
         new_version = old_version + 1
         new_key = self.signer.stage_vault_key(new_version, new_passphrase, KDF_LIMITS)
-        rows = self.repo.list_sealed_with(old_version)
+        rows = repo.list_sealed_with(old_version)
         for row in rows:
             name, version = row.name, row.version
             plain = open_sealed(
@@ -532,17 +511,17 @@ class Vault:
                     "the master key was not rotated"
                 )
             new_nonce, sealed = seal(new_key, plain, ad(vault_id, name, version, new_version))
-            self.repo.reseal(SealedRow(name, version, new_version, new_nonce, sealed))
-        self.repo.set_key(new_version, key_check(vault_id, new_version, new_key))
+            repo.reseal(SealedRow(name, version, new_version, new_nonce, sealed))
+        repo.set_key(new_version, key_check(vault_id, new_version, new_key))
         return new_version, new_key, len(rows)
 
-    def _current_key(self, *, create: bool) -> tuple[str, int, bytes]:
+    def _current_key(self, repo: VaultRepo, *, create: bool) -> tuple[str, int, bytes]:
         """(vault id, key version, key) of the current master key, checked against the DB."""
-        state = self.repo.get_state()
+        state = repo.get_state()
         if state is None:
             if not create:
                 raise ConfigError("the vault holds no secrets yet")
-            return self._create_state()
+            return self._create_state(repo)
         key = self._keys.get(state.key_version)
         if key is None:
             key = self._load_key(state.key_version)
@@ -554,15 +533,19 @@ class Vault:
             self._keys = {state.key_version: key}
         return state.vault_id, state.key_version, key
 
-    def _create_state(self) -> tuple[str, int, bytes]:
+    def _create_state(self, repo: VaultRepo) -> tuple[str, int, bytes]:
         """First use: create (or adopt) the key file and the vault's state row."""
         key_version, key = self.signer.adopt_vault_key(self._passphrase, KDF_LIMITS)
         vault_id = b64url(nacl.utils.random(16))
-        self.repo.insert_state(
-            VaultState(vault_id, key_version, key_check(vault_id, key_version, key))
-        )
+        repo.insert_state(VaultState(vault_id, key_version, key_check(vault_id, key_version, key)))
         self._keys = {key_version: key}
         return vault_id, key_version, key
 
     def _load_key(self, key_version: int) -> bytes:
         return self.signer.vault_key(key_version, self._passphrase)
+
+
+def _repo(tx: Tx) -> VaultRepo:
+    repo = tx.vault
+    repo.enable_secure_delete()
+    return repo

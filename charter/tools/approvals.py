@@ -34,9 +34,8 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import SIGNING_PREFIX, Entry
 from charter.evidence.jwk import b64url_decode, thumbprint, verify_signature
 from charter.home import Home
-from charter.storage.agents import AgentRepo
-from charter.storage.approvals import ApprovalRecord, ApprovalRepo
-from charter.storage.db import Connection, transaction
+from charter.storage.approvals import ApprovalRecord
+from charter.storage.ports import Tx
 from charter.tools.guards import check_reason
 
 Mode = Literal["client", "owner"]
@@ -223,69 +222,68 @@ def new_approval_id() -> str:
     return f"apr-{secrets.token_hex(8)}"
 
 
-def insert_request(conn: Connection, approval: Approval) -> None:
+def insert_request(tx: Tx, approval: Approval) -> None:
     """Store a new pending request (its ``approval.request`` entry is already committed)."""
     data = approval.model_dump()
-    with transaction(conn):
-        ApprovalRepo(conn).insert(ApprovalRecord(**data | {"scopes": tuple(data["scopes"])}))
+    tx.approvals.insert(ApprovalRecord(**data | {"scopes": tuple(data["scopes"])}))
 
 
 def _approval(record: ApprovalRecord) -> Approval:
     return Approval.model_validate(asdict(record))
 
 
-def get_approval(conn: Connection, approval_id: str) -> Approval:
+async def find(home: Home, approval_id: str) -> Approval:
     """One approval by id.
 
     Raises:
         NotFound: unknown (or malformed) id.
     """
+    return await home.read(lambda tx: get_approval(tx, approval_id))
+
+
+def get_approval(tx: Tx, approval_id: str) -> Approval:
+    """:func:`find` inside a unit of work."""
     if _ID.match(approval_id):
-        record = ApprovalRepo(conn).get(approval_id)
+        record = tx.approvals.get(approval_id)
         if record is not None:
             return _approval(record)
     raise NotFound(f"no approval {approval_id!r} (see `charter approvals`)")
 
 
-def latest_for_call(
-    conn: Connection, agent: str, tool: str, args_hash: str, mode: Mode
-) -> Approval | None:
+def latest_for_call(tx: Tx, agent: str, tool: str, args_hash: str, mode: Mode) -> Approval | None:
     """The most recent request of ``mode`` for exactly this call, whatever its status."""
-    record = ApprovalRepo(conn).find_latest_for_call(agent, tool, args_hash, mode)
+    record = tx.approvals.find_latest_for_call(agent, tool, args_hash, mode)
     return None if record is None else _approval(record)
 
 
-def list_pending(home: Home) -> list[Approval]:
+async def list_pending(home: Home) -> list[Approval]:
     """Owner requests waiting for a decision (unexpired), oldest first."""
     now = rfc3339(home.clock.now())
-    return [_approval(r) for r in ApprovalRepo(home.conn).list_pending_owner(now)]
+    return await home.read(lambda tx: [_approval(r) for r in tx.approvals.list_pending_owner(now)])
 
 
-def claim(conn: Connection, approval_id: str, *, status: str, call_id: str, now: str) -> bool:
+def claim(tx: Tx, approval_id: str, *, status: str, call_id: str, now: str) -> bool:
     """Atomically mark an unexpired ``status`` approval used by ``call_id``; False if gone.
 
-    Single use: of two concurrent retries, only one claim succeeds.
+    Single use: of two concurrent retries, only one claim succeeds (run it in a write).
     """
-    with transaction(conn):
-        claimed = ApprovalRepo(conn).mark_used(approval_id, status=status, call_id=call_id, now=now)
-    return claimed
+    return tx.approvals.mark_used(approval_id, status=status, call_id=call_id, now=now)
 
 
-def close_request(conn: Connection, approval_id: str, *, reason: str, now: str) -> None:
+def close_request(tx: Tx, approval_id: str, *, reason: str, now: str) -> None:
     """Mark a pending client request denied (declined, cancelled or answered wrongly)."""
-    with transaction(conn):
-        ApprovalRepo(conn).mark_denied_if_pending(approval_id, reason=reason, now=now)
+    tx.approvals.mark_denied_if_pending(approval_id, reason=reason, now=now)
 
 
-def cancel_open(conn: Connection, *, reason: str, now: str) -> int:
+def cancel_open(tx: Tx, *, reason: str, now: str) -> int:
     """Cancel every pending or approved-but-unused request (the kill switch does this)."""
-    return ApprovalRepo(conn).cancel_open(reason=reason, now=now)
+    return tx.approvals.cancel_open(reason=reason, now=now)
 
 
 # -- owner decisions ---------------------------------------------------------------------------
 
 
-def approve(
+async def approve(
     home: Home,
     approval_id: str,
     *,
@@ -300,10 +298,12 @@ def approve(
         NotFound: unknown id.  InvalidInput: not pending, expired, or not an owner request.
         AgentRevoked: the agent was revoked meanwhile.  ConfigError: wrong passphrase.
     """
-    return _decide(home, approval_id, approved=True, valid_for=valid_for, passphrase=passphrase)
+    return await _decide(
+        home, approval_id, approved=True, valid_for=valid_for, passphrase=passphrase
+    )
 
 
-def deny(
+async def deny(
     home: Home, approval_id: str, *, reason: str = "", passphrase: bytes | None = None
 ) -> Approval:
     """Deny a pending owner request: an owner-signed ``approval.deny`` entry.
@@ -312,10 +312,10 @@ def deny(
         NotFound / InvalidInput / ConfigError: as for :func:`approve`.
     """
     check_reason(reason)
-    return _decide(home, approval_id, approved=False, reason=reason, passphrase=passphrase)
+    return await _decide(home, approval_id, approved=False, reason=reason, passphrase=passphrase)
 
 
-def _decide(
+async def _decide(
     home: Home,
     approval_id: str,
     *,
@@ -326,8 +326,9 @@ def _decide(
 ) -> Approval:
     home.owner_key(passphrase)  # a wrong passphrase fails here, before anything is read
     now = home.clock.now()
-    with transaction(home.conn):
-        current = get_approval(home.conn, approval_id)
+
+    def work(tx: Tx) -> Approval:
+        current = get_approval(tx, approval_id)
         if current.mode != "owner":
             raise InvalidInput(f"approval {approval_id} is answered by the client, not the owner")
         if current.status != "pending":
@@ -336,7 +337,7 @@ def _decide(
             raise InvalidInput(
                 f"approval {approval_id} expired at {current.expires_at}; the agent must ask again"
             )
-        status = AgentRepo(home.conn).status(current.agent)
+        status = tx.agents.status(current.agent)
         if approved and status != "active":
             raise AgentRevoked(f"agent {current.agent!r} is revoked; nothing to approve")
         expires_at = rfc3339(now + valid_for) if approved else current.expires_at
@@ -349,10 +350,12 @@ def _decide(
             "request": current.request_entry,
         }
         args |= {"expires_at": expires_at} if approved else {"reason": reason}
-        entry = home.record_owner_event(
-            "approval.approve" if approved else "approval.deny", args, passphrase=passphrase
+        entry = tx.ledger.append_one(
+            home.owner_event(
+                "approval.approve" if approved else "approval.deny", args, passphrase=passphrase
+            )
         )
-        ApprovalRepo(home.conn).record_decision(
+        tx.approvals.record_decision(
             current.id,
             status="approved" if approved else "denied",
             decided_at=rfc3339(now),
@@ -361,16 +364,18 @@ def _decide(
             expires_at=expires_at,
             reason=reason or None,
         )
-    return get_approval(home.conn, approval_id)
+        return get_approval(tx, approval_id)
+
+    return await home.write(work)
 
 
-def genuine_decision(home: Home, approval: Approval) -> Entry | None:
+def genuine_decision(home: Home, tx: Tx, approval: Approval) -> Entry | None:
     """The approval's decision entry, if it is an owner-signed approval of exactly it.
 
     The server checks this before running an owner-approved call, so a row edited in the
     database (or a decision signed by any other key) approves nothing.
     """
-    entry = None if approval.decision_seq is None else home.ledger.get(approval.decision_seq)
+    entry = None if approval.decision_seq is None else tx.ledger.get(approval.decision_seq)
     if entry is None:
         return None
     f = entry.fields

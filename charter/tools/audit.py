@@ -19,8 +19,7 @@ from charter.evidence.export import EXPORT_FORMAT, check_export, load_export
 from charter.evidence.export_files import registered_charters
 from charter.evidence.jwk import public_jwk, public_key_from_jwk, thumbprint
 from charter.home import Home
-from charter.storage.db import Connection, read_snapshot
-from charter.storage.queries import LedgerQueries
+from charter.storage.ports import Tx
 from charter.tools import tlog
 
 MAX_QUERY_LIMIT = 200
@@ -89,8 +88,8 @@ def entry_out(entry: Entry) -> EntryOut:
     )
 
 
-def query(
-    conn: Connection,
+async def query(
+    home: Home,
     *,
     actor: str | None = None,
     action: str | None = None,
@@ -112,14 +111,17 @@ def query(
         raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
     if cursor < 0:
         raise InvalidInput("cursor must not be negative")
-    page = LedgerQueries(conn).find_page(
-        cursor=cursor,
-        limit=limit,
-        actor=actor,
-        action=action,
-        outcome=outcome,
-        since=None if since is None else _stamp(since),
-        until=None if until is None else _stamp(until),
+    start, end = None if since is None else _stamp(since), None if until is None else _stamp(until)
+    page = await home.read(
+        lambda tx: tx.queries.find_page(
+            cursor=cursor,
+            limit=limit,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            since=start,
+            until=end,
+        )
     )
     return QueryPage(entries=[entry_out(e) for e in page.entries], next_cursor=page.next_cursor)
 
@@ -132,12 +134,22 @@ def _stamp(value: str) -> str:
         raise InvalidInput(f"invalid timestamp {value!r}: use RFC 3339") from exc
 
 
-def verify_home(
+async def entries_from(home: Home, start: int, limit: int = 2000) -> list[EntryOut]:
+    """Up to ``limit`` entries from seq ``start`` on, in seq order."""
+
+    def work(tx: Tx) -> list[EntryOut]:
+        return [entry_out(Entry.from_body(b)) for b in tx.ledger.iter_bodies(start, start + limit)]
+
+    return await home.read(work)
+
+
+async def verify_home(
     home: Home,
     progress: Callable[[int, int], None] | None = None,
     *,
     trust: Trust | None = None,
     workers: int | None = 1,
+    private: bool = False,
 ) -> AuditReport:
     """Verify the home's whole ledger, its Merkle tree and signed checkpoints.
 
@@ -149,17 +161,17 @@ def verify_home(
         LedgerIntegrityError: at the first bad entry, or a tree, checkpoint, truncation or
             fork failure.
     """
-    return tlog.audit_home(home, trust, progress, workers=workers)
+    return await tlog.audit_home(home, trust, progress, workers=workers, private=private)
 
 
-def verify_out(home: Home) -> VerifyOut:
+async def verify_out(home: Home, *, private: bool = False) -> VerifyOut:
     """:func:`verify_home` as a tool result."""
     try:
-        report = verify_home(home)
+        report = await verify_home(home, private=private)
     except LedgerIntegrityError as exc:
         return VerifyOut(
             valid=False,
-            size=home.ledger.head()[0],
+            size=await home.read(lambda tx: tx.queries.size()),
             head=None,
             failed_seq=exc.seq,
             reason=exc.reason,
@@ -170,7 +182,7 @@ def verify_out(home: Home) -> VerifyOut:
 # -- export ----------------------------------------------------------------------------------
 
 
-def export(home: Home, folder: Path) -> dict[str, Any]:
+async def export(home: Home, folder: Path) -> dict[str, Any]:
     """Write an auditor's bundle to ``folder`` (which must be empty or absent).
 
     Layout (AUDIT-FORMAT.md §6): ``ledger.json`` (identity and head), ``entries.jsonl`` (one
@@ -188,18 +200,21 @@ def export(home: Home, folder: Path) -> dict[str, Any]:
     # A checkpoint first (signed now if the ledger grew): the export holds exactly the
     # entries it covers. Then one read transaction: a consistent snapshot even while servers
     # keep appending.
-    size = tlog.checkpoint_log(home).sign().size
-    conn = home.conn
-    with read_snapshot(conn):
-        last = home.ledger.get(size - 1)
+    size = await home.write(lambda tx: tx.checkpoints.sign().size)
+
+    def write_entries(tx: Tx) -> tuple[str, list[bytes]]:
+        last = tx.ledger.get(size - 1)
         head = home.identity.genesis_hash() if last is None else last.hash
         written: list[bytes] = []  # the registrations among them (few)
         with open(folder / "entries.jsonl", "wb") as fh:
-            for body in home.ledger.iter_bodies(0, size):
+            for body in tx.ledger.iter_bodies(0, size):
                 fh.write(body + b"\n")
                 if b'"charter_hash"' in body:
                     written.append(body)
-        tlog.export_checkpoints(home, folder, size)
+        tlog.export_checkpoints(home, tx, folder, size)
+        return head, written
+
+    head, written = await home.read(write_entries)
     # Charters and agent keys come from the exported entries, not the live tables: an agent
     # registered after the checkpoint is in neither, so the files never contradict them.
     charters = registered_charters(written)

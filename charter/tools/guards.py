@@ -5,8 +5,7 @@ all use them (so none of them needs another for these)."""
 from __future__ import annotations
 
 from charter.errors import InvalidInput
-from charter.storage.db import Connection
-from charter.storage.lockdown import LockdownRepo
+from charter.storage.ports import Tx
 
 #: Longest ``reason`` the owner may record with a revocation, a lockdown or a denial.
 MAX_REASON_CHARS = 500
@@ -18,9 +17,9 @@ def check_reason(reason: str) -> None:
         raise InvalidInput(f"reason is too long ({MAX_REASON_CHARS} characters at most)")
 
 
-def refuse_during_lockdown(conn: Connection) -> None:
+def refuse_during_lockdown(tx: Tx) -> None:
     """Raise :class:`InvalidInput` while a lockdown is in effect."""
-    latest = LockdownRepo(conn).latest()
+    latest = tx.lockdown.latest()
     if latest is not None and latest.active:
         raise InvalidInput(
             f"Charter is locked down (since {latest.started_at}); lift it first with "

@@ -25,9 +25,7 @@ from charter.evidence.charters import (
 from charter.evidence.jwk import public_jwk
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
-from charter.storage.agents import AgentRepo
-from charter.storage.db import transaction
-from charter.storage.tokens import TokenRepo
+from charter.storage.ports import Draft, Tx
 from charter.tools import approvals, vault
 from charter.tools.guards import check_reason, refuse_during_lockdown
 
@@ -91,7 +89,7 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
-def add_agent(
+async def add_agent(
     home: Home,
     name: str,
     *,
@@ -108,10 +106,13 @@ def add_agent(
         ConfigError: the agent already exists.
     """
     validate_agent_name(name)
-    refuse_during_lockdown(home.conn)
-    agents = AgentRepo(home.conn)
-    if agents.exists(name):
-        raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
+
+    def check(tx: Tx) -> None:
+        refuse_during_lockdown(tx)
+        if tx.agents.exists(name):
+            raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
+
+    await home.read(check)
     owner_key = home.owner_key(passphrase)
     home.signer.remove(agent_ref(name))  # a leftover of an interrupted add is never reused
     key = KeyHandle.of(home.signer, home.signer.create(agent_ref(name)))
@@ -130,8 +131,15 @@ def add_agent(
         policy=policy,
     )
     h = charter_hash(charter)
-    with transaction(home.conn):
-        if not agents.insert(
+    event = home.owner_event(
+        "agent.register",
+        {"agent": name, "agent_id": agent_id, "charter": charter, "charter_hash": h},
+        passphrase=passphrase,
+    )
+
+    def store(tx: Tx) -> AgentInfo:
+        refuse_during_lockdown(tx)
+        if not tx.agents.insert(
             name=name,
             agent_id=agent_id,
             public_key=public_jwk(key.public_key)["x"],
@@ -140,16 +148,14 @@ def add_agent(
             created_at=rfc3339(now),
         ):
             raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
-        _store_charter(home, name, charter, h)
-        home.record_owner_event(
-            "agent.register",
-            {"agent": name, "agent_id": agent_id, "charter": charter, "charter_hash": h},
-            passphrase=passphrase,
-        )
-    return get_agent(home, name)
+        _store_charter(tx, name, charter, h)
+        tx.ledger.append_one(event)
+        return agent_info(home, tx, name)
+
+    return await home.write(store)
 
 
-def update_agent(
+async def update_agent(
     home: Home,
     name: str,
     *,
@@ -166,10 +172,10 @@ def update_agent(
     Raises:
         NotFound: unknown agent.  AgentRevoked: the agent is revoked.
     """
-    current = get_agent(home, name)
+    current = await get_agent(home, name)
     if current.status != "active":
         raise AgentRevoked(f"agent {name!r} is revoked; add a new agent instead")
-    view = load_charter(home, current.charter_hash)
+    view = await load_charter(home, current.charter_hash)
     now = home.clock.now()
     charter, h = successor_charter(
         home,
@@ -184,10 +190,14 @@ def update_agent(
         audiences=audiences,
         policy=policy,
     )
-    with transaction(home.conn):
-        AgentRepo(home.conn).set_charter(name, h)
-        record_successor(home, "agent.update", name, view, charter, h, passphrase=passphrase)
-    return get_agent(home, name)
+    event = successor_event(home, "agent.update", name, view, charter, h, passphrase=passphrase)
+
+    def store(tx: Tx) -> AgentInfo:
+        tx.agents.set_charter(name, h)
+        record_successor(tx, event, name, charter, h)
+        return agent_info(home, tx, name)
+
+    return await home.write(store)
 
 
 def successor_charter(
@@ -223,7 +233,16 @@ def successor_charter(
     return charter, charter_hash(charter)
 
 
-def record_successor(
+def record_successor(tx: Tx, event: Draft, name: str, charter: dict[str, Any], h: str) -> None:
+    """Store a :func:`successor_charter` and append its :func:`successor_event`.
+
+    Call it inside the transaction that points the agent at the new charter.
+    """
+    _store_charter(tx, name, charter, h)
+    tx.ledger.append_one(event)
+
+
+def successor_event(
     home: Home,
     action: str,
     name: str,
@@ -232,13 +251,9 @@ def record_successor(
     h: str,
     *,
     passphrase: bytes | None,
-) -> None:
-    """Store a :func:`successor_charter` and record ``action`` (it replaces ``old``).
-
-    Call it inside the transaction that points the agent at the new charter.
-    """
-    _store_charter(home, name, charter, h)
-    home.record_owner_event(
+) -> Draft:
+    """The owner's ``action`` entry for a :func:`successor_charter` (it replaces ``old``)."""
+    return home.owner_event(
         action,
         {
             "agent": name,
@@ -251,7 +266,7 @@ def record_successor(
     )
 
 
-def revoke_agent(
+async def revoke_agent(
     home: Home, name: str, *, reason: str = "", passphrase: bytes | None = None
 ) -> AgentInfo:
     """Revoke an agent: an owner-signed ``agent.revoke`` entry; all its later calls are refused.
@@ -259,30 +274,35 @@ def revoke_agent(
     Raises:
         NotFound: unknown agent.  InvalidInput: already revoked.
     """
-    info = get_agent(home, name)
+    info = await get_agent(home, name)
     if info.status == "revoked":
         raise InvalidInput(f"agent {name!r} is already revoked")
     check_reason(reason)
     now = rfc3339(home.clock.now())
-    with transaction(home.conn):
-        AgentRepo(home.conn).mark_revoked(name, at=now, reason=reason or None)
-        home.record_owner_event(
-            "agent.revoke",
-            {
-                "agent": name,
-                "agent_id": info.agent_id,
-                "charter_hash": info.charter_hash,
-                "reason": reason,
-            },
-            passphrase=passphrase,
-        )
-    return get_agent(home, name)
+    event = home.owner_event(
+        "agent.revoke",
+        {
+            "agent": name,
+            "agent_id": info.agent_id,
+            "charter_hash": info.charter_hash,
+            "reason": reason,
+        },
+        passphrase=passphrase,
+    )
+
+    def store(tx: Tx) -> AgentInfo:
+        tx.agents.mark_revoked(name, at=now, reason=reason or None)
+        tx.ledger.append_one(event)
+        return agent_info(home, tx, name)
+
+    return await home.write(store)
 
 
-def live_tokens(home: Home, charter: str) -> int:
+async def live_tokens(home: Home, charter: str) -> int:
     """How many tokens issued under ``charter`` (a hash) are unrevoked and unexpired: the
     ones a new charter stops (the token check wants the current charter)."""
-    return TokenRepo(home.conn).count_live_for_charter(charter, rfc3339(home.clock.now()))
+    now = rfc3339(home.clock.now())
+    return await home.read(lambda tx: tx.tokens.count_live_for_charter(charter, now))
 
 
 def check_audience(audience: str) -> None:
@@ -304,7 +324,7 @@ def check_audience(audience: str) -> None:
         )
 
 
-def check_settings(
+async def check_settings(
     home: Home,
     *,
     scopes: list[str],
@@ -340,7 +360,7 @@ def check_settings(
         warnings.append(
             f"approval rule {rule.pattern!r} no longer applies: no granted scope matches it"
         )
-    existing = {info.name for info in vault.list_secrets(home)}
+    existing = {info.name for info in await vault.list_secrets(home)}
     for scope in scopes:
         family, _, name = scope.rpartition(":")
         literal = not any(c in name for c in "*?[")
@@ -352,21 +372,26 @@ def check_settings(
     return warnings
 
 
-def list_agents(home: Home) -> list[AgentInfo]:
+async def list_agents(home: Home) -> list[AgentInfo]:
     """Every agent of this home, by name."""
-    return [get_agent(home, n) for n in AgentRepo(home.conn).list_names()]
+    return await home.read(lambda tx: [agent_info(home, tx, n) for n in tx.agents.list_names()])
 
 
-def get_agent(home: Home, name: str) -> AgentInfo:
+async def get_agent(home: Home, name: str) -> AgentInfo:
     """One agent's current state and charter.
 
     Raises:
         NotFound: unknown agent.
     """
-    record = AgentRepo(home.conn).get(name)
+    return await home.read(lambda tx: agent_info(home, tx, name))
+
+
+def agent_info(home: Home, tx: Tx, name: str) -> AgentInfo:
+    """:func:`get_agent` inside a unit of work."""
+    record = tx.agents.get(name)
     if record is None:
         raise NotFound(f"no agent named {name!r} (see `charter agent list`)")
-    view = load_charter(home, record.charter_hash)
+    view = charter_view(home, tx, record.charter_hash)
     return AgentInfo(
         name=record.name,
         agent_id=record.agent_id,
@@ -385,13 +410,18 @@ def get_agent(home: Home, name: str) -> AgentInfo:
     )
 
 
-def load_charter(home: Home, h: str) -> CharterView:
+async def load_charter(home: Home, h: str) -> CharterView:
     """Load and re-verify a stored charter by hash.
 
     Raises:
         ConfigError: the stored charter is missing or fails verification (database tampered).
     """
-    body = AgentRepo(home.conn).charter_body(h)
+    return await home.read(lambda tx: charter_view(home, tx, h))
+
+
+def charter_view(home: Home, tx: Tx, h: str) -> CharterView:
+    """:func:`load_charter` inside a unit of work."""
+    body = tx.agents.charter_body(h)
     if body is None:
         raise ConfigError(f"charter {h[:12]}… is missing from the database")
     try:
@@ -403,17 +433,17 @@ def load_charter(home: Home, h: str) -> CharterView:
     return view
 
 
-def load_agent(home: Home, name: str) -> AgentContext:
+async def load_agent(home: Home, name: str) -> AgentContext:
     """Load what a server needs to act as ``name``, refusing a revoked or expired agent.
 
     Raises:
         NotFound: unknown agent.  AgentRevoked: revoked, expired or not yet valid.
         ConfigError: key file missing/corrupt or not the charter's key.
     """
-    info = get_agent(home, name)
+    info = await get_agent(home, name)
     if info.status != "active":
         raise AgentRevoked(f"agent {name!r} has been revoked and cannot be served")
-    view = load_charter(home, info.charter_hash)
+    view = await load_charter(home, info.charter_hash)
     check_validity(view, home.clock.now())
     key = KeyHandle.of(home.signer, agent_ref(name))
     if key.public_key != view.agent_key:
@@ -421,7 +451,7 @@ def load_agent(home: Home, name: str) -> AgentContext:
     return AgentContext(name=name, key=key, charter=view)
 
 
-def _store_charter(home: Home, name: str, charter: dict[str, Any], h: str) -> None:
-    AgentRepo(home.conn).insert_charter(
+def _store_charter(tx: Tx, name: str, charter: dict[str, Any], h: str) -> None:
+    tx.agents.insert_charter(
         h, agent_name=name, body=canonical_json(charter), issued_at=charter["issued_at"]
     )

@@ -21,17 +21,16 @@ from pydantic import BaseModel
 from charter.clock import rfc3339
 from charter.errors import InvalidInput
 from charter.home import Home
-from charter.storage.agents import AgentRepo
-from charter.storage.db import Connection, transaction
-from charter.storage.lockdown import LockdownRepo
+from charter.storage.ports import Tx
 from charter.tools.approvals import cancel_open
 from charter.tools.guards import check_reason, refuse_during_lockdown
 from charter.tools.identity import (
     AgentInfo,
-    get_agent,
-    load_charter,
+    agent_info,
+    charter_view,
     record_successor,
     successor_charter,
+    successor_event,
 )
 
 
@@ -46,9 +45,14 @@ class LockdownState(BaseModel):
     awaiting_reinstatement: list[str] = []
 
 
-def lockdown_state(conn: Connection) -> LockdownState:
+async def get_state(home: Home) -> LockdownState:
     """The current (or, when lifted, the latest) lockdown and who still awaits reinstatement."""
-    repo = LockdownRepo(conn)
+    return await home.read(lockdown_state)
+
+
+def lockdown_state(tx: Tx) -> LockdownState:
+    """:func:`get_state` inside a unit of work."""
+    repo = tx.lockdown
     latest = repo.latest()
     waiting = repo.list_awaiting_reinstatement()
     if latest is None:
@@ -63,7 +67,9 @@ def lockdown_state(conn: Connection) -> LockdownState:
     )
 
 
-def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -> LockdownState:
+async def lockdown(
+    home: Home, *, reason: str = "", passphrase: bytes | None = None
+) -> LockdownState:
     """Revoke every active agent and cancel every open approval, in one signed entry.
 
     Idempotent: while a lockdown is in effect, returns its state and records nothing.
@@ -74,17 +80,18 @@ def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -
     check_reason(reason)
     home.owner_key(passphrase)
     now = rfc3339(home.clock.now())
-    with transaction(home.conn):
-        current = lockdown_state(home.conn)
+
+    def work(tx: Tx) -> LockdownState:
+        current = lockdown_state(tx)
         if current.active:
             return current
-        agents, lockdowns = AgentRepo(home.conn), LockdownRepo(home.conn)
+        agents, lockdowns = tx.agents, tx.lockdown
         active = agents.list_active()
         lockdown_id = lockdowns.insert(started_at=now, reason=reason or None)
         agents.mark_all_revoked(at=now, reason=f"lockdown: {reason}" if reason else "lockdown")
         lockdowns.add_agents(lockdown_id, [a.name for a in active])
-        cancelled = cancel_open(home.conn, reason="lockdown", now=now)
-        home.record_owner_event(
+        cancelled = cancel_open(tx, reason="lockdown", now=now)
+        event = home.owner_event(
             "owner.lockdown",
             {
                 "lockdown": lockdown_id,
@@ -94,29 +101,38 @@ def lockdown(home: Home, *, reason: str = "", passphrase: bytes | None = None) -
             },
             passphrase=passphrase,
         )
-    return lockdown_state(home.conn)
+        tx.ledger.append_one(event)
+        return lockdown_state(tx)
+
+    return await home.write(work)
 
 
-def lift(home: Home, *, passphrase: bytes | None = None) -> LockdownState:
+async def lift(home: Home, *, passphrase: bytes | None = None) -> LockdownState:
     """End the lockdown (``owner.lockdown.lift``); every agent stays revoked until reinstated.
 
     Raises:
         InvalidInput: no lockdown is in effect.  ConfigError: wrong owner passphrase.
     """
     home.owner_key(passphrase)
-    with transaction(home.conn):
-        state = lockdown_state(home.conn)
+    now = rfc3339(home.clock.now())
+
+    def work(tx: Tx) -> LockdownState:
+        state = lockdown_state(tx)
         if not state.active:
             raise InvalidInput("Charter is not locked down")
         assert state.lockdown_id is not None  # an active lockdown has an id
-        LockdownRepo(home.conn).mark_lifted(state.lockdown_id, at=rfc3339(home.clock.now()))
-        home.record_owner_event(
-            "owner.lockdown.lift", {"lockdown": state.lockdown_id}, passphrase=passphrase
+        tx.lockdown.mark_lifted(state.lockdown_id, at=now)
+        tx.ledger.append_one(
+            home.owner_event(
+                "owner.lockdown.lift", {"lockdown": state.lockdown_id}, passphrase=passphrase
+            )
         )
-    return lockdown_state(home.conn)
+        return lockdown_state(tx)
+
+    return await home.write(work)
 
 
-def reinstate_agent(
+async def reinstate_agent(
     home: Home,
     name: str,
     *,
@@ -135,16 +151,17 @@ def reinstate_agent(
         already reinstated.  ConfigError: wrong owner passphrase.
     """
     owner_key = home.owner_key(passphrase)
-    with transaction(home.conn):
-        refuse_during_lockdown(home.conn)
-        info = get_agent(home, name)
-        lockdowns = LockdownRepo(home.conn)
+
+    def work(tx: Tx) -> AgentInfo:
+        refuse_during_lockdown(tx)
+        info = agent_info(home, tx, name)
+        lockdowns = tx.lockdown
         if info.status != "revoked" or lockdowns.find_unreinstated(name) is None:
             raise InvalidInput(
                 f"agent {name!r} was not revoked by a lockdown; only those can be reinstated"
                 " (a revocation by `charter agent revoke` is final: add a new agent instead)"
             )
-        old = load_charter(home, info.charter_hash)
+        old = charter_view(home, tx, info.charter_hash)
         now = home.clock.now()
         charter, h = successor_charter(
             home,
@@ -156,7 +173,12 @@ def reinstate_agent(
             scopes=scopes,
             audiences=audiences,
         )
-        AgentRepo(home.conn).mark_active(name, h)
+        tx.agents.mark_active(name, h)
         lockdowns.mark_reinstated(name, at=rfc3339(now))
-        record_successor(home, "agent.reinstate", name, old, charter, h, passphrase=passphrase)
-    return get_agent(home, name)
+        event = successor_event(
+            home, "agent.reinstate", name, old, charter, h, passphrase=passphrase
+        )
+        record_successor(tx, event, name, charter, h)
+        return agent_info(home, tx, name)
+
+    return await home.write(work)

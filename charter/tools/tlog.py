@@ -6,11 +6,11 @@ damaged tree fails closed instead of producing a proof that an auditor would rej
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -21,9 +21,8 @@ from charter.evidence import auditor, merkle
 from charter.evidence.c2sp import NoteError, TlogProof, Verifier, verify_tlog_proof
 from charter.home import Home
 from charter.storage import tlog
-from charter.storage.db import Connection, connect, read_snapshot, transaction
 from charter.storage.ledger_rows import column_error
-from charter.storage.queries import LedgerQueries
+from charter.storage.ports import Tx
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +70,6 @@ def log_verifier(home: Home) -> Verifier:
     return auditor.log_verifier(home.identity)
 
 
-def checkpoint_log(home: Home, conn: Connection | None = None) -> tlog.CheckpointLog:
-    """The home's checkpoint log on ``conn`` (default: the home's own connection)."""
-    return tlog.CheckpointLog(conn or home.conn, home.origin, home.log_key, home.clock)
-
-
-@contextlib.contextmanager
-def private_connection(home: Home) -> Iterator[Connection]:
-    """A connection of its own, for work on a worker thread."""
-    conn = connect(home.layout.db)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 def checkpoint_out(home: Home, signed: tlog.SignedCheckpoint) -> CheckpointOut:
     """Project a stored checkpoint for output."""
     return CheckpointOut(
@@ -97,24 +81,23 @@ def checkpoint_out(home: Home, signed: tlog.SignedCheckpoint) -> CheckpointOut:
     )
 
 
-def checkpoint(home: Home, conn: Connection | None = None) -> CheckpointOut:
+async def checkpoint(home: Home) -> CheckpointOut:
     """A checkpoint of the whole ledger: the latest, or a new one if the ledger grew since.
 
     Raises:
         LedgerIntegrityError: if the log refuses to sign (the tree or ledger was tampered).
     """
-    checkpoints = checkpoint_log(home, conn)
-    signed = checkpoints.sign()
-    return checkpoint_out(home, checkpoints.at(signed.size) or signed)  # with cosignatures
+    return await home.write(lambda tx: sign_checkpoint(home, tx))
 
 
-def prove(
-    home: Home,
-    seq: int,
-    tree_size: int | None = None,
-    *,
-    conn: Connection | None = None,
-    actor: str | None = None,
+def sign_checkpoint(home: Home, tx: Tx) -> CheckpointOut:
+    """:func:`checkpoint` inside a unit of work."""
+    signed = tx.checkpoints.sign()
+    return checkpoint_out(home, tx.checkpoints.at(signed.size) or signed)  # with cosignatures
+
+
+async def prove(
+    home: Home, seq: int, tree_size: int | None = None, *, actor: str | None = None
 ) -> InclusionOut:
     """Prove that entry ``seq`` is in a signed checkpoint.
 
@@ -123,7 +106,6 @@ def prove(
         seq: The entry.
         tree_size: The size of an existing checkpoint to prove against; default the latest,
             or a new checkpoint if none covers ``seq`` yet.
-        conn: The connection to use (default: the home's).
         actor: Only entries whose actor is this id are visible (agents prove their own).
 
     Raises:
@@ -131,12 +113,15 @@ def prove(
         InvalidInput: ``tree_size`` does not cover ``seq``.
         LedgerIntegrityError: the stored tree gives a proof that does not verify.
     """
-    conn = conn or home.conn
-    body = LedgerQueries(conn).get_body(seq)
+    return await home.write(lambda tx: _prove(home, tx, seq, tree_size, actor))
+
+
+def _prove(home: Home, tx: Tx, seq: int, tree_size: int | None, actor: str | None) -> InclusionOut:
+    body = tx.queries.get_body(seq)
     # Whose entry it is comes from the signed bytes, never from the (editable) actor column.
     if body is None or (actor is not None and _actor_of(body) != actor):
         raise NotFound(f"no entry {seq}" + (" of yours" if actor is not None else ""))
-    checkpoints = checkpoint_log(home, conn)
+    checkpoints = tx.checkpoints
     if tree_size is None:
         signed = checkpoints.latest()
         if signed is None or signed.size <= seq:
@@ -148,7 +133,7 @@ def prove(
         if found is None:
             raise NotFound(f"no checkpoint of size {tree_size}; omit tree_size for the latest")
         signed = found
-    path = tlog.TreeStore(conn).inclusion_proof(seq, signed.size)
+    path = tx.tree.inclusion_proof(seq, signed.size)
     proof = TlogProof(index=seq, proof=tuple(path), checkpoint=signed.note)
     try:
         verify_tlog_proof(proof, body, [log_verifier(home)])
@@ -174,23 +159,23 @@ def _actor_of(body: bytes) -> object:
     return fields.get("actor") if isinstance(fields, dict) else None
 
 
-def consistency(
-    home: Home, old_size: int, new_size: int, conn: Connection | None = None
-) -> ConsistencyOut:
+async def consistency(home: Home, old_size: int, new_size: int) -> ConsistencyOut:
     """Prove that the first ``old_size`` entries are a prefix of the first ``new_size``.
 
     Raises:
         InvalidInput: sizes out of order or beyond the ledger.
         LedgerIntegrityError: the stored tree gives a proof that does not verify.
     """
-    conn = conn or home.conn
     if not 0 <= old_size <= new_size:
         raise InvalidInput("OLD_SIZE must be between 0 and NEW_SIZE")
-    with transaction(conn):
-        tlog.sync_tree(conn)
-    store = tlog.TreeStore(conn)
-    proof = store.consistency_proof(old_size, new_size)
-    old_root, new_root = store.root(old_size), store.root(new_size)
+
+    def work(tx: Tx) -> tuple[list[bytes], bytes, bytes]:
+        tx.sync_tree()
+        store = tx.tree
+        proof = store.consistency_proof(old_size, new_size)
+        return proof, store.root(old_size), store.root(new_size)
+
+    proof, old_root, new_root = await home.write(work)
     try:
         merkle.verify_consistency(old_size, new_size, old_root, new_root, proof)
     except merkle.ProofError as exc:
@@ -205,107 +190,129 @@ def consistency(
 
 
 def periodic_checkpoints(
-    home: Home, every: int, on_signed: Callable[[Connection], None] | None = None
-) -> Callable[[Connection], None]:
-    """An after-commit hook that signs a checkpoint each time the ledger passes a multiple
-    of ``every`` entries (run by the ledger writer's thread, on its connection), then calls
+    every: int, on_signed: Callable[[Tx], None] | None = None
+) -> Callable[[Tx], None]:
+    """An after-commit hook (a unit of work the ledger writer runs after its commits) that
+    signs a checkpoint each time the ledger passes a multiple of ``every`` entries, then calls
     ``on_signed`` (e.g. to have the witnesses asked, off this thread)."""
     last: list[int] = []  # size of the latest checkpoint, read once
 
-    def hook(conn: Connection) -> None:
-        size = tlog.ledger_size(conn)
+    def hook(tx: Tx) -> None:
+        size = tx.queries.size()
         if not last:
-            latest = checkpoint_log(home, conn).latest()
+            latest = tx.checkpoints.latest()
             last.append(0 if latest is None else latest.size)
         if size // every > last[0] // every:
             try:
-                last[0] = checkpoint_log(home, conn).sign().size
+                last[0] = tx.checkpoints.sign().size
             except LedgerIntegrityError as exc:
                 last[0] = size  # retry at the next multiple, not after every batch
                 log.error("periodic checkpoint refused: %s", exc.reason)
                 return
             if on_signed is not None:
-                on_signed(conn)
+                on_signed(tx)
 
     return hook
 
 
-def final_checkpoint(home: Home) -> Callable[[], None]:
+def final_checkpoint(home: Home) -> Callable[[], Awaitable[None]]:
     """A shutdown hook that signs a checkpoint of everything committed so far."""
 
-    def hook() -> None:
+    async def hook() -> None:
         try:
-            checkpoint_log(home).sign()
+            await home.write(lambda tx: tx.checkpoints.sign())
         except Exception:  # a server must still exit; the next checkpoint will cover it
             log.exception("could not sign the final checkpoint")
 
     return hook
 
 
-def export_checkpoints(home: Home, folder: Path, size: int) -> None:
+def export_checkpoints(home: Home, tx: Tx, folder: Path, size: int) -> None:
     """Write an export's ``checkpoints/<size>.note`` (every checkpoint of at most ``size``
     entries, verbatim) and ``log.vkey`` (the log's verifier key, one line)."""
     directory = folder / auditor.CHECKPOINT_DIR
     directory.mkdir(exist_ok=True)
-    for signed in checkpoint_log(home).upto(size):
+    for signed in tx.checkpoints.upto(size):
         (directory / f"{signed.size}.note").write_bytes(signed.note.encode("utf-8"))
     (folder / "log.vkey").write_text(log_verifier(home).vkey + "\n", encoding="utf-8")
 
 
-def audit_home(
+async def audit_home(
     home: Home,
     trust: auditor.Trust | None = None,
     progress: Callable[[int, int], None] | None = None,
     *,
     workers: int | None = 1,
+    private: bool = False,
 ) -> auditor.AuditReport:
     """Verify the home's ledger, its stored tree and checkpoints, and the auditor's trust.
 
     Reads one consistent snapshot: the entries up to the head, every stored checkpoint (one
-    beyond the head means entries were removed) and the stored tree's root.
+    beyond the head means entries were removed) and the stored tree's root. The whole audit
+    runs as one unit of work on the store's thread (``progress`` is called there), or with
+    ``private`` on a worker thread and connection of its own (a server: its other calls go
+    on meanwhile).
 
     Raises:
         LedgerIntegrityError: the first bad entry, or a tree, checkpoint, truncation or fork
             failure (see :func:`charter.evidence.auditor.audit`).
     """
-    conn = home.conn
-    with read_snapshot(conn):
-        size = tlog.ledger_size(conn)
-        notes = {c.size: c.note for c in checkpoint_log(home).upto()}
-        stored = tlog.tree_size(conn)
-        if stored > size:
-            raise LedgerIntegrityError(
-                size, f"the Merkle tree has {stored} leaves but the ledger only {size} entries"
-            )
-        tree = auditor.Target(stored, tlog.TreeStore(conn).root(stored), "the stored Merkle tree")
 
-        def check_nodes(nodes: list[auditor.Node]) -> str | None:
-            built = [n for n in nodes if (n[1] + 1) << n[0] <= stored]
-            bad = tlog.mismatched_node(conn, built)
-            if bad is None:
-                return None
-            return f"the stored Merkle tree does not match the entries (node {bad[0]}/{bad[1]})"
+    def work(tx: Tx) -> auditor.AuditReport:
+        return _audit(home, tx, trust, progress, workers)
 
-        # Each row's other columns are checked against its entry as it is read; the first
-        # disagreement is reported unless the verifier failed at an earlier entry (or at the
-        # same one: its reason then says more).
-        edited: list[tuple[int, str]] = []
-        try:
-            report = auditor.audit(
-                home.identity,
-                lambda start, _offset: home.ledger.iter_bodies(start, size, mismatches=edited),
-                size,
-                notes,
-                trust or auditor.Trust(),
-                extra=(tree,),
-                progress=progress,
-                check_nodes=check_nodes,
-                workers=workers,
-            )
-        except LedgerIntegrityError as exc:
-            if edited and (exc.seq is None or edited[0][0] < exc.seq):
-                raise column_error(*edited[0]) from exc
-            raise
-        if edited:
-            raise column_error(*edited[0])
-        return report
+    if not private:
+        return await home.read(work)
+    worker = home.store.worker()
+    try:
+        return await asyncio.to_thread(worker.read, work)
+    finally:
+        worker.close()
+
+
+def _audit(
+    home: Home,
+    tx: Tx,
+    trust: auditor.Trust | None,
+    progress: Callable[[int, int], None] | None,
+    workers: int | None,
+) -> auditor.AuditReport:
+    size = tx.queries.size()
+    notes = {c.size: c.note for c in tx.checkpoints.upto()}
+    stored = tx.tree.size()
+    if stored > size:
+        raise LedgerIntegrityError(
+            size, f"the Merkle tree has {stored} leaves but the ledger only {size} entries"
+        )
+    tree = auditor.Target(stored, tx.tree.root(stored), "the stored Merkle tree")
+
+    def check_nodes(nodes: list[auditor.Node]) -> str | None:
+        built = [n for n in nodes if (n[1] + 1) << n[0] <= stored]
+        bad = tx.tree.mismatched(built)
+        if bad is None:
+            return None
+        return f"the stored Merkle tree does not match the entries (node {bad[0]}/{bad[1]})"
+
+    # Each row's other columns are checked against its entry as it is read; the first
+    # disagreement is reported unless the verifier failed at an earlier entry (or at the
+    # same one: its reason then says more).
+    edited: list[tuple[int, str]] = []
+    try:
+        report = auditor.audit(
+            home.identity,
+            lambda start, _offset: tx.ledger.iter_bodies(start, size, mismatches=edited),
+            size,
+            notes,
+            trust or auditor.Trust(),
+            extra=(tree,),
+            progress=progress,
+            check_nodes=check_nodes,
+            workers=workers,
+        )
+    except LedgerIntegrityError as exc:
+        if edited and (exc.seq is None or edited[0][0] < exc.seq):
+            raise column_error(*edited[0]) from exc
+        raise
+    if edited:
+        raise column_error(*edited[0])
+    return report

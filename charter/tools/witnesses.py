@@ -15,12 +15,14 @@ Submissions run with a timeout (:data:`TIMEOUT`) and, in a server, on a thread o
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -37,9 +39,9 @@ from charter.evidence.c2sp import (
 )
 from charter.home import Home
 from charter.storage import tlog
-from charter.storage.db import Connection, transaction
-from charter.storage.witnesses import WitnessRepo, WitnessRow
-from charter.tools.tlog import CheckpointOut, checkpoint, checkpoint_log, private_connection
+from charter.storage.ports import Tx, WorkerStore
+from charter.storage.witnesses import WitnessRow
+from charter.tools.tlog import CheckpointOut, checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,9 @@ def _out(row: WitnessRow) -> WitnessOut:
     )
 
 
-def add_witness(home: Home, url: str, vkey: str, *, passphrase: bytes | None = None) -> WitnessOut:
+async def add_witness(
+    home: Home, url: str, vkey: str, *, passphrase: bytes | None = None
+) -> WitnessOut:
     """Configure a witness: its submission URL and its cosignature vkey (type 0x04).
 
     Raises:
@@ -101,62 +105,72 @@ def add_witness(home: Home, url: str, vkey: str, *, passphrase: bytes | None = N
         raise InvalidInput("witness vkey must be a tlog-cosignature/v1 (type 0x04) key")
     now = rfc3339(home.clock.now())
     clean = url.rstrip("/")
-    with transaction(home.conn):
-        if not WitnessRepo(home.conn).add(verifier.name, verifier.vkey, clean, now):
+    event = home.owner_event(
+        "witness.add",
+        {"name": verifier.name, "vkey": verifier.vkey, "url": clean},
+        passphrase=passphrase,
+    )
+
+    def work(tx: Tx) -> None:
+        if not tx.witnesses.add(verifier.name, verifier.vkey, clean, now):
             raise InvalidInput(f"a witness named {verifier.name!r} is configured already")
-        home.record_owner_event(
-            "witness.add",
-            {"name": verifier.name, "vkey": verifier.vkey, "url": clean},
-            passphrase=passphrase,
-        )
-    return next(w for w in list_witnesses(home) if w.name == verifier.name)
+        tx.ledger.append_one(event)
+
+    await home.write(work)
+    return next(w for w in await list_witnesses(home) if w.name == verifier.name)
 
 
-def list_witnesses(home: Home) -> list[WitnessOut]:
+async def list_witnesses(home: Home) -> list[WitnessOut]:
     """Every configured witness."""
-    return [_out(row) for row in WitnessRepo(home.conn).all()]
+    return await home.read(lambda tx: [_out(row) for row in tx.witnesses.all()])
 
 
-def submit(
-    home: Home, conn: Connection | None = None, *, timeout: float = TIMEOUT
-) -> list[Submission]:
-    """Submit the latest checkpoint to every witness that has not cosigned it yet.
+def submit(home: Home, store: WorkerStore, *, timeout: float = TIMEOUT) -> list[Submission]:
+    """Submit the latest checkpoint to every witness that has not cosigned it yet (blocking:
+    run it on a worker thread, with a :meth:`~charter.storage.ports.Store.worker` handle).
 
     Never raises for a witness's failure: each one is recorded (``last_error``) and returned.
     """
-    conn = conn or home.conn
-    repo = WitnessRepo(conn)
-    rows = repo.all()
-    if not rows:
-        return []
-    latest = checkpoint_log(home, conn).latest()
-    if latest is None:
+    rows, latest = store.read(lambda tx: (tx.witnesses.all(), tx.checkpoints.latest()))
+    if not rows or latest is None:
         return []
     results = []
     for row in rows:
-        if repo.has(latest.size, row.name):
+        if store.read(functools.partial(_has_cosigned, size=latest.size, name=row.name)):
             continue
-        result = _submit_one(home, conn, row, latest, timeout)
+        result = _submit_one(home, store, row, latest, timeout)
         if not result.ok:
             log.warning("witness %s: %s", row.name, result.detail)
-            repo.record_failure(row.name, result.detail, rfc3339(home.clock.now()))
+            failure = functools.partial(
+                _record_failure, name=row.name, error=result.detail, now=rfc3339(home.clock.now())
+            )
+            store.write(failure)
         results.append(result)
     return results
 
 
+def _has_cosigned(tx: Tx, *, size: int, name: str) -> bool:
+    return tx.witnesses.has(size, name)
+
+
+def _record_failure(tx: Tx, *, name: str, error: str, now: str) -> None:
+    tx.witnesses.record_failure(name, error, now)
+
+
 def _submit_one(
-    home: Home, conn: Connection, row: WitnessRow, latest: tlog.SignedCheckpoint, timeout: float
+    home: Home, store: WorkerStore, row: WitnessRow, latest: tlog.SignedCheckpoint, timeout: float
 ) -> Submission:
     verifier = CosignatureVerifier.from_vkey(row.vkey)
     note = latest.note  # the log's signature (and any cosignatures already here)
     old = row.size if row.size <= latest.size else 0
-    store = tlog.TreeStore(conn)
 
     def failed(detail: str) -> Submission:
         return Submission(row.name, latest.size, False, detail)
 
     for _ in range(_ATTEMPTS):
-        proof = tuple(store.consistency_proof(old, latest.size)) if old else ()
+        proof = (
+            tuple(store.read(functools.partial(_proof, old=old, size=latest.size))) if old else ()
+        )
         body = AddCheckpoint(old, proof, note).to_body()
         status, answer = _post(row.url + "/add-checkpoint", body, timeout)
         if status == 200:
@@ -164,8 +178,14 @@ def _submit_one(
                 lines = cosignatures_from(answer, latest.note, verifier)
             except NoteError as exc:
                 return failed(f"answered with no valid cosignature: {exc.reason}")
-            repo = WitnessRepo(conn)
-            repo.record_cosignature(row.name, latest.size, lines[0], rfc3339(home.clock.now()))
+            cosigned = functools.partial(
+                _record_cosignature,
+                name=row.name,
+                size=latest.size,
+                line=lines[0],
+                now=rfc3339(home.clock.now()),
+            )
+            store.write(cosigned)
             return Submission(row.name, latest.size, True, "cosigned")
         if status == 409:
             try:
@@ -179,7 +199,7 @@ def _submit_one(
                 )
             if known == old:
                 return failed(f"refuses size {latest.size}: it cosigned another root (a fork)")
-            WitnessRepo(conn).record_size(row.name, known)
+            store.write(functools.partial(_record_size, name=row.name, size=known))
             old = known
             continue
         if status == 422:
@@ -189,6 +209,18 @@ def _submit_one(
         first = answer.decode("utf-8", "replace").split("\n", 1)[0][:200]
         return failed(f"answered {status}: {first}")
     return failed("kept answering 409")
+
+
+def _proof(tx: Tx, *, old: int, size: int) -> list[bytes]:
+    return tx.tree.consistency_proof(old, size)
+
+
+def _record_cosignature(tx: Tx, *, name: str, size: int, line: str, now: str) -> None:
+    tx.witnesses.record_cosignature(name, size, line, now)
+
+
+def _record_size(tx: Tx, *, name: str, size: int) -> None:
+    tx.witnesses.record_size(name, size)
 
 
 def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
@@ -207,13 +239,16 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         return 0, str(reason)[:200].encode()
 
 
-def lagging(home: Home, conn: Connection | None = None) -> list[str]:
+async def lagging(home: Home) -> list[str]:
     """For ``charter doctor``: one line per witness that has not cosigned the latest
     checkpoint (empty: every witness is current, or none is configured)."""
-    conn = conn or home.conn
-    repo = WitnessRepo(conn)
+    return await home.read(_lagging)
+
+
+def _lagging(tx: Tx) -> list[str]:
+    repo = tx.witnesses
     rows = repo.all()
-    latest = checkpoint_log(home, conn).latest() if rows else None
+    latest = tx.checkpoints.latest() if rows else None
     if latest is None:
         return []
     out = []
@@ -272,9 +307,12 @@ class Submitter:
                 return
             self._wake.clear()
             try:
-                with private_connection(self._home) as conn:
-                    if WitnessRepo(conn).any():
-                        submit(self._home, conn, timeout=self._timeout)
+                store = self._home.store.worker()
+                try:
+                    if store.read(lambda tx: tx.witnesses.any()):
+                        submit(self._home, store, timeout=self._timeout)
+                finally:
+                    store.close()
             except Exception:  # a witness pass must never take the server down
                 log.exception("witness submission failed")
             self.passes += 1
@@ -294,29 +332,40 @@ def submitter_for(home: Home) -> Submitter:
         return found
 
 
-def kick(home: Home, conn: Connection | None = None) -> None:
+def kick(home: Home, tx: Tx) -> None:
     """Have the home's submitter run a pass soon, if any witness is configured (never blocks
-    on a witness: one indexed probe on ``conn``, then an event)."""
-    if WitnessRepo(conn or home.conn).any():
+    on a witness: one indexed probe in ``tx``, then an event)."""
+    if tx.witnesses.any():
         submitter_for(home).kick()
 
 
-def stop_submitter(home: Home) -> Callable[[], None]:
+def stop_submitter(home: Home) -> Callable[[], Awaitable[None]]:
     """A shutdown hook that stops the home's submitter, if it started."""
 
-    def hook() -> None:
+    async def hook() -> None:
         with _SUBMITTERS_LOCK:
             found = _SUBMITTERS.pop(id(home), None)
         if found is not None:
-            found.stop()
+            await asyncio.to_thread(found.stop)
 
     return hook
 
 
-def checkpoint_witnessed(home: Home, *, timeout: float = TIMEOUT) -> CheckpointOut:
+async def checkpoint_witnessed(home: Home, *, timeout: float = TIMEOUT) -> CheckpointOut:
     """The owner's on-demand checkpoint: sign (if the ledger grew), submit it to the
     witnesses and wait for them (each at most ``timeout``), return it with every cosignature
     gathered."""
-    signed = checkpoint(home)
-    submit(home, timeout=timeout)
-    return checkpoint(home) if WitnessRepo(home.conn).any() else signed
+    signed = await checkpoint(home)
+    if not await home.read(lambda tx: tx.witnesses.any()):
+        return signed
+    await asyncio.to_thread(submit_once, home, timeout)
+    return await checkpoint(home)
+
+
+def submit_once(home: Home, timeout: float = TIMEOUT) -> list[Submission]:
+    """:func:`submit` on a connection of its own (blocking; for a worker thread)."""
+    store = home.store.worker()
+    try:
+        return submit(home, store, timeout=timeout)
+    finally:
+        store.close()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import anyio.to_thread
 from pydantic import Field
 
-from charter.home import Home
 from charter.server.app import READ_ONLY
 from charter.server.calls import current_call
 from charter.tools import audit
@@ -52,8 +50,8 @@ def register(server: CharterServer) -> None:
         """
         call = current_call()
         call.require("audit:read")
-        return audit.query(
-            call.deps.home.conn,
+        return await audit.query(
+            call.deps.home,
             actor=call.agent.agent_id,
             action=action,
             outcome=outcome,
@@ -72,11 +70,5 @@ def register(server: CharterServer) -> None:
         """
         call = current_call()
         call.require("audit:read")
-        settings = call.deps.home.settings
-
-        def run() -> audit.VerifyOut:
-            # A private connection: verification runs on a worker thread.
-            with Home.open(settings) as home:
-                return audit.verify_out(home)
-
-        return await anyio.to_thread.run_sync(run)
+        # On a connection and thread of its own: the server's other calls go on meanwhile.
+        return await audit.verify_out(call.deps.home, private=True)

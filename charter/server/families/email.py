@@ -91,7 +91,7 @@ def register(server: CharterServer) -> None:
         )
         for scope in prepared.scopes:
             call.require(scope)
-        return await call.run(mail.send_plan(call.deps.home, call.agent, prepared))
+        return await call.run(await mail.send_plan(call.deps.home, call.agent, prepared))
 
     @server.charter_tool(
         "email_list",

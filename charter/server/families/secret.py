@@ -18,6 +18,7 @@ from charter.tools.vault import (
     http_request_plan,
     placeholder_names,
     reveal_plan,
+    vault_of,
     visible_secrets,
 )
 
@@ -41,7 +42,7 @@ def register(server: CharterServer) -> None:
     def vault() -> Vault:
         # One Vault per server: it caches the decrypted master key between calls.
         if "vault" not in cache:
-            cache["vault"] = Vault(server.deps.home)
+            cache["vault"] = vault_of(server.deps.home)
         return cache["vault"]
 
     @server.charter_tool("secret_list", annotations=READ_ONLY, title="List my secrets")
@@ -52,7 +53,7 @@ def register(server: CharterServer) -> None:
         Needs no scope (shows only what `secret:use:*` / `secret:read:*` grants allow). No side
         effects.
         """
-        return visible_secrets(vault(), current_call().allows)
+        return await visible_secrets(server.deps.home, vault(), current_call().allows)
 
     @server.charter_tool(
         "secret_http_request",
@@ -107,7 +108,8 @@ def register(server: CharterServer) -> None:
         # checks the charter again and the hosts.
         for secret_name in placeholder_names(url, *(headers or {}).values(), body):
             call.require(f"secret:use:{secret_name}")
-        plan = http_request_plan(
+        plan = await http_request_plan(
+            server.deps.home,
             vault(),
             call.agent.charter.scopes,
             agent=call.agent.name,
@@ -136,4 +138,6 @@ def register(server: CharterServer) -> None:
         """
         call = current_call()
         call.require(f"secret:read:{name}")
-        return await call.run(reveal_plan(vault(), call.agent.charter.scopes, name))
+        return await call.run(
+            await reveal_plan(server.deps.home, vault(), call.agent.charter.scopes, name)
+        )

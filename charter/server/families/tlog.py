@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-import anyio.to_thread
 from pydantic import Field
 
 from charter.server.app import READ_ONLY
@@ -16,6 +15,7 @@ from charter.tools import tlog, witnesses
 
 if TYPE_CHECKING:
     from charter.server.app import CharterServer
+    from charter.storage.ports import Tx
 
 #: Entry positions are JSON-safe integers.
 MAX_SEQ = 2**53 - 1
@@ -42,13 +42,12 @@ def register(server: CharterServer) -> None:
         call.require("audit:read")
         home = call.deps.home
 
-        def run() -> tlog.CheckpointOut:
-            with tlog.private_connection(home) as conn:
-                out = tlog.checkpoint(home, conn)
-                witnesses.kick(home, conn)
-                return out
+        def work(tx: Tx) -> tlog.CheckpointOut:
+            out = tlog.sign_checkpoint(home, tx)
+            witnesses.kick(home, tx)
+            return out
 
-        return await anyio.to_thread.run_sync(run)
+        return await home.write(work)
 
     @server.charter_tool(
         "audit_prove",
@@ -79,8 +78,4 @@ def register(server: CharterServer) -> None:
         call.require("audit:read")
         home, actor = call.deps.home, call.agent.agent_id
 
-        def run() -> tlog.InclusionOut:
-            with tlog.private_connection(home) as conn:
-                return tlog.prove(home, seq, tree_size, conn=conn, actor=actor)
-
-        return await anyio.to_thread.run_sync(run)
+        return await tlog.prove(home, seq, tree_size, actor=actor)

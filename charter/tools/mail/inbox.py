@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Literal
 
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import InvalidInput, NotFound
-from charter.storage.db import Connection
-from charter.storage.mail import MailRepo
 from charter.tools.mail import imap as mail_imap
 from charter.tools.mail import message as mm
 from charter.tools.mail.models import (
@@ -44,6 +42,7 @@ from charter.tools.mail.transport import MailDenied
 
 if TYPE_CHECKING:
     from charter.home import Home
+    from charter.storage.ports import Tx
     from charter.tools.identity import AgentContext
 
 MAX_TEXT_CHARS = 100_000
@@ -75,9 +74,10 @@ async def list_messages(
         raise InvalidInput(f"limit must be 1-{MAX_LIST_LIMIT}")
     mail_imap.check_folder(folder)
     since_at = _parse_since(since)
-    cfg = _imap_config(home)
+    cfg = await _imap_config(home)
     if cfg is None:
-        rows = _local_rows(home.conn, agent.name, folder, unread_only=unread_only)
+        name = agent.name
+        rows = await home.read(lambda tx: _local_rows(tx, name, folder, unread_only=unread_only))
         parsed = [(mm.parse(raw), i, raw, seen, who) for i, raw, seen, who in rows]
         items = [
             _summary(msg, f"local:{i}", folder, seen, len(raw), who)
@@ -118,10 +118,11 @@ async def read_message(
     mail_imap.check_folder(folder)
     ident = message_id.strip()
     mm.check_header_text(ident, "message_id")
-    cfg = _imap_config(home)
+    cfg = await _imap_config(home)
     missing = NotFound(f"no message {ident[:100]!r} in {folder} (see email_list)")
     if cfg is None:
-        row = _local_read(home.conn, agent.name, folder, ident, policy)
+        name = agent.name
+        row = await home.write(lambda tx: _local_read(tx, name, folder, ident, policy))
         if row is None:
             raise missing
         raw, seen, sender_agent = row
@@ -147,15 +148,15 @@ async def read_message(
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _imap_config(home: Home) -> mail_imap.ImapConfig | None:
+async def _imap_config(home: Home) -> mail_imap.ImapConfig | None:
     """IMAP settings, None for the local transport.
 
     Raises:
         MailDenied: SMTP is configured but IMAP is not.
     """
-    if load_settings(home.conn) is None:
+    if await load_settings(home) is None:
         return None
-    cfg = imap_config(home)
+    cfg = await imap_config(home)
     if cfg is None:
         raise MailDenied(
             "no IMAP server is configured, so mail cannot be read; the owner can add one with "
@@ -335,20 +336,20 @@ def _strip_html(text: str) -> str:
 
 
 def _local_rows(
-    conn: Connection, agent: str, folder: str, *, unread_only: bool
+    tx: Tx, agent: str, folder: str, *, unread_only: bool
 ) -> list[tuple[int, bytes, bool, str]]:
     if folder.upper() != "INBOX":
         raise NotFound(f"no folder {folder!r}: the local mailbox has only INBOX")
-    found = MailRepo(conn).list_local(agent, unread_only=unread_only, limit=mail_imap.MAX_SCAN)
+    found = tx.mail.list_local(agent, unread_only=unread_only, limit=mail_imap.MAX_SCAN)
     return [(m.id, m.raw, m.seen, m.sender_agent) for m in found]
 
 
 def _local_read(
-    conn: Connection, agent: str, folder: str, ident: str, policy: EmailPolicy
+    tx: Tx, agent: str, folder: str, ident: str, policy: EmailPolicy
 ) -> tuple[bytes, bool, str] | None:
     if folder.upper() != "INBOX":
         raise NotFound(f"no folder {folder!r}: the local mailbox has only INBOX")
-    repo = MailRepo(conn)
+    repo = tx.mail
     if ident.startswith("local:") and ident[6:].isdigit():
         found = repo.find_local(agent, local_id=int(ident[6:]))
     else:

@@ -117,12 +117,12 @@ def _sender_pattern(pattern: str) -> str:
     return text
 
 
-def agent_addresses(home: Home) -> dict[str, tuple[str, ...]]:
+async def agent_addresses(home: Home) -> dict[str, tuple[str, ...]]:
     """Lowercased address -> names of the active agents that have it."""
     from charter.tools.identity import list_agents
 
     out: dict[str, tuple[str, ...]] = {}
-    for info in list_agents(home):
+    for info in await list_agents(home):
         if info.status != "active":
             continue
         try:
@@ -135,12 +135,13 @@ def agent_addresses(home: Home) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def check_address_free(home: Home, address: str, agent: str) -> None:
+async def check_address_free(home: Home, address: str, agent: str) -> None:
     """Refuse giving ``agent`` an address another active agent already has.
 
     Raises:
         InvalidInput: naming the other agent.
     """
-    others = [n for n in agent_addresses(home).get(address.lower(), ()) if n != agent]
+    addresses = await agent_addresses(home)
+    others = [n for n in addresses.get(address.lower(), ()) if n != agent]
     if others:
         raise InvalidInput(f"{address} is already the address of agent {others[0]!r}")

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from charter.clock import rfc3339
-from charter.storage.db import Connection, transaction
-from charter.storage.mail import MailRepo, NewSend
+from charter.storage.mail import NewSend
+from charter.storage.ports import Tx
 from charter.tools.mail import message as mm
 from charter.tools.mail.models import SendResult
 from charter.tools.mail.policy import EmailPolicy, require_policy
@@ -101,7 +101,7 @@ def prepare_send(
     return PreparedSend(mail, policy)
 
 
-def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> Plan[SendResult]:
+async def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> Plan[SendResult]:
     """Steps 2 (after the scopes) to 5 of a send, as the plan the gate runs.
 
     Checks the transport and the rate and renders the message here; the plan's intent
@@ -113,15 +113,16 @@ def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> Plan[S
     The act raises ServiceError: the transport failed after the intent (never retried).
     """
     mail, policy = prepared.mail, prepared.policy
-    transport = transport_for(home)
-    transport.check(mail.recipients)
+    transport = await transport_for(home)
+    await transport.check(mail.recipients)
     now = home.clock.now()
     message_id = mm.new_message_id(mail.sender)
     unsigned = mm.render(
         mail, message_id=message_id, date=mm.format_date(now), agent_id=agent.agent_id
     )
     digest = mm.message_digest(mm.parse(unsigned))
-    _check_rate(home.conn, agent.name, policy, now)  # refuse early; checked again at the intent
+    # Refuse early; checked again at the intent.
+    await home.read(lambda tx: _check_rate(tx, agent.name, policy, now))
     details = {
         "message_id": message_id,
         "from": mail.sender,
@@ -154,15 +155,15 @@ def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> Plan[S
             agent_id=agent.agent_id,
             charter_hash=agent.charter.hash,
         )
-        _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
+        await _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
         envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
         try:
             delivery = await transport.deliver(envelope, mm.add_signature(unsigned, jws))
         except BaseException as exc:
             reason = getattr(exc, "public_message", None) or "internal error"
-            _finish(home, message_id, "failed", reason, expect="sending")
+            await _finish(home, message_id, "failed", reason, expect="sending")
             raise
-        _finish(home, message_id, "sent", delivery.reply, expect="sending")
+        await _finish(home, message_id, "sent", delivery.reply, expect="sending")
         return SendResult(
             message_id=message_id,
             recipients=list(mail.recipients),
@@ -183,13 +184,13 @@ def _send_facts(result: SendResult) -> dict[str, Any]:
     return facts
 
 
-def _check_rate(conn: Connection, agent: str, policy: EmailPolicy, now: dt.datetime) -> None:
+def _check_rate(tx: Tx, agent: str, policy: EmailPolicy, now: dt.datetime) -> None:
     """Refuse a send when the agent's hourly rate is used up.
 
     Raises:
         MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
     """
-    count = MailRepo(conn).count_sent_since(agent, rfc3339(now - dt.timedelta(hours=1)))
+    count = tx.mail.count_sent_since(agent, rfc3339(now - dt.timedelta(hours=1)))
     if count >= policy.rate_per_hour:
         raise MailDenied(
             f"rate limit: this agent may send {policy.rate_per_hour} messages per hour and "
@@ -209,13 +210,13 @@ class _Reservation:
     policy: EmailPolicy
     now: dt.datetime
 
-    def insert(self, conn: Connection) -> None:
+    def insert(self, tx: Tx) -> None:
         """Check the rate again (under the write lock) and insert the row as ``reserved``.
 
         Raises:
             MailDenied: the rate was reached meanwhile; the intent is not recorded.
         """
-        _check_rate(conn, self.agent, self.policy, self.now)
+        _check_rate(tx, self.agent, self.policy, self.now)
         mail = self.mail
         row = NewSend(
             message_id=self.message_id,
@@ -230,11 +231,11 @@ class _Reservation:
             transport=self.transport,
             created_at=rfc3339(self.now),
         )
-        if not MailRepo(conn).reserve(row):
+        if not tx.mail.reserve(row):
             raise RuntimeError(f"mail_sent row {self.message_id} cannot be reserved")
 
 
-def _finish(
+async def _finish(
     home: Home,
     message_id: str,
     status: str,
@@ -244,15 +245,12 @@ def _finish(
     seq: int | None = None,
 ) -> None:
     """Move a row from ``expect`` to ``status``; anything else is a bug (never send twice)."""
-    with transaction(home.conn):
-        moved = MailRepo(home.conn).change_status(
-            message_id,
-            status,
-            expect=expect,
-            finished_at=rfc3339(home.clock.now()),
-            reply=reply,
-            intent_seq=seq,
+    now = rfc3339(home.clock.now())
+    moved = await home.write(
+        lambda tx: tx.mail.change_status(
+            message_id, status, expect=expect, finished_at=now, reply=reply, intent_seq=seq
         )
+    )
     if not moved:
         raise RuntimeError(f"mail_sent row {message_id} is not {expect!r}; refusing to go on")
 
@@ -293,8 +291,8 @@ class OutboxEntry(BaseModel):
     interrupted: str | None = None
 
 
-def outbox(
-    conn: Connection,
+async def outbox(
+    home: Home,
     *,
     agent: str | None = None,
     limit: int = 50,
@@ -306,6 +304,7 @@ def outbox(
     ``interrupted``.
     """
     stale = None if now is None else rfc3339(now - INTERRUPTED_AFTER)
+    rows = await home.read(lambda tx: tx.mail.list_sent(agent=agent, limit=limit))
     return [
         OutboxEntry(
             message_id=r.message_id,
@@ -326,5 +325,5 @@ def outbox(
                 _INTERRUPTED.get(r.status) if stale is not None and r.created_at < stale else None
             ),
         )
-        for r in MailRepo(conn).list_sent(agent=agent, limit=limit)
+        for r in rows
     ]

@@ -3,14 +3,13 @@ transport they select, and the owner's checks (``charter mail test``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from typing import TYPE_CHECKING
 
 from charter.clock import rfc3339
 from charter.errors import ConfigError, InvalidInput, NotFound, ServiceError
-from charter.storage.db import Connection, transaction
-from charter.storage.mail import MailRepo
 from charter.storage.mail import MailSettings as MailSettings  # defined with its table
 from charter.tools.mail import message as mm
 from charter.tools.mail.imap import ImapConfig, check_login
@@ -26,6 +25,7 @@ from charter.tools.mail.transport import (
 
 if TYPE_CHECKING:
     from charter.home import Home
+    from charter.storage.ports import Tx
 
 PASSWORD_SECRET = "charter:mail-password"  # noqa: S105 - the vault name, not a password
 SECURITY = ("starttls", "tls", "none")
@@ -90,12 +90,12 @@ def make_settings(
     )
 
 
-def load_settings(conn: Connection) -> MailSettings | None:
+async def load_settings(home: Home) -> MailSettings | None:
     """The configured settings, or None (the local transport)."""
-    return MailRepo(conn).get_settings()
+    return await home.read(lambda tx: tx.mail.get_settings())
 
 
-def save_settings(
+async def save_settings(
     home: Home,
     settings: MailSettings,
     password: str,
@@ -112,30 +112,41 @@ def save_settings(
 
     if not password:
         raise InvalidInput("the mail password must not be empty")
-    home.owner_key(passphrase)  # fail before writing anything if the passphrase is wrong
-    with transaction(home.conn):
-        Vault(home, passphrase=vault_passphrase).put(
+    event = home.owner_event("mail.setup", settings.public(), passphrase=passphrase)
+    vault = Vault(home.signer, home.clock, passphrase=vault_passphrase)
+    now = rfc3339(home.clock.now())
+
+    def work(tx: Tx) -> None:
+        vault.put(
+            tx,
             PASSWORD_SECRET,
             password.encode("utf-8"),
             description="SMTP/IMAP password of charter mail",
             system=True,
         )
-        MailRepo(home.conn).save_settings(settings, updated_at=rfc3339(home.clock.now()))
-        home.record_owner_event("mail.setup", settings.public(), passphrase=passphrase)
+        tx.mail.save_settings(settings, updated_at=now)
+        tx.ledger.append_one(event)
+
+    await home.write(work)
 
 
-def clear_settings(home: Home, *, passphrase: bytes | None = None) -> None:
+async def clear_settings(home: Home, *, passphrase: bytes | None = None) -> None:
     """Forget the mail server (back to the local transport) and delete the password."""
     from charter.storage.vault import Vault
 
-    with transaction(home.conn):
-        MailRepo(home.conn).clear_settings()
+    event = home.owner_event("mail.clear", {}, passphrase=passphrase)
+    vault = Vault(home.signer, home.clock)
+
+    def work(tx: Tx) -> None:
+        tx.mail.clear_settings()
         with contextlib.suppress(NotFound):
-            Vault(home).delete(PASSWORD_SECRET)
-        home.record_owner_event("mail.clear", {}, passphrase=passphrase)
+            vault.delete(tx, PASSWORD_SECRET)
+        tx.ledger.append_one(event)
+
+    await home.write(work)
 
 
-def mail_password(home: Home) -> str:
+async def mail_password(home: Home) -> str:
     """The mail password from the vault.
 
     Raises:
@@ -143,17 +154,19 @@ def mail_password(home: Home) -> str:
     """
     from charter.storage.vault import Vault
 
+    vault = Vault(home.signer, home.clock)
     try:
-        return Vault(home).get(PASSWORD_SECRET).reveal_text()
+        value = await home.read(lambda tx: vault.get(tx, PASSWORD_SECRET))
+        return value.reveal_text()
     except NotFound:
         raise ConfigError(
             "the mail password is missing from the vault: run `charter mail setup` again"
         ) from None
 
 
-def transport_for(home: Home) -> Transport:
+async def transport_for(home: Home) -> Transport:
     """SMTP when configured, else the local transport."""
-    settings = load_settings(home.conn)
+    settings = await load_settings(home)
     if settings is None:
         return LocalTransport(home, lambda: agent_addresses(home))
     return SmtpTransport(
@@ -161,15 +174,15 @@ def transport_for(home: Home) -> Transport:
         port=settings.smtp_port,
         security=settings.smtp_security,
         username=settings.username,
-        password=mail_password(home),
+        password=await mail_password(home),
         ca_pem=settings.ca_pem,
         timeout=float(settings.timeout_s),
     )
 
 
-def imap_config(home: Home) -> ImapConfig | None:
+async def imap_config(home: Home) -> ImapConfig | None:
     """How to log in to IMAP, or None when no IMAP server is configured."""
-    settings = load_settings(home.conn)
+    settings = await load_settings(home)
     if settings is None or settings.imap_host is None or settings.imap_port is None:
         return None
     return ImapConfig(
@@ -177,20 +190,20 @@ def imap_config(home: Home) -> ImapConfig | None:
         port=settings.imap_port,
         security=settings.imap_security or "tls",
         username=settings.username,
-        password=mail_password(home),
+        password=await mail_password(home),
         ca_pem=settings.ca_pem,
         timeout=float(settings.timeout_s),
     )
 
 
-def check_imap(home: Home) -> int | None:
+async def check_imap(home: Home) -> int | None:
     """Log in to IMAP and count INBOX (None when no IMAP server is configured).
 
     Raises:
         ServiceError: the server is down, refuses TLS or the credentials.
     """
-    cfg = imap_config(home)
-    return None if cfg is None else check_login(cfg)
+    cfg = await imap_config(home)
+    return None if cfg is None else await asyncio.to_thread(check_login, cfg)
 
 
 # -- the owner's checks ----------------------------------------------------------------------
@@ -207,8 +220,8 @@ async def send_test(
         ConfigError: no mail server is configured.  InvalidInput: bad address.
         ServiceError: the server failed (the result event says so too).
     """
-    transport = transport_for(home)
-    settings = load_settings(home.conn)
+    transport = await transport_for(home)
+    settings = await load_settings(home)
     if settings is None or not isinstance(transport, SmtpTransport):
         raise ConfigError(
             "no mail server is configured (the local transport is in use). " + SETUP_HINT
@@ -224,14 +237,14 @@ async def send_test(
         mail, message_id=message_id, date=mm.format_date(home.clock.now()), agent_id=None
     )
     facts = {"to": to, "from": mail.sender, "message_id": message_id, "server": transport.where}
-    home.record_owner_event("mail.test", facts, passphrase=passphrase)
+    await home.record_owner_event("mail.test", facts, passphrase=passphrase)
     envelope = Envelope(message_id, mail.sender, mail.recipients, home.owner_id)
     try:
         delivery = await transport.deliver(envelope, raw)
     except ServiceError as exc:
-        home.record_owner_event(
+        await home.record_owner_event(
             "mail.test.result", facts | {"error": exc.public_message}, outcome="error"
         )
         raise
-    home.record_owner_event("mail.test.result", facts | {"reply": delivery.reply})
+    await home.record_owner_event("mail.test.result", facts | {"reply": delivery.reply})
     return delivery.reply

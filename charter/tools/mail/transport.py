@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import ssl
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from charter.clock import rfc3339
 from charter.errors import CharterError, ServiceError
-from charter.storage.db import transaction
-from charter.storage.mail import MailRepo
 
 if TYPE_CHECKING:
     from charter.home import Home
+    from charter.storage.ports import Tx
 
 
 class MailDenied(CharterError):
@@ -63,7 +62,7 @@ class Transport(Protocol):
     def name(self) -> str:
         """``smtp`` or ``local``."""
 
-    def check(self, recipients: tuple[str, ...]) -> None:
+    async def check(self, recipients: tuple[str, ...]) -> None:
         """Refuse (before anything is recorded as sent) recipients it can never reach."""
 
     async def deliver(self, envelope: Envelope, raw: bytes) -> Delivery:
@@ -125,7 +124,7 @@ class SmtpTransport(ServerLogin):
 
     name: str = "smtp"
 
-    def check(self, recipients: tuple[str, ...]) -> None:
+    async def check(self, recipients: tuple[str, ...]) -> None:
         """Any address is reachable through a mail server."""
 
     async def deliver(self, envelope: Envelope, raw: bytes) -> Delivery:
@@ -219,18 +218,20 @@ class LocalTransport:
 
     name = "local"
 
-    def __init__(self, home: Home, directory: Callable[[], Mapping[str, tuple[str, ...]]]) -> None:
+    def __init__(
+        self, home: Home, directory: Callable[[], Awaitable[Mapping[str, tuple[str, ...]]]]
+    ) -> None:
         """``directory()`` maps each active agent's lowercased address to agent names."""
         self.home = home
         self.directory = directory
 
-    def check(self, recipients: tuple[str, ...]) -> None:
+    async def check(self, recipients: tuple[str, ...]) -> None:
         """Refuse any recipient that is not an active agent's address.
 
         Raises:
             MailDenied: naming the unknown recipients and how to configure SMTP.
         """
-        known = self.directory()
+        known = await self.directory()
         unknown = [r for r in recipients if r.lower() not in known]
         if unknown:
             raise MailDenied(
@@ -241,7 +242,7 @@ class LocalTransport:
 
     async def deliver(self, envelope: Envelope, raw: bytes) -> Delivery:
         """Put one copy in each recipient agent's mailbox (one transaction)."""
-        known = self.directory()
+        known = await self.directory()
         now = rfc3339(self.home.clock.now())
         refused: dict[str, str] = {}
         boxes: list[str] = []
@@ -254,8 +255,9 @@ class LocalTransport:
             raise ServiceError(
                 f"no recipient is an agent of this home any more ({json.dumps(refused)})"
             )
-        with transaction(self.home.conn):
-            delivered = MailRepo(self.home.conn).deliver_local(
+
+        def work(tx: Tx) -> None:
+            delivered = tx.mail.deliver_local(
                 boxes,
                 message_id=envelope.message_id,
                 sender_agent=envelope.agent,
@@ -264,4 +266,6 @@ class LocalTransport:
             )
             if not delivered:
                 raise RuntimeError(f"a mailbox already holds {envelope.message_id}")
+
+        await self.home.write(work)
         return Delivery(reply=f"250 delivered locally to {len(boxes)} mailbox(es)", refused=refused)

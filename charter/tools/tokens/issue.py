@@ -28,13 +28,13 @@ from charter.evidence.charters import CharterView
 from charter.evidence.jwk import b64url_decode, thumbprint
 from charter.home import Home
 from charter.scopes import is_subset, validate_scopes
-from charter.storage.db import Connection, transaction
-from charter.storage.tokens import NewToken, TokenRepo
+from charter.storage.ports import Tx
+from charter.storage.tokens import NewToken
 from charter.tools.guards import check_reason
 from charter.tools.identity import get_agent, load_agent
 from charter.tools.plan import Plan
 from charter.tools.tokens.codec import encode
-from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer, signing_key
+from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer_in, signing_key
 from charter.tools.tokens.verify import MAX_TTL_SECONDS, claims_digest
 
 if TYPE_CHECKING:
@@ -157,16 +157,26 @@ def prepare(
     )
 
 
-def sign(home: Home, request: TokenRequest) -> IssuedToken:
+async def sign(home: Home, request: TokenRequest) -> IssuedToken:
     """Sign ``request`` with the current issuer key; nothing is written.
 
     The token verifies only once :func:`record` has stored its row: a caller commits that
     together with whatever makes the issuance official (the tool's outcome entry, the owner's
     ledger event), so a token whose issuance was not recorded never works.
     """
-    ensure_issuer_keys(home)
-    kid = current_kid(TokenRepo(home.conn))
-    claims = _claims(home, request)
+
+    def keys(tx: Tx) -> tuple[str, str] | None:
+        if not tx.tokens.has_issuer_keys():
+            return None
+        return current_kid(tx.tokens), issuer_in(tx)
+
+    found = await home.read(keys)
+    if found is None:  # the first token of a new home: register the key `charter init` made
+        await ensure_issuer_keys(home)
+        found = await home.read(keys)
+        assert found is not None
+    kid, iss = found
+    claims = _claims(iss, request)
     return IssuedToken(
         token=encode(claims, signing_key(home, kid)),
         jti=request.jti,
@@ -178,9 +188,9 @@ def sign(home: Home, request: TokenRequest) -> IssuedToken:
     )
 
 
-def record(conn: Connection, request: TokenRequest, issued: IssuedToken) -> None:
+def record(tx: Tx, request: TokenRequest, issued: IssuedToken) -> None:
     """Store the row of a token :func:`sign` made (inside the caller's transaction)."""
-    TokenRepo(conn).insert(
+    tx.tokens.insert(
         NewToken(
             jti=request.jti,
             kid=issued.kid,
@@ -202,33 +212,36 @@ def issue_plan(home: Home, request: TokenRequest) -> Plan[IssuedToken]:
     disk), whose details name the issuer key (``kid``)."""
 
     async def act(_intent: Entry) -> IssuedToken:
-        return sign(home, request)
+        return await sign(home, request)
 
     return Plan(
         details=request.ledger_details(),
         act=act,
-        success_effects=lambda issued: (lambda conn: record(conn, request, issued),),
+        success_effects=lambda issued: (lambda tx: record(tx, request, issued),),
         outcome=lambda issued: {"kid": issued.kid},
     )
 
 
-def issue(
-    home: Home, request: TokenRequest, *, on_commit: Callable[[str], None] | None = None
+async def issue(
+    home: Home, request: TokenRequest, *, on_commit: Callable[[Tx, str], None] | None = None
 ) -> IssuedToken:
-    """Sign ``request`` and record its row in one transaction on the home's connection.
+    """Sign ``request`` and record its row in one transaction.
 
-    ``on_commit(kid)`` runs inside that transaction (the owner CLI records its ledger event
-    there). The MCP tool instead commits :func:`record` with its outcome entry.
+    ``on_commit(tx, kid)`` runs inside that transaction (the owner CLI records its ledger
+    event there). The MCP tool instead commits :func:`record` with its outcome entry.
     """
-    with transaction(home.conn):
-        issued = sign(home, request)
-        record(home.conn, request, issued)
+    issued = await sign(home, request)
+
+    def work(tx: Tx) -> None:
+        record(tx, request, issued)
         if on_commit is not None:
-            on_commit(issued.kid)
+            on_commit(tx, issued.kid)
+
+    await home.write(work)
     return issued
 
 
-def issue_for_owner(
+async def issue_for_owner(
     home: Home,
     agent_name: str,
     *,
@@ -245,9 +258,9 @@ def issue_for_owner(
         NotFound / AgentRevoked: unknown, revoked (said as such) or expired agent.
         InvalidInput / ScopeDenied: as for :func:`prepare`.
     """
-    if get_agent(home, agent_name).status != "active":
+    if (await get_agent(home, agent_name)).status != "active":
         raise AgentRevoked(f"agent {agent_name!r} has been revoked: no token can be issued for it")
-    agent = load_agent(home, agent_name)
+    agent = await load_agent(home, agent_name)
     request = prepare(
         home,
         agent.name,
@@ -258,20 +271,22 @@ def issue_for_owner(
     )
     home.owner_key(passphrase)  # a wrong passphrase fails before anything is signed
 
-    def record(kid: str) -> None:
-        home.record_owner_event(
-            "token.issue",
-            request.ledger_details() | {"agent_id": agent.agent_id, "kid": kid},
-            passphrase=passphrase,
+    def record(tx: Tx, kid: str) -> None:
+        tx.ledger.append_one(
+            home.owner_event(
+                "token.issue",
+                request.ledger_details() | {"agent_id": agent.agent_id, "kid": kid},
+                passphrase=passphrase,
+            )
         )
 
-    return issue(home, request, on_commit=record)
+    return await issue(home, request, on_commit=record)
 
 
-def _claims(home: Home, request: TokenRequest) -> dict[str, Any]:
+def _claims(iss: str, request: TokenRequest) -> dict[str, Any]:
     view = request.charter
     return {
-        "iss": issuer(home),
+        "iss": iss,
         "sub": view.agent_id,
         # RFC 9068 §2.2: with no resource owner involved, client_id and sub name the client.
         "client_id": view.agent_id,
@@ -290,7 +305,7 @@ def _claims(home: Home, request: TokenRequest) -> dict[str, Any]:
 # -- revoking --------------------------------------------------------------------------------
 
 
-def revoke(
+async def revoke(
     home: Home, jti: str, *, reason: str = "", passphrase: bytes | None = None
 ) -> TokenRecord:
     """Revoke one token by id: an owner-signed ``token.revoke`` entry; it is refused at once.
@@ -298,28 +313,32 @@ def revoke(
     Raises:
         NotFound: unknown token id.  InvalidInput: already revoked, or reason too long.
     """
-    record = get_token(home, jti)
+    record = await get_token(home, jti)
     if record.revoked_at is not None:
         raise InvalidInput(f"token {jti!r} is already revoked")
     check_reason(reason)
     now = rfc3339(home.clock.now())
-    with transaction(home.conn):
-        TokenRepo(home.conn).mark_revoked(jti, now, reason or None)
-        home.record_owner_event(
-            "token.revoke",
-            {"jti": jti, "agent": record.agent, "agent_id": record.agent_id, "reason": reason},
-            passphrase=passphrase,
-        )
-    return get_token(home, jti)
+    event = home.owner_event(
+        "token.revoke",
+        {"jti": jti, "agent": record.agent, "agent_id": record.agent_id, "reason": reason},
+        passphrase=passphrase,
+    )
+
+    def work(tx: Tx) -> None:
+        tx.tokens.mark_revoked(jti, now, reason or None)
+        tx.ledger.append_one(event)
+
+    await home.write(work)
+    return await get_token(home, jti)
 
 
-def get_token(home: Home, jti: str) -> TokenRecord:
+async def get_token(home: Home, jti: str) -> TokenRecord:
     """One token's row.
 
     Raises:
         NotFound: unknown token id.
     """
-    row = TokenRepo(home.conn).get(jti)
+    row = await home.read(lambda tx: tx.tokens.get(jti))
     if row is None:
         raise NotFound(f"no token with id {jti!r}")
     return TokenRecord(

@@ -18,7 +18,7 @@ from charter.errors import ConfigError, InvalidInput
 from charter.evidence.jwk import public_jwk
 from charter.home import Home
 from charter.keys import KeyHandle, issuer_ref
-from charter.storage.db import transaction
+from charter.storage.ports import Tx
 from charter.storage.tokens import TokenRepo
 from charter.tools.tokens.codec import ALGORITHM
 
@@ -40,14 +40,19 @@ class RotationResult(BaseModel):
 # -- issuer and audience ---------------------------------------------------------------------
 
 
-def issuer(home: Home) -> str:
+async def issuer(home: Home) -> str:
     """The home's issuer identifier (``iss``): the recorded one, else :data:`DEFAULT_ISSUER`."""
-    return recorded_issuer(home) or DEFAULT_ISSUER
+    return await home.read(issuer_in)
 
 
-def recorded_issuer(home: Home) -> str | None:
+def issuer_in(tx: Tx) -> str:
+    """:func:`issuer` inside a unit of work."""
+    return tx.tokens.get_issuer() or DEFAULT_ISSUER
+
+
+async def recorded_issuer(home: Home) -> str | None:
     """The issuer recorded in the home, or None if none has been set yet."""
-    return TokenRepo(home.conn).get_issuer()
+    return await home.read(lambda tx: tx.tokens.get_issuer())
 
 
 def normalize_issuer(url: str) -> str:
@@ -73,17 +78,16 @@ def normalize_issuer(url: str) -> str:
     return url
 
 
-def set_issuer(home: Home, url: str) -> bool:
+async def set_issuer(home: Home, url: str) -> bool:
     """Record the issuer identifier, on purpose; return True if it changed.
 
     Tokens issued under a previous issuer stop verifying (their ``iss`` no longer matches),
     and a server already running keeps advertising (and accepting) the issuer it started with.
     """
     url = normalize_issuer(url)
-    if url == recorded_issuer(home):
+    if url == await recorded_issuer(home):
         return False
-    with transaction(home.conn):
-        TokenRepo(home.conn).set_issuer(url)
+    await home.write(lambda tx: tx.tokens.set_issuer(url))
     home.meta["issuer"] = url
     return True
 
@@ -96,25 +100,23 @@ def resource_url(issuer_url: str) -> str:
 # -- issuer keys -----------------------------------------------------------------------------
 
 
-def ensure_issuer_keys(home: Home) -> None:
+async def ensure_issuer_keys(home: Home) -> None:
     """Register the issuer key made by ``charter init`` if no issuer key is registered yet."""
-    repo = TokenRepo(home.conn)
-    if repo.has_issuer_keys():
+    if await home.read(lambda tx: tx.tokens.has_issuer_keys()):
         return
     kid = home.meta.get("issuer_kid")
     if not kid:
         raise ConfigError("this home has no issuer key: was `charter init` interrupted?")
     key = signing_key(home, kid)
-    with transaction(home.conn):
-        repo.insert_issuer_key_if_absent(
-            kid, key.public_key, home.meta.get("created_at") or rfc3339(home.clock.now())
-        )
+    since = home.meta.get("created_at") or rfc3339(home.clock.now())
+    await home.write(lambda tx: tx.tokens.insert_issuer_key_if_absent(kid, key.public_key, since))
 
 
-def jwks(home: Home) -> dict[str, Any]:
+async def jwks(home: Home) -> dict[str, Any]:
     """The JWKS (RFC 8037 OKP keys) of every published issuer key, the signing key first."""
-    ensure_issuer_keys(home)
-    published = TokenRepo(home.conn).published_keys(rfc3339(home.clock.now()))
+    await ensure_issuer_keys(home)
+    now = rfc3339(home.clock.now())
+    published = await home.read(lambda tx: tx.tokens.published_keys(now))
     return {
         "keys": [
             public_jwk(key.public_key) | {"kid": key.kid, "use": "sig", "alg": ALGORITHM}
@@ -123,32 +125,38 @@ def jwks(home: Home) -> dict[str, Any]:
     }
 
 
-def rotate(home: Home, *, passphrase: bytes | None = None) -> RotationResult:
+async def rotate(home: Home, *, passphrase: bytes | None = None) -> RotationResult:
     """Make a new signing key; the old one stays published until its last token expires.
 
     Recorded as an owner-signed ``keys.rotate`` event.
     """
-    ensure_issuer_keys(home)
+    await ensure_issuer_keys(home)
     home.owner_key(passphrase)  # fail before a key file is written
     new = KeyHandle.of(home.signer, home.signer.create(issuer_ref("")))
     now = rfc3339(home.clock.now())
-    repo = TokenRepo(home.conn)
-    with transaction(home.conn):
+
+    def work(tx: Tx) -> tuple[str, str]:
+        repo = tx.tokens
         old = current_kid(repo)
         until = repo.last_expiry(old, now) or now
         repo.retire_issuer_key(old, now)
         repo.insert_issuer_key(new.kid, new.public_key, now)
         repo.set_signing_kid(new.kid)
-        home.record_owner_event(
-            "keys.rotate",
-            {
-                "kid": new.kid,
-                "key": new.jwk(),
-                "retired_kid": old,
-                "retired_published_until": until,
-            },
-            passphrase=passphrase,
+        tx.ledger.append_one(
+            home.owner_event(
+                "keys.rotate",
+                {
+                    "kid": new.kid,
+                    "key": new.jwk(),
+                    "retired_kid": old,
+                    "retired_published_until": until,
+                },
+                passphrase=passphrase,
+            )
         )
+        return old, until
+
+    old, until = await home.write(work)
     home.meta["issuer_kid"] = new.kid
     return RotationResult(kid=new.kid, retired_kid=old, retired_published_until=until)
 

@@ -23,10 +23,11 @@ from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import TokenInvalid
 from charter.evidence.jwk import b64url_decode
 from charter.home import Home
+from charter.storage.ports import Tx
 from charter.storage.tokens import TokenRepo
 from charter.tools.tokens import errors as why
 from charter.tools.tokens.codec import ALGORITHM, TOKEN_TYPE, decode, json_object
-from charter.tools.tokens.keys import issuer
+from charter.tools.tokens.keys import issuer_in
 
 #: ``typ`` values RFC 9068 §4 tells a resource server to accept.
 _ACCEPTED_TYPES = ("at+jwt", "application/at+jwt")
@@ -92,7 +93,7 @@ class VerifiedToken:
 # -- verifying -------------------------------------------------------------------------------
 
 
-def verify(
+async def verify(
     home: Home,
     token: str,
     *,
@@ -102,7 +103,8 @@ def verify(
     """Check ``token`` completely; ``audience=None`` accepts any audience (introspection).
 
     ``issuer_url`` is the issuer to accept (a server passes the one it advertises); by default
-    the home's.
+    the home's. The header is read here; the rest (key lookup, signature, claims, the token's
+    row and its agent) is one unit of work on the store's thread.
 
     Raises:
         TokenInvalid: one of the typed reasons in :mod:`charter.tools.tokens.errors`, with
@@ -121,7 +123,13 @@ def verify(
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise why.Malformed("the header names no key id")
-    repo = TokenRepo(home.conn)
+    return await home.read(lambda tx: _verify_in(tx, token, kid, now, audience, issuer_url))
+
+
+def _verify_in(
+    tx: Tx, token: str, kid: str, now: float, audience: str | None, issuer_url: str | None
+) -> VerifiedToken:
+    repo = tx.tokens
     public_key = repo.published_key(kid, rfc3339(_from_epoch(now)))
     if public_key is None:
         raise why.UnknownKey(
@@ -134,7 +142,7 @@ def verify(
         public_key,
         required=REQUIRED_CLAIMS,
         audience=audience,
-        issuer=issuer_url or issuer(home),
+        issuer=issuer_url or issuer_in(tx),
     )
     try:
         _check_claims(claims, now)
@@ -146,7 +154,7 @@ def verify(
     return VerifiedToken(claims=claims, agent_name=name, kid=kid)
 
 
-def introspect(
+async def introspect(
     home: Home,
     token: str,
     *,
@@ -159,7 +167,7 @@ def introspect(
     ``on_refusal`` (the HTTP server logs it), never into the answer.
     """
     try:
-        verified = verify(home, token, audience=None, issuer_url=issuer_url)
+        verified = await verify(home, token, audience=None, issuer_url=issuer_url)
     except TokenInvalid as exc:
         if on_refusal is not None:
             on_refusal(exc)

@@ -28,4 +28,5 @@ from charter.tools.vault.owner import remove_secret as remove_secret
 from charter.tools.vault.owner import rotate_master_key as rotate_master_key
 from charter.tools.vault.owner import set_secret as set_secret
 from charter.tools.vault.owner import unblock_secret as unblock_secret
+from charter.tools.vault.owner import vault_of as vault_of
 from charter.tools.vault.redact import Redactor as Redactor

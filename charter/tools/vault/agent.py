@@ -14,6 +14,8 @@ from charter.tools.vault.http import granted_info
 
 if TYPE_CHECKING:
     from charter.evidence.entries import Entry
+    from charter.home import Home
+    from charter.storage.ports import Tx
 
 
 class SecretListItem(BaseModel):
@@ -44,12 +46,12 @@ class SecretOut(BaseModel):
     encoding: Literal["utf-8", "base64"] = Field(description="'base64' when the secret is binary.")
 
 
-def visible_secrets(vault: Vault, allows: Callable[[str], bool]) -> SecretListOut:
+async def visible_secrets(home: Home, vault: Vault, allows: Callable[[str], bool]) -> SecretListOut:
     """The secrets a caller may read or use, ``allows(scope)`` saying what it is granted (the
     gate's ``Call.allows``: the charter narrowed by any bearer token). System secrets never
     appear."""
     items = []
-    for info in vault.list():
+    for info in await home.read(vault.list):
         can_read = allows(f"secret:read:{info.name}")
         can_use = allows(f"secret:use:{info.name}")
         if can_read or can_use:
@@ -66,17 +68,23 @@ def visible_secrets(vault: Vault, allows: Callable[[str], bool]) -> SecretListOu
     return SecretListOut(secrets=items)
 
 
-def read_secret(vault: Vault, scopes: Iterable[str], name: str) -> SecretValue:
+async def read_secret(home: Home, vault: Vault, scopes: Iterable[str], name: str) -> SecretValue:
     """Decrypt ``name`` for an agent holding ``secret:read:<name>``.
 
     Raises:
         InvalidInput / ScopeDenied / NotFound / ConfigError (tampered row, wrong key).
     """
-    granted_info(vault, scopes, name, "read")
-    return vault.get(name)
+
+    def work(tx: Tx) -> SecretValue:
+        granted_info(vault, tx, scopes, name, "read")
+        return vault.get(tx, name)
+
+    return await home.read(work)
 
 
-def reveal_plan(vault: Vault, scopes: Iterable[str], name: str) -> Plan[SecretOut]:
+async def reveal_plan(
+    home: Home, vault: Vault, scopes: Iterable[str], name: str
+) -> Plan[SecretOut]:
     """The ``secret_get`` tool's plan: the read (name and version, never the value) is the
     intent, and the value is handed back only after it is durable.
 
@@ -84,7 +92,7 @@ def reveal_plan(vault: Vault, scopes: Iterable[str], name: str) -> Plan[SecretOu
         InvalidInput / ScopeDenied / NotFound / ConfigError: as :func:`read_secret`, before
             anything is recorded as intent.
     """
-    value = read_secret(vault, scopes, name)
+    value = await read_secret(home, vault, scopes, name)
 
     async def act(_intent: Entry) -> SecretOut:
         text, encoding = decode_secret(value.reveal())

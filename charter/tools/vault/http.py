@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from charter.errors import InvalidInput, ScopeDenied, ServiceError
 from charter.scopes import grants, require
+from charter.storage.ports import Tx
 from charter.storage.vault import NAME_RE, SecretInfo, Vault
 from charter.storage.vault_hosts import DEFAULT_PORTS, allows, is_loopback, normalize_host
 from charter.tools.plan import Plan
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     import httpx2
 
     from charter.evidence.entries import Entry
+    from charter.home import Home
 
 #: Methods an agent may use.
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -103,7 +105,7 @@ def _inject(
     return b"".join(out), spans
 
 
-def granted_info(vault: Vault, scopes: Iterable[str], name: str, verb: str) -> SecretInfo:
+def granted_info(vault: Vault, tx: Tx, scopes: Iterable[str], name: str, verb: str) -> SecretInfo:
     """Check an agent-supplied name, then the scope, then existence (in that order).
 
     The scope comes before existence so an agent cannot probe names it was not granted.
@@ -113,7 +115,7 @@ def granted_info(vault: Vault, scopes: Iterable[str], name: str, verb: str) -> S
             f"invalid secret name {name[:100]!r}: names use letters, digits, '_', '.' and '-'"
         )
     require(scopes, f"secret:{verb}:{name}")
-    info = vault.info(name)
+    info = vault.info(tx, name)
     if info.system:  # unreachable with NAME_RE, kept as a second lock
         raise ScopeDenied(f"secret {name!r} is not available to agents")
     return info
@@ -168,7 +170,8 @@ class HttpExchange:
     facts: dict[str, Any]
 
 
-def http_request_plan(
+async def http_request_plan(
+    home: Home,
     vault: Vault,
     scopes: Iterable[str],
     *,
@@ -216,19 +219,34 @@ def http_request_plan(
             raise InvalidInput(f"header {key[:100]!r} may not be set by an agent")
         if _CONTROL.search(template.encode("utf-8", "surrogateescape")):
             raise InvalidInput(f"header {key!r} holds control characters")
-    infos = {name: granted_info(vault, scopes, name, "use") for name in names}
-    check_blocked(vault.conn, agent, names)
+
+    def look(tx: Tx) -> dict[str, SecretInfo]:
+        infos = {name: granted_info(vault, tx, scopes, name, "use") for name in names}
+        check_blocked(tx, agent, names)
+        return infos
+
+    infos = await home.read(look)
     start_url, tokens, target = _build_url(httpx2, url)
     _check_target(target, infos)
 
-    secrets = [vault.get(name) for name in names]
+    secrets = await home.read(lambda tx: [vault.get(tx, name) for name in names])
     values = {s.name: s.reveal() for s in secrets}
     for template in headers.values():
         for name in placeholder_names(template):
             if _CONTROL.search(values[name]):
                 raise InvalidInput(f"secret {name!r} holds control characters: not a header value")
     redactor = Redactor(secrets)
-    _refuse_written_values(vault, agent, scopes, redactor, values, url, headers, body)
+    guessed = _written_value(scopes, redactor, values, url, headers, body)
+    if guessed is not None:
+        now = home.clock.now()
+        await home.write(lambda tx: block(tx, agent, guessed, now))
+        raise VaultDenied(
+            f"refused: the request holds the value of secret {guessed!r} (or an encoding of "
+            f"it) written by the agent, not through {{{{secret:{guessed}}}}}; an agent that "
+            "may only use a secret has never seen it, so this is treated as a guess. This "
+            f"agent is now blocked from {guessed!r} until the owner runs "
+            f"`charter secret unblock {guessed} --agent {agent}`"
+        )
     request_url = _inject_url(start_url, tokens, values)
     request_headers = [
         (key.encode("ascii"), _inject(template, values, lambda v: v)[0])
@@ -237,8 +255,8 @@ def http_request_plan(
     request_headers.append((b"Accept-Encoding", ACCEPT_ENCODING))
     content = None if body is None else _inject(body, values, lambda v: v)[0]
     used = [f"{s.name}@{s.version}" for s in secrets]
-    rate = RateLimit(agent, tuple(infos.values()), vault.home.clock.now())
-    rate.check(vault.conn)  # refuse early; checked again (and recorded) with the intent
+    rate = RateLimit(agent, tuple(infos.values()), home.clock.now())
+    await home.read(rate.check)  # refuse early; checked again (and recorded) with the intent
 
     details = {
         "secrets": [{"name": s.name, "version": s.version} for s in secrets],
@@ -285,17 +303,16 @@ def http_request_plan(
     )
 
 
-def _refuse_written_values(
-    vault: Vault,
-    agent: str,
+def _written_value(
     scopes: list[str],
     redactor: Redactor,
     values: dict[str, bytes],
     url: str,
     headers: dict[str, str],
     body: str | None,
-) -> None:
-    """Refuse (and block) a request in which the agent wrote a value it may only use.
+) -> str | None:
+    """The secret whose value the agent wrote into the request though it may only use it (the
+    caller blocks the agent from it and refuses), or None.
 
     NOTE: the agent was never shown such a value, so writing it (raw or in a covered
     encoding) is a guess; sending it would let the echo's redaction confirm the guess.
@@ -303,7 +320,7 @@ def _refuse_written_values(
     Only what Charter injected, exactly where it injected it, may hold the value.
 
     Raises:
-        VaultDenied: naming the secret (never the value).
+        InvalidInput: the URL holds the value of a secret the agent may read.
     """
     quoted: Callable[[bytes], bytes] = lambda v: urllib.parse.quote(v, safe="").encode()  # noqa: E731
     parts = [_inject(url, values, quoted), *((k.encode("utf-8", "replace"), []) for k in headers)]
@@ -320,14 +337,8 @@ def _refuse_written_values(
                 "instead: the URL is shown to approvers as written, and secret values never are"
             )
         if name is not None and not grants(scopes, f"secret:read:{name}"):
-            block(vault.conn, agent, name, vault.home.clock.now())
-            raise VaultDenied(
-                f"refused: the request holds the value of secret {name!r} (or an encoding of "
-                f"it) written by the agent, not through {{{{secret:{name}}}}}; an agent that "
-                "may only use a secret has never seen it, so this is treated as a guess. This "
-                f"agent is now blocked from {name!r} until the owner runs "
-                f"`charter secret unblock {name} --agent {agent}`"
-            )
+            return name
+    return None
 
 
 def _quiet_http_logs() -> None:

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from charter.errors import CharterError
-from charter.storage.db import Connection, transaction
-from charter.storage.vault import DEFAULT_USES_PER_MINUTE, SecretInfo, VaultRepo
+from charter.storage.ports import Tx
+from charter.storage.vault import DEFAULT_USES_PER_MINUTE, SecretInfo
 
 WINDOW = dt.timedelta(minutes=1)
 
@@ -30,13 +30,13 @@ class VaultDenied(CharterError):
     outcome = "denied"
 
 
-def check_blocked(conn: Connection, agent: str, names: Iterable[str]) -> None:
+def check_blocked(tx: Tx, agent: str, names: Iterable[str]) -> None:
     """Refuse if ``agent`` is blocked from any of ``names``.
 
     Raises:
         VaultDenied: naming the secret and how the owner lifts the block.
     """
-    repo = VaultRepo(conn)
+    repo = tx.vault
     for name in names:
         since = repo.find_block(agent, name)
         if since is not None:
@@ -47,15 +47,15 @@ def check_blocked(conn: Connection, agent: str, names: Iterable[str]) -> None:
             )
 
 
-def block(conn: Connection, agent: str, name: str, now: dt.datetime) -> None:
-    """Block ``agent`` from using ``name`` (committed at once: it must outlive the call)."""
-    with transaction(conn):
-        VaultRepo(conn).insert_block(agent, name, now=now)
+def block(tx: Tx, agent: str, name: str, now: dt.datetime) -> None:
+    """Block ``agent`` from using ``name`` (run it in a unit of work of its own: it must
+    outlive the call)."""
+    tx.vault.insert_block(agent, name, now=now)
 
 
-def unblock(conn: Connection, agent: str, name: str) -> bool:
-    """Lift a block; True if there was one. The caller holds the transaction."""
-    return VaultRepo(conn).delete_block(agent, name)
+def unblock(tx: Tx, agent: str, name: str) -> bool:
+    """Lift a block; True if there was one."""
+    return tx.vault.delete_block(agent, name)
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,13 @@ class RateLimit:
     secrets: tuple[SecretInfo, ...]
     now: dt.datetime
 
-    def check(self, conn: Connection) -> None:
+    def check(self, tx: Tx) -> None:
         """Refuse when a secret's rate for this agent is used up.
 
         Raises:
             VaultDenied: the agent already used it ``rate`` times in the last minute.
         """
-        repo = VaultRepo(conn)
+        repo = tx.vault
         for info in self.secrets:
             rate = info.rate_per_minute or DEFAULT_USES_PER_MINUTE
             count = repo.count_uses_since(self.agent, info.name, self.now - WINDOW)
@@ -82,10 +82,10 @@ class RateLimit:
                     f"minute and has used it {count} times in the last minute; try again later"
                 )
 
-    def record(self, conn: Connection) -> None:
+    def record(self, tx: Tx) -> None:
         """Check again (under the write lock), forget uses past the window, record these."""
-        self.check(conn)
-        repo = VaultRepo(conn)
+        self.check(tx)
+        repo = tx.vault
         for info in self.secrets:
             repo.forget_uses_until(self.agent, info.name, self.now - WINDOW)
             repo.insert_use(self.agent, info.name, now=self.now)

@@ -1,6 +1,7 @@
 """The vault's owner services: set, list, remove, unblock, and rotate the master key.
 
-Each records an owner-signed ledger event (never a value).
+Each records an owner-signed ledger event (never a value), in the unit of work that changes
+the vault.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from collections.abc import Sequence
 
 from charter.errors import InvalidInput, NotFound
 from charter.home import Home
-from charter.storage.db import transaction
+from charter.storage.ports import Tx
 from charter.storage.vault import SecretInfo, Vault
 from charter.tools.vault import limits
 
 
-def set_secret(
+def vault_of(home: Home, *, passphrase: bytes | None = None) -> Vault:
+    """The home's vault (its master key through the home's signer)."""
+    return Vault(home.signer, home.clock, passphrase=passphrase)
+
+
+async def set_secret(
     home: Home,
     name: str,
     value: bytes,
@@ -34,28 +40,30 @@ def set_secret(
         InvalidInput: bad name, value, description or host.
         ConfigError: wrong master key or owner passphrase.
     """
-    vault = Vault(home, passphrase=vault_passphrase)
+    vault = vault_of(home, passphrase=vault_passphrase)
     home.owner_key(passphrase)  # fail before writing anything if the passphrase is wrong
-    try:
-        current: SecretInfo | None = vault.info(name)
-    except NotFound:
-        current = None
-    if description is None:
-        description = current.description if current else ""
-    hosts = (
-        list(current.allowed_hosts if current else ()) if allowed_hosts is None else allowed_hosts
-    )
-    if rate_per_minute is None and current is not None:
-        rate_per_minute = current.rate_per_minute
-    with transaction(home.conn):
+
+    def work(tx: Tx) -> SecretInfo:
+        try:
+            current: SecretInfo | None = vault.info(tx, name)
+        except NotFound:
+            current = None
+        kept = current.description if current else ""
+        hosts = (
+            list(current.allowed_hosts if current else ())
+            if allowed_hosts is None
+            else allowed_hosts
+        )
+        rate = current.rate_per_minute if rate_per_minute is None and current else rate_per_minute
         version = vault.put(
+            tx,
             name,
             value,
-            description=description,
+            description=kept if description is None else description,
             allowed_hosts=hosts,
-            rate_per_minute=rate_per_minute,
+            rate_per_minute=rate,
         )
-        info = vault.info(name)
+        info = vault.info(tx, name)
         event: dict[str, object] = {
             "name": name,
             "version": version,
@@ -64,58 +72,70 @@ def set_secret(
         }
         if info.rate_per_minute is not None:
             event["rate_per_minute"] = info.rate_per_minute
-        home.record_owner_event("secret.set", event, passphrase=passphrase)
-    return info
+        tx.ledger.append_one(home.owner_event("secret.set", event, passphrase=passphrase))
+        return info
+
+    return await home.write(work)
 
 
-def unblock_secret(home: Home, name: str, agent: str, *, passphrase: bytes | None = None) -> None:
+async def unblock_secret(
+    home: Home, name: str, agent: str, *, passphrase: bytes | None = None
+) -> None:
     """Let ``agent`` use ``name`` again after it was blocked for writing the value itself;
     record ``secret.unblock`` (owner-signed).
 
     Raises:
         NotFound: the agent is not blocked from that secret.
     """
-    home.owner_key(passphrase)
-    with transaction(home.conn):
-        if not limits.unblock(home.conn, agent, name):
+    event = home.owner_event(
+        "secret.unblock", {"name": name, "agent": agent}, passphrase=passphrase
+    )
+
+    def work(tx: Tx) -> None:
+        if not limits.unblock(tx, agent, name):
             raise NotFound(f"agent {agent!r} is not blocked from secret {name!r}")
-        home.record_owner_event(
-            "secret.unblock", {"name": name, "agent": agent}, passphrase=passphrase
-        )
+        tx.ledger.append_one(event)
+
+    await home.write(work)
 
 
-def remove_secret(home: Home, name: str, *, passphrase: bytes | None = None) -> SecretInfo:
+async def remove_secret(home: Home, name: str, *, passphrase: bytes | None = None) -> SecretInfo:
     """Delete ``name`` and all its versions; record ``secret.remove``.
 
     Raises:
         NotFound: unknown secret.  InvalidInput: a system secret (managed by Charter).
     """
-    vault = Vault(home)
-    info = vault.info(name)
+    vault = vault_of(home)
+    info = await home.read(lambda tx: vault.info(tx, name))
     if info.system:
         raise InvalidInput(f"{name!r} is managed by Charter itself and cannot be removed here")
-    home.owner_key(passphrase)
-    with transaction(home.conn):
-        vault.delete(name)
-        home.record_owner_event(
-            "secret.remove", {"name": name, "versions": list(info.versions)}, passphrase=passphrase
-        )
+    event = home.owner_event(
+        "secret.remove", {"name": name, "versions": list(info.versions)}, passphrase=passphrase
+    )
+
+    def work(tx: Tx) -> None:
+        vault.delete(tx, name)
+        tx.ledger.append_one(event)
+
+    await home.write(work)
     return info
 
 
-def list_secrets(home: Home) -> list[SecretInfo]:
+async def list_secrets(home: Home) -> list[SecretInfo]:
     """Every secret's metadata for the owner, system secrets included (flagged)."""
-    return Vault(home).list(include_system=True)
+    vault = vault_of(home)
+    return await home.read(lambda tx: vault.list(tx, include_system=True))
 
 
-def rotate_master_key(
+async def rotate_master_key(
     home: Home,
     *,
     passphrase: bytes | None = None,
     vault_passphrase: bytes | None = None,
     new_vault_passphrase: bytes | None = None,
 ) -> tuple[int, int]:
-    """Re-encrypt every secret under a new master key; record ``vault.rotate``.
+    """Re-encrypt every secret under a new master key, in one transaction; record
+    ``vault.rotate`` in it. The key file is swapped only after that commits.
 
     Returns ``(new key version, rows re-encrypted)``.
 
@@ -123,17 +143,27 @@ def rotate_master_key(
         ConfigError: wrong current key or a tampered row (nothing changes).
     """
     home.owner_key(passphrase)
+    vault = vault_of(home, passphrase=vault_passphrase)
 
-    def record(key_version: int, rows: int) -> None:
-        home.record_owner_event(
-            "vault.rotate",
-            {
-                "key_version": key_version,
-                "rows": rows,
-                "passphrase_derived": bool(new_vault_passphrase),
-            },
-            passphrase=passphrase,
+    def work(tx: Tx) -> tuple[int, int]:
+        key_version, rows = vault.reencrypt_all(tx, new_vault_passphrase)
+        tx.ledger.append_one(
+            home.owner_event(
+                "vault.rotate",
+                {
+                    "key_version": key_version,
+                    "rows": rows,
+                    "passphrase_derived": bool(new_vault_passphrase),
+                },
+                passphrase=passphrase,
+            )
         )
+        return key_version, rows
 
-    vault = Vault(home, passphrase=vault_passphrase)
-    return vault.rotate_master_key(new_passphrase=new_vault_passphrase, on_commit=record)
+    try:
+        result = await home.write(work)
+    except BaseException:
+        vault.abandon_rotation()
+        raise
+    vault.finish_rotation()
+    return result

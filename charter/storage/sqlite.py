@@ -1,0 +1,258 @@
+"""The SQLite backend of the storage ports (:mod:`charter.storage.ports`), on aiosqlite.
+
+One :class:`SqliteStore` is one aiosqlite connection: its own thread and one ``sqlite3``
+connection (WAL, ``synchronous=FULL``, :func:`~charter.storage.db.connect`). Each unit of work
+runs whole on that thread, inside ``BEGIN IMMEDIATE … COMMIT`` (writes) or one read
+transaction (reads), so the event loop never waits for a lock, a page or an fsync, and units of
+work of one store never interleave (the thread runs them one after the other).
+
+aiosqlite runs every call it makes through ``Connection._execute(fn)`` on its thread; a unit of
+work is handed to it the same way (one hop per unit of work instead of one per statement; see
+docs/ARCHITECTURE.md for the figures). :func:`_run_on_thread` is the one place that relies on
+it, and tests/storage/test_store_contract.py fails if aiosqlite changes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import aiosqlite
+
+from charter.clock import Clock
+from charter.errors import AgentRevoked, CharterError, ConfigError
+from charter.evidence.entries import Entry, LedgerIdentity
+from charter.evidence.jwk import Ed25519Signer
+from charter.storage import ledger_hooks, tlog
+from charter.storage.agents import AgentRepo
+from charter.storage.approvals import ApprovalRepo
+from charter.storage.db import connect, migrate, preallocate_wal, read_snapshot, transaction
+from charter.storage.health import HealthRepo
+from charter.storage.ledger import Draft, Ledger, agent_refusal
+from charter.storage.lockdown import LockdownRepo
+from charter.storage.mail import MailRepo
+from charter.storage.meta import MetaRepo, close_quietly
+from charter.storage.queries import LedgerQueries
+from charter.storage.tokens import TokenRepo
+from charter.storage.vault import VaultRepo
+from charter.storage.witnesses import WitnessRepo
+
+if TYPE_CHECKING:
+    from charter.storage.ports import Tx
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBinding:
+    """What the ledger of a home needs beyond its rows: identity, clock and log key."""
+
+    identity: LedgerIdentity
+    clock: Clock
+    log_key: Ed25519Signer | None
+
+
+class SqliteTx:
+    """The repositories of one SQLite transaction (see :class:`charter.storage.ports.Tx`)."""
+
+    def __init__(self, conn: sqlite3.Connection, binding: LedgerBinding | None) -> None:
+        self.conn = conn
+        self._binding = binding
+
+    @functools.cached_property
+    def agents(self) -> AgentRepo:
+        return AgentRepo(self.conn)
+
+    @functools.cached_property
+    def approvals(self) -> ApprovalRepo:
+        return ApprovalRepo(self.conn)
+
+    @functools.cached_property
+    def lockdown(self) -> LockdownRepo:
+        return LockdownRepo(self.conn)
+
+    @functools.cached_property
+    def mail(self) -> MailRepo:
+        return MailRepo(self.conn)
+
+    @functools.cached_property
+    def meta(self) -> MetaRepo:
+        return MetaRepo(self.conn)
+
+    @functools.cached_property
+    def tokens(self) -> TokenRepo:
+        return TokenRepo(self.conn)
+
+    @functools.cached_property
+    def vault(self) -> VaultRepo:
+        return VaultRepo(self.conn)
+
+    @functools.cached_property
+    def witnesses(self) -> WitnessRepo:
+        return WitnessRepo(self.conn)
+
+    @functools.cached_property
+    def health(self) -> HealthRepo:
+        return HealthRepo(self.conn)
+
+    @functools.cached_property
+    def queries(self) -> LedgerQueries:
+        return LedgerQueries(self.conn)
+
+    @functools.cached_property
+    def tree(self) -> tlog.TreeStore:
+        return tlog.TreeStore(self.conn)
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        binding = self._bound()
+        return Ledger(
+            self.conn,
+            binding.identity,
+            binding.clock,
+            log_key=binding.log_key,
+            hooks=ledger_hooks(),
+            tx=self,
+        )
+
+    @functools.cached_property
+    def checkpoints(self) -> tlog.CheckpointLog:
+        binding = self._bound()
+        if binding.log_key is None:
+            raise ConfigError("no log key loaded to sign checkpoints")
+        return tlog.CheckpointLog(
+            self.conn, binding.identity.origin, binding.log_key, binding.clock
+        )
+
+    def agent_refusal(self, name: str, charter: str | None) -> AgentRevoked | None:
+        return agent_refusal(self.conn, name, charter)
+
+    def sync_tree(self, upto: int | None = None) -> int:
+        return tlog.sync_tree(self.conn, upto)
+
+    def _bound(self) -> LedgerBinding:
+        if self._binding is None:
+            raise ConfigError("this database is not bound to a ledger identity yet")
+        return self._binding
+
+
+async def _run_on_thread(db: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` with the raw connection on aiosqlite's thread (see the module docstring)."""
+    raw = db._conn
+    result: T = await db._execute(fn, raw)  # type: ignore[no-untyped-call]
+    return result
+
+
+class SqliteStore:
+    """A home's SQLite database behind the storage ports (:class:`~charter.storage.ports.Store`)."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self.binding: LedgerBinding | None = None
+
+    @classmethod
+    async def open(cls, path: Path, *, create: bool = False) -> SqliteStore:
+        """Open (``create``: make, owner-only) the database at ``path`` and migrate it.
+
+        Raises:
+            ConfigError: the file cannot be opened, is corrupt, or (without ``create``) is
+                missing.
+        """
+        if not create and not path.exists():
+            raise ConfigError(f"no database at {path}")
+        db = aiosqlite.Connection(lambda: connect(path), iter_chunk_size=64)
+        try:
+            await db
+        except BaseException:
+            db.stop()
+            raise
+        store = cls(db, path)
+        try:
+            await store.run(functools.partial(_prepare, path=path, create=create))
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def bind(self, identity: LedgerIdentity, clock: Clock, log_key: Ed25519Signer | None) -> None:
+        """Give the ledger its identity, clock and log key (read from ``meta`` by the home)."""
+        self.binding = LedgerBinding(identity, clock, log_key)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection's thread (storage-internal: no transaction)."""
+        return await _run_on_thread(self._db, fn)
+
+    async def read(self, work: Callable[[Tx], T]) -> T:
+        binding = self.binding
+
+        def unit(conn: sqlite3.Connection) -> T:
+            with read_snapshot(conn):
+                return work(SqliteTx(conn, binding))
+
+        return await self.run(unit)
+
+    async def write(self, work: Callable[[Tx], T], *, lock_wait: float | None = None) -> T:
+        binding = self.binding
+
+        def unit(conn: sqlite3.Connection) -> T:
+            with transaction(conn, lock_wait=lock_wait):
+                return work(SqliteTx(conn, binding))
+
+        return await self.run(unit)
+
+    async def append(
+        self, drafts: Sequence[Draft], *, lock_wait: float | None = None
+    ) -> list[Entry | CharterError]:
+        binding = self.binding
+
+        def unit(conn: sqlite3.Connection) -> list[Entry | CharterError]:
+            return SqliteTx(conn, binding).ledger.append(drafts, lock_wait=lock_wait)
+
+        return await self.run(unit)
+
+    async def warm(self) -> None:
+        await self.run(preallocate_wal)
+
+    def worker(self) -> SqliteWorker:
+        return SqliteWorker(connect(self.path), self.binding)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+class SqliteWorker:
+    """A private blocking connection for a thread without an event loop."""
+
+    def __init__(self, conn: sqlite3.Connection, binding: LedgerBinding | None) -> None:
+        self.conn = conn
+        self._binding = binding
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        with read_snapshot(self.conn):
+            return work(SqliteTx(self.conn, self._binding))
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        with transaction(self.conn):
+            return work(SqliteTx(self.conn, self._binding))
+
+    def close(self) -> None:
+        close_quietly(self.conn)
+
+
+def _prepare(conn: sqlite3.Connection, *, path: Path, create: bool) -> None:
+    try:
+        if create:
+            path.chmod(0o600)
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"database {path.name} is corrupt: {exc}") from exc
+
+
+def raw_tx(conn: sqlite3.Connection, binding: LedgerBinding | None = None) -> SqliteTx:
+    """A :class:`SqliteTx` over a connection the caller manages (tools that inspect a file)."""
+    return SqliteTx(conn, binding)
