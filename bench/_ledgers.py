@@ -15,7 +15,7 @@ from pathlib import Path
 from bench._common import scratch_dir
 from charter.config import Settings
 from charter.home import Home
-from charter.testing import call_draft, make_home
+from charter.testing import call_draft, make_home, raw_tx
 from charter.tools import identity
 
 AGENT = "bench"
@@ -26,33 +26,33 @@ BATCH = 1000
 _cache: dict[int, Path] = {}
 
 
-def new_home(root: Path) -> Home:
+async def new_home(root: Path) -> Home:
     """A new home (system clock) with agent ``bench``: it may read its audit trail and get
     tokens for ``https://api.example.com``."""
-    home = make_home(root)
-    identity.add_agent(
+    home = await make_home(root)
+    await identity.add_agent(
         home, AGENT, scopes=["audit:read", "token:issue"], audiences=["https://api.example.com"]
     )
     return home
 
 
-def open_home(root: Path) -> Home:
+async def open_home(root: Path) -> Home:
     """Open an existing home."""
-    return Home.open(Settings(home=root))
+    return await Home.open(Settings(home=root))
 
 
-def fill(home: Home, size: int, batch: int = BATCH) -> None:
+async def fill(home: Home, size: int, batch: int = BATCH) -> None:
     """Append agent entries in batches until the ledger holds at least ``size`` entries."""
-    agent = identity.load_agent(home, AGENT)
+    agent = await identity.load_agent(home, AGENT)
     session = secrets.token_hex(8)
-    have, _ = home.ledger.head()
+    have, _ = raw_tx(home).ledger.head()
     while have < size:
         n = min(batch, size - have)
-        home.ledger.append([call_draft(agent, session, have + k) for k in range(n)])
+        raw_tx(home).ledger.append([call_draft(agent, session, have + k) for k in range(n)])
         have += n
 
 
-def ledger_of(size: int) -> Path:
+async def ledger_of(size: int) -> Path:
     """The root of a home whose ledger holds at least ``size`` entries (built once per run).
 
     Under ``python -m bench.run`` each benchmark runs in its own process; they share the
@@ -64,8 +64,8 @@ def ledger_of(size: int) -> Path:
         root, done = folder / "home", folder / "complete"
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)  # an interrupted build
-            with new_home(root) as home:
-                fill(home, size)
+            async with await new_home(root) as home:
+                await fill(home, size)
             done.touch()
         _cache[size] = root
     return _cache[size]

@@ -13,11 +13,15 @@ exactly the gate.
 
 from __future__ import annotations
 
+import asyncio
+
 import sys
 import time
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from charter.testing import raw_tx
 
 
 class Touched(BaseModel):
@@ -26,7 +30,7 @@ class Touched(BaseModel):
     seq: int
 
 
-def bare(*, charter_transport: bool = False, durable: str | None = None) -> None:
+async def bare(*, charter_transport: bool = False, durable: str | None = None) -> None:
     """Serve the baseline: a bare MCPServer with a no-op tool, on the SDK's stdio transport
     or (``charter_transport``) on the one ``charter serve`` uses.
 
@@ -59,12 +63,12 @@ def bare(*, charter_transport: bool = False, durable: str | None = None) -> None
         return "ok"
 
     if charter_transport:
-        serve_stdio(server)
+        await serve_stdio(server)
     else:
-        server.run("stdio")
+        await server.run_stdio_async()
 
 
-def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None:
+async def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None:
     """Serve Charter as ``agent_name`` with the extra ``bench_*`` tools.
 
     ``stub_ledger`` (diagnostics only, ``bench.diagnose stdio``): appends return the last
@@ -81,19 +85,20 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
     from charter.server.wiring import build_server
     from charter.tools.identity import AgentContext, load_agent
 
-    home = Home.open(Settings(home=Path(home_root)))
-    ctx = load_agent(home, agent_name)
+    home = await Home.open(Settings(home=Path(home_root)))
+    ctx = await load_agent(home, agent_name)
     if stub_ledger:
         from charter.evidence.entries import Entry
-        from charter.storage import ledger
+        from charter.storage import writer
+        from charter.storage.ports import Draft
 
-        last = home.ledger.get(home.ledger.head()[0] - 1)
+        last = raw_tx(home).ledger.get(raw_tx(home).ledger.head()[0] - 1)
 
-        async def no_append(self: ledger.LedgerWriter, draft: ledger.Draft) -> Entry:
+        async def no_append(self: writer.LedgerWriter, draft: Draft) -> Entry:
             assert last is not None
             return last
 
-        ledger.LedgerWriter.append = no_append  # type: ignore[method-assign]
+        writer.LedgerWriter.append = no_append  # type: ignore[method-assign]
 
     async def resolve() -> AgentContext:
         return ctx
@@ -115,14 +120,14 @@ def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -> None
         return Touched(seq=entry.seq)
 
     try:
-        serve_stdio(server)
+        await serve_stdio(server)
     finally:
-        home.close()
+        await home.close()
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "bare":
         durable = sys.argv[sys.argv.index("--durable") + 1] if "--durable" in sys.argv else None
-        bare(charter_transport="--charter-transport" in sys.argv, durable=durable)
+        asyncio.run(bare(charter_transport="--charter-transport" in sys.argv, durable=durable))
     else:
-        touch(sys.argv[2], sys.argv[3], stub_ledger="--stub-ledger" in sys.argv)
+        asyncio.run(touch(sys.argv[2], sys.argv[3], stub_ledger="--stub-ledger" in sys.argv))

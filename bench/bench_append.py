@@ -41,7 +41,7 @@ from charter.keys.files import read_key_file
 from charter.server.deps import Deps
 from charter.storage.db import migrate, preallocate_wal
 from charter.storage.ledger import Ledger
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_tx
 from charter.tools import audit, identity
 from charter.tools.identity import AgentContext
 
@@ -114,14 +114,14 @@ def _writer_append(deps: Deps, agent: AgentContext, n: int) -> None:
     asyncio.run(go())
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """Append rows: single durable append, the server's writer path, concurrent processes."""
     # Many short rounds: a burst of disk traffic from another process spoils one round only.
     n = pick(quick, full=100, quick_n=50, tiny_n=10)
     rounds = pick(quick, full=31, quick_n=15, tiny_n=2)
     root = scratch_dir("append")
-    home = new_home(root / "home")
-    agent = identity.load_agent(home, AGENT)
+    home = await new_home(root / "home")
+    agent = await identity.load_agent(home, AGENT)
     raw = RawLedger(root / "raw.db", agent, home.layout.agent_key(AGENT))
     served = Deps(home=home, resolve_agent=_no_resolver)  # the writer both servers use
     rows: list[Row] = []
@@ -129,7 +129,7 @@ def run(quick: bool) -> list[Row]:
         base, subj = interleave(
             rounds,
             lambda: rate(n, lambda: raw.append(n)),
-            lambda: rate(n, lambda: _charter_append(home.ledger, agent, n)),
+            lambda: rate(n, lambda: _charter_append(raw_tx(home).ledger, agent, n)),
         )
         rows.append(
             row(
@@ -158,10 +158,10 @@ def run(quick: bool) -> list[Row]:
         )
         rows.append(_new_home_row(quick, root))
         rows.extend(_processes(quick, root, raw, n))
-        audit.verify_home(home)  # concurrent writers never fork the chain
+        await audit.verify_home(home)  # concurrent writers never fork the chain
     finally:
-        served.shutdown()
-        home.close()
+        await served.shutdown()
+        await home.close()
         raw.conn.close()
     return rows
 
@@ -172,14 +172,14 @@ def _new_home_row(quick: bool, root: Path) -> Row:
     rounds = pick(quick, full=7, quick_n=3, tiny_n=1)
     homes = itertools.count()
 
-    def first_appends(preallocate: bool) -> float:
+    async def first_appends(preallocate: bool) -> float:
         folder = root / f"new-{next(homes)}"
         try:
-            with new_home(folder / "home") as home:
+            async with await new_home(folder / "home") as home:
                 if preallocate:
-                    preallocate_wal(home.ledger.conn)
-                agent = identity.load_agent(home, AGENT)
-                return rate(n, lambda: _charter_append(home.ledger, agent, n))
+                    preallocate_wal(raw_tx(home).ledger.conn)
+                agent = await identity.load_agent(home, AGENT)
+                return rate(n, lambda: _charter_append(raw_tx(home).ledger, agent, n))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -265,13 +265,13 @@ def _run_writers(home_root: Path, procs: int, seconds: float) -> int:
                 w.wait()
 
 
-def writer_main(home_root: str, seconds: float) -> None:
+async def writer_main(home_root: str, seconds: float) -> None:
     """One server-like process: a LedgerWriter with several concurrent callers.
 
     Prints ``ready``, waits for a line on stdin, appends for ``seconds``, prints the count.
     """
-    home = open_home(Path(home_root))
-    agent = identity.load_agent(home, AGENT)
+    home = await open_home(Path(home_root))
+    agent = await identity.load_agent(home, AGENT)
     deps = Deps(home=home, resolve_agent=_no_resolver)
     _ = deps.writer  # open the writer's connection before the clock starts
     session = secrets.token_hex(8)
@@ -293,5 +293,5 @@ def writer_main(home_root: str, seconds: float) -> None:
     try:
         print(asyncio.run(go()), flush=True)
     finally:
-        deps.shutdown()
-        home.close()
+        await deps.shutdown()
+        await home.close()

@@ -62,11 +62,11 @@ def spawn_to_initialize(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """Median spawn-to-initialize of each, interleaved."""
     rounds = pick(quick, full=21, quick_n=7, tiny_n=1)
     root = scratch_dir("coldstart") / "home"
-    new_home(root).close()
+    await new_home(root).close()
     charter_argv = [*charter_command(), "serve", "--agent", AGENT]
     charter_env = host_env({"CHARTER_HOME": str(root)})
     bare_argv = [sys.executable, "-m", "bench._servers", "bare"]

@@ -27,39 +27,41 @@ from bench._common import (
 from bench._ledgers import AGENT, new_home
 from charter.config import Settings
 from charter.home import Home
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_tx
 from charter.tools import identity, tokens
 
 AUDIENCE = "https://api.example.com"
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """Two rows: append and token issue, keys in the token vs in-process."""
     n = pick(quick, full=1000, quick_n=300, tiny_n=10)
     rounds = pick(quick, full=7, quick_n=5, tiny_n=2)
     token = _softhsm.softhsm_token()
     _softhsm.wipe(token)
     root = scratch_dir("keystore")
-    in_process = new_home(root / "files")
-    in_token = Home.init(Settings(home=root / "token"), owner="owner@example.com",
+    in_process = await new_home(root / "files")
+    in_token = await Home.init(Settings(home=root / "token"), owner="owner@example.com",
                          key_store=token.uri())  # fmt: skip
-    identity.add_agent(in_token, AGENT, scopes=["audit:read", "token:issue"], audiences=[AUDIENCE])
+    await identity.add_agent(
+        in_token, AGENT, scopes=["audit:read", "token:issue"], audiences=[AUDIENCE]
+    )
     try:
         return [_append(in_process, in_token, n, rounds), _issue(in_process, in_token, n, rounds)]
     finally:
-        in_process.close()
-        in_token.close()
+        await in_process.close()
+        await in_token.close()
         _softhsm.wipe(token)
 
 
 def _append(files: Home, token: Home, n: int, rounds: int) -> Row:
-    def appender(home: Home) -> float:
-        agent = identity.load_agent(home, AGENT)
+    async def appender(home: Home) -> float:
+        agent = await identity.load_agent(home, AGENT)
         session = secrets.token_hex(8)
 
         def go() -> None:
             for k in range(n):
-                home.ledger.append([call_draft(agent, session, k)])
+                raw_tx(home).ledger.append([call_draft(agent, session, k)])
 
         return rate(n, go)
 
@@ -76,12 +78,12 @@ def _append(files: Home, token: Home, n: int, rounds: int) -> Row:
 
 
 def _issue(files: Home, token: Home, n: int, rounds: int) -> Row:
-    def issuer(home: Home) -> float:
-        agent = identity.load_agent(home, AGENT)
+    async def issuer(home: Home) -> float:
+        agent = await identity.load_agent(home, AGENT)
 
-        def go() -> None:
+        async def go() -> None:
             for _ in range(n):
-                tokens.issue(
+                await tokens.issue(
                     home, tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE)
                 )
 

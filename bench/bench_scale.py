@@ -18,7 +18,7 @@ from collections.abc import Callable
 from bench._common import Row, median, pick, row, tiny
 from bench._ledgers import AGENT, ledger_of, open_home
 from charter.home import Home
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_tx
 from charter.tools import audit, identity, tlog
 
 FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -26,25 +26,25 @@ QUICK_SIZES = (1_000, 10_000)
 TINY_SIZES = (100, 300)
 
 
-def _ops(home: Home) -> dict[str, Callable[[], None]]:
+async def _ops(home: Home) -> dict[str, Callable[[], None]]:
     """The operations, each bound to ``home``: what one call of each costs."""
-    agent = identity.load_agent(home, AGENT)
+    agent = await identity.load_agent(home, AGENT)
     session = secrets.token_hex(8)
-    size, _ = home.ledger.head()
-    tlog.checkpoint(home)  # proofs go against an existing checkpoint, like audit_prove
+    size, _ = raw_tx(home).ledger.head()
+    await tlog.checkpoint(home)  # proofs go against an existing checkpoint, like audit_prove
 
     def append() -> None:
-        home.ledger.append_one(call_draft(agent, session, 0))
+        raw_tx(home).ledger.append_one(call_draft(agent, session, 0))
 
-    def query() -> None:
-        audit.query(home.conn, actor=agent.agent_id, cursor=size // 2, limit=50)
+    async def query() -> None:
+        await audit.query(home, actor=agent.agent_id, cursor=size // 2, limit=50)
 
-    def prove() -> None:
-        tlog.prove(home, size // 2, actor=agent.agent_id)
+    async def prove() -> None:
+        await tlog.prove(home, size // 2, actor=agent.agent_id)
 
-    def checkpoint() -> None:
-        home.ledger.append_one(call_draft(agent, session, 0))
-        tlog.checkpoint(home)  # a new signed checkpoint, consistent with the last one
+    async def checkpoint() -> None:
+        raw_tx(home).ledger.append_one(call_draft(agent, session, 0))
+        await tlog.checkpoint(home)  # a new signed checkpoint, consistent with the last one
 
     return {
         "append (durable, 1 entry)": append,
@@ -63,7 +63,7 @@ def _time(fn: Callable[[], None], reps: int) -> float:
     return median(samples)
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """One row per (operation, size above the smallest): its cost vs at the smallest size."""
     sizes = TINY_SIZES if tiny() else (QUICK_SIZES if quick else FULL_SIZES)
     rounds = pick(quick, full=7, quick_n=5, tiny_n=2)
@@ -72,11 +72,11 @@ def run(quick: bool) -> list[Row]:
     homes: dict[int, Home] = {}
     for n in sizes:
         t0 = time.perf_counter()
-        homes[n] = open_home(ledger_of(n))
+        homes[n] = await open_home(await ledger_of(n))
         built[n] = time.perf_counter() - t0
     try:
         ops = {n: _ops(h) for n, h in homes.items()}
-        names = list(ops[sizes[0]])
+        names = await list(ops[sizes[0]])
         samples: dict[tuple[str, int], list[float]] = {(o, n): [] for o in names for n in sizes}
         for r in range(rounds):
             order = sizes if r % 2 == 0 else sizes[::-1]
@@ -105,4 +105,4 @@ def run(quick: bool) -> list[Row]:
         return rows
     finally:
         for h in homes.values():
-            h.close()
+            await h.close()

@@ -33,23 +33,25 @@ from bench._ledgers import AGENT
 from charter.config import Settings
 from charter.home import Home
 from charter.keys import LOG
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_tx
 from charter.tools import identity, tokens
 
 AUDIENCE = "https://api.example.com"
 PASSPHRASE = b"bench passphrase"
 
 
-def _make(root: Path, passphrase: bytes | None) -> None:
-    with Home.init(
+async def _make(root: Path, passphrase: bytes | None) -> None:
+    async with await Home.init(
         Settings(home=root), owner="owner@example.com", passphrase=passphrase, cheap_kdf=tiny()
     ) as h:
-        identity.add_agent(h, AGENT, scopes=["audit:read", "token:issue"], audiences=[AUDIENCE])
+        await identity.add_agent(
+            h, AGENT, scopes=["audit:read", "token:issue"], audiences=[AUDIENCE]
+        )
 
 
-def _open(root: Path, passphrase_file: Path | None) -> tuple[Home, float]:
+async def _open(root: Path, passphrase_file: Path | None) -> tuple[Home, float]:
     """Open as a server does; return the home and the seconds its first signature took."""
-    home = Home.open(Settings(home=root, passphrase_file=passphrase_file))
+    home = await Home.open(Settings(home=root, passphrase_file=passphrase_file))
     start = time.perf_counter()
     home.signer.sign(LOG, b"warm up")
     return home, time.perf_counter() - start
@@ -59,7 +61,7 @@ def _open(root: Path, passphrase_file: Path | None) -> tuple[Home, float]:
 TARGET = ">= 0.8x"
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """Rows: one committed append and one token issue, sealed (charter) vs clear (baseline),
     and the one-off unlock (info)."""
     n = pick(quick, full=500, quick_n=100, tiny_n=10)
@@ -67,10 +69,10 @@ def run(quick: bool) -> list[Row]:
     base = scratch_dir("sealed")
     pfile = base / "pass"
     pfile.write_bytes(PASSPHRASE + b"\n")
-    _make(base / "clear", None)
-    _make(base / "sealed", PASSPHRASE)
-    clear, clear_unlock = _open(base / "clear", None)
-    sealed, sealed_unlock = _open(base / "sealed", pfile)
+    await _make(base / "clear", None)
+    await _make(base / "sealed", PASSPHRASE)
+    clear, clear_unlock = await _open(base / "clear", None)
+    sealed, sealed_unlock = await _open(base / "sealed", pfile)
     try:
         rows = []
         for label, op in (("ledger: one committed agent append", _append),
@@ -100,8 +102,8 @@ def run(quick: bool) -> list[Row]:
         )
         return rows
     finally:
-        clear.close()
-        sealed.close()
+        await clear.close()
+        await sealed.close()
 
 
 def _rounds(
@@ -117,17 +119,17 @@ def _rounds(
     return list(base), list(subject)
 
 
-def _append(home: Home, n: int) -> None:
-    agent = identity.load_agent(home, AGENT)
+async def _append(home: Home, n: int) -> None:
+    agent = await identity.load_agent(home, AGENT)
     session = secrets.token_hex(8)
     for k in range(n):
-        home.ledger.append([call_draft(agent, session, k)])
+        raw_tx(home).ledger.append([call_draft(agent, session, k)])
 
 
-def _issue(home: Home, n: int) -> None:
-    agent = identity.load_agent(home, AGENT)
+async def _issue(home: Home, n: int) -> None:
+    agent = await identity.load_agent(home, AGENT)
     for _ in range(n):
-        tokens.issue(home, tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE))
+        await tokens.issue(home, tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE))
 
 
 if __name__ == "__main__":

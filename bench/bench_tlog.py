@@ -29,28 +29,28 @@ from bench._ledgers import ledger_of, open_home
 from charter.home import Home
 from charter.storage import tlog
 from charter.storage.db import connect
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_db, raw_tx
 from charter.tools import identity
 
 #: "A small constant": 100x more entries may cost at most this much more per operation.
 TARGET = "<= 2.0x"
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """One row per operation: its cost at ``big`` entries over its cost at ``small``."""
     small = pick(quick, full=1_000, quick_n=1_000, tiny_n=100)
     big = pick(quick, full=100_000, quick_n=10_000, tiny_n=1_000)
     rounds = pick(quick, full=9, quick_n=7, tiny_n=1)
     ops = pick(quick, full=400, quick_n=200, tiny_n=10)
     t0 = time.perf_counter()
-    homes = {size: open_home(ledger_of(size)) for size in (small, big)}
+    homes = {size: open_home(await ledger_of(size)) for size in (small, big)}
     built = time.perf_counter() - t0
     try:
         ops_of = {size: _operations(home, ops) for size, home in homes.items()}
         rows = []
         for name in ops_of[small]:
-            ops_of[small][name]()  # warm the page caches of both homes
-            ops_of[big][name]()
+            await ops_of[small][name]()  # warm the page caches of both homes
+            await ops_of[big][name]()
             base, subj = interleave(rounds, ops_of[small][name], ops_of[big][name])
             rows.append(
                 row(
@@ -67,7 +67,7 @@ def run(quick: bool) -> list[Row]:
         return rows
     finally:
         for home in homes.values():
-            home.close()
+            await home.close()
 
 
 def _per_op(n: int, fn: Callable[[], object]) -> float:
@@ -77,18 +77,18 @@ def _per_op(n: int, fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def _operations(home: Home, n: int) -> dict[str, Callable[[], float]]:
+async def _operations(home: Home, n: int) -> dict[str, Callable[[], float]]:
     """Callables measuring each operation on ``home`` (µs/op, one round each)."""
-    agent = identity.load_agent(home, "bench")
+    agent = await identity.load_agent(home, "bench")
     session = secrets.token_hex(8)
     rng = random.Random(6962)
-    store = tlog.TreeStore(home.conn)
+    store = tlog.TreeStore(raw_db(home))
     scratch = connect(home.layout.db)
-    body = next(home.ledger.iter_bodies(0, 1))
+    body = next(raw_tx(home).ledger.iter_bodies(0, 1))
 
     def durable_append() -> None:
         for i in range(n // 4):  # one fsync each: fewer of them
-            home.ledger.append([call_draft(agent, session, i)])
+            raw_tx(home).ledger.append([call_draft(agent, session, i)])
 
     def hook() -> None:
         size = tlog.tree_size(scratch)

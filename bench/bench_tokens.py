@@ -25,6 +25,7 @@ from bench._ledgers import AGENT, new_home
 from charter.home import Home
 from charter.keys.files import read_key_file
 from charter.storage.db import transaction
+from charter.testing import raw_db
 from charter.tools import identity, tokens
 
 AUDIENCE = "https://api.example.com"
@@ -36,35 +37,35 @@ VERIFY_TARGET = ">= 0.8x"
 _REGISTERED = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """Two rows: token issue and token verify, each as a ratio to raw PyJWT."""
     n = pick(quick, full=2000, quick_n=500, tiny_n=20)
     rounds = pick(quick, full=9, quick_n=5, tiny_n=2)
-    home = new_home(scratch_dir("tokens") / "home")
+    home = await new_home(scratch_dir("tokens") / "home")
     try:
-        return _measure(home, n, rounds)
+        return await _measure(home, n, rounds)
     finally:
-        home.close()
+        await home.close()
 
 
-def _measure(home: Home, n: int, rounds: int) -> list[Row]:
-    agent = identity.load_agent(home, AGENT)
-    sample = _issue(home, agent)
-    claims = tokens.verify(home, sample, audience=AUDIENCE).claims
+async def _measure(home: Home, n: int, rounds: int) -> list[Row]:
+    agent = await identity.load_agent(home, AGENT)
+    sample = await _issue(home, agent)
+    claims = (await tokens.verify(home, sample, audience=AUDIENCE)).claims
     key = read_key_file(home.layout.issuer_key(home.meta["issuer_kid"]))
     private = Ed25519PrivateKey.from_private_bytes(bytes(key.signing_key))
     public = private.public_key()
     headers = {"kid": key.kid, "typ": tokens.TOKEN_TYPE}
-    issuer = tokens.issuer(home)
+    issuer = await tokens.issuer(home)
 
     def raw_encode() -> None:
         for _ in range(n):
             jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
 
-    def charter_issue() -> None:
-        with transaction(home.conn):  # as the tool: rows committed with the ledger's entry
+    async def charter_issue() -> None:
+        with transaction(raw_db(home)):  # as the tool: rows committed with the ledger's entry
             for _ in range(n):
-                _issue(home, agent, recorded_by_caller=True)
+                await _issue(home, agent, recorded_by_caller=True)
 
     base, subj = interleave(rounds, lambda: rate(n, raw_encode), lambda: rate(n, charter_issue))
     rows = [
@@ -92,9 +93,9 @@ def _measure(home: Home, n: int, rounds: int) -> list[Row]:
                 options={"require": _REGISTERED},
             )
 
-    def charter_verify() -> None:
+    async def charter_verify() -> None:
         for token in batch:
-            tokens.verify(home, token, audience=AUDIENCE)
+            await tokens.verify(home, token, audience=AUDIENCE)
 
     base, subj = interleave(rounds, lambda: rate(n, raw_decode), lambda: rate(n, charter_verify))
     rows.append(
@@ -111,14 +112,16 @@ def _measure(home: Home, n: int, rounds: int) -> list[Row]:
     return rows
 
 
-def _issue(home: Home, agent: identity.AgentContext, *, recorded_by_caller: bool = False) -> str:
+async def _issue(
+    home: Home, agent: identity.AgentContext, *, recorded_by_caller: bool = False
+) -> str:
     """Check, sign and record one token, as ``token_issue`` does (the row in the caller's
     transaction), or as ``tokens.issue`` does (its own committed transaction)."""
     request = tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE)
     if not recorded_by_caller:
-        return tokens.issue(home, request).token
-    issued = tokens.sign(home, request)
-    tokens.record(home.conn, request, issued)
+        return (await tokens.issue(home, request)).token
+    issued = await tokens.sign(home, request)
+    tokens.record(raw_db(home), request, issued)
     return issued.token
 
 

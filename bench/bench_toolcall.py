@@ -171,11 +171,11 @@ def _ts_compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], 
     return [(base, subj) for base, subj in json.loads(done.stdout)["samples"]]
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """p50/p99 round trips of ``identity_whoami`` and of a side-effecting call."""
     calls = pick(quick, full=2000, quick_n=300, tiny_n=10)
     root = scratch_dir("toolcall") / "home"
-    new_home(root).close()
+    await new_home(root).close()
     env = {"CHARTER_HOME": str(root)}
     serve = params([*charter_command(), "serve", "--agent", AGENT], env)
     touch = params([sys.executable, "-m", "bench._servers", "touch", str(root), AGENT])

@@ -23,6 +23,7 @@ from bench._ledgers import ledger_of, open_home
 from charter.evidence import verifier
 from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, thumbprint
+from charter.testing import raw_tx
 from charter.tools import identity as agents
 
 TARGET = ">= 0.8x"
@@ -68,17 +69,17 @@ def triples_of(keys: dict[str, bytes], bodies: list[bytes]) -> list[Triple]:
     return out
 
 
-def run(quick: bool) -> list[Row]:
+async def run(quick: bool) -> list[Row]:
     """Rows: every core, one core, incremental from a state, and the time for 10^6 entries."""
     cores = os.cpu_count() or 1
     n = pick(quick, full=100_000, quick_n=40_000, tiny_n=300)
     rounds = pick(quick, full=5, quick_n=3, tiny_n=1)
-    root = ledger_of(n)
-    home = open_home(root)
+    root = await ledger_of(n)
+    home = await open_home(root)
     try:
         identity = home.identity
-        bodies = list(home.ledger.iter_bodies(0, n))
-        agent = agents.load_agent(home, "bench")
+        bodies = list(raw_tx(home).ledger.iter_bodies(0, n))
+        agent = await agents.load_agent(home, "bench")
         keys = {
             agent.key.kid: agent.key.public_key,
             home.log_key.kid: home.log_key.public_key,
@@ -110,10 +111,10 @@ def run(quick: bool) -> list[Row]:
             if workers == cores:
                 every_core = (median(subj), median(base))
         rows.append(_incremental(identity, bodies, triples, rounds))
-        rows.append(_million(quick, n, every_core, identity))
+        rows.append(await _million(quick, n, every_core, identity))
         return rows
     finally:
-        home.close()
+        await home.close()
 
 
 def _incremental(
@@ -145,18 +146,20 @@ def _incremental(
     )
 
 
-def _million(quick: bool, n: int, every_core: tuple[float, float], identity: LedgerIdentity) -> Row:
+async def _million(
+    quick: bool, n: int, every_core: tuple[float, float], identity: LedgerIdentity
+) -> Row:
     """Seconds to verify 10^6 entries (measured at 10^6 in a full run, else extrapolated)."""
     charter_rate, raw_rate = every_core
     if quick or tiny() or n >= MILLION:
         seconds = MILLION / charter_rate
         how = f"extrapolated from the {n:,}-entry rounds above"
     else:
-        root = ledger_of(MILLION)
-        with open_home(root) as home:
-            size, _ = home.ledger.head()
+        root = await ledger_of(MILLION)
+        async with await open_home(root) as home:
+            size, _ = raw_tx(home).ledger.head()
             t0 = time.perf_counter()
-            verifier.verify_entries(home.identity, home.ledger.iter_bodies(), workers=None)
+            verifier.verify_entries(home.identity, raw_tx(home).ledger.iter_bodies(), workers=None)
             seconds = (time.perf_counter() - t0) * MILLION / size
         how = f"measured: {size:,} entries streamed from SQLite, every core"
     return row(

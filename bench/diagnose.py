@@ -34,20 +34,20 @@ from charter.server.app import READ_ONLY, CharterServer
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
 from charter.storage import ledger as ledger_mod
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_db, raw_tx
 from charter.tools import identity
 
 TMPFS = Path("/dev/shm")
 
 
-def _home(on_tmpfs: bool) -> Home:
+async def _home(on_tmpfs: bool) -> Home:
     """A new home on disk, or on tmpfs (where fsync costs nothing) if asked and available."""
     if on_tmpfs and TMPFS.is_dir():
         root = TMPFS / f"charter-diag-{time.time_ns()}"
         atexit.register(shutil.rmtree, root, True)
     else:
         root = scratch_dir("diag")
-    return new_home(root / "home")
+    return await new_home(root / "home")
 
 
 def _p50_us(samples: list[float]) -> float:
@@ -73,9 +73,9 @@ def toolcall(n: int) -> None:
     from mcp import Client
     from mcp.server.mcpserver import MCPServer
 
-    def gated(home: Home) -> CharterServer:
+    async def gated(home: Home) -> CharterServer:
         """What ``charter serve`` builds (inline commits), plus a gated read-only no-op."""
-        agent = identity.load_agent(home, AGENT)
+        agent = await identity.load_agent(home, AGENT)
 
         async def resolve() -> identity.AgentContext:
             return agent
@@ -99,7 +99,7 @@ def toolcall(n: int) -> None:
     async def main() -> dict[str, float]:
         disk, tmpfs, stub = _home(False), _home(True), _home(True)
         last = stub.ledger.get(stub.ledger.head()[0] - 1)
-        stubbed = gated(stub)
+        stubbed = await gated(stub)
         real_append = ledger_mod.LedgerWriter.append
 
         async def no_ledger(self: ledger_mod.LedgerWriter, draft: ledger_mod.Draft) -> Any:
@@ -110,8 +110,8 @@ def toolcall(n: int) -> None:
             async with (
                 Client(bare, mode="legacy") as c0,
                 Client(stubbed, mode="legacy") as c1,
-                Client(gated(tmpfs), mode="legacy") as c2,
-                Client(gated(disk), mode="legacy") as c3,
+                Client(await gated(tmpfs), mode="legacy") as c2,
+                Client(await gated(disk), mode="legacy") as c3,
             ):
                 return await _round_trips(
                     {
@@ -134,25 +134,25 @@ def toolcall(n: int) -> None:
     _print_steps(asyncio.run(main()))
 
 
-def stdio(n: int) -> None:
+async def stdio(n: int) -> None:
     """The same over stdio (real subprocesses, the SDK client), against the bare server."""
     import anyio
 
     from bench.bench_toolcall import Subject, _compare
     from bench.bench_toolcall import params as stdio_params
 
-    def server(home: Home, *extra: str) -> Subject:
+    async def server(home: Home, *extra: str) -> Subject:
         root = str(home.settings.layout.root)
         argv = [sys.executable, "-m", "bench._servers", "touch", root, AGENT, *extra]
-        home.close()
+        await home.close()
         return (stdio_params(argv), "bench_noop", {})
 
     bare_argv = [sys.executable, "-m", "bench._servers", "bare", "--charter-transport"]
     subjects = [
         (stdio_params(bare_argv), "noop", {}),
-        server(_home(True), "--stub-ledger"),
-        server(_home(True)),
-        server(_home(False)),
+        server(await _home(True), "--stub-ledger"),
+        server(await _home(True)),
+        server(await _home(False)),
     ]
     labels = (
         "bare no-op on Charter's stdio transport (no gate)",
@@ -223,12 +223,12 @@ def _raw_round_trips(pipes: list[_RawPipe], n: int) -> list[float]:
     return [_p50_us(s) for s in samples]
 
 
-def append(n: int) -> None:
+async def append(n: int) -> None:
     """Each statement of a one-entry ``Ledger.append``; then the writer's thread hop."""
-    home = _home(False)
-    agent = identity.load_agent(home, AGENT)
+    home = await _home(False)
+    agent = await identity.load_agent(home, AGENT)
     times: dict[str, list[float]] = {}
-    conn = home.conn
+    conn = raw_db(home)
 
     class Timed:
         def execute(self, sql: str, *args: Any) -> Any:
@@ -251,7 +251,7 @@ def append(n: int) -> None:
         home.identity,
         home.clock,
         log_key=home.log_key,
-        hooks=home.ledger.hooks,
+        hooks=raw_tx(home).ledger.hooks,
     )
     t0 = time.perf_counter()
     for i in range(n):
@@ -271,8 +271,8 @@ def append(n: int) -> None:
         finally:
             writer.close()
 
-    tmp = _home(True)
-    agent_t = identity.load_agent(tmp, AGENT)
+    tmp = await _home(True)
+    agent_t = await identity.load_agent(tmp, AGENT)
     direct = timeit.timeit(lambda: tmp.ledger.append_one(call_draft(agent_t, "d", 0)), number=n)
     print("on tmpfs (no fsync), us per append:")
     print(f"  {direct / n * 1e6:8,.0f}  Ledger.append_one, direct")
@@ -280,17 +280,17 @@ def append(n: int) -> None:
     print(f"  {asyncio.run(writer_cost(False)):8,.0f}  LedgerWriter thread mode (queue + 2 hops)")
 
 
-def verify(n: int) -> None:
+async def verify(n: int) -> None:
     """Per-entry costs of verification, against the signature check they wrap."""
     from charter.evidence import verifier
     from charter.evidence.entries import SIGNING_PREFIX
     from charter.evidence.jwk import b64url_decode, verify_signature
 
-    home = open_home(ledger_of(max(n, 100)))
-    bodies = list(home.ledger.iter_bodies())
+    home = await open_home(await ledger_of(max(n, 100)))
+    bodies = list(raw_tx(home).ledger.iter_bodies())
     body = bodies[-1]
     entry = verifier._parse(0, body)
-    key = identity.load_agent(home, AGENT).key.public_key
+    key = (await identity.load_agent(home, AGENT)).key.public_key
     sig = b64url_decode(entry["sig"])
     message = SIGNING_PREFIX + verifier._signed_bytes(entry, body)
     _, state = verifier.verify_entries(home.identity, bodies[:-1])

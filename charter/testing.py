@@ -5,15 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from charter.config import Settings
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
+from charter.storage.db import Connection, connect, read_snapshot, transaction
 from charter.storage.ledger import Draft
+from charter.storage.meta import close_quietly
+from charter.storage.ports import Tx
+from charter.storage.sqlite import SqliteStore, SqliteTx
+from charter.storage.vault import SecretInfo, SecretValue, Vault
 from charter.tools.identity import AgentContext, load_agent
 
 
@@ -30,6 +36,90 @@ class FrozenClock:
     def advance(self, **delta: float) -> None:
         """Move forward by ``timedelta(**delta)``."""
         self.current += dt.timedelta(**delta)
+
+
+T = TypeVar("T")
+
+_RAW: dict[Path, Connection] = {}
+
+
+def raw_db(home: Home) -> Connection:
+    """A blocking connection of its own to ``home``'s database, for tests that read, tamper
+    with or inspect rows directly (one per database, kept until :func:`close_raw_dbs`)."""
+    path = home.layout.db
+    if path not in _RAW:
+        _RAW[path] = connect(path)
+    return _RAW[path]
+
+
+def raw_tx(home: Home) -> Tx:
+    """The repositories (and ledger) over :func:`raw_db`, outside the home's store: a
+    blocking unit of work for tests (each statement commits on its own unless wrapped in
+    ``charter.storage.db.transaction(raw_db(home))``)."""
+    store = home.store
+    binding = store.binding if isinstance(store, SqliteStore) else None
+    return SqliteTx(raw_db(home), binding)
+
+
+def conn_of(tx: Tx) -> Connection:
+    """The SQLite connection under a unit of work (tests that write rows by hand)."""
+    assert isinstance(tx, SqliteTx), "a SQLite unit of work"
+    return tx.conn
+
+
+def close_raw_dbs() -> None:
+    """Close every :func:`raw_db` connection."""
+    while _RAW:
+        _, conn = _RAW.popitem()
+        close_quietly(conn)
+
+
+class BlockingVault:
+    """A home's vault driven the blocking way, for tests: each call is one unit of work on
+    :func:`raw_db` (what the services do through the store, without an event loop)."""
+
+    def __init__(self, home: Home, *, passphrase: bytes | None = None) -> None:
+        self.home = home
+        self.vault = Vault(home.signer, home.clock, passphrase=passphrase)
+
+    def _write(self, work: Callable[[Tx], T]) -> T:
+        with transaction(raw_db(self.home)):
+            return work(raw_tx(self.home))
+
+    def _read(self, work: Callable[[Tx], T]) -> T:
+        with read_snapshot(raw_db(self.home)):
+            return work(raw_tx(self.home))
+
+    def put(self, name: str, value: bytes, **options: Any) -> int:
+        """:meth:`Vault.put` in a unit of work of its own."""
+        return self._write(lambda tx: self.vault.put(tx, name, value, **options))
+
+    def get(self, name: str, version: int | None = None) -> SecretValue:
+        """:meth:`Vault.get` in a unit of work of its own."""
+        return self._read(lambda tx: self.vault.get(tx, name, version))
+
+    def info(self, name: str) -> SecretInfo:
+        """:meth:`Vault.info`."""
+        return self._read(lambda tx: self.vault.info(tx, name))
+
+    def list(self, *, include_system: bool = False) -> list[SecretInfo]:
+        """:meth:`Vault.list`."""
+        return self._read(lambda tx: self.vault.list(tx, include_system=include_system))
+
+    def delete(self, name: str) -> SecretInfo:
+        """:meth:`Vault.delete` in a unit of work of its own."""
+        return self._write(lambda tx: self.vault.delete(tx, name))
+
+    def rotate_master_key(self, *, new_passphrase: bytes | None = None) -> tuple[int, int]:
+        """Re-encrypt everything in one transaction, then swap the key file (as the owner
+        service does)."""
+        try:
+            result = self._write(lambda tx: self.vault.reencrypt_all(tx, new_passphrase))
+        except BaseException:
+            self.vault.abandon_rotation()
+            raise
+        self.vault.finish_rotation()
+        return result
 
 
 async def make_home(

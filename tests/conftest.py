@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from charter.home import Home
-from charter.testing import FrozenClock, make_home
+from charter.testing import FrozenClock, close_raw_dbs, make_home
 from charter.tools import identity
 
 # pytest's importlib mode puts no test folder on sys.path: shared test helpers (real mail
@@ -28,19 +28,28 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _close_raw_connections() -> Iterator[None]:
+    """The raw connections a test opened (charter.testing.raw_db) close after it."""
+    yield
+    close_raw_dbs()
+
+
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()
 
 
 @pytest.fixture
-def home(tmp_path: Path, clock: FrozenClock) -> Iterator[Home]:
+async def home(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Home]:
     """A new home with agent ``alpha`` (audit:read) and ``beta`` (no scopes)."""
-    h = make_home(tmp_path / "home", clock=clock)
-    identity.add_agent(h, "alpha", scopes=["audit:read"], audiences=["https://api.example.com"])
-    identity.add_agent(h, "beta", scopes=[])
+    h = await make_home(tmp_path / "home", clock=clock)
+    await identity.add_agent(
+        h, "alpha", scopes=["audit:read"], audiences=["https://api.example.com"]
+    )
+    await identity.add_agent(h, "beta", scopes=[])
     yield h
-    h.close()
+    await h.close()
 
 
 @pytest.fixture(params=["auto", "legacy"])

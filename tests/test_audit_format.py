@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import anyio
 import nacl.exceptions
 import nacl.signing
 import pytest
@@ -31,7 +30,7 @@ from charter.evidence.c2sp import Checkpoint, Signer, sign_note
 from charter.evidence.charters import charter_hash, make_charter
 from charter.home import Home
 from charter.storage.tlog import log_signer
-from charter.testing import agent_draft, server_for
+from charter.testing import agent_draft, raw_tx, server_for
 from charter.tools import audit, identity, lockdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,29 +311,31 @@ def test_worked_example_values_match_the_example() -> None:
     assert quoted <= known, quoted - known
 
 
-def _live_export(home: Home, out: Path) -> Path:
+async def _live_export(home: Home, out: Path) -> Path:
     async def calls() -> None:
-        async with Client(server_for(home, "alpha")) as client:
+        async with Client(await server_for(home, "alpha")) as client:
             await client.call_tool("identity_whoami", {})
             await client.call_tool("audit_query", {"limit": 1})
-        async with Client(server_for(home, "beta")) as client:
+        async with Client(await server_for(home, "beta")) as client:
             await client.call_tool("audit_query", {})  # denied: no scope
 
-    anyio.run(calls)
-    audit.export(home, out)
+    await calls()
+    await audit.export(home, out)
     return out
 
 
-def test_fresh_export_verifies_with_the_independent_verifier(home: Home, tmp_path: Path) -> None:
-    out = _live_export(home, tmp_path / "x")
-    assert independent_verify(out) == home.ledger.head()[0]
+async def test_fresh_export_verifies_with_the_independent_verifier(
+    home: Home, tmp_path: Path
+) -> None:
+    out = await _live_export(home, tmp_path / "x")
+    assert independent_verify(out) == raw_tx(home).ledger.head()[0]
 
 
 @pytest.mark.parametrize("tamper", ["edit", "delete", "swap", "resign_foreign"])
-def test_independent_and_charter_verifiers_agree_on_tampering(
+async def test_independent_and_charter_verifiers_agree_on_tampering(
     home: Home, tmp_path: Path, tamper: str
 ) -> None:
-    out = _live_export(home, tmp_path / "x")
+    out = await _live_export(home, tmp_path / "x")
     path = out / "entries.jsonl"
     lines = path.read_bytes().splitlines()
     if tamper == "edit":
@@ -375,12 +376,12 @@ def _resign(home: Home, size: int, root: bytes) -> str:
     "tamper",
     ["no_folder", "no_full", "flipped_bit", "foreign_key", "other_root", "beyond", "misfiled"],
 )
-def test_independent_and_charter_verifiers_agree_on_checkpoints(
+async def test_independent_and_charter_verifiers_agree_on_checkpoints(
     home: Home, tmp_path: Path, tamper: str
 ) -> None:
     """§8.5: an export's checkpoints must be the log's, match the entries, and cover them."""
-    out = _live_export(home, tmp_path / "x")
-    size = home.ledger.head()[0]
+    out = await _live_export(home, tmp_path / "x")
+    size = raw_tx(home).ledger.head()[0]
     notes = out / "checkpoints"
     full = notes / f"{size}.note"
     independent_verify(out)  # intact: both accept
@@ -424,41 +425,43 @@ def test_the_example_generator_writes_exports_both_verifiers_accept(tmp_path: Pa
     audit.verify_export(out)
 
 
-def test_lockdown_lift_and_reinstatement_verify_independently(home: Home, tmp_path: Path) -> None:
-    lockdown.lockdown(home, reason="laptop stolen")
-    lockdown.lift(home)
-    lockdown.reinstate_agent(home, "alpha")
+async def test_lockdown_lift_and_reinstatement_verify_independently(
+    home: Home, tmp_path: Path
+) -> None:
+    await lockdown.lockdown(home, reason="laptop stolen")
+    await lockdown.lift(home)
+    await lockdown.reinstate_agent(home, "alpha")
 
     async def calls() -> None:
-        async with Client(server_for(home, "alpha")) as client:
+        async with Client(await server_for(home, "alpha")) as client:
             assert not (await client.call_tool("identity_whoami", {})).is_error
 
-    anyio.run(calls)
-    audit.export(home, tmp_path / "x")
-    assert independent_verify(tmp_path / "x") == home.ledger.head()[0]
+    await calls()
+    await audit.export(home, tmp_path / "x")
+    assert independent_verify(tmp_path / "x") == raw_tx(home).ledger.head()[0]
     audit.verify_export(tmp_path / "x")
 
 
 @pytest.mark.parametrize(
     "case", ["agent_signs_lockdown", "lift_without_lockdown", "reinstate_revoked"]
 )
-def test_independent_and_charter_verifiers_agree_on_owner_events(
+async def test_independent_and_charter_verifiers_agree_on_owner_events(
     home: Home, tmp_path: Path, case: str
 ) -> None:
     """§7 steps 6 and 8: owner-only actions, lift after a lockdown, reinstate after a lockdown."""
     if case == "agent_signs_lockdown":
-        alpha = identity.load_agent(home, "alpha")
+        alpha = await identity.load_agent(home, "alpha")
         draft = agent_draft(
             alpha,
             action="owner.lockdown",
             phase="event",
         )
-        bad = home.ledger.append_one(draft).seq
+        bad = raw_tx(home).ledger.append_one(draft).seq
     elif case == "lift_without_lockdown":
-        bad = home.record_owner_event("owner.lockdown.lift", {"lockdown": 1}).seq
+        bad = (await home.record_owner_event("owner.lockdown.lift", {"lockdown": 1})).seq
     else:
-        beta = identity.load_agent(home, "beta")
-        identity.revoke_agent(home, "beta")  # final: only a lockdown's revocation is undone
+        beta = await identity.load_agent(home, "beta")
+        await identity.revoke_agent(home, "beta")  # final: only a lockdown's revocation is undone
         now = home.clock.now()
         charter = make_charter(
             owner_key=home.owner_key(),
@@ -476,8 +479,8 @@ def test_independent_and_charter_verifiers_agree_on_owner_events(
             "charter": charter,
             "charter_hash": charter_hash(charter),
         }
-        bad = home.record_owner_event("agent.reinstate", args).seq
-    audit.export(home, tmp_path / "x")
+        bad = (await home.record_owner_event("agent.reinstate", args)).seq
+    await audit.export(home, tmp_path / "x")
     with pytest.raises(Bad) as independent:
         independent_verify(tmp_path / "x")
     with pytest.raises(LedgerIntegrityError) as ours:

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +35,24 @@ from charter.evidence.verifier import verify_entries
 from charter.home import Home
 from charter.storage import tlog as store
 from charter.storage.db import transaction
-from charter.testing import FrozenClock, make_home
+from charter.testing import FrozenClock, make_home, raw_db, raw_tx
 from charter.tools import audit, identity
 from charter.tools import tlog as tools_tlog
 
 
-def grow(home: Home, n: int, tag: str = "event") -> None:
+async def grow(home: Home, n: int, tag: str = "event") -> None:
     for i in range(n):
-        home.record_owner_event(f"test.{tag}", {"i": i})
+        await home.record_owner_event(f"test.{tag}", {"i": i})
 
 
-def export_to(home: Home, folder: Path) -> Path:
-    audit.export(home, folder)
+async def export_to(home: Home, folder: Path) -> Path:
+    await audit.export(home, folder)
     return folder
 
 
-def kept(home: Home) -> str:
+async def kept(home: Home) -> str:
     """What an auditor keeps: a checkpoint of the ledger as it is now."""
-    return tools_tlog.checkpoint(home).note
+    return (await tools_tlog.checkpoint(home)).note
 
 
 def cut_export(folder: Path, size: int) -> None:
@@ -69,33 +69,33 @@ def cut_export(folder: Path, size: int) -> None:
 
 
 @pytest.fixture
-def forks(tmp_path: Path, clock: FrozenClock) -> Iterator[tuple[Home, Home]]:
+async def forks(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[tuple[Home, Home]]:
     """Two copies of one home (same origin, same keys) whose histories then diverge."""
-    original = make_home(tmp_path / "a", clock=clock)
-    grow(original, 10)
-    tools_tlog.checkpoint(original)
-    original.close()
+    original = await make_home(tmp_path / "a", clock=clock)
+    await grow(original, 10)
+    await tools_tlog.checkpoint(original)
+    await original.close()
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    a = Home.open(Settings(home=tmp_path / "a"), clock=clock)
-    b = Home.open(Settings(home=tmp_path / "b"), clock=clock)
-    grow(a, 5, "a")
-    grow(b, 7, "b")
+    a = await Home.open(Settings(home=tmp_path / "a"), clock=clock)
+    b = await Home.open(Settings(home=tmp_path / "b"), clock=clock)
+    await grow(a, 5, "a")
+    await grow(b, 7, "b")
     yield a, b
-    a.close()
-    b.close()
+    await a.close()
+    await b.close()
 
 
 # -- exports and their checkpoints --------------------------------------------------------------
 
 
-def test_an_export_carries_its_checkpoints_and_verifies_against_them(
+async def test_an_export_carries_its_checkpoints_and_verifies_against_them(
     home: Home, tmp_path: Path
 ) -> None:
-    grow(home, 4)
-    first = tools_tlog.checkpoint(home)
-    grow(home, 3)
-    folder = export_to(home, tmp_path / "x")
-    size = home.ledger.head()[0]
+    await grow(home, 4)
+    first = await tools_tlog.checkpoint(home)
+    await grow(home, 3)
+    folder = await export_to(home, tmp_path / "x")
+    size = raw_tx(home).ledger.head()[0]
     assert sorted((p.name for p in (folder / "checkpoints").iterdir()), key=len) == [
         f"{first.size}.note",
         f"{size}.note",
@@ -106,22 +106,24 @@ def test_an_export_carries_its_checkpoints_and_verifies_against_them(
     assert report.kept_size is None and report.resumed_from == 0
 
 
-def test_an_export_holds_exactly_what_its_checkpoint_covers(home: Home, tmp_path: Path) -> None:
-    folder = export_to(home, tmp_path / "x")
+async def test_an_export_holds_exactly_what_its_checkpoint_covers(
+    home: Home, tmp_path: Path
+) -> None:
+    folder = await export_to(home, tmp_path / "x")
     manifest = json.loads((folder / "ledger.json").read_text())
     note = (folder / "checkpoints" / f"{manifest['size']}.note").read_text()
     assert Checkpoint.parse(note.split("\n\n")[0] + "\n").size == manifest["size"]
 
 
-def test_a_truncated_export_passes_alone_but_fails_against_a_kept_checkpoint(
+async def test_a_truncated_export_passes_alone_but_fails_against_a_kept_checkpoint(
     home: Home, tmp_path: Path
 ) -> None:
-    grow(home, 3)
-    old = tools_tlog.checkpoint(home).size  # a checkpoint the truncation can fall back to
-    grow(home, 4)
-    note = kept(home)  # the auditor keeps this one
-    grow(home, 2)
-    folder = export_to(home, tmp_path / "x")
+    await grow(home, 3)
+    old = (await tools_tlog.checkpoint(home)).size  # a checkpoint the truncation can fall back to
+    await grow(home, 4)
+    note = await kept(home)  # the auditor keeps this one
+    await grow(home, 2)
+    folder = await export_to(home, tmp_path / "x")
     cut_export(folder, old)
     # A hash chain and the export's own (older, genuine) checkpoint cannot tell.
     assert audit.verify_export(folder).size == old
@@ -132,32 +134,32 @@ def test_a_truncated_export_passes_alone_but_fails_against_a_kept_checkpoint(
     assert e.value.seq == old
 
 
-def test_a_forked_history_fails_against_a_checkpoint_kept_from_the_other_fork(
+async def test_a_forked_history_fails_against_a_checkpoint_kept_from_the_other_fork(
     forks: tuple[Home, Home], tmp_path: Path
 ) -> None:
     a, b = forks
     assert a.origin == b.origin and a.log_key.public_key == b.log_key.public_key
-    seen_by_a = kept(a)
-    folder = export_to(b, tmp_path / "b-export")
-    assert audit.verify_export(folder).size == b.ledger.head()[0]  # valid on its own
+    seen_by_a = await kept(a)
+    folder = await export_to(b, tmp_path / "b-export")
+    assert audit.verify_export(folder).size == raw_tx(b).ledger.head()[0]  # valid on its own
     with pytest.raises(LedgerIntegrityError, match="fork: the first 16 entries"):
         audit.verify_export(folder, trust=Trust(kept=seen_by_a))
     with pytest.raises(LedgerIntegrityError, match="fork"):
-        audit.verify_home(b, trust=Trust(kept=seen_by_a))
+        await audit.verify_home(b, trust=Trust(kept=seen_by_a))
     # And no consistency proof the other fork can produce bridges the two checkpoints.
-    cp_a = tools_tlog.checkpoint_log(a).latest()
-    cp_b = tools_tlog.checkpoint_log(b).latest()
+    cp_a = raw_tx(a).checkpoints.latest()
+    cp_b = raw_tx(b).checkpoints.latest()
     assert cp_a is not None and cp_b is not None and cp_a.size < cp_b.size
-    proof = store.TreeStore(b.conn).consistency_proof(cp_a.size, cp_b.size)
+    proof = store.TreeStore(raw_db(b)).consistency_proof(cp_a.size, cp_b.size)
     with pytest.raises(merkle.ProofError):
         merkle.verify_consistency(cp_a.size, cp_b.size, cp_a.root, cp_b.root, proof)
 
 
-def test_a_kept_checkpoint_of_the_same_fork_is_extended(forks: tuple[Home, Home]) -> None:
+async def test_a_kept_checkpoint_of_the_same_fork_is_extended(forks: tuple[Home, Home]) -> None:
     a, _ = forks
-    note = kept(a)
-    grow(a, 3)
-    report = audit.verify_home(a, trust=Trust(kept=note))
+    note = await kept(a)
+    await grow(a, 3)
+    report = await audit.verify_home(a, trust=Trust(kept=note))
     assert report.kept_size == 16 and report.size == 19
 
 
@@ -169,17 +171,19 @@ def _note(folder: Path, size: int) -> str:
     return (folder / "checkpoints" / f"{size}.note").read_text()
 
 
-def test_a_signature_by_an_unknown_key_is_ignored(home: Home, tmp_path: Path) -> None:
-    folder = export_to(home, tmp_path / "x")
-    size = home.ledger.head()[0]
+async def test_a_signature_by_an_unknown_key_is_ignored(home: Home, tmp_path: Path) -> None:
+    folder = await export_to(home, tmp_path / "x")
+    size = raw_tx(home).ledger.head()[0]
     stranger = Signer("stranger.example/log", SigningKey(b"\x01" * 32))
     _rewrite_note(folder, size, append_signatures(_note(folder, size), [stranger]))
     assert audit.verify_export(folder).checkpoint_size == size
 
 
-def test_a_checkpoint_signed_only_by_an_unknown_key_is_rejected(home: Home, tmp_path: Path) -> None:
-    folder = export_to(home, tmp_path / "x")
-    size = home.ledger.head()[0]
+async def test_a_checkpoint_signed_only_by_an_unknown_key_is_rejected(
+    home: Home, tmp_path: Path
+) -> None:
+    folder = await export_to(home, tmp_path / "x")
+    size = raw_tx(home).ledger.head()[0]
     text = _note(folder, size).split("\n\n")[0] + "\n"
     impostor = Signer(home.origin, SigningKey(b"\x02" * 32))  # right name, another key
     _rewrite_note(folder, size, sign_note(text, [impostor]))
@@ -188,12 +192,12 @@ def test_a_checkpoint_signed_only_by_an_unknown_key_is_rejected(home: Home, tmp_
     with pytest.raises(
         LedgerIntegrityError, match="the checkpoint you kept: note has no valid signature"
     ):
-        audit.verify_home(home, trust=Trust(kept=sign_note(text, [impostor])))
+        await audit.verify_home(home, trust=Trust(kept=sign_note(text, [impostor])))
 
 
-def test_a_bad_signature_by_the_log_key_is_rejected(home: Home, tmp_path: Path) -> None:
-    folder = export_to(home, tmp_path / "x")
-    size = home.ledger.head()[0]
+async def test_a_bad_signature_by_the_log_key_is_rejected(home: Home, tmp_path: Path) -> None:
+    folder = await export_to(home, tmp_path / "x")
+    size = raw_tx(home).ledger.head()[0]
     text, sig = _note(folder, size).split("\n\n")
     prefix, encoded = sig.rstrip("\n").rsplit(" ", 1)
     raw = bytearray(base64.b64decode(encoded))
@@ -204,11 +208,11 @@ def test_a_bad_signature_by_the_log_key_is_rejected(home: Home, tmp_path: Path) 
         audit.verify_export(folder)
 
 
-def test_a_validly_signed_checkpoint_with_another_root_is_rejected(
+async def test_a_validly_signed_checkpoint_with_another_root_is_rejected(
     home: Home, tmp_path: Path
 ) -> None:
-    folder = export_to(home, tmp_path / "x")
-    size = home.ledger.head()[0]
+    folder = await export_to(home, tmp_path / "x")
+    size = raw_tx(home).ledger.head()[0]
     lie = Checkpoint(home.origin, size, hashlib.sha256(b"another history").digest())
     signer = store.log_signer(home.origin, home.log_key)
     _rewrite_note(folder, size, sign_note(lie.to_text(), [signer]))
@@ -216,41 +220,45 @@ def test_a_validly_signed_checkpoint_with_another_root_is_rejected(
         audit.verify_export(folder)
 
 
-def test_a_checkpoint_of_another_log_is_rejected(home: Home, tmp_path: Path) -> None:
-    other = make_home(tmp_path / "other")
+async def test_a_checkpoint_of_another_log_is_rejected(home: Home, tmp_path: Path) -> None:
+    other = await make_home(tmp_path / "other")
     try:
         with pytest.raises(LedgerIntegrityError, match="the checkpoint you kept"):
-            audit.verify_home(home, trust=Trust(kept=kept(other)))
+            await audit.verify_home(home, trust=Trust(kept=await kept(other)))
     finally:
-        other.close()
+        await other.close()
 
 
-def test_a_checkpoint_filed_under_the_wrong_size_is_rejected(home: Home, tmp_path: Path) -> None:
-    grow(home, 2)
-    first = tools_tlog.checkpoint(home)
-    grow(home, 1)
-    folder = export_to(home, tmp_path / "x")
+async def test_a_checkpoint_filed_under_the_wrong_size_is_rejected(
+    home: Home, tmp_path: Path
+) -> None:
+    await grow(home, 2)
+    first = await tools_tlog.checkpoint(home)
+    await grow(home, 1)
+    folder = await export_to(home, tmp_path / "x")
     (folder / "checkpoints" / f"{first.size}.note").write_text(_note(folder, first.size + 1))
     with pytest.raises(LedgerIntegrityError, match="filed under the wrong size"):
         audit.verify_export(folder)
 
 
-def test_an_export_must_have_a_checkpoint_of_all_its_entries(home: Home, tmp_path: Path) -> None:
-    grow(home, 2)
-    tools_tlog.checkpoint(home)
-    grow(home, 1)
-    folder = export_to(home, tmp_path / "x")
-    (folder / "checkpoints" / f"{home.ledger.head()[0]}.note").unlink()
+async def test_an_export_must_have_a_checkpoint_of_all_its_entries(
+    home: Home, tmp_path: Path
+) -> None:
+    await grow(home, 2)
+    await tools_tlog.checkpoint(home)
+    await grow(home, 1)
+    folder = await export_to(home, tmp_path / "x")
+    (folder / "checkpoints" / f"{raw_tx(home).ledger.head()[0]}.note").unlink()
     with pytest.raises(LedgerIntegrityError, match="no signed checkpoint of all its"):
         audit.verify_export(folder)
 
 
 @pytest.mark.parametrize("emptied", [False, True])
-def test_an_export_without_checkpoints_is_refused(
+async def test_an_export_without_checkpoints_is_refused(
     home: Home, tmp_path: Path, emptied: bool
 ) -> None:
-    folder = export_to(home, tmp_path / "x")
-    note = kept(home)
+    folder = await export_to(home, tmp_path / "x")
+    note = await kept(home)
     shutil.rmtree(folder / "checkpoints")
     if emptied:
         (folder / "checkpoints").mkdir()
@@ -264,41 +272,41 @@ def test_an_export_without_checkpoints_is_refused(
 # -- the home -----------------------------------------------------------------------------------
 
 
-def test_verifying_a_home_checks_its_checkpoints_and_stored_tree(home: Home) -> None:
-    grow(home, 5)
-    tools_tlog.checkpoint(home)
-    grow(home, 2)
-    report = audit.verify_home(home)
+async def test_verifying_a_home_checks_its_checkpoints_and_stored_tree(home: Home) -> None:
+    await grow(home, 5)
+    await tools_tlog.checkpoint(home)
+    await grow(home, 2)
+    report = await audit.verify_home(home)
     assert report.checkpoints == 1 and report.checkpoint_size == 8
-    home.conn.execute("DROP TRIGGER merkle_nodes_no_update")
-    with transaction(home.conn):
-        home.conn.execute(
+    raw_db(home).execute("DROP TRIGGER merkle_nodes_no_update")
+    with transaction(raw_db(home)):
+        raw_db(home).execute(
             "UPDATE merkle_nodes SET hash = ? WHERE level = 0 AND idx = 9", (b"\0" * 32,)
         )
     with pytest.raises(LedgerIntegrityError, match="the stored Merkle tree does not match"):
-        audit.verify_home(home)
+        await audit.verify_home(home)
 
 
-def test_a_home_whose_tail_was_deleted_is_caught_by_its_own_checkpoint(home: Home) -> None:
-    grow(home, 5)
-    tools_tlog.checkpoint(home)
+async def test_a_home_whose_tail_was_deleted_is_caught_by_its_own_checkpoint(home: Home) -> None:
+    await grow(home, 5)
+    await tools_tlog.checkpoint(home)
     for trigger in ("ledger_no_delete", "merkle_nodes_no_delete"):
-        home.conn.execute(f"DROP TRIGGER {trigger}")
-    with transaction(home.conn):
-        home.conn.execute("DELETE FROM ledger WHERE seq >= 6")
-        home.conn.execute("DELETE FROM merkle_nodes")
+        raw_db(home).execute(f"DROP TRIGGER {trigger}")
+    with transaction(raw_db(home)):
+        raw_db(home).execute("DELETE FROM ledger WHERE seq >= 6")
+        raw_db(home).execute("DELETE FROM merkle_nodes")
     with pytest.raises(LedgerIntegrityError, match="checkpoint 8 covers 8 entries, but only 6"):
-        audit.verify_home(home)
+        await audit.verify_home(home)
 
 
-def test_an_entry_error_wins_over_a_tree_error(home: Home) -> None:
-    grow(home, 5)
-    tools_tlog.checkpoint(home)
-    home.conn.execute("DROP TRIGGER ledger_no_update")
-    with transaction(home.conn):
-        home.conn.execute("UPDATE ledger SET body = CAST('{}' AS BLOB) WHERE seq = 4")
+async def test_an_entry_error_wins_over_a_tree_error(home: Home) -> None:
+    await grow(home, 5)
+    await tools_tlog.checkpoint(home)
+    raw_db(home).execute("DROP TRIGGER ledger_no_update")
+    with transaction(raw_db(home)):
+        raw_db(home).execute("UPDATE ledger SET body = CAST('{}' AS BLOB) WHERE seq = 4")
     with pytest.raises(LedgerIntegrityError) as e:
-        audit.verify_home(home)
+        await audit.verify_home(home)
     assert e.value.seq == 4
 
 
@@ -320,37 +328,37 @@ def policy_text(home: Home, witnesses: list[CosignatureSigner], quorum: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def test_a_witnessed_kept_checkpoint_meets_the_quorum(
+async def test_a_witnessed_kept_checkpoint_meets_the_quorum(
     home: Home, witnesses: list[CosignatureSigner], tmp_path: Path
 ) -> None:
-    note = append_signatures(kept(home), witnesses[1:])
-    grow(home, 2)
-    folder = export_to(home, tmp_path / "x")
+    note = append_signatures(await kept(home), witnesses[1:])
+    await grow(home, 2)
+    folder = await export_to(home, tmp_path / "x")
     policy = parse_policy(policy_text(home, witnesses, "two"))
     report = audit.verify_export(folder, trust=Trust(kept=note, policy=policy))
     assert report.witnesses == ("w1", "w2")
-    one = append_signatures(kept(home), witnesses[:1])
+    one = append_signatures(await kept(home), witnesses[:1])
     with pytest.raises(LedgerIntegrityError, match="quorum 'two' is not satisfied"):
-        audit.verify_home(home, trust=Trust(kept=one, policy=policy))
+        await audit.verify_home(home, trust=Trust(kept=one, policy=policy))
 
 
-def test_without_a_kept_checkpoint_the_policy_applies_to_the_newest_one(
+async def test_without_a_kept_checkpoint_the_policy_applies_to_the_newest_one(
     home: Home, witnesses: list[CosignatureSigner], tmp_path: Path
 ) -> None:
-    folder = export_to(home, tmp_path / "x")
+    folder = await export_to(home, tmp_path / "x")
     policy = parse_policy(policy_text(home, witnesses, "two"))
     with pytest.raises(LedgerIntegrityError, match="does not satisfy the policy"):
         audit.verify_export(folder, trust=Trust(policy=policy))
-    size = home.ledger.head()[0]
+    size = raw_tx(home).ledger.head()[0]
     _rewrite_note(folder, size, append_signatures(_note(folder, size), witnesses[:2]))
     assert audit.verify_export(folder, trust=Trust(policy=policy)).witnesses == ("w0", "w1")
     assert audit.verify_export(folder).witnesses == ()  # unknown cosigners are ignored
 
 
-def test_a_bad_cosignature_by_a_policy_witness_is_rejected(
+async def test_a_bad_cosignature_by_a_policy_witness_is_rejected(
     home: Home, witnesses: list[CosignatureSigner]
 ) -> None:
-    note = append_signatures(kept(home), witnesses)
+    note = append_signatures(await kept(home), witnesses)
     last = note.rstrip("\n").rsplit("\n", 1)[1]
     name, encoded = last.rsplit(" ", 1)
     raw = bytearray(base64.b64decode(encoded))
@@ -358,30 +366,32 @@ def test_a_bad_cosignature_by_a_policy_witness_is_rejected(
     bad = note.replace(last, f"{name} {base64.b64encode(bytes(raw)).decode()}")
     policy = parse_policy(policy_text(home, witnesses, "w0"))
     with pytest.raises(LedgerIntegrityError, match=r"invalid signature by 'witness\.example/w2'"):
-        audit.verify_home(home, trust=Trust(kept=bad, policy=policy))
+        await audit.verify_home(home, trust=Trust(kept=bad, policy=policy))
 
 
-def test_a_policy_for_another_log_key_is_refused(
+async def test_a_policy_for_another_log_key_is_refused(
     home: Home, witnesses: list[CosignatureSigner]
 ) -> None:
     foreign = Signer(home.origin, SigningKey(b"\x03" * 32)).verifier().vkey
     policy = parse_policy(f"log {foreign}\nquorum none\n")
     with pytest.raises(LedgerIntegrityError, match="not the one the policy trusts"):
-        audit.verify_home(home, trust=Trust(policy=policy))
+        await audit.verify_home(home, trust=Trust(policy=policy))
 
 
 # -- resuming -----------------------------------------------------------------------------------
 
 
-def test_verification_resumes_from_the_last_verified_checkpoint(home: Home, tmp_path: Path) -> None:
+async def test_verification_resumes_from_the_last_verified_checkpoint(
+    home: Home, tmp_path: Path
+) -> None:
     state = tmp_path / "alice.state"
-    identity.revoke_agent(home, "beta", reason="test")
-    grow(home, 6)
-    first = audit.verify_export(export_to(home, tmp_path / "x1"), trust=Trust(state=state))
+    await identity.revoke_agent(home, "beta", reason="test")
+    await grow(home, 6)
+    first = audit.verify_export(await export_to(home, tmp_path / "x1"), trust=Trust(state=state))
     assert (first.resumed_from, first.state_size) == (0, first.size)
     assert json.loads(state.read_text())["format"] == STATE_FORMAT
-    grow(home, 4)
-    second_folder = export_to(home, tmp_path / "x2")
+    await grow(home, 4)
+    second_folder = await export_to(home, tmp_path / "x2")
     # The state vouches for the prefix: it is not re-read (here it is even damaged), and the
     # new signed checkpoint, recomputed from the state's tree edge and the new entries only,
     # shows the new history extends the one verified before.
@@ -398,39 +408,41 @@ def test_verification_resumes_from_the_last_verified_checkpoint(home: Home, tmp_
         audit.verify_export(second_folder)  # a full run reads the prefix and sees the damage
 
 
-def test_a_resumed_state_matches_a_full_verification(home: Home, tmp_path: Path) -> None:
-    identity.revoke_agent(home, "beta", reason="test")
-    grow(home, 3)
+async def test_a_resumed_state_matches_a_full_verification(home: Home, tmp_path: Path) -> None:
+    await identity.revoke_agent(home, "beta", reason="test")
+    await grow(home, 3)
     state_path = tmp_path / "s"
-    audit.verify_home(home, trust=Trust(state=state_path))  # no checkpoint yet: nothing saved
+    await audit.verify_home(home, trust=Trust(state=state_path))  # no checkpoint yet: nothing saved
     assert not state_path.exists()
-    tools_tlog.checkpoint(home)
-    audit.verify_home(home, trust=Trust(state=state_path))
+    await tools_tlog.checkpoint(home)
+    await audit.verify_home(home, trust=Trust(state=state_path))
     restored = load_state(state_path, home.identity).state
-    _, full = verify_entries(home.identity, home.ledger.iter_bodies())
+    _, full = verify_entries(home.identity, raw_tx(home).ledger.iter_bodies())
     assert restored == full
     # Each agent is one object in both indexes, as in the verifier (a revocation marks both).
     for agent in restored.agents_by_id.values():
         assert restored.agents_by_kid[thumbprint(agent.charter.agent_key)] is agent
 
 
-def test_a_state_from_one_fork_exposes_the_other(forks: tuple[Home, Home], tmp_path: Path) -> None:
+async def test_a_state_from_one_fork_exposes_the_other(
+    forks: tuple[Home, Home], tmp_path: Path
+) -> None:
     a, b = forks
-    tools_tlog.checkpoint(a)
+    await tools_tlog.checkpoint(a)
     state = tmp_path / "state"
-    audit.verify_home(a, trust=Trust(state=state))
+    await audit.verify_home(a, trust=Trust(state=state))
     with pytest.raises(LedgerIntegrityError, match="entry 16: prev does not match") as e:
-        audit.verify_export(export_to(b, tmp_path / "b-export"), trust=Trust(state=state))
+        audit.verify_export(await export_to(b, tmp_path / "b-export"), trust=Trust(state=state))
     assert e.value.seq == 16  # b's entry 16 does not follow the entry 15 the state vouches for
 
 
-def test_a_state_beyond_the_ledger_is_truncation(home: Home, tmp_path: Path) -> None:
-    grow(home, 4)
-    old = export_to(home, tmp_path / "old")
-    grow(home, 1)
-    tools_tlog.checkpoint(home)
+async def test_a_state_beyond_the_ledger_is_truncation(home: Home, tmp_path: Path) -> None:
+    await grow(home, 4)
+    old = await export_to(home, tmp_path / "old")
+    await grow(home, 1)
+    await tools_tlog.checkpoint(home)
     state = tmp_path / "state"
-    assert audit.verify_home(home, trust=Trust(state=state)).state_size == 8
+    assert (await audit.verify_home(home, trust=Trust(state=state))).state_size == 8
     with pytest.raises(LedgerIntegrityError, match="truncated: 7 entries here, but your audit"):
         audit.verify_export(old, trust=Trust(state=state))
 
@@ -473,17 +485,17 @@ def _rename_a_charters_agent(doc: Any) -> Any:
         (_rename_a_charters_agent, "cannot be used"),
     ],
 )
-def test_a_damaged_state_file_is_refused(
+async def test_a_damaged_state_file_is_refused(
     home: Home, tmp_path: Path, change: object, message: str
 ) -> None:
-    grow(home, 6)  # 9 entries: two hashes in the compact range
-    tools_tlog.checkpoint(home)
+    await grow(home, 6)  # 9 entries: two hashes in the compact range
+    await tools_tlog.checkpoint(home)
     state = tmp_path / "state"
-    audit.verify_home(home, trust=Trust(state=state))
+    await audit.verify_home(home, trust=Trust(state=state))
     doc = json.loads(state.read_text())
     state.write_text(json.dumps(change(doc)))  # type: ignore[operator]
     with pytest.raises(ConfigError, match=message):
-        audit.verify_home(home, trust=Trust(state=state))
+        await audit.verify_home(home, trust=Trust(state=state))
 
 
 # -- offline inclusion proofs -------------------------------------------------------------------
@@ -526,17 +538,17 @@ def _mutations(text: str) -> Iterator[tuple[str, str]]:
     yield "garbage in front", "garbage\n" + text
 
 
-def test_every_mutation_of_a_stored_proof_is_rejected(home: Home) -> None:
-    grow(home, 40)
+async def test_every_mutation_of_a_stored_proof_is_rejected(home: Home) -> None:
+    await grow(home, 40)
     seq = 22
-    proof = tools_tlog.prove(home, seq)
-    entry = home.ledger.get(seq)
+    proof = await tools_tlog.prove(home, seq)
+    entry = raw_tx(home).ledger.get(seq)
     assert entry is not None
     verifier = tools_tlog.log_verifier(home)
     verify_tlog_proof(proof.tlog_proof, entry.body, [verifier])
     with pytest.raises(merkle.ProofError):
         verify_tlog_proof(proof.tlog_proof, entry.body.replace(b'"i":19', b'"i":18'), [verifier])
-    other = home.ledger.get(seq + 1)
+    other = raw_tx(home).ledger.get(seq + 1)
     assert other is not None
     with pytest.raises(merkle.ProofError):
         verify_tlog_proof(proof.tlog_proof, other.body, [verifier])
@@ -551,24 +563,24 @@ def test_every_mutation_of_a_stored_proof_is_rejected(home: Home) -> None:
     assert count > 20
 
 
-def test_a_proof_against_an_older_checkpoint_still_verifies(home: Home) -> None:
-    grow(home, 5)
-    older = tools_tlog.checkpoint(home)
-    grow(home, 9)
-    tools_tlog.checkpoint(home)
-    proof = tools_tlog.prove(home, 4, older.size)
+async def test_a_proof_against_an_older_checkpoint_still_verifies(home: Home) -> None:
+    await grow(home, 5)
+    older = await tools_tlog.checkpoint(home)
+    await grow(home, 9)
+    await tools_tlog.checkpoint(home)
+    proof = await tools_tlog.prove(home, 4, older.size)
     parsed = TlogProof.parse(proof.tlog_proof)
     assert parsed.checkpoint == older.note and parsed.index == 4
-    entry = home.ledger.get(4)
+    entry = raw_tx(home).ledger.get(4)
     assert entry is not None
     checkpoint = verify_tlog_proof(parsed, entry.body, [tools_tlog.log_verifier(home)])
     assert checkpoint.size == older.size
 
 
-def test_consistency_proofs_between_checkpoints_verify(home: Home) -> None:
-    grow(home, 11)
+async def test_consistency_proofs_between_checkpoints_verify(home: Home) -> None:
+    await grow(home, 11)
     for old, new in [(1, 14), (6, 8), (8, 14), (14, 14), (0, 9)]:
-        out = tools_tlog.consistency(home, old, new)
+        out = await tools_tlog.consistency(home, old, new)
         merkle.verify_consistency(
             old, new,
             base64.b64decode(out.old_root), base64.b64decode(out.new_root),
@@ -577,17 +589,17 @@ def test_consistency_proofs_between_checkpoints_verify(home: Home) -> None:
 
 
 @pytest.mark.parametrize("shift", [None, -3, 10**9])
-def test_resuming_an_export_without_a_usable_offset_counts_lines(
+async def test_resuming_an_export_without_a_usable_offset_counts_lines(
     home: Home, tmp_path: Path, shift: int | None
 ) -> None:
     state = tmp_path / "state"
-    grow(home, 3)
-    first = audit.verify_export(export_to(home, tmp_path / "x1"), trust=Trust(state=state))
+    await grow(home, 3)
+    first = audit.verify_export(await export_to(home, tmp_path / "x1"), trust=Trust(state=state))
     doc = json.loads(state.read_text())
     doc["offset"] = None if shift is None else doc["offset"] + shift
     state.write_text(json.dumps(doc))
-    grow(home, 2)
-    second = audit.verify_export(export_to(home, tmp_path / "x2"), trust=Trust(state=state))
+    await grow(home, 2)
+    second = audit.verify_export(await export_to(home, tmp_path / "x2"), trust=Trust(state=state))
     assert (second.resumed_from, second.size) == (first.size, first.size + 2)
 
 
@@ -604,10 +616,10 @@ def cli_verify(folder: Path) -> tuple[int, str]:
 
 
 @pytest.fixture
-def exported(home: Home, tmp_path: Path) -> Path:
+async def exported(home: Home, tmp_path: Path) -> Path:
     """An export of ``home`` after beta's charter was replaced (two charters for beta)."""
-    identity.update_agent(home, "beta", scopes=["audit:read"])
-    folder = export_to(home, tmp_path / "export")
+    await identity.update_agent(home, "beta", scopes=["audit:read"])
+    folder = await export_to(home, tmp_path / "export")
     code, output = cli_verify(folder)
     assert code == 0, output
     assert len(list((folder / "charters").iterdir())) == 3
@@ -628,14 +640,14 @@ def test_an_edited_charter_file_is_reported(exported: Path) -> None:
     assert_tampered(exported, f"charters/{path.name} contradicts the ledger")
 
 
-def test_an_unregistered_charter_file_is_reported(
+async def test_an_unregistered_charter_file_is_reported(
     exported: Path, tmp_path: Path, clock: FrozenClock
 ) -> None:
     """A genuine charter of another home, filed under its own hash: the ledger never
     registered it, so an auditor must not take it for this owner's."""
-    with make_home(tmp_path / "other", clock=clock) as other:
-        identity.add_agent(other, "gamma", scopes=["secret:read:*"])
-        elsewhere = export_to(other, tmp_path / "other-export")
+    async with await make_home(tmp_path / "other", clock=clock) as other:
+        await identity.add_agent(other, "gamma", scopes=["secret:read:*"])
+        elsewhere = await export_to(other, tmp_path / "other-export")
     [stray] = (elsewhere / "charters").iterdir()
     shutil.copy(stray, exported / "charters" / stray.name)
     assert_tampered(exported, f"charters/{stray.name} contradicts the ledger")

@@ -86,10 +86,10 @@ def _inspect(inspector: Path, home: Path, *args: str) -> dict[str, object]:
     return result
 
 
-def test_inspector_lists_tools_and_calls_whoami(inspector: Path, tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home")
-    identity.add_agent(home, "bot", scopes=["audit:read"])
-    home.close()
+async def test_inspector_lists_tools_and_calls_whoami(inspector: Path, tmp_path: Path) -> None:
+    home = await make_home(tmp_path / "home")
+    await identity.add_agent(home, "bot", scopes=["audit:read"])
+    await home.close()
     listed = _inspect(inspector, tmp_path / "home", "--method", "tools/list")
     tools = {t["name"]: t for t in listed["tools"]}  # type: ignore[attr-defined]
     assert {"identity_whoami", "audit_query", "audit_verify"} <= set(tools)

@@ -76,10 +76,10 @@ def test_importing_charter_alone_loads_nothing_of_charter_and_the_verifier_on_fi
 
 
 @pytest.fixture
-def exported(home: Home, tmp_path: Path) -> Path:
+async def exported(home: Home, tmp_path: Path) -> Path:
     """A real export of a home with two agents, made by ``charter audit export``."""
     for i in range(3):
-        home.record_owner_event("test.event", {"i": i})
+        await home.record_owner_event("test.event", {"i": i})
     folder = tmp_path / "export"
     result = CliRunner().invoke(
         cli, ["audit", "export", str(folder)], env={"CHARTER_HOME": str(home.layout.root)}

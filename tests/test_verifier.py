@@ -18,7 +18,7 @@ from charter.evidence.jwk import Ed25519Signer
 from charter.evidence.verifier import verify_entries
 from charter.home import Home
 from charter.keys.files import read_key_file
-from charter.testing import server_for
+from charter.testing import raw_db, raw_tx, server_for
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -33,7 +33,7 @@ def rewrite(home: Home, index: int, mutate: Mutation) -> list[bytes]:
     """The ledger with entry ``index`` mutated, then it and every later entry re-signed with its
     own signer's key and re-chained: only the rule under test can catch it."""
     keys = _keys(home)
-    bodies = list(home.ledger.iter_bodies())
+    bodies = list(raw_tx(home).ledger.iter_bodies())
     prev = json.loads(bodies[index])["prev"]
     for i in range(index, len(bodies)):
         fields = json.loads(bodies[i])
@@ -55,7 +55,7 @@ def first_failure(home: Home, bodies: list[bytes]) -> LedgerIntegrityError:
 
 
 async def _calls(home: Home) -> None:
-    async with Client(server_for(home, "alpha")) as client:
+    async with Client(await server_for(home, "alpha")) as client:
         await client.call_tool("identity_whoami", {})
         await client.call_tool("audit_query", {"limit": 1})
 
@@ -77,7 +77,7 @@ async def test_resigned_unchanged_ledger_still_verifies(home: Home) -> None:
 )
 async def test_only_the_fixed_width_utc_timestamp_is_accepted(home: Home, ts: str) -> None:
     await _calls(home)
-    index = home.ledger.head()[0] - 1
+    index = raw_tx(home).ledger.head()[0] - 1
 
     def set_ts(fields: dict[str, Any]) -> None:
         fields["ts"] = ts
@@ -89,7 +89,7 @@ async def test_only_the_fixed_width_utc_timestamp_is_accepted(home: Home, ts: st
 
 async def test_a_timestamp_going_back_in_time_fails(home: Home) -> None:
     await _calls(home)
-    index = home.ledger.head()[0] - 1
+    index = raw_tx(home).ledger.head()[0] - 1
 
     def earlier(fields: dict[str, Any]) -> None:
         fields["ts"] = "2000-01-01T00:00:00.000Z"
@@ -100,7 +100,7 @@ async def test_a_timestamp_going_back_in_time_fails(home: Home) -> None:
 
 async def test_an_agent_entry_under_someone_elses_actor_fails(home: Home) -> None:
     await _calls(home)
-    index = home.ledger.head()[0] - 1
+    index = raw_tx(home).ledger.head()[0] - 1
 
     def impersonate(fields: dict[str, Any]) -> None:
         fields["actor"] = "spiffe://charter.local/agent/owner/beta"
@@ -112,28 +112,28 @@ async def test_an_agent_entry_under_someone_elses_actor_fails(home: Home) -> Non
 
 def test_the_log_key_cannot_sign_an_agents_success(home: Home) -> None:
     """A server-attested entry (log key) may only be a refusal or a server event."""
-    identity_entry = json.loads(list(home.ledger.iter_bodies())[-1])
+    identity_entry = json.loads(list(raw_tx(home).ledger.iter_bodies())[-1])
     fields = {k: v for k, v in identity_entry.items() if k not in ("kid", "sig")}
     fields.update(
-        seq=home.ledger.head()[0],
-        prev=home.ledger.head()[1],
+        seq=raw_tx(home).ledger.head()[0],
+        prev=raw_tx(home).ledger.head()[1],
         action="email.send",
         phase="call",
         outcome="ok",
         actor="spiffe://charter.local/agent/owner/alpha",
     )
     forged = sign_entry(fields, home.log_key)
-    failure = first_failure(home, [*home.ledger.iter_bodies(), forged.body])
+    failure = first_failure(home, [*raw_tx(home).ledger.iter_bodies(), forged.body])
     assert "log key may only sign refusals" in failure.reason
 
 
 def test_an_approval_request_must_carry_the_arguments_hash(home: Home) -> None:
     alpha = read_key_file(home.layout.agent_key("alpha"))
-    size, head = home.ledger.head()
-    last = json.loads(list(home.ledger.iter_bodies())[-1])
-    charter_hash = home.conn.execute(
-        "SELECT charter_hash FROM agents WHERE name='alpha'"
-    ).fetchone()[0]
+    size, head = raw_tx(home).ledger.head()
+    last = json.loads(list(raw_tx(home).ledger.iter_bodies())[-1])
+    charter_hash = (
+        raw_db(home).execute("SELECT charter_hash FROM agents WHERE name='alpha'").fetchone()[0]
+    )
     fields = {
         "v": 1,
         "seq": size,
@@ -158,7 +158,7 @@ def test_an_approval_request_must_carry_the_arguments_hash(home: Home) -> None:
         "result_hash": None,
     }
     forged = sign_entry(fields, alpha)
-    failure = first_failure(home, [*home.ledger.iter_bodies(), forged.body])
+    failure = first_failure(home, [*raw_tx(home).ledger.iter_bodies(), forged.body])
     assert failure.seq == size
     assert "hash of the arguments" in failure.reason
     assert canonical_json(forged.fields) == forged.body
@@ -166,7 +166,7 @@ def test_an_approval_request_must_carry_the_arguments_hash(home: Home) -> None:
 
 async def test_an_agent_entry_under_a_superseded_charter_fails(home: Home) -> None:
     await _calls(home)
-    index = home.ledger.head()[0] - 1
+    index = raw_tx(home).ledger.head()[0] - 1
 
     def old_charter(fields: dict[str, Any]) -> None:
         fields["charter"] = "0" * 64
@@ -177,7 +177,7 @@ async def test_an_agent_entry_under_a_superseded_charter_fails(home: Home) -> No
 
 
 def test_an_owner_signed_entry_must_name_the_owner(home: Home) -> None:
-    bodies = list(home.ledger.iter_bodies())
+    bodies = list(raw_tx(home).ledger.iter_bodies())
     index = next(i for i, b in enumerate(bodies) if json.loads(b)["action"] == "agent.register")
 
     def agent_as_actor(fields: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from charter.home import Home
 from charter.keys import KeyPair
 from charter.keys.files import read_key_file
 from charter.storage.ledger import Draft
-from charter.testing import FrozenClock, agent_draft
+from charter.testing import FrozenClock, agent_draft, raw_tx
 from charter.tools import audit, identity
 
 
@@ -48,19 +48,19 @@ def _call(agent: identity.AgentContext, i: int) -> Draft:
 
 
 @pytest.fixture
-def ledger(home: Home, clock: FrozenClock) -> tuple[LedgerIdentity, list[bytes]]:
+async def ledger(home: Home, clock: FrozenClock) -> tuple[LedgerIdentity, list[bytes]]:
     """About 60 entries: two agents, a third registered midway, one revoked."""
-    alpha, beta = identity.load_agent(home, "alpha"), identity.load_agent(home, "beta")
+    alpha, beta = await identity.load_agent(home, "alpha"), await identity.load_agent(home, "beta")
     for i in range(20):
         clock.advance(seconds=1)
-        home.ledger.append([_call(alpha, i), _call(beta, i)])
-    identity.add_agent(home, "gamma", scopes=[])
-    gamma = identity.load_agent(home, "gamma")
+        raw_tx(home).ledger.append([_call(alpha, i), _call(beta, i)])
+    await identity.add_agent(home, "gamma", scopes=[])
+    gamma = await identity.load_agent(home, "gamma")
     for i in range(15):
         clock.advance(seconds=1)
-        home.ledger.append([_call(gamma, i), _call(alpha, i)])
-    identity.revoke_agent(home, "beta", reason="test")
-    return home.identity, list(home.ledger.iter_bodies())
+        raw_tx(home).ledger.append([_call(gamma, i), _call(alpha, i)])
+    await identity.revoke_agent(home, "beta", reason="test")
+    return home.identity, list(raw_tx(home).ledger.iter_bodies())
 
 
 def _outcome(identity_: LedgerIdentity, bodies: list[bytes], workers: int) -> tuple[Any, ...]:
@@ -78,11 +78,11 @@ def _resign(body: bytes, key: Ed25519Signer, change: Callable[[dict[str, Any]], 
     return sign_entry(fields, key).body
 
 
-def _tampers(home: Home, bodies: list[bytes]) -> dict[str, tuple[list[bytes], int | None]]:
+async def _tampers(home: Home, bodies: list[bytes]) -> dict[str, tuple[list[bytes], int | None]]:
     """Tampered copies of the ledger and the seq each must fail at (None: still valid)."""
     k = 30
-    alpha = identity.load_agent(home, "alpha")
-    beta = identity.get_agent(home, "beta")  # revoked: its key file is still there
+    alpha = await identity.load_agent(home, "alpha")
+    beta = await identity.get_agent(home, "beta")  # revoked: its key file is still there
     beta_key = read_key_file(home.layout.agent_key("beta"))
     entry = json.loads(bodies[k])
     out: dict[str, tuple[list[bytes], int | None]] = {"intact": (list(bodies), None)}
@@ -128,7 +128,7 @@ def _tampers(home: Home, bodies: list[bytes]) -> dict[str, tuple[list[bytes], in
     return out
 
 
-def test_parallel_verdicts_match_sequential_for_every_tamper(
+async def test_parallel_verdicts_match_sequential_for_every_tamper(
     home: Home,
     ledger: tuple[LedgerIdentity, list[bytes]],
     monkeypatch: pytest.MonkeyPatch,
@@ -137,7 +137,7 @@ def test_parallel_verdicts_match_sequential_for_every_tamper(
     # Small chunks so a 60-entry ledger spreads over many worker tasks.
     monkeypatch.setattr(verifier, "PARALLEL_MIN", 8)
     monkeypatch.setattr(verifier, "PARALLEL_CHUNK", 7)
-    for name, (copy, bad_seq) in _tampers(home, bodies).items():
+    for name, (copy, bad_seq) in (await _tampers(home, bodies)).items():
         sequential = _outcome(identity_, copy, workers=1)
         if bad_seq is None:
             assert sequential[0] == "ok", name
@@ -254,7 +254,7 @@ def test_nesting_limit_is_unchanged(depth: int) -> None:
     assert _verdict(canonical._check, value) == _verdict(_reference_check, value)
 
 
-def test_home_audit_with_workers_matches(
+async def test_home_audit_with_workers_matches(
     home: Home,
     ledger: tuple[LedgerIdentity, list[bytes]],
     monkeypatch: pytest.MonkeyPatch,
@@ -262,6 +262,6 @@ def test_home_audit_with_workers_matches(
     """`charter audit verify` (every core) reports what the sequential audit does."""
     monkeypatch.setattr(verifier, "PARALLEL_MIN", 8)
     monkeypatch.setattr(verifier, "PARALLEL_CHUNK", 7)
-    sequential = audit.verify_home(home)
-    parallel = audit.verify_home(home, workers=2)
+    sequential = await audit.verify_home(home)
+    parallel = await audit.verify_home(home, workers=2)
     assert (parallel.size, parallel.head) == (sequential.size, sequential.head)

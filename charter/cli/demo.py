@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import anyio
 import click
 
 from charter.cli._common import console, run_async
@@ -105,7 +104,7 @@ async def run_demo(home_dir: Path) -> None:
         )
         _say("charter secret set DEMO_API_KEY", "encrypted at rest; usable only on 127.0.0.1")
     with _echo_api() as api_url:
-        results = anyio.run(_drive_server, home_dir, api_url)
+        results = await _drive_server(home_dir, api_url)
     who = results["identity_whoami"]
     _say("identity_whoami", f"{who['agent_id']} for {who['owner']}")
     tok = results["token_issue"]

@@ -14,7 +14,9 @@ it, and tests/storage/test_store_contract.py fails if aiosqlite changes it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from charter.storage.ports import Tx
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,19 +168,13 @@ class SqliteStore:
         """
         if not create and not path.exists():
             raise ConfigError(f"no database at {path}")
+        # Opened, checked and migrated first on a short-lived connection of a worker thread:
+        # a file that cannot be opened fails here, with its reason, before aiosqlite's thread
+        # exists (its connection then opens a file known to be good).
+        await asyncio.to_thread(_prepare, path, create=create)
         db = aiosqlite.Connection(lambda: connect(path), iter_chunk_size=64)
-        try:
-            await db
-        except BaseException:
-            db.stop()
-            raise
-        store = cls(db, path)
-        try:
-            await store.run(functools.partial(_prepare, path=path, create=create))
-        except BaseException:
-            await store.close()
-            raise
-        return store
+        await db
+        return cls(db, path)
 
     def bind(self, identity: LedgerIdentity, clock: Clock, log_key: Ed25519Signer | None) -> None:
         """Give the ledger its identity, clock and log key (read from ``meta`` by the home)."""
@@ -216,7 +213,10 @@ class SqliteStore:
         return await self.run(unit)
 
     async def warm(self) -> None:
-        await self.run(preallocate_wal)
+        try:
+            await self.run(preallocate_wal)
+        except Exception:  # only an optimization: the store must still serve
+            log.exception("write-ahead log preallocation failed")
 
     def worker(self) -> SqliteWorker:
         return SqliteWorker(connect(self.path), self.binding)
@@ -244,13 +244,21 @@ class SqliteWorker:
         close_quietly(self.conn)
 
 
-def _prepare(conn: sqlite3.Connection, *, path: Path, create: bool) -> None:
+def _prepare(path: Path, *, create: bool) -> None:
+    """Open the file (making it owner-only when new), apply the migrations, close it.
+
+    Raises:
+        ConfigError: the file cannot be opened or is corrupt.
+    """
+    conn = connect(path)
     try:
         if create:
             path.chmod(0o600)
         migrate(conn)
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"database {path.name} is corrupt: {exc}") from exc
+    finally:
+        close_quietly(conn)
 
 
 def raw_tx(conn: sqlite3.Connection, binding: LedgerBinding | None = None) -> SqliteTx:

@@ -15,6 +15,7 @@ from charter.config import Settings
 from charter.errors import TokenInvalid
 from charter.evidence.entries import Entry
 from charter.home import Home
+from charter.testing import raw_tx
 from charter.tools import audit, tokens
 
 API = "https://api.example.com"
@@ -30,10 +31,10 @@ def ok(home: Path, *args: str, input: str | None = None) -> Result:
     return result
 
 
-def ledger(home: Path) -> list[dict[str, Any]]:
-    with Home.open(Settings(home=home)) as h:
-        audit.verify_home(h)
-        return [Entry.from_body(b).fields for b in h.ledger.iter_bodies()]
+async def ledger(home: Path) -> list[dict[str, Any]]:
+    async with await Home.open(Settings(home=home)) as h:
+        await audit.verify_home(h)
+        return [Entry.from_body(b).fields for b in raw_tx(h).ledger.iter_bodies()]
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def add_bot(home: Path, *extra: str) -> Result:
 # -- 27.3: an update says the old charter's tokens stop working ------------------------------
 
 
-def test_update_says_how_many_live_tokens_stop_working(home: Path) -> None:
+async def test_update_says_how_many_live_tokens_stop_working(home: Path) -> None:
     add_bot(home)
     issued = [
         ok(home, "token", "issue", "--agent", "bot", "--audience", API).stdout.strip()
@@ -63,10 +64,10 @@ def test_update_says_how_many_live_tokens_stop_working(home: Path) -> None:
     updated = ok(home, "agent", "update", "bot", "--scope", "audit:read", "--scope", "token:issue")
     assert "Tokens issued under the old charter stop working now" in updated.stdout
     assert "(2 live tokens affected)" in updated.stdout
-    with Home.open(Settings(home=home)) as h:  # and they do stop working
+    async with await Home.open(Settings(home=home)) as h:  # and they do stop working
         for token in issued:
             with pytest.raises(TokenInvalid) as refused:
-                tokens.verify(h, token, audience=API)
+                await tokens.verify(h, token, audience=API)
             assert "has a new charter" in refused.value.reason
     again = ok(home, "agent", "update", "bot", "--valid-for", "10d", "--json")
     assert json.loads(again.stdout)["old_charter_live_tokens"] == 0
@@ -76,15 +77,15 @@ def test_update_says_how_many_live_tokens_stop_working(home: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["add", "update"])
-def test_an_approval_rule_for_an_ungranted_scope_is_refused(home: Path, command: str) -> None:
+async def test_an_approval_rule_for_an_ungranted_scope_is_refused(home: Path, command: str) -> None:
     if command == "update":
         add_bot(home)
-    before = len(ledger(home))
+    before = len(await ledger(home))
     result = run(home, "agent", command, "bot", "--scope", "audit:read", "--approve", "email:send")
     assert result.exit_code == 2, result.output
     assert "approval rule 'email:send' can never apply" in result.output
     assert "Traceback" not in result.output
-    assert len(ledger(home)) == before  # nothing signed, the ledger still verifies
+    assert len(await ledger(home)) == before  # nothing signed, the ledger still verifies
     granted = ok(home, "agent", command, "bot", "--scope", "email:send:*@example.com",
                  "--approve", "email:send=owner", "--json")  # fmt: skip
     assert json.loads(granted.stdout)["policy"]["approvals"] == [
@@ -103,16 +104,16 @@ def test_a_kept_rule_that_no_longer_applies_is_warned(home: Path) -> None:
     ["api.example.com", "/mcp", "ftp://files.example.com", "https://", "https:///path", "urn:x"],
 )
 @pytest.mark.parametrize("command", ["add", "update"])
-def test_an_audience_that_is_not_an_absolute_url_is_refused(
+async def test_an_audience_that_is_not_an_absolute_url_is_refused(
     home: Path, command: str, audience: str
 ) -> None:
     if command == "update":
         add_bot(home)
-    before = len(ledger(home))
+    before = len(await ledger(home))
     result = run(home, "agent", command, "bot", "--scope", "audit:read", "--audience", audience)
     assert result.exit_code == 2, result.output
     assert f"invalid audience {audience!r}" in result.output
-    assert len(ledger(home)) == before
+    assert len(await ledger(home)) == before
 
 
 @pytest.mark.parametrize("command", ["add", "update"])

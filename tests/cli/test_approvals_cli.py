@@ -17,7 +17,7 @@ from charter.config import Settings
 from charter.errors import AgentRevoked
 from charter.home import Home
 from charter.server.calls import current_call
-from charter.testing import server_for
+from charter.testing import raw_tx, server_for
 from charter.tools import audit
 
 SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
@@ -63,8 +63,8 @@ def home(tmp_path: Path) -> Path:
 async def ask(path: Path, to: str, agent: str = "bot", passphrase_file: Path | None = None) -> str:
     """Make ``agent`` call a test tool needing email:send:<to>; return the agent's message
     (``passphrase_file``: a sealed home's server unlocks its keys with it)."""
-    with Home.open(Settings(home=path, passphrase_file=passphrase_file)) as h:
-        server = server_for(h, agent)
+    async with await Home.open(Settings(home=path, passphrase_file=passphrase_file)) as h:
+        server = await server_for(h, agent)
 
         @server.charter_tool("test_mail", annotations=SIDE_EFFECT, visible_args=("to",))
         async def test_mail(to: str) -> dict[str, str]:
@@ -85,12 +85,12 @@ def approval_id(message: str) -> str:
     return match.group(0)
 
 
-def verify(path: Path) -> None:
-    with Home.open(Settings(home=path)) as h:
-        audit.verify_home(h)
+async def verify(path: Path) -> None:
+    async with await Home.open(Settings(home=path)) as h:
+        await audit.verify_home(h)
 
 
-def test_approve_option_writes_the_policy_into_the_signed_charter(tmp_path: Path) -> None:
+async def test_approve_option_writes_the_policy_into_the_signed_charter(tmp_path: Path) -> None:
     path = tmp_path / "home"
     ok(run(path, "init", "--owner", "alice@example.com"))
     info = ok(
@@ -132,7 +132,7 @@ def test_approve_option_writes_the_policy_into_the_signed_charter(tmp_path: Path
     ):
         refused = run(path, "agent", "update", "bot", "--approve", bad)
         assert refused.exit_code != 0 and says in refused.output
-    verify(path)
+    await verify(path)
 
 
 async def test_owner_approval_through_the_cli(home: Path) -> None:
@@ -160,7 +160,7 @@ async def test_owner_approval_through_the_cli(home: Path) -> None:
     assert await ask(home, "bob@example.com") == '{\n  "sent": "bob@example.com"\n}'
     replay = await ask(home, "bob@example.com")
     assert replay.startswith("ERROR: approval pending") and "already used" in replay
-    verify(home)
+    await verify(home)
 
 
 async def test_deny_and_unknown_ids(home: Path) -> None:
@@ -173,7 +173,7 @@ async def test_deny_and_unknown_ids(home: Path) -> None:
     assert late.exit_code != 0 and "already denied" in late.output
     unknown = run(home, "approve", "apr-0000000000000000", "--yes")
     assert unknown.exit_code == 3 and "no approval" in unknown.output
-    verify(home)
+    await verify(home)
 
 
 async def test_approve_needs_the_owner_key(tmp_path: Path) -> None:
@@ -197,15 +197,15 @@ async def test_approve_needs_the_owner_key(tmp_path: Path) -> None:
         )
     )
     pending_id = approval_id(await ask(path, "bob@example.com", passphrase_file=secret))
-    with Home.open(Settings(home=path)) as h:
-        size = h.ledger.head()[0]
+    async with await Home.open(Settings(home=path)) as h:
+        size = raw_tx(h).ledger.head()[0]
     bad = run(path, "approve", pending_id, "--yes", "--passphrase-file", str(wrong))
     assert bad.exit_code != 0 and "wrong passphrase" in bad.output
-    with Home.open(Settings(home=path)) as h:
-        assert h.ledger.head()[0] == size  # nothing signed
+    async with await Home.open(Settings(home=path)) as h:
+        assert raw_tx(h).ledger.head()[0] == size  # nothing signed
     assert ok(run(path, "approvals", "--json"))[0]["status"] == "pending"
     ok(run(path, "approve", pending_id, "--yes", "--passphrase-file", str(secret)))
-    verify(path)
+    await verify(path)
 
 
 async def test_lockdown_lift_and_reinstate(home: Path) -> None:
@@ -255,16 +255,16 @@ async def test_lockdown_lift_and_reinstate(home: Path) -> None:
     assert verified["revoked"] == 2  # fired (final) and other (awaiting reinstatement)
 
 
-def ledger_size(path: Path) -> int:
-    with Home.open(Settings(home=path)) as h:
-        audit.verify_home(h)
-        return sum(1 for _ in h.ledger.iter_bodies())
+async def ledger_size(path: Path) -> int:
+    async with await Home.open(Settings(home=path)) as h:
+        await audit.verify_home(h)
+        return sum(1 for _ in raw_tx(h).ledger.iter_bodies())
 
 
-def test_a_second_lockdown_says_it_is_in_force_and_changes_nothing(home: Path) -> None:
+async def test_a_second_lockdown_says_it_is_in_force_and_changes_nothing(home: Path) -> None:
     first = run(home, "lockdown", "--reason", "laptop stolen")
     assert first.exit_code == 0 and "LOCKED DOWN since" in first.output
-    size = ledger_size(home)
+    size = await ledger_size(home)
     second = run(home, "lockdown", "--reason", "again")
     assert second.exit_code == 0, second.output
     since = ok(run(home, "lockdown", "--status", "--json"))["since"]
@@ -273,7 +273,7 @@ def test_a_second_lockdown_says_it_is_in_force_and_changes_nothing(home: Path) -
     )
     as_json = ok(run(home, "lockdown", "--json"))
     assert as_json["already_in_force"] is True and as_json["reason"] == "laptop stolen"
-    assert ledger_size(home) == size  # no new entry
+    assert await ledger_size(home) == size  # no new entry
 
 
 def test_lift_says_what_it_lifted(home: Path) -> None:

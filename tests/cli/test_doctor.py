@@ -21,15 +21,15 @@ def report(result: Result) -> dict[str, dict[str, str]]:
     return {c["name"]: c for c in json.loads(result.output)["checks"]}
 
 
-def _home(tmp_path: Path) -> Path:
-    h = make_home(tmp_path / "home")
-    identity.add_agent(h, "bot", scopes=["audit:read"])
-    h.close()
+async def _home(tmp_path: Path) -> Path:
+    h = await make_home(tmp_path / "home")
+    await identity.add_agent(h, "bot", scopes=["audit:read"])
+    await h.close()
     return tmp_path / "home"
 
 
-def test_healthy_home_passes(tmp_path: Path) -> None:
-    result = doctor(_home(tmp_path))
+async def test_healthy_home_passes(tmp_path: Path) -> None:
+    result = doctor(await _home(tmp_path))
     assert result.exit_code == 0, result.output
     checks = report(result)
     assert checks["ledger"]["status"] == "ok"
@@ -43,16 +43,16 @@ def test_missing_home_says_how_to_init(tmp_path: Path) -> None:
     assert "charter init" in report(result)["home"]["fix"]
 
 
-def test_loose_permissions_fail_with_the_chmod_to_run(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+async def test_loose_permissions_fail_with_the_chmod_to_run(tmp_path: Path) -> None:
+    home = await _home(tmp_path)
     (home / "keys" / "agents" / "bot.key").chmod(0o644)
     result = doctor(home)
     assert result.exit_code == 1
     assert "chmod 600" in report(result)["key file modes"]["fix"]
 
 
-def test_tampered_ledger_fails_naming_the_entry(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+async def test_tampered_ledger_fails_naming_the_entry(tmp_path: Path) -> None:
+    home = await _home(tmp_path)
     conn = sqlite3.connect(home / "charter.db")
     conn.execute("DROP TRIGGER ledger_no_delete")
     conn.execute("DELETE FROM ledger WHERE seq = 0")
@@ -63,8 +63,8 @@ def test_tampered_ledger_fails_naming_the_entry(tmp_path: Path) -> None:
     assert "entry 0" in report(result)["ledger"]["detail"]
 
 
-def test_missing_agent_key_fails(tmp_path: Path) -> None:
-    home = _home(tmp_path)
+async def test_missing_agent_key_fails(tmp_path: Path) -> None:
+    home = await _home(tmp_path)
     (home / "keys" / "agents" / "bot.key").unlink()
     checks = report(doctor(home))
     assert checks["agent key bot"]["status"] == "fail"

@@ -13,7 +13,7 @@ from charter.cli import cli
 from charter.config import Settings
 from charter.home import Home
 from charter.storage import vault as vault_mod
-from charter.storage.vault import Vault
+from charter.testing import BlockingVault, raw_tx
 from charter.tools import audit
 
 CANARY = "cli-canary-5e4d3c2b1a09f8e7"
@@ -30,12 +30,12 @@ def home_dir(tmp_path: Path) -> Path:
     return path
 
 
-def stored(home_dir: Path, name: str, passphrase: bytes | None = None) -> bytes:
-    with Home.open(Settings(home=home_dir)) as h:
-        return Vault(h, passphrase=passphrase).get(name).reveal()
+async def stored(home_dir: Path, name: str, passphrase: bytes | None = None) -> bytes:
+    async with await Home.open(Settings(home=home_dir)) as h:
+        return BlockingVault(h, passphrase=passphrase).get(name).reveal()
 
 
-def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path) -> None:
+async def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path) -> None:
     outputs = []
     r = run(
         home_dir,
@@ -50,7 +50,7 @@ def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path)
     )
     assert r.exit_code == 0, r.output
     assert "GH_TOKEN version 1" in r.output and "api.github.com" in r.output
-    assert stored(home_dir, "GH_TOKEN") == CANARY.encode()  # one trailing newline dropped
+    assert await stored(home_dir, "GH_TOKEN") == CANARY.encode()  # one trailing newline dropped
     outputs.append(r.output)
 
     value_file = tmp_path / "value.txt"
@@ -74,7 +74,7 @@ def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path)
     r = run(home_dir, "secret", "rotate-master-key")
     assert r.exit_code == 0, r.output
     assert "version 2; 2 secret versions re-encrypted" in r.output
-    assert stored(home_dir, "GH_TOKEN") == (CANARY + "-v2").encode()
+    assert await stored(home_dir, "GH_TOKEN") == (CANARY + "-v2").encode()
     outputs.append(r.output)
 
     r = run(home_dir, "secret", "set", "GH_TOKEN", CANARY)  # the value on argv: refused
@@ -91,12 +91,12 @@ def test_secret_lifecycle_never_prints_the_value(home_dir: Path, tmp_path: Path)
 
     for output in outputs:
         assert CANARY not in output
-    with Home.open(Settings(home=home_dir)) as h:
-        actions = [json.loads(b)["action"] for b in h.ledger.iter_bodies()]
+    async with await Home.open(Settings(home=home_dir)) as h:
+        actions = [json.loads(b)["action"] for b in raw_tx(h).ledger.iter_bodies()]
         assert actions.count("secret.set") == 2
         assert "vault.rotate" in actions and "secret.remove" in actions
-        assert CANARY.encode() not in b"".join(h.ledger.iter_bodies())
-        audit.verify_home(h)
+        assert CANARY.encode() not in b"".join(raw_tx(h).ledger.iter_bodies())
+        await audit.verify_home(h)
 
 
 def test_bad_input_is_a_clear_error(home_dir: Path, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_a_damaged_master_key_fails_closed(home_dir: Path) -> None:
         assert CANARY not in r.output
 
 
-def test_passphrase_derived_master_key(
+async def test_passphrase_derived_master_key(
     home_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cheap = (nacl.pwhash.argon2id.OPSLIMIT_MIN, nacl.pwhash.argon2id.MEMLIMIT_MIN)
@@ -147,7 +147,7 @@ def test_passphrase_derived_master_key(
         str(second),
     )
     assert r.exit_code == 0, r.output
-    assert stored(home_dir, "A", b"second passphrase") == b"val"
+    assert await stored(home_dir, "A", b"second passphrase") == b"val"
     r = run(home_dir, "secret", "rotate-master-key", "--vault-passphrase-file", str(first))
     assert r.exit_code == 2 and "wrong vault master key" in r.output
 

@@ -23,6 +23,7 @@ from charter.evidence.c2sp import (
 )
 from charter.home import Home
 from charter.storage.tlog import log_signer
+from charter.testing import raw_tx
 
 
 def run(home: Path, *args: str) -> Result:
@@ -43,9 +44,9 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-def body(home: Path, seq: int) -> bytes:
-    with Home.open(Settings(home=home)) as h:
-        entry = h.ledger.get(seq)
+async def body(home: Path, seq: int) -> bytes:
+    async with await Home.open(Settings(home=home)) as h:
+        entry = raw_tx(h).ledger.get(seq)
     assert entry is not None
     return entry.body
 
@@ -61,14 +62,14 @@ def test_keys_log_prints_the_vkey_that_opens_checkpoints(home: Path, tmp_path: P
     assert as_json["note"] == note and as_json["log_vkey"] == vkey
 
 
-def test_prove_prints_a_tlog_proof(home: Path, tmp_path: Path) -> None:
+async def test_prove_prints_a_tlog_proof(home: Path, tmp_path: Path) -> None:
     ok(home, "agent", "add", "bot2")
     ok(home, "audit", "checkpoint")
     proof = ok(home, "audit", "prove", "1", "--out", str(tmp_path / "1.tlog-proof"))
     verifier = Verifier.from_vkey(ok(home, "keys", "log").strip())
-    assert verify_tlog_proof(proof, body(home, 1), [verifier]).size == 3
+    assert verify_tlog_proof(proof, await body(home, 1), [verifier]).size == 3
     older = json.loads(ok(home, "audit", "prove", "0", "--tree-size", "3", "--json"))
-    assert older["tree_size"] == 3 and older["entry"].encode() == body(home, 0)
+    assert older["tree_size"] == 3 and older["entry"].encode() == await body(home, 0)
     missing = run(home, "audit", "prove", "0", "--tree-size", "2")
     assert missing.exit_code == 3 and "no checkpoint of size 2" in missing.output
     absent = run(home, "audit", "prove", "99")
@@ -94,7 +95,9 @@ def test_consistency_prints_rfc9162_proof_lines(home: Path) -> None:
     assert beyond.exit_code == 2 and "out of range" in beyond.output
 
 
-def test_verify_against_a_kept_checkpoint_detects_truncation(home: Path, tmp_path: Path) -> None:
+async def test_verify_against_a_kept_checkpoint_detects_truncation(
+    home: Path, tmp_path: Path
+) -> None:
     kept = tmp_path / "kept.note"
     ok(home, "audit", "checkpoint", "--out", str(kept))
     ok(home, "agent", "add", "later")
@@ -111,7 +114,7 @@ def test_verify_against_a_kept_checkpoint_detects_truncation(home: Path, tmp_pat
     (out / "ledger.json").write_text(json.dumps(manifest | {"size": 1, "head": head}))
     for note in (out / "checkpoints").iterdir():
         note.unlink()
-    with Home.open(Settings(home=home)) as h:
+    async with await Home.open(Settings(home=home)) as h:
         lie = Checkpoint(h.origin, 1, merkle.leaf_hash(lines[0].rstrip(b"\n")))
         signed = sign_note(lie.to_text(), [log_signer(h.origin, h.log_key)])
     (out / "checkpoints" / "1.note").write_text(signed)

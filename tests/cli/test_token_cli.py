@@ -16,7 +16,7 @@ from charter.evidence.entries import Entry
 from charter.evidence.jwk import b64url, b64url_decode
 from charter.home import Home
 from charter.keys.files import read_key_file
-from charter.testing import make_home
+from charter.testing import make_home, raw_tx
 from charter.tools import audit
 
 API = "https://api.example.com"
@@ -45,21 +45,21 @@ def issue(home: Path, *extra: str) -> str:
     return ok(home, "token", "issue", "--agent", "bot", "--audience", API, *extra).stdout.strip()
 
 
-def ledger(home: Path) -> list[dict[str, Any]]:
-    with Home.open(Settings(home=home)) as h:
-        return [Entry.from_body(b).fields for b in h.ledger.iter_bodies()]
+async def ledger(home: Path) -> list[dict[str, Any]]:
+    async with await Home.open(Settings(home=home)) as h:
+        return [Entry.from_body(b).fields for b in raw_tx(h).ledger.iter_bodies()]
 
 
-def test_issue_prints_only_the_token_and_records_it_without_the_token(home: Path) -> None:
+async def test_issue_prints_only_the_token_and_records_it_without_the_token(home: Path) -> None:
     result = ok(home, "token", "issue", "--agent", "bot", "--audience", API, "--ttl", "60")
     token = result.stdout.strip()
     assert token.count(".") == 2 and "\n" not in token
     assert "jti " in result.stderr and "scopes audit:read" in result.stderr
-    last = ledger(home)[-1]
+    last = (await ledger(home))[-1]
     assert (last["action"], last["actor"]) == ("token.issue", "alice@example.com")
-    assert token not in json.dumps(ledger(home))
-    with Home.open(Settings(home=home)) as h:
-        audit.verify_home(h)
+    assert token not in json.dumps(await ledger(home))
+    async with await Home.open(Settings(home=home)) as h:
+        await audit.verify_home(h)
 
 
 def test_verify_prints_the_claims_of_a_valid_token(home: Path) -> None:
@@ -96,7 +96,7 @@ def test_verify_says_exactly_why_a_token_fails(home: Path) -> None:
     }
 
 
-def test_revoke_makes_the_token_invalid(home: Path) -> None:
+async def test_revoke_makes_the_token_invalid(home: Path) -> None:
     result = ok(home, "token", "issue", "--agent", "bot", "--audience", API, "--json")
     issued = json.loads(result.stdout)
     # A token id is typed on command lines: never one a shell or click takes for an option
@@ -110,7 +110,7 @@ def test_revoke_makes_the_token_invalid(home: Path) -> None:
     assert again.exit_code == 2 and "already revoked" in again.stderr
     unknown = run(home, "token", "revoke", "nope")
     assert unknown.exit_code == 3 and "no token with id 'nope'" in unknown.stderr
-    assert ledger(home)[-1]["args"] == {
+    assert (await ledger(home))[-1]["args"] == {
         "jti": issued["jti"],
         "agent": "bot",
         "agent_id": "spiffe://charter.local/agent/alice/bot",
@@ -147,7 +147,7 @@ def test_issue_for_an_audience_outside_the_charter_is_refused(home: Path) -> Non
     assert "audience 'https://evil.example' is not allowed" in result.stderr
 
 
-def test_keys_jwks_and_rotate(home: Path) -> None:
+async def test_keys_jwks_and_rotate(home: Path) -> None:
     before = json.loads(ok(home, "keys", "jwks").stdout)
     (first,) = before["keys"]
     assert (first["kty"], first["crv"], first["alg"]) == ("OKP", "Ed25519", "EdDSA")
@@ -162,17 +162,19 @@ def test_keys_jwks_and_rotate(home: Path) -> None:
     new_token = issue(home)
     header = json.loads(b64url_decode(new_token.split(".")[0]))
     assert header["kid"] == rotated["kid"]
-    event = ledger(home)[-2]  # the rotation, then the new token's issue
+    event = (await ledger(home))[-2]  # the rotation, then the new token's issue
     assert event["action"] == "keys.rotate" and event["args"]["kid"] == rotated["kid"]
-    with Home.open(Settings(home=home)) as h:
-        audit.verify_home(h)
+    async with await Home.open(Settings(home=home)) as h:
+        await audit.verify_home(h)
 
 
-def test_protected_owner_key_needs_the_passphrase(tmp_path: Path) -> None:
+async def test_protected_owner_key_needs_the_passphrase(tmp_path: Path) -> None:
     path = tmp_path / "home"
     secret = tmp_path / "pass"
     secret.write_text("correct horse\n")
-    make_home(path, owner="alice@example.com", passphrase=b"correct horse").close()  # cheap KDF
+    await (
+        await make_home(path, owner="alice@example.com", passphrase=b"correct horse")
+    ).close()  # cheap KDF
     ok(path, "agent", "add", "bot", "--audience", API, "--passphrase-file", str(secret))
     refused = run(path, "keys", "rotate")
     assert refused.exit_code == 2 and "--passphrase-file" in refused.stderr
@@ -191,11 +193,11 @@ def test_protected_owner_key_needs_the_passphrase(tmp_path: Path) -> None:
     )
 
 
-def test_verify_refuses_a_token_re_signed_with_a_later_expiry(home: Path) -> None:
+async def test_verify_refuses_a_token_re_signed_with_a_later_expiry(home: Path) -> None:
     token = issue(home, "--ttl", "60")
     header, payload, _ = token.split(".")
     claims = json.loads(b64url_decode(payload))
-    with Home.open(Settings(home=home)) as h:
+    async with await Home.open(Settings(home=home)) as h:
         key = read_key_file(h.layout.issuer_key(h.meta["issuer_kid"]))
     moved = b64url(json.dumps(claims | {"exp": claims["exp"] + 600}).encode())
     resigned = f"{header}.{moved}." + b64url(key.sign(f"{header}.{moved}".encode()))

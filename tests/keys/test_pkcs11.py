@@ -26,7 +26,7 @@ from charter.evidence.jwk import b64url_decode
 from charter.home import Home
 from charter.keys import Pkcs11Signer
 from charter.keys.pkcs11 import Pkcs11Uri
-from charter.storage.vault import Vault
+from charter.testing import BlockingVault, raw_tx
 from charter.tools import identity
 
 
@@ -66,7 +66,7 @@ def one_line_error(result: Result) -> str:
     return lines[0]
 
 
-def published_keys(home: Path) -> set[bytes]:
+async def published_keys(home: Path) -> set[bytes]:
     """Every public key the ledger publishes (owner, log, issuer, each agent)."""
     found: set[bytes] = set()
 
@@ -80,8 +80,8 @@ def published_keys(home: Path) -> set[bytes]:
             for v in value:
                 walk(v)
 
-    with Home.open(Settings(home=home)) as h:
-        for body in h.ledger.iter_bodies():
+    async with await Home.open(Settings(home=home)) as h:
+        for body in raw_tx(h).ledger.iter_bodies():
             walk(json.loads(body))
         found.add(h.owner_public_key)
         found.add(h.log_key.public_key)
@@ -186,7 +186,7 @@ def test_private_keys_are_sensitive_and_never_extractable(token: Token) -> None:
 # -- the CLI end to end ----------------------------------------------------------------------
 
 
-def test_init_agent_serve_verify_with_keys_in_the_token(token: Token, tmp_path: Path) -> None:
+async def test_init_agent_serve_verify_with_keys_in_the_token(token: Token, tmp_path: Path) -> None:
     home = tmp_path / "home"
     pin_file = tmp_path / "pin"
     pin_file.write_text(token.pin + "\n")
@@ -199,7 +199,7 @@ def test_init_agent_serve_verify_with_keys_in_the_token(token: Token, tmp_path: 
     ok(home, "token", "issue", "--agent", "bot", "--audience", "https://api.example.com")
 
     # the token holds the owner, issuer, log and agent keys, each as a key pair
-    with Home.open(Settings(home=home)) as h:
+    async with await Home.open(Settings(home=home)) as h:
         assert isinstance(h.signer, Pkcs11Signer)
         issuer = f"issuer:{h.meta['issuer_kid']}"
     labels = ["owner", "log", issuer, "agent:bot"]
@@ -260,14 +260,14 @@ def test_init_agent_serve_verify_with_keys_in_the_token(token: Token, tmp_path: 
 
     verified = json.loads(ok(home, "audit", "verify", "--json").output)
     assert verified["valid"] is True
-    with Home.open(Settings(home=home)) as h:
-        served = [json.loads(b) for b in h.ledger.iter_bodies()]
+    async with await Home.open(Settings(home=home)) as h:
+        served = [json.loads(b) for b in raw_tx(h).ledger.iter_bodies()]
     assert any(e["action"] == "token.issue" and e["actor"].endswith("/bot") for e in served), [
         (e["action"], e["actor"]) for e in served
     ]
 
     # no 32-byte window of any file in the home is the seed of a published public key
-    public = published_keys(home)
+    public = await published_keys(home)
     assert len(public) >= 4
     assert seeds_in(home, public) == []
 
@@ -278,12 +278,12 @@ def test_init_agent_serve_verify_with_keys_in_the_token(token: Token, tmp_path: 
     assert checks["owner key"]["status"] == "ok"
 
 
-def test_seed_scan_finds_key_files_of_a_file_home(tmp_path: Path) -> None:
+async def test_seed_scan_finds_key_files_of_a_file_home(tmp_path: Path) -> None:
     """The scan above is not vacuous: it finds every key of a home with key files."""
     home = tmp_path / "home"
     ok(home, "init", "--owner", "alice@example.com")
     ok(home, "agent", "add", "bot", "--scope", "audit:read")
-    hits = seeds_in(home, published_keys(home))
+    hits = seeds_in(home, await published_keys(home))
     assert {"keys/owner.key", "keys/log.key", "keys/agents/bot.key"} <= set(hits)
 
 
@@ -353,16 +353,20 @@ def test_a_token_already_holding_a_home_is_not_reused(token: Token, tmp_path: Pa
     assert not (tmp_path / "two").exists()
 
 
-def test_home_api_opens_the_configured_token(token: Token, tmp_path: Path) -> None:
-    home = Home.init(Settings(home=tmp_path / "h"), owner="a@example.com", key_store=token.uri())
-    identity.add_agent(home, "bot", scopes=["audit:read"])
-    home.close()
-    with Home.open(Settings(home=tmp_path / "h")) as h:
+async def test_home_api_opens_the_configured_token(token: Token, tmp_path: Path) -> None:
+    home = await Home.init(
+        Settings(home=tmp_path / "h"), owner="a@example.com", key_store=token.uri()
+    )
+    await identity.add_agent(home, "bot", scopes=["audit:read"])
+    await home.close()
+    async with await Home.open(Settings(home=tmp_path / "h")) as h:
         assert isinstance(h.signer, Pkcs11Signer)
         assert h.owner_key().public_key == h.owner_public_key
 
 
-def test_a_token_home_keeps_secrets_and_rotates_the_vault_key(token: Token, tmp_path: Path) -> None:
+async def test_a_token_home_keeps_secrets_and_rotates_the_vault_key(
+    token: Token, tmp_path: Path
+) -> None:
     """The vault master key of a token home (a file in the home until the token holds it):
     a secret is set, read back through the vault, and survives a master-key rotation."""
     home = tmp_path / "home"
@@ -372,5 +376,5 @@ def test_a_token_home_keeps_secrets_and_rotates_the_vault_key(token: Token, tmp_
     )
     assert stored.exit_code == 0, stored.output
     ok(home, "secret", "rotate-master-key")
-    with Home.open(Settings.from_env({"CHARTER_HOME": str(home)})) as h:
-        assert Vault(h).get("API").reveal() == b"v4lue-in-vault"
+    async with await Home.open(Settings.from_env({"CHARTER_HOME": str(home)})) as h:
+        assert BlockingVault(h).get("API").reveal() == b"v4lue-in-vault"

@@ -20,8 +20,7 @@ from recipient import verify as recipient_verify
 from charter.errors import AgentRevoked
 from charter.home import Home
 from charter.storage.db import transaction
-from charter.storage.vault import Vault
-from charter.testing import FrozenClock, agent_draft, server_for
+from charter.testing import BlockingVault, FrozenClock, agent_draft, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, mail
 from charter.tools.mail import message as mm
 from charter.tools.mail import sending
@@ -34,20 +33,20 @@ ATTACHMENT = b"attachment-canary-77c1\x00\x01\x02"
 
 
 @pytest.fixture
-def agents(home: Home) -> Home:
+async def agents(home: Home) -> Home:
     """``sender`` (send and read), ``reader`` (read), ``narrow`` (only *@example.com)."""
-    add_mail_agent(home, "sender", SENDER, ["email:send", "email:read"])
-    add_mail_agent(home, "reader", READER, ["email:read"])
-    add_mail_agent(home, "narrow", "narrow@agents.example.com", ["email:send:*@example.com"])
+    await add_mail_agent(home, "sender", SENDER, ["email:send", "email:read"])
+    await add_mail_agent(home, "reader", READER, ["email:read"])
+    await add_mail_agent(home, "narrow", "narrow@agents.example.com", ["email:send:*@example.com"])
     return home
 
 
 @pytest.fixture
-def smtp_home(
+async def smtp_home(
     agents: Home, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial
 ) -> Home:
     """The home configured for the STARTTLS + AUTH server, trusting its CA."""
-    configure(
+    await configure(
         agents,
         username=SMTP_USERNAME,
         password=SMTP_PASSWORD,
@@ -74,9 +73,9 @@ def _send_args(**overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
-def _charter(home: Home, agent: str) -> dict[str, Any]:
-    info = identity.get_agent(home, agent)
-    return identity.load_charter(home, info.charter_hash).doc
+async def _charter(home: Home, agent: str) -> dict[str, Any]:
+    info = await identity.get_agent(home, agent)
+    return (await identity.load_charter(home, info.charter_hash)).doc
 
 
 # -- SMTP ---------------------------------------------------------------------------------------
@@ -86,7 +85,7 @@ async def test_send_over_starttls_with_auth_is_signed_recorded_and_verifiable(
     smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
 ) -> None:
     home, server = smtp_home, smtp_server_auth_starttls
-    async with Client(server_for(home, "sender"), mode=mode) as client:
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
         out = await call(client, "email_send", _send_args())
     assert out["transport"] == "smtp"
     assert out["reply"].startswith("250 ")
@@ -98,12 +97,12 @@ async def test_send_over_starttls_with_auth_is_signed_recorded_and_verifiable(
     assert set(received.rcpt_tos) == set(out["recipients"])
     assert b"auditor@example.net" not in received.data  # Bcc is envelope-only
     assert received.message["Message-ID"] == out["message_id"]
-    assert received.message["Charter-Agent"] == identity.get_agent(home, "sender").agent_id
+    assert received.message["Charter-Agent"] == (await identity.get_agent(home, "sender")).agent_id
 
     # A recipient verifies it from the document, with the charter and the owner's key.
     payload = recipient_verify(
         received.data,
-        _charter(home, "sender"),
+        await _charter(home, "sender"),
         {"crv": "Ed25519", "kty": "OKP", "x": _owner_x(home)},
     )
     assert payload["ledger"] == home.origin
@@ -126,13 +125,13 @@ async def test_send_over_starttls_with_auth_is_signed_recorded_and_verifiable(
     assert base64.b64encode(ATTACHMENT) not in raw_ledger
     assert SMTP_PASSWORD.encode() not in raw_ledger
 
-    [sent] = mail.outbox(home.conn)
+    [sent] = await mail.outbox(home)
     assert (sent.status, sent.message_id, sent.ledger_seq) == (
         "sent",
         out["message_id"],
         payload["seq"],
     )
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 def _owner_x(home: Home) -> str:
@@ -141,7 +140,7 @@ def _owner_x(home: Home) -> str:
 
 async def test_send_over_implicit_tls(agents: Home, tls_material: TlsMaterial, mode: str) -> None:
     with SmtpServer(auth={"smtps@example.com": "pw-smtps"}, implicit_tls=tls_material) as server:
-        configure(
+        await configure(
             agents,
             username="smtps@example.com",
             password="pw-smtps",
@@ -149,17 +148,17 @@ async def test_send_over_implicit_tls(agents: Home, tls_material: TlsMaterial, m
             smtp_security="tls",
             ca_pem=tls_material.ca_pem.read_text(),
         )
-        async with Client(server_for(agents, "sender"), mode=mode) as client:
+        async with Client(await server_for(agents, "sender"), mode=mode) as client:
             await call(client, "email_send", {"to": "bob@example.com", "subject": "s", "text": "t"})
         [received] = server.wait_for_messages(1)
     assert received.tls and received.authenticated_as == "smtps@example.com"
-    audit.verify_home(agents)
+    await audit.verify_home(agents)
 
 
 async def test_retry_is_a_new_message_never_a_resend(
     smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
 ) -> None:
-    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+    async with Client(await server_for(smtp_home, "sender"), mode=mode) as client:
         first = await call(client, "email_send", _send_args())
         second = await call(client, "email_send", _send_args())
     received = smtp_server_auth_starttls.wait_for_messages(2)
@@ -170,26 +169,26 @@ async def test_retry_is_a_new_message_never_a_resend(
         second["message_id"],
     ]
     assert first["ledger_seq"] != second["ledger_seq"]
-    audit.verify_home(smtp_home)
+    await audit.verify_home(smtp_home)
 
 
 async def _failed_send(home: Home, mode: str, expected: str) -> str:
-    async with Client(server_for(home, "sender"), mode=mode) as client:
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
         message = await fail(client, "email_send", _send_args())
     assert expected in message, message
     assert SMTP_PASSWORD not in message
     last = entries(home)[-1]
     assert (last["action"], last["phase"], last["outcome"]) == ("email.send", "outcome", "error")
     assert last["reason"] == message
-    [sent] = mail.outbox(home.conn)
+    [sent] = await mail.outbox(home)
     assert sent.status == "failed" and sent.reply == message
     assert SMTP_PASSWORD.encode() not in ledger_bytes(home)
-    audit.verify_home(home)
+    await audit.verify_home(home)
     return message
 
 
 async def test_smtp_server_down_is_a_clear_error_outcome(agents: Home, mode: str) -> None:
-    configure(agents, username=SMTP_USERNAME, password=SMTP_PASSWORD, smtp_port=free_port())
+    await configure(agents, username=SMTP_USERNAME, password=SMTP_PASSWORD, smtp_port=free_port())
     message = await _failed_send(agents, mode, "cannot connect to the SMTP server 127.0.0.1:")
     assert "nothing was sent" in message
 
@@ -197,7 +196,7 @@ async def test_smtp_server_down_is_a_clear_error_outcome(agents: Home, mode: str
 async def test_wrong_smtp_credentials_are_a_clear_error_outcome(
     agents: Home, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial, mode: str
 ) -> None:
-    configure(
+    await configure(
         agents,
         username=SMTP_USERNAME,
         password="wrong password",
@@ -212,7 +211,7 @@ async def test_wrong_smtp_credentials_are_a_clear_error_outcome(
 async def test_untrusted_smtp_certificate_is_a_tls_failure(
     agents: Home, smtp_server_auth_starttls: SmtpServer, mode: str
 ) -> None:
-    configure(
+    await configure(
         agents,
         username=SMTP_USERNAME,
         password=SMTP_PASSWORD,
@@ -228,14 +227,14 @@ async def test_refused_recipients(
 ) -> None:
     server = smtp_server_auth_starttls
     server.reject_recipients("carol@example.org")
-    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+    async with Client(await server_for(smtp_home, "sender"), mode=mode) as client:
         partly = await call(client, "email_send", _send_args(bcc=None))
         server.reject_recipients("bob@example.com")
         message = await fail(client, "email_send", _send_args(bcc=None))
     assert partly["refused"] == {"carol@example.org": "550 5.1.1 No such user"}
     assert "refused every recipient" in message and "nothing was sent" in message
     assert [m.rcpt_tos for m in server.messages] == [("bob@example.com",)]
-    audit.verify_home(smtp_home)
+    await audit.verify_home(smtp_home)
 
 
 # -- refusals before anything is sent -----------------------------------------------------------
@@ -262,21 +261,21 @@ async def test_bad_input_is_refused_before_anything_is_sent(
     expected: str,
     mode: str,
 ) -> None:
-    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+    async with Client(await server_for(smtp_home, "sender"), mode=mode) as client:
         message = await fail(client, "email_send", _send_args(**args))
     assert expected in message
     assert smtp_server_auth_starttls.messages == []
     last = entries(smtp_home)[-1]
     assert (last["action"], last["phase"], last["outcome"]) == ("email.send", "call", "denied")
     assert not any(e["phase"] == "intent" for e in entries(smtp_home))
-    assert mail.outbox(smtp_home.conn) == []
-    audit.verify_home(smtp_home)
+    assert await mail.outbox(smtp_home) == []
+    await audit.verify_home(smtp_home)
 
 
 async def test_recipient_patterns_narrow_every_recipient(
     smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
 ) -> None:
-    async with Client(server_for(smtp_home, "narrow"), mode=mode) as client:
+    async with Client(await server_for(smtp_home, "narrow"), mode=mode) as client:
         for args in (
             {"to": ["bob@example.net"]},
             {"to": ["bob@example.com"], "cc": ["eve@example.org"]},
@@ -295,7 +294,7 @@ async def test_recipient_patterns_narrow_every_recipient(
         e for e in entries(smtp_home) if e["action"] == "email.send" and e["outcome"] == "denied"
     ]
     assert len(denied) == 3
-    audit.verify_home(smtp_home)
+    await audit.verify_home(smtp_home)
 
 
 async def test_recipient_patterns_hold_reply_to_too(
@@ -303,7 +302,7 @@ async def test_recipient_patterns_hold_reply_to_too(
 ) -> None:
     """A Reply-To outside ``email:send:<glob>`` would steer the answers elsewhere (16.9b)."""
     args = {"to": ["bob@example.com"], "subject": "s", "text": "t"}
-    async with Client(server_for(smtp_home, "narrow"), mode=mode) as client:
+    async with Client(await server_for(smtp_home, "narrow"), mode=mode) as client:
         message = await fail(client, "email_send", args | {"reply_to": "x@evil.test"})
         assert "does not grant 'email:send:x@evil.test'" in message
         message = await fail(
@@ -321,47 +320,49 @@ async def test_recipient_patterns_hold_reply_to_too(
         ("outcome", "ok"),
     ]
     assert sends[2]["args"]["details"]["to"] == ["bob@example.com"]
-    audit.verify_home(smtp_home)
+    await audit.verify_home(smtp_home)
 
 
 async def test_scope_and_address_are_required(agents: Home, mode: str) -> None:
-    identity.add_agent(agents, "noaddr", scopes=["email:send", "email:read"])
-    async with Client(server_for(agents, "noaddr"), mode=mode) as client:
+    await identity.add_agent(agents, "noaddr", scopes=["email:send", "email:read"])
+    async with Client(await server_for(agents, "noaddr"), mode=mode) as client:
         message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
         assert "no email address" in message and "charter agent update noaddr --email" in message
-    async with Client(server_for(agents, "reader"), mode=mode) as client:
+    async with Client(await server_for(agents, "reader"), mode=mode) as client:
         message = await fail(client, "email_send", {"to": SENDER, "subject": "s", "text": "t"})
         assert f"does not grant 'email:send:{SENDER}'" in message
-    async with Client(server_for(agents, "alpha"), mode=mode) as client:
+    async with Client(await server_for(agents, "alpha"), mode=mode) as client:
         message = await fail(client, "email_list", {})
         assert "does not grant 'email:read'" in message
-    audit.verify_home(agents)
+    await audit.verify_home(agents)
 
 
 async def test_malformed_email_policy_fails_closed(agents: Home, mode: str) -> None:
-    identity.add_agent(
+    await identity.add_agent(
         agents,
         "odd",
         scopes=["email:send", "email:read"],
         policy={"email": {"address": "odd@agents.example.com\r\nBcc: x@y.z", "rate_per_hour": 5}},
     )
-    async with Client(server_for(agents, "odd"), mode=mode) as client:
+    async with Client(await server_for(agents, "odd"), mode=mode) as client:
         message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
         assert "email policy is malformed" in message
         assert "email policy is malformed" in await fail(client, "email_list", {})
-    async with Client(server_for(agents, "sender"), mode=mode) as client:  # others unaffected
+    async with Client(await server_for(agents, "sender"), mode=mode) as client:  # others unaffected
         await call(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
-    assert [s.agent for s in mail.outbox(agents.conn)] == ["sender"]
-    audit.verify_home(agents)
+    assert [s.agent for s in await mail.outbox(agents)] == ["sender"]
+    await audit.verify_home(agents)
 
 
 async def test_rate_limit_is_a_recorded_denial_per_rolling_hour(
     home: Home, clock: FrozenClock, mode: str
 ) -> None:
-    add_mail_agent(home, "chatty", "chatty@agents.example.com", ["email:send"], rate_per_hour=2)
-    add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
+    await add_mail_agent(
+        home, "chatty", "chatty@agents.example.com", ["email:send"], rate_per_hour=2
+    )
+    await add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
     args = {"to": "inbox@agents.example.com", "subject": "s", "text": "t"}
-    async with Client(server_for(home, "chatty"), mode=mode) as client:
+    async with Client(await server_for(home, "chatty"), mode=mode) as client:
         await call(client, "email_send", args)
         clock.advance(minutes=30)
         await call(client, "email_send", args)
@@ -372,34 +373,34 @@ async def test_rate_limit_is_a_recorded_denial_per_rolling_hour(
         assert "rate limit" in await fail(client, "email_send", args)
     denials = [e for e in entries(home) if e["action"] == "email.send" and e["outcome"] == "denied"]
     assert [d["reason"][:10] for d in denials] == ["rate limit"] * 2
-    assert [s.status for s in mail.outbox(home.conn)] == ["sent"] * 3
-    audit.verify_home(home)
+    assert [s.status for s in await mail.outbox(home)] == ["sent"] * 3
+    await audit.verify_home(home)
 
 
 async def test_concurrent_sends_never_pass_the_rate_together(home: Home, mode: str) -> None:
     """Both calls pass the early rate check; the check in the intent's transaction lets one."""
-    add_mail_agent(home, "twice", "twice@agents.example.com", ["email:send"], rate_per_hour=1)
-    add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
+    await add_mail_agent(home, "twice", "twice@agents.example.com", ["email:send"], rate_per_hour=1)
+    await add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
     args = {"to": "inbox@agents.example.com", "subject": "s", "text": "t"}
-    async with Client(server_for(home, "twice"), mode=mode) as client:
+    async with Client(await server_for(home, "twice"), mode=mode) as client:
         results = await asyncio.gather(*(client.call_tool("email_send", args) for _ in range(2)))
     assert sorted(r.is_error for r in results) == [False, True]
     [refused] = [r for r in results if r.is_error]
     assert "rate limit" in refused.content[0].text  # type: ignore[union-attr]
-    assert [s.status for s in mail.outbox(home.conn)] == ["sent"]
+    assert [s.status for s in await mail.outbox(home)] == ["sent"]
     sends = [e for e in entries(home) if e["action"] == "email.send"]
     assert sorted((e["phase"], e["outcome"]) for e in sends) == [
         ("call", "denied"),
         ("intent", None),
         ("outcome", "ok"),
     ]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
-def test_a_send_row_never_commits_without_its_intent(home: Home) -> None:
+async def test_a_send_row_never_commits_without_its_intent(home: Home) -> None:
     """The row is an effect of the intent entry: refused with it (here: the agent revoked)."""
-    add_mail_agent(home, "gone", "gone@agents.example.com", ["email:send"])
-    agent = identity.load_agent(home, "gone")
+    await add_mail_agent(home, "gone", "gone@agents.example.com", ["email:send"])
+    agent = await identity.load_agent(home, "gone")
     policy = mail.require_policy(agent)
     outgoing = mm.validate(
         sender=policy.address, to="x@example.com", subject="s", text="t", max_bytes=1 << 20
@@ -407,7 +408,7 @@ def test_a_send_row_never_commits_without_its_intent(home: Home) -> None:
     row = sending._Reservation(
         "gone", outgoing, "<m@x>", "0" * 64, "smtp", policy, home.clock.now()
     )
-    identity.revoke_agent(home, "gone", reason="test")
+    await identity.revoke_agent(home, "gone", reason="test")
     draft = agent_draft(
         agent,
         action="email.send",
@@ -419,9 +420,9 @@ def test_a_send_row_never_commits_without_its_intent(home: Home) -> None:
         require_agent="gone",
     )
     draft.effects = (row.insert,)
-    [result] = home.ledger.append([draft])
+    [result] = raw_tx(home).ledger.append([draft])
     assert isinstance(result, AgentRevoked)  # recorded as a refusal under the log key
-    assert mail.outbox(home.conn) == []
+    assert await mail.outbox(home) == []
 
 
 async def test_revoked_before_the_intent_leaves_no_send_row(
@@ -431,65 +432,65 @@ async def test_revoked_before_the_intent_leaves_no_send_row(
     intent under the log key, and the send's row, an effect of the intent, never exists."""
     real = mail.transport_for
 
-    def revoke_then_route(home: Home) -> Any:
-        identity.revoke_agent(home, "sender", reason="revoked mid-call")
+    async def revoke_then_route(home: Home) -> Any:
+        await identity.revoke_agent(home, "sender", reason="revoked mid-call")
         return real(home)
 
     monkeypatch.setattr(sending, "transport_for", revoke_then_route)
-    async with Client(server_for(agents, "sender"), mode=mode) as client:
+    async with Client(await server_for(agents, "sender"), mode=mode) as client:
         message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
     assert "revoked" in message
-    assert mail.outbox(agents.conn) == []
+    assert await mail.outbox(agents) == []
     sends = [e for e in entries(agents) if e["action"] == "email.send"]
     assert sends and {(e["phase"], e["outcome"]) for e in sends} == {("call", "denied")}
-    audit.verify_home(agents)
+    await audit.verify_home(agents)
 
 
 async def test_outbox_marks_sends_a_crash_cut_off(
     home: Home, clock: FrozenClock, mode: str
 ) -> None:
-    add_mail_agent(home, "cut", "cut@agents.example.com", ["email:send"])
-    add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
+    await add_mail_agent(home, "cut", "cut@agents.example.com", ["email:send"])
+    await add_mail_agent(home, "inbox", "inbox@agents.example.com", [])
     args = {"to": "inbox@agents.example.com", "subject": "s", "text": "t"}
-    async with Client(server_for(home, "cut"), mode=mode) as client:
+    async with Client(await server_for(home, "cut"), mode=mode) as client:
         for _ in range(3):
             await call(client, "email_send", args)
     # The states a kill -9 leaves (tests/security/test_crash.py): before and during delivery.
-    before, during, done = (e.message_id for e in mail.outbox(home.conn))
-    with transaction(home.conn):
+    before, during, done = (e.message_id for e in await mail.outbox(home))
+    with transaction(raw_db(home)):
         for state, message_id in (("reserved", before), ("sending", during)):
-            home.conn.execute(
+            raw_db(home).execute(
                 "UPDATE mail_sent SET status = ? WHERE message_id = ?", (state, message_id)
             )
 
-    def marks() -> dict[str, str | None]:
-        return {e.message_id: e.interrupted for e in mail.outbox(home.conn, now=clock.now())}
+    async def marks() -> dict[str, str | None]:
+        return {e.message_id: e.interrupted for e in await mail.outbox(home, now=clock.now())}
 
     clock.advance(minutes=59)  # a send may still be under way: its transport's timeouts
-    assert set(marks().values()) == {None}
+    assert set((await marks()).values()) == {None}
     clock.advance(minutes=2)
-    marked = marks()
+    marked = await marks()
     assert "not sent" in str(marked[before]) and "delivery unknown" in str(marked[during])
     assert marked[done] is None
-    assert all(e.interrupted is None for e in mail.outbox(home.conn))  # no time, no verdict
+    assert all(e.interrupted is None for e in await mail.outbox(home))  # no time, no verdict
 
 
 async def test_intent_refused_means_nothing_is_sent(
     smtp_home: Home, smtp_server_auth_starttls: SmtpServer, mode: str
 ) -> None:
     """An owner-approval rule parks the call at its intent: the transport is never reached."""
-    policy = identity.get_agent(smtp_home, "sender").policy
-    identity.update_agent(
+    policy = (await identity.get_agent(smtp_home, "sender")).policy
+    await identity.update_agent(
         smtp_home,
         "sender",
         policy=policy | {"approvals": [{"pattern": "email:send*", "mode": "owner"}]},
     )
-    async with Client(server_for(smtp_home, "sender"), mode=mode) as client:
+    async with Client(await server_for(smtp_home, "sender"), mode=mode) as client:
         message = await fail(client, "email_send", _send_args())
     assert "approv" in message
     assert smtp_server_auth_starttls.messages == []
-    assert mail.outbox(smtp_home.conn) == []  # the row commits with the intent, or never
-    audit.verify_home(smtp_home)
+    assert await mail.outbox(smtp_home) == []  # the row commits with the intent, or never
+    await audit.verify_home(smtp_home)
 
 
 # -- the local transport ------------------------------------------------------------------------
@@ -497,19 +498,19 @@ async def test_intent_refused_means_nothing_is_sent(
 
 async def test_local_round_trip_between_two_agents(agents: Home, mode: str) -> None:
     home = agents
-    async with Client(server_for(home, "sender"), mode=mode) as client:
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
         out = await call(client, "email_send", _send_args(to=[READER], cc=None, bcc=None))
         refused = await fail(client, "email_send", _send_args(to=[READER, "bob@example.com"]))
     assert out["transport"] == "local" and out["reply"] == "250 delivered locally to 1 mailbox(es)"
     assert "bob@example.com, carol@example.org, auditor@example.net are not one" in refused
     assert "charter mail setup" in refused
 
-    async with Client(server_for(home, "reader"), mode=mode) as client:
+    async with Client(await server_for(home, "reader"), mode=mode) as client:
         listing = await call(client, "email_list", {"unread_only": True})
         [item] = listing["messages"]
         assert listing["transport"] == "local" and "UNTRUSTED" in listing["notice"]
         assert item["id"] == out["message_id"] and item["sender"] == SENDER
-        assert item["verified_sender"] == identity.get_agent(home, "sender").agent_id
+        assert item["verified_sender"] == (await identity.get_agent(home, "sender")).agent_id
         assert item["untrusted_content"]["subject"] == "Launch report"
         assert item["untrusted_content"]["attachments"] == [
             {
@@ -527,42 +528,44 @@ async def test_local_round_trip_between_two_agents(agents: Home, mode: str) -> N
         assert "no folder" in await fail(client, "email_list", {"folder": "Archive"})
 
     # The locally delivered copy carries a signature a recipient can verify.
-    (raw,) = home.conn.execute("SELECT raw FROM mail_local_inbox").fetchone()
+    (raw,) = raw_db(home).execute("SELECT raw FROM mail_local_inbox").fetchone()
     recipient_verify(
-        bytes(raw), _charter(home, "sender"), {"crv": "Ed25519", "kty": "OKP", "x": _owner_x(home)}
+        bytes(raw),
+        await _charter(home, "sender"),
+        {"crv": "Ed25519", "kty": "OKP", "x": _owner_x(home)},
     )
     # Another agent's mailbox is not readable.
-    async with Client(server_for(home, "sender"), mode=mode) as client:
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
         assert (await call(client, "email_list", {}))["messages"] == []
         await fail(client, "email_read", {"message_id": out["message_id"]})
-    assert [s.status for s in mail.outbox(home.conn)] == ["sent"]
-    audit.verify_home(home)
+    assert [s.status for s in await mail.outbox(home)] == ["sent"]
+    await audit.verify_home(home)
 
 
 async def test_sender_allowlist_hides_everything_else(agents: Home, mode: str) -> None:
-    add_mail_agent(agents, "boss", "boss@agents.example.com", ["email:send"])
-    add_mail_agent(
+    await add_mail_agent(agents, "boss", "boss@agents.example.com", ["email:send"])
+    await add_mail_agent(
         agents, "guarded", "guarded@agents.example.com", ["email:read"], allow_senders=["boss@*"]
     )
     for sender in ("sender", "boss"):
-        async with Client(server_for(agents, sender), mode=mode) as client:
+        async with Client(await server_for(agents, sender), mode=mode) as client:
             await call(
                 client,
                 "email_send",
                 {"to": "guarded@agents.example.com", "subject": sender, "text": "t"},
             )
-    hidden_id = mail.outbox(agents.conn, agent="sender")[0].message_id
-    async with Client(server_for(agents, "guarded"), mode=mode) as client:
+    hidden_id = (await mail.outbox(agents, agent="sender"))[0].message_id
+    async with Client(await server_for(agents, "guarded"), mode=mode) as client:
         listing = await call(client, "email_list", {})
         assert [m["sender"] for m in listing["messages"]] == ["boss@agents.example.com"]
         message = await fail(client, "email_read", {"message_id": hidden_id})
     assert message == f"no message {hidden_id!r} in INBOX (see email_list)"
-    audit.verify_home(agents)
+    await audit.verify_home(agents)
 
 
 async def test_mail_password_lives_only_in_the_vault(smtp_home: Home) -> None:
-    assert Vault(smtp_home).get(mail.PASSWORD_SECRET).reveal() == SMTP_PASSWORD.encode()
-    rows = smtp_home.conn.execute("SELECT * FROM mail_settings").fetchall()
+    assert BlockingVault(smtp_home).get(mail.PASSWORD_SECRET).reveal() == SMTP_PASSWORD.encode()
+    rows = raw_db(smtp_home).execute("SELECT * FROM mail_settings").fetchall()
     assert SMTP_PASSWORD not in json.dumps(rows)
     assert SMTP_PASSWORD.encode() not in ledger_bytes(smtp_home)
     setup = [e for e in entries(smtp_home) if e["action"] == "mail.setup"]

@@ -60,12 +60,12 @@ def _raw(
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
-def _reader(home: Home, account: MailAccount, **policy: Any) -> None:
-    add_mail_agent(home, "reader", account.address, ["email:read"], **policy)
+async def _reader(home: Home, account: MailAccount, **policy: Any) -> None:
+    await add_mail_agent(home, "reader", account.address, ["email:read"], **policy)
 
 
-def _configure_plain(home: Home, server: DovecotServer, account: MailAccount) -> None:
-    configure(
+async def _configure_plain(home: Home, server: DovecotServer, account: MailAccount) -> None:
+    await configure(
         home,
         username=account.address,
         password=account.password,
@@ -94,10 +94,10 @@ async def test_list_and_read_over_plain_imap(home: Home, dovecot: DovecotServer,
     dovecot.append(
         account, None, _raw("html only", to=to, html="<p>Hi <b>there</b></p><script>x()</script>")
     )
-    _reader(home, account)
-    _configure_plain(home, dovecot, account)
+    await _reader(home, account)
+    await _configure_plain(home, dovecot, account)
 
-    async with Client(server_for(home, "reader"), mode=mode) as client:
+    async with Client(await server_for(home, "reader"), mode=mode) as client:
         listing = await call(client, "email_list", {})
         assert listing["transport"] == "imap" and "UNTRUSTED EXTERNAL CONTENT" in listing["notice"]
         subjects = [m["untrusted_content"]["subject"] for m in listing["messages"]]
@@ -131,7 +131,7 @@ async def test_list_and_read_over_plain_imap(home: Home, dovecot: DovecotServer,
     assert account.password.encode() not in ledger_bytes(home)
     reads = [e for e in entries(home) if e["action"] == "email.read"]
     assert reads[0]["args"]["message_id"] == "<invoice-1@example.org>"
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
@@ -140,8 +140,8 @@ async def test_read_over_tls(
 ) -> None:
     account = dovecot_tls.new_user()
     dovecot_tls.append(account, None, _raw("secure", to=account.address, message_id="<s@x.org>"))
-    _reader(home, account)
-    configure(
+    await _reader(home, account)
+    await configure(
         home,
         username=account.address,
         password=account.password,
@@ -150,10 +150,10 @@ async def test_read_over_tls(
         imap_security=security,
         ca_pem=tls_material.ca_pem.read_text(),
     )
-    async with Client(server_for(home, "reader"), mode=mode) as client:
+    async with Client(await server_for(home, "reader"), mode=mode) as client:
         read = await call(client, "email_read", {"message_id": "<s@x.org>"})
     assert read["untrusted_content"]["subject"] == "secure"
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
@@ -161,8 +161,8 @@ async def test_untrusted_imap_certificate_is_a_tls_failure(
     home: Home, dovecot_tls: DovecotServer, security: str, mode: str
 ) -> None:
     account = dovecot_tls.new_user()
-    _reader(home, account)
-    configure(
+    await _reader(home, account)
+    await configure(
         home,
         username=account.address,
         password=account.password,
@@ -170,18 +170,18 @@ async def test_untrusted_imap_certificate_is_a_tls_failure(
         imap_port=dovecot_tls.ssl_port if security == "tls" else dovecot_tls.port,
         imap_security=security,
     )
-    async with Client(server_for(home, "reader"), mode=mode) as client:
+    async with Client(await server_for(home, "reader"), mode=mode) as client:
         message = await fail(client, "email_list", {})
     assert "TLS failure with the IMAP server 127.0.0.1:" in message
     assert "certificate is not trusted" in message and "--ca-file" in message
     assert entries(home)[-1]["outcome"] == "error"
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_imap_errors_are_clear(home: Home, dovecot: DovecotServer, mode: str) -> None:
     account = dovecot.new_user()
-    _reader(home, account)
-    configure(
+    await _reader(home, account)
+    await configure(
         home,
         username=account.address,
         password="not the password",
@@ -189,16 +189,16 @@ async def test_imap_errors_are_clear(home: Home, dovecot: DovecotServer, mode: s
         imap_port=dovecot.port,
         imap_security="none",
     )
-    async with Client(server_for(home, "reader"), mode=mode) as client:
+    async with Client(await server_for(home, "reader"), mode=mode) as client:
         wrong = await fail(client, "email_list", {})
-        _configure_plain(home, dovecot, account)
+        await _configure_plain(home, dovecot, account)
         missing = await fail(client, "email_read", {"message_id": "<nope@example.org>"})
         uid = await fail(client, "email_read", {"message_id": "uid:999"})
         folder = await fail(client, "email_list", {"folder": "NoSuchFolder"})
         injected = await fail(client, "email_read", {"message_id": "<a@b.c>\r\nA1 DELETE INBOX"})
         bad_id = await fail(client, "email_read", {"message_id": "not-an-id"})
         bad_since = await fail(client, "email_list", {"since": "yesterday"})
-        configure(
+        await configure(
             home,
             username=account.address,
             password=account.password,
@@ -216,7 +216,7 @@ async def test_imap_errors_are_clear(home: Home, dovecot: DovecotServer, mode: s
     assert "since must be a date" in bad_since
     assert "cannot connect to the IMAP server 127.0.0.1:" in down
     assert dovecot.fetch_all(account) == []  # nothing was deleted
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_agent_sees_only_mail_addressed_to_it_and_from_allowed_senders(
@@ -241,26 +241,26 @@ async def test_agent_sees_only_mail_addressed_to_it_and_from_allowed_senders(
         None,
         _raw("from boss", sender="boss@corp.example", to=bot, message_id="<4@x.org>"),
     )
-    add_mail_agent(home, "bot", bot, ["email:read"])
-    add_mail_agent(
+    await add_mail_agent(home, "bot", bot, ["email:read"])
+    await add_mail_agent(
         home, "guarded", "g@agents.example.com", ["email:read"], allow_senders=["*@corp.example"]
     )
-    _configure_plain(home, dovecot, account)
-    async with Client(server_for(home, "bot"), mode=mode) as client:
+    await _configure_plain(home, dovecot, account)
+    async with Client(await server_for(home, "bot"), mode=mode) as client:
         listing = await call(client, "email_list", {})
         assert [m["id"] for m in listing["messages"]] == ["<4@x.org>", "<2@x.org>", "<1@x.org>"]
         assert "no message" in await fail(client, "email_read", {"message_id": "<3@x.org>"})
-    identity.update_agent(
+    await identity.update_agent(
         home,
         "bot",
         policy={"email": {"address": bot, "allow_senders": ["*@corp.example"]}},
     )
-    async with Client(server_for(home, "bot"), mode=mode) as client:
+    async with Client(await server_for(home, "bot"), mode=mode) as client:
         listing = await call(client, "email_list", {})
         assert [m["id"] for m in listing["messages"]] == ["<4@x.org>"]
         hidden = await fail(client, "email_read", {"message_id": "<1@x.org>"})
         assert hidden == "no message '<1@x.org>' in INBOX (see email_list)"
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_sent_mail_read_back_from_dovecot_still_verifies(
@@ -272,16 +272,16 @@ async def test_sent_mail_read_back_from_dovecot_still_verifies(
 ) -> None:
     """SMTP out (aiosmtpd), delivered into Dovecot, read back: the signature survives."""
     account = dovecot.new_user()
-    add_mail_agent(home, "writer", "writer@agents.example.com", ["email:send"])
-    _reader(home, account)
-    configure(
+    await add_mail_agent(home, "writer", "writer@agents.example.com", ["email:send"])
+    await _reader(home, account)
+    await configure(
         home,
         username=SMTP_USERNAME,
         password=SMTP_PASSWORD,
         smtp_port=smtp_server_auth_starttls.port,
         ca_pem=tls_material.ca_pem.read_text(),
     )
-    async with Client(server_for(home, "writer"), mode=mode) as client:
+    async with Client(await server_for(home, "writer"), mode=mode) as client:
         sent = await call(
             client,
             "email_send",
@@ -294,13 +294,13 @@ async def test_sent_mail_read_back_from_dovecot_still_verifies(
     [received] = smtp_server_auth_starttls.wait_for_messages(1)
     delivered = b"Delivered-To: " + account.address.encode() + b"\r\n" + received.data
     dovecot.append(account, None, delivered)
-    _configure_plain(home, dovecot, account)
-    async with Client(server_for(home, "reader"), mode=mode) as client:
+    await _configure_plain(home, dovecot, account)
+    async with Client(await server_for(home, "reader"), mode=mode) as client:
         read = await call(client, "email_read", {"message_id": sent["message_id"]})
     assert read["untrusted_content"]["text"] == "Line one\nLine two"
     [stored] = dovecot.fetch_all(account)
-    writer = identity.get_agent(home, "writer")
-    charter = identity.load_charter(home, writer.charter_hash).doc
+    writer = await identity.get_agent(home, "writer")
+    charter = (await identity.load_charter(home, writer.charter_hash)).doc
     payload = recipient_verify(stored, charter, charter["owner"]["key"])
     assert payload["seq"] == sent["ledger_seq"]
-    audit.verify_home(home)
+    await audit.verify_home(home)

@@ -25,8 +25,7 @@ from charter.clock import rfc3339
 from charter.config import Settings
 from charter.home import Home
 from charter.storage.db import transaction
-from charter.storage.vault import Vault
-from charter.testing import server_for
+from charter.testing import BlockingVault, raw_db, server_for
 from charter.tools import audit, identity, mail
 
 
@@ -41,8 +40,8 @@ def home_dir(tmp_path: Path) -> Path:
     return path
 
 
-def _open(home_dir: Path) -> Home:
-    return Home.open(Settings(home=home_dir))
+async def _open(home_dir: Path) -> Home:
+    return await Home.open(Settings(home=home_dir))
 
 
 def _setup(home_dir: Path, port: int, *extra: str, password: str = SMTP_PASSWORD) -> Result:
@@ -63,7 +62,7 @@ def _setup(home_dir: Path, port: int, *extra: str, password: str = SMTP_PASSWORD
     )
 
 
-def test_setup_reads_the_password_from_stdin_and_keeps_it_only_in_the_vault(
+async def test_setup_reads_the_password_from_stdin_and_keeps_it_only_in_the_vault(
     home_dir: Path, tls_material: TlsMaterial
 ) -> None:
     r = _setup(home_dir, 2525, "--ca-file", str(tls_material.ca_pem), "--imap-host", "127.0.0.1")
@@ -75,11 +74,11 @@ def test_setup_reads_the_password_from_stdin_and_keeps_it_only_in_the_vault(
     assert doc["settings"]["imap_port"] == 993 and doc["settings"]["imap_security"] == "tls"
     assert doc["settings"]["ca_sha256"] and SMTP_PASSWORD not in shown.output
     assert "charter:mail-password" in run(home_dir, "mail", "show").output
-    with _open(home_dir) as h:
-        assert Vault(h).get(mail.PASSWORD_SECRET).reveal_text() == SMTP_PASSWORD
+    async with await _open(home_dir) as h:
+        assert BlockingVault(h).get(mail.PASSWORD_SECRET).reveal_text() == SMTP_PASSWORD
         assert SMTP_PASSWORD.encode() not in ledger_bytes(h)
         assert [e["action"] for e in entries(h)][-1] == "mail.setup"
-        audit.verify_home(h)
+        await audit.verify_home(h)
     for path in home_dir.rglob("*"):  # the vault stores ciphertext only
         if path.is_file():
             assert SMTP_PASSWORD.encode() not in path.read_bytes(), path
@@ -94,17 +93,17 @@ def test_setup_reads_the_password_from_stdin_and_keeps_it_only_in_the_vault(
         (("--username", "a\u2028b"), "pw", "username contains a line break"),
     ],
 )
-def test_setup_refuses_bad_input(
+async def test_setup_refuses_bad_input(
     home_dir: Path, args: tuple[str, ...], password: str, expected: str
 ) -> None:
     r = _setup(home_dir, 2525, *args, password=password)
     assert r.exit_code != 0
     assert expected in r.output
-    with _open(home_dir) as h:
-        assert mail.load_settings(h.conn) is None
+    async with await _open(home_dir) as h:
+        assert await mail.load_settings(h) is None
 
 
-def test_mail_test_sends_through_the_configured_server(
+async def test_mail_test_sends_through_the_configured_server(
     home_dir: Path, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial
 ) -> None:
     server = smtp_server_auth_starttls
@@ -116,15 +115,15 @@ def test_mail_test_sends_through_the_configured_server(
     assert received.tls and received.authenticated_as == SMTP_USERNAME
     assert received.message["Subject"] == "Charter mail test"
     assert received.message["Charter-Signature"] is None  # the owner is not an agent
-    with _open(home_dir) as h:
+    async with await _open(home_dir) as h:
         log = entries(h)
         assert [e["action"] for e in log[-2:]] == ["mail.test", "mail.test.result"]
         assert all(e["actor"] == "alice@example.com" for e in log[-2:])
         assert log[-1]["args"]["reply"].startswith("250 ")
-        audit.verify_home(h)
+        await audit.verify_home(h)
 
 
-def test_mail_test_errors(home_dir: Path, tls_material: TlsMaterial) -> None:
+async def test_mail_test_errors(home_dir: Path, tls_material: TlsMaterial) -> None:
     r = run(home_dir, "mail", "test", "--to", "owner@example.org")
     assert r.exit_code != 0
     assert "no mail server is configured" in r.output and "charter mail setup" in r.output
@@ -133,10 +132,10 @@ def test_mail_test_errors(home_dir: Path, tls_material: TlsMaterial) -> None:
     assert r.exit_code == 8, r.output
     assert "cannot connect to the SMTP server 127.0.0.1:" in r.output
     assert "Traceback" not in r.output and SMTP_PASSWORD not in r.output
-    with _open(home_dir) as h:
+    async with await _open(home_dir) as h:
         last = entries(h)[-1]
         assert (last["action"], last["outcome"]) == ("mail.test.result", "error")
-        audit.verify_home(h)
+        await audit.verify_home(h)
 
 
 def test_mail_test_checks_imap_login(home_dir: Path, dovecot: DovecotServer) -> None:
@@ -163,7 +162,7 @@ def test_mail_test_checks_imap_login(home_dir: Path, dovecot: DovecotServer) -> 
     assert "IMAP ok: 0 message(s) in INBOX" in r.output
 
 
-def test_agent_email_options_and_outbox(home_dir: Path) -> None:
+async def test_agent_email_options_and_outbox(home_dir: Path) -> None:
     r = run(
         home_dir,
         "agent",
@@ -203,10 +202,10 @@ def test_agent_email_options_and_outbox(home_dir: Path) -> None:
         "allow_senders": ["*@agents.example.com"],
     }
 
-    with _open(home_dir) as h:
+    async with await _open(home_dir) as h:
 
         async def send() -> None:
-            async with Client(server_for(h, "writer")) as client:
+            async with Client(await server_for(h, "writer")) as client:
                 result = await client.call_tool(
                     "email_send",
                     {"to": "inbox@agents.example.com", "subject": "hello", "text": "secret body"},
@@ -214,8 +213,8 @@ def test_agent_email_options_and_outbox(home_dir: Path) -> None:
                 assert not result.is_error
 
         anyio.run(send)
-        assert identity.list_agents(h)[0].name == "inbox"  # copycat was never created
-        assert len(identity.list_agents(h)) == 2
+        assert (await identity.list_agents(h))[0].name == "inbox"  # copycat was never created
+        assert len(await identity.list_agents(h)) == 2
 
     r = run(home_dir, "mail", "outbox", "--json")
     assert r.exit_code == 0, r.output
@@ -227,21 +226,23 @@ def test_agent_email_options_and_outbox(home_dir: Path) -> None:
     assert "hello" in table.output and "secret body" not in table.output
     assert item["interrupted"] is None
 
-    with _open(home_dir) as h:  # as a server killed while the transport had it leaves it
+    async with await _open(
+        home_dir
+    ) as h:  # as a server killed while the transport had it leaves it
         started = rfc3339(h.clock.now() - dt.timedelta(hours=2))
-        with transaction(h.conn):
-            h.conn.execute("UPDATE mail_sent SET status = 'sending', created_at = ?", (started,))
+        with transaction(raw_db(h)):
+            raw_db(h).execute("UPDATE mail_sent SET status = 'sending', created_at = ?", (started,))
     [item] = json.loads(run(home_dir, "mail", "outbox", "--json").output)
     assert item["status"] == "sending" and "delivery unknown" in item["interrupted"]
     assert "unknown" in run(home_dir, "mail", "outbox").output  # the table wraps the words
 
 
-def test_mail_clear_returns_to_the_local_transport(home_dir: Path) -> None:
+async def test_mail_clear_returns_to_the_local_transport(home_dir: Path) -> None:
     assert _setup(home_dir, 2525).exit_code == 0
     r = run(home_dir, "mail", "clear")
     assert r.exit_code == 0, r.output
     assert "local transport" in run(home_dir, "mail", "show").output
-    with _open(home_dir) as h:
-        assert mail.load_settings(h.conn) is None
-        assert [i.name for i in Vault(h).list(include_system=True)] == []
-        audit.verify_home(h)
+    async with await _open(home_dir) as h:
+        assert await mail.load_settings(h) is None
+        assert [i.name for i in BlockingVault(h).list(include_system=True)] == []
+        await audit.verify_home(h)

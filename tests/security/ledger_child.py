@@ -19,8 +19,10 @@ from pathlib import Path
 from charter.config import Settings
 from charter.evidence.canonical import canonical_json
 from charter.home import Home
-from charter.storage.db import connect
-from charter.storage.ledger import Draft, Ledger, LedgerWriter
+from charter.storage.ledger import Draft
+from charter.storage.sqlite import SqliteStore
+from charter.storage.writer import LedgerWriter
+from charter.testing import raw_tx
 
 
 def draft(home: Home, action: str, args: dict[str, object]) -> Draft:
@@ -43,7 +45,7 @@ def append(home: Home, count: int, tag: str) -> None:
     while i < count:
         size = min(1 + i % 3, count - i)
         batch = [draft(home, "test.append", {"writer": tag, "i": i + k}) for k in range(size)]
-        for result in home.ledger.append(batch):
+        for result in raw_tx(home).ledger.append(batch):
             if isinstance(result, Exception):
                 raise result
         i += size
@@ -52,8 +54,9 @@ def append(home: Home, count: int, tag: str) -> None:
 
 async def writer(home: Home, tasks: int) -> None:
     """``tasks`` coroutines appending through one LedgerWriter (group commit) forever."""
-    ledger = Ledger(connect(home.layout.db), home.identity, home.clock, hooks=home.ledger.hooks)
-    w = LedgerWriter(ledger)
+    store = await SqliteStore.open(home.layout.db)
+    store.bind(home.identity, home.clock, home.log_key)
+    w = LedgerWriter(store)
     out = sys.stdout
 
     async def loop(n: int) -> None:
@@ -67,19 +70,19 @@ async def writer(home: Home, tasks: int) -> None:
     await asyncio.gather(*(loop(n) for n in range(tasks)))
 
 
-def main() -> None:
+async def main() -> None:
     """Parse argv, open the home, signal readiness, wait for go, write."""
     mode, root = sys.argv[1], Path(sys.argv[2])
-    home = Home.open(Settings(home=root))
+    home = await Home.open(Settings(home=root))
     print("ready", flush=True)
     sys.stdin.readline()
     if mode == "append":
         append(home, int(sys.argv[3]), sys.argv[4])
     elif mode == "writer":
-        asyncio.run(writer(home, int(sys.argv[3])))
+        await writer(home, int(sys.argv[3]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import sechelp
 
-from charter.testing import make_home
+from charter.testing import make_home, raw_tx
 from charter.tools import identity
 
 CHILD = str(Path(__file__).with_name("ledger_child.py"))
@@ -53,12 +53,12 @@ class Load:
         }
 
 
-def make_site(root: Path, servers: int) -> None:
-    with make_home(root) as home:
-        sechelp.add_mailbox(home)
-        identity.add_agent(home, "cli-target", scopes=[])
+async def make_site(root: Path, servers: int) -> None:
+    async with await make_home(root) as home:
+        await sechelp.add_mailbox(home)
+        await identity.add_agent(home, "cli-target", scopes=[])
         for n in range(servers):
-            sechelp.add_mail_agent(home, f"w{n}", ["audit:read", "email:send"])
+            await sechelp.add_mail_agent(home, f"w{n}", ["audit:read", "email:send"])
 
 
 def drive(server: sechelp.RawStdioServer, name: str, deadline: float, out: Load) -> None:
@@ -91,9 +91,9 @@ def cli_loop(root: Path, deadline: float, out: Load) -> None:
             return
 
 
-def run_load(tmp_path: Path, servers: int, seconds: float) -> Load:
+async def run_load(tmp_path: Path, servers: int, seconds: float) -> Load:
     root = tmp_path / "home"
-    make_site(root, servers)
+    await make_site(root, servers)
     load = Load()
     procs = [
         sechelp.RawStdioServer(root, f"w{n}", tmp_path / f"w{n}.stderr") for n in range(servers)
@@ -101,8 +101,8 @@ def run_load(tmp_path: Path, servers: int, seconds: float) -> Load:
     try:
         for proc in procs:
             proc.initialize(timeout=120)
-        with sechelp.open_home(root) as home:
-            load.entries_before = home.ledger.head()[0]
+        async with await sechelp.open_home(root) as home:
+            load.entries_before = raw_tx(home).ledger.head()[0]
         started = time.monotonic()
         deadline = started + seconds
         threads = [
@@ -115,8 +115,8 @@ def run_load(tmp_path: Path, servers: int, seconds: float) -> Load:
         for t in threads:
             t.join(timeout=seconds + 300)
         load.seconds = time.monotonic() - started
-        with sechelp.open_home(root) as home:
-            load.entries_after = home.ledger.head()[0]
+        async with await sechelp.open_home(root) as home:
+            load.entries_after = raw_tx(home).ledger.head()[0]
     finally:
         codes = [proc.close() for proc in procs]
     assert codes == [0] * servers, "a server did not shut down cleanly"
@@ -126,12 +126,12 @@ def run_load(tmp_path: Path, servers: int, seconds: float) -> Load:
     return load
 
 
-def check_load(tmp_path: Path, load: Load, servers: int) -> dict[str, Any]:
+async def check_load(tmp_path: Path, load: Load, servers: int) -> dict[str, Any]:
     failures = [text for ok, text in load.calls if not ok]
     assert not failures, failures[:5]
     assert not any("locked" in text or "busy" in text for _, text in load.calls)
     assert load.cli_runs and all(code == 0 for code, _ in load.cli_runs), load.cli_runs[:3]
-    report = sechelp.verify(tmp_path / "home")  # gap-free seqs, one unforked valid chain
+    report = await sechelp.verify(tmp_path / "home")  # gap-free seqs, one unforked valid chain
     assert report.size == load.entries_after
     # Each call writes at least one entry, an email two, each CLI run one.
     assert load.entries_after - load.entries_before >= len(load.calls) + len(load.cli_runs)
@@ -149,19 +149,19 @@ def show(capsys: pytest.CaptureFixture[str], what: str, figures: dict[str, Any])
         print(f"\n{what}: {json.dumps(figures)}")
 
 
-def test_three_servers_and_the_cli_for_three_seconds(
+async def test_three_servers_and_the_cli_for_three_seconds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load = run_load(tmp_path, servers=3, seconds=3)
-    show(capsys, "concurrency (3 servers + CLI, 3 s)", check_load(tmp_path, load, 3))
+    load = await run_load(tmp_path, servers=3, seconds=3)
+    show(capsys, "concurrency (3 servers + CLI, 3 s)", await check_load(tmp_path, load, 3))
 
 
 @pytest.mark.slow
-def test_eight_servers_and_the_cli_for_thirty_seconds(
+async def test_eight_servers_and_the_cli_for_thirty_seconds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    load = run_load(tmp_path, servers=8, seconds=30)
-    show(capsys, "concurrency (8 servers + CLI, 30 s)", check_load(tmp_path, load, 8))
+    load = await run_load(tmp_path, servers=8, seconds=30)
+    show(capsys, "concurrency (8 servers + CLI, 30 s)", await check_load(tmp_path, load, 8))
 
 
 # -- Ledger.append from several processes -----------------------------------------------------
@@ -191,19 +191,19 @@ def finish(child: subprocess.Popen[str], check: Callable[[str], bool]) -> None:
     assert child.returncode == 0 and check(out), out
 
 
-def test_four_processes_appending_through_ledger_append_leave_one_valid_chain(
+async def test_four_processes_appending_through_ledger_append_leave_one_valid_chain(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "home"
-    make_home(root).close()
+    await (await make_home(root)).close()
     per_child = 60
     children = [spawn("append", str(root), str(per_child), f"p{n}") for n in range(4)]
     start_together(children)
     for child in children:
         finish(child, lambda out: "done" in out)
-    report = sechelp.verify(root)
+    report = await sechelp.verify(root)
     assert report.size == 1 + 4 * per_child
-    with sechelp.open_home(root) as home:
+    async with await sechelp.open_home(root) as home:
         appended = [e["args"] for e in sechelp.entries(home) if e["action"] == "test.append"]
     for n in range(4):
         assert sorted(a["i"] for a in appended if a["writer"] == f"p{n}") == list(range(per_child))

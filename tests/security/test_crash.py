@@ -33,7 +33,7 @@ import sechelp
 from mcp import Client, StdioServerParameters
 
 from charter.home import Home
-from charter.testing import make_home
+from charter.testing import make_home, raw_db, raw_tx
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +65,12 @@ class Trial:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
+async def root(tmp_path: Path) -> Path:
     """A home (real clock: the server subprocess reads it) with the acting agent."""
     path = tmp_path / "home"
-    with make_home(path) as home:
-        sechelp.add_mailbox(home)
-        sechelp.add_mail_agent(home, "mailer", ["email:send", "token:issue"], audiences=[API])
+    async with await make_home(path) as home:
+        await sechelp.add_mailbox(home)
+        await sechelp.add_mail_agent(home, "mailer", ["email:send", "token:issue"], audiences=[API])
     return path
 
 
@@ -149,42 +149,42 @@ def check_after_trial(home: Home, trial: Trial, before: tuple[int, str]) -> None
         outcome = outcomes[intent["call"]]
         assert outcome["outcome"] == "ok" and outcome["seq"] > intent["seq"]
     # No effect without a committed intent: delivered mail and issued tokens.
-    for (message_id,) in home.conn.execute(
+    for (message_id,) in raw_db(home).execute(
         "SELECT message_id FROM mail_local_inbox WHERE agent = 'mailbox'"
     ):
         assert message_id in mails, f"message {message_id} was delivered without an intent"
-    for (jti,) in home.conn.execute("SELECT jti FROM tokens WHERE agent_name = 'mailer'"):
+    for (jti,) in raw_db(home).execute("SELECT jti FROM tokens WHERE agent_name = 'mailer'"):
         assert jti in tokens, f"token {jti} was issued without an intent"
     # The send log holds a row exactly for each committed intent (they commit together).
-    logged = {m for (m,) in home.conn.execute("SELECT message_id FROM mail_sent")}
+    logged = {m for (m,) in raw_db(home).execute("SELECT message_id FROM mail_sent")}
     assert logged == set(mails), logged ^ set(mails)
     assert set(intents) >= {e["call"] for e in outcomes.values()}
 
 
-def head(root: Path) -> tuple[int, str]:
-    with sechelp.open_home(root) as home:
-        return home.ledger.head()
+async def head(root: Path) -> tuple[int, str]:
+    async with await sechelp.open_home(root) as home:
+        return raw_tx(home).ledger.head()
 
 
-def test_kill_9_at_random_moments_loses_nothing_acknowledged(
+async def test_kill_9_at_random_moments_loses_nothing_acknowledged(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     interrupted = answered = 0
     for n in range(TRIALS):
-        before = head(root)
+        before = await head(root)
         trial = run_trial(root, n, rng, tmp_path / "stderr.log")
         answered += len(trial.answers)
         interrupted += trial.in_flight_at_kill
-        sechelp.verify(root)
-        with sechelp.open_home(root) as home:
+        await sechelp.verify(root)
+        async with await sechelp.open_home(root) as home:
             check_after_trial(home, trial, before)
-    with sechelp.open_home(root) as home:
+    async with await sechelp.open_home(root) as home:
         entries = sechelp.entries(home)
         intents, outcomes = by_phase(entries)
         cut = len(set(intents) - set(outcomes))  # killed between intent and outcome
-        delivered = home.conn.execute("SELECT count(*) FROM mail_local_inbox").fetchone()[0]
+        delivered = raw_db(home).execute("SELECT count(*) FROM mail_local_inbox").fetchone()[0]
     figures = {
         "seed": seed,
         "trials": TRIALS,
@@ -202,7 +202,7 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(
 async def test_a_restarted_server_continues_the_chain_for_a_real_client(root: Path) -> None:
     rng = random.Random(7)
     run_trial(root, 0, rng, root.parent / "stderr.log")
-    size, last = head(root)
+    size, last = await head(root)
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "charter", "serve", "--agent", "mailer"],
@@ -211,9 +211,9 @@ async def test_a_restarted_server_continues_the_chain_for_a_real_client(root: Pa
     async with Client(params, mode="legacy") as client:
         sent = await client.call_tool("email_send", sechelp.send_args("after the crash"))
     assert not sent.is_error and sent.structured_content is not None
-    sechelp.verify(root)
-    with sechelp.open_home(root) as home:
-        first_new = home.ledger.get(size)
+    await sechelp.verify(root)
+    async with await sechelp.open_home(root) as home:
+        first_new = raw_tx(home).ledger.get(size)
         assert first_new is not None and first_new.fields["prev"] == last
         assert sent.structured_content["ledger_seq"] >= size
 
@@ -222,14 +222,14 @@ async def test_a_restarted_server_continues_the_chain_for_a_real_client(root: Pa
 
 
 @pytest.fixture
-def writer_home(tmp_path: Path) -> Path:
+async def writer_home(tmp_path: Path) -> Path:
     root = tmp_path / "home"
-    make_home(root).close()
+    await (await make_home(root)).close()
     return root
 
 
 @pytest.mark.parametrize("trial", range(4))
-def test_an_acknowledged_ledger_writer_append_survives_kill_9(
+async def test_an_acknowledged_ledger_writer_append_survives_kill_9(
     writer_home: Path, trial: int
 ) -> None:
     child = subprocess.Popen(
@@ -253,8 +253,8 @@ def test_an_acknowledged_ledger_writer_append_survives_kill_9(
     child.stdout.close()
     acknowledged = [line.split() for line in acks if line.endswith(b"\n")]
     assert len(acknowledged) > 10, "the writer acknowledged too little to mean anything"
-    sechelp.verify(writer_home)
-    with sechelp.open_home(writer_home) as home:
+    await sechelp.verify(writer_home)
+    async with await sechelp.open_home(writer_home) as home:
         for seq, digest in acknowledged:
-            entry = home.ledger.get(int(seq))
+            entry = raw_tx(home).ledger.get(int(seq))
             assert entry is not None and entry.hash == digest.decode()

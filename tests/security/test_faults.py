@@ -50,16 +50,16 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def make_site(root: Path) -> None:
-    with make_home(root) as home:
-        sechelp.add_mailbox(home)
-        sechelp.add_mail_agent(
+async def make_site(root: Path) -> None:
+    async with await make_home(root) as home:
+        await sechelp.add_mailbox(home)
+        await sechelp.add_mail_agent(
             home,
             "mailer",
             ["email:send", "token:issue", "secret:read:*", "audit:read"],
             audiences=[API],
         )
-        vault_tools.set_secret(home, "API_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
+        await vault_tools.set_secret(home, "API_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
 
 
 def effects(root: Path) -> tuple[int, ...]:
@@ -177,9 +177,9 @@ def without_dac_override() -> list[str]:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
+async def root(tmp_path: Path) -> Path:
     path = tmp_path / "home"
-    make_site(path)
+    await make_site(path)
     return path
 
 
@@ -190,9 +190,9 @@ def root(tmp_path: Path) -> Path:
 async def test_a_full_disk_fails_every_call_closed_and_recovers(tmp_path: Path, mode: str) -> None:
     with tmpfs(tmp_path / "fs") as fs:
         root = fs / "home"
-        make_site(root)
-        with Home.open(Settings(home=root)) as home:
-            async with Client(server_for(home, "mailer"), mode=mode) as client:
+        await make_site(root)
+        async with await Home.open(Settings(home=root)) as home:
+            async with Client(await server_for(home, "mailer"), mode=mode) as client:
                 warm = await client.call_tool("email_send", sechelp.send_args("before"))
                 assert not warm.is_error, text_of(warm)
                 filler = fill(fs)
@@ -210,7 +210,7 @@ async def test_a_full_disk_fails_every_call_closed_and_recovers(tmp_path: Path, 
                 filler.unlink()
                 after = await client.call_tool("email_send", sechelp.send_args("after"))
                 assert not after.is_error, text_of(after)
-        sechelp.verify(root)
+        await sechelp.verify(root)
 
 
 #: Read-only calls that fit into a preallocated write-ahead log (about 1,000 pages; each
@@ -229,10 +229,10 @@ async def calls_until_refused(client: Client) -> int:
 
 
 @needs_mount
-def test_the_cli_on_a_full_disk_refuses_clearly(tmp_path: Path) -> None:
+async def test_the_cli_on_a_full_disk_refuses_clearly(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs") as fs:
         root = fs / "home"
-        make_site(root)
+        await make_site(root)
         before = effects(root)
         filler = fill(fs)
         added = sechelp.run_cli(root, "agent", "add", "newbie", "--scope", "audit:read")
@@ -244,10 +244,10 @@ def test_the_cli_on_a_full_disk_refuses_clearly(tmp_path: Path) -> None:
         assert effects(root) == before
         retry = sechelp.run_cli(root, "agent", "add", "newbie", "--scope", "audit:read")
         assert retry.returncode == 0, retry.stderr
-        sechelp.verify(root)
+        await sechelp.verify(root)
 
 
-def test_a_server_past_its_file_size_limit_fails_closed(root: Path, tmp_path: Path) -> None:
+async def test_a_server_past_its_file_size_limit_fails_closed(root: Path, tmp_path: Path) -> None:
     """RLIMIT_FSIZE: the server's first write that grows a file fails, as on a full disk."""
     before = effects(root)
     # No bytecode writes: under the limit they would leave truncated .pyc files that break
@@ -276,14 +276,14 @@ def test_a_server_past_its_file_size_limit_fails_closed(root: Path, tmp_path: Pa
         assert ok, text
     finally:
         server.close()
-    sechelp.verify(root)
+    await sechelp.verify(root)
 
 
 # -- a read-only filesystem or database file --------------------------------------------------
 
 
 @needs_mount
-def test_a_read_only_filesystem_fails_calls_closed(root: Path, tmp_path: Path) -> None:
+async def test_a_read_only_filesystem_fails_calls_closed(root: Path, tmp_path: Path) -> None:
     """The home seen through a read-only bind mount. (Linux refuses to remount a filesystem
     read-only while a process holds a file on it open for writing, so this is the state a
     server meets when it starts.)"""
@@ -299,7 +299,7 @@ def test_a_read_only_filesystem_fails_calls_closed(root: Path, tmp_path: Path) -
     finally:
         subprocess.run(["umount", "-l", str(view)], check=False)
     assert effects(root) == before
-    sechelp.verify(root)
+    await sechelp.verify(root)
 
 
 def calls_fail_closed(root: Path, log: Path, prefix: list[str], *needles: str) -> None:
@@ -318,7 +318,7 @@ def calls_fail_closed(root: Path, log: Path, prefix: list[str], *needles: str) -
         server.close()
 
 
-def test_a_read_only_database_file_fails_calls_closed(root: Path, tmp_path: Path) -> None:
+async def test_a_read_only_database_file_fails_calls_closed(root: Path, tmp_path: Path) -> None:
     prefix = without_dac_override()
     before = effects(root)
     (root / "charter.db").chmod(0o400)
@@ -331,7 +331,7 @@ def test_a_read_only_database_file_fails_calls_closed(root: Path, tmp_path: Path
     finally:
         (root / "charter.db").chmod(0o600)
     assert effects(root) == before
-    sechelp.verify(root)
+    await sechelp.verify(root)
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -356,18 +356,18 @@ async def test_a_missing_owner_key_blocks_owner_actions_but_not_the_server(root:
     added = sechelp.run_cli(root, "agent", "add", "newbie", "--scope", "audit:read")
     assert_cli_refuses(added, "key file owner.key is missing")
     assert effects(root) == before
-    with Home.open(Settings(home=root)) as home:
-        async with Client(server_for(home, "mailer")) as client:
+    async with await Home.open(Settings(home=root)) as home:
+        async with Client(await server_for(home, "mailer")) as client:
             who = await client.call_tool("identity_whoami", {})
     assert not who.is_error, text_of(who)  # the server never needs the owner key
-    sechelp.verify(root)
+    await sechelp.verify(root)
 
 
 async def test_a_missing_vault_key_fails_secret_calls_closed(root: Path, mode: str) -> None:
     (root / "keys" / "vault.key").unlink()
-    with Home.open(Settings(home=root)) as home:
+    async with await Home.open(Settings(home=root)) as home:
         before, size = effects(root), len(sechelp.entries(home))
-        async with Client(server_for(home, "mailer"), mode=mode) as client:
+        async with Client(await server_for(home, "mailer"), mode=mode) as client:
             got = await client.call_tool("secret_get", {"name": "API_KEY"})
         assert_fails_closed(text_of(got), not got.is_error, "vault", "master key")
         entries = sechelp.entries(home)
@@ -410,7 +410,7 @@ def test_a_corrupt_key_file_is_refused_with_a_clear_message(root: Path, key: str
 
 
 @pytest.mark.parametrize(("folder", "mode"), [("", 0o755), ("", 0o701), ("keys", 0o750)])
-def test_a_home_open_to_other_users_is_refused(root: Path, folder: str, mode: int) -> None:
+async def test_a_home_open_to_other_users_is_refused(root: Path, folder: str, mode: int) -> None:
     target = root / folder if folder else root
     target.chmod(mode)
     for args in (("serve", "--agent", "mailer"), ("agent", "list")):
@@ -418,7 +418,7 @@ def test_a_home_open_to_other_users_is_refused(root: Path, folder: str, mode: in
         assert_cli_refuses(result, "is accessible to other users")
         assert f"chmod 700 {target}" in result.stderr
     with pytest.raises(ConfigError, match="accessible to other users"):
-        Home.open(Settings(home=root))
+        await Home.open(Settings(home=root))
 
 
 # -- a database held locked by another process -------------------------------------------------
@@ -429,8 +429,8 @@ async def test_a_database_locked_past_the_busy_timeout_fails_calls_closed(
 ) -> None:
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
     monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 0.1)
-    with Home.open(Settings(home=root)) as home:
-        async with Client(server_for(home, "mailer"), mode=mode) as client:
+    async with await Home.open(Settings(home=root)) as home:
+        async with Client(await server_for(home, "mailer"), mode=mode) as client:
             warm = await client.call_tool("identity_whoami", {})
             assert not warm.is_error
             before = effects(root)
@@ -446,7 +446,7 @@ async def test_a_database_locked_past_the_busy_timeout_fails_calls_closed(
             assert effects(root) == before
             after = await client.call_tool("email_send", sechelp.send_args("after"))
             assert not after.is_error, text_of(after)
-    sechelp.verify(root)
+    await sechelp.verify(root)
 
 
 def test_waiting_for_a_held_lock_is_bounded_in_total(

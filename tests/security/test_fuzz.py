@@ -20,7 +20,7 @@ import email
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,7 +36,7 @@ from mcp import Client
 from mcp.types import CallToolResult, Tool
 
 from charter.home import Home
-from charter.testing import make_home, server_for
+from charter.testing import make_home, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, tokens
 from charter.tools import vault as vault_tools
 
@@ -189,19 +189,19 @@ def echo() -> Iterator[Echo]:
 
 
 @pytest.fixture
-def fuzz_home(tmp_path: Path, echo: Echo) -> Iterator[Home]:
-    home = make_home(tmp_path / "home")
-    sechelp.add_mailbox(home)
-    sechelp.add_mail_agent(
+async def fuzz_home(tmp_path: Path, echo: Echo) -> AsyncIterator[Home]:
+    home = await make_home(tmp_path / "home")
+    await sechelp.add_mailbox(home)
+    await sechelp.add_mail_agent(
         home,
         "fuzzer",
         [*("audit:read", "email:send", "email:read", "token:issue"), *SECRET_SCOPES],
         audiences=[API],
     )
-    vault_tools.set_secret(home, "CANARY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
-    vault_tools.set_secret(home, "PUBLIC_NOTE", PUBLIC.encode(), allowed_hosts=["127.0.0.1"])
+    await vault_tools.set_secret(home, "CANARY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
+    await vault_tools.set_secret(home, "PUBLIC_NOTE", PUBLIC.encode(), allowed_hosts=["127.0.0.1"])
     yield home
-    home.close()
+    await home.close()
 
 
 def never_shown(home: Home) -> list[str]:
@@ -322,13 +322,13 @@ def check_response(result: CallToolResult, secrets: list[str]) -> None:
         assert secret not in blob, "a secret reached the agent"
 
 
-def check_home(home: Home, before: int, tally: Tally, echo: Echo) -> None:
-    size = audit.verify_home(home).size
+async def check_home(home: Home, before: int, tally: Tally, echo: Echo) -> None:
+    size = (await audit.verify_home(home)).size
     assert size - before >= tally.results, "a call was answered without being recorded"
-    fuzzer = identity.get_agent(home, "fuzzer").agent_id
+    fuzzer = (await identity.get_agent(home, "fuzzer")).agent_id
     actors = {e["actor"] for e in sechelp.entries(home)[before:]}
     assert actors == {fuzzer}, "an argument made the server act for someone else"
-    for (raw,) in home.conn.execute("SELECT raw FROM mail_local_inbox"):
+    for (raw,) in raw_db(home).execute("SELECT raw FROM mail_local_inbox"):
         message = email.message_from_bytes(bytes(raw))
         assert "X-Injected" not in message and "Bcc" not in message, message.keys()
     for head in echo.heads:
@@ -368,15 +368,15 @@ def run_tool(
     one()
 
 
-def test_every_tool_survives_hostile_arguments(
+async def test_every_tool_survives_hostile_arguments(
     fuzz_home: Home, mode: str, echo: Echo, capsys: pytest.CaptureFixture[str]
 ) -> None:
     secrets = never_shown(fuzz_home)
-    before = fuzz_home.ledger.head()[0]
+    before = raw_tx(fuzz_home).ledger.head()[0]
     tally = Tally(fuzz_home.layout.db, size=before)
     with start_blocking_portal() as portal:
         client = portal.wrap_async_context_manager(
-            Client(server_for(fuzz_home, "fuzzer"), mode=mode)
+            Client(await server_for(fuzz_home, "fuzzer"), mode=mode)
         )
         with client as session:
             tools = portal.call(session.list_tools).tools
@@ -385,7 +385,7 @@ def test_every_tool_survives_hostile_arguments(
                 run_tool(portal, session, tool, base_args(tool.name, echo), secrets, tally)
             alive = portal.call(session.call_tool, "identity_whoami", {})
             assert not alive.is_error
-    check_home(fuzz_home, before, tally, echo)
+    await check_home(fuzz_home, before, tally, echo)
     with capsys.disabled():
         print(
             f"\nfuzz ({mode}): {tally.calls} calls over {len(tools)} tools,"
@@ -409,15 +409,15 @@ def string_arguments(tool: Tool) -> list[str]:
     return [k for k, v in tool.input_schema.get("properties", {}).items() if takes_string(v)]
 
 
-def test_injection_strings_in_every_string_argument(
+async def test_injection_strings_in_every_string_argument(
     fuzz_home: Home, echo: Echo, capsys: pytest.CaptureFixture[str]
 ) -> None:
     secrets = never_shown(fuzz_home)
-    before = fuzz_home.ledger.head()[0]
+    before = raw_tx(fuzz_home).ledger.head()[0]
     tally = Tally(fuzz_home.layout.db, size=before)
     with start_blocking_portal() as portal:
         client = portal.wrap_async_context_manager(
-            Client(server_for(fuzz_home, "fuzzer"), mode="legacy")
+            Client(await server_for(fuzz_home, "fuzzer"), mode="legacy")
         )
         with client as session:
             for tool in portal.call(session.list_tools).tools:
@@ -429,10 +429,10 @@ def test_injection_strings_in_every_string_argument(
                         tally.calls += 1
                         tally.record(result)
                         check_response(result, secrets)
-    check_home(fuzz_home, before, tally, echo)
-    with sechelp.open_home(fuzz_home.settings.home) as home:
+    await check_home(fuzz_home, before, tally, echo)
+    async with await sechelp.open_home(fuzz_home.settings.home) as home:
         # SQL injection changed nothing it should not have: only our own agents, one chain.
-        names = {r[0] for r in home.conn.execute("SELECT name FROM agents")}
+        names = {r[0] for r in raw_db(home).execute("SELECT name FROM agents")}
         assert names == {"mailbox", "fuzzer"}
     with capsys.disabled():
         print(f"\ninjection: {tally.calls} calls, every string argument of every tool")
@@ -453,18 +453,18 @@ async def test_a_call_the_ledger_cannot_quote_is_still_recorded(
     fuzz_home: Home, mode: str, tool: str, args: dict[str, Any]
 ) -> None:
     """Argument names outside the BMP and lone surrogates used to keep a call off the record."""
-    before = fuzz_home.ledger.head()[0]
-    async with Client(server_for(fuzz_home, "fuzzer"), mode=mode) as client:
+    before = raw_tx(fuzz_home).ledger.head()[0]
+    async with Client(await server_for(fuzz_home, "fuzzer"), mode=mode) as client:
         result = await client.call_tool(tool, args)
     check_response(result, never_shown(fuzz_home))
     written = sechelp.entries(fuzz_home)[before:]
     assert [e["action"] for e in written] == [tool.replace("_", ".", 1)]
-    audit.verify_home(fuzz_home)
+    await audit.verify_home(fuzz_home)
 
 
 async def test_an_out_of_range_cursor_is_a_clean_refusal(fuzz_home: Home, mode: str) -> None:
     """A cursor beyond SQLite's 64-bit integers used to crash audit_query."""
-    async with Client(server_for(fuzz_home, "fuzzer"), mode=mode) as client:
+    async with Client(await server_for(fuzz_home, "fuzzer"), mode=mode) as client:
         result = await client.call_tool("audit_query", {"cursor": 2**64})
     assert result.is_error
     check_response(result, never_shown(fuzz_home))
@@ -491,10 +491,10 @@ MALFORMED_LINES = [
 ]
 
 
-def test_malformed_json_rpc_over_stdio_does_not_stop_the_server(tmp_path: Path) -> None:
+async def test_malformed_json_rpc_over_stdio_does_not_stop_the_server(tmp_path: Path) -> None:
     root = tmp_path / "home"
-    with make_home(root) as home:
-        identity.add_agent(home, "alpha", scopes=[])
+    async with await make_home(root) as home:
+        await identity.add_agent(home, "alpha", scopes=[])
     log = tmp_path / "stderr.log"
     server = sechelp.RawStdioServer(root, "alpha", log)
     try:
@@ -511,15 +511,15 @@ def test_malformed_json_rpc_over_stdio_does_not_stop_the_server(tmp_path: Path) 
     for answer in answers:
         assert "Traceback" not in json.dumps(answer)
     assert "Traceback" not in log.read_text()
-    sechelp.verify(root)
+    await sechelp.verify(root)
 
 
-def test_http_rejects_oversized_and_malformed_requests_cleanly(tmp_path: Path) -> None:
+async def test_http_rejects_oversized_and_malformed_requests_cleanly(tmp_path: Path) -> None:
     root = tmp_path / "home"
-    make_home(root).close()
-    with sechelp.http_server(root) as mcp, sechelp.open_home(root) as home:
-        identity.add_agent(home, "alpha", scopes=[], audiences=[mcp])
-        token = tokens.issue_for_owner(home, "alpha", audience=mcp).token
+    await (await make_home(root)).close()
+    async with sechelp.http_server(root) as mcp, await sechelp.open_home(root) as home:
+        await identity.add_agent(home, "alpha", scopes=[], audiences=[mcp])
+        token = (await tokens.issue_for_owner(home, "alpha", audience=mcp)).token
         headers = {
             "Accept": "application/json, text/event-stream",
             "Content-Type": "application/json",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from charter.home import Home
 from charter.keys import KeyPair
 from charter.keys.files import read_key_file
 from charter.storage.ledger import Draft
-from charter.testing import FrozenClock, make_home, server_for
+from charter.testing import FrozenClock, make_home, raw_tx, server_for
 from charter.tools import audit, identity, tlog, tokens
 from charter.tools import vault as vault_tools
 
@@ -46,48 +46,50 @@ IMPERSONATION_KEYS = ("agent", "actor", "agent_id", "agent_name", "as", "on_beha
 
 
 @pytest.fixture
-def site(tmp_path: Path, clock: FrozenClock) -> Iterator[Home]:
+async def site(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Home]:
     """Agents alpha and beta with their own secrets; beta's is the canary."""
-    home = make_home(tmp_path / "home", clock=clock)
-    identity.add_agent(
+    home = await make_home(tmp_path / "home", clock=clock)
+    await identity.add_agent(
         home,
         "alpha",
         scopes=["audit:read", "token:issue", "secret:read:ALPHA_*", "secret:use:ALPHA_*"],
         audiences=["https://api.example.com"],
     )
-    identity.add_agent(
+    await identity.add_agent(
         home, "beta", scopes=["audit:read", "secret:read:BETA_*", "secret:use:BETA_*"]
     )
-    vault_tools.set_secret(home, "ALPHA_KEY", ALPHA_SECRET.encode(), allowed_hosts=["127.0.0.1"])
-    vault_tools.set_secret(home, "BETA_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
+    await vault_tools.set_secret(
+        home, "ALPHA_KEY", ALPHA_SECRET.encode(), allowed_hosts=["127.0.0.1"]
+    )
+    await vault_tools.set_secret(home, "BETA_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
     yield home
-    home.close()
+    await home.close()
 
 
 def text(result: Any) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
-def agent_id(home: Home, name: str) -> str:
-    return identity.get_agent(home, name).agent_id
+async def agent_id(home: Home, name: str) -> str:
+    return (await identity.get_agent(home, name)).agent_id
 
 
 def new_entries(home: Home, since: int) -> list[dict[str, Any]]:
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies(since)]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies(since)]
 
 
 # -- acting as another agent ------------------------------------------------------------------
 
 
 async def test_tool_arguments_cannot_choose_the_agent(site: Home, mode: str) -> None:
-    beta = identity.load_agent(site, "beta")
+    beta = await identity.load_agent(site, "beta")
     claims = dict.fromkeys(IMPERSONATION_KEYS, "beta") | {
         "actor": beta.agent_id,
         "charter": beta.charter.hash,
         "kid": beta.key.kid,
     }
-    start = site.ledger.head()[0]
-    async with Client(server_for(site, "alpha"), mode=mode) as client:
+    start = raw_tx(site).ledger.head()[0]
+    async with Client(await server_for(site, "alpha"), mode=mode) as client:
         who = await client.call_tool("identity_whoami", claims)
         tools = (await client.list_tools()).tools
         for tool in tools:
@@ -96,36 +98,36 @@ async def test_tool_arguments_cannot_choose_the_agent(site: Home, mode: str) -> 
     assert who.structured_content["name"] == "alpha"
     written = new_entries(site, start)
     assert len(written) >= len(tools) + 1  # every call, refused or not, is on the record
-    alpha = identity.load_agent(site, "alpha")
+    alpha = await identity.load_agent(site, "alpha")
     assert {e["actor"] for e in written} == {alpha.agent_id}
     assert {e["kid"] for e in written} <= {alpha.key.kid, site.log_key.kid}
     assert CANARY not in json.dumps(written)
-    audit.verify_home(site)
+    await audit.verify_home(site)
 
 
 async def test_forged_request_metadata_cannot_choose_the_agent(site: Home, mode: str) -> None:
-    beta = identity.load_agent(site, "beta")
+    beta = await identity.load_agent(site, "beta")
     meta: Any = {
         "agent": "beta",
         "charter/agent": "beta",
         "sub": beta.agent_id,
         "session": "forged-session-id",
     }
-    async with Client(server_for(site, "alpha"), mode=mode) as client:
+    async with Client(await server_for(site, "alpha"), mode=mode) as client:
         who = await client.call_tool("identity_whoami", {}, meta=meta)
         secret = await client.call_tool("secret_get", {"name": "BETA_KEY"}, meta=meta)
     assert who.structured_content is not None and who.structured_content["name"] == "alpha"
     assert secret.is_error and CANARY not in text(secret)
     last = sechelp.entries(site)[-1]
-    assert (last["actor"], last["outcome"]) == (agent_id(site, "alpha"), "denied")
+    assert (last["actor"], last["outcome"]) == (await agent_id(site, "alpha"), "denied")
     assert last["session"] != "forged-session-id"
 
 
-def test_a_second_initialize_over_stdio_does_not_change_the_agent(tmp_path: Path) -> None:
+async def test_a_second_initialize_over_stdio_does_not_change_the_agent(tmp_path: Path) -> None:
     """stdio: the identity is fixed by the launch; the client's self-description is not one."""
-    with make_home(tmp_path / "home") as home:
-        identity.add_agent(home, "alpha", scopes=[])
-        identity.add_agent(home, "beta", scopes=["audit:read"])
+    async with await make_home(tmp_path / "home") as home:
+        await identity.add_agent(home, "alpha", scopes=[])
+        await identity.add_agent(home, "beta", scopes=["audit:read"])
     server = sechelp.RawStdioServer(tmp_path / "home", "alpha", tmp_path / "stderr.log")
     try:
         server.initialize()
@@ -144,7 +146,7 @@ def test_a_second_initialize_over_stdio_does_not_change_the_agent(tmp_path: Path
         server.close()
     assert ok and who is not None and who["name"] == "alpha"
     assert not denied and "does not grant 'audit:read'" in message
-    sechelp.verify(tmp_path / "home")
+    await sechelp.verify(tmp_path / "home")
 
 
 # -- reading what is not yours ----------------------------------------------------------------
@@ -157,9 +159,9 @@ def test_a_second_initialize_over_stdio_does_not_change_the_agent(tmp_path: Path
 async def test_audit_query_never_shows_another_agents_entries(
     site: Home, mode: str, action: str
 ) -> None:
-    async with Client(server_for(site, "beta"), mode=mode) as client:
+    async with Client(await server_for(site, "beta"), mode=mode) as client:
         await client.call_tool("identity_whoami", {})
-    async with Client(server_for(site, "alpha"), mode=mode) as client:
+    async with Client(await server_for(site, "alpha"), mode=mode) as client:
         await client.call_tool("identity_whoami", {})
         pages = [
             await client.call_tool("audit_query", {"action": action, "limit": 200}),
@@ -169,24 +171,24 @@ async def test_audit_query_never_shows_another_agents_entries(
         assert not page.is_error, text(page)
         assert page.structured_content is not None
         actors = {e["actor"] for e in page.structured_content["entries"]}
-        assert actors <= {agent_id(site, "alpha")}
+        assert actors <= {await agent_id(site, "alpha")}
 
 
 async def test_audit_prove_refuses_another_agents_entry(site: Home, mode: str) -> None:
-    async with Client(server_for(site, "beta"), mode=mode) as client:
+    async with Client(await server_for(site, "beta"), mode=mode) as client:
         await client.call_tool("identity_whoami", {})
-    beta_seq = site.ledger.head()[0] - 1
-    async with Client(server_for(site, "alpha"), mode=mode) as client:
+    beta_seq = raw_tx(site).ledger.head()[0] - 1
+    async with Client(await server_for(site, "alpha"), mode=mode) as client:
         proof = await client.call_tool("audit_prove", {"seq": beta_seq})
     assert proof.is_error
     last = sechelp.entries(site)[-1]
     assert (last["action"], last["outcome"]) == ("audit.prove", "denied")
-    assert last["actor"] == agent_id(site, "alpha")
+    assert last["actor"] == await agent_id(site, "alpha")
 
 
 async def test_another_agents_secret_is_refused_and_recorded(site: Home, mode: str) -> None:
-    start = site.ledger.head()[0]
-    async with Client(server_for(site, "alpha"), mode=mode) as client:
+    start = raw_tx(site).ledger.head()[0]
+    async with Client(await server_for(site, "alpha"), mode=mode) as client:
         listed = await client.call_tool("secret_list", {})
         got = await client.call_tool("secret_get", {"name": "BETA_KEY"})
         used = await client.call_tool(
@@ -216,9 +218,9 @@ def admin(home: Home) -> sqlite3.Connection:
     return conn
 
 
-def widen_charter_row(home: Home, name: str, scopes: list[str]) -> None:
+async def widen_charter_row(home: Home, name: str, scopes: list[str]) -> None:
     conn = admin(home)
-    h = identity.get_agent(home, name).charter_hash
+    h = (await identity.get_agent(home, name)).charter_hash
     (body,) = conn.execute("SELECT body FROM charters WHERE hash = ?", (h,)).fetchone()
     doc = json.loads(body)
     doc["scopes"] = scopes
@@ -226,20 +228,20 @@ def widen_charter_row(home: Home, name: str, scopes: list[str]) -> None:
     conn.close()
 
 
-def test_an_edited_charter_row_is_refused_by_the_server(site: Home) -> None:
-    widen_charter_row(site, "beta", ["audit:read", "secret:read:*", "token:issue"])
+async def test_an_edited_charter_row_is_refused_by_the_server(site: Home) -> None:
+    await widen_charter_row(site, "beta", ["audit:read", "secret:read:*", "token:issue"])
     with pytest.raises(ConfigError, match="invalid"):
-        server_for(site, "beta")
+        await server_for(site, "beta")
     result = sechelp.charter_cli(site.settings.home, "serve", "--agent", "beta")
     assert result.returncode == ConfigError.exit_code
     assert "charter" in result.stderr and "invalid" in result.stderr
     assert "Traceback" not in result.stderr
-    audit.verify_home(site)  # the ledger keeps the owner-signed original
+    await audit.verify_home(site)  # the ledger keeps the owner-signed original
 
 
-def test_a_charter_re_signed_by_another_key_is_refused(site: Home) -> None:
+async def test_a_charter_re_signed_by_another_key_is_refused(site: Home) -> None:
     conn = admin(site)
-    h = identity.get_agent(site, "beta").charter_hash
+    h = (await identity.get_agent(site, "beta")).charter_hash
     (body,) = conn.execute("SELECT body FROM charters WHERE hash = ?", (h,)).fetchone()
     doc = json.loads(body)
     forger = KeyPair.generate()
@@ -250,19 +252,19 @@ def test_a_charter_re_signed_by_another_key_is_refused(site: Home) -> None:
     conn.execute("UPDATE charters SET body = ? WHERE hash = ?", (canonical_json(doc), h))
     conn.close()
     with pytest.raises(ConfigError, match="different owner key"):
-        server_for(site, "beta")
+        await server_for(site, "beta")
 
 
-def test_pointing_an_agent_at_another_agents_charter_is_refused(site: Home) -> None:
+async def test_pointing_an_agent_at_another_agents_charter_is_refused(site: Home) -> None:
     conn = admin(site)
-    alpha_charter = identity.get_agent(site, "alpha").charter_hash
+    alpha_charter = (await identity.get_agent(site, "alpha")).charter_hash
     conn.execute("UPDATE agents SET charter_hash = ? WHERE name = 'beta'", (alpha_charter,))
     conn.close()
     with pytest.raises(ConfigError, match="does not match its charter"):
-        server_for(site, "beta")
+        await server_for(site, "beta")
 
 
-def test_widening_the_charter_inside_the_ledger_fails_verification(site: Home) -> None:
+async def test_widening_the_charter_inside_the_ledger_fails_verification(site: Home) -> None:
     register = next(
         e
         for e in sechelp.entries(site)
@@ -276,46 +278,45 @@ def test_widening_the_charter_inside_the_ledger_fails_verification(site: Home) -
         "UPDATE ledger SET body = ? WHERE seq = ?", (canonical_json(body), register["seq"])
     )
     conn.close()
-    assert_fails_at(site, register["seq"], "signature does not verify")
+    await assert_fails_at(site, register["seq"], "signature does not verify")
 
 
 async def test_un_revoking_an_agent_in_the_database_is_caught_by_verify(
     site: Home, mode: str
 ) -> None:
-    identity.revoke_agent(site, "beta", reason="compromised")
+    await identity.revoke_agent(site, "beta", reason="compromised")
     conn = admin(site)
     conn.execute("UPDATE agents SET status = 'active', revoked_at = NULL WHERE name = 'beta'")
     conn.close()
-    first = site.ledger.head()[0]
-    async with Client(server_for(site, "beta"), mode=mode) as client:
+    first = raw_tx(site).ledger.head()[0]
+    async with Client(await server_for(site, "beta"), mode=mode) as client:
         await client.call_tool("identity_whoami", {})
-    assert_fails_at(site, first, "revoked agent")
+    await assert_fails_at(site, first, "revoked agent")
 
 
 # -- ledger tampering by an admin with the database ---------------------------------------------
 
 
 @pytest.fixture
-def busy(site: Home, clock: FrozenClock) -> Home:
+async def busy(site: Home, clock: FrozenClock) -> Home:
     """``site`` with a few agent calls in the ledger (sync: built before any test loop)."""
-    import anyio
 
     async def drive() -> None:
         for name in ("alpha", "beta", "alpha"):
-            server = server_for(site, name)
+            server = await server_for(site, name)
             async with Client(server) as client:
                 await client.call_tool("identity_whoami", {})
                 await client.call_tool("audit_query", {"limit": 1})
             clock.advance(seconds=1)
 
-    anyio.run(drive)
-    assert site.ledger.head()[0] >= 10
+    await drive()
+    assert raw_tx(site).ledger.head()[0] >= 10
     return site
 
 
-def assert_fails_at(home: Home, seq: int, reason: str) -> None:
+async def assert_fails_at(home: Home, seq: int, reason: str) -> None:
     with pytest.raises(LedgerIntegrityError) as caught:
-        audit.verify_home(home)
+        await audit.verify_home(home)
     assert caught.value.seq == seq, caught.value.public_message
     assert reason in caught.value.reason
     result = CliRunner().invoke(cli, ["audit", "verify", "--home", str(home.settings.home)])
@@ -324,52 +325,52 @@ def assert_fails_at(home: Home, seq: int, reason: str) -> None:
 
 
 def body_at(home: Home, seq: int) -> dict[str, Any]:
-    entry = home.ledger.get(seq)
+    entry = raw_tx(home).ledger.get(seq)
     assert entry is not None
     return dict(entry.fields)
 
 
-def agent_seq(home: Home, name: str, nth: int = 0) -> int:
-    actor = agent_id(home, name)
+async def agent_seq(home: Home, name: str, nth: int = 0) -> int:
+    actor = await agent_id(home, name)
     seqs = [e["seq"] for e in sechelp.entries(home) if e["actor"] == actor]
     return int(seqs[nth])
 
 
-def test_the_database_refuses_updates_and_deletes_of_the_ledger(busy: Home) -> None:
+async def test_the_database_refuses_updates_and_deletes_of_the_ledger(busy: Home) -> None:
     conn = sqlite3.connect(busy.layout.db, isolation_level=None)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("UPDATE ledger SET outcome = 'ok' WHERE seq = 3")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("DELETE FROM ledger WHERE seq = 3")
     conn.close()
-    audit.verify_home(busy)
+    await audit.verify_home(busy)
 
 
-def test_an_edited_entry_fails_at_its_seq(busy: Home) -> None:
-    seq = agent_seq(busy, "alpha", 1)
+async def test_an_edited_entry_fails_at_its_seq(busy: Home) -> None:
+    seq = await agent_seq(busy, "alpha", 1)
     body = body_at(busy, seq)
     body["outcome"] = "denied" if body["outcome"] == "ok" else "ok"
     admin(busy).execute("UPDATE ledger SET body = ? WHERE seq = ?", (canonical_json(body), seq))
-    assert_fails_at(busy, seq, "signature does not verify")
+    await assert_fails_at(busy, seq, "signature does not verify")
 
 
-def test_an_entry_rewritten_in_non_canonical_form_fails_at_its_seq(busy: Home) -> None:
-    seq = agent_seq(busy, "beta")
+async def test_an_entry_rewritten_in_non_canonical_form_fails_at_its_seq(busy: Home) -> None:
+    seq = await agent_seq(busy, "beta")
     loose = json.dumps(body_at(busy, seq), indent=1).encode()  # same content, other bytes
     admin(busy).execute("UPDATE ledger SET body = ? WHERE seq = ?", (loose, seq))
-    assert_fails_at(busy, seq, "not canonical")
+    await assert_fails_at(busy, seq, "not canonical")
 
 
-def test_a_deleted_entry_fails_at_its_seq(busy: Home) -> None:
-    seq = agent_seq(busy, "beta")
+async def test_a_deleted_entry_fails_at_its_seq(busy: Home) -> None:
+    seq = await agent_seq(busy, "beta")
     admin(busy).execute("DELETE FROM ledger WHERE seq = ?", (seq,))
-    assert_fails_at(busy, seq, f"expected seq {seq}")
+    await assert_fails_at(busy, seq, f"expected seq {seq}")
 
 
-def test_an_inserted_entry_fails_at_its_seq(busy: Home) -> None:
+async def test_an_inserted_entry_fails_at_its_seq(busy: Home) -> None:
     """Replay a genuine, validly signed entry into the middle, renumbering the rest."""
-    seq = agent_seq(busy, "alpha", 2)
-    replayed = busy.ledger.get(agent_seq(busy, "alpha", 0))
+    seq = await agent_seq(busy, "alpha", 2)
+    replayed = raw_tx(busy).ledger.get(await agent_seq(busy, "alpha", 0))
     assert replayed is not None
     conn = admin(busy)
     for (s,) in conn.execute("SELECT seq FROM ledger WHERE seq >= ? ORDER BY seq DESC", (seq,)):
@@ -379,41 +380,41 @@ def test_an_inserted_entry_fails_at_its_seq(busy: Home) -> None:
         " VALUES (?, 'x', 'y', '', '', '', '', NULL, NULL, ?)",
         (seq, replayed.body),
     )
-    assert_fails_at(busy, seq, "expected seq")
+    await assert_fails_at(busy, seq, "expected seq")
 
 
-def test_reordered_entries_fail_at_the_first_moved_seq(busy: Home) -> None:
-    seq = agent_seq(busy, "beta")
-    first, second = busy.ledger.get(seq), busy.ledger.get(seq + 1)
+async def test_reordered_entries_fail_at_the_first_moved_seq(busy: Home) -> None:
+    seq = await agent_seq(busy, "beta")
+    first, second = raw_tx(busy).ledger.get(seq), raw_tx(busy).ledger.get(seq + 1)
     assert first is not None and second is not None
     conn = admin(busy)
     conn.execute("UPDATE ledger SET body = ? WHERE seq = ?", (second.body, seq))
     conn.execute("UPDATE ledger SET body = ? WHERE seq = ?", (first.body, seq + 1))
-    assert_fails_at(busy, seq, f"expected seq {seq}")
+    await assert_fails_at(busy, seq, f"expected seq {seq}")
 
 
-def test_an_entry_re_signed_with_a_foreign_key_fails_at_its_seq(busy: Home) -> None:
-    seq = agent_seq(busy, "alpha", 1)
+async def test_an_entry_re_signed_with_a_foreign_key_fails_at_its_seq(busy: Home) -> None:
+    seq = await agent_seq(busy, "alpha", 1)
     body = body_at(busy, seq)
     del body["kid"], body["sig"]
     body["outcome"] = "error"
     forged = sign_entry(body, KeyPair.generate())
     admin(busy).execute("UPDATE ledger SET body = ? WHERE seq = ?", (forged.body, seq))
-    assert_fails_at(busy, seq, "unknown key")
+    await assert_fails_at(busy, seq, "unknown key")
 
 
-def test_a_foreign_signature_under_the_agents_key_id_fails_at_its_seq(busy: Home) -> None:
-    seq = agent_seq(busy, "alpha", 1)
+async def test_a_foreign_signature_under_the_agents_key_id_fails_at_its_seq(busy: Home) -> None:
+    seq = await agent_seq(busy, "alpha", 1)
     body = body_at(busy, seq)
     del body["sig"]
     body["reason"] = "rewritten"
     body["sig"] = b64url(KeyPair.generate().sign(SIGNING_PREFIX + canonical_json(body)))
     admin(busy).execute("UPDATE ledger SET body = ? WHERE seq = ?", (canonical_json(body), seq))
-    assert_fails_at(busy, seq, "signature does not verify")
+    await assert_fails_at(busy, seq, "signature does not verify")
 
 
-def _draft_as(home: Home, name: str, key: KeyPair) -> Draft:
-    info = identity.get_agent(home, name)
+async def _draft_as(home: Home, name: str, key: KeyPair) -> Draft:
+    info = await identity.get_agent(home, name)
     return Draft(
         actor=info.agent_id,
         owner=home.owner_id,
@@ -427,27 +428,29 @@ def _draft_as(home: Home, name: str, key: KeyPair) -> Draft:
     )
 
 
-def test_an_entry_by_a_revoked_agent_fails_at_its_seq(busy: Home) -> None:
+async def test_an_entry_by_a_revoked_agent_fails_at_its_seq(busy: Home) -> None:
     """Someone with beta's key file writes as beta after its revocation (no server check)."""
     key = read_key_file(busy.layout.agent_key("beta"))
-    identity.revoke_agent(busy, "beta", reason="stolen laptop")
-    forged = busy.ledger.append_one(_draft_as(busy, "beta", key))
-    assert_fails_at(busy, forged.seq, "revoked agent")
+    await identity.revoke_agent(busy, "beta", reason="stolen laptop")
+    forged = raw_tx(busy).ledger.append_one(await _draft_as(busy, "beta", key))
+    await assert_fails_at(busy, forged.seq, "revoked agent")
 
 
-def test_an_entry_under_an_expired_charter_fails_at_its_seq(busy: Home, clock: FrozenClock) -> None:
+async def test_an_entry_under_an_expired_charter_fails_at_its_seq(
+    busy: Home, clock: FrozenClock
+) -> None:
     key = read_key_file(busy.layout.agent_key("alpha"))
     clock.advance(days=identity.DEFAULT_VALIDITY.days + 1)
-    forged = busy.ledger.append_one(_draft_as(busy, "alpha", key))
-    assert_fails_at(busy, forged.seq, "expired charter")
+    forged = raw_tx(busy).ledger.append_one(await _draft_as(busy, "alpha", key))
+    await assert_fails_at(busy, forged.seq, "expired charter")
 
 
-def test_an_entry_naming_another_actor_fails_at_its_seq(busy: Home) -> None:
+async def test_an_entry_naming_another_actor_fails_at_its_seq(busy: Home) -> None:
     """Alpha's key signing an entry that claims to be beta's action."""
     key = read_key_file(busy.layout.agent_key("alpha"))
-    draft = _draft_as(busy, "beta", key)
-    forged = busy.ledger.append_one(draft)
-    assert_fails_at(busy, forged.seq, "names another actor")
+    draft = await _draft_as(busy, "beta", key)
+    forged = raw_tx(busy).ledger.append_one(draft)
+    await assert_fails_at(busy, forged.seq, "names another actor")
 
 
 #: A new value for each copied column of a ledger row (the signed body is left untouched).
@@ -464,27 +467,28 @@ EDITED_COLUMNS = {
 
 
 @pytest.mark.parametrize("column", sorted(EDITED_COLUMNS))
-def test_an_edited_column_fails_at_its_seq(busy: Home, column: str) -> None:
+async def test_an_edited_column_fails_at_its_seq(busy: Home, column: str) -> None:
     """Queries trust the columns, not the body: editing one alone must not verify (16.7)."""
-    seq = agent_seq(busy, "alpha", 1)
+    seq = await agent_seq(busy, "alpha", 1)
     value = EDITED_COLUMNS[column]
     if column == "actor":
-        value = agent_id(busy, "beta")  # alpha's entry relabelled as beta's
+        value = await agent_id(busy, "beta")  # alpha's entry relabelled as beta's
     admin(busy).execute(f"UPDATE ledger SET {column} = ? WHERE seq = ?", (value, seq))
-    assert_fails_at(busy, seq, f"the ledger row's {column} column does not match")
+    await assert_fails_at(busy, seq, f"the ledger row's {column} column does not match")
 
 
 async def test_a_relabelled_entry_is_not_served_to_the_wrong_agent(busy: Home, mode: str) -> None:
     """Beta's entries relabelled as alpha's: audit_query fails closed and audit_prove says
     'not yours' instead of handing alpha beta's entries; audit_verify names the row."""
-    beta = agent_id(busy, "beta")
+    beta = await agent_id(busy, "beta")
     seqs = [e["seq"] for e in sechelp.entries(busy) if e["actor"] == beta]
     conn = admin(busy)
     conn.executemany(
-        "UPDATE ledger SET actor = ? WHERE seq = ?", [(agent_id(busy, "alpha"), s) for s in seqs]
+        "UPDATE ledger SET actor = ? WHERE seq = ?",
+        [(await agent_id(busy, "alpha"), s) for s in seqs],
     )
     conn.close()
-    async with Client(server_for(busy, "alpha"), mode=mode) as client:
+    async with Client(await server_for(busy, "alpha"), mode=mode) as client:
         page = await client.call_tool("audit_query", {"limit": 200})
         proof = await client.call_tool("audit_prove", {"seq": seqs[0]})
         verified = await client.call_tool("audit_verify", {})
@@ -504,18 +508,18 @@ async def test_a_relabelled_entry_is_not_served_to_the_wrong_agent(busy: Home, m
     ]
 
 
-def test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event(busy: Home) -> None:
+async def test_an_owner_event_signed_by_an_agent_key_is_not_an_owner_event(busy: Home) -> None:
     """An agent key cannot forge an owner action (e.g. registering itself more scopes)."""
     key = read_key_file(busy.layout.agent_key("alpha"))
-    draft = _draft_as(busy, "alpha", key)
+    draft = await _draft_as(busy, "alpha", key)
     draft.actor, draft.charter, draft.phase, draft.action = (
         busy.owner_id,
         None,
         "event",
         "agent.update",
     )
-    forged = busy.ledger.append_one(draft)
-    assert_fails_at(busy, forged.seq, "names another actor")
+    forged = raw_tx(busy).ledger.append_one(draft)
+    await assert_fails_at(busy, forged.seq, "names another actor")
 
 
 def cut_tail(home: Home, size: int) -> None:
@@ -530,45 +534,45 @@ def cut_tail(home: Home, size: int) -> None:
     conn.close()
 
 
-def test_a_consistently_cut_tail_passes_local_verification(busy: Home) -> None:
+async def test_a_consistently_cut_tail_passes_local_verification(busy: Home) -> None:
     """What SECURITY.md says Charter does NOT guarantee without a checkpoint kept elsewhere."""
-    size = busy.ledger.head()[0]
+    size = raw_tx(busy).ledger.head()[0]
     cut_tail(busy, size - 3)
-    assert audit.verify_home(busy).size == size - 3
+    assert (await audit.verify_home(busy)).size == size - 3
 
 
-def test_a_tail_cut_only_from_the_ledger_table_fails_verification(busy: Home) -> None:
-    size = busy.ledger.head()[0]
+async def test_a_tail_cut_only_from_the_ledger_table_fails_verification(busy: Home) -> None:
+    size = raw_tx(busy).ledger.head()[0]
     admin(busy).execute("DELETE FROM ledger WHERE seq >= ?", (size - 3,))
     with pytest.raises(LedgerIntegrityError, match="Merkle tree"):
-        audit.verify_home(busy)
+        await audit.verify_home(busy)
 
 
-def test_a_kept_checkpoint_detects_a_cut_tail(busy: Home) -> None:
-    kept = tlog.checkpoint(busy).note
-    size = busy.ledger.head()[0]
+async def test_a_kept_checkpoint_detects_a_cut_tail(busy: Home) -> None:
+    kept = (await tlog.checkpoint(busy)).note
+    size = raw_tx(busy).ledger.head()[0]
     cut_tail(busy, size - 3)
     with pytest.raises(LedgerIntegrityError) as caught:
-        audit.verify_home(busy, trust=Trust(kept=kept))
+        await audit.verify_home(busy, trust=Trust(kept=kept))
     assert (caught.value.seq, caught.value.reason.split(":")[0]) == (size - 3, "truncated")
 
 
-def test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys(
+async def test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys(
     busy: Home,
 ) -> None:
     """A thief with the home's files (agent keys, log key) rewrites beta's last call away:
     the forged chain verifies on its own, but not against a checkpoint kept elsewhere."""
-    kept = tlog.checkpoint(busy).note
-    seq = agent_seq(busy, "beta", 1)
-    tail = [body_at(busy, s) for s in range(seq + 1, busy.ledger.head()[0])]
+    kept = (await tlog.checkpoint(busy)).note
+    seq = await agent_seq(busy, "beta", 1)
+    tail = [body_at(busy, s) for s in range(seq + 1, raw_tx(busy).ledger.head()[0])]
     cut_tail(busy, seq)
     keys = {
-        identity.get_agent(busy, n).kid: read_key_file(busy.layout.agent_key(n))
+        (await identity.get_agent(busy, n)).kid: read_key_file(busy.layout.agent_key(n))
         for n in ("alpha", "beta")
     }
     for old in tail:  # re-sign the rest of history, now without beta's call
         signer = keys.get(old["kid"]) or busy.log_key
-        busy.ledger.append_one(
+        raw_tx(busy).ledger.append_one(
             Draft(
                 actor=old["actor"],
                 owner=old["owner"],
@@ -587,10 +591,10 @@ def test_a_kept_checkpoint_detects_history_rewritten_with_the_homes_own_keys(
         )
     alpha = read_key_file(busy.layout.agent_key("alpha"))
     for _ in range(2):  # pad past the kept size, so this is a fork, not a truncation
-        busy.ledger.append_one(_draft_as(busy, "alpha", alpha))
-    audit.verify_home(busy)  # consistent on its own
+        raw_tx(busy).ledger.append_one(await _draft_as(busy, "alpha", alpha))
+    await audit.verify_home(busy)  # consistent on its own
     with pytest.raises(LedgerIntegrityError) as caught:
-        audit.verify_home(busy, trust=Trust(kept=kept))
+        await audit.verify_home(busy, trust=Trust(kept=kept))
     assert caught.value.reason.startswith("fork")
 
 
@@ -671,22 +675,22 @@ def swap_subject(token: str, subject: str) -> str:
 
 async def test_over_http_the_agent_is_the_token_subject_and_nothing_else(tmp_path: Path) -> None:
     root = tmp_path / "home"
-    make_home(root).close()  # the real clock: the server runs on it
-    with sechelp.http_server(root) as mcp, sechelp.open_home(root) as home:
-        identity.add_agent(home, "alpha", scopes=["audit:read"], audiences=[mcp])
-        identity.add_agent(home, "beta", scopes=["secret:read:*"], audiences=[mcp])
-        vault_tools.set_secret(home, "BETA_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
-        alpha = tokens.issue_for_owner(home, "alpha", audience=mcp).token
+    await (await make_home(root)).close()  # the real clock: the server runs on it
+    async with sechelp.http_server(root) as mcp, await sechelp.open_home(root) as home:
+        await identity.add_agent(home, "alpha", scopes=["audit:read"], audiences=[mcp])
+        await identity.add_agent(home, "beta", scopes=["secret:read:*"], audiences=[mcp])
+        await vault_tools.set_secret(home, "BETA_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"])
+        alpha = (await tokens.issue_for_owner(home, "alpha", audience=mcp)).token
         headers = {"Accept": "application/json, text/event-stream"}
         forged = httpx2.post(
             mcp,
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
             headers=headers
-            | {"Authorization": f"Bearer {swap_subject(alpha, agent_id(home, 'beta'))}"},
+            | {"Authorization": f"Bearer {swap_subject(alpha, await agent_id(home, 'beta'))}"},
         )
         assert forged.status_code == 401
         claims = {"Authorization": f"Bearer {alpha}", "X-Charter-Agent": "beta", "X-Agent": "beta"}
-        start = home.ledger.head()[0]
+        start = raw_tx(home).ledger.head()[0]
         async with (
             httpx2.AsyncClient(headers=claims, timeout=20) as http,
             Client(streamable_http_client(mcp, http_client=http)) as client,
@@ -696,6 +700,6 @@ async def test_over_http_the_agent_is_the_token_subject_and_nothing_else(tmp_pat
         assert who.structured_content is not None and who.structured_content["name"] == "alpha"
         assert secret.is_error and CANARY not in text(secret)
         written = new_entries(home, start)
-        assert {e["actor"] for e in written} == {agent_id(home, "alpha")}
+        assert {e["actor"] for e in written} == {await agent_id(home, "alpha")}
         assert written[-1]["outcome"] == "denied"
-        audit.verify_home(home)
+        await audit.verify_home(home)

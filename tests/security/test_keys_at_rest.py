@@ -27,9 +27,9 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.keys import agent_ref, issuer_ref
 from charter.keys.reseal import change_passphrase
-from charter.storage.vault import Vault, VaultRepo
+from charter.storage.vault import VaultRepo
 from charter.storage.vault_sealing import ad, open_sealed
-from charter.testing import make_home
+from charter.testing import BlockingVault, make_home, raw_db, raw_tx
 from charter.tools import audit, identity
 
 OLD, NEW = b"correct horse", b"battery staple"
@@ -37,12 +37,12 @@ API = "https://api.example.com"
 _B64 = re.compile(r"^[A-Za-z0-9_\-+/]{40,}={0,2}$")
 
 
-def _home(root: Path, passphrase: bytes | None) -> Path:
+async def _home(root: Path, passphrase: bytes | None) -> Path:
     """A home with an owner, log and issuer key, two agents and one vault secret."""
-    with make_home(root, passphrase=passphrase) as h:
+    async with await make_home(root, passphrase=passphrase) as h:
         for name in ("alpha", "beta"):
-            identity.add_agent(h, name, scopes=["audit:read", "token:issue"], audiences=[API])
-        Vault(h).put("API_KEY", b"the-secret-value")
+            await identity.add_agent(h, name, scopes=["audit:read", "token:issue"], audiences=[API])
+        BlockingVault(h).put("API_KEY", b"the-secret-value")
     return root
 
 
@@ -90,10 +90,10 @@ def _candidates(root: Path) -> set[bytes]:
     return {blob[i : i + 32] for blob in blobs for i in range(len(blob) - 31)}
 
 
-def _found_keys(root: Path) -> set[str]:
+async def _found_keys(root: Path) -> set[str]:
     """Which keys of the home a window of its files gives: Ed25519 seeds whose public key is
     a published one, and a vault master key that opens the sealed secret."""
-    with Home.open(Settings(home=root)) as h:
+    async with await Home.open(Settings(home=root)) as h:
         published = {
             h.owner_public_key: "owner",
             h.log_key.public_key: "log",
@@ -101,7 +101,7 @@ def _found_keys(root: Path) -> set[str]:
             h.signer.public_key(agent_ref("alpha")): "agent alpha",
             h.signer.public_key(agent_ref("beta")): "agent beta",
         }
-        repo = VaultRepo(h.conn)
+        repo = VaultRepo(raw_db(h))
         state = repo.get_state()
         row = repo.get_version("API_KEY", 1)
         assert state is not None and row is not None
@@ -119,21 +119,21 @@ def _found_keys(root: Path) -> set[str]:
 EVERY_KEY = {"owner", "log", "issuer", "agent alpha", "agent beta", "vault"}
 
 
-def test_no_private_key_is_in_the_clear_in_a_sealed_home(tmp_path: Path) -> None:
-    clear = _home(tmp_path / "clear", None)
-    assert _found_keys(clear) == EVERY_KEY  # the scan finds keys that are there
-    sealed = _home(tmp_path / "sealed", OLD)
-    assert _found_keys(sealed) == set()
+async def test_no_private_key_is_in_the_clear_in_a_sealed_home(tmp_path: Path) -> None:
+    clear = await _home(tmp_path / "clear", None)
+    assert await _found_keys(clear) == EVERY_KEY  # the scan finds keys that are there
+    sealed = await _home(tmp_path / "sealed", OLD)
+    assert await _found_keys(sealed) == set()
 
 
-def test_a_passphrase_change_leaves_no_key_in_the_clear(tmp_path: Path) -> None:
-    root = _home(tmp_path / "home", None)
+async def test_a_passphrase_change_leaves_no_key_in_the_clear(tmp_path: Path) -> None:
+    root = await _home(tmp_path / "home", None)
     change_passphrase(root / "keys", None, NEW, cheap_kdf=True)
-    assert _found_keys(root) == set()
+    assert await _found_keys(root) == set()
 
 
-def test_serve_unlocks_a_sealed_home_from_the_passphrase_file(tmp_path: Path) -> None:
-    root = _home(tmp_path / "home", OLD)
+async def test_serve_unlocks_a_sealed_home_from_the_passphrase_file(tmp_path: Path) -> None:
+    root = await _home(tmp_path / "home", OLD)
     good = _secret_file(tmp_path, "pass", OLD)
     proc = subprocess.Popen(
         [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
@@ -156,18 +156,18 @@ def test_serve_unlocks_a_sealed_home_from_the_passphrase_file(tmp_path: Path) ->
     )  # fmt: skip
     answer = next(json.loads(x) for x in lines if x.startswith("{") and '"id":2' in x)
     assert answer["result"]["isError"] is False
-    with Home.open(Settings(home=root)) as h:
-        audit.verify_home(h)  # the call was signed with the sealed agent key
+    async with await Home.open(Settings(home=root)) as h:
+        await audit.verify_home(h)  # the call was signed with the sealed agent key
 
 
 @pytest.mark.parametrize("passphrase", [None, NEW], ids=["no passphrase", "wrong passphrase"])
-def test_a_locked_home_fails_cleanly_and_still_verifies(
+async def test_a_locked_home_fails_cleanly_and_still_verifies(
     tmp_path: Path, passphrase: bytes | None
 ) -> None:
-    root = _home(tmp_path / "home", OLD)
+    root = await _home(tmp_path / "home", OLD)
     pfile = None if passphrase is None else _secret_file(tmp_path, "pass", passphrase)
-    with Home.open(Settings(home=root)) as h:
-        size = h.ledger.head()[0]
+    async with await Home.open(Settings(home=root)) as h:
+        size = raw_tx(h).ledger.head()[0]
     commands = [
         ["serve", "--agent", "alpha"],
         ["agent", "add", "gamma", "--scope", "audit:read"],
@@ -188,8 +188,8 @@ def test_a_locked_home_fails_cleanly_and_still_verifies(
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
         assert ("locked" if passphrase is None else "wrong passphrase") in proc.stderr, args
         assert proc.stdout == "", args
-    with Home.open(Settings(home=root)) as h:
-        assert h.ledger.head()[0] == size  # nothing was signed
+    async with await Home.open(Settings(home=root)) as h:
+        assert raw_tx(h).ledger.head()[0] == size  # nothing was signed
     verified = _cli(root, "audit", "verify", passphrase_file=pfile)
     assert verified.exit_code == 0, verified.output
     doctor = _cli(root, "doctor", "--json", passphrase_file=pfile)
@@ -197,9 +197,9 @@ def test_a_locked_home_fails_cleanly_and_still_verifies(
     assert ("locked" if passphrase is None else "wrong passphrase") in store["detail"]
 
 
-def test_doctor_says_how_the_keys_are_kept(tmp_path: Path) -> None:
-    clear = _home(tmp_path / "clear", None)
-    sealed = _home(tmp_path / "sealed", OLD)
+async def test_doctor_says_how_the_keys_are_kept(tmp_path: Path) -> None:
+    clear = await _home(tmp_path / "clear", None)
+    sealed = await _home(tmp_path / "sealed", OLD)
     good = _secret_file(tmp_path, "pass", OLD)
 
     def store(root: Path, pfile: Path | None = None) -> dict[str, str]:
@@ -211,29 +211,29 @@ def test_doctor_says_how_the_keys_are_kept(tmp_path: Path) -> None:
     assert store(sealed)["status"] == "warn"
 
 
-def _opens(root: Path, passphrase: bytes) -> bool:
+async def _opens(root: Path, passphrase: bytes) -> bool:
     """Every key of the home signs and the vault opens under ``passphrase``."""
     try:
-        with Home.open(Settings(home=root)) as h:
+        async with await Home.open(Settings(home=root)) as h:
             h.use_passphrase(passphrase)
             h.owner_key()
             for ref in ("log", issuer_ref(h.meta["issuer_kid"]), agent_ref("alpha")):
                 h.signer.sign(ref, b"x")
-            return Vault(h).get("API_KEY").reveal() == b"the-secret-value"
+            return BlockingVault(h).get("API_KEY").reveal() == b"the-secret-value"
     except ConfigError:
         return False
 
 
-def test_keys_passphrase_reseals_everything(tmp_path: Path) -> None:
-    root = _home(tmp_path / "home", OLD)
+async def test_keys_passphrase_reseals_everything(tmp_path: Path) -> None:
+    root = await _home(tmp_path / "home", OLD)
     old, new = _secret_file(tmp_path, "old", OLD), _secret_file(tmp_path, "new", NEW)
     result = _cli(
         root, "keys", "passphrase", "--new-passphrase-file", str(new), passphrase_file=old
     )
     assert result.exit_code == 0, result.output
-    assert not _opens(root, OLD) and _opens(root, NEW)
+    assert not await _opens(root, OLD) and await _opens(root, NEW)
     assert not list(root.rglob("*.reseal"))
-    assert _found_keys(root) == set()
+    assert await _found_keys(root) == set()
     wrong = _cli(root, "agent", "add", "gamma", "--scope", "audit:read", passphrase_file=old)
     assert wrong.exit_code != 0 and "wrong passphrase" in wrong.output
     added = _cli(root, "agent", "add", "gamma", "--scope", "audit:read", passphrase_file=new)
@@ -241,9 +241,9 @@ def test_keys_passphrase_reseals_everything(tmp_path: Path) -> None:
     issued = _cli(root, "token", "issue", "--agent", "alpha", "--audience", API,
                   passphrase_file=new)  # fmt: skip
     assert issued.exit_code == 0, issued.output
-    with Home.open(Settings(home=root)) as h:
-        audit.verify_home(h)
-        actions = [Entry.from_body(b).fields["action"] for b in h.ledger.iter_bodies()]
+    async with await Home.open(Settings(home=root)) as h:
+        await audit.verify_home(h)
+        actions = [Entry.from_body(b).fields["action"] for b in raw_tx(h).ledger.iter_bodies()]
     assert "keys.passphrase" in actions
 
 
@@ -260,8 +260,8 @@ def _steps(root: Path) -> list[str]:
     return labels
 
 
-def test_an_interrupted_passphrase_change_leaves_a_home_that_opens(tmp_path: Path) -> None:
-    template = _home(tmp_path / "template", OLD)
+async def test_an_interrupted_passphrase_change_leaves_a_home_that_opens(tmp_path: Path) -> None:
+    template = await _home(tmp_path / "template", OLD)
     labels = _steps(template)
     assert "before commit" in labels and "committed" in labels and len(labels) > 8
     for i, label in enumerate(labels):
@@ -275,20 +275,20 @@ def test_an_interrupted_passphrase_change_leaves_a_home_that_opens(tmp_path: Pat
         with pytest.raises(_Crash):
             change_passphrase(root / "keys", OLD, NEW, cheap_kdf=True, step=crash)
         committed = labels.index(label) >= labels.index("committed")
-        assert _opens(root, NEW if committed else OLD), label
-        assert not _opens(root, OLD if committed else NEW), label
+        assert await _opens(root, NEW if committed else OLD), label
+        assert not await _opens(root, OLD if committed else NEW), label
         # and a later change completes from there
         current = NEW if committed else OLD
         change_passphrase(root / "keys", current, b"third", cheap_kdf=True)
-        assert _opens(root, b"third"), label
+        assert await _opens(root, b"third"), label
 
 
-def test_an_old_home_with_only_the_owner_key_sealed_opens_and_can_be_sealed(
+async def test_an_old_home_with_only_the_owner_key_sealed_opens_and_can_be_sealed(
     tmp_path: Path,
 ) -> None:
     from charter.keys.files import KeyPair, read_key_file, write_key_file
 
-    root = _home(tmp_path / "home", None)
+    root = await _home(tmp_path / "home", None)
     owner = root / "keys" / "owner.key"
     key = read_key_file(owner)
     owner.unlink()
@@ -305,21 +305,22 @@ def test_an_old_home_with_only_the_owner_key_sealed_opens_and_can_be_sealed(
         root, "keys", "passphrase", "--new-passphrase-file", str(pfile), passphrase_file=pfile
     )
     assert done.exit_code == 0, done.output
-    assert _opens(root, OLD)
-    assert _found_keys(root) == set()
+    assert await _opens(root, OLD)
+    assert await _found_keys(root) == set()
 
 
-def test_rotating_the_vault_master_key_keeps_it_sealed(tmp_path: Path) -> None:
-    root = _home(tmp_path / "home", OLD)
-    with Home.open(Settings(home=root)) as h:
+async def test_rotating_the_vault_master_key_keeps_it_sealed(tmp_path: Path) -> None:
+    root = await _home(tmp_path / "home", OLD)
+    async with await Home.open(Settings(home=root)) as h:
         h.use_passphrase(OLD)
-        Vault(h).rotate_master_key()
+        BlockingVault(h).rotate_master_key()
     doc = json.loads((root / "keys" / "vault.key").read_text())
     assert "key" not in doc and doc["sealed"]["gen"] == 1
-    assert _opens(root, OLD)
-    assert _found_keys(root) == set()
-    with Home.open(Settings(home=root)) as h, pytest.raises(ConfigError, match="locked"):
-        Vault(h).get("API_KEY")
+    assert await _opens(root, OLD)
+    assert await _found_keys(root) == set()
+    async with await Home.open(Settings(home=root)) as h:
+        with pytest.raises(ConfigError, match="locked"):
+            BlockingVault(h).get("API_KEY")
 
 
 def test_init_and_agent_add_honour_the_passphrase_file_variable(tmp_path: Path) -> None:
@@ -335,16 +336,16 @@ def test_init_and_agent_add_honour_the_passphrase_file_variable(tmp_path: Path) 
         assert "d" not in doc and "enc" not in doc and "sealed" in doc, path.name
 
 
-def test_a_running_server_follows_a_passphrase_change(tmp_path: Path) -> None:
-    root = _home(tmp_path / "home", OLD)
+async def test_a_running_server_follows_a_passphrase_change(tmp_path: Path) -> None:
+    root = await _home(tmp_path / "home", OLD)
     pfile = _secret_file(tmp_path, "pass", OLD)
-    with Home.open(Settings(home=root, passphrase_file=pfile)) as running:
+    async with await Home.open(Settings(home=root, passphrase_file=pfile)) as running:
         running.check_unlocked()
         running.signer.sign(agent_ref("alpha"), b"x")
         change_passphrase(root / "keys", OLD, NEW, cheap_kdf=True)
         pfile.write_bytes(NEW + b"\n")  # the credential is updated with it
-        with Home.open(Settings(home=root, passphrase_file=pfile)) as owner:
+        async with await Home.open(Settings(home=root, passphrase_file=pfile)) as owner:
             owner.use_passphrase(NEW)
-            identity.add_agent(owner, "gamma", scopes=["audit:read"])
+            await identity.add_agent(owner, "gamma", scopes=["audit:read"])
         running.signer.sign(agent_ref("alpha"), b"still loaded")
         running.signer.sign(agent_ref("gamma"), b"sealed under the new generation")

@@ -31,17 +31,17 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call, hash_value
-from charter.testing import FrozenClock, agent_draft, make_home, server_for
+from charter.testing import FrozenClock, agent_draft, make_home, raw_db, raw_tx, server_for
 from charter.tools import approvals, audit, identity, lockdown
 
 SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 
 
 @pytest.fixture
-def home(tmp_path: Any, clock: FrozenClock) -> Any:
+async def home(tmp_path: Any, clock: FrozenClock) -> Any:
     """Agent ``clerk``: token:issue needs the client's approval, email:send the owner's."""
-    h = make_home(tmp_path / "home", clock=clock)
-    identity.add_agent(
+    h = await make_home(tmp_path / "home", clock=clock)
+    await identity.add_agent(
         h,
         "clerk",
         scopes=["token:issue", "email:send", "audit:read"],
@@ -53,12 +53,12 @@ def home(tmp_path: Any, clock: FrozenClock) -> Any:
         },
     )
     yield h
-    h.close()
+    await h.close()
 
 
-def serve(home: Home, acted: list[str], agent: str = "clerk") -> CharterServer:
+async def serve(home: Home, acted: list[str], agent: str = "clerk") -> CharterServer:
     """The agent's server plus test tools that need token:issue / email:send:<to>."""
-    server = server_for(home, agent)
+    server = await server_for(home, agent)
 
     @server.charter_tool("test_poke", annotations=SIDE_EFFECT, visible_args=("target",))
     async def test_poke(target: str, secret_note: str = "") -> dict[str, str]:
@@ -96,7 +96,7 @@ def answering(
 
 
 def entries(home: Home) -> list[dict[str, Any]]:
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
 def actions(home: Home, since: int = 0) -> list[tuple[str, str, str | None]]:
@@ -114,8 +114,8 @@ async def test_client_accept_runs_the_call_and_links_the_approval(home: Home, mo
     acted: list[str] = []
     answer, shown = answering("accept", {"approve": True})
     args = {"target": "prod-db", "secret_note": "hunter2"}
-    start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
+    start = raw_tx(home).ledger.head()[0]
+    async with Client(await serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         result = await client.call_tool("test_poke", args)
     assert not result.is_error, text(result)
     assert acted == ["prod-db"]
@@ -138,10 +138,13 @@ async def test_client_accept_runs_the_call_and_links_the_approval(home: Home, mo
     assert answer_entry["args"]["client"]["name"] == "mcp"  # the relaying client's own name
     link = intent["args"]["details"]["approval"]
     assert link["id"] == request["args"]["approval"] == answer_entry["args"]["approval"]
-    assert link["request"] == Entry.from_body(next(home.ledger.iter_bodies(start, start + 1))).hash
+    assert (
+        link["request"]
+        == Entry.from_body(next(raw_tx(home).ledger.iter_bodies(start, start + 1))).hash
+    )
     assert intent["args"]["details"]["resolved"] == "PROD-DB"
     assert "hunter2" not in str(entries(home))
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize(
@@ -157,8 +160,8 @@ async def test_client_decline_or_cancel_refuses_and_records(
 ) -> None:
     acted: list[str] = []
     answer, shown = answering(action, content)
-    start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
+    start = raw_tx(home).ledger.head()[0]
+    async with Client(await serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         result = await client.call_tool("test_poke", {"target": "prod-db"})
     assert result.is_error
     assert says in text(result) and "not run" in text(result)
@@ -170,23 +173,23 @@ async def test_client_decline_or_cancel_refuses_and_records(
     ]
     expected = "decline" if content else action
     assert entries(home)[start + 1]["args"]["answer"] == expected
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_client_without_elicitation_is_refused_with_the_reason(home: Home, mode: str) -> None:
     acted: list[str] = []
-    start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode=mode) as client:
+    start = raw_tx(home).ledger.head()[0]
+    async with Client(await serve(home, acted), mode=mode) as client:
         result = await client.call_tool("test_poke", {"target": "prod-db"})
     assert result.is_error
     assert "did not declare the elicitation capability" in text(result)
     assert acted == []
     assert actions(home, start) == [("test.poke", "call", "denied")]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_calls_outside_the_policy_need_no_approval(home: Home, mode: str) -> None:
-    async with Client(server_for(home, "clerk"), mode=mode) as client:
+    async with Client(await server_for(home, "clerk"), mode=mode) as client:
         result = await client.call_tool("audit_query", {"limit": 1})
     assert not result.is_error
 
@@ -196,7 +199,7 @@ async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home
     acted: list[str] = []
     answer, _ = answering("accept", {"approve": True})
     accept = ElicitResult(action="accept", content={"approve": True})
-    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:
+    async with Client(await serve(home, acted), mode="auto", elicitation_callback=answer) as client:
         session = client.session
         first = await session.call_tool("test_poke", {"target": "a"}, allow_input_required=True)
         second = await session.call_tool("test_poke", {"target": "b"}, allow_input_required=True)
@@ -207,7 +210,7 @@ async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home
         assert key_a != key_b
 
         # The answer to call a, sent with call b's state: refused, and b's request is closed.
-        start = home.ledger.head()[0]
+        start = raw_tx(home).ledger.head()[0]
         wrong = await session.call_tool(
             "test_poke",
             {"target": "b"},
@@ -267,13 +270,13 @@ async def test_modern_answer_for_another_call_is_refused_and_recorded(home: Home
         )
         assert unasked.is_error and "did not ask for" in text(unasked)
     assert acted == ["a"]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_modern_answer_after_expiry_is_refused(home: Home, clock: FrozenClock) -> None:
     acted: list[str] = []
     answer, _ = answering("accept", {"approve": True})
-    async with Client(serve(home, acted), mode="auto", elicitation_callback=answer) as client:
+    async with Client(await serve(home, acted), mode="auto", elicitation_callback=answer) as client:
         asked = await client.session.call_tool(
             "test_poke", {"target": "a"}, allow_input_required=True
         )
@@ -290,7 +293,7 @@ async def test_modern_answer_after_expiry_is_refused(home: Home, clock: FrozenCl
         )
     assert late.is_error and "expired" in text(late)
     assert acted == []
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 # -- owner approval ----------------------------------------------------------------------------
@@ -305,8 +308,8 @@ def pending_id(result: Any) -> str:
 async def test_owner_approval_round_trip(home: Home, mode: str) -> None:
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "the quarterly numbers"}
-    async with Client(serve(home, acted), mode=mode) as client:
-        start = home.ledger.head()[0]
+    async with Client(await serve(home, acted), mode=mode) as client:
+        start = raw_tx(home).ledger.head()[0]
         first = await client.call_tool("test_mail", args)
         assert first.is_error and text(first).startswith("approval pending")
         approval_id = pending_id(first)
@@ -319,39 +322,39 @@ async def test_owner_approval_round_trip(home: Home, mode: str) -> None:
         again = await client.call_tool("test_mail", args)
         assert pending_id(again) == approval_id
 
-        (listed,) = approvals.list_pending(home)
+        (listed,) = await approvals.list_pending(home)
         assert listed.id == approval_id and listed.args_hash == hash_value(args)
         assert listed.scopes == ["email:send:bob@example.com"]
         shown = approvals.render(listed)
         assert '"bob@example.com"' in shown and "quarterly" not in shown
-        decided = approvals.approve(home, approval_id)
+        decided = await approvals.approve(home, approval_id)
         assert decided.status == "approved"
 
-        start = home.ledger.head()[0]
+        start = raw_tx(home).ledger.head()[0]
         ok = await client.call_tool("test_mail", args)
         assert not ok.is_error, text(ok)
     assert acted == ["bob@example.com"]
     intent = entries(home)[start]
     assert intent["phase"] == "intent"
     link = intent["args"]["details"]["approval"]
-    decision = Entry.from_body(next(home.ledger.iter_bodies(decided.decision_seq or 0)))
+    decision = Entry.from_body(next(raw_tx(home).ledger.iter_bodies(decided.decision_seq or 0)))
     assert link == {
         "id": approval_id,
         "mode": "owner",
         "request": listed.request_entry,
         "decision": decision.hash,
     }
-    assert approvals.get_approval(home.conn, approval_id).status == "used"
-    assert approvals.list_pending(home) == []
-    audit.verify_home(home)
+    assert approvals.get_approval(raw_tx(home), approval_id).status == "used"
+    assert await approvals.list_pending(home) == []
+    await audit.verify_home(home)
 
 
 async def test_owner_approval_runs_only_the_exact_arguments_once(home: Home, mode: str) -> None:
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "hello"}
-    async with Client(serve(home, acted), mode=mode) as client:
+    async with Client(await serve(home, acted), mode=mode) as client:
         approval_id = pending_id(await client.call_tool("test_mail", args))
-        approvals.approve(home, approval_id)
+        await approvals.approve(home, approval_id)
         # Drift: one more recipient, or a different body: refused, a new request is opened.
         for drift in (
             {**args, "to": ["bob@example.com", "eve@example.com"]},
@@ -367,7 +370,7 @@ async def test_owner_approval_runs_only_the_exact_arguments_once(home: Home, mod
         assert f"approval {approval_id} was already used" in text(replay)
         assert pending_id(replay) != approval_id
     assert acted == ["bob@example.com"]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_expired_or_denied_owner_approval_is_refused(
@@ -376,50 +379,52 @@ async def test_expired_or_denied_owner_approval_is_refused(
     acted: list[str] = []
     late = {"to": ["bob@example.com"], "body": "late"}
     denied = {"to": ["bob@example.com"], "body": "no"}
-    async with Client(serve(home, acted), mode=mode) as client:
+    async with Client(await serve(home, acted), mode=mode) as client:
         late_id = pending_id(await client.call_tool("test_mail", late))
         denied_id = pending_id(await client.call_tool("test_mail", denied))
-        approvals.approve(home, late_id, valid_for=dt.timedelta(minutes=5))
-        approvals.deny(home, denied_id, reason="not today")
+        await approvals.approve(home, late_id, valid_for=dt.timedelta(minutes=5))
+        await approvals.deny(home, denied_id, reason="not today")
         clock.advance(minutes=6)
         expired = await client.call_tool("test_mail", late)
         assert expired.is_error and f"approval {late_id} expired" in text(expired)
         refused = await client.call_tool("test_mail", denied)
         assert refused.is_error and "owner denied this exact call" in text(refused)
     assert acted == []
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_an_approval_not_signed_by_the_owner_runs_nothing(home: Home, mode: str) -> None:
     """A row marked approved in the database, without the owner's signed decision, is refused."""
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "forged"}
-    async with Client(serve(home, acted), mode=mode) as client:
+    async with Client(await serve(home, acted), mode=mode) as client:
         approval_id = pending_id(await client.call_tool("test_mail", args))
-        request = approvals.get_approval(home.conn, approval_id)
-        request_seq = home.conn.execute(
-            "SELECT seq FROM ledger WHERE hash = ?", (request.request_entry,)
-        ).fetchone()[0]
+        request = approvals.get_approval(raw_tx(home), approval_id)
+        request_seq = (
+            raw_db(home)
+            .execute("SELECT seq FROM ledger WHERE hash = ?", (request.request_entry,))
+            .fetchone()[0]
+        )
         # Point the decision at the agent-signed request entry, as a tamperer might.
-        home.conn.execute(
+        raw_db(home).execute(
             "UPDATE approvals SET status = 'approved', decision_seq = ? WHERE id = ?",
             (request_seq, approval_id),
         )
         refused = await client.call_tool("test_mail", args)
     assert refused.is_error and "not signed by the owner's key" in text(refused)
     assert acted == []
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str) -> None:
     acted: list[str] = []
     args = {"to": ["bob@example.com"], "body": "forged"}
-    async with Client(serve(home, acted), mode=mode) as client:
+    async with Client(await serve(home, acted), mode=mode) as client:
         approval_id = pending_id(await client.call_tool("test_mail", args))
-    request = approvals.get_approval(home.conn, approval_id)
-    agent = identity.load_agent(home, "clerk")
+    request = approvals.get_approval(raw_tx(home), approval_id)
+    agent = await identity.load_agent(home, "clerk")
     # The agent's key signs a well-formed entry of its own that claims to approve its request.
-    home.ledger.append_one(
+    raw_tx(home).ledger.append_one(
         agent_draft(
             agent,
             action="approval.approve",
@@ -433,7 +438,7 @@ async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str)
         )
     )
     with pytest.raises(LedgerIntegrityError, match="must be signed by the owner key"):
-        audit.verify_home(home)
+        await audit.verify_home(home)
 
 
 # -- kill switch -------------------------------------------------------------------------------
@@ -442,9 +447,9 @@ async def test_a_forged_approval_entry_fails_verification(home: Home, mode: str)
 async def test_lockdown_stops_a_running_server_on_the_next_call(home: Home, mode: str) -> None:
     acted: list[str] = []
     answer, _ = answering("accept", {"approve": True})
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
+    async with Client(await serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         assert not (await client.call_tool("identity_whoami", {})).is_error
-        state = lockdown.lockdown(home, reason="suspected leak")
+        state = await lockdown.lockdown(home, reason="suspected leak")
         assert state.active and state.agents == ["clerk"]
         refused = await client.call_tool("test_poke", {"target": "x"})
         whoami = await client.call_tool("identity_whoami", {})
@@ -453,17 +458,17 @@ async def test_lockdown_stops_a_running_server_on_the_next_call(home: Home, mode
     assert acted == []
     last = entries(home)[-1]
     assert last["outcome"] == "denied" and last["kid"] == home.log_key.kid
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
-    lockdown.lift(home)
+    await lockdown.lift(home)
     with pytest.raises(AgentRevoked):
-        identity.load_agent(home, "clerk")  # still revoked: lifting reinstates no one
-    lockdown.reinstate_agent(home, "clerk")
-    async with Client(serve(home, acted), mode=mode, elicitation_callback=answer) as client:
+        await identity.load_agent(home, "clerk")  # still revoked: lifting reinstates no one
+    await lockdown.reinstate_agent(home, "clerk")
+    async with Client(await serve(home, acted), mode=mode, elicitation_callback=answer) as client:
         result = await client.call_tool("test_poke", {"target": "y"})
     assert not result.is_error, text(result)
     assert acted == ["y"]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_legacy_client_error_answer_refuses_and_records(home: Home) -> None:
@@ -473,31 +478,35 @@ async def test_legacy_client_error_answer_refuses_and_records(home: Home) -> Non
     async def broken(context: Any, params: ElicitRequestParams) -> ErrorData:
         return ErrorData(code=-32603, message="no UI available")
 
-    start = home.ledger.head()[0]
-    async with Client(serve(home, acted), mode="legacy", elicitation_callback=broken) as client:
+    start = raw_tx(home).ledger.head()[0]
+    async with Client(
+        await serve(home, acted), mode="legacy", elicitation_callback=broken
+    ) as client:
         result = await client.call_tool("test_poke", {"target": "x"})
     assert result.is_error and "could not ask for approval" in text(result)
     assert acted == []
     assert entries(home)[start + 1]["args"]["answer"] == "error"
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_a_malformed_approval_policy_fails_closed(home: Home, mode: str) -> None:
-    identity.add_agent(
+    await identity.add_agent(
         home, "odd", scopes=["token:issue"], policy={"approvals": [{"pattern": "token:issue"}]}
     )
     acted: list[str] = []
     answer, shown = answering("accept", {"approve": True})
-    async with Client(serve(home, acted, "odd"), mode=mode, elicitation_callback=answer) as client:
+    async with Client(
+        await serve(home, acted, "odd"), mode=mode, elicitation_callback=answer
+    ) as client:
         result = await client.call_tool("test_poke", {"target": "x"})
     assert result.is_error and "approval policy is malformed" in text(result)
     assert acted == [] and shown == []
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_the_real_token_issue_tool_waits_for_the_humans_yes(home: Home, mode: str) -> None:
     """The mechanism is generic: token_issue needs no code of its own to be approved."""
-    identity.add_agent(
+    await identity.add_agent(
         home,
         "issuer",
         scopes=["token:issue", "audit:read"],
@@ -507,7 +516,7 @@ async def test_the_real_token_issue_tool_waits_for_the_humans_yes(home: Home, mo
     args = {"audience": "https://api.example.com", "scopes": ["audit:read"]}
     for action, content in (("decline", None), ("accept", {"approve": True})):
         answer, shown = answering(action, content)
-        server = server_for(home, "issuer")
+        server = await server_for(home, "issuer")
         async with Client(server, mode=mode, elicitation_callback=answer) as client:
             result = await client.call_tool("token_issue", args)
         assert len(shown) == 1 and "token_issue" in shown[0] and hash_value(args) in shown[0]
@@ -515,14 +524,16 @@ async def test_the_real_token_issue_tool_waits_for_the_humans_yes(home: Home, mo
     assert result.structured_content and result.structured_content["token"]
     intent = next(e for e in reversed(entries(home)) if e["phase"] == "intent")
     assert intent["action"] == "token.issue" and intent["args"]["details"]["approval"]["answer"]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_the_real_email_send_waits_for_the_owner_per_recipient(home: Home, mode: str) -> None:
     """email_send requires email:send:<recipient> per recipient; only a matching one asks."""
     reader = "reader@agents.example.com"
-    identity.add_agent(home, "reader", scopes=["email:read"], policy={"email": {"address": reader}})
-    identity.add_agent(
+    await identity.add_agent(
+        home, "reader", scopes=["email:read"], policy={"email": {"address": reader}}
+    )
+    await identity.add_agent(
         home,
         "sender",
         scopes=["email:send"],
@@ -532,19 +543,19 @@ async def test_the_real_email_send_waits_for_the_owner_per_recipient(home: Home,
         },
     )
     args = {"to": [reader], "subject": "Launch", "text": "body-canary-5e1d"}
-    async with Client(server_for(home, "sender"), mode=mode) as client:
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
         pending = await client.call_tool("email_send", args)
         assert pending.is_error and text(pending).startswith("approval pending")
-        approval = approvals.get_approval(home.conn, pending_id(pending))
+        approval = approvals.get_approval(raw_tx(home), pending_id(pending))
         assert approval.scopes == [f"email:send:{reader}"]
         assert "body-canary" not in approvals.render(approval)
-        approvals.approve(home, approval.id)
+        await approvals.approve(home, approval.id)
         sent = await client.call_tool("email_send", args)
         assert not sent.is_error, text(sent)
-    (count,) = home.conn.execute("SELECT count(*) FROM mail_local_inbox").fetchone()
+    (count,) = raw_db(home).execute("SELECT count(*) FROM mail_local_inbox").fetchone()
     assert count == 1
-    assert b"body-canary" not in b"".join(home.ledger.iter_bodies())
-    audit.verify_home(home)
+    assert b"body-canary" not in b"".join(raw_tx(home).ledger.iter_bodies())
+    await audit.verify_home(home)
 
 
 # -- what the human approves for secret_http_request (issue 27.5) ------------------------------
@@ -558,11 +569,13 @@ HTTP_ARGS = {
 }
 
 
-def http_agent(home: Home, approval: str) -> None:
+async def http_agent(home: Home, approval: str) -> None:
     from charter.tools import vault
 
-    vault.set_secret(home, "API_KEY", SECRET_VALUE.encode(), allowed_hosts=["api.example.com"])
-    identity.add_agent(
+    await vault.set_secret(
+        home, "API_KEY", SECRET_VALUE.encode(), allowed_hosts=["api.example.com"]
+    )
+    await identity.add_agent(
         home,
         "payer",
         scopes=["secret:use:API_KEY"],
@@ -581,26 +594,26 @@ def assert_shows_the_request(shown: str) -> None:
 
 
 async def test_owner_sees_what_a_secret_http_request_would_do(home: Home, mode: str) -> None:
-    http_agent(home, "owner")
-    async with Client(server_for(home, "payer"), mode=mode) as client:
+    await http_agent(home, "owner")
+    async with Client(await server_for(home, "payer"), mode=mode) as client:
         result = await client.call_tool("secret_http_request", HTTP_ARGS)
     assert result.is_error and "approval pending" in text(result)
-    [pending] = approvals.list_pending(home)
+    [pending] = await approvals.list_pending(home)
     assert_shows_the_request(approvals.render(pending))
     request = entries(home)[-2]  # approval.request, then the call's closing entry
     assert request["action"] == "approval.request"
     assert SECRET_VALUE not in json.dumps(entries(home))
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_client_elicitation_shows_what_a_secret_http_request_would_do(
     home: Home, mode: str
 ) -> None:
-    http_agent(home, "client")
+    await http_agent(home, "client")
     answer, shown = answering("decline")
-    async with Client(server_for(home, "payer"), mode=mode, elicitation_callback=answer) as c:
+    async with Client(await server_for(home, "payer"), mode=mode, elicitation_callback=answer) as c:
         result = await c.call_tool("secret_http_request", HTTP_ARGS)
     assert result.is_error and "declined" in text(result)
     [message] = shown
     assert_shows_the_request(message)
-    audit.verify_home(home)
+    await audit.verify_home(home)

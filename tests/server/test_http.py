@@ -17,8 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from charter.keys import KeyPair
 from charter.keys.files import read_key_file
 from charter.server.http import CharterTokenVerifier, TokenAgentResolver, build_http_app
 from charter.storage.db import transaction
-from charter.testing import make_home
+from charter.testing import make_home, raw_db, raw_tx
 from charter.tools import audit, identity, tokens
 
 API = "https://api.example.com"
@@ -75,26 +75,30 @@ class Site:
     def mcp(self) -> str:
         return tokens.resource_url(self.issuer)
 
-    def token(
+    async def token(
         self, agent: str, scopes: list[str] | None = None, audience: str | None = None
     ) -> str:
-        return tokens.issue_for_owner(
-            self.home, agent, audience=audience or self.mcp, scopes=scopes
+        return (
+            await tokens.issue_for_owner(
+                self.home, agent, audience=audience or self.mcp, scopes=scopes
+            )
         ).token
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    home = make_home(tmp_path / "home")  # the real clock: the server runs on it too
-    tokens.set_issuer(home, issuer)
+    home = await make_home(tmp_path / "home")  # the real clock: the server runs on it too
+    await tokens.set_issuer(home, issuer)
     mcp = tokens.resource_url(issuer)
-    identity.add_agent(home, "alpha", scopes=["audit:read", "token:issue"], audiences=[mcp, API])
-    identity.add_agent(home, "beta", scopes=["audit:read"], audiences=[mcp])
+    await identity.add_agent(
+        home, "alpha", scopes=["audit:read", "token:issue"], audiences=[mcp, API]
+    )
+    await identity.add_agent(home, "beta", scopes=["audit:read"], audiences=[mcp])
     yield Site(home, sock, issuer)
-    home.close()
+    await home.close()
     sock.close()
 
 
@@ -108,10 +112,10 @@ class _Server(uvicorn.Server):
         self.ready.set()
 
 
-@contextmanager
-def running(site: Site, required_scopes: Sequence[str] = ()) -> Iterator[str]:
+@asynccontextmanager
+async def running(site: Site, required_scopes: Sequence[str] = ()) -> AsyncIterator[str]:
     """Serve ``site`` until the block ends; yield the issuer URL."""
-    server_home = Home.open(Settings(home=site.home.settings.home))
+    server_home = await Home.open(Settings(home=site.home.settings.home))
     app = build_http_app(
         server_home,
         issuer_url=site.issuer,
@@ -127,7 +131,7 @@ def running(site: Site, required_scopes: Sequence[str] = ()) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
-        server_home.close()
+        await server_home.close()
 
 
 @asynccontextmanager
@@ -141,7 +145,7 @@ async def mcp_client(site: Site, token: str, mode: str) -> AsyncIterator[Client]
 
 
 def entries(home: Home) -> list[dict[str, Any]]:
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
 def post_init(site: Site, token: str | None) -> httpx2.Response:
@@ -158,12 +162,12 @@ def text(result: Any) -> str:
 # -- authentication --------------------------------------------------------------------------
 
 
-def test_mcp_needs_a_valid_token_for_this_server(site: Site) -> None:
-    good = site.token("alpha")
-    other_audience = site.token("alpha", audience=API)
-    revoked = site.token("beta")
-    tokens.revoke(site.home, tokens.verify(site.home, revoked, audience=site.mcp).jti)
-    with running(site):
+async def test_mcp_needs_a_valid_token_for_this_server(site: Site) -> None:
+    good = await site.token("alpha")
+    other_audience = await site.token("alpha", audience=API)
+    revoked = await site.token("beta")
+    await tokens.revoke(site.home, (await tokens.verify(site.home, revoked, audience=site.mcp)).jti)
+    async with running(site):
         missing = post_init(site, None)
         assert missing.status_code == 401
         challenge = missing.headers["www-authenticate"]
@@ -192,25 +196,27 @@ def _forge(site: Site, token: str, key: KeyPair | None = None, **change: Any) ->
     return f"{signing_input}.{b64url(key.sign(signing_input.encode()))}"
 
 
-def _refused_token(site: Site, why: str) -> str:
+async def _refused_token(site: Site, why: str) -> str:
     """A token the server must refuse for reason ``why`` (a tokens.errors code)."""
     if why == "malformed":
         return "garbage"
     if why == "wrong_audience":
-        return site.token("alpha", audience=API)
+        return await site.token("alpha", audience=API)
     if why == "revoked":
-        token = site.token("beta")
-        tokens.revoke(site.home, tokens.verify(site.home, token, audience=site.mcp).jti)
+        token = await site.token("beta")
+        await tokens.revoke(
+            site.home, (await tokens.verify(site.home, token, audience=site.mcp)).jti
+        )
         return token
     if why == "agent_revoked":
-        token = site.token("beta")
-        identity.revoke_agent(site.home, "beta")
+        token = await site.token("beta")
+        await identity.revoke_agent(site.home, "beta")
         return token
     if why == "charter_superseded":
-        token = site.token("beta")
-        identity.update_agent(site.home, "beta", scopes=["audit:read"], audiences=[site.mcp])
+        token = await site.token("beta")
+        await identity.update_agent(site.home, "beta", scopes=["audit:read"], audiences=[site.mcp])
         return token
-    token = site.token("alpha")
+    token = await site.token("alpha")
     claims = json.loads(b64url_decode(token.split(".")[1]))
     now = int(time.time())
     forged = {
@@ -243,17 +249,18 @@ def _refused_token(site: Site, why: str) -> str:
         ("charter_superseded", "the token's charter has been superseded"),
     ],
 )
-def test_a_refused_token_gets_a_401_naming_the_reason(
+async def test_a_refused_token_gets_a_401_naming_the_reason(
     site: Site, why: str, description: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    token = _refused_token(site, why)
-    with running(site), caplog.at_level(logging.WARNING, logger="charter.http"):
-        refused = post_init(site, token)
-        introspected = httpx2.post(
-            f"{site.issuer}/introspect",
-            data={"token": token},
-            headers={"Authorization": f"Bearer {SECRET.decode()}"},
-        )
+    token = await _refused_token(site, why)
+    async with running(site):
+        with caplog.at_level(logging.WARNING, logger="charter.http"):
+            refused = post_init(site, token)
+            introspected = httpx2.post(
+                f"{site.issuer}/introspect",
+                data={"token": token},
+                headers={"Authorization": f"Bearer {SECRET.decode()}"},
+            )
     assert refused.status_code == 401
     challenge = refused.headers["www-authenticate"]
     assert challenge == (
@@ -271,9 +278,9 @@ def test_a_refused_token_gets_a_401_naming_the_reason(
         assert any(f"jti {jti!r}" in line for line in logged)
 
 
-def test_missing_or_malformed_credentials_follow_rfc_6750(site: Site) -> None:
+async def test_missing_or_malformed_credentials_follow_rfc_6750(site: Site) -> None:
     metadata = f'resource_metadata="{site.issuer}/.well-known/oauth-protected-resource/mcp"'
-    with running(site):
+    async with running(site):
         missing = post_init(site, None)
         basic = httpx2.post(
             site.mcp, json=INIT, headers=MCP_HEADERS | {"Authorization": "Basic dXNlcjpwdw=="}
@@ -289,21 +296,23 @@ def test_missing_or_malformed_credentials_follow_rfc_6750(site: Site) -> None:
         assert answer.json()["error"] == "invalid_request"
 
 
-def test_a_revoked_agent_or_token_is_refused_on_the_next_request(site: Site) -> None:
-    alpha, beta = site.token("alpha"), site.token("beta")
-    with running(site):
+async def test_a_revoked_agent_or_token_is_refused_on_the_next_request(site: Site) -> None:
+    alpha, beta = await site.token("alpha"), await site.token("beta")
+    async with running(site):
         assert post_init(site, alpha).status_code == 200
         assert post_init(site, beta).status_code == 200
-        identity.revoke_agent(site.home, "alpha", reason="compromised")
-        tokens.revoke(site.home, tokens.verify(site.home, beta, audience=site.mcp).jti)
+        await identity.revoke_agent(site.home, "alpha", reason="compromised")
+        await tokens.revoke(
+            site.home, (await tokens.verify(site.home, beta, audience=site.mcp)).jti
+        )
         assert post_init(site, alpha).status_code == 401
         assert post_init(site, beta).status_code == 401
 
 
-def test_a_session_cannot_change_hands(site: Site) -> None:
+async def test_a_session_cannot_change_hands(site: Site) -> None:
     """An agent cannot ride another agent's MCP session by sending its session id."""
-    alpha, beta = site.token("alpha"), site.token("beta")
-    with running(site):
+    alpha, beta = await site.token("alpha"), await site.token("beta")
+    async with running(site):
         opened = post_init(site, alpha)
         session = opened.headers["mcp-session-id"]
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
@@ -318,15 +327,15 @@ def test_a_session_cannot_change_hands(site: Site) -> None:
         assert owner.status_code == 200  # the same request with the session's own agent
 
 
-def test_foreign_host_headers_are_refused(site: Site) -> None:
-    headers = MCP_HEADERS | {"Authorization": f"Bearer {site.token('alpha')}"}
-    with running(site):
+async def test_foreign_host_headers_are_refused(site: Site) -> None:
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {await site.token('alpha')}"}
+    async with running(site):
         rebound = httpx2.post(site.mcp, json=INIT, headers=headers | {"Host": "evil.example"})
         assert rebound.status_code == 421  # DNS-rebinding protection
 
 
 async def test_the_resolver_rechecks_the_token_at_every_call(site: Site) -> None:
-    token = site.token("alpha", scopes=["audit:read"])
+    token = await site.token("alpha", scopes=["audit:read"])
     verifier = CharterTokenVerifier(site.home, site.mcp)
     resolve = TokenAgentResolver(verifier)
     access = await verifier.verify_token(token)
@@ -339,17 +348,17 @@ async def test_the_resolver_rechecks_the_token_at_every_call(site: Site) -> None
         assert agent.name == "alpha" and agent.token_scopes == ("audit:read",)
         assert agent.charter.scopes == ("audit:read", "token:issue")
         assert (await resolve()).key is agent.key  # loaded once, cached
-        tokens.revoke(site.home, access.claims["jti"] if access.claims else "")
+        await tokens.revoke(site.home, access.claims["jti"] if access.claims else "")
         with pytest.raises(TokenInvalid):
             await resolve()
     finally:
         auth_context_var.reset(handle)
 
 
-def test_403_when_the_token_lacks_a_required_scope(site: Site) -> None:
-    narrow = site.token("alpha", scopes=["token:issue"])
-    wide = site.token("alpha", scopes=["audit:read"])
-    with running(site, required_scopes=["audit:read"]):
+async def test_403_when_the_token_lacks_a_required_scope(site: Site) -> None:
+    narrow = await site.token("alpha", scopes=["token:issue"])
+    wide = await site.token("alpha", scopes=["audit:read"])
+    async with running(site, required_scopes=["audit:read"]):
         refused = post_init(site, narrow)
         assert refused.status_code == 403
         assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
@@ -361,8 +370,8 @@ def test_403_when_the_token_lacks_a_required_scope(site: Site) -> None:
 
 
 async def test_two_agents_on_one_server_land_under_two_identities(site: Site, mode: str) -> None:
-    alpha, beta = site.token("alpha"), site.token("beta")
-    with running(site):
+    alpha, beta = await site.token("alpha"), await site.token("beta")
+    async with running(site):
         async with mcp_client(site, alpha, mode) as a, mcp_client(site, beta, mode) as b:
             who_a = (await a.call_tool("identity_whoami", {})).structured_content
             who_b = (await b.call_tool("identity_whoami", {})).structured_content
@@ -372,8 +381,8 @@ async def test_two_agents_on_one_server_land_under_two_identities(site: Site, mo
     assert who_a_again["agent_id"] == who_a["agent_id"]
     calls = [e for e in entries(site.home) if e["action"] == "identity.whoami"]
     keys = {
-        "alpha": identity.load_agent(site.home, "alpha").key.kid,
-        "beta": identity.load_agent(site.home, "beta").key.kid,
+        "alpha": (await identity.load_agent(site.home, "alpha")).key.kid,
+        "beta": (await identity.load_agent(site.home, "beta")).key.kid,
     }
     assert [(e["actor"].rsplit("/", 1)[1], e["kid"]) for e in calls] == [
         ("alpha", keys["alpha"]),
@@ -382,18 +391,17 @@ async def test_two_agents_on_one_server_land_under_two_identities(site: Site, mo
     ]
     assert all(e["outcome"] == "ok" for e in calls)
     assert len({e["session"] for e in calls}) == 1  # one server process
-    audit.verify_home(site.home)
+    await audit.verify_home(site.home)
 
 
 async def test_the_token_scope_narrows_what_a_call_may_do(site: Site, mode: str) -> None:
-    narrow = site.token("alpha", scopes=["token:issue"])
-    with running(site):
-        async with mcp_client(site, narrow, mode) as client:
-            query = await client.call_tool("audit_query", {})
-            escalate = await client.call_tool(
-                "token_issue", {"audience": API, "scopes": ["audit:read"]}
-            )
-            default = await client.call_tool("token_issue", {"audience": API})
+    narrow = await site.token("alpha", scopes=["token:issue"])
+    async with running(site), mcp_client(site, narrow, mode) as client:
+        query = await client.call_tool("audit_query", {})
+        escalate = await client.call_tool(
+            "token_issue", {"audience": API, "scopes": ["audit:read"]}
+        )
+        default = await client.call_tool("token_issue", {"audience": API})
     # The charter grants audit:read; the token does not, so the call may not use it.
     assert query.is_error
     assert text(query) == "the token this call was made with does not grant 'audit:read'"
@@ -404,29 +412,29 @@ async def test_the_token_scope_narrows_what_a_call_may_do(site: Site, mode: str)
     denied = [e for e in entries(site.home) if e["outcome"] == "denied"]
     assert [e["action"] for e in denied] == ["audit.query", "token.issue"]
     assert all(e["actor"].endswith("/alpha") for e in denied)
-    audit.verify_home(site.home)
+    await audit.verify_home(site.home)
 
 
 async def test_a_token_issued_over_http_is_recorded_without_the_token(site: Site) -> None:
-    with running(site):
-        async with mcp_client(site, site.token("alpha", scopes=["token:issue"]), "auto") as c:
+    async with running(site):
+        async with mcp_client(site, await site.token("alpha", scopes=["token:issue"]), "auto") as c:
             result = await c.call_tool("token_issue", {"audience": API, "ttl_seconds": 60})
     assert not result.is_error and result.structured_content is not None
     issued = result.structured_content["token"]
-    assert tokens.verify(site.home, issued, audience=API).subject.endswith("/alpha")
+    assert (await tokens.verify(site.home, issued, audience=API)).subject.endswith("/alpha")
     assert issued not in json.dumps(entries(site.home))
 
 
 # -- metadata and introspection --------------------------------------------------------------
 
 
-def test_jwks_and_metadata_documents(site: Site) -> None:
-    with running(site):
+async def test_jwks_and_metadata_documents(site: Site) -> None:
+    async with running(site):
         jwks = httpx2.get(f"{site.issuer}/.well-known/jwks.json").json()
         oidc = httpx2.get(f"{site.issuer}/.well-known/openid-configuration").json()
         oauth = httpx2.get(f"{site.issuer}/.well-known/oauth-authorization-server").json()
         prm = httpx2.get(f"{site.issuer}/.well-known/oauth-protected-resource/mcp").json()
-    assert jwks == tokens.jwks(site.home)
+    assert jwks == await tokens.jwks(site.home)
     assert oidc == oauth
     assert oidc["issuer"] == site.issuer
     assert oidc["jwks_uri"] == f"{site.issuer}/.well-known/jwks.json"
@@ -437,18 +445,18 @@ def test_jwks_and_metadata_documents(site: Site) -> None:
     assert prm["bearer_methods_supported"] == ["header"]
 
 
-def test_introspection_needs_authentication_and_reports_state(site: Site) -> None:
-    live = site.token("beta")
-    revoked = site.token("beta")
-    tokens.revoke(site.home, tokens.verify(site.home, revoked, audience=site.mcp).jti)
-    agent_credential = site.token("alpha")
+async def test_introspection_needs_authentication_and_reports_state(site: Site) -> None:
+    live = await site.token("beta")
+    revoked = await site.token("beta")
+    await tokens.revoke(site.home, (await tokens.verify(site.home, revoked, audience=site.mcp)).jti)
+    agent_credential = await site.token("alpha")
     url = f"{site.issuer}/introspect"
 
     def ask(token: str, credential: str | None) -> httpx2.Response:
         headers = {} if credential is None else {"Authorization": f"Bearer {credential}"}
         return httpx2.post(url, data={"token": token}, headers=headers)
 
-    with running(site):
+    async with running(site):
         anonymous = ask(live, None)
         wrong_secret = ask(live, "guess")
         assert (anonymous.status_code, wrong_secret.status_code) == (401, 401)
@@ -461,7 +469,7 @@ def test_introspection_needs_authentication_and_reports_state(site: Site) -> Non
         assert ask(live, agent_credential).json()["active"] is True  # an agent token works too
         for inactive in (revoked, "garbage", live[:-4] + "AAAA"):
             assert ask(inactive, SECRET.decode()).json() == {"active": False}
-        identity.revoke_agent(site.home, "beta")
+        await identity.revoke_agent(site.home, "beta")
         assert ask(live, SECRET.decode()).json() == {"active": False}
         no_token = httpx2.post(url, data={}, headers={"Authorization": f"Bearer {SECRET.decode()}"})
         assert no_token.status_code == 400
@@ -479,9 +487,9 @@ def test_introspection_needs_authentication_and_reports_state(site: Site) -> Non
 # joserfc warns that RFC 9864 deprecates the polymorphic "EdDSA" name in favour of "Ed25519";
 # the issue (and RFC 8037 / most deployed verifiers) call for "EdDSA", so that is what we sign.
 @pytest.mark.filterwarnings("ignore:EdDSA is deprecated:joserfc.errors.SecurityWarning")
-def test_interop_a_token_verifies_with_joserfc_given_only_the_served_jwks(site: Site) -> None:
-    token = site.token("alpha", scopes=["audit:read"])
-    with running(site):
+async def test_interop_a_token_verifies_with_joserfc_given_only_the_served_jwks(site: Site) -> None:
+    token = await site.token("alpha", scopes=["audit:read"])
+    async with running(site):
         served = httpx2.get(f"{site.issuer}/.well-known/jwks.json").json()
     keys = KeySet.import_key_set(served)
     decoded = jwt.decode(token, keys, algorithms=["EdDSA"])
@@ -508,7 +516,7 @@ def test_interop_a_token_verifies_with_joserfc_given_only_the_served_jwks(site: 
 # -- charter serve --http --------------------------------------------------------------------
 
 
-def test_serve_refuses_unsafe_or_confused_flags(site: Site) -> None:
+async def test_serve_refuses_unsafe_or_confused_flags(site: Site) -> None:
     env = {"CHARTER_HOME": str(site.home.settings.home)}
 
     def serve(*args: str) -> Any:
@@ -526,18 +534,18 @@ def test_serve_refuses_unsafe_or_confused_flags(site: Site) -> None:
     assert other_issuer.exit_code == 2
     assert f"is not this home's issuer ({site.issuer})" in other_issuer.stderr
     assert "charter token issuer set URL" in other_issuer.stderr
-    assert tokens.issuer(site.home) == site.issuer  # nothing was recorded
+    assert await tokens.issuer(site.home) == site.issuer  # nothing was recorded
 
 
-def test_charter_serve_http_end_to_end(site: Site) -> None:
+async def test_charter_serve_http_end_to_end(site: Site) -> None:
     """The real command in a subprocess on a home with no issuer yet: it records its own
     address once (and says so), serves JWKS and MCP."""
     port = site.sock.getsockname()[1]
     site.sock.close()  # the subprocess binds the port itself
-    token = site.token("alpha")
-    with transaction(site.home.conn):
-        site.home.conn.execute("DELETE FROM meta WHERE key = 'issuer'")
-    assert tokens.recorded_issuer(site.home) is None
+    token = await site.token("alpha")
+    with transaction(raw_db(site.home)):
+        raw_db(site.home).execute("DELETE FROM meta WHERE key = 'issuer'")
+    assert await tokens.recorded_issuer(site.home) is None
     env = {"CHARTER_HOME": str(site.home.settings.home), "PATH": os.environ.get("PATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port),
@@ -551,26 +559,28 @@ def test_charter_serve_http_end_to_end(site: Site) -> None:
     try:
         assert lines.wait_for(f"No issuer was set for this home: recorded {site.issuer}", 60)
         assert lines.wait_for("Uvicorn running on", timeout=60)
-        assert httpx2.get(f"{site.issuer}/.well-known/jwks.json").json() == tokens.jwks(site.home)
+        assert httpx2.get(f"{site.issuer}/.well-known/jwks.json").json() == await tokens.jwks(
+            site.home
+        )
         assert post_init(site, None).status_code == 401
         assert post_init(site, token).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
         lines.close()
-    assert tokens.issuer(site.home) == site.issuer
+    assert await tokens.issuer(site.home) == site.issuer
 
 
-def test_a_second_server_on_another_port_leaves_the_issuer_alone(site: Site) -> None:
+async def test_a_second_server_on_another_port_leaves_the_issuer_alone(site: Site) -> None:
     """Issue 27.3: a second serve on another port neither changes the home's issuer nor
     makes the first server accept tokens naming another issuer."""
     spare = socket.socket()
     spare.bind(("127.0.0.1", 0))
     port = spare.getsockname()[1]
     spare.close()
-    good = site.token("alpha")
+    good = await site.token("alpha")
     env = {"CHARTER_HOME": str(site.home.settings.home), "PATH": os.environ.get("PATH", "")}
-    with running(site):
+    async with running(site):
         proc = subprocess.Popen(
             [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port)],
             env=env,
@@ -595,11 +605,11 @@ def test_a_second_server_on_another_port_leaves_the_issuer_alone(site: Site) -> 
             proc.send_signal(signal.SIGINT)
             proc.wait(15)
             lines.close()
-        assert tokens.issuer(site.home) == site.issuer
+        assert await tokens.issuer(site.home) == site.issuer
         # Even when the owner moves the issuer on purpose, the running server keeps the one
         # it advertises: a token naming another issuer is refused, with the reason.
-        assert tokens.set_issuer(site.home, second)
-        elsewhere = site.token("alpha")
+        assert await tokens.set_issuer(site.home, second)
+        elsewhere = await site.token("alpha")
         refused = post_init(site, elsewhere)
         assert refused.status_code == 401
         assert (

@@ -19,7 +19,8 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call
-from charter.testing import server_for
+from charter.storage.ports import Tx
+from charter.testing import conn_of, raw_db, raw_tx, server_for
 from charter.tools import approvals, audit, identity
 from charter.tools.plan import Plan
 
@@ -27,18 +28,18 @@ ACTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_
 
 
 def _meta(home: Home, prefix: str) -> list[str]:
-    rows = home.conn.execute("SELECT value FROM meta WHERE key LIKE ?", (f"{prefix}:%",))
+    rows = raw_db(home).execute("SELECT value FROM meta WHERE key LIKE ?", (f"{prefix}:%",))
     return [row[0] for row in rows]
 
 
 def _calls(home: Home) -> list[tuple[str, str | None, dict[str, Any]]]:
-    bodies = [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    bodies = [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
     return [(f["phase"], f["outcome"], f["args"]) for f in bodies if f["action"] == "test.plan"]
 
 
-def _serve(home: Home, agent: str, acted: list[dict[str, Any]]) -> CharterServer:
+async def _serve(home: Home, agent: str, acted: list[dict[str, Any]]) -> CharterServer:
     """``agent``'s server plus a tool running a plan; ``acted`` gets what its act saw."""
-    server = server_for(home, agent)
+    server = await server_for(home, agent)
 
     @server.charter_tool("test_plan", annotations=ACTS, visible_args=("how",))
     async def test_plan(how: str) -> dict[str, int]:
@@ -46,12 +47,14 @@ def _serve(home: Home, agent: str, acted: list[dict[str, Any]]) -> CharterServer
         call = current_call()
         call.require("token:issue")
 
-        def reserve(conn: sqlite3.Connection) -> object:
+        def reserve(tx: Tx) -> object:
+            conn = conn_of(tx)
             if how == "intent effect refuses":
                 raise ScopeDenied("refused by the intent's effect")
             return conn.execute("INSERT INTO meta(key, value) VALUES ('reserved:x', ?)", (how,))
 
-        def mark(conn: sqlite3.Connection) -> object:
+        def mark(tx: Tx) -> object:
+            conn = conn_of(tx)
             return conn.execute("INSERT INTO meta(key, value) VALUES ('done:x', ?)", (how,))
 
         async def act(intent: Entry) -> dict[str, int]:
@@ -88,8 +91,8 @@ def _serve(home: Home, agent: str, acted: list[dict[str, Any]]) -> CharterServer
 
 
 @pytest.fixture
-def agent(home: Home) -> str:
-    identity.add_agent(home, "doer", scopes=["token:issue", "audit:read"])
+async def agent(home: Home) -> str:
+    await identity.add_agent(home, "doer", scopes=["token:issue", "audit:read"])
     return "doer"
 
 
@@ -97,7 +100,7 @@ async def test_the_plan_runs_in_order_and_lands_with_the_ok_outcome(
     home: Home, agent: str, mode: str
 ) -> None:
     acted: list[dict[str, Any]] = []
-    async with Client(_serve(home, agent, acted), mode=mode) as client:
+    async with Client(await _serve(home, agent, acted), mode=mode) as client:
         result = await client.call_tool("test_plan", {"how": "ok"})
     assert not result.is_error
     (intent, outcome) = _calls(home)
@@ -108,7 +111,7 @@ async def test_the_plan_runs_in_order_and_lands_with_the_ok_outcome(
     assert outcome[:2] == ("outcome", "ok")
     assert outcome[2]["details"] == {"answer": 42}  # the outcome facts, from the result
     assert _meta(home, "reserved") == ["ok"] and _meta(home, "done") == ["ok"]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +125,7 @@ async def test_a_failure_after_the_intent_records_error_and_no_success_effect(
     home: Home, agent: str, mode: str, how: str, message: str, facts: dict[str, int] | None
 ) -> None:
     acted: list[dict[str, Any]] = []
-    async with Client(_serve(home, agent, acted), mode=mode) as client:
+    async with Client(await _serve(home, agent, acted), mode=mode) as client:
         result = await client.call_tool("test_plan", {"how": how})
     assert result.is_error and message in str(result.content)
     assert len(acted) == 1
@@ -133,41 +136,41 @@ async def test_a_failure_after_the_intent_records_error_and_no_success_effect(
     assert _calls(home)[1][2].get("details") == facts
     assert _meta(home, "reserved") == [how]  # it exists exactly with its intent
     assert _meta(home, "done") == []  # success effects only with an ok outcome
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_an_intent_effect_that_refuses_means_no_intent_and_no_act(
     home: Home, agent: str, mode: str
 ) -> None:
     acted: list[dict[str, Any]] = []
-    async with Client(_serve(home, agent, acted), mode=mode) as client:
+    async with Client(await _serve(home, agent, acted), mode=mode) as client:
         result = await client.call_tool("test_plan", {"how": "intent effect refuses"})
     assert result.is_error and "refused by the intent's effect" in str(result.content)
     assert acted == []
     assert [(phase, outcome) for phase, outcome, _ in _calls(home)] == [("call", "denied")]
     assert _meta(home, "reserved") == [] and _meta(home, "done") == []
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_approval_comes_before_the_intent_and_the_act(home: Home, mode: str) -> None:
-    identity.add_agent(
+    await identity.add_agent(
         home,
         "careful",
         scopes=["token:issue"],
         policy={"approvals": [{"pattern": "token:issue", "mode": "owner"}]},
     )
     acted: list[dict[str, Any]] = []
-    async with Client(_serve(home, "careful", acted), mode=mode) as client:
+    async with Client(await _serve(home, "careful", acted), mode=mode) as client:
         pending = await client.call_tool("test_plan", {"how": "ok"})
         assert pending.is_error and "approval pending" in str(pending.content)
         assert acted == [] and _meta(home, "reserved") == []
         assert [(p, o) for p, o, _ in _calls(home)] == [("call", "denied")]
-        (request,) = approvals.list_pending(home)
-        approvals.approve(home, request.id)
+        (request,) = await approvals.list_pending(home)
+        await approvals.approve(home, request.id)
         done = await client.call_tool("test_plan", {"how": "ok"})
     assert not done.is_error
     intent = _calls(home)[1]
     assert intent[0] == "intent"
     assert intent[2]["details"]["resolved"] == "OK" and "approval" in intent[2]["details"]
     assert len(acted) == 1 and acted[0]["durable"] == 1
-    audit.verify_home(home)
+    await audit.verify_home(home)

@@ -24,7 +24,7 @@ SNAPSHOT = Path(__file__).with_name("tool_surface.json")
 
 
 async def surface(home: Home) -> list[dict[str, Any]]:
-    async with Client(server_for(home, "alpha")) as client:
+    async with Client(await server_for(home, "alpha")) as client:
         tools = (await client.list_tools()).tools
     return [
         {

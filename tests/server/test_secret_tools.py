@@ -23,7 +23,7 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.testing import FrozenClock, server_for
+from charter.testing import FrozenClock, raw_db, raw_tx, server_for
 from charter.tools import audit, identity
 from charter.tools import vault as vault_tools
 from charter.tools.vault import http as vault_http
@@ -161,22 +161,22 @@ def echo() -> Iterator[EchoServer]:
 
 
 @pytest.fixture
-def vhome(home: Home) -> Home:
+async def vhome(home: Home) -> Home:
     """The home with secrets API_KEY (canary, on 127.0.0.1), OTHER_KEY and agent ``gamma``."""
-    vault_tools.set_secret(
+    await vault_tools.set_secret(
         home, "API_KEY", CANARY.encode(), description="test API", allowed_hosts=["127.0.0.1"]
     )
-    vault_tools.set_secret(home, "OTHER_KEY", OTHER.encode(), allowed_hosts=["example.com"])
-    identity.add_agent(home, "gamma", scopes=["secret:use:API_*", "secret:read:OTHER_KEY"])
+    await vault_tools.set_secret(home, "OTHER_KEY", OTHER.encode(), allowed_hosts=["example.com"])
+    await identity.add_agent(home, "gamma", scopes=["secret:use:API_*", "secret:read:OTHER_KEY"])
     return home
 
 
 def entries(home: Home) -> list[dict[str, Any]]:
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
 async def call(home: Home, mode: str, tool: str, args: dict[str, Any], agent: str = "gamma") -> Any:
-    async with Client(server_for(home, agent), mode=mode) as client:
+    async with Client(await server_for(home, agent), mode=mode) as client:
         return await client.call_tool(tool, args)
 
 
@@ -212,7 +212,7 @@ async def test_http_request_injects_the_secret_and_redacts_the_echo(
     assert "[REDACTED:API_KEY]" in out["body"]
     assert {"name": "X-Echo-Auth", "value": "Bearer [REDACTED:API_KEY]"} in out["headers"]
     assert out["secrets_used"] == ["API_KEY@1"]
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_the_intent_is_committed_before_the_request_and_holds_no_value(
@@ -252,11 +252,11 @@ async def test_the_intent_is_committed_before_the_request_and_holds_no_value(
         assert set(seen_intent["args"][hashed]) == {"sha256"}
     outcome = entries(vhome)[-1]
     assert (outcome["phase"], outcome["outcome"]) == ("outcome", "ok")
-    intent = Entry.from_body(list(vhome.ledger.iter_bodies())[-2])
+    intent = Entry.from_body(list(raw_tx(vhome).ledger.iter_bodies())[-2])
     assert intent.fields == seen_intent
     assert outcome["args"]["intent"] == intent.hash
     assert outcome["args"]["details"]["status"] == 200
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_a_host_outside_the_allowlist_is_refused_and_nothing_is_sent(
@@ -273,7 +273,7 @@ async def test_a_host_outside_the_allowlist_is_refused_and_nothing_is_sent(
     assert echo.seen == []
     last = entries(vhome)[-1]
     assert (last["phase"], last["outcome"]) == ("call", "denied")
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_a_missing_use_scope_is_refused(vhome: Home, echo: EchoServer, mode: str) -> None:
@@ -384,7 +384,7 @@ async def test_an_unreachable_host_is_a_clear_error_after_the_intent(
     assert text_of(result) == "could not connect to 127.0.0.1"
     last = entries(vhome)[-1]
     assert (last["phase"], last["outcome"]) == ("outcome", "error")
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_a_slow_server_is_cut_off_at_the_deadline(
@@ -419,7 +419,7 @@ async def test_secret_get_reveals_only_with_the_read_scope(vhome: Home, mode: st
     assert denied.is_error
     assert "does not grant 'secret:read:API_KEY'" in text_of(denied)
     assert CANARY not in text_of(denied)
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_secret_list_shows_granted_names_only(vhome: Home, mode: str) -> None:
@@ -436,7 +436,7 @@ async def test_secret_list_shows_granted_names_only(vhome: Home, mode: str) -> N
 async def test_secret_list_is_narrowed_by_the_calling_token(vhome: Home, mode: str) -> None:
     """Over HTTP a bearer token may grant less than the charter: the list shows only what the
     token allows (names, hosts and flags of the others stay hidden)."""
-    gamma = identity.load_agent(vhome, "gamma")
+    gamma = await identity.load_agent(vhome, "gamma")
     narrowed = dataclasses.replace(gamma, token_scopes=("secret:read:OTHER_KEY",))
 
     async def resolve() -> identity.AgentContext:
@@ -455,7 +455,7 @@ async def test_secret_list_is_narrowed_by_the_calling_token(vhome: Home, mode: s
 async def test_a_tampered_row_or_wrong_key_fails_closed_through_the_tools(
     vhome: Home, echo: EchoServer, mode: str
 ) -> None:
-    vhome.conn.execute(
+    raw_db(vhome).execute(
         "UPDATE vault_versions SET ciphertext = (SELECT ciphertext FROM vault_versions"
         " WHERE name = 'OTHER_KEY') WHERE name = 'API_KEY'"
     )
@@ -474,7 +474,7 @@ async def test_a_tampered_row_or_wrong_key_fails_closed_through_the_tools(
     got = await call(vhome, mode, "secret_get", {"name": "OTHER_KEY"})
     assert got.is_error and "wrong vault master key" in text_of(got)
     assert OTHER not in text_of(got)
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_the_canary_secret_never_leaks(
@@ -488,7 +488,7 @@ async def test_the_canary_secret_never_leaks(
     """The value appears in secret_get's result and nowhere else: not in the database or its
     WAL, the ledger or its export, the logs, stderr, any other result or any error."""
     caplog.set_level(logging.DEBUG)
-    identity.update_agent(
+    await identity.update_agent(
         vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY", "audit:read"]
     )
     closed_port = echo.port + 1 if echo.port < 65535 else echo.port - 1
@@ -531,7 +531,7 @@ async def test_the_canary_secret_never_leaks(
         ),
     ]
     results = []
-    async with Client(server_for(vhome, "gamma"), mode=mode) as client:
+    async with Client(await server_for(vhome, "gamma"), mode=mode) as client:
         for tool, args in calls:
             results.append(await client.call_tool(tool, args))
         revealed = await client.call_tool("secret_get", {"name": "API_KEY"})
@@ -553,10 +553,10 @@ async def test_the_canary_secret_never_leaks(
     assert_clean("the logs", caplog.text.encode())
     captured = capfd.readouterr()
     assert_clean("stdout/stderr", (captured.out + captured.err).encode())
-    ledger = b"".join(vhome.ledger.iter_bodies())
+    ledger = b"".join(raw_tx(vhome).ledger.iter_bodies())
     assert b"secret.read" in ledger and b"secret.http_request" in ledger
     assert_clean("the ledger", ledger)
-    audit.export(vhome, tmp_path / "export")
+    await audit.export(vhome, tmp_path / "export")
     exported = [p for p in (tmp_path / "export").rglob("*") if p.is_file()]
     assert exported
     for path in exported:
@@ -565,12 +565,12 @@ async def test_the_canary_secret_never_leaks(
     assert {"charter.db", "charter.db-wal", "vault.key"} <= set(files)
     for name, path in files.items():
         assert_clean(name, path.read_bytes())
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_owner_approval_policy_applies_to_secret_get(vhome: Home, mode: str) -> None:
     """The vault tools check scopes through the gate, so approval policy catches them."""
-    identity.add_agent(
+    await identity.add_agent(
         vhome,
         "guarded",
         scopes=["secret:read:OTHER_KEY"],
@@ -580,13 +580,13 @@ async def test_owner_approval_policy_applies_to_secret_get(vhome: Home, mode: st
     assert result.is_error
     assert "approval pending" in text_of(result)
     assert OTHER not in text_of(result)
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_owner_approval_policy_applies_to_secret_http_request(
     vhome: Home, echo: EchoServer, mode: str
 ) -> None:
-    identity.add_agent(
+    await identity.add_agent(
         vhome,
         "guarded",
         scopes=["secret:use:API_KEY"],
@@ -644,7 +644,7 @@ async def test_the_cut_of_an_oversized_reflection_is_no_prefix_oracle(
         assert out["truncated"] is True, text_of(result)
         lengths[guess] = len(out["body"])
     assert set(lengths.values()) == {cap}, lengths
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_an_undecodable_content_encoding_never_returns_the_value(
@@ -681,7 +681,7 @@ async def test_an_undecodable_content_encoding_never_returns_the_value(
     assert out["body"] == "k=[REDACTED:API_KEY]"
     assert "content-length" not in {h["name"].lower() for h in out["headers"]}
     assert all(s.headers["Accept-Encoding"] == "identity" for s in echo.seen)
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_an_agent_may_not_set_accept_encoding(
@@ -706,7 +706,7 @@ async def test_percent_encoded_and_json_escaped_reflections_are_redacted(
     vhome: Home, echo: EchoServer, mode: str, how: str
 ) -> None:
     value = "a<b>c&d=0123/x+y z-9f8e7d6c"
-    vault_tools.set_secret(vhome, "API_HTML", value.encode(), allowed_hosts=["127.0.0.1"])
+    await vault_tools.set_secret(vhome, "API_HTML", value.encode(), allowed_hosts=["127.0.0.1"])
     result = await call(
         vhome,
         mode,
@@ -744,7 +744,7 @@ async def test_a_guessed_value_is_refused_recorded_and_blocks_the_agent(
             "headers": {"X-Key": "{{secret:API_KEY}}", "X-G": CANARY},
         }
     else:  # the value's first characters written right before the placeholder
-        vault_tools.set_secret(vhome, "API_KEY", b"abababab", allowed_hosts=["127.0.0.1"])
+        await vault_tools.set_secret(vhome, "API_KEY", b"abababab", allowed_hosts=["127.0.0.1"])
         args |= {"url": echo.url("/echo"), "body": "ab{{secret:API_KEY}}"}
     result = await call(vhome, mode, "secret_http_request", args)
     assert result.is_error
@@ -757,24 +757,24 @@ async def test_a_guessed_value_is_refused_recorded_and_blocks_the_agent(
         "secret.http_request",
     )
     assert "written by the agent" in last["reason"]
-    ledger = b"".join(vhome.ledger.iter_bodies())
+    ledger = b"".join(raw_tx(vhome).ledger.iter_bodies())
     assert CANARY.encode() not in ledger and b"abababab" not in ledger
     # Blocked: even a clean request with that secret is refused, so no more guesses.
     clean = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
     again = await call(vhome, mode, "secret_http_request", clean)
     assert again.is_error and "blocked" in text_of(again) and echo.seen == []
-    vault_tools.unblock_secret(vhome, "API_KEY", "gamma")
+    await vault_tools.unblock_secret(vhome, "API_KEY", "gamma")
     assert not (await call(vhome, mode, "secret_http_request", clean)).is_error
     from charter.tools.vault import limits as vault_limits
 
-    assert vault_limits.unblock(vhome.conn, "gamma", "API_KEY") is False
-    audit.verify_home(vhome)
+    assert vault_limits.unblock(raw_tx(vhome), "gamma", "API_KEY") is False
+    await audit.verify_home(vhome)
 
 
 async def test_a_value_the_agent_may_read_is_not_a_guess(
     vhome: Home, echo: EchoServer, mode: str
 ) -> None:
-    identity.update_agent(vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY"])
+    await identity.update_agent(vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY"])
     result = await call(
         vhome,
         mode,
@@ -790,7 +790,7 @@ async def test_a_readable_value_written_into_the_url_is_refused_not_recorded(
     """The URL is kept as written (an approval request shows it): an agent that may read a
     value must still write the placeholder there, so the value never reaches an approver or
     the ledger. Refused before anything is sent, without blocking (it is no guess)."""
-    identity.update_agent(vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY"])
+    await identity.update_agent(vhome, "gamma", scopes=["secret:use:API_*", "secret:read:API_KEY"])
     before = len(echo.seen)
     url = echo.url("/echo?k=" + CANARY.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"))
     result = await call(
@@ -829,7 +829,7 @@ async def test_the_url_returned_is_the_one_the_agent_wrote(
 async def test_the_rate_limit_refuses_and_records(
     vhome: Home, echo: EchoServer, mode: str, clock: FrozenClock
 ) -> None:
-    info = vault_tools.set_secret(
+    info = await vault_tools.set_secret(
         vhome, "API_KEY", CANARY.encode(), allowed_hosts=["127.0.0.1"], rate_per_minute=3
     )
     assert info.rate_per_minute == 3
@@ -847,18 +847,18 @@ async def test_the_rate_limit_refuses_and_records(
     assert (last["phase"], last["outcome"]) == ("call", "denied")
     assert last["reason"].startswith("rate limit")
     # Another agent has its own count; the window moves on.
-    identity.add_agent(vhome, "delta", scopes=["secret:use:API_KEY"])
+    await identity.add_agent(vhome, "delta", scopes=["secret:use:API_KEY"])
     assert not (await call(vhome, mode, "secret_http_request", args, agent="delta")).is_error
     clock.advance(seconds=61)
     assert not (await call(vhome, mode, "secret_http_request", args)).is_error
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
 async def test_the_default_rate_is_sixty_per_minute(
     vhome: Home, echo: EchoServer, clock: FrozenClock
 ) -> None:
     args = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
-    async with Client(server_for(vhome, "gamma")) as client:
+    async with Client(await server_for(vhome, "gamma")) as client:
         results = [await client.call_tool("secret_http_request", args) for _ in range(61)]
     assert [r.is_error for r in results] == [False] * 60 + [True]
     assert "60 times per minute" in text_of(results[-1])
@@ -869,7 +869,7 @@ async def test_an_allowed_host_with_the_wrong_port_or_scheme_is_refused(
     vhome: Home, echo: EchoServer, mode: str, allowed: str
 ) -> None:
     entry = allowed.format(port=echo.port, other=echo.port + 1 if echo.port < 65535 else 1)
-    vault_tools.set_secret(vhome, "API_KEY", CANARY.encode(), allowed_hosts=[entry])
+    await vault_tools.set_secret(vhome, "API_KEY", CANARY.encode(), allowed_hosts=[entry])
     args = {"method": "GET", "url": echo.url("/echo"), "headers": {"X": "{{secret:API_KEY}}"}}
     result = await call(vhome, mode, "secret_http_request", args)
     assert result.is_error and "may not be sent to '127.0.0.1'" in text_of(result)
@@ -877,7 +877,7 @@ async def test_an_allowed_host_with_the_wrong_port_or_scheme_is_refused(
     last = entries(vhome)[-1]
     assert (last["phase"], last["outcome"]) == ("call", "denied")
     # The exact scheme and port are allowed.
-    vault_tools.set_secret(
+    await vault_tools.set_secret(
         vhome, "API_KEY", CANARY.encode(), allowed_hosts=[f"http://127.0.0.1:{echo.port}"]
     )
     assert not (await call(vhome, mode, "secret_http_request", args)).is_error

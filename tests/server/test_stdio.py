@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +17,17 @@ from rawstdio import exchange
 
 from charter.evidence.entries import Entry
 from charter.home import Home
-from charter.testing import make_home
+from charter.testing import make_home, raw_tx
 from charter.tools import audit, identity
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Home]:
+async def home(tmp_path: Path) -> AsyncIterator[Home]:
     """A home on the real clock: the server subprocess reads the real time."""
-    h = make_home(tmp_path / "home")
-    identity.add_agent(h, "alpha", scopes=["audit:read"])
+    h = await make_home(tmp_path / "home")
+    await identity.add_agent(h, "alpha", scopes=["audit:read"])
     yield h
-    h.close()
+    await h.close()
 
 
 def _env(home: Home) -> dict[str, str]:
@@ -35,7 +35,7 @@ def _env(home: Home) -> dict[str, str]:
     return {"CHARTER_HOME": str(home.settings.home), "PATH": os.environ.get("PATH", "")}
 
 
-def test_every_stdout_line_is_json_rpc(home: Home) -> None:
+async def test_every_stdout_line_is_json_rpc(home: Home) -> None:
     requests: list[dict[str, Any]] = [
         {
             "jsonrpc": "2.0",
@@ -86,8 +86,8 @@ def test_every_stdout_line_is_json_rpc(home: Home) -> None:
     assert by_id[4]["result"]["isError"] is True
     assert by_id[5]["result"]["isError"] is True
     assert "Traceback" not in "".join(lines)
-    audit.verify_home(home)
-    actions = [Entry.from_body(b).fields["action"] for b in home.ledger.iter_bodies()]
+    await audit.verify_home(home)
+    actions = [Entry.from_body(b).fields["action"] for b in raw_tx(home).ledger.iter_bodies()]
     assert actions[-3:] == ["identity.whoami", "audit.query", "tool.unknown"]
 
 
@@ -106,8 +106,8 @@ async def test_sdk_client_over_stdio(home: Home, mode: str) -> None:
     assert result.structured_content["name"] == "alpha"
 
 
-def test_serve_refuses_a_revoked_agent_with_a_clear_message(home: Home) -> None:
-    identity.revoke_agent(home, "alpha", reason="test")
+async def test_serve_refuses_a_revoked_agent_with_a_clear_message(home: Home) -> None:
+    await identity.revoke_agent(home, "alpha", reason="test")
     proc = subprocess.run(
         [sys.executable, "-m", "charter", "serve", "--agent", "alpha"],
         input="",
@@ -143,7 +143,7 @@ def _nested(depth: int) -> Any:
     return value
 
 
-def test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on(home: Home) -> None:
+async def test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on(home: Home) -> None:
     """Valid JSON the SDK's parser refuses used to go unanswered: the client hung (issue 16.8).
 
     A lone surrogate and 300-deep nesting each get a JSON-RPC error carrying the request's
@@ -204,4 +204,4 @@ def test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on(home: Hom
     assert by_id[None]["error"]["code"] == -32700  # not JSON: no id to echo
     assert by_id[5]["result"]["structuredContent"]["name"] == "alpha"
     assert "Traceback" not in "".join(lines)
-    audit.verify_home(home)
+    await audit.verify_home(home)

@@ -19,7 +19,9 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call
-from charter.testing import server_for
+from charter.storage.ports import Tx
+from charter.storage.sqlite import SqliteStore
+from charter.testing import conn_of, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, tokens
 from charter.tools.plan import Plan
 
@@ -28,21 +30,25 @@ AUDIENCE = "https://api.example.com"
 
 
 def _marks(home: Home) -> list[str]:
-    return [row[0] for row in home.conn.execute("SELECT value FROM meta WHERE key LIKE 'mark:%'")]
+    return [
+        row[0] for row in raw_db(home).execute("SELECT value FROM meta WHERE key LIKE 'mark:%'")
+    ]
 
 
-def _server(home: Home) -> CharterServer:
+async def _server(home: Home) -> CharterServer:
     """alpha's server plus a test tool that writes a ``meta`` row on success."""
-    server = server_for(home, "alpha")
+    server = await server_for(home, "alpha")
 
     @server.charter_tool("test_mark", annotations=ACTS, visible_args=("how",))
     async def test_mark(how: str) -> str:
         """Test only: commit an intent, then a mark that lands with the ok outcome."""
 
-        def mark(conn: sqlite3.Connection) -> object:
+        def mark(tx: Tx) -> object:
+            conn = conn_of(tx)
             return conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (f"mark:{how}", how))
 
-        def broken(conn: sqlite3.Connection) -> object:
+        def broken(tx: Tx) -> object:
+            conn = conn_of(tx)
             return conn.execute("INSERT INTO no_such_table VALUES (1)")
 
         async def act(_intent: Entry) -> str:
@@ -68,17 +74,17 @@ def _server(home: Home) -> CharterServer:
 
 
 def _outcomes(home: Home) -> list[dict[str, Any]]:
-    bodies = [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    bodies = [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
     return [f for f in bodies if f["action"] == "test.mark" and f["phase"] != "intent"]
 
 
 async def test_the_effect_commits_with_the_ok_outcome(home: Home, mode: str) -> None:
-    async with Client(_server(home), mode=mode) as client:
+    async with Client(await _server(home), mode=mode) as client:
         result = await client.call_tool("test_mark", {"how": "ok"})
     assert not result.is_error
     assert _marks(home) == ["ok"]
     assert [o["outcome"] for o in _outcomes(home)] == ["ok"]
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize(
@@ -93,24 +99,26 @@ async def test_the_effect_commits_with_the_ok_outcome(home: Home, mode: str) -> 
 async def test_no_ok_outcome_no_effect(
     home: Home, mode: str, how: str, expected: list[str]
 ) -> None:
-    async with Client(_server(home), mode=mode) as client:
+    async with Client(await _server(home), mode=mode) as client:
         result = await client.call_tool("test_mark", {"how": how})
     assert result.is_error
     assert _marks(home) == []
     assert [o["outcome"] for o in _outcomes(home)] == expected
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_a_token_row_is_committed_in_its_outcome_transaction(home: Home, mode: str) -> None:
-    identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
-    server = server_for(home, "alpha")
+    await identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
+    server = await server_for(home, "alpha")
     statements: list[str] = []
     async with Client(server, mode=mode) as client:
-        server.deps.writer.ledger.conn.set_trace_callback(statements.append)
+        writer_store = server.deps.writer.store
+        assert isinstance(writer_store, SqliteStore)
+        await writer_store.run(lambda conn: conn.set_trace_callback(statements.append))
         result = await client.call_tool("token_issue", {"audience": AUDIENCE})
     assert not result.is_error
     token = result.structured_content["token"]
-    tokens.verify(home, token, audience=AUDIENCE)
+    await tokens.verify(home, token, audience=AUDIENCE)
     # The outcome's transaction: BEGIN, ..., the token's row, the outcome entry, COMMIT.
     last_begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN"))
     txn = statements[last_begin:]
@@ -123,24 +131,24 @@ async def test_a_token_row_is_committed_in_its_outcome_transaction(home: Home, m
 async def test_a_token_whose_outcome_was_not_recorded_never_verifies(
     home: Home, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
+    await identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
     signed: list[str] = []
     real_sign = tokens.sign
 
-    def sign_then_revoke(h: Home, request: tokens.TokenRequest) -> tokens.IssuedToken:
-        issued = real_sign(h, request)
+    async def sign_then_revoke(h: Home, request: tokens.TokenRequest) -> tokens.IssuedToken:
+        issued = await real_sign(h, request)
         signed.append(issued.token)
-        identity.revoke_agent(home, "alpha", reason="race")  # before the outcome commits
+        await identity.revoke_agent(home, "alpha", reason="race")  # before the outcome commits
         return issued
 
     # What the plan's act calls (``tokens.issue`` is the function, not the module).
     monkeypatch.setattr(
         importlib.import_module("charter.tools.tokens.issue"), "sign", sign_then_revoke
     )
-    async with Client(server_for(home, "alpha"), mode=mode) as client:
+    async with Client(await server_for(home, "alpha"), mode=mode) as client:
         result = await client.call_tool("token_issue", {"audience": AUDIENCE})
     assert result.is_error
-    rows = home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    rows = raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0]
     assert rows == 0  # the refused outcome took the token's row with it
     with pytest.raises(TokenInvalid):
-        tokens.verify(home, signed[0], audience=AUDIENCE)
+        await tokens.verify(home, signed[0], audience=AUDIENCE)

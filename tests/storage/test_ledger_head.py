@@ -10,31 +10,32 @@ import pytest
 from charter.errors import LedgerIntegrityError
 from charter.home import Home
 from charter.storage.db import transaction
+from charter.testing import raw_db, raw_tx
 from charter.tools import audit
 
 
 def set_hash_column(home: Home, seq: int, value: str) -> None:
-    home.conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
-    with transaction(home.conn):
-        home.conn.execute("UPDATE ledger SET hash = ? WHERE seq = ?", (value, seq))
+    raw_db(home).execute("DROP TRIGGER IF EXISTS ledger_no_update")
+    with transaction(raw_db(home)):
+        raw_db(home).execute("UPDATE ledger SET hash = ? WHERE seq = ?", (value, seq))
 
 
-def test_an_edited_hash_column_steers_neither_head_nor_the_next_entry(home: Home) -> None:
-    home.record_owner_event("test.event", {"i": 0})
-    size, true_head = home.ledger.head()
-    last = home.ledger.get(size - 1)
+async def test_an_edited_hash_column_steers_neither_head_nor_the_next_entry(home: Home) -> None:
+    await home.record_owner_event("test.event", {"i": 0})
+    size, true_head = raw_tx(home).ledger.head()
+    last = raw_tx(home).ledger.get(size - 1)
     assert last is not None and true_head == hashlib.sha256(last.body).hexdigest()
 
     set_hash_column(home, size - 1, "f" * 64)
-    assert home.ledger.head() == (size, true_head)
-    home.record_owner_event("test.event", {"i": 1})
-    new = home.ledger.get(size)
+    assert raw_tx(home).ledger.head() == (size, true_head)
+    await home.record_owner_event("test.event", {"i": 1})
+    new = raw_tx(home).ledger.get(size)
     assert new is not None and new.fields["prev"] == true_head
 
     # The edited column itself is still reported...
     with pytest.raises(LedgerIntegrityError, match="hash column") as failed:
-        audit.verify_home(home)
+        await audit.verify_home(home)
     assert failed.value.seq == size - 1
     # ...and once it is put back, the whole chain, new entry included, verifies.
     set_hash_column(home, size - 1, true_head)
-    assert audit.verify_home(home).size == size + 1
+    assert (await audit.verify_home(home)).size == size + 1

@@ -15,7 +15,7 @@ import pytest
 from charter.config import Settings
 from charter.home import Home
 from charter.storage.db import _split_sql, connect
-from charter.testing import call_draft
+from charter.testing import call_draft, raw_db, raw_tx
 from charter.tools import audit, identity
 
 #: The ledger's table was rebuilt without two unread indexes by this migration.
@@ -61,14 +61,14 @@ def _ledger_rows(db: Path) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def test_lean_ledger_migration_keeps_every_entry_and_the_guards(home: Home) -> None:
-    agent = identity.load_agent(home, "alpha")
+async def test_lean_ledger_migration_keeps_every_entry_and_the_guards(home: Home) -> None:
+    agent = await identity.load_agent(home, "alpha")
     root = home.settings.layout.root
     db = home.layout.db
     for i in range(25):
-        home.ledger.append_one(call_draft(agent, "s", i))
+        raw_tx(home).ledger.append_one(call_draft(agent, "s", i))
     before = _ledger_rows(db)
-    home.close()
+    await home.close()
 
     old = root / "old.db"
     _old_database(old, db, upto=LEAN)
@@ -79,9 +79,9 @@ def test_lean_ledger_migration_keeps_every_entry_and_the_guards(home: Home) -> N
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'ledger_call'").fetchone()
     conn.close()
 
-    upgraded = Home.open(Settings(home=root), clock=home.clock)
+    upgraded = await Home.open(Settings(home=root), clock=home.clock)
     try:
-        conn = upgraded.conn
+        conn = raw_db(upgraded)
         assert _ledger_rows(db) == before
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(ledger)")}
         assert "ledger_call" not in indexes
@@ -98,7 +98,9 @@ def test_lean_ledger_migration_keeps_every_entry_and_the_guards(home: Home) -> N
                 " SELECT 10000, prev, hash, ts, actor, action, phase, body FROM ledger"
                 " WHERE seq = 3"
             )
-        upgraded.ledger.append_one(call_draft(identity.load_agent(upgraded, "alpha"), "s", 99))
-        assert audit.verify_home(upgraded).size == len(before) + 1
+        raw_tx(upgraded).ledger.append_one(
+            call_draft(await identity.load_agent(upgraded, "alpha"), "s", 99)
+        )
+        assert (await audit.verify_home(upgraded)).size == len(before) + 1
     finally:
-        upgraded.close()
+        await upgraded.close()

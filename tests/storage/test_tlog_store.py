@@ -21,7 +21,7 @@ from charter.home import Home
 from charter.storage import tlog
 from charter.storage.db import connect, migrate, transaction
 from charter.storage.ledger import Draft, Ledger
-from charter.testing import make_home
+from charter.testing import make_home, raw_db, raw_tx
 
 # The transparency-dev/merkle vectors (testonly/constants.go, proof/verify_test.go), 0-based.
 CT_LEAVES = [
@@ -87,12 +87,12 @@ def hexes(hashes: list[bytes]) -> list[str]:
 
 
 def bodies(home: Home) -> list[bytes]:
-    return list(home.ledger.iter_bodies())
+    return list(raw_tx(home).ledger.iter_bodies())
 
 
-def fill(home: Home, n: int) -> None:
+async def fill(home: Home, n: int) -> None:
     for i in range(n):
-        home.record_owner_event("test.event", {"i": i})
+        await home.record_owner_event("test.event", {"i": i})
 
 
 def drop_guard(conn: sqlite3.Connection, trigger: str) -> None:
@@ -205,30 +205,30 @@ def test_a_leaf_already_in_the_tree_refuses_the_append(db: sqlite3.Connection) -
 # -- the ledger hook and backfill ---------------------------------------------------------------
 
 
-def test_every_ledger_append_maintains_the_tree(home: Home) -> None:
-    fill(home, 20)
+async def test_every_ledger_append_maintains_the_tree(home: Home) -> None:
+    await fill(home, 20)
     leaves = [merkle.leaf_hash(b) for b in bodies(home)]
-    store = tlog.TreeStore(home.conn)
-    assert store.size() == len(leaves) == home.ledger.head()[0]
+    store = tlog.TreeStore(raw_db(home))
+    assert store.size() == len(leaves) == raw_tx(home).ledger.head()[0]
     assert store.root(len(leaves)) == merkle.root_from_leaves(leaves)
 
 
-def test_entries_appended_without_the_hook_are_caught_up_on_the_next_append(
+async def test_entries_appended_without_the_hook_are_caught_up_on_the_next_append(
     home: Home,
 ) -> None:
-    bare = Ledger(home.conn, home.identity, home.clock, log_key=home.log_key, hooks=())
-    fill(home, 3)
+    bare = Ledger(raw_db(home), home.identity, home.clock, log_key=home.log_key, hooks=())
+    await fill(home, 3)
     owner = home.owner_key()
-    before = tlog.tree_size(home.conn)
+    before = tlog.tree_size(raw_db(home))
     for i in range(37):
-        home.record_owner_event("warm", {"i": i})  # with the hook
+        await home.record_owner_event("warm", {"i": i})  # with the hook
         bare.append_one(_owner_draft(home, owner, i))  # without: the tree falls behind
-        assert tlog.tree_size(home.conn) < home.ledger.head()[0] or i == 0
-    assert before < tlog.tree_size(home.conn) < home.ledger.head()[0]
+        assert tlog.tree_size(raw_db(home)) < raw_tx(home).ledger.head()[0] or i == 0
+    assert before < tlog.tree_size(raw_db(home)) < raw_tx(home).ledger.head()[0]
     bare.append_one(_owner_draft(home, owner, 99))
-    home.record_owner_event("catch.up", {})
+    await home.record_owner_event("catch.up", {})
     leaves = [merkle.leaf_hash(b) for b in bodies(home)]
-    assert tlog.TreeStore(home.conn).root(len(leaves)) == merkle.root_from_leaves(leaves)
+    assert tlog.TreeStore(raw_db(home)).root(len(leaves)) == merkle.root_from_leaves(leaves)
 
 
 def _owner_draft(home: Home, owner: Ed25519Signer, i: int) -> Draft:
@@ -238,37 +238,37 @@ def _owner_draft(home: Home, owner: Ed25519Signer, i: int) -> Draft:
     )  # fmt: skip
 
 
-def test_a_home_created_before_the_tree_is_backfilled(tmp_path: Path) -> None:
+async def test_a_home_created_before_the_tree_is_backfilled(tmp_path: Path) -> None:
     root = tmp_path / "old"
-    home = make_home(root)
-    fill(home, 40)
+    home = await make_home(root)
+    await fill(home, 40)
     # Put the database back in its pre-migration state: no tree, no checkpoints.
-    with transaction(home.conn):
+    with transaction(raw_db(home)):
         for table in ("merkle_nodes", "checkpoints"):
-            home.conn.execute(f"DROP TABLE {table}")
-        home.conn.execute("DELETE FROM schema_migrations WHERE name = '0002_merkle.sql'")
-    home.close()
-    with Home.open(home.settings) as reopened:
-        assert tlog.tree_size(reopened.conn) == 0
+            raw_db(home).execute(f"DROP TABLE {table}")
+        raw_db(home).execute("DELETE FROM schema_migrations WHERE name = '0002_merkle.sql'")
+    await home.close()
+    async with await Home.open(home.settings) as reopened:
+        assert tlog.tree_size(raw_db(reopened)) == 0
         expected = merkle.root_from_leaves([merkle.leaf_hash(b) for b in bodies(reopened)])
         signed = tlog.CheckpointLog(
-            reopened.conn, reopened.origin, reopened.log_key, reopened.clock
+            raw_db(reopened), reopened.origin, reopened.log_key, reopened.clock
         ).sign()
         assert (signed.size, signed.root) == (41, expected)
-        assert tlog.tree_size(reopened.conn) == 41
-        reopened.record_owner_event("after.upgrade", {})
-        assert tlog.tree_size(reopened.conn) == 42
+        assert tlog.tree_size(raw_db(reopened)) == 41
+        await reopened.record_owner_event("after.upgrade", {})
+        assert tlog.tree_size(raw_db(reopened)) == 42
 
 
-def test_tree_longer_than_the_ledger_is_reported(home: Home) -> None:
-    size = home.ledger.head()[0]
-    with transaction(home.conn):
-        home.conn.execute(
+async def test_tree_longer_than_the_ledger_is_reported(home: Home) -> None:
+    size = raw_tx(home).ledger.head()[0]
+    with transaction(raw_db(home)):
+        raw_db(home).execute(
             "INSERT INTO merkle_nodes(level, idx, hash) VALUES (0, ?, ?)", (size, bytes(32))
         )
     with pytest.raises(LedgerIntegrityError, match="already holds"):
-        home.record_owner_event("refused", {})
-    assert home.ledger.head()[0] == size
+        await home.record_owner_event("refused", {})
+    assert raw_tx(home).ledger.head()[0] == size
     with pytest.raises(LedgerIntegrityError, match="entries were removed"):
         _log(home).sign()
 
@@ -277,16 +277,16 @@ def test_tree_longer_than_the_ledger_is_reported(home: Home) -> None:
 
 
 def _log(home: Home) -> tlog.CheckpointLog:
-    return tlog.CheckpointLog(home.conn, home.origin, home.log_key, home.clock)
+    return tlog.CheckpointLog(raw_db(home), home.origin, home.log_key, home.clock)
 
 
-def test_checkpoint_is_a_c2sp_note_signed_by_the_log_key_named_after_the_origin(
+async def test_checkpoint_is_a_c2sp_note_signed_by_the_log_key_named_after_the_origin(
     home: Home,
 ) -> None:
     checkpoints = _log(home)
     assert checkpoints.latest() is None
     signed = checkpoints.sign()
-    size = home.ledger.head()[0]
+    size = raw_tx(home).ledger.head()[0]
     verifier = Verifier(home.origin, VerifyKey(home.log_key.public_key))
     checkpoint, signatures = open_checkpoint(signed.note, [verifier])
     assert checkpoint == Checkpoint(home.origin, size, signed.root)
@@ -294,7 +294,7 @@ def test_checkpoint_is_a_c2sp_note_signed_by_the_log_key_named_after_the_origin(
     assert signed.root == merkle.root_from_leaves([merkle.leaf_hash(b) for b in bodies(home)])
     assert signed.note.startswith(f"{home.origin}\n{size}\n")
     assert checkpoints.sign() == signed  # the head did not move: nothing new is signed
-    home.record_owner_event("more", {})
+    await home.record_owner_event("more", {})
     newer = checkpoints.sign()
     assert newer.size == size + 1
     assert checkpoints.latest() == newer
@@ -302,14 +302,14 @@ def test_checkpoint_is_a_c2sp_note_signed_by_the_log_key_named_after_the_origin(
     assert checkpoints.upto(size + 1) == [signed, newer]
 
 
-def test_the_log_refuses_to_sign_after_a_tree_node_is_tampered(home: Home) -> None:
-    fill(home, 14)
+async def test_the_log_refuses_to_sign_after_a_tree_node_is_tampered(home: Home) -> None:
+    await fill(home, 14)
     checkpoints = _log(home)
     first = checkpoints.sign()  # 17 entries: perfect nodes (4, 0) and (0, 16)
-    fill(home, 5)
-    drop_guard(home.conn, "merkle_nodes_no_update")
-    with transaction(home.conn):  # a node inside the signed tree
-        home.conn.execute(
+    await fill(home, 5)
+    drop_guard(raw_db(home), "merkle_nodes_no_update")
+    with transaction(raw_db(home)):  # a node inside the signed tree
+        raw_db(home).execute(
             "UPDATE merkle_nodes SET hash = ? WHERE level = 4 AND idx = 0", (bytes(32),)
         )
     with pytest.raises(LedgerIntegrityError, match="no longer gives the root of checkpoint 17"):
@@ -317,88 +317,88 @@ def test_the_log_refuses_to_sign_after_a_tree_node_is_tampered(home: Home) -> No
     assert checkpoints.latest() == first
 
 
-def test_the_log_refuses_to_sign_a_tree_that_differs_from_the_ledger(home: Home) -> None:
-    fill(home, 14)
+async def test_the_log_refuses_to_sign_a_tree_that_differs_from_the_ledger(home: Home) -> None:
+    await fill(home, 14)
     checkpoints = _log(home)
     checkpoints.sign()
-    fill(home, 7)
-    drop_guard(home.conn, "merkle_nodes_no_update")
-    with transaction(home.conn):  # a node added after the last checkpoint
-        home.conn.execute(
+    await fill(home, 7)
+    drop_guard(raw_db(home), "merkle_nodes_no_update")
+    with transaction(raw_db(home)):  # a node added after the last checkpoint
+        raw_db(home).execute(
             "UPDATE merkle_nodes SET hash = ? WHERE level = 1 AND idx = 10", (bytes(32),)
         )
     with pytest.raises(LedgerIntegrityError, match="does not match the ledger entries"):
         checkpoints.sign()
 
 
-def test_the_log_refuses_to_sign_over_a_rewritten_entry(home: Home) -> None:
-    fill(home, 6)
+async def test_the_log_refuses_to_sign_over_a_rewritten_entry(home: Home) -> None:
+    await fill(home, 6)
     checkpoints = _log(home)
     first = checkpoints.sign()
-    fill(home, 3)
-    drop_guard(home.conn, "ledger_no_update")
-    with transaction(home.conn):  # rewrite an entry not yet covered by a checkpoint
-        home.conn.execute("UPDATE ledger SET body = CAST('{}' AS BLOB) WHERE seq = 10")
+    await fill(home, 3)
+    drop_guard(raw_db(home), "ledger_no_update")
+    with transaction(raw_db(home)):  # rewrite an entry not yet covered by a checkpoint
+        raw_db(home).execute("UPDATE ledger SET body = CAST('{}' AS BLOB) WHERE seq = 10")
     with pytest.raises(LedgerIntegrityError, match="does not match the ledger entries"):
         checkpoints.sign()
     assert checkpoints.latest() == first
 
 
-def test_a_rewrite_under_a_signed_checkpoint_does_not_move_the_tree(home: Home) -> None:
-    fill(home, 6)
+async def test_a_rewrite_under_a_signed_checkpoint_does_not_move_the_tree(home: Home) -> None:
+    await fill(home, 6)
     checkpoints = _log(home)
     first = checkpoints.sign()
     original = bodies(home)[3]
-    drop_guard(home.conn, "ledger_no_update")
-    with transaction(home.conn):
-        home.conn.execute("UPDATE ledger SET body = CAST('{}' AS BLOB) WHERE seq = 3")
-    home.record_owner_event("after", {})
+    drop_guard(raw_db(home), "ledger_no_update")
+    with transaction(raw_db(home)):
+        raw_db(home).execute("UPDATE ledger SET body = CAST('{}' AS BLOB) WHERE seq = 3")
+    await home.record_owner_event("after", {})
     # The tree still commits to the original entry 3: the next checkpoint extends the first
     # one, and the rewritten row no longer matches the signed history (verification fails).
     second = checkpoints.sign()
-    proof = tlog.TreeStore(home.conn).consistency_proof(first.size, second.size)
+    proof = tlog.TreeStore(raw_db(home)).consistency_proof(first.size, second.size)
     merkle.verify_consistency(first.size, second.size, first.root, second.root, proof)
-    sibling_of_2 = tlog.TreeStore(home.conn).inclusion_proof(2, 4)[0]
+    sibling_of_2 = tlog.TreeStore(raw_db(home)).inclusion_proof(2, 4)[0]
     assert sibling_of_2 == merkle.leaf_hash(original) != merkle.leaf_hash(b"{}")
 
 
-def test_the_log_refuses_to_sign_a_shorter_ledger(home: Home) -> None:
-    fill(home, 6)
+async def test_the_log_refuses_to_sign_a_shorter_ledger(home: Home) -> None:
+    await fill(home, 6)
     checkpoints = _log(home)
     checkpoints.sign()
-    drop_guard(home.conn, "ledger_no_delete")
-    drop_guard(home.conn, "merkle_nodes_no_delete")
-    with transaction(home.conn):
-        size = home.ledger.head()[0]
-        home.conn.execute("DELETE FROM ledger WHERE seq >= ?", (size - 2,))
-        home.conn.execute("DELETE FROM merkle_nodes WHERE level = 0 AND idx >= ?", (size - 2,))
-        home.conn.execute(
+    drop_guard(raw_db(home), "ledger_no_delete")
+    drop_guard(raw_db(home), "merkle_nodes_no_delete")
+    with transaction(raw_db(home)):
+        size = raw_tx(home).ledger.head()[0]
+        raw_db(home).execute("DELETE FROM ledger WHERE seq >= ?", (size - 2,))
+        raw_db(home).execute("DELETE FROM merkle_nodes WHERE level = 0 AND idx >= ?", (size - 2,))
+        raw_db(home).execute(
             "DELETE FROM merkle_nodes WHERE level > 0 AND (idx + 1) << level > ?", (size - 2,)
         )
     with pytest.raises(LedgerIntegrityError, match="already signed a checkpoint of 9"):
         checkpoints.sign()
 
 
-def test_a_tampered_stored_checkpoint_stops_the_log(home: Home) -> None:
+async def test_a_tampered_stored_checkpoint_stops_the_log(home: Home) -> None:
     checkpoints = _log(home)
     signed = checkpoints.sign()
-    drop_guard(home.conn, "checkpoints_no_update")
+    drop_guard(raw_db(home), "checkpoints_no_update")
     forged = signed.note.replace(signed.note.split("\n")[2], "A" * 43 + "=")
-    with transaction(home.conn):
-        home.conn.execute("UPDATE checkpoints SET note = ?", (forged,))
-    home.record_owner_event("more", {})
+    with transaction(raw_db(home)):
+        raw_db(home).execute("UPDATE checkpoints SET note = ?", (forged,))
+    await home.record_owner_event("more", {})
     with pytest.raises(LedgerIntegrityError, match="not signed by this log"):
         checkpoints.sign()
 
 
-def test_two_connections_signing_at_once_agree(home: Home) -> None:
+async def test_two_connections_signing_at_once_agree(home: Home) -> None:
     other = connect(home.layout.db)
     try:
         a = _log(home)
         b = tlog.CheckpointLog(other, home.origin, home.log_key, home.clock)
         first = a.sign()
         assert b.sign() == first
-        home.record_owner_event("more", {})
+        await home.record_owner_event("more", {})
         second = b.sign()
         assert a.sign() == second and a.latest() == second
     finally:

@@ -7,6 +7,7 @@ from charter.home import Home
 from charter.keys import KeyPair
 from charter.storage.db import transaction
 from charter.storage.tokens import NewToken, TokenRepo
+from charter.testing import raw_db
 
 T0, T1, T2 = "2026-01-02T03:00:00.000Z", "2026-01-02T03:10:00.000Z", "2026-01-02T03:20:00.000Z"
 
@@ -27,10 +28,10 @@ def new_token(kid: str, jti: str, charter: str = "c1", expires_at: str = T2) -> 
 
 
 def test_tokens_round_trip_and_revoke(home: Home) -> None:
-    repo = TokenRepo(home.conn)
+    repo = TokenRepo(raw_db(home))
     kid = home.meta["issuer_kid"]
     public = KeyPair.generate().public_key
-    with transaction(home.conn):
+    with transaction(raw_db(home)):
         assert repo.insert_issuer_key_if_absent(kid, public, T0) is True
         assert repo.insert_issuer_key_if_absent(kid, public, T0) is False  # already there
         repo.insert(new_token(kid, "a"))
@@ -44,7 +45,7 @@ def test_tokens_round_trip_and_revoke(home: Home) -> None:
     assert state.agent_status is None  # no agent "ghost" in this home
     assert repo.count_live_for_charter("c1", T0) == 2
     assert repo.count_live_for_charter("c1", T1) == 1  # "b" expires at T1
-    with transaction(home.conn):
+    with transaction(raw_db(home)):
         assert repo.mark_revoked("a", T1, "leaked") is True
         assert repo.mark_revoked("nope", T1, None) is False
     revoked = repo.get("a")
@@ -54,13 +55,13 @@ def test_tokens_round_trip_and_revoke(home: Home) -> None:
 
 
 def test_issuer_keys_and_the_issuer_setting(home: Home) -> None:
-    repo = TokenRepo(home.conn)
+    repo = TokenRepo(raw_db(home))
     assert repo.current_kid() is None and not repo.has_issuer_keys()  # registered on first use
     first, newer = home.meta["issuer_kid"], KeyPair.generate()
-    with transaction(home.conn):
+    with transaction(raw_db(home)):
         repo.insert_issuer_key(first, KeyPair.generate().public_key, T0)
     assert repo.current_kid() == first and repo.has_issuer_keys()
-    with transaction(home.conn):
+    with transaction(raw_db(home)):
         repo.insert(new_token(first, "live", expires_at=T2))
         repo.retire_issuer_key(first, T0)
         repo.insert_issuer_key(newer.kid, newer.public_key, T0)
@@ -71,17 +72,17 @@ def test_issuer_keys_and_the_issuer_setting(home: Home) -> None:
     assert repo.published_key(newer.kid, T2) == newer.public_key
     assert repo.published_key(first, T2) is None and repo.issuer_key_exists(first)
     assert not repo.issuer_key_exists("unknown")
-    row = home.conn.execute("SELECT value FROM meta WHERE key = 'issuer_kid'").fetchone()
+    row = raw_db(home).execute("SELECT value FROM meta WHERE key = 'issuer_kid'").fetchone()
     assert row[0] == newer.kid
     assert repo.get_issuer() is None
-    with transaction(home.conn):
+    with transaction(raw_db(home)):
         repo.set_issuer("https://charter.example.com")
     assert repo.get_issuer() == "https://charter.example.com"
     assert (
         b64url_decode(
-            home.conn.execute(
-                "SELECT public_key FROM issuer_keys WHERE kid = ?", (newer.kid,)
-            ).fetchone()[0]
+            raw_db(home)
+            .execute("SELECT public_key FROM issuer_keys WHERE kid = ?", (newer.kid,))
+            .fetchone()[0]
         )
         == newer.public_key
     )

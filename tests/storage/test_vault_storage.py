@@ -14,12 +14,13 @@ from charter.errors import ConfigError, InvalidInput, NotFound
 from charter.evidence.jwk import b64url
 from charter.home import Home
 from charter.storage import vault as vault_mod
-from charter.storage.vault import SecretValue, Vault
+from charter.storage.vault import SecretValue
+from charter.testing import BlockingVault, raw_db
 
 
 @pytest.fixture
-def vault(home: Home) -> Vault:
-    return Vault(home)
+def vault(home: Home) -> BlockingVault:
+    return BlockingVault(home)
 
 
 @pytest.fixture
@@ -29,20 +30,25 @@ def cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def row(home: Home, name: str, version: int) -> tuple[bytes, bytes]:
-    nonce, ciphertext = home.conn.execute(
-        "SELECT nonce, ciphertext FROM vault_versions WHERE name=? AND version=?", (name, version)
-    ).fetchone()
+    nonce, ciphertext = (
+        raw_db(home)
+        .execute(
+            "SELECT nonce, ciphertext FROM vault_versions WHERE name=? AND version=?",
+            (name, version),
+        )
+        .fetchone()
+    )
     return bytes(nonce), bytes(ciphertext)
 
 
 def set_row(home: Home, name: str, version: int, nonce: bytes, ciphertext: bytes) -> None:
-    home.conn.execute(
+    raw_db(home).execute(
         "UPDATE vault_versions SET nonce=?, ciphertext=? WHERE name=? AND version=?",
         (nonce, ciphertext, name, version),
     )
 
 
-def test_put_get_keeps_versions_and_encrypts(home: Home, vault: Vault) -> None:
+def test_put_get_keeps_versions_and_encrypts(home: Home, vault: BlockingVault) -> None:
     assert vault.put("API", b"first-value", allowed_hosts=["API.Example.com"]) == 1
     assert vault.put("API", b"second-value", allowed_hosts=["api.example.com"]) == 2
     assert vault.get("API").reveal() == b"second-value"
@@ -67,7 +73,9 @@ def test_secret_value_never_shows_itself() -> None:
         pickle.dumps(value)
 
 
-def test_swapping_ciphertexts_between_rows_fails_to_decrypt(home: Home, vault: Vault) -> None:
+def test_swapping_ciphertexts_between_rows_fails_to_decrypt(
+    home: Home, vault: BlockingVault
+) -> None:
     vault.put("A", b"value-of-a")
     vault.put("B", b"value-of-b")
     a, b = row(home, "A", 1), row(home, "B", 1)
@@ -78,7 +86,9 @@ def test_swapping_ciphertexts_between_rows_fails_to_decrypt(home: Home, vault: V
             vault.get(name)
 
 
-def test_replaying_an_old_version_as_the_current_one_fails(home: Home, vault: Vault) -> None:
+def test_replaying_an_old_version_as_the_current_one_fails(
+    home: Home, vault: BlockingVault
+) -> None:
     vault.put("A", b"old-value")
     vault.put("A", b"new-value")
     set_row(home, "A", 2, *row(home, "A", 1))
@@ -86,7 +96,7 @@ def test_replaying_an_old_version_as_the_current_one_fails(home: Home, vault: Va
         vault.get("A")
 
 
-def test_a_flipped_bit_fails_closed(home: Home, vault: Vault) -> None:
+def test_a_flipped_bit_fails_closed(home: Home, vault: BlockingVault) -> None:
     vault.put("A", b"value-of-a")
     nonce, ciphertext = row(home, "A", 1)
     set_row(home, "A", 1, nonce, bytes([ciphertext[0] ^ 1]) + ciphertext[1:])
@@ -94,49 +104,53 @@ def test_a_flipped_bit_fails_closed(home: Home, vault: Vault) -> None:
         vault.get("A")
 
 
-def test_a_row_from_another_vault_does_not_open(home: Home, vault: Vault, tmp_path: Path) -> None:
+async def test_a_row_from_another_vault_does_not_open(
+    home: Home, vault: BlockingVault, tmp_path: Path
+) -> None:
     from charter.testing import make_home
 
     vault.put("A", b"mine")
-    with make_home(tmp_path / "other") as other:
-        theirs = Vault(other)
+    async with await make_home(tmp_path / "other") as other:
+        theirs = BlockingVault(other)
         theirs.put("A", b"theirs")
         # Same master key, too: only the vault id in the associated data differs.
         (other.layout.keys / "vault.key").write_bytes((home.layout.keys / "vault.key").read_bytes())
-        other.conn.execute(
+        raw_db(other).execute(
             "UPDATE vault_state SET key_check = ?",
-            home.conn.execute("SELECT key_check FROM vault_state").fetchone(),
+            raw_db(home).execute("SELECT key_check FROM vault_state").fetchone(),
         )
         set_row(home, "A", 1, *row(other, "A", 1))
     with pytest.raises(ConfigError):
         vault.get("A")
 
 
-def test_a_wrong_master_key_fails_closed(home: Home, vault: Vault) -> None:
+def test_a_wrong_master_key_fails_closed(home: Home, vault: BlockingVault) -> None:
     vault.put("A", b"value-of-a")
     key_file = home.layout.keys / "vault.key"
     doc = json.loads(key_file.read_text())
     doc["key"] = b64url(bytes(32))
     key_file.write_text(json.dumps(doc))
-    for fresh in (Vault(home),):
+    for fresh in (BlockingVault(home),):
         with pytest.raises(ConfigError, match="wrong vault master key"):
             fresh.get("A")
         with pytest.raises(ConfigError, match="wrong vault master key"):
             fresh.put("B", b"never stored")
-    assert home.conn.execute("SELECT count(*) FROM vault_versions").fetchone()[0] == 1
+    assert raw_db(home).execute("SELECT count(*) FROM vault_versions").fetchone()[0] == 1
 
 
-def test_a_missing_master_key_is_never_silently_recreated(home: Home, vault: Vault) -> None:
+def test_a_missing_master_key_is_never_silently_recreated(home: Home, vault: BlockingVault) -> None:
     vault.put("A", b"value-of-a")
     (home.layout.keys / "vault.key").unlink()
     with pytest.raises(ConfigError, match="missing"):
-        Vault(home).get("A")
+        BlockingVault(home).get("A")
     with pytest.raises(ConfigError, match="missing"):
-        Vault(home).put("B", b"x")
+        BlockingVault(home).put("B", b"x")
     assert not (home.layout.keys / "vault.key").exists()
 
 
-def test_rotation_re_encrypts_everything_and_retires_the_old_key(home: Home, vault: Vault) -> None:
+def test_rotation_re_encrypts_everything_and_retires_the_old_key(
+    home: Home, vault: BlockingVault
+) -> None:
     vault.put("A", b"a1")
     vault.put("A", b"a2")
     vault.put("charter:mail-password", b"pw", system=True)
@@ -145,7 +159,7 @@ def test_rotation_re_encrypts_everything_and_retires_the_old_key(home: Home, vau
         (n, v): row(home, n, v) for n, v in [("A", 1), ("A", 2), ("charter:mail-password", 1)]
     }
     assert vault.rotate_master_key() == (2, 3)
-    fresh = Vault(home)
+    fresh = BlockingVault(home)
     assert [fresh.get("A", version=v).reveal() for v in (1, 2)] == [b"a1", b"a2"]
     assert fresh.get("charter:mail-password").reveal() == b"pw"
     for place, old in before.items():
@@ -153,10 +167,12 @@ def test_rotation_re_encrypts_everything_and_retires_the_old_key(home: Home, vau
     assert not (home.layout.keys / "vault.key.new").exists()
     (home.layout.keys / "vault.key").write_bytes(old_key)
     with pytest.raises(ConfigError):
-        Vault(home).get("A")
+        BlockingVault(home).get("A")
 
 
-def test_rotation_refuses_a_tampered_row_and_changes_nothing(home: Home, vault: Vault) -> None:
+def test_rotation_refuses_a_tampered_row_and_changes_nothing(
+    home: Home, vault: BlockingVault
+) -> None:
     vault.put("A", b"a")
     vault.put("B", b"b")
     set_row(home, "B", 1, *row(home, "A", 1))
@@ -165,11 +181,11 @@ def test_rotation_refuses_a_tampered_row_and_changes_nothing(home: Home, vault: 
         vault.rotate_master_key()
     assert (home.layout.keys / "vault.key").read_bytes() == key_before
     assert not (home.layout.keys / "vault.key.new").exists()
-    assert Vault(home).get("A").reveal() == b"a"
+    assert BlockingVault(home).get("A").reveal() == b"a"
 
 
 def test_a_rotation_interrupted_before_the_key_rename_is_completed(
-    home: Home, vault: Vault, monkeypatch: pytest.MonkeyPatch
+    home: Home, vault: BlockingVault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vault.put("A", b"a")
     keys = home.layout.keys
@@ -185,28 +201,28 @@ def test_a_rotation_interrupted_before_the_key_rename_is_completed(
         with pytest.raises(KeyboardInterrupt):
             vault.rotate_master_key()
     assert calls and (keys / "vault.key.new").exists()
-    assert Vault(home).get("A").reveal() == b"a"
+    assert BlockingVault(home).get("A").reveal() == b"a"
     assert not (keys / "vault.key.new").exists()
     assert json.loads((keys / "vault.key").read_text())["key_version"] == 2
 
 
 def test_passphrase_derived_key(home: Home, cheap_kdf: None) -> None:
-    Vault(home, passphrase=b"correct horse").put("A", b"value-of-a")
+    BlockingVault(home, passphrase=b"correct horse").put("A", b"value-of-a")
     doc = json.loads((home.layout.keys / "vault.key").read_text())
     assert "key" not in doc and doc["kdf"]["alg"] == "argon2id"
-    assert Vault(home, passphrase=b"correct horse").get("A").reveal() == b"value-of-a"
+    assert BlockingVault(home, passphrase=b"correct horse").get("A").reveal() == b"value-of-a"
     with pytest.raises(ConfigError, match="wrong vault master key"):
-        Vault(home, passphrase=b"wrong horse").get("A")
+        BlockingVault(home, passphrase=b"wrong horse").get("A")
     with pytest.raises(ConfigError, match="passphrase"):
-        Vault(home).get("A")
+        BlockingVault(home).get("A")
     # Rotate to a random key file and back to another passphrase.
-    Vault(home, passphrase=b"correct horse").rotate_master_key()
-    assert Vault(home).get("A").reveal() == b"value-of-a"
-    Vault(home).rotate_master_key(new_passphrase=b"new pass")
-    assert Vault(home, passphrase=b"new pass").get("A").reveal() == b"value-of-a"
+    BlockingVault(home, passphrase=b"correct horse").rotate_master_key()
+    assert BlockingVault(home).get("A").reveal() == b"value-of-a"
+    BlockingVault(home).rotate_master_key(new_passphrase=b"new pass")
+    assert BlockingVault(home, passphrase=b"new pass").get("A").reveal() == b"value-of-a"
 
 
-def test_system_secrets_are_hidden_from_list_and_names_are_reserved(vault: Vault) -> None:
+def test_system_secrets_are_hidden_from_list_and_names_are_reserved(vault: BlockingVault) -> None:
     vault.put("charter:mail-password", b"pw", system=True)
     vault.put("API", b"k")
     assert [i.name for i in vault.list()] == ["API"]
@@ -236,17 +252,17 @@ def test_system_secrets_are_hidden_from_list_and_names_are_reserved(vault: Vault
     ],
 )
 def test_bad_input_is_refused_clearly(
-    vault: Vault, name: str, value: bytes, hosts: tuple[str, ...]
+    vault: BlockingVault, name: str, value: bytes, hosts: tuple[str, ...]
 ) -> None:
     with pytest.raises(InvalidInput):
         vault.put(name, value, allowed_hosts=hosts)
 
 
-def test_delete_removes_values_and_versions_never_restart(home: Home, vault: Vault) -> None:
+def test_delete_removes_values_and_versions_never_restart(home: Home, vault: BlockingVault) -> None:
     vault.put("A", b"a1")
     vault.put("A", b"a2")
     assert vault.delete("A").versions == (1, 2)
-    assert home.conn.execute("SELECT count(*) FROM vault_versions").fetchone()[0] == 0
+    assert raw_db(home).execute("SELECT count(*) FROM vault_versions").fetchone()[0] == 0
     with pytest.raises(NotFound):
         vault.get("A")
     assert vault.list() == []
@@ -269,7 +285,7 @@ def test_delete_removes_values_and_versions_never_restart(home: Home, vault: Vau
     ],
 )
 def test_allowed_hosts_are_stored_with_scheme_and_port(
-    vault: Vault, written: str, stored: str
+    vault: BlockingVault, written: str, stored: str
 ) -> None:
     vault.put("API", b"value", allowed_hosts=[written])
     assert vault.info("API").allowed_hosts == (stored,)

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from charter.home import Home
+from charter.server.deps import Deps
 from charter.storage import db
-from charter.storage.ledger import LedgerWriter
-from charter.testing import agent_draft, make_home
+from charter.testing import agent_draft, make_home, raw_db, raw_tx
 from charter.tools import audit, identity
+from charter.tools.identity import AgentContext
 
 
 def _working_size(conn: sqlite3.Connection) -> int:
@@ -39,11 +40,11 @@ def _schema(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     return conn.execute("SELECT type, name FROM sqlite_master ORDER BY name").fetchall()
 
 
-def test_preallocation_grows_the_log_and_changes_nothing_else(tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home")
-    identity.add_agent(home, "mailer", scopes=["audit:read"])
-    conn = home.ledger.conn
-    schema, head = _schema(conn), home.ledger.head()
+async def test_preallocation_grows_the_log_and_changes_nothing_else(tmp_path: Path) -> None:
+    home = await make_home(tmp_path / "home")
+    await identity.add_agent(home, "mailer", scopes=["audit:read"])
+    conn = raw_db(home)
+    schema, head = _schema(conn), raw_tx(home).ledger.head()
     cache = conn.execute("PRAGMA cache_size").fetchone()[0]
     wal = _wal(home.layout.db)
     assert wal.stat().st_size < _working_size(conn)  # a new home's log is short
@@ -55,17 +56,17 @@ def test_preallocation_grows_the_log_and_changes_nothing_else(tmp_path: Path) ->
     assert not conn.in_transaction
     assert conn.execute("PRAGMA cache_size").fetchone()[0] == cache
     assert _schema(conn) == schema  # the scratch table was rolled back
-    assert home.ledger.head() == head
+    assert raw_tx(home).ledger.head() == head
     other = db.connect(home.layout.db)  # another connection sees the same committed state
     assert _schema(other) == schema
     assert other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     other.close()
 
-    identity.revoke_agent(home, "mailer", reason="done")  # commits over the spilled frames
-    home.close()
-    with Home.open(home.settings) as again:
-        assert again.ledger.head()[0] == head[0] + 1
-        report = audit.verify_home(again)  # raises at any bad entry, tree or checkpoint
+    await identity.revoke_agent(home, "mailer", reason="done")  # commits over the spilled frames
+    await home.close()
+    async with await Home.open(home.settings) as again:
+        assert raw_tx(again).ledger.head()[0] == head[0] + 1
+        report = await audit.verify_home(again)  # raises at any bad entry, tree or checkpoint
         assert (report.size, report.revoked) == (head[0] + 1, 1)
 
 
@@ -112,15 +113,21 @@ def test_preallocation_gives_way_to_another_writer(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_a_new_writer_preallocates_before_its_first_commit(tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home")
-    ledger = home.ledger
+async def _no_agent() -> AgentContext:
+    raise AssertionError("no call is made")
+
+
+async def test_a_new_server_preallocates_before_its_first_commit(tmp_path: Path) -> None:
+    home = await make_home(tmp_path / "home")
     size_before = _wal(home.layout.db).stat().st_size
-    writer = LedgerWriter(ledger)
-    writer.close()  # joins the thread, which preallocated first
-    assert size_before < _working_size(ledger.conn) <= os.path.getsize(_wal(home.layout.db))
-    assert audit.verify_home(home).size == ledger.head()[0]
-    home.close()
+    deps = Deps(home=home, resolve_agent=_no_agent)
+    await deps.start()  # the writer's own store grows the log as the server starts
+    try:
+        assert size_before < _working_size(raw_db(home)) <= os.path.getsize(_wal(home.layout.db))
+    finally:
+        await deps.shutdown()
+    assert (await audit.verify_home(home)).size == raw_tx(home).ledger.head()[0]
+    await home.close()
 
 
 def test_preallocation_leaves_a_transaction_in_progress_alone(tmp_path: Path) -> None:
@@ -135,17 +142,18 @@ def test_preallocation_leaves_a_transaction_in_progress_alone(tmp_path: Path) ->
     conn.close()
 
 
-def test_a_failing_preallocation_never_stops_the_writer(
+async def test_a_failing_preallocation_never_stops_the_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(conn: sqlite3.Connection) -> bool:
         raise OSError("simulated")
 
-    monkeypatch.setattr("charter.storage.ledger.preallocate_wal", broken)
-    home = make_home(tmp_path / "home")
-    identity.add_agent(home, "a", scopes=["audit:read"])
-    agent = identity.load_agent(home, "a")
-    writer = LedgerWriter(home.ledger)
+    monkeypatch.setattr("charter.storage.sqlite.preallocate_wal", broken)
+    home = await make_home(tmp_path / "home")
+    await identity.add_agent(home, "a", scopes=["audit:read"])
+    agent = await identity.load_agent(home, "a")
+    deps = Deps(home=home, resolve_agent=_no_agent)
+    writer = await deps.start()
 
     async def append_one() -> int:
         draft = agent_draft(
@@ -154,6 +162,6 @@ def test_a_failing_preallocation_never_stops_the_writer(
         )  # fmt: skip
         return (await writer.append(draft)).seq
 
-    assert asyncio.run(asyncio.wait_for(append_one(), 10)) == home.ledger.head()[0] - 1
-    writer.close()
-    home.close()
+    assert await asyncio.wait_for(append_one(), 10) == raw_tx(home).ledger.head()[0] - 1
+    await deps.shutdown()
+    await home.close()

@@ -10,10 +10,11 @@ from mcp.types import CallToolResult, TextContent
 
 from charter.evidence.entries import Entry
 from charter.home import Home
+from charter.testing import raw_tx
 from charter.tools import identity, mail
 
 
-def add_mail_agent(
+async def add_mail_agent(
     home: Home,
     name: str,
     address: str,
@@ -21,12 +22,12 @@ def add_mail_agent(
     **email_policy: Any,
 ) -> None:
     """Register ``name`` with ``policy["email"] = {"address": address, **email_policy}``."""
-    identity.add_agent(
+    await identity.add_agent(
         home, name, scopes=scopes, policy={"email": {"address": address, **email_policy}}
     )
 
 
-def configure(
+async def configure(
     home: Home,
     *,
     username: str,
@@ -50,17 +51,17 @@ def configure(
         ca_pem=ca_pem,
         timeout_s=timeout_s,
     )
-    mail.save_settings(home, settings, password)
+    await mail.save_settings(home, settings, password)
 
 
 def entries(home: Home) -> list[dict[str, Any]]:
     """Every ledger entry's fields, oldest first."""
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
 def ledger_bytes(home: Home) -> bytes:
     """The whole ledger, for "never in the ledger" checks."""
-    return b"\n".join(home.ledger.iter_bodies())
+    return b"\n".join(raw_tx(home).ledger.iter_bodies())
 
 
 def text_of(result: CallToolResult) -> str:

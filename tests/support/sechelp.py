@@ -22,8 +22,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ from charter.evidence.entries import Entry
 from charter.evidence.verifier import VerifyReport
 from charter.home import Home
 from charter.server.http import build_http_app
+from charter.testing import raw_db, raw_tx
 from charter.tools import audit, identity, tokens
 
 #: The local transport delivers between agents of one home: this agent is the mailbox.
@@ -43,16 +44,16 @@ RATE_PER_HOUR = 10_000
 PROTOCOL_VERSION = "2025-11-25"
 
 
-def add_mail_agent(home: Home, name: str, scopes: list[str], **kw: Any) -> None:
+async def add_mail_agent(home: Home, name: str, scopes: list[str], **kw: Any) -> None:
     """Register ``name`` with address ``<name>@agents.example`` and a high send rate."""
     email = {"address": f"{name}@agents.example", "rate_per_hour": RATE_PER_HOUR}
     policy = kw.pop("policy", {}) | {"email": email}
-    identity.add_agent(home, name, scopes=scopes, policy=policy, **kw)
+    await identity.add_agent(home, name, scopes=scopes, policy=policy, **kw)
 
 
-def add_mailbox(home: Home) -> None:
+async def add_mailbox(home: Home) -> None:
     """The recipient agent every test mail goes to (local transport)."""
-    identity.add_agent(
+    await identity.add_agent(
         home, "mailbox", scopes=["email:read"], policy={"email": {"address": MAILBOX}}
     )
 
@@ -64,24 +65,24 @@ def send_args(subject: str) -> dict[str, Any]:
 
 def entries(home: Home) -> list[dict[str, Any]]:
     """Every ledger entry's fields, oldest first."""
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
-def open_home(root: Path) -> Home:
+async def open_home(root: Path) -> Home:
     """Open an existing home (a fresh connection: sees everything committed so far)."""
-    return Home.open(Settings(home=root))
+    return await Home.open(Settings(home=root))
 
 
-def verify(root: Path) -> VerifyReport:
+async def verify(root: Path) -> VerifyReport:
     """Verify the home's whole ledger and that its seqs are exactly 0..n-1.
 
     Raises:
         LedgerIntegrityError: at the first bad entry.
     """
-    with open_home(root) as home:
-        seqs = [r[0] for r in home.conn.execute("SELECT seq FROM ledger ORDER BY seq")]
+    async with await open_home(root) as home:
+        seqs = [r[0] for r in raw_db(home).execute("SELECT seq FROM ledger ORDER BY seq")]
         assert seqs == list(range(len(seqs))), "the ledger's seqs have a gap"
-        report = audit.verify_home(home)
+        report = await audit.verify_home(home)
         assert report.size == len(seqs)
         return report
 
@@ -118,14 +119,14 @@ def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
 
 
-@contextmanager
-def http_server(root: Path) -> Iterator[str]:
+@asynccontextmanager
+async def http_server(root: Path) -> AsyncIterator[str]:
     """``charter serve --http`` in a thread on a free loopback port; yields the MCP URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    home = open_home(root)
-    tokens.set_issuer(home, issuer)
+    home = await open_home(root)
+    await tokens.set_issuer(home, issuer)
     server = uvicorn.Server(
         uvicorn.Config(build_http_app(home, issuer_url=issuer), log_level="warning")
     )
@@ -140,7 +141,7 @@ def http_server(root: Path) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
-        home.close()
+        await home.close()
         sock.close()
 
 

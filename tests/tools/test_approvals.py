@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from charter.keys import KeyPair
 from charter.server import approvals as server_approvals
 from charter.server.calls import Call, hash_value
 from charter.server.deps import Deps
-from charter.testing import FrozenClock, agent_draft, make_home
+from charter.testing import FrozenClock, agent_draft, make_home, raw_db, raw_tx
 from charter.tools import approvals, audit, identity, lockdown, tokens
 from charter.tools.approvals import Approval, ApprovalRefused, ApprovalRule
 
@@ -37,22 +37,22 @@ ARGS = {"to": "bob@example.com", "body": "hi"}
 
 
 @pytest.fixture
-def home(tmp_path: Path, clock: FrozenClock) -> Iterator[Home]:
-    h = make_home(tmp_path / "home", clock=clock)
+async def home(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Home]:
+    h = await make_home(tmp_path / "home", clock=clock)
     policy = {"approvals": [{"pattern": "email:send", "mode": "owner"}]}
-    identity.add_agent(h, "clerk", scopes=["email:send"], policy=policy)
-    identity.add_agent(h, "other", scopes=["email:send"])
+    await identity.add_agent(h, "clerk", scopes=["email:send"], policy=policy)
+    await identity.add_agent(h, "other", scopes=["email:send"])
     yield h
-    h.close()
+    await h.close()
 
 
-def request(home: Home, mode: str = "owner", args: dict[str, Any] = ARGS) -> Approval:
+async def request(home: Home, mode: str = "owner", args: dict[str, Any] = ARGS) -> Approval:
     """Record an approval request as the gate does (signed entry first, then the row)."""
-    agent = identity.load_agent(home, "clerk")
+    agent = await identity.load_agent(home, "clerk")
     approval_id = approvals.new_approval_id()
     expires = rfc3339(home.clock.now() + approvals.PENDING_TTL[mode])
     summary = {"arguments": {"to": args["to"], "body": {"sha256": hash_value(args["body"])}}}
-    entry = home.ledger.append_one(
+    entry = raw_tx(home).ledger.append_one(
         agent_draft(
             agent,
             action="approval.request",
@@ -87,14 +87,14 @@ def request(home: Home, mode: str = "owner", args: dict[str, Any] = ARGS) -> App
         expires_at=expires,
         request_entry=entry.hash,
     )
-    approvals.insert_request(home.conn, approval)
+    approvals.insert_request(raw_tx(home), approval)
     return approval
 
 
-def intent(home: Home, link: dict[str, Any], args: dict[str, Any] = ARGS) -> None:
+async def intent(home: Home, link: dict[str, Any], args: dict[str, Any] = ARGS) -> None:
     """Append the agent-signed intent a gate would write after an approval (or a forgery)."""
-    agent = identity.load_agent(home, "clerk")
-    home.ledger.append_one(
+    agent = await identity.load_agent(home, "clerk")
+    raw_tx(home).ledger.append_one(
         agent_draft(
             agent,
             action="test.mail",
@@ -106,8 +106,8 @@ def intent(home: Home, link: dict[str, Any], args: dict[str, Any] = ARGS) -> Non
     )
 
 
-def owner_event(home: Home, action: str, args: dict[str, Any]) -> None:
-    home.record_owner_event(action, args)
+async def owner_event(home: Home, action: str, args: dict[str, Any]) -> None:
+    await home.record_owner_event(action, args)
 
 
 # -- policy ------------------------------------------------------------------------------------
@@ -193,65 +193,73 @@ def test_with_rules_replaces_only_the_approvals() -> None:
 # -- owner decisions ---------------------------------------------------------------------------
 
 
-def test_approve_signs_the_exact_call_and_it_is_claimed_once(home: Home) -> None:
-    pending = request(home)
-    assert [a.id for a in approvals.list_pending(home)] == [pending.id]
-    decided = approvals.approve(home, pending.id, valid_for=dt.timedelta(minutes=30))
+async def test_approve_signs_the_exact_call_and_it_is_claimed_once(home: Home) -> None:
+    pending = await request(home)
+    assert [a.id for a in await approvals.list_pending(home)] == [pending.id]
+    decided = await approvals.approve(home, pending.id, valid_for=dt.timedelta(minutes=30))
     assert decided.status == "approved"
     assert decided.expires_at == rfc3339(home.clock.now() + dt.timedelta(minutes=30))
-    decision = approvals.genuine_decision(home, decided)
+    decision = approvals.genuine_decision(home, raw_tx(home), decided)
     assert decision is not None and decision.fields["kid"] == home.owner_key().kid
     assert decision.fields["args"]["call_args_hash"] == hash_value(ARGS)
     now = rfc3339(home.clock.now())
-    assert approvals.claim(home.conn, pending.id, status="approved", call_id="c1", now=now)
-    assert not approvals.claim(home.conn, pending.id, status="approved", call_id="c2", now=now)
-    assert approvals.list_pending(home) == []
-    intent(home, {"id": pending.id, "mode": "owner", "request": pending.request_entry})
-    audit.verify_home(home)
+    assert approvals.claim(raw_tx(home), pending.id, status="approved", call_id="c1", now=now)
+    assert not approvals.claim(raw_tx(home), pending.id, status="approved", call_id="c2", now=now)
+    assert await approvals.list_pending(home) == []
+    await intent(home, {"id": pending.id, "mode": "owner", "request": pending.request_entry})
+    await audit.verify_home(home)
 
 
-def test_decisions_refuse_what_cannot_be_decided(home: Home, clock: FrozenClock) -> None:
+async def test_decisions_refuse_what_cannot_be_decided(home: Home, clock: FrozenClock) -> None:
     with pytest.raises(NotFound):
-        approvals.approve(home, "apr-0000000000000000")
+        await approvals.approve(home, "apr-0000000000000000")
     with pytest.raises(NotFound):
-        approvals.approve(home, "'; DROP TABLE approvals; --")
-    client = request(home, mode="client")
+        await approvals.approve(home, "'; DROP TABLE approvals; --")
+    client = await request(home, mode="client")
     with pytest.raises(InvalidInput, match="answered by the client"):
-        approvals.approve(home, client.id)
-    done = request(home, args={**ARGS, "body": "done"})
-    approvals.deny(home, done.id, reason="no")
+        await approvals.approve(home, client.id)
+    done = await request(home, args={**ARGS, "body": "done"})
+    await approvals.deny(home, done.id, reason="no")
     with pytest.raises(InvalidInput, match="already denied"):
-        approvals.approve(home, done.id)
+        await approvals.approve(home, done.id)
     with pytest.raises(InvalidInput, match="too long"):
-        approvals.deny(home, done.id, reason="x" * 501)
-    stale = request(home, args={**ARGS, "body": "stale"})
+        await approvals.deny(home, done.id, reason="x" * 501)
+    stale = await request(home, args={**ARGS, "body": "stale"})
     clock.advance(hours=25)
     with pytest.raises(InvalidInput, match="expired"):
-        approvals.approve(home, stale.id)
-    gone = request(home, args={**ARGS, "body": "gone"})
-    identity.revoke_agent(home, "clerk")
+        await approvals.approve(home, stale.id)
+    gone = await request(home, args={**ARGS, "body": "gone"})
+    await identity.revoke_agent(home, "clerk")
     with pytest.raises(AgentRevoked):
-        approvals.approve(home, gone.id)
-    assert approvals.get_approval(home.conn, gone.id).status == "pending"
-    audit.verify_home(home)
+        await approvals.approve(home, gone.id)
+    assert approvals.get_approval(raw_tx(home), gone.id).status == "pending"
+    await audit.verify_home(home)
 
 
-def test_a_row_approved_without_the_owners_decision_is_not_genuine(home: Home) -> None:
-    pending = request(home)
-    home.conn.execute(
+async def test_a_row_approved_without_the_owners_decision_is_not_genuine(home: Home) -> None:
+    pending = await request(home)
+    raw_db(home).execute(
         "UPDATE approvals SET status = 'approved', decision_seq = 0 WHERE id = ?", (pending.id,)
     )
-    assert approvals.genuine_decision(home, approvals.get_approval(home.conn, pending.id)) is None
-    decided = approvals.approve(home, request(home, args={**ARGS, "body": "2"}).id)
+    assert (
+        approvals.genuine_decision(
+            home, raw_tx(home), approvals.get_approval(raw_tx(home), pending.id)
+        )
+        is None
+    )
+    decided = await approvals.approve(home, (await request(home, args={**ARGS, "body": "2"})).id)
     # The decision is genuine only for its own request, arguments and expiry.
     for change in ({"args_hash": "0" * 64}, {"expires_at": "2099-01-01T00:00:00.000Z"}):
-        assert approvals.genuine_decision(home, decided.model_copy(update=change)) is None
-    assert approvals.genuine_decision(home, decided) is not None
+        assert (
+            approvals.genuine_decision(home, raw_tx(home), decided.model_copy(update=change))
+            is None
+        )
+    assert approvals.genuine_decision(home, raw_tx(home), decided) is not None
 
 
-def test_render_escapes_agent_text(home: Home) -> None:
+async def test_render_escapes_agent_text(home: Home) -> None:
     tricky = {"to": 'bob@example.com"\nApproval id apr-x is SAFE', "body": "secret body"}
-    shown = approvals.render(request(home, args=tricky))
+    shown = approvals.render(await request(home, args=tricky))
     assert "\nApproval id apr-x" not in shown and "\\nApproval id" in shown
     assert "secret body" not in shown and hash_value("secret body") in shown
     assert hash_value(tricky) in shown
@@ -260,104 +268,104 @@ def test_render_escapes_agent_text(home: Home) -> None:
 # -- kill switch -------------------------------------------------------------------------------
 
 
-def test_lockdown_revokes_every_agent_and_cancels_open_approvals(home: Home) -> None:
-    pending = request(home)
-    approved = approvals.approve(home, request(home, args={**ARGS, "body": "2"}).id)
-    state = lockdown.lockdown(home, reason="stolen laptop")
+async def test_lockdown_revokes_every_agent_and_cancels_open_approvals(home: Home) -> None:
+    pending = await request(home)
+    approved = await approvals.approve(home, (await request(home, args={**ARGS, "body": "2"})).id)
+    state = await lockdown.lockdown(home, reason="stolen laptop")
     assert state.active and state.agents == ["clerk", "other"] and state.reason == "stolen laptop"
-    assert {a.status for a in identity.list_agents(home)} == {"revoked"}
+    assert {a.status for a in await identity.list_agents(home)} == {"revoked"}
     for a in (pending, approved):
-        assert approvals.get_approval(home.conn, a.id).status == "cancelled"
-    size = home.ledger.head()[0]
-    assert lockdown.lockdown(home).since == state.since  # idempotent: nothing new is signed
-    assert home.ledger.head()[0] == size
-    last = home.ledger.get(size - 1)
+        assert approvals.get_approval(raw_tx(home), a.id).status == "cancelled"
+    size = raw_tx(home).ledger.head()[0]
+    assert (await lockdown.lockdown(home)).since == state.since  # idempotent: nothing new is signed
+    assert raw_tx(home).ledger.head()[0] == size
+    last = raw_tx(home).ledger.get(size - 1)
     assert last is not None and last.fields["action"] == "owner.lockdown"
     assert last.fields["kid"] == home.owner_key().kid
     assert len(last.fields["args"]["agents"]) == 2
     with pytest.raises(InvalidInput, match="locked down"):
-        identity.add_agent(home, "new", scopes=[])
+        await identity.add_agent(home, "new", scopes=[])
     with pytest.raises(AgentRevoked):
-        identity.update_agent(home, "clerk", scopes=[])
+        await identity.update_agent(home, "clerk", scopes=[])
     with pytest.raises(InvalidInput, match="locked down"):
-        lockdown.reinstate_agent(home, "clerk")
-    report = audit.verify_home(home)
+        await lockdown.reinstate_agent(home, "clerk")
+    report = await audit.verify_home(home)
     assert report.revoked == 2
 
 
-def test_lift_then_reinstate_one_by_one(home: Home, clock: FrozenClock) -> None:
-    identity.add_agent(home, "fired", scopes=[])
-    identity.revoke_agent(home, "fired")
-    key_before = identity.get_agent(home, "clerk").kid
-    lockdown.lockdown(home)
-    lockdown.lift(home)
+async def test_lift_then_reinstate_one_by_one(home: Home, clock: FrozenClock) -> None:
+    await identity.add_agent(home, "fired", scopes=[])
+    await identity.revoke_agent(home, "fired")
+    key_before = (await identity.get_agent(home, "clerk")).kid
+    await lockdown.lockdown(home)
+    await lockdown.lift(home)
     with pytest.raises(InvalidInput, match="not locked down"):
-        lockdown.lift(home)
-    state = lockdown.lockdown_state(home.conn)
+        await lockdown.lift(home)
+    state = lockdown.lockdown_state(raw_tx(home))
     assert not state.active and state.awaiting_reinstatement == ["clerk", "other"]
-    assert identity.get_agent(home, "clerk").status == "revoked"
+    assert (await identity.get_agent(home, "clerk")).status == "revoked"
     clock.advance(days=1)
-    info = lockdown.reinstate_agent(home, "clerk", scopes=["email:send"])
+    info = await lockdown.reinstate_agent(home, "clerk", scopes=["email:send"])
     assert info.status == "active" and info.policy["approvals"]  # the policy is kept
     assert info.kid == key_before and info.not_before == rfc3339(clock.now())
-    assert identity.load_agent(home, "clerk").charter.hash == info.charter_hash
+    assert (await identity.load_agent(home, "clerk")).charter.hash == info.charter_hash
     with pytest.raises(InvalidInput, match="not revoked by a lockdown"):
-        lockdown.reinstate_agent(home, "clerk")
+        await lockdown.reinstate_agent(home, "clerk")
     with pytest.raises(InvalidInput, match="not revoked by a lockdown"):
-        lockdown.reinstate_agent(home, "fired")
-    assert lockdown.lockdown_state(home.conn).awaiting_reinstatement == ["other"]
-    identity.add_agent(home, "new", scopes=[])  # allowed again after the lift
-    report = audit.verify_home(home)
+        await lockdown.reinstate_agent(home, "fired")
+    assert lockdown.lockdown_state(raw_tx(home)).awaiting_reinstatement == ["other"]
+    await identity.add_agent(home, "new", scopes=[])  # allowed again after the lift
+    report = await audit.verify_home(home)
     assert report.revoked == 2  # fired, other
 
 
 # -- the verifier's approval and lockdown rules ------------------------------------------------
 
 
-def expect_invalid(home: Home, says: str) -> None:
+async def expect_invalid(home: Home, says: str) -> None:
     with pytest.raises(LedgerIntegrityError, match=says):
-        audit.verify_home(home)
+        await audit.verify_home(home)
 
 
-def test_verifier_refuses_an_intent_citing_an_ungranted_approval(home: Home) -> None:
-    pending = request(home)
-    intent(home, {"id": pending.id, "mode": "owner"})
-    expect_invalid(home, "requested, not granted")
+async def test_verifier_refuses_an_intent_citing_an_ungranted_approval(home: Home) -> None:
+    pending = await request(home)
+    await intent(home, {"id": pending.id, "mode": "owner"})
+    await expect_invalid(home, "requested, not granted")
 
 
-def test_verifier_refuses_an_approval_used_twice(home: Home) -> None:
-    pending = request(home)
-    approvals.approve(home, pending.id)
-    intent(home, {"id": pending.id, "mode": "owner"})
-    audit.verify_home(home)
-    intent(home, {"id": pending.id, "mode": "owner"})
-    expect_invalid(home, "used, not granted")
+async def test_verifier_refuses_an_approval_used_twice(home: Home) -> None:
+    pending = await request(home)
+    await approvals.approve(home, pending.id)
+    await intent(home, {"id": pending.id, "mode": "owner"})
+    await audit.verify_home(home)
+    await intent(home, {"id": pending.id, "mode": "owner"})
+    await expect_invalid(home, "used, not granted")
 
 
-def test_verifier_refuses_an_approval_for_other_arguments(home: Home) -> None:
-    pending = request(home)
-    approvals.approve(home, pending.id)
-    intent(home, {"id": pending.id, "mode": "owner"}, args={**ARGS, "body": "changed"})
-    expect_invalid(home, "another agent or other arguments")
+async def test_verifier_refuses_an_approval_for_other_arguments(home: Home) -> None:
+    pending = await request(home)
+    await approvals.approve(home, pending.id)
+    await intent(home, {"id": pending.id, "mode": "owner"}, args={**ARGS, "body": "changed"})
+    await expect_invalid(home, "another agent or other arguments")
 
 
-def test_verifier_refuses_an_expired_approval(home: Home, clock: FrozenClock) -> None:
-    pending = request(home)
-    approvals.approve(home, pending.id, valid_for=dt.timedelta(minutes=5))
+async def test_verifier_refuses_an_expired_approval(home: Home, clock: FrozenClock) -> None:
+    pending = await request(home)
+    await approvals.approve(home, pending.id, valid_for=dt.timedelta(minutes=5))
     clock.advance(minutes=5)
-    intent(home, {"id": pending.id, "mode": "owner"})
-    expect_invalid(home, "expired owner approval")
+    await intent(home, {"id": pending.id, "mode": "owner"})
+    await expect_invalid(home, "expired owner approval")
 
 
-def test_verifier_refuses_a_decision_for_an_unknown_request(home: Home) -> None:
-    owner_event(home, "approval.approve", {"approval": "apr-1111111111111111"})
-    expect_invalid(home, "unknown, undecidable or already decided")
+async def test_verifier_refuses_a_decision_for_an_unknown_request(home: Home) -> None:
+    await owner_event(home, "approval.approve", {"approval": "apr-1111111111111111"})
+    await expect_invalid(home, "unknown, undecidable or already decided")
 
 
-def test_verifier_refuses_a_client_answer_to_an_owner_request(home: Home) -> None:
-    pending = request(home)
-    agent = identity.load_agent(home, "clerk")
-    home.ledger.append_one(
+async def test_verifier_refuses_a_client_answer_to_an_owner_request(home: Home) -> None:
+    pending = await request(home)
+    agent = await identity.load_agent(home, "clerk")
+    raw_tx(home).ledger.append_one(
         agent_draft(
             agent,
             action="approval.answer",
@@ -367,16 +375,16 @@ def test_verifier_refuses_a_client_answer_to_an_owner_request(home: Home) -> Non
             outcome="ok",
         )
     )
-    expect_invalid(home, "not a pending client request")
+    await expect_invalid(home, "not a pending client request")
 
 
-def test_verifier_refuses_lifting_without_a_lockdown(home: Home) -> None:
-    owner_event(home, "owner.lockdown.lift", {"lockdown": 1})
-    expect_invalid(home, "without a lockdown")
+async def test_verifier_refuses_lifting_without_a_lockdown(home: Home) -> None:
+    await owner_event(home, "owner.lockdown.lift", {"lockdown": 1})
+    await expect_invalid(home, "without a lockdown")
 
 
-def test_verifier_refuses_registering_during_a_lockdown(home: Home) -> None:
-    lockdown.lockdown(home)
+async def test_verifier_refuses_registering_during_a_lockdown(home: Home) -> None:
+    await lockdown.lockdown(home)
     key = KeyPair.generate()
     now = home.clock.now()
     charter = make_charter(
@@ -390,13 +398,15 @@ def test_verifier_refuses_registering_during_a_lockdown(home: Home) -> None:
         not_before=now,
         not_after=now + dt.timedelta(days=1),
     )
-    owner_event(home, "agent.register", {"charter": charter, "charter_hash": charter_hash(charter)})
-    expect_invalid(home, "agent.register during a lockdown")
+    await owner_event(
+        home, "agent.register", {"charter": charter, "charter_hash": charter_hash(charter)}
+    )
+    await expect_invalid(home, "agent.register during a lockdown")
 
 
-def test_verifier_refuses_reinstating_a_finally_revoked_agent(home: Home) -> None:
-    identity.revoke_agent(home, "other")
-    view = identity.load_charter(home, identity.get_agent(home, "other").charter_hash)
+async def test_verifier_refuses_reinstating_a_finally_revoked_agent(home: Home) -> None:
+    await identity.revoke_agent(home, "other")
+    view = await identity.load_charter(home, (await identity.get_agent(home, "other")).charter_hash)
     now = home.clock.now()
     charter = make_charter(
         owner_key=home.owner_key(),
@@ -409,45 +419,47 @@ def test_verifier_refuses_reinstating_a_finally_revoked_agent(home: Home) -> Non
         not_before=now,
         not_after=now + dt.timedelta(days=1),
     )
-    owner_event(
+    await owner_event(
         home, "agent.reinstate", {"charter": charter, "charter_hash": charter_hash(charter)}
     )
-    expect_invalid(home, "agent.reinstate for an agent no lockdown revoked")
+    await expect_invalid(home, "agent.reinstate for an agent no lockdown revoked")
 
 
-def test_verifier_refuses_owner_actions_signed_by_an_agent(home: Home) -> None:
-    agent = identity.load_agent(home, "clerk")
-    home.ledger.append_one(
+async def test_verifier_refuses_owner_actions_signed_by_an_agent(home: Home) -> None:
+    agent = await identity.load_agent(home, "clerk")
+    raw_tx(home).ledger.append_one(
         agent_draft(
             agent,
             action="owner.lockdown.lift",
             phase="event",
         )
     )
-    expect_invalid(home, "must be signed by the owner key")
+    await expect_invalid(home, "must be signed by the owner key")
 
 
-def test_lockdown_kills_every_token_for_good(home: Home) -> None:
-    identity.add_agent(home, "caller", scopes=["audit:read"], audiences=["https://api.example.com"])
-    issued = tokens.issue_for_owner(home, "caller", audience="https://api.example.com")
-    assert tokens.introspect(home, issued.token)["active"] is True
-    lockdown.lockdown(home)
-    assert tokens.introspect(home, issued.token) == {"active": False}
-    lockdown.lift(home)
-    lockdown.reinstate_agent(home, "caller")
+async def test_lockdown_kills_every_token_for_good(home: Home) -> None:
+    await identity.add_agent(
+        home, "caller", scopes=["audit:read"], audiences=["https://api.example.com"]
+    )
+    issued = await tokens.issue_for_owner(home, "caller", audience="https://api.example.com")
+    assert (await tokens.introspect(home, issued.token))["active"] is True
+    await lockdown.lockdown(home)
+    assert await tokens.introspect(home, issued.token) == {"active": False}
+    await lockdown.lift(home)
+    await lockdown.reinstate_agent(home, "caller")
     # Reinstating issues a new charter: tokens from before the lockdown stay dead.
-    assert tokens.introspect(home, issued.token) == {"active": False}
-    audit.verify_home(home)
+    assert await tokens.introspect(home, issued.token) == {"active": False}
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize("differs", [None, "arguments", "tool", "agent", "mode"])
-def test_a_retried_call_must_be_the_one_its_client_request_was_for(
+async def test_a_retried_call_must_be_the_one_its_client_request_was_for(
     home: Home, differs: str | None
 ) -> None:
     """The retry of a 2026-07-28 client approval names its request in the (SDK-sealed) state;
     Charter still checks that request was asked for this very call."""
-    pending = request(home, mode="owner" if differs == "mode" else "client")
-    agent = identity.load_agent(home, "other" if differs == "agent" else "clerk")
+    pending = await request(home, mode="owner" if differs == "mode" else "client")
+    agent = await identity.load_agent(home, "other" if differs == "agent" else "clerk")
 
     async def resolve() -> identity.AgentContext:
         return agent
@@ -462,10 +474,10 @@ def test_a_retried_call_must_be_the_one_its_client_request_was_for(
     )
     state = json.dumps({"approval": pending.id})
     if differs is None:
-        assert server_approvals._stored_request(call, state).id == pending.id
+        assert (await server_approvals._stored_request(call, state)).id == pending.id
     else:
         with pytest.raises(ApprovalRefused, match="was asked for another call"):
-            server_approvals._stored_request(call, state)
+            await server_approvals._stored_request(call, state)
 
 
 def test_can_apply_only_when_a_granted_scope_can_match() -> None:

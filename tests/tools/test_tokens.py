@@ -25,7 +25,7 @@ from charter.evidence.jwk import b64url, b64url_decode, thumbprint
 from charter.home import Home
 from charter.keys import KeyHandle, KeyPair, issuer_ref
 from charter.keys.files import read_key_file
-from charter.testing import FrozenClock, make_home, server_for
+from charter.testing import FrozenClock, make_home, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, tokens
 from charter.tools.tokens import codec
 from charter.tools.tokens import errors as token_errors
@@ -35,18 +35,18 @@ MAIL = "https://mail.example.com"
 
 
 @pytest.fixture
-def gamma(home: Home) -> identity.AgentContext:
+async def gamma(home: Home) -> identity.AgentContext:
     """An agent that may issue tokens, with two audiences and three scopes."""
-    identity.add_agent(
+    await identity.add_agent(
         home,
         "gamma",
         scopes=["token:issue", "audit:read", "secret:read:API_*"],
         audiences=[API, MAIL],
     )
-    return identity.load_agent(home, "gamma")
+    return await identity.load_agent(home, "gamma")
 
 
-def issue(
+async def issue(
     home: Home,
     agent: identity.AgentContext,
     audience: str = API,
@@ -56,7 +56,7 @@ def issue(
     request = tokens.prepare(
         home, agent.name, agent.charter, audience=audience, scopes=scopes, ttl_seconds=ttl
     )
-    return tokens.issue(home, request)
+    return await tokens.issue(home, request)
 
 
 def parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -73,24 +73,24 @@ def forge(header: dict[str, Any], claims: dict[str, Any], key: KeyPair) -> str:
     return signing_input + "." + b64url(key.sign(signing_input.encode()))
 
 
-def reason(home: Home, token: str, audience: str | None = API) -> str:
+async def reason(home: Home, token: str, audience: str | None = API) -> str:
     with pytest.raises(TokenInvalid) as info:
-        tokens.verify(home, token, audience=audience)
+        await tokens.verify(home, token, audience=audience)
     assert info.value.public_message == "invalid or expired token"  # opaque for remote callers
     return info.value.reason
 
 
 def entries(home: Home) -> list[dict[str, Any]]:
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
 # -- the token -------------------------------------------------------------------------------
 
 
-def test_issued_token_has_the_rfc9068_header_and_every_claim(
+async def test_issued_token_has_the_rfc9068_header_and_every_claim(
     home: Home, gamma: identity.AgentContext, clock: FrozenClock
 ) -> None:
-    issued = issue(home, gamma, scopes=["audit:read"], ttl=600)
+    issued = await issue(home, gamma, scopes=["audit:read"], ttl=600)
     header, claims = parts(issued.token)
     assert header == {"alg": "EdDSA", "kid": home.meta["issuer_kid"], "typ": "at+jwt"}
     now = int(clock.now().timestamp())
@@ -109,27 +109,29 @@ def test_issued_token_has_the_rfc9068_header_and_every_claim(
         "cnf": {"jkt": thumbprint(gamma.charter.agent_key)},
     }
     assert claims["cnf"]["jkt"] == gamma.key.kid
-    verified = tokens.verify(home, issued.token, audience=API)
+    verified = await tokens.verify(home, issued.token, audience=API)
     assert verified.agent_name == "gamma" and verified.scopes == ("audit:read",)
     # The row holds facts about the token, never the token.
-    row = home.conn.execute("SELECT * FROM tokens WHERE jti = ?", (issued.jti,)).fetchone()
+    row = raw_db(home).execute("SELECT * FROM tokens WHERE jti = ?", (issued.jti,)).fetchone()
     assert issued.token not in json.dumps(row)
 
 
-def test_default_scopes_are_the_charter_minus_token_issue(
+async def test_default_scopes_are_the_charter_minus_token_issue(
     home: Home, gamma: identity.AgentContext
 ) -> None:
-    assert issue(home, gamma).scopes == ["audit:read", "secret:read:API_*"]
-    assert issue(home, gamma, scopes=["token:issue"]).scopes == ["token:issue"]
-    assert issue(home, gamma, scopes=["secret:read:API_KEY"]).scopes == ["secret:read:API_KEY"]
+    assert (await issue(home, gamma)).scopes == ["audit:read", "secret:read:API_*"]
+    assert (await issue(home, gamma, scopes=["token:issue"])).scopes == ["token:issue"]
+    assert (await issue(home, gamma, scopes=["secret:read:API_KEY"])).scopes == [
+        "secret:read:API_KEY"
+    ]
     # The row's own commit skips its fsync; the connection goes back to synchronous=FULL.
-    assert home.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert raw_db(home).execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
-def test_owner_issue_is_an_owner_signed_event_without_the_token(
+async def test_owner_issue_is_an_owner_signed_event_without_the_token(
     home: Home, gamma: identity.AgentContext
 ) -> None:
-    issued = tokens.issue_for_owner(
+    issued = await tokens.issue_for_owner(
         home, "gamma", audience=MAIL, scopes=["audit:read"], ttl_seconds=60
     )
     last = entries(home)[-1]
@@ -139,21 +141,21 @@ def test_owner_issue_is_an_owner_signed_event_without_the_token(
     assert last["args"]["audience"] == MAIL and last["args"]["scopes"] == ["audit:read"]
     assert last["args"]["kid"] == issued.kid
     assert issued.token not in json.dumps(entries(home))
-    tokens.verify(home, issued.token, audience=MAIL)
-    audit.verify_home(home)
+    await tokens.verify(home, issued.token, audience=MAIL)
+    await audit.verify_home(home)
 
 
 # -- bad input: issuing ----------------------------------------------------------------------
 
 
-def test_scope_escalation_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+async def test_scope_escalation_is_refused(home: Home, gamma: identity.AgentContext) -> None:
     with pytest.raises(ScopeDenied, match="'email:send' is not granted by this agent's charter"):
-        issue(home, gamma, scopes=["email:send"])
+        await issue(home, gamma, scopes=["email:send"])
     with pytest.raises(ScopeDenied, match="'secret:read:\\*'"):
-        issue(home, gamma, scopes=["secret:read:*"])  # a wider glob than the charter's
+        await issue(home, gamma, scopes=["secret:read:*"])  # a wider glob than the charter's
     with pytest.raises(InvalidInput, match="unknown scope"):
-        issue(home, gamma, scopes=["admin"])
-    assert home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
+        await issue(home, gamma, scopes=["admin"])
+    assert raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
 
 
 def test_a_token_cannot_mint_a_broader_token(home: Home, gamma: identity.AgentContext) -> None:
@@ -166,38 +168,40 @@ def test_a_token_cannot_mint_a_broader_token(home: Home, gamma: identity.AgentCo
     assert request.scopes == ("secret:read:API_KEY",)
 
 
-def test_audience_outside_the_charter_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+async def test_audience_outside_the_charter_is_refused(
+    home: Home, gamma: identity.AgentContext
+) -> None:
     with pytest.raises(ScopeDenied, match=r"audience 'https://evil\.example' is not allowed"):
-        issue(home, gamma, audience="https://evil.example")
+        await issue(home, gamma, audience="https://evil.example")
 
 
 @pytest.mark.parametrize("ttl", [0, -5, tokens.MAX_TTL_SECONDS + 1, 86400])
-def test_ttl_outside_the_limits_is_refused(
+async def test_ttl_outside_the_limits_is_refused(
     home: Home, gamma: identity.AgentContext, ttl: int
 ) -> None:
     with pytest.raises(InvalidInput, match="ttl_seconds must be between 1 and 3600"):
-        issue(home, gamma, ttl=ttl)
+        await issue(home, gamma, ttl=ttl)
 
 
 # -- bad input: verifying --------------------------------------------------------------------
 
 
-def test_alg_none_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    header, claims = parts(issue(home, gamma).token)
+async def test_alg_none_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
     unsigned = forge(header | {"alg": "none"}, claims, issuer_key(home)).rsplit(".", 1)[0] + "."
-    assert reason(home, unsigned) == "algorithm 'none' is not accepted (only EdDSA)"
+    assert await reason(home, unsigned) == "algorithm 'none' is not accepted (only EdDSA)"
 
 
 @pytest.mark.parametrize("secret_form", ["raw", "jwk-x", "jwk-json"])
-def test_hs256_signed_with_the_public_key_is_refused(
+async def test_hs256_signed_with_the_public_key_is_refused(
     home: Home, gamma: identity.AgentContext, secret_form: str
 ) -> None:
-    header, claims = parts(issue(home, gamma).token)
+    header, claims = parts((await issue(home, gamma)).token)
     public = issuer_key(home).public_key
     secret = {
         "raw": public,
         "jwk-x": b64url(public).encode(),
-        "jwk-json": json.dumps(tokens.jwks(home)["keys"][0]).encode(),
+        "jwk-json": json.dumps((await tokens.jwks(home))["keys"][0]).encode(),
     }[secret_form]
     signing_input = (
         b64url(json.dumps(header | {"alg": "HS256"}).encode())
@@ -205,66 +209,68 @@ def test_hs256_signed_with_the_public_key_is_refused(
         + b64url(json.dumps(claims).encode())
     )
     mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    assert reason(home, signing_input + "." + b64url(mac)) == (
+    assert await reason(home, signing_input + "." + b64url(mac)) == (
         "algorithm 'HS256' is not accepted (only EdDSA)"
     )
 
 
-def test_unknown_kid_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    header, claims = parts(issue(home, gamma).token)
+async def test_unknown_kid_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
     stranger = KeyPair.generate()
     token = forge(header | {"kid": stranger.kid}, claims, stranger)
-    assert reason(home, token) == f"key id {stranger.kid!r} is not a published issuer key"
+    assert await reason(home, token) == f"key id {stranger.kid!r} is not a published issuer key"
     # A foreign key claiming our kid fails on the signature.
-    assert reason(home, forge(header, claims, stranger)) == "the signature does not verify"
-    assert reason(home, forge({"alg": "EdDSA", "typ": "at+jwt"}, claims, issuer_key(home))) == (
-        "the header names no key id"
-    )
+    assert await reason(home, forge(header, claims, stranger)) == "the signature does not verify"
+    assert await reason(
+        home, forge({"alg": "EdDSA", "typ": "at+jwt"}, claims, issuer_key(home))
+    ) == ("the header names no key id")
 
 
-def test_expired_token_is_refused(
+async def test_expired_token_is_refused(
     home: Home, gamma: identity.AgentContext, clock: FrozenClock
 ) -> None:
-    issued = issue(home, gamma, ttl=60)
+    issued = await issue(home, gamma, ttl=60)
     clock.advance(seconds=59)
-    tokens.verify(home, issued.token, audience=API)
+    await tokens.verify(home, issued.token, audience=API)
     clock.advance(seconds=1)
-    assert reason(home, issued.token).startswith("expired at ")
+    assert (await reason(home, issued.token)).startswith("expired at ")
 
 
-def test_nbf_in_the_future_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    header, claims = parts(issue(home, gamma).token)
+async def test_nbf_in_the_future_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
     token = forge(header, claims | {"nbf": claims["nbf"] + 30}, issuer_key(home))
-    assert reason(home, token).startswith("not valid before ")
+    assert (await reason(home, token)).startswith("not valid before ")
     token = forge(header, claims | {"iat": claims["iat"] + 30}, issuer_key(home))
-    assert reason(home, token) == "issued in the future"
+    assert await reason(home, token) == "issued in the future"
 
 
-def test_wrong_audience_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    issued = issue(home, gamma, audience=MAIL)
-    assert reason(home, issued.token, audience=API) == f"audience {MAIL!r} is not {API!r}"
+async def test_wrong_audience_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    issued = await issue(home, gamma, audience=MAIL)
+    assert await reason(home, issued.token, audience=API) == f"audience {MAIL!r} is not {API!r}"
     header, claims = parts(issued.token)
     listed = forge(header, claims | {"aud": [API, MAIL]}, issuer_key(home))
-    assert reason(home, listed) == "claim 'aud' must be a single string"
+    assert await reason(home, listed) == "claim 'aud' must be a single string"
 
 
-def test_wrong_issuer_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    issued = issue(home, gamma)
-    assert tokens.set_issuer(home, "https://charter.example.org/")
-    assert tokens.issuer(home) == "https://charter.example.org"
-    assert reason(home, issued.token) == (
+async def test_wrong_issuer_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    issued = await issue(home, gamma)
+    assert await tokens.set_issuer(home, "https://charter.example.org/")
+    assert await tokens.issuer(home) == "https://charter.example.org"
+    assert await reason(home, issued.token) == (
         f"issuer {tokens.DEFAULT_ISSUER!r} is not this issuer ('https://charter.example.org')"
     )
-    fresh = issue(home, gamma)
+    fresh = await issue(home, gamma)
     assert parts(fresh.token)[1]["iss"] == "https://charter.example.org"
-    tokens.verify(home, fresh.token, audience=API)
+    await tokens.verify(home, fresh.token, audience=API)
 
 
 @pytest.mark.parametrize("claim", tokens.REQUIRED_CLAIMS)
-def test_missing_claims_are_refused(home: Home, gamma: identity.AgentContext, claim: str) -> None:
-    header, claims = parts(issue(home, gamma).token)
+async def test_missing_claims_are_refused(
+    home: Home, gamma: identity.AgentContext, claim: str
+) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
     del claims[claim]
-    assert reason(home, forge(header, claims, issuer_key(home))) == f"missing claims: {claim}"
+    assert await reason(home, forge(header, claims, issuer_key(home))) == f"missing claims: {claim}"
 
 
 @pytest.mark.parametrize(
@@ -276,22 +282,22 @@ def test_missing_claims_are_refused(home: Home, gamma: identity.AgentContext, cl
         ("cnf", {}, "claim 'cnf' must hold the agent key thumbprint 'jkt'"),
     ],
 )
-def test_claims_of_the_wrong_type_are_refused(
+async def test_claims_of_the_wrong_type_are_refused(
     home: Home, gamma: identity.AgentContext, claim: str, value: Any, why: str
 ) -> None:
-    header, claims = parts(issue(home, gamma).token)
+    header, claims = parts((await issue(home, gamma)).token)
     token = forge(header, claims | {claim: value}, issuer_key(home))
-    assert reason(home, token) == why
+    assert await reason(home, token) == why
 
 
-def test_tampered_payload_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    token = issue(home, gamma, scopes=["audit:read"]).token
+async def test_tampered_payload_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    token = (await issue(home, gamma, scopes=["audit:read"])).token
     header_b64, _, sig = token.split(".")
     _, claims = parts(token)
     wider = b64url(json.dumps(claims | {"scope": "audit:read token:issue"}).encode())
-    assert reason(home, f"{header_b64}.{wider}.{sig}") == "the signature does not verify"
+    assert await reason(home, f"{header_b64}.{wider}.{sig}") == "the signature does not verify"
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    assert reason(home, flipped) == "the signature does not verify"
+    assert await reason(home, flipped) == "the signature does not verify"
 
 
 @pytest.mark.parametrize(
@@ -302,14 +308,14 @@ def test_tampered_payload_is_refused(home: Home, gamma: identity.AgentContext) -
         {"sub": "spiffe://charter.local/agent/owner/beta"},
     ],
 )
-def test_a_token_reusing_an_issued_id_must_match_its_record(
+async def test_a_token_reusing_an_issued_id_must_match_its_record(
     home: Home, gamma: identity.AgentContext, change: dict[str, str]
 ) -> None:
     """Whoever holds the issuer key still cannot stretch a real token id: claims are checked
     against the row recorded when that id was issued."""
-    header, claims = parts(issue(home, gamma, scopes=["audit:read"]).token)
+    header, claims = parts((await issue(home, gamma, scopes=["audit:read"])).token)
     forged = forge(header, claims | change, issuer_key(home))
-    assert reason(home, forged, audience=None) == (
+    assert await reason(home, forged, audience=None) == (
         "the token does not match what was issued under its id"
     )
 
@@ -318,157 +324,170 @@ def test_a_token_reusing_an_issued_id_must_match_its_record(
     "garbage",
     ["", "abc", "a.b", "a.b.c.d", "é.é.é", "x" * 9000, "eyJhbGciOiJFZERTQSJ9..sig"],
 )
-def test_garbage_is_refused_cleanly(home: Home, garbage: str) -> None:
-    assert reason(home, garbage)
+async def test_garbage_is_refused_cleanly(home: Home, garbage: str) -> None:
+    assert await reason(home, garbage)
 
 
-def test_duplicate_json_keys_are_refused(home: Home, gamma: identity.AgentContext) -> None:
-    token = issue(home, gamma).token
+async def test_duplicate_json_keys_are_refused(home: Home, gamma: identity.AgentContext) -> None:
+    token = (await issue(home, gamma)).token
     header_b64, payload_b64, _ = token.split(".")
     raw = b64url_decode(payload_b64).decode()
     doubled = raw[:-1] + ',"scope":"token:issue"}'
     signing_input = f"{header_b64}.{b64url(doubled.encode())}"
     forged = signing_input + "." + b64url(issuer_key(home).sign(signing_input.encode()))
-    assert "duplicate keys" in reason(home, forged)
+    assert "duplicate keys" in await reason(home, forged)
 
 
-def test_token_of_a_revoked_agent_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    issued = issue(home, gamma)
-    identity.revoke_agent(home, "gamma", reason="compromised")
-    assert reason(home, issued.token) == "agent 'gamma' has been revoked"
-    assert tokens.introspect(home, issued.token) == {"active": False}
+async def test_token_of_a_revoked_agent_is_refused(
+    home: Home, gamma: identity.AgentContext
+) -> None:
+    issued = await issue(home, gamma)
+    await identity.revoke_agent(home, "gamma", reason="compromised")
+    assert await reason(home, issued.token) == "agent 'gamma' has been revoked"
+    assert await tokens.introspect(home, issued.token) == {"active": False}
 
 
-def test_revoked_jti_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    issued = issue(home, gamma)
-    other = issue(home, gamma)
-    record = tokens.revoke(home, issued.jti, reason="leaked in a log")
+async def test_revoked_jti_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    issued = await issue(home, gamma)
+    other = await issue(home, gamma)
+    record = await tokens.revoke(home, issued.jti, reason="leaked in a log")
     assert record.revoked_at is not None
-    assert reason(home, issued.token).startswith(f"token {issued.jti!r} was revoked at ")
-    tokens.verify(home, other.token, audience=API)  # only that one
+    assert (await reason(home, issued.token)).startswith(f"token {issued.jti!r} was revoked at ")
+    await tokens.verify(home, other.token, audience=API)  # only that one
     last = entries(home)[-1]
     assert (last["action"], last["args"]["jti"]) == ("token.revoke", issued.jti)
     with pytest.raises(InvalidInput, match="already revoked"):
-        tokens.revoke(home, issued.jti)
-    audit.verify_home(home)
+        await tokens.revoke(home, issued.jti)
+    await audit.verify_home(home)
 
 
-def test_replacing_the_charter_retires_its_tokens(home: Home, gamma: identity.AgentContext) -> None:
-    issued = issue(home, gamma)
-    identity.update_agent(home, "gamma", scopes=["token:issue"])
+async def test_replacing_the_charter_retires_its_tokens(
+    home: Home, gamma: identity.AgentContext
+) -> None:
+    issued = await issue(home, gamma)
+    await identity.update_agent(home, "gamma", scopes=["token:issue"])
     assert (
-        reason(home, issued.token) == "agent 'gamma' has a new charter since this token was issued"
+        await reason(home, issued.token)
+        == "agent 'gamma' has a new charter since this token was issued"
     )
 
 
-def test_signed_but_never_issued_token_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    header, claims = parts(issue(home, gamma).token)
+async def test_signed_but_never_issued_token_is_refused(
+    home: Home, gamma: identity.AgentContext
+) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
     token = forge(header, claims | {"jti": "made-up"}, issuer_key(home))
-    assert reason(home, token) == "token id 'made-up' was never issued by this home"
+    assert await reason(home, token) == "token id 'made-up' was never issued by this home"
 
 
-def test_lifetime_above_the_maximum_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    header, claims = parts(issue(home, gamma).token)
+async def test_lifetime_above_the_maximum_is_refused(
+    home: Home, gamma: identity.AgentContext
+) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
     token = forge(header, claims | {"exp": claims["iat"] + 3601}, issuer_key(home))
-    assert reason(home, token) == "lifetime exceeds the maximum of 3600 seconds"
+    assert await reason(home, token) == "lifetime exceeds the maximum of 3600 seconds"
 
 
-def test_wrong_token_type_is_refused(home: Home, gamma: identity.AgentContext) -> None:
-    header, claims = parts(issue(home, gamma).token)
-    assert reason(home, forge(header | {"typ": "JWT"}, claims, issuer_key(home))) == (
+async def test_wrong_token_type_is_refused(home: Home, gamma: identity.AgentContext) -> None:
+    header, claims = parts((await issue(home, gamma)).token)
+    assert await reason(home, forge(header | {"typ": "JWT"}, claims, issuer_key(home))) == (
         "token type 'JWT' is not an access token (want 'at+jwt')"
     )
-    assert "critical" in reason(home, forge(header | {"crit": ["b64"]}, claims, issuer_key(home)))
+    assert "critical" in await reason(
+        home, forge(header | {"crit": ["b64"]}, claims, issuer_key(home))
+    )
     # RFC 9068 §4: the media type form is accepted.
-    tokens.verify(
+    await tokens.verify(
         home,
         forge(header | {"typ": "application/at+jwt"}, claims, issuer_key(home)),
         audience=API,
     )
 
 
-def test_foreign_home_token_is_refused(
+async def test_foreign_home_token_is_refused(
     home: Home, gamma: identity.AgentContext, tmp_path: Path, clock: FrozenClock
 ) -> None:
-    other = make_home(tmp_path / "other", clock=clock)
-    identity.add_agent(other, "gamma", scopes=["token:issue"], audiences=[API])
-    foreign = issue(other, identity.load_agent(other, "gamma"))
-    assert "is not a published issuer key" in reason(home, foreign.token)
-    assert tokens.introspect(home, foreign.token) == {"active": False}
-    other.close()
+    other = await make_home(tmp_path / "other", clock=clock)
+    await identity.add_agent(other, "gamma", scopes=["token:issue"], audiences=[API])
+    foreign = await issue(other, await identity.load_agent(other, "gamma"))
+    assert "is not a published issuer key" in await reason(home, foreign.token)
+    assert await tokens.introspect(home, foreign.token) == {"active": False}
+    await other.close()
 
 
 # -- introspection ---------------------------------------------------------------------------
 
 
-def test_introspection_reports_active_tokens_and_hides_everything_else(
+async def test_introspection_reports_active_tokens_and_hides_everything_else(
     home: Home, gamma: identity.AgentContext, clock: FrozenClock
 ) -> None:
-    issued = issue(home, gamma, audience=MAIL, ttl=60)
-    info = tokens.introspect(home, issued.token)
+    issued = await issue(home, gamma, audience=MAIL, ttl=60)
+    info = await tokens.introspect(home, issued.token)
     assert info["active"] is True and info["token_type"] == "Bearer"
     assert (info["sub"], info["aud"], info["jti"]) == (gamma.agent_id, MAIL, issued.jti)
     assert info["scope"] == "audit:read secret:read:API_*"
     clock.advance(seconds=60)
-    assert tokens.introspect(home, issued.token) == {"active": False}
-    assert tokens.introspect(home, "not a token") == {"active": False}
+    assert await tokens.introspect(home, issued.token) == {"active": False}
+    assert await tokens.introspect(home, "not a token") == {"active": False}
 
 
 # -- rotation --------------------------------------------------------------------------------
 
 
-def test_rotation_keeps_old_tokens_valid_until_they_expire(
+async def test_rotation_keeps_old_tokens_valid_until_they_expire(
     home: Home, gamma: identity.AgentContext, clock: FrozenClock
 ) -> None:
     first_kid = home.meta["issuer_kid"]
-    old = issue(home, gamma, ttl=600)
+    old = await issue(home, gamma, ttl=600)
     clock.advance(seconds=100)
-    later_old = issue(home, gamma, ttl=900)  # the last token the old key signs
-    result = tokens.rotate(home)
+    later_old = await issue(home, gamma, ttl=900)  # the last token the old key signs
+    result = await tokens.rotate(home)
     assert result.retired_kid == first_kid and result.kid != first_kid
     assert result.retired_published_until == later_old.expires_at
     assert home.meta["issuer_kid"] == result.kid
-    new = issue(home, gamma, ttl=3600)
+    new = await issue(home, gamma, ttl=3600)
     assert parts(new.token)[0]["kid"] == result.kid
-    assert [k["kid"] for k in tokens.jwks(home)["keys"]] == [result.kid, first_kid]
+    assert [k["kid"] for k in (await tokens.jwks(home))["keys"]] == [result.kid, first_kid]
     for token in (old, later_old, new):
-        tokens.verify(home, token.token, audience=API)
+        await tokens.verify(home, token.token, audience=API)
 
     clock.advance(seconds=600)  # `old` has expired, `later_old` has not
-    assert reason(home, old.token).startswith("expired at ")
-    tokens.verify(home, later_old.token, audience=API)
-    assert len(tokens.jwks(home)["keys"]) == 2
+    assert (await reason(home, old.token)).startswith("expired at ")
+    await tokens.verify(home, later_old.token, audience=API)
+    assert len((await tokens.jwks(home))["keys"]) == 2
 
     clock.advance(seconds=300)  # the retired key's last token has expired
-    assert [k["kid"] for k in tokens.jwks(home)["keys"]] == [result.kid]
-    assert reason(home, later_old.token) == (
+    assert [k["kid"] for k in (await tokens.jwks(home))["keys"]] == [result.kid]
+    assert await reason(home, later_old.token) == (
         f"key id {first_kid!r} was retired and every token it signed has expired"
     )
-    tokens.verify(home, new.token, audience=API)
+    await tokens.verify(home, new.token, audience=API)
 
     rotate = [e for e in entries(home) if e["action"] == "keys.rotate"]
     assert len(rotate) == 1 and rotate[0]["actor"] == "owner@example.com"
     assert rotate[0]["args"]["kid"] == result.kid
     assert rotate[0]["args"]["retired_kid"] == first_kid
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
-def test_a_retired_key_cannot_sign_new_tokens(home: Home, gamma: identity.AgentContext) -> None:
+async def test_a_retired_key_cannot_sign_new_tokens(
+    home: Home, gamma: identity.AgentContext
+) -> None:
     first_kid = home.meta["issuer_kid"]
-    tokens.rotate(home)
-    tokens.rotate(home)
-    kids = [k["kid"] for k in tokens.jwks(home)["keys"]]
+    await tokens.rotate(home)
+    await tokens.rotate(home)
+    kids = [k["kid"] for k in (await tokens.jwks(home))["keys"]]
     assert first_kid not in kids and len(kids) == 1  # no tokens: retired keys leave at once
-    assert issue(home, gamma).kid == kids[0]
+    assert (await issue(home, gamma)).kid == kids[0]
 
 
-def test_jwks_holds_okp_keys_only(home: Home) -> None:
-    (key,) = tokens.jwks(home)["keys"]
+async def test_jwks_holds_okp_keys_only(home: Home) -> None:
+    (key,) = (await tokens.jwks(home))["keys"]
     assert set(key) == {"kty", "crv", "x", "kid", "use", "alg"}
     assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
     assert key["kid"] == thumbprint(b64url_decode(key["x"])) == home.meta["issuer_kid"]
     seed = b64url(bytes(issuer_key(home).signing_key))
-    assert seed not in json.dumps(tokens.jwks(home))  # the private half is never published
+    assert seed not in json.dumps(await tokens.jwks(home))  # the private half is never published
 
 
 # -- the token_issue tool --------------------------------------------------------------------
@@ -477,14 +496,14 @@ def test_jwks_holds_okp_keys_only(home: Home) -> None:
 async def test_token_issue_tool_records_the_token_facts_never_the_token(
     home: Home, gamma: identity.AgentContext, mode: str
 ) -> None:
-    async with Client(server_for(home, "gamma"), mode=mode) as client:
+    async with Client(await server_for(home, "gamma"), mode=mode) as client:
         result = await client.call_tool(
             "token_issue", {"audience": API, "scopes": ["audit:read"], "ttl_seconds": 120}
         )
     assert not result.is_error
     out = result.structured_content
     assert out is not None and out["scopes"] == ["audit:read"]
-    verified = tokens.verify(home, out["token"], audience=API)
+    verified = await tokens.verify(home, out["token"], audience=API)
     assert verified.subject == gamma.agent_id
     intent, outcome = entries(home)[-2:]
     assert (intent["phase"], outcome["phase"]) == ("intent", "outcome")
@@ -503,19 +522,19 @@ async def test_token_issue_tool_records_the_token_facts_never_the_token(
     everything = json.dumps(entries(home))
     assert out["token"] not in everything
     assert out["token"].split(".")[2] not in everything  # not even the signature
-    audit.verify_home(home)
+    await audit.verify_home(home)
 
 
 async def test_token_issue_tool_refusals_are_recorded(
     home: Home, gamma: identity.AgentContext, mode: str
 ) -> None:
-    async with Client(server_for(home, "gamma"), mode=mode) as client:
+    async with Client(await server_for(home, "gamma"), mode=mode) as client:
         escalate = await client.call_tool(
             "token_issue", {"audience": API, "scopes": ["email:send"]}
         )
         outside = await client.call_tool("token_issue", {"audience": "https://evil.example"})
         too_long = await client.call_tool("token_issue", {"audience": API, "ttl_seconds": 7200})
-    async with Client(server_for(home, "alpha"), mode=mode) as client:
+    async with Client(await server_for(home, "alpha"), mode=mode) as client:
         no_scope = await client.call_tool("token_issue", {"audience": API})
     texts = [r.content[0].text for r in (escalate, outside, too_long, no_scope)]  # type: ignore[union-attr]
     assert all(r.is_error for r in (escalate, outside, too_long, no_scope))
@@ -526,8 +545,8 @@ async def test_token_issue_tool_refusals_are_recorded(
     denied = [e for e in entries(home) if e["action"] == "token.issue"]
     assert [e["outcome"] for e in denied] == ["denied"] * 4
     assert all(e["phase"] == "call" for e in denied)  # refused before any intent
-    assert home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
-    audit.verify_home(home)
+    assert raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
+    await audit.verify_home(home)
 
 
 @pytest.mark.parametrize(
@@ -541,19 +560,19 @@ async def test_token_issue_tool_refusals_are_recorded(
         "https://x.example?a=1",
     ],
 )
-def test_issuer_must_be_an_http_origin(home: Home, url: str) -> None:
+async def test_issuer_must_be_an_http_origin(home: Home, url: str) -> None:
     with pytest.raises(InvalidInput):
-        tokens.set_issuer(home, url)
-    assert tokens.issuer(home) == tokens.DEFAULT_ISSUER
+        await tokens.set_issuer(home, url)
+    assert await tokens.issuer(home) == tokens.DEFAULT_ISSUER
     assert tokens.normalize_issuer(" https://X.example:8443/ ") == "https://X.example:8443"
 
 
-def test_a_token_never_outlives_its_charter(home: Home, clock: FrozenClock) -> None:
-    identity.add_agent(
+async def test_a_token_never_outlives_its_charter(home: Home, clock: FrozenClock) -> None:
+    await identity.add_agent(
         home, "brief", scopes=["audit:read"], audiences=[API], valid_for=dt.timedelta(minutes=5)
     )
-    agent = identity.load_agent(home, "brief")
-    issued = issue(home, agent, ttl=3600)
+    agent = await identity.load_agent(home, "brief")
+    issued = await issue(home, agent, ttl=3600)
     assert issued.expires_at == rfc3339(agent.charter.not_after.replace(microsecond=0))
     clock.advance(minutes=5)
     with pytest.raises(AgentRevoked, match="charter has expired"):
@@ -564,27 +583,27 @@ def test_a_token_never_outlives_its_charter(home: Home, clock: FrozenClock) -> N
 
 
 @pytest.mark.parametrize("pre_digest_row", [False, True])
-def test_a_token_re_signed_with_a_later_expiry_is_refused(
+async def test_a_token_re_signed_with_a_later_expiry_is_refused(
     home: Home, gamma: identity.AgentContext, clock: FrozenClock, pre_digest_row: bool
 ) -> None:
     """The attack: an expired token's claims, re-signed with the issuer key and every time
     moved an hour on (the lifetime stays legal), under the same jti."""
-    issued = issue(home, gamma, ttl=60)
+    issued = await issue(home, gamma, ttl=60)
     if pre_digest_row:  # a row written before migration 0008 still pins the times
-        home.conn.execute("UPDATE tokens SET digest = NULL")
+        raw_db(home).execute("UPDATE tokens SET digest = NULL")
     clock.advance(seconds=120)
-    assert reason(home, issued.token).startswith("expired at ")
+    assert (await reason(home, issued.token)).startswith("expired at ")
     header, claims = parts(issued.token)
     only_exp = forge(header, claims | {"exp": claims["exp"] + 600}, issuer_key(home))
-    assert reason(home, only_exp) == "the token does not match what was issued under its id"
+    assert await reason(home, only_exp) == "the token does not match what was issued under its id"
     later = {k: claims[k] + 3600 for k in ("iat", "nbf", "exp")}
     clock.advance(seconds=3600 - 120)  # now inside the moved window
     resigned = forge(header, claims | later, issuer_key(home))
     with pytest.raises(token_errors.NotIssued) as info:
-        tokens.verify(home, resigned, audience=API)
+        await tokens.verify(home, resigned, audience=API)
     assert info.value.reason == "the token does not match what was issued under its id"
     assert info.value.jti == issued.jti  # for the logs
-    assert tokens.introspect(home, resigned) == {"active": False}
+    assert await tokens.introspect(home, resigned) == {"active": False}
 
 
 @pytest.mark.parametrize(
@@ -595,18 +614,18 @@ def test_a_token_re_signed_with_a_later_expiry_is_refused(
         {"extra": "claim"},
     ],
 )
-def test_every_claim_is_pinned_by_the_row(
+async def test_every_claim_is_pinned_by_the_row(
     home: Home, gamma: identity.AgentContext, change: dict[str, Any]
 ) -> None:
-    header, claims = parts(issue(home, gamma).token)
+    header, claims = parts((await issue(home, gamma)).token)
     forged = forge(header, claims | change, issuer_key(home))
-    assert reason(home, forged) == "the token does not match what was issued under its id"
+    assert await reason(home, forged) == "the token does not match what was issued under its id"
 
 
-def test_each_refusal_has_a_typed_reason_and_a_safe_description(
+async def test_each_refusal_has_a_typed_reason_and_a_safe_description(
     home: Home, gamma: identity.AgentContext
 ) -> None:
-    issued = issue(home, gamma)
+    issued = await issue(home, gamma)
     header, claims = parts(issued.token)
     stranger = KeyPair.generate()
     cases: list[tuple[str, type[TokenInvalid]]] = [
@@ -619,7 +638,7 @@ def test_each_refusal_has_a_typed_reason_and_a_safe_description(
     ]  # fmt: skip
     for token, kind in cases:
         with pytest.raises(kind) as info:
-            tokens.verify(home, token, audience=API)
+            await tokens.verify(home, token, audience=API)
         description = info.value.description
         assert description != TokenInvalid.description and token not in description
         for value in (claims["jti"], claims["sub"], stranger.kid):
@@ -630,14 +649,14 @@ def test_each_refusal_has_a_typed_reason_and_a_safe_description(
 
 
 async def test_token_issue_refuses_a_glob_wider_than_the_charter(home: Home, mode: str) -> None:
-    identity.add_agent(
+    await identity.add_agent(
         home,
         "globber",
         scopes=["token:issue", "secret:use:A?", "secret:use:[!X]*"],
         audiences=[API],
     )
     wider = ["secret:use:[X]*", "secret:use:*", "secret:use:?*", "secret:use:X?"]
-    async with Client(server_for(home, "globber"), mode=mode) as client:
+    async with Client(await server_for(home, "globber"), mode=mode) as client:
         refused = [
             await client.call_tool("token_issue", {"audience": API, "scopes": [s]}) for s in wider
         ]
@@ -651,19 +670,19 @@ async def test_token_issue_refuses_a_glob_wider_than_the_charter(home: Home, mod
         )
     assert not narrower.is_error and narrower.structured_content is not None
     assert narrower.structured_content["scopes"] == ["secret:use:A*", "secret:use:Y*"]
-    assert home.conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1
-    audit.verify_home(home)
+    assert raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0] == 1
+    await audit.verify_home(home)
 
 
 # -- PyJWT -----------------------------------------------------------------------------------
 
 
-def test_a_token_verifies_with_plain_pyjwt_given_the_jwks(
+async def test_a_token_verifies_with_plain_pyjwt_given_the_jwks(
     home: Home, gamma: identity.AgentContext
 ) -> None:
     """Made by PyJWT through the signer: any PyJWT relying party reads it with the JWKS."""
-    issued = issue(home, gamma, scopes=["audit:read"])
-    key = jwt.PyJWK(tokens.jwks(home)["keys"][0])
+    issued = await issue(home, gamma, scopes=["audit:read"])
+    key = jwt.PyJWK((await tokens.jwks(home))["keys"][0])
     claims = jwt.decode(
         issued.token,
         key,

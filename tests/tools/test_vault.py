@@ -14,7 +14,8 @@ from charter.errors import InvalidInput, NotFound, ScopeDenied
 from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.scopes import grants
-from charter.storage.vault import SecretValue, Vault
+from charter.storage.vault import SecretValue
+from charter.testing import BlockingVault, raw_tx
 from charter.tools import audit
 from charter.tools import vault as vt
 
@@ -22,30 +23,32 @@ VALUE = "tok-3b1f9d27a8c4e6f0/+=x"
 
 
 def entries(home: Home) -> list[dict[str, Any]]:
-    return [Entry.from_body(b).fields for b in home.ledger.iter_bodies()]
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]
 
 
 @pytest.fixture
-def vhome(home: Home) -> Home:
-    vt.set_secret(home, "API_KEY", VALUE.encode(), description="api", allowed_hosts=["api.test"])
-    vt.set_secret(home, "NOHOST", b"nohost-value")
-    Vault(home).put("charter:mail-password", b"mail-pw-value", system=True)
+async def vhome(home: Home) -> Home:
+    await vt.set_secret(
+        home, "API_KEY", VALUE.encode(), description="api", allowed_hosts=["api.test"]
+    )
+    await vt.set_secret(home, "NOHOST", b"nohost-value")
+    BlockingVault(home).put("charter:mail-password", b"mail-pw-value", system=True)
     return home
 
 
 # -- owner services and the ledger --------------------------------------------------------------
 
 
-def test_owner_actions_are_signed_into_the_ledger_without_values(vhome: Home) -> None:
-    vt.set_secret(vhome, "API_KEY", b"rotated-value-123")  # keeps description and hosts
-    info = Vault(vhome).info("API_KEY")
+async def test_owner_actions_are_signed_into_the_ledger_without_values(vhome: Home) -> None:
+    await vt.set_secret(vhome, "API_KEY", b"rotated-value-123")  # keeps description and hosts
+    info = BlockingVault(vhome).info("API_KEY")
     assert (info.version, info.description, info.allowed_hosts) == (
         2,
         "api",
         ("https://api.test:443",),
     )
-    vt.rotate_master_key(vhome)
-    vt.remove_secret(vhome, "NOHOST")
+    await vt.rotate_master_key(vhome)
+    await vt.remove_secret(vhome, "NOHOST")
     events = [e for e in entries(vhome) if e["action"].startswith(("secret.", "vault."))]
     assert [(e["action"], e["args"].get("name")) for e in events] == [
         ("secret.set", "API_KEY"),
@@ -62,46 +65,52 @@ def test_owner_actions_are_signed_into_the_ledger_without_values(vhome: Home) ->
     }
     assert events[3]["args"]["key_version"] == 2
     assert all(e["actor"] == vhome.owner_id for e in events)
-    ledger = b"".join(vhome.ledger.iter_bodies())
+    ledger = b"".join(raw_tx(vhome).ledger.iter_bodies())
     for secret in (VALUE.encode(), b"rotated-value-123", b"nohost-value"):
         assert secret not in ledger
-    audit.verify_home(vhome)
+    await audit.verify_home(vhome)
 
 
-def test_system_secrets_cannot_be_removed_by_the_secret_commands(vhome: Home) -> None:
+async def test_system_secrets_cannot_be_removed_by_the_secret_commands(vhome: Home) -> None:
     with pytest.raises(InvalidInput, match="managed by Charter"):
-        vt.remove_secret(vhome, "charter:mail-password")
+        await vt.remove_secret(vhome, "charter:mail-password")
     with pytest.raises(InvalidInput, match="reserved"):
-        vt.set_secret(vhome, "charter:mail-password", b"x")
+        await vt.set_secret(vhome, "charter:mail-password", b"x")
 
 
 # -- what an agent may see ----------------------------------------------------------------------
 
 
-def test_agents_see_only_granted_secrets_and_never_system_ones(vhome: Home) -> None:
-    vault = Vault(vhome)
-    out = vt.visible_secrets(
-        vault, functools.partial(grants, ["secret:use:API_*", "secret:read:*"])
+async def test_agents_see_only_granted_secrets_and_never_system_ones(vhome: Home) -> None:
+    vault = BlockingVault(vhome)
+    out = await vt.visible_secrets(
+        vault.home, vault.vault, functools.partial(grants, ["secret:use:API_*", "secret:read:*"])
     )
     names = {s.name: s for s in out.secrets}
     assert set(names) == {"API_KEY", "NOHOST"}
     assert names["API_KEY"].can_use and names["API_KEY"].allowed_hosts == ["https://api.test:443"]
     assert not names["NOHOST"].can_use and names["NOHOST"].allowed_hosts == []
-    assert vt.visible_secrets(vault, functools.partial(grants, [])).secrets == []
-    assert vt.visible_secrets(vault, functools.partial(grants, ["audit:read"])).secrets == []
+    assert (
+        await vt.visible_secrets(vault.home, vault.vault, functools.partial(grants, []))
+    ).secrets == []
+    assert (
+        await vt.visible_secrets(vault.home, vault.vault, functools.partial(grants, ["audit:read"]))
+    ).secrets == []
 
 
-def test_read_checks_the_scope_before_the_name_exists(vhome: Home) -> None:
-    vault = Vault(vhome)
+async def test_read_checks_the_scope_before_the_name_exists(vhome: Home) -> None:
+    vault = BlockingVault(vhome)
     with pytest.raises(ScopeDenied):
-        vt.read_secret(vault, ["secret:use:API_KEY"], "API_KEY")
+        await vt.read_secret(vault.home, vault.vault, ["secret:use:API_KEY"], "API_KEY")
     with pytest.raises(ScopeDenied):  # not NotFound: no probing of ungranted names
-        vt.read_secret(vault, ["secret:read:API_KEY"], "UNKNOWN")
+        await vt.read_secret(vault.home, vault.vault, ["secret:read:API_KEY"], "UNKNOWN")
     with pytest.raises(NotFound):
-        vt.read_secret(vault, ["secret:read:*"], "UNKNOWN")
+        await vt.read_secret(vault.home, vault.vault, ["secret:read:*"], "UNKNOWN")
     with pytest.raises(InvalidInput):
-        vt.read_secret(vault, ["secret:read:*"], "charter:mail-password")
-    assert vt.read_secret(vault, ["secret:read:API_*"], "API_KEY").reveal() == VALUE.encode()
+        await vt.read_secret(vault.home, vault.vault, ["secret:read:*"], "charter:mail-password")
+    assert (
+        await vt.read_secret(vault.home, vault.vault, ["secret:read:API_*"], "API_KEY")
+    ).reveal() == VALUE.encode()
 
 
 # -- placeholders -------------------------------------------------------------------------------
@@ -165,14 +174,15 @@ def test_malformed_placeholders_are_refused(text: str) -> None:
         ),
     ],
 )
-def test_bad_requests_are_refused_before_the_intent(
+async def test_bad_requests_are_refused_before_the_intent(
     vhome: Home, kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
     # Refused while planning: no plan, so the gate has no intent to record and nothing to run.
     args: dict[str, Any] = {"method": "GET", "headers": None, "body": None} | kwargs
     with pytest.raises(error, match=message.replace("{", r"\{").replace("}", r"\}")) as info:
-        vt.http_request_plan(
-            Vault(vhome),
+        await vt.http_request_plan(
+            vhome,
+            vt.vault_of(vhome),
             ["secret:use:API_KEY", "secret:use:NOHOST"],
             agent="alpha",
             **args,
@@ -180,12 +190,13 @@ def test_bad_requests_are_refused_before_the_intent(
     assert VALUE not in str(info.value)
 
 
-def test_a_secret_with_control_characters_never_goes_in_a_header(home: Home) -> None:
-    vt.set_secret(home, "ML", b"line1\nX-Evil: 1", allowed_hosts=["127.0.0.1"])
+async def test_a_secret_with_control_characters_never_goes_in_a_header(home: Home) -> None:
+    await vt.set_secret(home, "ML", b"line1\nX-Evil: 1", allowed_hosts=["127.0.0.1"])
 
     with pytest.raises(InvalidInput, match="control characters") as info:  # no plan, no intent
-        vt.http_request_plan(
-            Vault(home),
+        await vt.http_request_plan(
+            home,
+            vt.vault_of(home),
             ["secret:use:ML"],
             agent="alpha",
             method="GET",

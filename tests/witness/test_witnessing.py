@@ -171,31 +171,33 @@ async def test_an_unreachable_witness_never_blocks_a_tool_call(
 ) -> None:
     from charter.testing import make_home
 
-    h = make_home(tmp_path / "h")
-    identity.add_agent(h, "alpha", scopes=["audit:read"], audiences=["https://api.example.com"])
+    h = await make_home(tmp_path / "h")
+    await identity.add_agent(
+        h, "alpha", scopes=["audit:read"], audiences=["https://api.example.com"]
+    )
     vkey = make_witness(tmp_path / "w", "witness.example/w9").vkey
-    witnesses.add_witness(h, black_hole, vkey)
+    await witnesses.add_witness(h, black_hole, vkey)
     try:
         started = time.monotonic()
-        async with Client(server_for(h, "alpha")) as client:
+        async with Client(await server_for(h, "alpha")) as client:
             for _ in range(3):
                 result = await client.call_tool("audit_checkpoint", {})
                 assert not result.is_error
         assert time.monotonic() - started < witnesses.TIMEOUT  # nobody waited for the witness
-        lines = witnesses.lagging(h)
+        lines = await witnesses.lagging(h)
         assert len(lines) == 1 and "witness.example/w9" in lines[0]
         await anyio.sleep(0)
     finally:
-        h.close()
+        await h.close()
 
 
-def test_doctor_line_reports_a_lagging_witness(home: Path, tmp_path: Path) -> None:
-    with Home.open(Settings(home=home)) as h:
-        assert witnesses.lagging(h) == []
+async def test_doctor_line_reports_a_lagging_witness(home: Path, tmp_path: Path) -> None:
+    async with await Home.open(Settings(home=home)) as h:
+        assert await witnesses.lagging(h) == []
         vkey = make_witness(tmp_path / "w", "witness.example/w3").vkey
-        witnesses.add_witness(h, "http://127.0.0.1:9", vkey)  # discard port: refused
-        witnesses.checkpoint_witnessed(h, timeout=2)
-        [line] = witnesses.lagging(h)
+        await witnesses.add_witness(h, "http://127.0.0.1:9", vkey)  # discard port: refused
+        await witnesses.checkpoint_witnessed(h, timeout=2)
+        [line] = await witnesses.lagging(h)
         assert "witness.example/w3" in line and "unreachable" in line
     doctor = run(home, "doctor", "--json")
     checks = [c for c in json.loads(doctor.output)["checks"] if c["name"] == "witnesses"]
