@@ -15,7 +15,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,35 @@ def interleave(
     return base, subj
 
 
+async def ainterleave(
+    rounds: int,
+    baseline: Callable[[], Awaitable[float]],
+    subject: Callable[[], Awaitable[float]],
+) -> tuple[list[float], list[float]]:
+    """:func:`interleave` for figures measured by coroutines (one event loop for the run)."""
+    base: list[float] = []
+    subj: list[float] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            base.append(await baseline())
+            subj.append(await subject())
+        else:
+            subj.append(await subject())
+            base.append(await baseline())
+    return base, subj
+
+
 def rate(n: int, fn: Callable[[], object]) -> float:
     """Run ``fn`` once and return ``n`` divided by the seconds it took."""
     t0 = time.perf_counter()
     fn()
+    return n / (time.perf_counter() - t0)
+
+
+async def arate(n: int, fn: Callable[[], Awaitable[object]]) -> float:
+    """:func:`rate` of a coroutine function: await ``fn()`` once, ``n`` per second."""
+    t0 = time.perf_counter()
+    await fn()
     return n / (time.perf_counter() - t0)
 
 

@@ -1,8 +1,9 @@
 """Throwaway Charter homes with ledgers of a given size, built through the real append path.
 
-Large ledgers are built with group commit: ``Ledger.append`` with batches of drafts, one
-``BEGIN IMMEDIATE … COMMIT`` (one fsync) per batch, exactly what ``LedgerWriter`` does under
-load. Each entry is an agent-signed ``call`` entry like the ones a tool call writes.
+Large ledgers are built with group commit: ``home.store.append`` with batches of drafts (one
+unit of work on the store's thread: ``Ledger.append``, one ``BEGIN IMMEDIATE … COMMIT``, one
+fsync, per batch), exactly what ``LedgerWriter`` does under load. Each entry is an
+agent-signed ``call`` entry like the ones a tool call writes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from bench._common import scratch_dir
 from charter.config import Settings
+from charter.errors import CharterError
 from charter.home import Home
-from charter.testing import call_draft, make_home, raw_tx
+from charter.testing import call_draft, make_home
 from charter.tools import identity
 
 AGENT = "bench"
@@ -36,6 +38,12 @@ async def new_home(root: Path) -> Home:
     return home
 
 
+async def create_home(root: Path) -> None:
+    """Make :func:`new_home` at ``root`` and close it (for benchmarks that spawn servers)."""
+    home = await new_home(root)
+    await home.close()
+
+
 async def open_home(root: Path) -> Home:
     """Open an existing home."""
     return await Home.open(Settings(home=root))
@@ -45,10 +53,13 @@ async def fill(home: Home, size: int, batch: int = BATCH) -> None:
     """Append agent entries in batches until the ledger holds at least ``size`` entries."""
     agent = await identity.load_agent(home, AGENT)
     session = secrets.token_hex(8)
-    have, _ = raw_tx(home).ledger.head()
+    have, _ = await home.read(lambda tx: tx.ledger.head())
     while have < size:
         n = min(batch, size - have)
-        raw_tx(home).ledger.append([call_draft(agent, session, have + k) for k in range(n)])
+        done = await home.store.append([call_draft(agent, session, have + k) for k in range(n)])
+        refused = [r for r in done if isinstance(r, CharterError)]
+        if refused:
+            raise refused[0]
         have += n
 
 

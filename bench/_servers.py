@@ -14,14 +14,11 @@ exactly the gate.
 from __future__ import annotations
 
 import asyncio
-
 import sys
 import time
 from pathlib import Path
 
 from pydantic import BaseModel
-
-from charter.testing import raw_tx
 
 
 class Touched(BaseModel):
@@ -92,7 +89,7 @@ async def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -
         from charter.storage import writer
         from charter.storage.ports import Draft
 
-        last = raw_tx(home).ledger.get(raw_tx(home).ledger.head()[0] - 1)
+        last = await home.read(lambda tx: tx.ledger.get(tx.ledger.head()[0] - 1))
 
         async def no_append(self: writer.LedgerWriter, draft: Draft) -> Entry:
             assert last is not None

@@ -5,6 +5,19 @@ entry, sign it (Ed25519), hash it (SHA-256), and commit one ``INSERT`` with
 ``synchronous=FULL`` in WAL mode, on plain ``sqlite3`` in a tight loop. It writes the same
 entry fields into a table with the ledger's own schema (same columns and indexes), so the
 ratio measures Charter's code path, not its schema.
+
+Rows against that same raw baseline:
+
+* ``Ledger.append_one``: Charter's ledger code on a blocking connection of its own
+  (``charter.testing.raw_tx``), one entry per transaction: the code path without the store.
+* ``LedgerWriter``, 1 caller: the servers' write path as it is now. The writer is started as
+  the servers start it (``Deps.start``: a :class:`~charter.storage.sqlite.SqliteStore` of its
+  own, write-ahead log preallocated) and group-commits on that store, whose units of work run
+  on aiosqlite's thread; one awaiting caller makes each append its own batch, so each pays
+  the hop to that thread and back. (This replaces the old writer's inline-vs-thread-mode
+  comparison: there is one mode now.)
+* group commit with 1-8 writer processes sharing the home, each such a writer with several
+  concurrent callers.
 """
 
 from __future__ import annotations
@@ -19,13 +32,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bench._common import (
     INFO,
     Row,
+    ainterleave,
+    arate,
     interleave,
     median,
     pick,
@@ -40,8 +55,9 @@ from charter.evidence.jwk import b64url
 from charter.keys.files import read_key_file
 from charter.server.deps import Deps
 from charter.storage.db import migrate, preallocate_wal
-from charter.storage.ledger import Ledger
-from charter.testing import call_draft, raw_tx
+from charter.storage.ports import LedgerTx
+from charter.storage.writer import LedgerWriter
+from charter.testing import call_draft, close_raw_dbs, raw_tx
 from charter.tools import audit, identity
 from charter.tools.identity import AgentContext
 
@@ -99,23 +115,24 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _charter_append(ledger: Ledger, agent: AgentContext, n: int) -> None:
+def _charter_append(ledger: LedgerTx, agent: AgentContext, n: int) -> None:
     session = secrets.token_hex(8)
     for i in range(n):
         ledger.append_one(call_draft(agent, session, i))
 
 
-def _writer_append(deps: Deps, agent: AgentContext, n: int) -> None:
-    async def go() -> None:
-        session = secrets.token_hex(8)
-        for i in range(n):
-            await deps.writer.append(call_draft(agent, session, i))
-
-    asyncio.run(go())
+async def _writer_append(writer: LedgerWriter, agent: AgentContext, n: int) -> None:
+    session = secrets.token_hex(8)
+    for i in range(n):
+        await writer.append(call_draft(agent, session, i))
 
 
-async def run(quick: bool) -> list[Row]:
+def run(quick: bool) -> list[Row]:
     """Append rows: single durable append, the server's writer path, concurrent processes."""
+    return asyncio.run(_run(quick))
+
+
+async def _run(quick: bool) -> list[Row]:
     # Many short rounds: a burst of disk traffic from another process spoils one round only.
     n = pick(quick, full=100, quick_n=50, tiny_n=10)
     rounds = pick(quick, full=31, quick_n=15, tiny_n=2)
@@ -126,10 +143,11 @@ async def run(quick: bool) -> list[Row]:
     served = Deps(home=home, resolve_agent=_no_resolver)  # the writer both servers use
     rows: list[Row] = []
     try:
+        ledger = raw_tx(home).ledger
         base, subj = interleave(
             rounds,
             lambda: rate(n, lambda: raw.append(n)),
-            lambda: rate(n, lambda: _charter_append(raw_tx(home).ledger, agent, n)),
+            lambda: rate(n, lambda: _charter_append(ledger, agent, n)),
         )
         rows.append(
             row(
@@ -142,9 +160,12 @@ async def run(quick: bool) -> list[Row]:
                 ratio=ratio_of_rounds(subj, base),
             )
         )
-        base, subj = interleave(
-            rounds, lambda: rate(n, lambda: raw.append(n)), _writer_rate(served, agent, n)
-        )
+        writer = await served.start()  # its own store, log preallocated, as the servers do
+
+        async def raw_rate() -> float:
+            return rate(n, lambda: raw.append(n))
+
+        base, subj = await ainterleave(rounds, raw_rate, _writer_rate(writer, agent, n))
         rows.append(
             row(
                 "append: LedgerWriter, 1 caller (stdio and HTTP servers)",
@@ -152,21 +173,23 @@ async def run(quick: bool) -> list[Row]:
                 median(base),
                 "entries/s",
                 TARGET,
-                "one awaiting caller, so each append is its own batch, committed inline",
+                "one awaiting caller, so each append is its own batch: one unit of work on "
+                "the writer's own SqliteStore (aiosqlite's thread), a hop there and back",
                 ratio=ratio_of_rounds(subj, base),
             )
         )
-        rows.append(_new_home_row(quick, root))
+        rows.append(await _new_home_row(quick, root))
         rows.extend(_processes(quick, root, raw, n))
         await audit.verify_home(home)  # concurrent writers never fork the chain
     finally:
         await served.shutdown()
         await home.close()
         raw.conn.close()
+        close_raw_dbs()
     return rows
 
 
-def _new_home_row(quick: bool, root: Path) -> Row:
+async def _new_home_row(quick: bool, root: Path) -> Row:
     """A new home's first appends, with and without its write-ahead log preallocated."""
     n = pick(quick, full=200, quick_n=200, tiny_n=5)
     rounds = pick(quick, full=7, quick_n=3, tiny_n=1)
@@ -177,13 +200,17 @@ def _new_home_row(quick: bool, root: Path) -> Row:
         try:
             async with await new_home(folder / "home") as home:
                 if preallocate:
-                    preallocate_wal(raw_tx(home).ledger.conn)
+                    await home.store.warm()  # db.preallocate_wal, as the servers' writer
                 agent = await identity.load_agent(home, AGENT)
-                return rate(n, lambda: _charter_append(raw_tx(home).ledger, agent, n))
+                ledger = raw_tx(home).ledger
+                return rate(n, lambda: _charter_append(ledger, agent, n))
         finally:
+            close_raw_dbs()  # the raw connection of this home, before its folder goes
             shutil.rmtree(folder, ignore_errors=True)
 
-    base, subj = interleave(rounds, lambda: first_appends(False), lambda: first_appends(True))
+    base, subj = await ainterleave(
+        rounds, lambda: first_appends(False), lambda: first_appends(True)
+    )
     return row(
         f"append: a new home's first {n} entries, log preallocated vs not",
         median(subj),
@@ -191,13 +218,16 @@ def _new_home_row(quick: bool, root: Path) -> Row:
         "entries/s",
         INFO,
         f"{rounds} interleaved rounds, each on a new home; Ledger.append_one after "
-        "db.preallocate_wal (what the servers' writer does at start) vs a log that grows",
+        "SqliteStore.warm (db.preallocate_wal: what the servers' writer does at start) vs a "
+        "log that grows",
         ratio=ratio_of_rounds(subj, base),
     )
 
 
-def _writer_rate(deps: Deps, agent: AgentContext, n: int) -> Callable[[], float]:
-    return lambda: rate(n, lambda: _writer_append(deps, agent, n))
+def _writer_rate(
+    writer: LedgerWriter, agent: AgentContext, n: int
+) -> Callable[[], Awaitable[float]]:
+    return lambda: arate(n, lambda: _writer_append(writer, agent, n))
 
 
 async def _no_resolver() -> AgentContext:
@@ -265,33 +295,34 @@ def _run_writers(home_root: Path, procs: int, seconds: float) -> int:
                 w.wait()
 
 
-async def writer_main(home_root: str, seconds: float) -> None:
+def writer_main(home_root: str, seconds: float) -> None:
     """One server-like process: a LedgerWriter with several concurrent callers.
 
     Prints ``ready``, waits for a line on stdin, appends for ``seconds``, prints the count.
     """
+    asyncio.run(_writer_main(home_root, seconds))
+
+
+async def _writer_main(home_root: str, seconds: float) -> None:
     home = await open_home(Path(home_root))
-    agent = await identity.load_agent(home, AGENT)
     deps = Deps(home=home, resolve_agent=_no_resolver)
-    _ = deps.writer  # open the writer's connection before the clock starts
-    session = secrets.token_hex(8)
+    try:
+        agent = await identity.load_agent(home, AGENT)
+        writer = await deps.start()  # open the writer's store before the clock starts
+        session = secrets.token_hex(8)
 
-    async def caller(deadline: float) -> int:
-        done = 0
-        while time.perf_counter() < deadline:
-            await deps.writer.append(call_draft(agent, session, done))
-            done += 1
-        return done
+        async def caller(deadline: float) -> int:
+            done = 0
+            while time.perf_counter() < deadline:
+                await writer.append(call_draft(agent, session, done))
+                done += 1
+            return done
 
-    async def go() -> int:
+        print("ready", flush=True)
+        sys.stdin.readline()  # nothing else runs on this loop meanwhile
         deadline = time.perf_counter() + seconds
         counts = await asyncio.gather(*(caller(deadline) for _ in range(CALLERS_PER_PROCESS)))
-        return sum(counts)
-
-    print("ready", flush=True)
-    sys.stdin.readline()
-    try:
-        print(asyncio.run(go()), flush=True)
+        print(sum(counts), flush=True)
     finally:
         await deps.shutdown()
         await home.close()

@@ -8,6 +8,7 @@ a host gives a stdio server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import time
 
 from bench._common import Row, interleave, median, pick, ratio_of_rounds, row, scratch_dir, tiny
-from bench._ledgers import AGENT, new_home
+from bench._ledgers import AGENT, create_home
 from bench.bench_toolcall import REPO, charter_command
 
 TARGET = "<= 1.25x"
@@ -62,11 +63,11 @@ def spawn_to_initialize(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-async def run(quick: bool) -> list[Row]:
+def run(quick: bool) -> list[Row]:
     """Median spawn-to-initialize of each, interleaved."""
     rounds = pick(quick, full=21, quick_n=7, tiny_n=1)
     root = scratch_dir("coldstart") / "home"
-    await new_home(root).close()
+    asyncio.run(create_home(root))  # the only async step: the spawns are timed from here
     charter_argv = [*charter_command(), "serve", "--agent", AGENT]
     charter_env = host_env({"CHARTER_HOME": str(root)})
     bare_argv = [sys.executable, "-m", "bench._servers", "bare"]

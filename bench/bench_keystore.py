@@ -4,11 +4,14 @@ Two homes built the same way, one with key files (the signer signs in-process wi
 one with ``charter init --key-store pkcs11:…`` on a SoftHSM2 token (every signature is a
 ``C_Sign`` with CKM_EDDSA in the token). The rows report the token home's rate against the
 file home's, in interleaved rounds: what moving the keys out of the process costs. The
-target is information only: the cost is the token's, not Charter's.
+target is information only: the cost is the token's, not Charter's. Both sides go through
+the home's store (``home.store.append``, ``tokens.issue``), so both pay the same hop to its
+thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sys
 
@@ -16,10 +19,10 @@ from bench import _softhsm
 from bench._common import (
     INFO,
     Row,
-    interleave,
+    ainterleave,
+    arate,
     median,
     pick,
-    rate,
     ratio_of_rounds,
     row,
     scratch_dir,
@@ -27,14 +30,18 @@ from bench._common import (
 from bench._ledgers import AGENT, new_home
 from charter.config import Settings
 from charter.home import Home
-from charter.testing import call_draft, raw_tx
+from charter.testing import call_draft
 from charter.tools import identity, tokens
 
 AUDIENCE = "https://api.example.com"
 
 
-async def run(quick: bool) -> list[Row]:
+def run(quick: bool) -> list[Row]:
     """Two rows: append and token issue, keys in the token vs in-process."""
+    return asyncio.run(_run(quick))
+
+
+async def _run(quick: bool) -> list[Row]:
     n = pick(quick, full=1000, quick_n=300, tiny_n=10)
     rounds = pick(quick, full=7, quick_n=5, tiny_n=2)
     token = _softhsm.softhsm_token()
@@ -47,25 +54,28 @@ async def run(quick: bool) -> list[Row]:
         in_token, AGENT, scopes=["audit:read", "token:issue"], audiences=[AUDIENCE]
     )
     try:
-        return [_append(in_process, in_token, n, rounds), _issue(in_process, in_token, n, rounds)]
+        return [
+            await _append(in_process, in_token, n, rounds),
+            await _issue(in_process, in_token, n, rounds),
+        ]
     finally:
         await in_process.close()
         await in_token.close()
         _softhsm.wipe(token)
 
 
-def _append(files: Home, token: Home, n: int, rounds: int) -> Row:
+async def _append(files: Home, token: Home, n: int, rounds: int) -> Row:
     async def appender(home: Home) -> float:
         agent = await identity.load_agent(home, AGENT)
         session = secrets.token_hex(8)
 
-        def go() -> None:
+        async def go() -> None:
             for k in range(n):
-                raw_tx(home).ledger.append([call_draft(agent, session, k)])
+                await home.store.append([call_draft(agent, session, k)])
 
-        return rate(n, go)
+        return await arate(n, go)
 
-    base, subj = interleave(rounds, lambda: appender(files), lambda: appender(token))
+    base, subj = await ainterleave(rounds, lambda: appender(files), lambda: appender(token))
     return row(
         "append, keys in PKCS#11 token vs in-process",
         median(subj),
@@ -77,7 +87,7 @@ def _append(files: Home, token: Home, n: int, rounds: int) -> Row:
     )
 
 
-def _issue(files: Home, token: Home, n: int, rounds: int) -> Row:
+async def _issue(files: Home, token: Home, n: int, rounds: int) -> Row:
     async def issuer(home: Home) -> float:
         agent = await identity.load_agent(home, AGENT)
 
@@ -87,9 +97,9 @@ def _issue(files: Home, token: Home, n: int, rounds: int) -> Row:
                     home, tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE)
                 )
 
-        return rate(n, go)
+        return await arate(n, go)
 
-    base, subj = interleave(rounds, lambda: issuer(files), lambda: issuer(token))
+    base, subj = await ainterleave(rounds, lambda: issuer(files), lambda: issuer(token))
     return row(
         "token issue, keys in PKCS#11 token vs in-process",
         median(subj),

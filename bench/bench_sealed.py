@@ -4,26 +4,28 @@ Both homes are made alike (agent ``bench``), one with a passphrase at the real A
 ("moderate") costs. Each is reopened as a server would be (``CHARTER_PASSPHRASE_FILE``), so the
 sealed one derives its key-encryption key once, at its first signature; the rows then compare
 single committed agent appends and token issues, interleaved rounds, and report that one-off
-unlock separately.
+unlock separately. Both go through the home's store (``home.store.append``, ``tokens.issue``),
+as the services do.
 
 Run alone with ``python -m bench.bench_sealed [--quick]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench._common import (
     INFO,
     Row,
-    interleave,
+    ainterleave,
+    arate,
     median,
     pick,
-    rate,
     ratio_of_rounds,
     row,
     scratch_dir,
@@ -33,7 +35,7 @@ from bench._ledgers import AGENT
 from charter.config import Settings
 from charter.home import Home
 from charter.keys import LOG
-from charter.testing import call_draft, raw_tx
+from charter.testing import call_draft
 from charter.tools import identity, tokens
 
 AUDIENCE = "https://api.example.com"
@@ -61,9 +63,13 @@ async def _open(root: Path, passphrase_file: Path | None) -> tuple[Home, float]:
 TARGET = ">= 0.8x"
 
 
-async def run(quick: bool) -> list[Row]:
+def run(quick: bool) -> list[Row]:
     """Rows: one committed append and one token issue, sealed (charter) vs clear (baseline),
     and the one-off unlock (info)."""
+    return asyncio.run(_run(quick))
+
+
+async def _run(quick: bool) -> list[Row]:
     n = pick(quick, full=500, quick_n=100, tiny_n=10)
     rounds = pick(quick, full=7, quick_n=3, tiny_n=2)
     base = scratch_dir("sealed")
@@ -77,7 +83,7 @@ async def run(quick: bool) -> list[Row]:
         rows = []
         for label, op in (("ledger: one committed agent append", _append),
                           ("tokens: issue (check, sign, record row)", _issue)):  # fmt: skip
-            b, s = _rounds(rounds, n, op, clear, sealed)
+            b, s = await _rounds(rounds, n, op, clear, sealed)
             rows.append(
                 row(
                     f"keys at rest: {label}",
@@ -106,16 +112,16 @@ async def run(quick: bool) -> list[Row]:
         await sealed.close()
 
 
-def _rounds(
-    rounds: int, n: int, op: Callable[[Home, int], None], clear: Home, sealed: Home
+async def _rounds(
+    rounds: int, n: int, op: Callable[[Home, int], Awaitable[None]], clear: Home, sealed: Home
 ) -> tuple[list[float], list[float]]:
-    def on_clear() -> float:
-        return rate(n, lambda: op(clear, n))
+    async def on_clear() -> float:
+        return await arate(n, lambda: op(clear, n))
 
-    def on_sealed() -> float:
-        return rate(n, lambda: op(sealed, n))
+    async def on_sealed() -> float:
+        return await arate(n, lambda: op(sealed, n))
 
-    base, subject = interleave(rounds, on_clear, on_sealed)
+    base, subject = await ainterleave(rounds, on_clear, on_sealed)
     return list(base), list(subject)
 
 
@@ -123,7 +129,7 @@ async def _append(home: Home, n: int) -> None:
     agent = await identity.load_agent(home, AGENT)
     session = secrets.token_hex(8)
     for k in range(n):
-        raw_tx(home).ledger.append([call_draft(agent, session, k)])
+        await home.store.append([call_draft(agent, session, k)])
 
 
 async def _issue(home: Home, n: int) -> None:

@@ -19,6 +19,7 @@ When Node and the TypeScript SDK are installed (``.ci/install-inspector`` puts t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -29,11 +30,10 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import anyio
 from mcp import Client, StdioServerParameters
 
 from bench._common import INFO, Row, percentile, pick, row, scratch_dir
-from bench._ledgers import AGENT, new_home
+from bench._ledgers import AGENT, create_home
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "<= 1.5x"
@@ -171,11 +171,18 @@ def _ts_compare(subjects: list[Subject], calls: int) -> list[tuple[list[float], 
     return [(base, subj) for base, subj in json.loads(done.stdout)["samples"]]
 
 
-async def run(quick: bool) -> list[Row]:
+async def _home_and_compare(
+    root: Path, subjects: list[Subject], calls: int
+) -> list[tuple[list[float], list[float]]]:
+    """Make the home the servers serve, then :func:`_compare` (one event loop for both)."""
+    await create_home(root)
+    return await _compare(subjects, calls)
+
+
+def run(quick: bool) -> list[Row]:
     """p50/p99 round trips of ``identity_whoami`` and of a side-effecting call."""
     calls = pick(quick, full=2000, quick_n=300, tiny_n=10)
     root = scratch_dir("toolcall") / "home"
-    await new_home(root).close()
     env = {"CHARTER_HOME": str(root)}
     serve = params([*charter_command(), "serve", "--agent", AGENT], env)
     touch = params([sys.executable, "-m", "bench._servers", "touch", str(root), AGENT])
@@ -193,7 +200,7 @@ async def run(quick: bool) -> list[Row]:
         "calibration: a second bare no-op server",
         "the same server as the baseline, another process: what the pairing itself adds",
     )
-    samples = anyio.run(_compare, subjects, calls)
+    samples = asyncio.run(_home_and_compare(root, subjects, calls))
     labels = (
         ("identity_whoami (1 ledger entry)", "`charter serve`; returns the agent's identity"),
         ("read-only no-op through the gate (1 entry)", "bench_noop: returns 'ok', like the bare"),

@@ -5,14 +5,20 @@ The raw baseline gets each entry's (public key, signed bytes, signature) prepare
 chunk on a process pool of every core, started the same way and inside the timed region, as
 Charter's. Charter runs the whole rule set: parse, canonical-bytes check, chain, charters,
 revocation, approvals, and the signature.
+
+The entries are read through a home opened on an event loop, which is closed before any
+round: no thread (aiosqlite's) is alive when either side starts its process pool, so both
+fork their workers, as the command-line verifier does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -23,7 +29,8 @@ from bench._ledgers import ledger_of, open_home
 from charter.evidence import verifier
 from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, thumbprint
-from charter.testing import raw_tx
+from charter.home import Home
+from charter.testing import close_raw_dbs, raw_tx
 from charter.tools import identity as agents
 
 TARGET = ">= 0.8x"
@@ -69,52 +76,58 @@ def triples_of(keys: dict[str, bytes], bodies: list[bytes]) -> list[Triple]:
     return out
 
 
-async def run(quick: bool) -> list[Row]:
-    """Rows: every core, one core, incremental from a state, and the time for 10^6 entries."""
-    cores = os.cpu_count() or 1
-    n = pick(quick, full=100_000, quick_n=40_000, tiny_n=300)
-    rounds = pick(quick, full=5, quick_n=3, tiny_n=1)
-    root = await ledger_of(n)
-    home = await open_home(root)
+async def _entries(n: int) -> tuple[LedgerIdentity, list[bytes], dict[str, bytes]]:
+    """The ledger's identity, its first ``n`` entries and their signers' keys (home closed)."""
+    home = await open_home(await ledger_of(n))
     try:
-        identity = home.identity
-        bodies = list(raw_tx(home).ledger.iter_bodies(0, n))
         agent = await agents.load_agent(home, "bench")
+        bodies = await home.read(lambda tx: list(tx.ledger.iter_bodies(0, n)))
+        identity = home.identity
         keys = {
             agent.key.kid: agent.key.public_key,
             home.log_key.kid: home.log_key.public_key,
             thumbprint(identity.owner_key): identity.owner_key,
         }
-        triples = triples_of(keys, bodies)
-        rows: list[Row] = []
-        for label, workers in ((f"every core ({cores} processes)", cores), ("one core", 1)):
-
-            def raw(w: int = workers) -> float:
-                return rate(n, lambda: raw_verify(triples, w))
-
-            def charter(w: int = workers) -> float:
-                return rate(n, lambda: verifier.verify_entries(identity, bodies, workers=w))
-
-            base, subj = interleave(rounds, raw, charter)
-            rows.append(
-                row(
-                    f"verify: {label}",
-                    median(subj),
-                    median(base),
-                    "entries/s",
-                    TARGET,
-                    f"{rounds} interleaved rounds of {n:,} entries; per core: "
-                    f"{median(subj) / workers:,.0f} vs {median(base) / workers:,.0f}/s",
-                    ratio=ratio_of_rounds(subj, base),
-                )
-            )
-            if workers == cores:
-                every_core = (median(subj), median(base))
-        rows.append(_incremental(identity, bodies, triples, rounds))
-        rows.append(await _million(quick, n, every_core, identity))
-        return rows
+        return identity, bodies, keys
     finally:
         await home.close()
+
+
+def run(quick: bool) -> list[Row]:
+    """Rows: every core, one core, incremental from a state, and the time for 10^6 entries."""
+    cores = os.cpu_count() or 1
+    n = pick(quick, full=100_000, quick_n=40_000, tiny_n=300)
+    rounds = pick(quick, full=5, quick_n=3, tiny_n=1)
+    identity, bodies, keys = asyncio.run(_entries(n))
+    _await_threads()
+    triples = triples_of(keys, bodies)
+    rows: list[Row] = []
+    for label, workers in ((f"every core ({cores} processes)", cores), ("one core", 1)):
+
+        def raw(w: int = workers) -> float:
+            return rate(n, lambda: raw_verify(triples, w))
+
+        def charter(w: int = workers) -> float:
+            return rate(n, lambda: verifier.verify_entries(identity, bodies, workers=w))
+
+        base, subj = interleave(rounds, raw, charter)
+        rows.append(
+            row(
+                f"verify: {label}",
+                median(subj),
+                median(base),
+                "entries/s",
+                TARGET,
+                f"{rounds} interleaved rounds of {n:,} entries; per core: "
+                f"{median(subj) / workers:,.0f} vs {median(base) / workers:,.0f}/s",
+                ratio=ratio_of_rounds(subj, base),
+            )
+        )
+        if workers == cores:
+            every_core = (median(subj), median(base))
+    rows.append(_incremental(identity, bodies, triples, rounds))
+    rows.append(_million(quick, n, every_core, identity))
+    return rows
 
 
 def _incremental(
@@ -146,21 +159,40 @@ def _incremental(
     )
 
 
-async def _million(
-    quick: bool, n: int, every_core: tuple[float, float], identity: LedgerIdentity
-) -> Row:
+def _await_threads(timeout: float = 2.0) -> None:
+    """Let the closed store's thread finish: the verifier forks only a single-threaded
+    process (else it spawns), and the old, synchronous home had no thread."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+async def _closed_home(size: int) -> Home:
+    """The home of a ledger of ``size`` entries, opened and closed again: its identity is
+    loaded and :func:`raw_tx` reads it, and no store thread is left."""
+    home = await open_home(await ledger_of(size))
+    await home.close()
+    return home
+
+
+def _million(quick: bool, n: int, every_core: tuple[float, float], identity: LedgerIdentity) -> Row:
     """Seconds to verify 10^6 entries (measured at 10^6 in a full run, else extrapolated)."""
     charter_rate, raw_rate = every_core
     if quick or tiny() or n >= MILLION:
         seconds = MILLION / charter_rate
         how = f"extrapolated from the {n:,}-entry rounds above"
     else:
-        root = await ledger_of(MILLION)
-        async with await open_home(root) as home:
-            size, _ = raw_tx(home).ledger.head()
+        home = asyncio.run(_closed_home(MILLION))
+        _await_threads()
+        try:
+            ledger = raw_tx(home).ledger
+            size, _ = ledger.head()
             t0 = time.perf_counter()
-            verifier.verify_entries(home.identity, raw_tx(home).ledger.iter_bodies(), workers=None)
+            verifier.verify_entries(home.identity, ledger.iter_bodies(), workers=None)
             seconds = (time.perf_counter() - t0) * MILLION / size
+        finally:
+            close_raw_dbs()
         how = f"measured: {size:,} entries streamed from SQLite, every core"
     return row(
         "verify: time for 10^6 entries",

@@ -8,8 +8,11 @@ each measured by switching one part off, to back the explanations in ``BENCHMARK
   ledger on tmpfs (no real fsync) and on disk.
 * ``stdio``: the same gated no-op over stdio (subprocesses, the SDK client) against the
   bare server: the ledger stubbed out, on tmpfs, on disk.
-* ``append``: each SQL statement of ``Ledger.append`` (one entry per transaction), and the
-  ``LedgerWriter`` thread hop against an inline commit.
+* ``append``: each SQL statement of ``Ledger.append`` (one entry per transaction); then, on
+  tmpfs, ``Ledger.append_one`` on a blocking connection against one ``store.append`` (a unit
+  of work on aiosqlite's thread) and against the ``LedgerWriter`` as the servers run it now
+  (group commit on a ``SqliteStore`` of its own, one caller). This replaces the old writer's
+  inline-vs-thread-mode comparison: there is one mode now.
 * ``verify``: the per-entry costs of verification against the PyNaCl signature check.
 """
 
@@ -33,8 +36,12 @@ from charter.home import Home
 from charter.server.app import READ_ONLY, CharterServer
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.storage import ledger as ledger_mod
-from charter.testing import call_draft, raw_db, raw_tx
+from charter.storage import ledger_hooks
+from charter.storage import writer as writer_mod
+from charter.storage.ledger import Ledger
+from charter.storage.ports import Draft
+from charter.storage.sqlite import SqliteStore
+from charter.testing import call_draft, close_raw_dbs, raw_db, raw_tx
 from charter.tools import identity
 
 TMPFS = Path("/dev/shm")
@@ -74,7 +81,8 @@ def toolcall(n: int) -> None:
     from mcp.server.mcpserver import MCPServer
 
     async def gated(home: Home) -> CharterServer:
-        """What ``charter serve`` builds (inline commits), plus a gated read-only no-op."""
+        """What ``charter serve`` builds (its writer group-commits on a store of its own,
+        started by the server's lifespan), plus a gated read-only no-op."""
         agent = await identity.load_agent(home, AGENT)
 
         async def resolve() -> identity.AgentContext:
@@ -97,15 +105,15 @@ def toolcall(n: int) -> None:
         return "ok"
 
     async def main() -> dict[str, float]:
-        disk, tmpfs, stub = _home(False), _home(True), _home(True)
-        last = stub.ledger.get(stub.ledger.head()[0] - 1)
+        disk, tmpfs, stub = await _home(False), await _home(True), await _home(True)
+        last = await stub.read(lambda tx: tx.ledger.get(tx.ledger.head()[0] - 1))
         stubbed = await gated(stub)
-        real_append = ledger_mod.LedgerWriter.append
+        real_append = writer_mod.LedgerWriter.append
 
-        async def no_ledger(self: ledger_mod.LedgerWriter, draft: ledger_mod.Draft) -> Any:
+        async def no_ledger(self: writer_mod.LedgerWriter, draft: Draft) -> Any:
             return last if self is stubbed.deps._writer else await real_append(self, draft)
 
-        ledger_mod.LedgerWriter.append = no_ledger  # type: ignore[method-assign]
+        writer_mod.LedgerWriter.append = no_ledger  # type: ignore[method-assign]
         try:
             async with (
                 Client(bare, mode="legacy") as c0,
@@ -129,38 +137,42 @@ def toolcall(n: int) -> None:
                     n,
                 )
         finally:
-            ledger_mod.LedgerWriter.append = real_append  # type: ignore[method-assign]
+            writer_mod.LedgerWriter.append = real_append  # type: ignore[method-assign]
+            for home in (disk, tmpfs, stub):
+                await home.close()
 
     _print_steps(asyncio.run(main()))
 
 
-async def stdio(n: int) -> None:
+def stdio(n: int) -> None:
     """The same over stdio (real subprocesses, the SDK client), against the bare server."""
-    import anyio
-
     from bench.bench_toolcall import Subject, _compare
     from bench.bench_toolcall import params as stdio_params
 
-    async def server(home: Home, *extra: str) -> Subject:
+    async def server(on_tmpfs: bool, *extra: str) -> Subject:
+        home = await _home(on_tmpfs)
         root = str(home.settings.layout.root)
         argv = [sys.executable, "-m", "bench._servers", "touch", root, AGENT, *extra]
         await home.close()
         return (stdio_params(argv), "bench_noop", {})
 
-    bare_argv = [sys.executable, "-m", "bench._servers", "bare", "--charter-transport"]
-    subjects = [
-        (stdio_params(bare_argv), "noop", {}),
-        server(await _home(True), "--stub-ledger"),
-        server(await _home(True)),
-        server(await _home(False)),
-    ]
+    async def main() -> tuple[list[Subject], list[tuple[list[float], list[float]]]]:
+        bare_argv = [sys.executable, "-m", "bench._servers", "bare", "--charter-transport"]
+        subjects = [
+            (stdio_params(bare_argv), "noop", {}),
+            await server(True, "--stub-ledger"),
+            await server(True),
+            await server(False),
+        ]
+        return subjects, await _compare(subjects, n)
+
     labels = (
         "bare no-op on Charter's stdio transport (no gate)",
         "gate only (ledger stubbed out)",
         "gate + ledger append on tmpfs (no real fsync)",
         "gate + ledger append on disk (the real thing)",
     )
-    samples = anyio.run(_compare, subjects, n)
+    subjects, samples = asyncio.run(main())
     print("p50 round trip of a gated read-only no-op vs the bare no-op, SDK Client (us):")
     for label, (base, subj) in zip(labels, samples, strict=True):
         b, s = _p50_us(base), _p50_us(subj)
@@ -223,10 +235,26 @@ def _raw_round_trips(pipes: list[_RawPipe], n: int) -> list[float]:
     return [_p50_us(s) for s in samples]
 
 
-async def append(n: int) -> None:
-    """Each statement of a one-entry ``Ledger.append``; then the writer's thread hop."""
+def append(n: int) -> None:
+    """Each statement of a one-entry ``Ledger.append``; then the store's and the writer's hop."""
+    asyncio.run(_append(n))
+
+
+async def _append(n: int) -> None:
     home = await _home(False)
-    agent = await identity.load_agent(home, AGENT)
+    tmp = await _home(True)
+    try:
+        agent = await identity.load_agent(home, AGENT)
+        _statements(home, agent, n)
+        await _append_paths(tmp, n)
+    finally:
+        close_raw_dbs()
+        await home.close()
+        await tmp.close()
+
+
+def _statements(home: Home, agent: identity.AgentContext, n: int) -> None:
+    """Time each statement of ``Ledger.append_one`` on a blocking connection, on disk."""
     times: dict[str, list[float]] = {}
     conn = raw_db(home)
 
@@ -246,12 +274,12 @@ async def append(n: int) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(conn, name)
 
-    ledger = ledger_mod.Ledger(
+    ledger = Ledger(
         Timed(),  # type: ignore[arg-type]
         home.identity,
         home.clock,
         log_key=home.log_key,
-        hooks=raw_tx(home).ledger.hooks,
+        hooks=ledger_hooks(),
     )
     t0 = time.perf_counter()
     for i in range(n):
@@ -261,36 +289,56 @@ async def append(n: int) -> None:
     for sql, samples in sorted(times.items(), key=lambda kv: -statistics.median(kv[1])):
         print(f"  {_p50_us(samples):8,.0f}  {sql}")
 
-    async def writer_cost(inline: bool) -> float:
-        writer = ledger_mod.LedgerWriter(tmp.ledger, inline=inline)
-        try:
-            t0 = time.perf_counter()
-            for i in range(n):
-                await writer.append(call_draft(agent_t, "diag", i))
-            return (time.perf_counter() - t0) / n * 1e6
-        finally:
-            writer.close()
 
-    tmp = await _home(True)
-    agent_t = await identity.load_agent(tmp, AGENT)
-    direct = timeit.timeit(lambda: tmp.ledger.append_one(call_draft(agent_t, "d", 0)), number=n)
+async def _append_paths(tmp: Home, n: int) -> None:
+    """On tmpfs: a direct append, one unit of work on the store, the servers' writer."""
+    agent = await identity.load_agent(tmp, AGENT)
+    ledger = raw_tx(tmp).ledger
+    direct = timeit.timeit(lambda: ledger.append_one(call_draft(agent, "d", 0)), number=n)
+
+    t0 = time.perf_counter()
+    for i in range(n):
+        await tmp.store.append([call_draft(agent, "s", i)])
+    hop = (time.perf_counter() - t0) / n
+
+    store = await SqliteStore.open(tmp.layout.db)  # as Deps.start: a store of its own
+    store.bind(tmp.identity, tmp.clock, tmp.log_key)
+    await store.warm()
+    writer = writer_mod.LedgerWriter(store)
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            await writer.append(call_draft(agent, "w", i))
+        grouped = (time.perf_counter() - t0) / n
+    finally:
+        await writer.close()
+        await store.close()
     print("on tmpfs (no fsync), us per append:")
-    print(f"  {direct / n * 1e6:8,.0f}  Ledger.append_one, direct")
-    print(f"  {asyncio.run(writer_cost(True)):8,.0f}  LedgerWriter inline (both servers)")
-    print(f"  {asyncio.run(writer_cost(False)):8,.0f}  LedgerWriter thread mode (queue + 2 hops)")
+    print(f"  {direct / n * 1e6:8,.0f}  Ledger.append_one, direct (blocking connection)")
+    print(f"  {hop * 1e6:8,.0f}  store.append: one unit of work on aiosqlite's thread")
+    print(f"  {grouped * 1e6:8,.0f}  LedgerWriter, 1 caller (its own store, as both servers)")
 
 
-async def verify(n: int) -> None:
+async def _ledger(n: int) -> tuple[Home, list[bytes], bytes]:
+    """A home of at least ``n`` entries (closed again), its entries and the agent's key."""
+    home = await open_home(await ledger_of(max(n, 100)))
+    try:
+        bodies = await home.read(lambda tx: list(tx.ledger.iter_bodies()))
+        key = (await identity.load_agent(home, AGENT)).key.public_key
+    finally:
+        await home.close()
+    return home, bodies, key
+
+
+def verify(n: int) -> None:
     """Per-entry costs of verification, against the signature check they wrap."""
     from charter.evidence import verifier
     from charter.evidence.entries import SIGNING_PREFIX
     from charter.evidence.jwk import b64url_decode, verify_signature
 
-    home = await open_home(await ledger_of(max(n, 100)))
-    bodies = list(raw_tx(home).ledger.iter_bodies())
+    home, bodies, key = asyncio.run(_ledger(n))
     body = bodies[-1]
     entry = verifier._parse(0, body)
-    key = (await identity.load_agent(home, AGENT)).key.public_key
     sig = b64url_decode(entry["sig"])
     message = SIGNING_PREFIX + verifier._signed_bytes(entry, body)
     _, state = verifier.verify_entries(home.identity, bodies[:-1])

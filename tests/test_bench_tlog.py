@@ -8,9 +8,9 @@ from bench import bench_tlog
 from bench._common import ROW_KEYS, TINY_ENV
 
 
-async def test_bench_tlog_reports_one_row_per_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_tlog_reports_one_row_per_operation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TINY_ENV, "1")
-    rows = await bench_tlog.run(quick=True)
+    rows = bench_tlog.run(quick=True)
     names = [r["name"].split(",")[0] for r in rows]
     assert names == [
         "tlog: durable append",
