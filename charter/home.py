@@ -147,10 +147,22 @@ class Home:
             "created_at": rfc3339(clock.now()),
         }
         store = await SqliteStore.open(layout.db, create=True)
-        await store.write(lambda tx: tx.meta.insert_identity(meta))
         home = cls(settings, store, meta, clock, signer, log_key, _owner_key=owner_key)
         store.bind(home.identity, clock, log_key)
-        await home.record_owner_event(
+        try:
+            await store.write(lambda tx: tx.meta.insert_identity(meta))
+            await home._record_genesis(owner, owner_key, issuer_key)
+        except BaseException:
+            await home.close()
+            raise
+        return home
+
+    async def _record_genesis(
+        self, owner: str, owner_key: KeyHandle, issuer_key: KeyHandle
+    ) -> None:
+        """Entry 0: ``ledger.init``, signed by the owner."""
+        origin, trust_domain, log_key = self.origin, self.trust_domain, self.log_key
+        await self.record_owner_event(
             "ledger.init",
             {
                 "origin": origin,
@@ -161,7 +173,6 @@ class Home:
                 "trust_domain": trust_domain,
             },
         )
-        return home
 
     async def close(self) -> None:
         """Close the database (and a PKCS#11 token's session)."""

@@ -40,16 +40,16 @@ class FrozenClock:
 
 T = TypeVar("T")
 
-_RAW: dict[Path, Connection] = {}
+_RAW: dict[tuple[Path, int], Connection] = {}
 
 
 def raw_db(home: Home) -> Connection:
     """A blocking connection of its own to ``home``'s database, for tests that read, tamper
     with or inspect rows directly (one per database, kept until :func:`close_raw_dbs`)."""
-    path = home.layout.db
-    if path not in _RAW:
-        _RAW[path] = connect(path)
-    return _RAW[path]
+    key = (home.layout.db, id(home.store))  # a home reopened on a replaced file: a new one
+    if key not in _RAW:
+        _RAW[key] = connect(home.layout.db)
+    return _RAW[key]
 
 
 def raw_tx(home: Home) -> Tx:

@@ -46,33 +46,33 @@ AGENT = "research-assistant"
 
 def make_example(folder: Path, tools: list[str]) -> None:
     """A new home, the agent calling ``tools`` one second apart, exported to ``folder``."""
+    anyio.run(_make_example, folder, tools)
+
+
+async def _make_example(folder: Path, tools: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clock = FrozenClock()
-        home = make_home(Path(tmp) / "home", owner="alice@example.com", clock=clock)
+        home = await make_home(Path(tmp) / "home", owner="alice@example.com", clock=clock)
         try:
             clock.advance(seconds=30)
-            identity.add_agent(
+            await identity.add_agent(
                 home, AGENT, scopes=["audit:read"], audiences=["https://api.example.com"]
             )
             clock.advance(seconds=29)
-
-            async def calls() -> None:
-                async with Client(server_for(home, AGENT)) as client:
-                    for tool in tools:
-                        clock.advance(seconds=1)
-                        result = await client.call_tool(tool, {})
-                        assert not result.is_error, result
-
-            anyio.run(calls)
-            audit.export(home, folder)
+            async with Client(await server_for(home, AGENT)) as client:
+                for tool in tools:
+                    clock.advance(seconds=1)
+                    result = await client.call_tool(tool, {})
+                    assert not result.is_error, result
+            await audit.export(home, folder)
             if len(tools) > 1:
-                size = home.ledger.head()[0]
-                proof = tlog.prove(home, 2, size).tlog_proof
+                size = await home.read(lambda tx: tx.queries.size())
+                proof = (await tlog.prove(home, 2, size)).tlog_proof
                 (folder / f"proof-2-in-{size}.tlog-proof").write_text(proof)
-                steps = tlog.consistency(home, 3, size).proof
+                steps = (await tlog.consistency(home, 3, size)).proof
                 (folder / f"consistency-3-{size}.txt").write_text("".join(f"{s}\n" for s in steps))
         finally:
-            home.close()
+            await home.close()
 
 
 def quoted(export: Path, transparency: Path) -> dict[str, str]:

@@ -80,36 +80,27 @@ def register(cli: click.Group) -> None:
         if http:
             if agent:
                 raise ConfigError("--agent is for stdio; over HTTP each token names its agent")
-            h = await Home.open(settings(home))
-            await _unlock_or_close(h)
-            await run_http(
-                h,
-                host=host,
-                port=port,
-                issuer=issuer,
-                allow_remote=allow_remote,
-                secret=resolve_passphrase(introspection_secret_file),
-                required_scopes=validate_scopes(required_scopes),
-                log_level=log_level,
-            )
+            async with await Home.open(settings(home)) as h:
+                h.check_unlocked()  # refuse now, not at the first signature
+                await run_http(
+                    h,
+                    host=host,
+                    port=port,
+                    issuer=issuer,
+                    allow_remote=allow_remote,
+                    secret=resolve_passphrase(introspection_secret_file),
+                    required_scopes=validate_scopes(required_scopes),
+                    log_level=log_level,
+                )
             return
         s = settings(home, agent)
         if not s.agent:
             raise ConfigError("name the agent to serve: --agent NAME or CHARTER_AGENT=NAME")
-        h = await Home.open(s)
-        await _unlock_or_close(h)
-        ctx = await load_agent(h, s.agent)
-        await run_stdio(h, ctx)
-
-
-async def _unlock_or_close(h: Home) -> None:
-    """A server with a sealed home unlocks it now (CHARTER_PASSPHRASE_FILE), or refuses to
-    start with one line, rather than failing at its first signature."""
-    try:
-        h.check_unlocked()
-    except BaseException:
-        await h.close()
-        raise
+        async with await Home.open(s) as h:
+            # A sealed home is unlocked now (CHARTER_PASSPHRASE_FILE), or the server refuses
+            # to start with one line, rather than failing at its first signature.
+            h.check_unlocked()
+            await run_stdio(h, await load_agent(h, s.agent))
 
 
 async def run_http(
@@ -166,18 +157,15 @@ async def run_http(
         )
     url = await tokens.issuer(home)
     click.echo(f"Charter MCP at {tokens.resource_url(url)} (issuer {url})", err=True)
-    try:
-        await serve_http(
-            home,
-            host=host,
-            port=port,
-            issuer_url=url,
-            introspection_secret=secret,
-            required_scopes=required_scopes,
-            log_level=log_level,
-        )
-    finally:
-        await home.close()
+    await serve_http(
+        home,
+        host=host,
+        port=port,
+        issuer_url=url,
+        introspection_secret=secret,
+        required_scopes=required_scopes,
+        log_level=log_level,
+    )
 
 
 def _is_loopback_ip(host: str) -> bool:
@@ -198,8 +186,4 @@ async def run_stdio(home: Home, agent: AgentContext) -> None:
     async def resolve() -> AgentContext:
         return agent
 
-    server = build_server(Deps(home=home, resolve_agent=resolve))
-    try:
-        await serve_stdio(server)
-    finally:
-        await home.close()
+    await serve_stdio(build_server(Deps(home=home, resolve_agent=resolve)))

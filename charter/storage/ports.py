@@ -160,6 +160,11 @@ class Store(Protocol):
         """Append ``drafts`` to the ledger in one transaction (see ``Ledger.append``)."""
         ...
 
+    async def autocommit(self, work: Callable[[Tx], T]) -> T:
+        """Run ``work`` outside any transaction: each statement commits on its own, and the
+        work opens the transactions it needs (a checkpoint's signing, after commits)."""
+        ...
+
     async def warm(self) -> None:
         """Get ready for a stream of appends (SQLite: grow the write-ahead log up front)."""
         ...

@@ -173,6 +173,10 @@ class SqliteStore:
         # exists (its connection then opens a file known to be good).
         await asyncio.to_thread(_prepare, path, create=create)
         db = aiosqlite.Connection(lambda: connect(path), iter_chunk_size=64)
+        # NOTE: a daemon thread, like the ledger writer's thread before it: a process that
+        # exits on an error without closing its home must not hang on it. SQLite keeps the
+        # file safe either way (WAL, synchronous=FULL: an unfinished transaction rolls back).
+        db._thread.daemon = True
         await db
         return cls(db, path)
 
@@ -201,6 +205,10 @@ class SqliteStore:
                 return work(SqliteTx(conn, binding))
 
         return await self.run(unit)
+
+    async def autocommit(self, work: Callable[[Tx], T]) -> T:
+        binding = self.binding
+        return await self.run(lambda conn: work(SqliteTx(conn, binding)))
 
     async def append(
         self, drafts: Sequence[Draft], *, lock_wait: float | None = None

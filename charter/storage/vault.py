@@ -24,7 +24,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import nacl.pwhash
 import nacl.utils
@@ -43,9 +43,6 @@ from charter.storage.vault_values import NAME_RE as NAME_RE
 from charter.storage.vault_values import SecretInfo as SecretInfo
 from charter.storage.vault_values import SecretValue as SecretValue
 from charter.storage.vault_values import check_new_value
-
-if TYPE_CHECKING:
-    from charter.storage.ports import Tx
 
 #: Argon2id (ops, mem) costs for a passphrase-derived master key ("moderate", as for the
 #: owner key); tests lower them.
@@ -324,6 +321,13 @@ class VaultRepo:
             "INSERT INTO vault_uses(agent, secret, used_at) VALUES (?,?,?)",
             (agent, secret, rfc3339(now)),
         )
+
+
+class Tx(Protocol):
+    """What the vault needs of a unit of work (``charter.storage.ports.Tx`` has it)."""
+
+    @property
+    def vault(self) -> VaultRepo: ...
 
 
 class Vault:

@@ -23,7 +23,8 @@ from charter.storage.ports import Draft, Store, Tx
 
 log = logging.getLogger(__name__)
 
-#: Run after commits, as its own unit of work (e.g. sign a checkpoint every N entries).
+#: Run after commits on the store's thread, outside a transaction (it opens its own): e.g.
+#: sign a checkpoint every N entries.
 AfterCommit = Callable[[Tx], None]
 
 _Pending = tuple[Draft, "asyncio.Future[Entry]"]
@@ -101,7 +102,7 @@ class LedgerWriter:
     async def _run_hooks(self) -> None:
         for hook in self.after_commit:
             try:
-                await self.store.write(hook)
+                await self.store.autocommit(hook)
             except Exception:
                 log.exception("after-commit hook failed")
 

@@ -434,7 +434,7 @@ async def test_revoked_before_the_intent_leaves_no_send_row(
 
     async def revoke_then_route(home: Home) -> Any:
         await identity.revoke_agent(home, "sender", reason="revoked mid-call")
-        return real(home)
+        return await real(home)
 
     monkeypatch.setattr(sending, "transport_for", revoke_then_route)
     async with Client(await server_for(agents, "sender"), mode=mode) as client:

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import anyio
 import pytest
 from click.testing import CliRunner, Result
 from mailhome import entries, ledger_bytes
@@ -212,7 +211,7 @@ async def test_agent_email_options_and_outbox(home_dir: Path) -> None:
                 )
                 assert not result.is_error
 
-        anyio.run(send)
+        await send()
         assert (await identity.list_agents(h))[0].name == "inbox"  # copycat was never created
         assert len(await identity.list_agents(h)) == 2
 

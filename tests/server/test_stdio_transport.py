@@ -37,10 +37,10 @@ SERVER = textwrap.dedent(
         return "ok"
 
     fast = can_serve_fast()
-    serve_stdio(server)
+    asyncio.run(serve_stdio(server))
     print(json.dumps({"fast": fast, "blocking": [os.get_blocking(0), os.get_blocking(1)]}))
     """
-).replace("import os, sys", "import json, os, sys")
+).replace("import os, sys", "import asyncio, json, os, sys")
 
 INITIALIZE = {
     "jsonrpc": "2.0",

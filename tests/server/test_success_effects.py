@@ -120,7 +120,7 @@ async def test_a_token_row_is_committed_in_its_outcome_transaction(home: Home, m
     token = result.structured_content["token"]
     await tokens.verify(home, token, audience=AUDIENCE)
     # The outcome's transaction: BEGIN, ..., the token's row, the outcome entry, COMMIT.
-    last_begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN"))
+    last_begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE"))
     txn = statements[last_begin:]
     insert_token = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO tokens"))
     insert_entry = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO ledger"))
