@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiosqlite
 
 from charter.clock import Clock
-from charter.errors import AgentRevoked, CharterError, ConfigError
+from charter.errors import AgentRevoked, CharterError, ConfigError, LedgerUnavailable
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage import ledger_hooks, tlog
@@ -157,6 +157,7 @@ class SqliteStore:
         self._db = db
         self.path = path
         self.binding: LedgerBinding | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path, *, create: bool = False) -> SqliteStore:
@@ -185,7 +186,13 @@ class SqliteStore:
         self.binding = LedgerBinding(identity, clock, log_key)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the connection's thread (storage-internal: no transaction)."""
+        """Run ``fn`` on the connection's thread (storage-internal: no transaction).
+
+        Raises:
+            LedgerUnavailable: the store was closed.
+        """
+        if self._closed:
+            raise LedgerUnavailable("the database connection is closed")
         return await _run_on_thread(self._db, fn)
 
     async def read(self, work: Callable[[Tx], T]) -> T:
@@ -230,7 +237,9 @@ class SqliteStore:
         return SqliteWorker(connect(self.path), self.binding)
 
     async def close(self) -> None:
-        await self._db.close()
+        if not self._closed:
+            self._closed = True
+            await self._db.close()
 
 
 class SqliteWorker:

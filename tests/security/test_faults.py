@@ -191,25 +191,27 @@ async def test_a_full_disk_fails_every_call_closed_and_recovers(tmp_path: Path, 
     with tmpfs(tmp_path / "fs") as fs:
         root = fs / "home"
         await make_site(root)
-        async with await Home.open(Settings(home=root)) as home:
-            async with Client(await server_for(home, "mailer"), mode=mode) as client:
-                warm = await client.call_tool("email_send", sechelp.send_args("before"))
-                assert not warm.is_error, text_of(warm)
-                filler = fill(fs)
-                # The server's writer preallocated its write-ahead log (db.preallocate_wal):
-                # calls go on committing into that space, durably, until the log must grow.
-                size = effects(root)[0]
-                acknowledged = await calls_until_refused(client)
-                assert 0 < acknowledged < MAX_CALLS_INTO_THE_LOG
-                assert effects(root)[0] == size + acknowledged  # each one is in the ledger
-                before = effects(root)
-                for tool, args in CALLS:
-                    result = await client.call_tool(tool, args)
-                    assert_fails_closed(text_of(result), not result.is_error, "disk is full")
-                assert effects(root) == before
-                filler.unlink()
-                after = await client.call_tool("email_send", sechelp.send_args("after"))
-                assert not after.is_error, text_of(after)
+        async with (
+            await Home.open(Settings(home=root)) as home,
+            Client(await server_for(home, "mailer"), mode=mode) as client,
+        ):
+            warm = await client.call_tool("email_send", sechelp.send_args("before"))
+            assert not warm.is_error, text_of(warm)
+            filler = fill(fs)
+            # The server's writer preallocated its write-ahead log (db.preallocate_wal):
+            # calls go on committing into that space, durably, until the log must grow.
+            size = effects(root)[0]
+            acknowledged = await calls_until_refused(client)
+            assert 0 < acknowledged < MAX_CALLS_INTO_THE_LOG
+            assert effects(root)[0] == size + acknowledged  # each one is in the ledger
+            before = effects(root)
+            for tool, args in CALLS:
+                result = await client.call_tool(tool, args)
+                assert_fails_closed(text_of(result), not result.is_error, "disk is full")
+            assert effects(root) == before
+            filler.unlink()
+            after = await client.call_tool("email_send", sechelp.send_args("after"))
+            assert not after.is_error, text_of(after)
         await sechelp.verify(root)
 
 
@@ -356,9 +358,11 @@ async def test_a_missing_owner_key_blocks_owner_actions_but_not_the_server(root:
     added = sechelp.run_cli(root, "agent", "add", "newbie", "--scope", "audit:read")
     assert_cli_refuses(added, "key file owner.key is missing")
     assert effects(root) == before
-    async with await Home.open(Settings(home=root)) as home:
-        async with Client(await server_for(home, "mailer")) as client:
-            who = await client.call_tool("identity_whoami", {})
+    async with (
+        await Home.open(Settings(home=root)) as home,
+        Client(await server_for(home, "mailer")) as client,
+    ):
+        who = await client.call_tool("identity_whoami", {})
     assert not who.is_error, text_of(who)  # the server never needs the owner key
     await sechelp.verify(root)
 
@@ -429,23 +433,25 @@ async def test_a_database_locked_past_the_busy_timeout_fails_calls_closed(
 ) -> None:
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
     monkeypatch.setattr(db, "LOCK_WAIT_SECONDS", 0.1)
-    async with await Home.open(Settings(home=root)) as home:
-        async with Client(await server_for(home, "mailer"), mode=mode) as client:
-            warm = await client.call_tool("identity_whoami", {})
-            assert not warm.is_error
-            before = effects(root)
-            holder = sqlite3.connect(root / "charter.db", isolation_level=None)
-            holder.execute("BEGIN IMMEDIATE")
-            try:
-                for tool, args in CALLS:
-                    result = await client.call_tool(tool, args)
-                    assert_fails_closed(text_of(result), not result.is_error, "locked")
-            finally:
-                holder.execute("ROLLBACK")
-                holder.close()
-            assert effects(root) == before
-            after = await client.call_tool("email_send", sechelp.send_args("after"))
-            assert not after.is_error, text_of(after)
+    async with (
+        await Home.open(Settings(home=root)) as home,
+        Client(await server_for(home, "mailer"), mode=mode) as client,
+    ):
+        warm = await client.call_tool("identity_whoami", {})
+        assert not warm.is_error
+        before = effects(root)
+        holder = sqlite3.connect(root / "charter.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            for tool, args in CALLS:
+                result = await client.call_tool(tool, args)
+                assert_fails_closed(text_of(result), not result.is_error, "locked")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert effects(root) == before
+        after = await client.call_tool("email_send", sechelp.send_args("after"))
+        assert not after.is_error, text_of(after)
     await sechelp.verify(root)
 
 

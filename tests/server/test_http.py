@@ -371,11 +371,10 @@ async def test_403_when_the_token_lacks_a_required_scope(site: Site) -> None:
 
 async def test_two_agents_on_one_server_land_under_two_identities(site: Site, mode: str) -> None:
     alpha, beta = await site.token("alpha"), await site.token("beta")
-    async with running(site):
-        async with mcp_client(site, alpha, mode) as a, mcp_client(site, beta, mode) as b:
-            who_a = (await a.call_tool("identity_whoami", {})).structured_content
-            who_b = (await b.call_tool("identity_whoami", {})).structured_content
-            who_a_again = (await a.call_tool("identity_whoami", {})).structured_content
+    async with running(site), mcp_client(site, alpha, mode) as a, mcp_client(site, beta, mode) as b:
+        who_a = (await a.call_tool("identity_whoami", {})).structured_content
+        who_b = (await b.call_tool("identity_whoami", {})).structured_content
+        who_a_again = (await a.call_tool("identity_whoami", {})).structured_content
     assert who_a is not None and who_b is not None and who_a_again is not None
     assert who_a["agent_id"].endswith("/alpha") and who_b["agent_id"].endswith("/beta")
     assert who_a_again["agent_id"] == who_a["agent_id"]
@@ -416,9 +415,11 @@ async def test_the_token_scope_narrows_what_a_call_may_do(site: Site, mode: str)
 
 
 async def test_a_token_issued_over_http_is_recorded_without_the_token(site: Site) -> None:
-    async with running(site):
-        async with mcp_client(site, await site.token("alpha", scopes=["token:issue"]), "auto") as c:
-            result = await c.call_tool("token_issue", {"audience": API, "ttl_seconds": 60})
+    async with (
+        running(site),
+        mcp_client(site, await site.token("alpha", scopes=["token:issue"]), "auto") as c,
+    ):
+        result = await c.call_tool("token_issue", {"audience": API, "ttl_seconds": 60})
     assert not result.is_error and result.structured_content is not None
     issued = result.structured_content["token"]
     assert (await tokens.verify(site.home, issued, audience=API)).subject.endswith("/alpha")
