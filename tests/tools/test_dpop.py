@@ -316,12 +316,18 @@ def test_an_unsecured_proof_is_refused(p256: ec.EllipticCurvePrivateKey) -> None
         check(f"{b64json(header)}.{b64json(claims)}.")
 
 
+def padded(signature: bytes) -> bytes:
+    return signature[:32] + b"\0" + signature[32:]
+
+
 def test_a_bad_signature_is_refused(p256: ec.EllipticCurvePrivateKey) -> None:
     header, claims = good_parts(p256)
     other = ec.generate_private_key(ec.SECP256R1())
     cases = {
         "signed by another key": signed(other, header, claims),
         "wrong length": signed(p256, header, claims, lambda m: es256(p256, m)[:63]),
+        # r || 0x00 || s: the same integers, but not the 64 octets RFC 7518 §3.4 requires
+        "padded": signed(p256, header, claims, lambda m: padded(es256(p256, m))),
         "zero": signed(p256, header, claims, lambda m: bytes(64)),
     }
     good = signed(p256, header, claims)
