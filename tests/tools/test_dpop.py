@@ -4,7 +4,8 @@ Each refusal test starts from a valid proof and changes one thing, re-signing it
 proof's real key (so the signature stays valid unless the signature is what is broken), and
 expects the typed reason of the check it breaks: with that check removed, the proof would be
 accepted or refused for another reason, and the test fails. Proofs made by independent JOSE
-libraries (joserfc, PyJWT) are accepted; ours verify with joserfc.
+libraries (joserfc, PyJWT, and panva's ``jose`` under Node) are accepted; ours verify with
+joserfc.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
@@ -520,3 +524,51 @@ def test_our_proofs_verify_with_joserfc(
             obj = jose_jws.deserialize_compact(made, public, algorithms=["ES256", "EdDSA"])
         assert obj.headers()["typ"] == "dpop+jwt"
         assert json.loads(obj.payload)["ath"] == b64(hashlib.sha256(TOKEN.encode()).digest())
+
+
+# Proofs from Node: panva's `jose`, which .ci/install-inspector brings with the MCP Inspector.
+NODE_MODULES = Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules"
+JOSE_SCRIPT = """
+import { createRequire } from "node:module";
+const require = createRequire(process.env.NODE_MODULES + "/");
+const jose = await import(require.resolve("jose"));
+const [htm, htu, iat, ath] = process.argv.slice(2);
+const out = [];
+for (const alg of ["ES256", "EdDSA"]) {
+  const { publicKey, privateKey } = await jose.generateKeyPair(alg, { extractable: true });
+  const jwk = await jose.exportJWK(publicKey);
+  const proof = await new jose.SignJWT({ htm, htu, ath, jti: crypto.randomUUID() })
+    .setProtectedHeader({ alg, typ: "dpop+jwt", jwk })
+    .setIssuedAt(Number(iat))
+    .sign(privateKey);
+  out.push({ alg, proof, jkt: await jose.calculateJwkThumbprint(jwk, "sha256") });
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_proofs_made_by_node_jose_are_accepted(tmp_path: Path) -> None:
+    node = NODE_MODULES / ".bin" / "node"
+    if not (node.exists() and (NODE_MODULES / "jose" / "package.json").exists()):
+        why = "Node or the npm jose package missing under .ci/node"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: .ci/install-inspector should have installed them")
+        pytest.skip(f"{why}; run `bash .ci/install-inspector` to enable this test")
+    script = tmp_path / "proofs.mjs"
+    script.write_text(JOSE_SCRIPT)
+    ath = b64(hashlib.sha256(TOKEN.encode("ascii")).digest())
+    out = subprocess.run(
+        [str(node), str(script), "POST", URL + "?q=1", str(NOW_S), ath],
+        env={**os.environ, "NODE_MODULES": str(NODE_MODULES)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    made = json.loads(out)
+    assert [m["alg"] for m in made] == ["ES256", "EdDSA"]
+    for m in made:
+        result = check(m["proof"], expected_jkt=m["jkt"])
+        assert result.jkt == m["jkt"]
+        with pytest.raises(dpop.WrongUrl):
+            check(m["proof"], url=URL + "/other")
