@@ -170,6 +170,14 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_stdio.py::test_every_stdout_line_is_json_rpc",
         "tests/server/test_stdio.py::test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on",
     ),
+    "G-HOOK-1": (
+        "tests/tools/test_hooks_events.py::test_malformed_payloads_get_a_clear_one_line_error",
+        "tests/tools/test_hooks_events.py::test_a_vault_value_never_appears_in_a_summary",
+        "tests/tools/test_hooks_events.py::test_a_summary_is_bounded_and_always_recordable",
+        "tests/tools/test_hooks_rules.py::test_bash_rules",
+        "tests/tools/test_hooks_rules.py::test_a_command_no_reading_is_safe_for_is_denied_never_allowed",
+        "tests/tools/test_hooks_rules.py::test_a_call_without_the_tested_field_is_denied_never_allowed",
+    ),
     "G-CANON-1": (
         _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
         _ID + "test_canonical_key_order_is_by_utf16_code_units_like_rfc8785",
