@@ -1,6 +1,7 @@
 """PostgreSQL drivers and sequencing schemes for the ledger's append, measured (issue 18).
 
     python -m bench.pg_drivers [--seconds 2] [--rounds 2] [--writers 1,4,8] [--dsn URL]
+                               [--drivers D,..] [--variants V,..] [--servers S]
 
 Without ``--dsn`` it starts a private cluster (tests/support/pg.py: loopback, a temporary
 folder, ``fsync=on``, ``synchronous_commit=on``) and removes it at the end. The drivers it
@@ -29,6 +30,14 @@ What one writer does, in a loop, on its own connection (``synchronous_commit=on`
   and inserts the entries only if it did (the UPDATE's row lock serializes writers), so an
   append is BEGIN, one statement, COMMIT, as in ``raw``. When another writer moved the head,
   the statement changes nothing: read the head, chain again, retry.
+
+- ``hybrid-batch`` (asyncpg): the sequencer tries the compare-and-set first and, when another
+  process moved the head, takes the head row's lock in the same transaction, reads the head
+  and writes (one statement): no retry loop.
+
+``--servers S`` runs S sequencers (each its own connection, as S server processes would)
+sharing the writers of the ``-batch`` variants; ``--variants`` picks variants (``raw`` is
+always run: it is the baseline).
 
 Drivers: ``asyncpg`` (async), ``psycopg`` 3 async (``psycopg-async``), psycopg 3 sync with a
 worker thread per writer (``psycopg-thread``). Each cell reports entries/s (median of the
@@ -71,9 +80,19 @@ CREATE TABLE head (id INT PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, hash
 INSERT INTO head VALUES (1, 0, '\\x00');
 """
 DRIVERS = ("asyncpg", "psycopg-async", "psycopg-thread")
-VARIANTS = ("raw", "pattern", "row-1", "adv-1", "row-batch", "adv-batch", "cas-1", "cas-batch")
+VARIANTS = (
+    "raw",
+    "pattern",
+    "row-1",
+    "adv-1",
+    "row-batch",
+    "adv-batch",
+    "cas-1",
+    "cas-batch",
+    "hybrid-batch",
+)
 #: Variants only the asyncpg functions implement (the recommended driver's refinement).
-ASYNCPG_ONLY = ("cas-1", "cas-batch")
+ASYNCPG_ONLY = ("cas-1", "cas-batch", "hybrid-batch")
 
 # -- SQL, written once with $n placeholders (psycopg gets %s) ---------------------------------
 
@@ -145,9 +164,33 @@ async def _asyncpg_cas(conn: Any, n: int) -> None:
         del _HEADS[id(conn)]  # another writer moved the head: read it, chain again
 
 
+async def _asyncpg_hybrid(conn: Any, n: int) -> None:
+    """The compare-and-set first (one statement when no other process appended since), else,
+    in the same transaction, the head row's lock: wait for it, read the head, write. Never
+    more than one extra round trip, never a retry loop."""
+    async with conn.transaction():
+        if id(conn) in _HEADS:
+            size, prev = _HEADS[id(conn)]
+            seqs, prevs, new = _chain(size, prev, n)
+            args = (seqs, prevs, [BODY] * n, size + n, new, size, prev, SMALL)
+            if await conn.fetchval(CAS, *args):
+                _HEADS[id(conn)] = (size + n, new)
+                return
+        row = await conn.fetchrow(LOCK_ROW)
+        size, prev = row[0], row[1]
+        seqs, prevs, new = _chain(size, prev, n)
+        args = (seqs, prevs, [BODY] * n, size + n, new, size, prev, SMALL)
+        if not await conn.fetchval(CAS, *args):  # we hold the lock: it cannot move
+            raise RuntimeError("the head moved under its lock")
+        _HEADS[id(conn)] = (size + n, new)
+
+
 async def _asyncpg_txn(conn: Any, variant: str, n: int) -> None:
     if variant.startswith("cas"):
         await _asyncpg_cas(conn, n)
+        return
+    if variant.startswith("hybrid"):
+        await _asyncpg_hybrid(conn, n)
         return
     async with conn.transaction():
         if variant == "raw":
@@ -277,12 +320,13 @@ class Cell:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def _measure(dsn: str, cell: Cell, seconds: float) -> None:
+async def _measure(dsn: str, cell: Cell, seconds: float, servers: int = 1) -> None:
     """Run cell.writers writers for `seconds`; add one rate and the latencies to the cell."""
     pool = ThreadPoolExecutor(max_workers=cell.writers + 1)
     opener = OPENERS[cell.driver]
     batch = cell.variant.endswith("-batch")
-    sessions = [await opener(dsn, pool) for _ in range(1 if batch else cell.writers)]
+    count = min(servers, cell.writers) if batch else cell.writers
+    sessions = [await opener(dsn, pool) for _ in range(count)]
     done = 0
     stop_at = 0.0
     latencies: list[float] = []
@@ -295,9 +339,11 @@ async def _measure(dsn: str, cell: Cell, seconds: float) -> None:
             latencies.append(time.perf_counter() - began)
             done += 1
 
-    queue: asyncio.Queue[tuple[float, asyncio.Future[None]]] = asyncio.Queue()
+    queues: list[asyncio.Queue[tuple[float, asyncio.Future[None]]]] = [
+        asyncio.Queue() for _ in sessions
+    ]
 
-    async def submitter() -> None:
+    async def submitter(queue: asyncio.Queue[tuple[float, asyncio.Future[None]]]) -> None:
         nonlocal done
         loop = asyncio.get_running_loop()
         while time.perf_counter() < stop_at:
@@ -308,7 +354,10 @@ async def _measure(dsn: str, cell: Cell, seconds: float) -> None:
             latencies.append(time.perf_counter() - began)
             done += 1
 
-    async def sequencer(run: Callable[[str, int], Awaitable[None]]) -> None:
+    async def sequencer(
+        run: Callable[[str, int], Awaitable[None]],
+        queue: asyncio.Queue[tuple[float, asyncio.Future[None]]],
+    ) -> None:
         while True:
             first = await queue.get()
             items = [first]
@@ -326,9 +375,13 @@ async def _measure(dsn: str, cell: Cell, seconds: float) -> None:
     stop_at = time.perf_counter() + seconds
     started = time.perf_counter()
     if batch:
-        seq_task = asyncio.create_task(sequencer(sessions[0][0]))
-        await asyncio.gather(*(submitter() for _ in range(cell.writers)))
-        seq_task.cancel()
+        tasks = [
+            asyncio.create_task(sequencer(run, queue))
+            for (run, _), queue in zip(sessions, queues, strict=True)
+        ]
+        await asyncio.gather(*(submitter(queues[i % len(queues)]) for i in range(cell.writers)))
+        for task in tasks:
+            task.cancel()
     else:
         await asyncio.gather(*(writer(run) for run, _ in sessions))
     elapsed = time.perf_counter() - started
@@ -385,12 +438,18 @@ def _installed(driver: str) -> bool:
 
 
 def run(
-    dsn: str, drivers: list[str], writers: list[int], seconds: float, rounds: int
+    dsn: str,
+    drivers: list[str],
+    writers: list[int],
+    seconds: float,
+    rounds: int,
+    servers: int = 1,
+    variants: tuple[str, ...] = VARIANTS,
 ) -> list[Cell]:
     cells = {
         (d, v, w): Cell(d, v, w)
         for d in drivers
-        for v in VARIANTS
+        for v in variants
         for w in writers
         if d == "asyncpg" or v not in ASYNCPG_ONLY
     }
@@ -401,7 +460,7 @@ def run(
         for cell in order:
             _reset(dsn)
             _HEADS.clear()
-            asyncio.run(_measure(dsn, cell, seconds))
+            asyncio.run(_measure(dsn, cell, seconds, servers))
             if cell.variant not in ("raw", "pattern"):
                 _check_log(dsn)
             print(
@@ -437,6 +496,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--writers", default="1,4,8")
     parser.add_argument("--drivers", default=",".join(DRIVERS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="sequencers (processes' worth) sharing the writers in the -batch variants",
+    )
     args = parser.parse_args(argv)
     drivers = [d for d in args.drivers.split(",") if d and _installed(d)]
     writers = [int(w) for w in args.writers.split(",")]
@@ -449,7 +515,9 @@ def main(argv: list[str] | None = None) -> None:
         cluster.start()
         dsn = cluster.create_database("bench")
     try:
-        cells = run(dsn, drivers, writers, args.seconds, args.rounds)
+        chosen = [v for v in args.variants.split(",") if v]
+        variants = tuple(v for v in VARIANTS if v in chosen or v == "raw")  # raw: the baseline
+        cells = run(dsn, drivers, writers, args.seconds, args.rounds, args.servers, variants)
     finally:
         if cluster is not None:
             cluster.close()
