@@ -113,7 +113,10 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _ID + "test_another_agents_secret_is_refused_and_recorded",
     ),
     # -- an admin who edits the ledger --------------------------------------------------------
-    "G-LEDGER-1": (_ID + "test_the_database_refuses_updates_and_deletes_of_the_ledger",),
+    "G-LEDGER-1": (
+        _ID + "test_the_database_refuses_updates_and_deletes_of_the_ledger",
+        "tests/storage/test_pg_schema.py::test_append_only_tables_refuse_update_delete_and_truncate",
+    ),
     "G-LEDGER-2": (
         _ID + "test_an_edited_entry_fails_at_its_seq",
         _ID + "test_an_entry_rewritten_in_non_canonical_form_fails_at_its_seq",
