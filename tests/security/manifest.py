@@ -113,7 +113,10 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _ID + "test_another_agents_secret_is_refused_and_recorded",
     ),
     # -- an admin who edits the ledger --------------------------------------------------------
-    "G-LEDGER-1": (_ID + "test_the_database_refuses_updates_and_deletes_of_the_ledger",),
+    "G-LEDGER-1": (
+        _ID + "test_the_database_refuses_updates_and_deletes_of_the_ledger",
+        "tests/storage/test_pg_schema.py::test_append_only_tables_refuse_update_delete_and_truncate",
+    ),
     "G-LEDGER-2": (
         _ID + "test_an_edited_entry_fails_at_its_seq",
         _ID + "test_an_entry_rewritten_in_non_canonical_form_fails_at_its_seq",
@@ -169,6 +172,14 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _FUZZ + "test_malformed_json_rpc_over_stdio_does_not_stop_the_server",
         "tests/server/test_stdio.py::test_every_stdout_line_is_json_rpc",
         "tests/server/test_stdio.py::test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on",
+    ),
+    "G-HOOK-1": (
+        "tests/tools/test_hooks_events.py::test_malformed_payloads_get_a_clear_one_line_error",
+        "tests/tools/test_hooks_events.py::test_a_vault_value_never_appears_in_a_summary",
+        "tests/tools/test_hooks_events.py::test_a_summary_is_bounded_and_always_recordable",
+        "tests/tools/test_hooks_rules.py::test_bash_rules",
+        "tests/tools/test_hooks_rules.py::test_a_command_no_reading_is_safe_for_is_denied_never_allowed",
+        "tests/tools/test_hooks_rules.py::test_a_call_without_the_tested_field_is_denied_never_allowed",
     ),
     "G-CANON-1": (
         _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
