@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "agent",
     "approvals",
     "audit",
+    "daemon",
     "demo",
     "doctor",
     "init",

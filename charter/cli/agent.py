@@ -24,6 +24,7 @@ from charter.cli.mail import EmailOptions, email_options
 from charter.errors import InvalidInput
 from charter.tools import approvals, identity, lockdown
 from charter.tools.identity import AgentInfo
+from charter.tools.os_users import check_os_users, with_os_users
 
 #: ``--approve`` (add/update): which calls need a human yes (docs/APPROVALS.md).
 approve_option = click.option(
@@ -33,6 +34,21 @@ approve_option = click.option(
     metavar="SCOPE_PATTERN[=client|owner]",
     help="Calls needing a scope that matches the pattern need a human's approval: client "
     "(asked through the MCP client, the default) or owner (`charter approve ID`). Repeatable.",
+)
+
+
+#: ``--os-user`` (add/update): the OS accounts `charter daemon` may serve the agent to.
+os_user_option = click.option(
+    "--os-user",
+    "os_users",
+    multiple=True,
+    metavar="USER",
+    help="An OS account that may act as this agent through `charter daemon` (repeatable; on "
+    "update it replaces the list; signed into the charter).",
+)
+#: ``--no-os-user`` (update): serve the agent to no other account.
+no_os_user_option = click.option(
+    "--no-os-user", is_flag=True, help="Unbind every OS account (the daemon serves it to none)."
 )
 
 
@@ -105,6 +121,7 @@ def register(cli: click.Group) -> None:
         "--valid-for", default="90d", show_default=True, help="Charter validity, e.g. 90d, 12h."
     )
     @approve_option
+    @os_user_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -114,6 +131,7 @@ def register(cli: click.Group) -> None:
         audiences: tuple[str, ...],
         valid_for: str,
         approve: tuple[str, ...],
+        os_users: tuple[str, ...],
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -123,6 +141,7 @@ def register(cli: click.Group) -> None:
         rules = [approvals.parse_rule(r) for r in approve]
         async with await open_home(home) as h:
             policy = await email.apply(h, name, approvals.with_rules({}, rules))
+            policy = with_os_users(policy, check_os_users(os_users))
             warnings = await identity.check_settings(
                 h,
                 scopes=list(scopes),
@@ -153,6 +172,8 @@ def register(cli: click.Group) -> None:
     @click.option("--valid-for", default=None, help="New validity from now, e.g. 90d.")
     @approve_option
     @click.option("--no-approvals", is_flag=True, help="Remove every approval rule.")
+    @os_user_option
+    @no_os_user_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -163,6 +184,8 @@ def register(cli: click.Group) -> None:
         valid_for: str | None,
         approve: tuple[str, ...],
         no_approvals: bool,
+        os_users: tuple[str, ...],
+        no_os_user: bool,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -180,6 +203,11 @@ def register(cli: click.Group) -> None:
                 policy = approvals.with_rules(old.policy, rules)
             if email.given:
                 policy = await email.apply(h, name, old.policy if policy is None else policy)
+            if os_users or no_os_user:
+                if os_users and no_os_user:
+                    raise InvalidInput("--os-user and --no-os-user contradict each other")
+                users = check_os_users(os_users)
+                policy = with_os_users(old.policy if policy is None else policy, users)
             warnings = await identity.check_settings(
                 h,
                 scopes=list(scopes) or old.scopes,

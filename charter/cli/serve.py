@@ -55,6 +55,15 @@ def register(cli: click.Group) -> None:
         multiple=True,
         help="Admit only tokens carrying this scope (HTTP 403 otherwise; repeatable).",
     )
+    @click.option(
+        "--connect",
+        "connect",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        envvar="CHARTER_CONNECT",
+        help="Relay stdio to a Charter daemon's socket (`charter daemon`): no home needed "
+        "(default: $CHARTER_CONNECT).",
+    )
     @common_options()
     @run_async
     async def serve(
@@ -67,6 +76,7 @@ def register(cli: click.Group) -> None:
         allow_remote: bool,
         introspection_secret_file: Path | None,
         required_scopes: tuple[str, ...],
+        connect: Path | None,
         home: Path | None,
     ) -> None:
         """Serve MCP over stdio as one agent (stdout carries only JSON-RPC; logs go to stderr),
@@ -77,6 +87,9 @@ def register(cli: click.Group) -> None:
             level=log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if connect is not None:
+            await _relay(connect, agent, http=http)
+            return
         if http:
             if agent:
                 raise ConfigError("--agent is for stdio; over HTTP each token names its agent")
@@ -166,6 +179,20 @@ async def run_http(
         required_scopes=required_scopes,
         log_level=log_level,
     )
+
+
+async def _relay(socket_path: Path, agent: str | None, *, http: bool) -> None:
+    """``--connect``: relay stdio to the daemon as ``agent`` (on a thread: it blocks)."""
+    import asyncio
+
+    from charter.cli._relay import relay
+
+    if http:
+        raise ConfigError("--connect relays stdio; it cannot be combined with --http")
+    name = agent or settings(None).agent
+    if not name:
+        raise ConfigError("name the agent to serve: --agent NAME or CHARTER_AGENT=NAME")
+    await asyncio.to_thread(relay, socket_path, name)
 
 
 def _is_loopback_ip(host: str) -> bool:
