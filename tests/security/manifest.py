@@ -268,6 +268,10 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _FAULTS + "test_waiting_for_a_held_lock_is_bounded_in_total",
     ),
     # -- keys at rest (issue 19) ----------------------------------------------------------
+    "G-DAEMON-1": (
+        "tests/security/test_daemon.py::test_the_agent_account_is_served_through_the_socket_and_nothing_else",
+        "tests/security/test_daemon.py::test_binding_an_unknown_account_is_refused_with_one_line",
+    ),
     "G-KEYS-1": (
         _KEYS + "test_no_private_key_is_in_the_clear_in_a_sealed_home",
         _KEYS + "test_a_passphrase_change_leaves_no_key_in_the_clear",
