@@ -122,8 +122,27 @@ async def touch(home_root: str, agent_name: str, *, stub_ledger: bool = False) -
         await home.close()
 
 
+def bare_http(port: int) -> None:
+    """The HTTP baseline: a bare MCPServer with a no-op tool over streamable HTTP."""
+    from mcp.server.mcpserver import MCPServer
+
+    server: MCPServer[object] = MCPServer("bare")
+
+    @server.tool(name="noop")
+    async def noop() -> str:
+        """Do nothing."""
+        return "ok"
+
+    import uvicorn
+
+    # As `charter serve --http` runs uvicorn: warnings only (no access log on the hot path).
+    uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "bare":
+    if sys.argv[1] == "bare-http":
+        bare_http(int(sys.argv[2]))
+    elif sys.argv[1] == "bare":
         durable = sys.argv[sys.argv.index("--durable") + 1] if "--durable" in sys.argv else None
         asyncio.run(bare(charter_transport="--charter-transport" in sys.argv, durable=durable))
     else:
