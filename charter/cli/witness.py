@@ -102,6 +102,25 @@ def register(cli: click.Group) -> None:
         else:
             click.echo(f"witness {out.name} added; checkpoints go to {out.url}")
 
+    @witness_group.command("remove")
+    @click.argument("name")
+    @common_options(passphrase=True, as_json=True)
+    @run_async
+    async def remove(
+        name: str, home: Path | None, passphrase_file: Path | None, as_json: bool
+    ) -> None:
+        """Stop asking witness NAME to cosign (its cosignatures so far are kept)."""
+        from charter.tools import witnesses
+
+        async with await open_home(home) as h:
+            out = await witnesses.remove_witness(
+                h, name, passphrase=owner_passphrase(h, passphrase_file)
+            )
+        if as_json:
+            emit_json(out.model_dump())
+        else:
+            click.echo(f"witness {out.name} removed; checkpoints no longer go to {out.url}")
+
     @witness_group.command("list")
     @common_options(as_json=True)
     @run_async

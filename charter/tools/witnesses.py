@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from charter.clock import rfc3339
-from charter.errors import InvalidInput
+from charter.errors import InvalidInput, NotFound
 from charter.evidence.c2sp import (
     AddCheckpoint,
     CosignatureVerifier,
@@ -118,6 +118,31 @@ async def add_witness(
 
     await home.write(work)
     return next(w for w in await list_witnesses(home) if w.name == verifier.name)
+
+
+async def remove_witness(home: Home, name: str, *, passphrase: bytes | None = None) -> WitnessOut:
+    """Stop asking a witness to cosign (``witness.remove``, owner-signed). The cosignatures
+    it already gave stay with their checkpoints.
+
+    Raises:
+        NotFound: no witness of that name.
+    """
+    found = next((w for w in await list_witnesses(home) if w.name == name), None)
+    if found is None:
+        raise NotFound(f"no witness named {name!r} (see `charter witness list`)")
+    event = home.owner_event(
+        "witness.remove",
+        {"name": name, "vkey": found.vkey, "url": found.url},
+        passphrase=passphrase,
+    )
+
+    def work(tx: Tx) -> None:
+        if not tx.witnesses.remove(name):
+            raise NotFound(f"no witness named {name!r} (see `charter witness list`)")
+        tx.ledger.append_one(event)
+
+    await home.write(work)
+    return found
 
 
 async def list_witnesses(home: Home) -> list[WitnessOut]:

@@ -220,3 +220,28 @@ def test_bad_witness_configuration_is_refused(home: Path, tmp_path: Path) -> Non
     again = run(home, "witness", "add", "http://127.0.0.1:2", vkey)
     assert again.exit_code != 0 and "configured already" in again.output
     ok(home, "audit", "verify")  # the witness.add entry verifies
+
+
+def test_a_removed_witness_is_no_longer_asked_and_its_cosignatures_stay(
+    home: Path, tmp_path: Path, pair: tuple[WitnessProcess, WitnessProcess]
+) -> None:
+    for w in pair:
+        ok(home, "witness", "add", w.url, w.vkey)
+    first = ok(home, "audit", "checkpoint")
+    assert first.count("— witness.example/") == 2
+    removed = ok(home, "witness", "remove", "witness.example/w2")
+    assert "removed" in removed
+    assert [w["name"] for w in _listed(home)] == ["witness.example/w1"]
+    grow(home, "after-removal")
+    second = ok(home, "audit", "checkpoint")
+    _, verified = open_note(second, [CosignatureVerifier.from_vkey(w.vkey) for w in pair])
+    assert [s.name for s in verified] == ["witness.example/w1"]  # w2 was not asked
+    size = int(first.splitlines()[1])
+    kept = tmp_path / "kept.note"
+    kept.write_text(first)
+    ok(home, "audit", "verify", "--checkpoint", str(kept))  # the earlier cosignatures still check
+    again = run(home, "witness", "remove", "witness.example/w2")
+    assert again.exit_code != 0 and "no witness named" in again.output
+    assert "Traceback" not in again.output
+    verified_out = ok(home, "audit", "verify")
+    assert "OK" in verified_out and size > 0
