@@ -161,9 +161,8 @@ async def test_the_replay_cache_is_shared_by_every_handle_and_pruned(
         await other.close()
     repo = raw_tx(clocked).dpop
     assert repo.count() == 1
-    assert repo.remember(
-        "k", "j", expires_at="2099-01-01T00:00:00.000Z", now="2098-01-01T00:00:00.000Z"
-    )
+    later = "2098-01-01T00:00:00.000Z"
+    assert repo.remember("k", "j", expires_at="2099-01-01T00:00:00.000Z", now=later)
     assert repo.count() == 1  # the 2026 entry was pruned: it had expired at `now`
     assert not repo.remember("k", "j", expires_at="2099-01-01T00:00:00.000Z", now=later)
 
