@@ -82,7 +82,7 @@ async def test_cnf_jkt_is_the_rfc_7638_thumbprint_of_the_given_key(
     raw = ed.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     ed_jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
     issued = await tokens.issue_for_owner(clocked, "bot", audience=API, dpop_jwk=ed_jwk)
-    assert claims(issued.token)["cnf"]["jkt"] == OKPKey.import_key(ed_jwk).thumbprint()
+    assert claims(issued.token)["cnf"]["jkt"] == OKPKey.import_key(ed.public_key()).thumbprint()
     plain = await tokens.issue_for_owner(clocked, "bot", audience=API)
     assert plain.token_type == "Bearer"
     assert raw_tx(clocked).tokens.get_with_agent(plain.jti).dpop_jkt is None  # type: ignore[union-attr]
