@@ -10,6 +10,13 @@ Endpoints (all relative to the issuer, an origin such as ``http://127.0.0.1:8765
   agent is the token's ``sub``; its calls are signed with that agent's key, exactly as over
   stdio, and may use only what both its charter and the token's ``scope`` grant. With
   ``required_scopes``, a token lacking one gets 403 ``insufficient_scope``.
+  DPoP (RFC 9449): ``Authorization: DPoP <token>`` with one ``DPoP`` proof header is checked
+  by :func:`charter.tools.tokens.verify_with_proof` (``htm`` the request's method, ``htu``
+  the issuer's origin and the request's path, ``ath`` the token's hash, the key the token's
+  ``cnf.jkt``; each ``jti`` accepted once, in a replay cache in the home's storage shared by
+  every server). A token bound to a client key (``--dpop-jwk``) is refused as a bearer token.
+  A refused DPoP request gets 401 with ``WWW-Authenticate: DPoP error="invalid_dpop_proof"``
+  (or ``invalid_token`` for the token itself) and the accepted ``algs``.
 * ``/.well-known/jwks.json``: the issuer's public keys (RFC 8037 OKP JWKS).
 * ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``:
   issuer metadata (issuer, jwks_uri, introspection_endpoint, algorithms).
@@ -60,6 +67,8 @@ _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*
 
 #: The refusals of the current request's bearer token, for its 401 (see BearerChallenge).
 _refusals: ContextVar[list[TokenInvalid] | None] = ContextVar("charter_refusals", default=None)
+#: The token whose DPoP proof the transport accepted for the current request, if any.
+_proven: ContextVar[str | None] = ContextVar("charter_dpop_proven", default=None)
 
 
 class CharterTokenVerifier(TokenVerifier):
@@ -90,7 +99,11 @@ class CharterTokenVerifier(TokenVerifier):
         """The token's access grant, or None (the SDK answers 401; the reason goes with it)."""
         try:
             verified = await self.check(token)
+            if _proven.get() != token:
+                tokens.require_proof(verified)  # a DPoP-bound token without its proof
         except TokenInvalid as exc:
+            if isinstance(exc, tokens.dpop.DpopInvalid):
+                log_refusal("bearer token", exc)
             refusals = _refusals.get()
             if refusals is not None:
                 refusals.append(exc)
@@ -191,7 +204,7 @@ def build_http_app(
 
     app = server.streamable_http_app(transport_security=_transport_security(issuer_url))
     # Outermost, so it sees the SDK's 401 and the verifier's reasons for the same request.
-    app.add_middleware(BearerChallenge, path=tokens.MCP_PATH, resource=resource)
+    app.add_middleware(BearerChallenge, path=tokens.MCP_PATH, resource=resource, verifier=verifier)
     app.router.routes.extend(
         [
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
@@ -209,7 +222,8 @@ def log_refusal(what: str, exc: TokenInvalid) -> None:
 
 
 class BearerChallenge:
-    """RFC 6750 §3 answers on ``path``, naming why a bearer token was refused.
+    """RFC 6750 §3 answers on ``path``, naming why a bearer token was refused; and the DPoP
+    check (RFC 9449 §7) of ``Authorization: DPoP`` requests.
 
     * no ``Authorization: Bearer`` credential: 401 with a bare challenge (no error code);
     * a malformed ``Bearer`` credential (empty, or not one b64token): 400 ``invalid_request``;
@@ -217,13 +231,19 @@ class BearerChallenge:
       (its caller-safe description: never the token, a claim value or a secret).
 
     The challenge always points at the RFC 9728 resource metadata. Everything else, and
-    every request with a valid token, passes through untouched.
+    every request with a valid token, passes through untouched, except that a request whose
+    DPoP token and proof were accepted goes on as ``Bearer`` with the token marked proven.
     """
 
-    def __init__(self, app: ASGIApp, *, path: str, resource: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, path: str, resource: str, verifier: CharterTokenVerifier
+    ) -> None:
         self.app = app
         self.path = path
         self.metadata = f'resource_metadata="{_metadata_url(resource)}"'
+        self.verifier = verifier
+        parts = urlsplit(resource)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
@@ -231,6 +251,17 @@ class BearerChallenge:
             return
         header = Request(scope).headers.get("authorization")
         scheme, _, credential = (header or "").strip().partition(" ")
+        if scheme.lower() == "dpop":
+            proven = await self._check_dpop(scope, credential.strip())
+            if isinstance(proven, Response):
+                await proven(scope, receive, send)
+                return
+            scope, handle = proven, _proven.set(credential.strip())
+            try:
+                await self._bearer(scope, receive, send, has_token=True)
+            finally:
+                _proven.reset(handle)
+            return
         has_token = scheme.lower() == "bearer"  # no credential: a 401 without an error code
         if has_token and not _is_b64token(credential.strip()):
             response = _challenge_response(
@@ -241,6 +272,41 @@ class BearerChallenge:
             )
             await response(scope, receive, send)
             return
+        await self._bearer(scope, receive, send, has_token=has_token)
+
+    async def _check_dpop(self, scope: Scope, token: str) -> Scope | Response:
+        """The request's scope with ``Authorization: Bearer <token>`` once its DPoP token and
+        proof are accepted; else the 400 or 401 to answer."""
+        if not _is_b64token(token):
+            return _challenge_response(
+                400,
+                "invalid_request",
+                "the Authorization header must be `DPoP <token>`",
+                self.metadata,
+                scheme="DPoP",
+            )
+        request = Request(scope)
+        proofs = request.headers.getlist("dpop")
+        verifier = self.verifier
+        try:
+            await tokens.verify_with_proof(
+                verifier.home,
+                token,
+                proofs[0] if len(proofs) == 1 else None,
+                method=request.method,
+                url=self.origin + scope["path"],
+                audience=verifier.audience,
+                issuer_url=verifier.issuer,
+            )
+        except TokenInvalid as exc:
+            log_refusal("DPoP request", exc)
+            error = exc.error if isinstance(exc, tokens.dpop.DpopInvalid) else "invalid_token"
+            return _challenge_response(401, error, exc.description, self.metadata, scheme="DPoP")
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"dpop")]
+        headers.append((b"authorization", b"Bearer " + token.encode("ascii")))
+        return {**scope, "headers": headers}
+
+    async def _bearer(self, scope: Scope, receive: Receive, send: Send, *, has_token: bool) -> None:
         refusals: list[TokenInvalid] = []
         handle = _refusals.set(refusals)
         try:
@@ -267,8 +333,13 @@ class BearerChallenge:
                     response = _challenge_response(401, None, None, self.metadata)
                 else:
                     refusal = refusals[-1] if refusals else TokenInvalid("refused")
+                    dpop = isinstance(refusal, tokens.dpop.DpopInvalid)
                     response = _challenge_response(
-                        401, "invalid_token", refusal.description, self.metadata
+                        401,
+                        getattr(refusal, "error", "invalid_token"),
+                        refusal.description,
+                        self.metadata,
+                        scheme="DPoP" if dpop else "Bearer",
                     )
                 await response(scope, receive, send)
                 return
@@ -287,9 +358,16 @@ def _is_b64token(value: str) -> bool:
 
 
 def _challenge_response(
-    status: int, error: str | None, description: str | None, metadata: str
+    status: int,
+    error: str | None,
+    description: str | None,
+    metadata: str,
+    *,
+    scheme: str = "Bearer",
 ) -> Response:
     params = [] if error is None else [f'error="{error}"', f'error_description="{description}"']
+    if scheme == "DPoP":  # RFC 9449 §7.1: the algorithms a proof may use
+        params.append(f'algs="{" ".join(tokens.dpop.ALGORITHMS)}"')
     body: dict[str, str] = {}
     if error is not None and description is not None:
         body = {"error": error, "error_description": description}
@@ -298,7 +376,7 @@ def _challenge_response(
         status_code=status,
         media_type="application/json",
         headers={
-            "WWW-Authenticate": "Bearer " + ", ".join([*params, metadata]),
+            "WWW-Authenticate": f"{scheme} " + ", ".join([*params, metadata]),
             "Cache-Control": "no-store",
         },
     )
@@ -319,6 +397,8 @@ def issuer_metadata(issuer_url: str) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         # Access tokens are RFC 9068 JWTs signed with Ed25519 only.
         "access_token_signing_alg_values_supported": [tokens.ALGORITHM],
+        # RFC 9449 §5.1: the algorithms a DPoP proof may be signed with.
+        "dpop_signing_alg_values_supported": list(tokens.dpop.ALGORITHMS),
         "scopes_supported": sorted(PLAIN_SCOPES),
         "protected_resources": [tokens.resource_url(issuer_url)],
         "grant_types_supported": [],

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from charter.evidence.entries import Entry
     from charter.storage.agents import AgentRepo
     from charter.storage.approvals import ApprovalRepo
+    from charter.storage.dpop import DpopReplayRepo
     from charter.storage.health import HealthRepo
     from charter.storage.lockdown import LockdownRepo
     from charter.storage.mail import MailRepo
@@ -114,6 +115,8 @@ class Tx(Protocol):
     def vault(self) -> VaultRepo: ...
     @property
     def witnesses(self) -> WitnessRepo: ...
+    @property
+    def dpop(self) -> DpopReplayRepo: ...
     @property
     def health(self) -> HealthRepo: ...
     @property

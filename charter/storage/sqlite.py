@@ -33,6 +33,7 @@ from charter.storage import ledger_hooks, tlog
 from charter.storage.agents import AgentRepo
 from charter.storage.approvals import ApprovalRepo
 from charter.storage.db import connect, migrate, preallocate_wal, read_snapshot, transaction
+from charter.storage.dpop import DpopReplayRepo
 from charter.storage.health import HealthRepo
 from charter.storage.ledger import Draft, Ledger, agent_refusal
 from charter.storage.lockdown import LockdownRepo
@@ -97,6 +98,10 @@ class SqliteTx:
     @functools.cached_property
     def witnesses(self) -> WitnessRepo:
         return WitnessRepo(self.conn)
+
+    @functools.cached_property
+    def dpop(self) -> DpopReplayRepo:
+        return DpopReplayRepo(self.conn)
 
     @functools.cached_property
     def health(self) -> HealthRepo:

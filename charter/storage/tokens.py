@@ -27,6 +27,8 @@ class NewToken:
     issued_at: str
     expires_at: str
     digest: str
+    #: The RFC 7638 thumbprint of the client key a DPoP-bound token is bound to, else None.
+    dpop_jkt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class TokenState:
     revoked_at: str | None
     agent_status: str | None  # None when the agent no longer exists
     agent_charter: str | None
+    dpop_jkt: str | None = None  # the client key of a DPoP-bound token (issue 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,7 @@ class TokenRepo:
         """Store the row of an issued token."""
         self.conn.execute(
             "INSERT INTO tokens(jti, kid, agent_name, agent_id, charter, audience, scopes,"
-            " issued_at, expires_at, digest) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " issued_at, expires_at, digest, dpop_jkt) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 token.jti,
                 token.kid,
@@ -95,6 +98,7 @@ class TokenRepo:
                 token.issued_at,
                 token.expires_at,
                 token.digest,
+                token.dpop_jkt,
             ),
         )
 
@@ -111,7 +115,8 @@ class TokenRepo:
         """The row of token ``jti`` with its agent's status and current charter, or None."""
         row = self.conn.execute(
             "SELECT t.kid, t.agent_name, t.agent_id, t.charter, t.audience, t.scopes,"
-            " t.issued_at, t.expires_at, t.digest, t.revoked_at, a.status, a.charter_hash"
+            " t.issued_at, t.expires_at, t.digest, t.revoked_at, a.status, a.charter_hash,"
+            " t.dpop_jkt"
             " FROM tokens t LEFT JOIN agents a ON a.name = t.agent_name WHERE t.jti = ?",
             (jti,),
         ).fetchone()

@@ -226,6 +226,17 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _HTTP + "test_a_refused_token_gets_a_401_naming_the_reason",
         _HTTP + "test_a_second_server_on_another_port_leaves_the_issuer_alone",
     ),
+    # DPoP-bound tokens (issue 20)
+    "G-DPOP-1": (
+        "tests/tools/test_tokens_dpop.py::test_cnf_jkt_is_the_rfc_7638_thumbprint_of_the_given_key",
+        "tests/tools/test_tokens_dpop.py::test_a_private_or_malformed_key_is_refused",
+        "tests/tools/test_tokens_dpop.py::test_a_dpop_token_verifies_only_with_a_proof_of_its_key",
+        "tests/tools/test_tokens_dpop.py::test_the_replay_cache_is_shared_by_every_handle_and_pruned",
+        "tests/tools/test_tokens_dpop.py::test_cli_issue_dpop_jwk_and_verify_dpop",
+        "tests/server/test_http_dpop.py::test_each_misuse_of_a_dpop_token_is_refused_with_a_dpop_challenge",
+        "tests/server/test_http_dpop.py::test_two_proof_headers_are_refused",
+        "tests/server/test_http_dpop.py::test_mcp_calls_with_proofs_made_by_node_jose_succeed",
+    ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (
         _CRASH + "test_kill_9_at_random_moments_loses_nothing_acknowledged",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -25,7 +25,7 @@ def register(server: CharterServer) -> None:
         "token_issue",
         annotations=ISSUES,
         title="Issue a scoped token",
-        visible_args=("audience", "scopes", "ttl_seconds"),
+        visible_args=("audience", "scopes", "ttl_seconds", "dpop_jwk"),
     )
     async def token_issue(
         audience: Annotated[
@@ -48,6 +48,14 @@ def register(server: CharterServer) -> None:
             int,
             Field(ge=1, le=tokens.MAX_TTL_SECONDS, description="Lifetime in seconds (max 3600)."),
         ] = tokens.DEFAULT_TTL_SECONDS,
+        dpop_jwk: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description="A client's public JWK (EC P-256 or OKP Ed25519) to bind the "
+                "token to (DPoP, RFC 9449): it then works only with a DPoP proof signed by "
+                "that key. Omit for a bearer token."
+            ),
+        ] = None,
     ) -> tokens.IssuedToken:
         """Get a short-lived bearer token (EdDSA JWT) for one service, in your owner's name.
 
@@ -69,5 +77,6 @@ def register(server: CharterServer) -> None:
             scopes=scopes,
             ttl_seconds=ttl_seconds,
             limit=agent.token_scopes,
+            dpop_jwk=dpop_jwk,
         )
         return await call.run(tokens.issue_plan(call.deps.home, request))

@@ -4,12 +4,14 @@
 * :mod:`~charter.tools.tokens.verify`: every check, and RFC 7662 introspection;
 * :mod:`~charter.tools.tokens.keys`: the issuer (``iss``) and its keys (rotation, JWKS);
 * :mod:`~charter.tools.tokens.errors`: the typed reasons a token is refused;
-* :mod:`~charter.tools.tokens.codec`: the JWT itself, through PyJWT and the signer seam.
+* :mod:`~charter.tools.tokens.codec`: the JWT itself, through PyJWT and the signer seam;
+* :mod:`~charter.tools.tokens.dpop`: DPoP proofs (RFC 9449), checked and made;
+* :mod:`~charter.tools.tokens.proof`: a token with its DPoP proof, replay included.
 
 Callers use ``tokens.<name>`` for all of them.
 """
 
-from charter.tools.tokens import errors
+from charter.tools.tokens import dpop, errors
 from charter.tools.tokens.codec import ALGORITHM, TOKEN_TYPE
 from charter.tools.tokens.issue import (
     DEFAULT_TTL_SECONDS,
@@ -38,6 +40,7 @@ from charter.tools.tokens.keys import (
     rotate,
     set_issuer,
 )
+from charter.tools.tokens.proof import require_proof, verify_with_proof
 from charter.tools.tokens.verify import (
     MAX_TTL_SECONDS,
     REQUIRED_CLAIMS,
@@ -61,6 +64,7 @@ __all__ = [
     "TokenRequest",
     "VerifiedToken",
     "claims_digest",
+    "dpop",
     "ensure_issuer_keys",
     "errors",
     "get_token",
@@ -74,10 +78,12 @@ __all__ = [
     "prepare",
     "record",
     "recorded_issuer",
+    "require_proof",
     "resource_url",
     "revoke",
     "rotate",
     "set_issuer",
     "sign",
     "verify",
+    "verify_with_proof",
 ]

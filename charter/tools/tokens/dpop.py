@@ -373,6 +373,31 @@ def _p256_public_key(jwk: dict[str, Any]) -> EllipticCurvePublicKey:
         raise refusal from None
 
 
+def binding_thumbprint(jwk: object) -> str:
+    """The ``cnf.jkt`` for a token bound to client key ``jwk``: its RFC 7638 thumbprint,
+    once ``jwk`` is known to be a public key a proof can be signed with (EC P-256 for ES256
+    or OKP Ed25519 for EdDSA), so that a token is never bound to a key no proof can match.
+
+    Raises:
+        BadProofKey: not a JSON object, a private or symmetric key, or no P-256 / Ed25519
+            public key.
+    """
+    if not isinstance(jwk, dict):
+        raise BadProofKey("the key must be a JWK (a JSON object)")
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise BadProofKey("the key must be a public JWK; it holds private key material")
+    if jwk.get("kty") == "EC":
+        _p256_public_key(jwk)
+    else:
+        try:
+            public_key_from_jwk(jwk)
+        except ValueError:
+            raise BadProofKey(
+                "the key must be an EC P-256 or OKP Ed25519 public JWK (ES256 or EdDSA)"
+            ) from None
+    return jwk_thumbprint(jwk)
+
+
 def access_token_hash(access_token: str) -> str:
     """The ``ath`` of a proof presented with ``access_token``: base64url(SHA-256(ASCII))."""
     return b64url(hashlib.sha256(access_token.encode("utf-8")).digest())

@@ -34,6 +34,7 @@ from charter.tools.guards import check_reason
 from charter.tools.identity import get_agent, load_agent
 from charter.tools.plan import Plan
 from charter.tools.tokens.codec import encode
+from charter.tools.tokens.dpop import DpopInvalid, binding_thumbprint
 from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer_in, signing_key
 from charter.tools.tokens.verify import MAX_TTL_SECONDS, claims_digest
 
@@ -49,7 +50,15 @@ _ISSUE_SCOPE = "token:issue"
 class IssuedToken(BaseModel):
     """A freshly issued token and the facts about it (the token is shown once, never stored)."""
 
-    token: str = Field(description="The JWT; send it as `Authorization: Bearer <token>`.")
+    token: str = Field(
+        description="The JWT; send it as `Authorization: <token_type> <token>` (with a DPoP "
+        "proof for a DPoP token)."
+    )
+    token_type: str = Field(
+        default="Bearer",
+        description="`Bearer`, or `DPoP` for a token bound to a client key (RFC 9449): it "
+        "works only with a proof signed by that key.",
+    )
     jti: str = Field(description="Token id: what the owner revokes with `charter token revoke`.")
     audience: str = Field(description="The one service this token is for (`aud`).")
     scopes: list[str] = Field(description="What the token grants (`scope`).")
@@ -69,16 +78,22 @@ class TokenRequest:
     jti: str
     issued_at: int
     expires_at: int
+    #: The RFC 7638 thumbprint of the client key a DPoP-bound token is bound to (else the
+    #: token is bound to the agent's own key and may be used as a bearer token).
+    dpop_jkt: str | None = None
 
     def ledger_details(self) -> dict[str, Any]:
         """What the ledger records about the token (never the token)."""
-        return {
+        details: dict[str, Any] = {
             "jti": self.jti,
             "agent": self.agent_name,
             "audience": self.audience,
             "scopes": list(self.scopes),
             "expires_at": rfc3339(_from_epoch(self.expires_at)),
         }
+        if self.dpop_jkt is not None:
+            details["dpop_jkt"] = self.dpop_jkt
+        return details
 
 
 class TokenRecord(BaseModel):
@@ -108,20 +123,29 @@ def prepare(
     scopes: Sequence[str] | None = None,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     limit: Sequence[str] | None = None,
+    dpop_jwk: object = None,
 ) -> TokenRequest:
     """Check a token request against the agent's charter (and ``limit``) and fix its claims.
 
     ``limit`` is the scope of the token the request was made with, if any: a token can never
     mint a broader one. With no ``scopes`` requested, the token gets the ceiling's scopes
-    minus ``token:issue``. The expiry is cut to the charter's ``not_after``.
+    minus ``token:issue``. The expiry is cut to the charter's ``not_after``. With
+    ``dpop_jwk`` (a client's public JWK) the token is DPoP-bound to that key (RFC 9449).
 
     Raises:
-        InvalidInput: unknown scope or ``ttl_seconds`` outside 1..3600.
+        InvalidInput: unknown scope, ``ttl_seconds`` outside 1..3600, or a ``dpop_jwk`` that
+            is no P-256 or Ed25519 public JWK (a private key is refused).
         ScopeDenied: the audience is not in the charter, or a scope exceeds the ceiling.
         AgentRevoked: the charter has expired.
     """
     if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidInput(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
+    dpop_jkt = None
+    if dpop_jwk is not None:
+        try:
+            dpop_jkt = binding_thumbprint(dpop_jwk)
+        except DpopInvalid as exc:
+            raise InvalidInput(f"dpop_jwk: {exc.reason}") from None
     if audience not in charter.audiences:
         allowed = ", ".join(charter.audiences) or "none"
         raise ScopeDenied(
@@ -154,6 +178,7 @@ def prepare(
         ),  # hex: never starts with "-", which a shell would take for an option
         issued_at=now,
         expires_at=expires_at,
+        dpop_jkt=dpop_jkt,
     )
 
 
@@ -179,6 +204,7 @@ async def sign(home: Home, request: TokenRequest) -> IssuedToken:
     claims = _claims(iss, request)
     return IssuedToken(
         token=encode(claims, signing_key(home, kid)),
+        token_type="Bearer" if request.dpop_jkt is None else "DPoP",
         jti=request.jti,
         audience=request.audience,
         scopes=list(request.scopes),
@@ -202,6 +228,7 @@ def record(tx: Tx, request: TokenRequest, issued: IssuedToken) -> None:
             issued_at=issued.issued_at,
             expires_at=issued.expires_at,
             digest=claims_digest(json.loads(b64url_decode(issued.token.split(".")[1]))),
+            dpop_jkt=request.dpop_jkt,
         )
     )
 
@@ -249,6 +276,7 @@ async def issue_for_owner(
     scopes: Sequence[str] | None = None,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     passphrase: bytes | None = None,
+    dpop_jwk: object = None,
 ) -> IssuedToken:
     """The owner issues a token for one of their agents (``charter token issue``).
 
@@ -268,6 +296,7 @@ async def issue_for_owner(
         audience=audience,
         scopes=scopes,
         ttl_seconds=ttl_seconds,
+        dpop_jwk=dpop_jwk,
     )
     home.owner_key(passphrase)  # a wrong passphrase fails before anything is signed
 
@@ -298,7 +327,7 @@ def _claims(iss: str, request: TokenRequest) -> dict[str, Any]:
         "nbf": request.issued_at,
         "exp": request.expires_at,
         "jti": request.jti,
-        "cnf": {"jkt": thumbprint(view.agent_key)},
+        "cnf": {"jkt": request.dpop_jkt or thumbprint(view.agent_key)},
     }
 
 

@@ -63,6 +63,15 @@ class VerifiedToken:
     claims: dict[str, Any]
     agent_name: str
     kid: str
+    #: The client key thumbprint of a DPoP-bound token (RFC 9449): such a token is accepted
+    #: only with a proof signed by that key (:mod:`charter.tools.tokens.proof`). None for a
+    #: token bound to the agent's own key, which may be used as a bearer token.
+    dpop_jkt: str | None = None
+
+    @property
+    def token_type(self) -> str:
+        """``DPoP`` for a DPoP-bound token, else ``Bearer``."""
+        return "Bearer" if self.dpop_jkt is None else "DPoP"
 
     @property
     def jti(self) -> str:
@@ -146,12 +155,12 @@ def _verify_in(
     )
     try:
         _check_claims(claims, now)
-        name = _check_state(repo, claims, kid, claims_digest(claims))
+        name, dpop_jkt = _check_state(repo, claims, kid, claims_digest(claims))
     except TokenInvalid as exc:
         jti = claims.get("jti")
         exc.jti = jti if isinstance(jti, str) else None
         raise
-    return VerifiedToken(claims=claims, agent_name=name, kid=kid)
+    return VerifiedToken(claims=claims, agent_name=name, kid=kid, dpop_jkt=dpop_jkt)
 
 
 async def introspect(
@@ -175,7 +184,7 @@ async def introspect(
     claims = verified.claims
     return {
         "active": True,
-        "token_type": "Bearer",
+        "token_type": verified.token_type,
         **{k: claims[k] for k in REQUIRED_CLAIMS},
     }
 
@@ -227,8 +236,11 @@ def claims_digest(claims: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _check_state(repo: TokenRepo, claims: dict[str, Any], kid: str, digest: str) -> str:
-    """Check the token against its row, and its agent; return the agent's name.
+def _check_state(
+    repo: TokenRepo, claims: dict[str, Any], kid: str, digest: str
+) -> tuple[str, str | None]:
+    """Check the token against its row, and its agent; return the agent's name and the
+    client key a DPoP-bound token is bound to.
 
     The row is authoritative for every claim: the token must be byte for byte the one issued
     under its id (its claims' digest), so no claim, ``exp`` included, can be re-signed.
@@ -250,13 +262,15 @@ def _check_state(repo: TokenRepo, claims: dict[str, Any], kid: str, digest: str)
         claims["exp"],
     ) or (row.digest is not None and row.digest != digest):
         raise why.NotIssued("the token does not match what was issued under its id")
+    if row.dpop_jkt is not None and row.dpop_jkt != claims["cnf"]["jkt"]:
+        raise why.NotIssued("the token does not match what was issued under its id")
     if row.revoked_at is not None:
         raise why.TokenRevoked(f"token {claims['jti']!r} was revoked at {row.revoked_at}")
     if row.agent_status != "active":
         raise why.AgentRevokedToken(f"agent {name!r} has been revoked")
     if row.agent_charter != row.charter:
         raise why.CharterSuperseded(f"agent {name!r} has a new charter since this token was issued")
-    return name
+    return name, row.dpop_jkt
 
 
 def _from_epoch(seconds: float) -> dt.datetime:
