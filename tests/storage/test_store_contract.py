@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from pgfixtures import pg_cluster, pg_database  # noqa: F401 (fixtures)
 
 from charter.config import Settings
 from charter.errors import AgentRevoked, CharterError, InvalidInput, LedgerUnavailable
