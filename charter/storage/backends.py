@@ -9,6 +9,8 @@ only when such a URL is used.
 
 from __future__ import annotations
 
+import asyncio
+
 from charter.config import Settings
 from charter.errors import ConfigError
 from charter.storage.ports import Store
@@ -31,3 +33,14 @@ async def open_store(settings: Settings, *, create: bool = False) -> Store:
             "a PostgreSQL database needs the postgres extra: pip install 'charter[postgres]'"
         ) from exc
     return await PgStore.open(url, create=create)
+
+
+async def database_contains(store: Store, needle: bytes) -> bool:
+    """Whether ``needle`` appears anywhere in the stored bytes (the demo's leak check):
+    the SQLite file itself, or every text and bytea column of the PostgreSQL tables."""
+    if isinstance(store, SqliteStore):
+        return needle in await asyncio.to_thread(store.path.read_bytes)
+    from charter.storage.pg import PgStore
+
+    assert isinstance(store, PgStore)
+    return await store.contains_bytes(needle)

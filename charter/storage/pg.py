@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg import sql
 
 from charter.clock import Clock
 from charter.errors import CharterError, ConfigError, LedgerUnavailable
@@ -252,6 +253,27 @@ class PgStore:
             await asyncio.gather(*(self.run(lambda conn: None) for _ in range(2)))
         except CharterError:
             log.warning("PostgreSQL connections not opened ahead of time")
+
+    async def contains_bytes(self, needle: bytes) -> bool:
+        """Whether ``needle`` is in any text or bytea column of the schema's tables."""
+
+        def scan(conn: PgConnection) -> bool:
+            cols = conn.raw.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND data_type IN ('text', 'bytea')"
+            ).fetchall()
+            for table, column, kind in cols:
+                value: sql.Composable = sql.Identifier(column)
+                if kind == "text":
+                    value = sql.SQL("convert_to({}, 'UTF8')").format(value)
+                query = sql.SQL("SELECT 1 FROM {} WHERE position(%s IN {}) > 0 LIMIT 1").format(
+                    sql.Identifier(table), value
+                )
+                if conn.raw.execute(query, (needle,)).fetchone() is not None:
+                    return True
+            return False
+
+        return await self.run(scan)
 
     def worker(self) -> PgWorker:
         try:

@@ -4,8 +4,10 @@ config file) or ``CHARTER_DATABASE_URL``, honoured by every command; what it ref
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -14,6 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from charter.cli import cli
+from charter.config import Settings
+from charter.home import Home
+from charter.storage.backends import database_contains
 
 
 def charter(root: Path, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -109,3 +114,29 @@ def test_a_server_without_synchronous_commit_is_refused(tmp_path: Path, pg_datab
     assert done.returncode != 0
     assert "synchronous_commit" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "home" / "keys").exists()
+
+
+def test_charter_demo_runs_on_postgresql(pg_database: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
+    env["CHARTER_DATABASE_URL"] = pg_database
+    done = subprocess.run(
+        [sys.executable, "-m", "charter", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "valid=True" in done.stdout
+    assert "secret in the database or the model's context?  no" in done.stdout
+    assert ledger_rows(pg_database) >= 13  # the whole story went into PostgreSQL
+
+
+async def test_the_leak_check_reads_postgresql_rows(tmp_path: Path, pg_database: str) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=pg_database)
+    async with await Home.init(settings, owner="leak-check@example.com", cheap_kdf=True) as home:
+        assert await database_contains(home.store, b"leak-check@example.com")
+        assert not await database_contains(
+            home.store, b"never-stored-" + os.urandom(8).hex().encode()
+        )
