@@ -8,12 +8,12 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from charter.clock import Clock, SystemClock, rfc3339
-from charter.config import HomeLayout, Settings
+from charter.config import HomeLayout, Settings, check_database_url, write_database_url
 from charter.errors import ConfigError, InvalidInput
 from charter.evidence.canonical import canonical_json
 from charter.evidence.charters import TRUST_DOMAIN, owner_handle
@@ -22,8 +22,8 @@ from charter.evidence.jwk import b64url_decode, public_jwk
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
 from charter.keys import pkcs11 as pkcs11_store
 from charter.keys.files import read_passphrase_file
+from charter.storage.backends import open_store
 from charter.storage.ports import Draft, Store, Tx
-from charter.storage.sqlite import SqliteStore
 
 T = TypeVar("T")
 
@@ -54,8 +54,8 @@ class Home:
             ConfigError: if the home is missing, unsafe, or its database or keys are corrupt.
         """
         layout = settings.layout
-        layout.check()
-        store = await SqliteStore.open(layout.db)
+        layout.check(external_db=settings.database_url is not None)
+        store = await open_store(settings)
         try:
             meta = await store.read(lambda tx: tx.meta.all())
             if "origin" not in meta:
@@ -86,11 +86,14 @@ class Home:
         clock: Clock | None = None,
         cheap_kdf: bool = False,
         key_store: str | None = None,
+        database: str | None = None,
     ) -> Home:
         """Create a new home: folders, database, owner/issuer/log keys and ledger entry 0.
 
         ``key_store``: an RFC 7512 ``pkcs11:`` URI to make the keys inside that token instead
-        of files (:mod:`charter.keys.pkcs11`).
+        of files (:mod:`charter.keys.pkcs11`). ``database``: a ``postgresql://`` URL kept in
+        the home's config file (else ``settings.database_url``, else the SQLite file); the
+        database must not hold a ledger yet.
 
         Raises:
             ConfigError: if a home already exists there, or the key store is unusable.
@@ -106,6 +109,43 @@ class Home:
             raise ConfigError(
                 f"a Charter home already exists at {layout.root}; refusing to overwrite it"
             )
+        if database is not None:
+            settings = replace(settings, database_url=check_database_url(database))
+        store: Store | None = None
+        if settings.database_url is not None:  # reachable and empty, before making anything
+            store = await open_store(settings, create=True)
+        try:
+            return await cls._init(
+                settings,
+                store,
+                owner,
+                trust_domain,
+                passphrase,
+                clock,
+                cheap_kdf,
+                key_store,
+                keep_url=database is not None,
+            )
+        except BaseException:
+            if store is not None:
+                await store.close()
+            raise
+
+    @classmethod
+    async def _init(
+        cls,
+        settings: Settings,
+        store: Store | None,
+        owner: str,
+        trust_domain: str,
+        passphrase: bytes | None,
+        clock: Clock,
+        cheap_kdf: bool,
+        key_store: str | None,
+        *,
+        keep_url: bool,
+    ) -> Home:
+        layout = settings.layout
         token = None
         if key_store is not None:  # PKCS#11: check token and PIN before making anything
             if passphrase is not None:
@@ -120,6 +160,8 @@ class Home:
         os.chmod(layout.root, 0o700)
         (layout.keys / "agents").mkdir(mode=0o700, parents=True)
         os.chmod(layout.keys, 0o700)
+        if keep_url and settings.database_url is not None:
+            write_database_url(layout.root, settings.database_url)
 
         signer: Signer
         if token is not None:
@@ -146,7 +188,8 @@ class Home:
             "issuer_kid": issuer_key.kid,
             "created_at": rfc3339(clock.now()),
         }
-        store = await SqliteStore.open(layout.db, create=True)
+        if store is None:
+            store = await open_store(settings, create=True)
         home = cls(settings, store, meta, clock, signer, log_key, _owner_key=owner_key)
         store.bind(home.identity, clock, log_key)
         try:

@@ -19,6 +19,9 @@ _SUPPORT = str(Path(__file__).resolve().parent / "support")
 if _SUPPORT not in sys.path:
     sys.path.insert(0, _SUPPORT)
 
+# The private PostgreSQL cluster's fixtures (tests/support/pgfixtures.py), for every test.
+from pgfixtures import pg_cluster, pg_database, pg_own_cluster  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ from charter.cli.audit import ledger_table
 from charter.config import Settings
 from charter.errors import ServiceError
 from charter.home import Home
+from charter.storage.backends import database_contains
 from charter.tools import audit, identity
 
 AGENT = "demo-agent"
@@ -39,8 +40,10 @@ def register(cli: click.Group) -> None:
     async def demo(keep: bool) -> None:
         """Run the whole Charter story in seconds, in a throwaway home."""
         root = Path(tempfile.mkdtemp(prefix="charter-demo-"))
+        # CHARTER_DATABASE_URL: the demo's home keeps its rows in that (empty) database.
+        url = Settings.from_env(os.environ, home=root / "home").database_url
         try:
-            await run_demo(root / "home")
+            await run_demo(root / "home", database=url)
         finally:
             if keep:
                 click.echo(f"\nDemo home kept at {root / 'home'} (CHARTER_HOME={root / 'home'})")
@@ -79,13 +82,14 @@ def _echo_api() -> Iterator[str]:
         httpd.server_close()
 
 
-async def run_demo(home_dir: Path) -> None:
-    """Run the demo against a new home at ``home_dir``."""
+async def run_demo(home_dir: Path, database: str | None = None) -> None:
+    """Run the demo against a new home at ``home_dir`` (``database``: PostgreSQL's URL,
+    kept in the home's config so its stdio server uses it too)."""
     from charter.tools import vault
 
     started = time.monotonic()
     settings = Settings(home=home_dir)
-    async with await Home.init(settings, owner="owner@example.com") as home:
+    async with await Home.init(settings, owner="owner@example.com", database=database) as home:
         _say("charter init", f"owner owner@example.com; ledger {home.origin}")
         await identity.add_agent(
             home,
@@ -128,10 +132,10 @@ async def run_demo(home_dir: Path) -> None:
         f"valid={verdict['valid']} size={verdict['size']} (the ledger as it stood when "
         "checked: the audit_verify call's own entry is appended after it)",
     )
-    async with await Home.open(settings) as home:
+    async with await Home.open(Settings.from_env({}, home=home_dir)) as home:
         entries = await audit.entries_from(home, 0, limit=1 << 30)
         report = await audit.verify_home(home)
-        leaked = DEMO_KEY.encode() in home.layout.db.read_bytes()
+        leaked = await database_contains(home.store, DEMO_KEY.encode())
     console().print(ledger_table(entries))
     # Say why the counts differ, so "size=12" then "13 entries" does not look like a bug.
     later = report.size - verdict["size"]

@@ -41,6 +41,14 @@ def register(cli: click.Group) -> None:
         "'pkcs11:token=LABEL?module-path=/path/module.so&pin-source=file:/path/pin' "
         "(or pin-value=PIN). Needs pip install 'charter[pkcs11]'.",
     )
+    @click.option(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="Keep the ledger, agents and vault rows in this PostgreSQL database "
+        "(postgresql://...; kept in the home's config.json, which then holds no database "
+        "file) instead of the home's SQLite file. Needs pip install 'charter[postgres]'.",
+    )
     @common_options(as_json=True)
     @run_async
     async def init(
@@ -49,6 +57,7 @@ def register(cli: click.Group) -> None:
         issuer: str | None,
         passphrase_file: Path | None,
         key_store: str | None,
+        database: str | None,
         home: Path | None,
         as_json: bool,
     ) -> None:
@@ -62,6 +71,7 @@ def register(cli: click.Group) -> None:
             trust_domain=trust_domain,
             passphrase=passphrase,
             key_store=key_store,
+            database=database,
         ) as h:
             if issuer_url is not None:
                 await tokens.set_issuer(h, issuer_url)
@@ -73,6 +83,7 @@ def register(cli: click.Group) -> None:
                 "keys_sealed": passphrase is not None,
                 "issuer": await tokens.issuer(h),
                 "key_store": "pkcs11" if key_store else "file",
+                "database": "postgresql" if h.settings.database_url else "sqlite",
             }
         if as_json:
             emit_json(info)

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from charter.home import Home
+from charter.storage.backends import open_store
 from charter.storage.ports import Store
-from charter.storage.sqlite import SqliteStore
 from charter.storage.writer import AfterCommit, LedgerWriter
 from charter.tools.identity import AgentContext
 
@@ -47,7 +47,7 @@ class Deps:
         """
         if self._writer is None:
             home = self.home
-            store = await SqliteStore.open(home.layout.db)
+            store = await open_store(home.settings)
             store.bind(home.identity, home.clock, home.log_key)
             await store.warm()
             self._writer_store = store

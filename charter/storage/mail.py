@@ -188,7 +188,7 @@ class MailRepo:
         rows = self.conn.execute(
             "SELECT message_id, agent, sender, recipients, subject, size, digest, transport,"
             " status, reply, intent_seq, created_at FROM mail_sent"
-            " WHERE (? IS NULL OR agent = ?) ORDER BY id DESC LIMIT ?",
+            " WHERE (CAST(? AS TEXT) IS NULL OR agent = ?) ORDER BY id DESC LIMIT ?",
             (agent, agent, limit),
         ).fetchall()
         out = []

@@ -28,8 +28,9 @@ from charter.evidence.charters import CharterView
 from charter.evidence.jwk import Ed25519Signer
 
 if TYPE_CHECKING:
+    from charter.clock import Clock
     from charter.errors import AgentRevoked, CharterError
-    from charter.evidence.entries import Entry
+    from charter.evidence.entries import Entry, LedgerIdentity
     from charter.storage.agents import AgentRepo
     from charter.storage.approvals import ApprovalRepo
     from charter.storage.dpop import DpopReplayRepo
@@ -143,6 +144,10 @@ Work = Callable[[Tx], T]
 
 class Store(Protocol):
     """A backend: runs units of work and group-commits ledger appends, off the event loop."""
+
+    def bind(self, identity: LedgerIdentity, clock: Clock, log_key: Ed25519Signer | None) -> None:
+        """Give the ledger its identity, clock and log key (read from ``meta`` by the home)."""
+        ...
 
     async def read(self, work: Callable[[Tx], T]) -> T:
         """Run ``work`` in one read transaction (a consistent snapshot)."""

@@ -178,7 +178,7 @@ class VaultRepo:
         """Metadata of every current secret, by name."""
         rows = self.conn.execute(
             _INFO_COLUMNS + " WHERE current_version IS NOT NULL"
-            " AND (system = 0 OR ?) ORDER BY name",
+            " AND (system = 0 OR ? = 1) ORDER BY name",
             (int(include_system),),
         ).fetchall()
         return [self._info(row) for row in rows]

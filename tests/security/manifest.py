@@ -22,6 +22,8 @@ _APPROVALS = "tests/server/test_approvals_mcp.py::"
 _VAULT = "tests/storage/test_vault_storage.py::"
 _TVAULT = "tests/tools/test_vault.py::"
 _KEYS = "tests/security/test_keys_at_rest.py::"
+_PGC = "tests/storage/test_store_contract.py::"
+_PGS = "tests/storage/test_pg_selection.py::"
 
 GUARANTEES: dict[str, tuple[str, ...]] = {
     # -- a prompt-injected agent ------------------------------------------------------------
@@ -298,5 +300,16 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _KEYS + "test_an_interrupted_passphrase_change_leaves_a_home_that_opens",
         _KEYS + "test_keys_passphrase_reseals_everything",
         _KEYS + "test_a_running_server_follows_a_passphrase_change",
+    ),
+    # -- PostgreSQL backend (issue 18) ---------------------------------------------------
+    "G-PG-1": (
+        _PGC + "test_two_stores_on_one_database_never_fork",
+        _PGC + "test_appends_form_one_chain_in_one_order",
+    ),
+    "G-PG-2": (
+        _PGS + "test_a_server_without_synchronous_commit_is_refused",
+        _PGS + "test_a_bad_database_url_gets_one_clear_line_without_its_password",
+        _PGS + "test_init_refuses_a_database_that_already_holds_a_ledger",
+        _PGS + "test_init_database_is_kept_and_every_command_uses_it",
     ),
 }

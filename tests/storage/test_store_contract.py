@@ -1,8 +1,8 @@
 """The storage ports' contract (charter/storage/ports.py), run over every backend.
 
 Each test drives a home's :class:`~charter.storage.ports.Store` only through the port: units
-of work, appends, the worker handle. A second backend (PostgreSQL) adds a parameter to the
-``backend`` fixture and must pass the same tests.
+of work, appends, the worker handle. Every test runs on the SQLite file and on a fresh
+PostgreSQL database (``pg_database``: a private cluster, tests/support/pgfixtures.py).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import asyncio
 import hashlib
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from charter.config import Settings
 from charter.errors import AgentRevoked, CharterError, InvalidInput, LedgerUnavailable
 from charter.evidence.entries import Entry
 from charter.home import Home
@@ -23,7 +24,7 @@ from charter.storage.ports import Draft, Store, Tx
 from charter.testing import FrozenClock, agent_draft, make_home
 from charter.tools import audit, identity
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -32,10 +33,25 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def home(tmp_path: Path, clock: FrozenClock, backend: str) -> AsyncIterator[Home]:
+def new_home(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Callable[..., Awaitable[Home]]:
+    """Makes a new home on ``backend`` (PostgreSQL: on a fresh database of its own)."""
+    url = str(request.getfixturevalue("pg_database")) if backend == "postgresql" else None
+
+    async def make(clock: FrozenClock | None = None) -> Home:
+        if url is None:
+            return await make_home(tmp_path / "home", clock=clock)
+        settings = Settings(home=tmp_path / "home", database_url=url)
+        return await Home.init(settings, owner="owner@example.com", clock=clock, cheap_kdf=True)
+
+    return make
+
+
+@pytest.fixture
+async def home(clock: FrozenClock, new_home: Callable[..., Awaitable[Home]]) -> AsyncIterator[Home]:
     """A home on ``backend`` with agent ``alpha``."""
-    assert backend == "sqlite"  # the only backend so far; PostgreSQL adds its own home here
-    h = await make_home(tmp_path / "home", clock=clock)
+    h = await new_home(clock)
     await identity.add_agent(h, "alpha", scopes=["audit:read"])
     yield h
     await h.close()
@@ -172,20 +188,24 @@ async def test_the_worker_handle_serves_a_plain_thread(home: Home) -> None:
     assert await home.store.read(lambda tx: tx.meta.get("contract:worker")) == "w"
 
 
-async def test_a_closed_store_refuses_work_with_a_clear_error(tmp_path: Path) -> None:
-    h = await make_home(tmp_path / "home")
+async def test_a_closed_store_refuses_work_with_a_clear_error(
+    new_home: Callable[..., Awaitable[Home]],
+) -> None:
+    h = await new_home()
     store: Store = h.store
     await h.close()
     with pytest.raises(LedgerUnavailable, match="closed"):
         await store.read(lambda tx: tx.meta.get("origin"))
 
 
-async def test_an_unbound_store_refuses_to_append(tmp_path: Path) -> None:
-    from charter.storage.sqlite import SqliteStore
+async def test_an_unbound_store_refuses_to_append(
+    new_home: Callable[..., Awaitable[Home]],
+) -> None:
+    from charter.storage.backends import open_store
 
-    h = await make_home(tmp_path / "home")
+    h = await new_home()
     await h.close()
-    store = await SqliteStore.open(h.layout.db)  # not bound to the ledger's identity
+    store = await open_store(h.settings)  # not bound to the ledger's identity
     try:
         with pytest.raises(CharterError, match="not bound"):
             await store.read(lambda tx: tx.ledger.head())
