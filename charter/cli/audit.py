@@ -12,8 +12,8 @@ from rich.table import Table
 
 from charter.cli._common import common_options, console, emit_json, open_home, run_async
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
-from charter.errors import LedgerIntegrityError, NotFound
-from charter.tools import audit
+from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
+from charter.tools import audit, ocsf
 from charter.tools.audit import EntryOut
 
 
@@ -133,11 +133,25 @@ def register(cli: click.Group) -> None:
                 click.echo(f"  {line}")
 
     @audit_group.command("export")
-    @click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+    @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, allow_dash=True))
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["charter", "ocsf"]),
+        default="charter",
+        show_default=True,
+        help="charter: the auditor's bundle; ocsf: OCSF API Activity events, one JSON line "
+        "per entry, to FOLDER/events.ocsf.jsonl or to stdout with '-' (docs/INTEGRATIONS.md).",
+    )
     @common_options(as_json=True)
     @run_async
-    async def export(folder: Path, home: Path | None, as_json: bool) -> None:
+    async def export(folder: Path, fmt: str, home: Path | None, as_json: bool) -> None:
         """Write an auditor's bundle (entries, keys, charters) to FOLDER."""
+        if fmt == "ocsf":
+            await export_ocsf(folder, home, as_json)
+            return
+        if str(folder) == "-":
+            raise InvalidInput("the charter format writes a folder: name one ('-' is for ocsf)")
         async with await open_home(home) as h:
             manifest = await audit.export(h, folder)
         if as_json:
@@ -145,6 +159,24 @@ def register(cli: click.Group) -> None:
         else:
             click.echo(f"Exported {manifest['size']} entries to {folder}")
             click.echo(f"Verify with: charter audit verify --export {folder}")
+
+
+async def export_ocsf(folder: Path, home: Path | None, as_json: bool) -> None:
+    """``charter audit export --format ocsf``: to stdout (``-``) or FOLDER/events.ocsf.jsonl."""
+    async with await open_home(home) as h:
+        if str(folder) == "-":
+            count = await ocsf.export(h, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "events.ocsf.jsonl"
+        if target.exists():
+            raise InvalidInput(f"{target} exists; choose a new folder")
+        count = await ocsf.export(h, target)
+    if as_json:
+        emit_json({"format": "ocsf", "version": ocsf.OCSF_VERSION, "events": count})
+    else:
+        click.echo(f"Exported {count} OCSF {ocsf.OCSF_VERSION} events to {target}")
 
 
 __all__ = ["ledger_table", "register"]

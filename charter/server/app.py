@@ -26,7 +26,7 @@ from pydantic import ValidationError
 import charter
 from charter.errors import CharterError, InvalidInput
 from charter.evidence.charters import check_validity
-from charter.server import calls
+from charter.server import calls, telemetry
 from charter.server.approvals import InputRequired
 from charter.server.deps import Deps
 from charter.storage.ports import Draft
@@ -74,6 +74,10 @@ class CharterServer(MCPServer[Any]):
         )
         self.deps = deps
         self.specs: dict[str, ToolSpec] = {}
+        #: Spans for tool calls, when the OTEL_* variables ask for them (else None).
+        self.telemetry = telemetry.Telemetry.from_env(deps.home.origin)
+        if self.telemetry is not None:
+            deps.on_shutdown.append(self.telemetry.aclose)
 
     def charter_tool(
         self,
@@ -106,12 +110,23 @@ class CharterServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> Any:
-        """Run one tool call through the gate (see the module docstring)."""
+        """Run one tool call through the gate (see the module docstring), in a span when
+        OpenTelemetry is configured (:mod:`charter.server.telemetry`)."""
+        if self.telemetry is None:
+            return await self._gate(name, arguments, context)
+        return await self.telemetry.traced(
+            name, context, lambda: self._gate(name, arguments, context)
+        )
+
+    async def _gate(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None
+    ) -> Any:
         deps = self.deps
         spec = self.specs.get(name) or ToolSpec(name, "tool.unknown", frozenset())
         try:
             agent = await deps.resolve_agent()
         except CharterError as exc:
+            telemetry.note_error(exc)
             await self._record_refusal(spec, arguments, exc)
             raise ToolError(exc.public_message) from None
         call = calls.Call(
@@ -136,9 +151,11 @@ class CharterServer(MCPServer[Any]):
                     # call; the approval.request entry records this round.
                     return exc.__cause__.result
                 public, outcome = _translate(name, exc)
+                telemetry.note_error(exc.__cause__ or exc)
                 await self._finish(call, outcome, reason=public)
                 raise ToolError(public) from None
             except CharterError as exc:
+                telemetry.note_error(exc)
                 await self._finish(call, exc.outcome, reason=exc.public_message)
                 raise ToolError(exc.public_message) from None
             structured = result.structured_content if isinstance(result, CallToolResult) else None
@@ -152,7 +169,7 @@ class CharterServer(MCPServer[Any]):
 
     async def _finish(self, call: calls.Call, outcome: str, **kw: Any) -> None:
         try:
-            await call.finish(outcome, **kw)
+            telemetry.note_entry(await call.finish(outcome, **kw), call.intent_entry)
         except CharterError as exc:
             if call.intent_entry is not None:
                 # NOTE: the action already happened; say so rather than invite a retry.
@@ -181,7 +198,7 @@ class CharterServer(MCPServer[Any]):
             reason=exc.public_message,
         )
         try:
-            await self.deps.writer.append(draft)
+            telemetry.note_entry(await self.deps.writer.append(draft))
         except CharterError:
             log.exception("could not record a refused call")
 

@@ -114,6 +114,9 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _MAIL + "test_mail_password_lives_only_in_the_vault",
         _ID + "test_another_agents_secret_is_refused_and_recorded",
     ),
+    "G-DATA-2": (
+        "tests/server/test_telemetry.py::test_a_refused_call_is_an_error_span_with_its_denied_entry",
+    ),
     # -- an admin who edits the ledger --------------------------------------------------------
     "G-LEDGER-1": (
         _ID + "test_the_database_refuses_updates_and_deletes_of_the_ledger",
