@@ -318,10 +318,16 @@ def check_vault(facts: Facts) -> list[Check]:
     return out
 
 
-async def run_checks(layout: HomeLayout, open_home: Callable[[], Awaitable[Home]]) -> list[Check]:
-    """Every check, in order; later checks are skipped when the home cannot be opened."""
+async def run_checks(
+    layout: HomeLayout,
+    open_home: Callable[[], Awaitable[Home]],
+    *,
+    database_url: str | None = None,
+) -> list[Check]:
+    """Every check, in order; later checks are skipped when the home cannot be opened.
+    With ``database_url`` (PostgreSQL) the home folder holds no database file."""
     checks = [check_sdk()]
-    if not layout.db.exists():
+    if database_url is None and not layout.db.exists():
         checks.append(
             Check(
                 "home",
@@ -361,7 +367,7 @@ def register(cli: click.Group) -> None:
     async def doctor(home: Path | None, as_json: bool) -> None:
         """Check the home's permissions, keys, database, ledger and the MCP SDK; say what to fix."""
         s = settings(home)
-        checks = await run_checks(s.layout, lambda: Home.open(s))
+        checks = await run_checks(s.layout, lambda: Home.open(s), database_url=s.database_url)
         failed = any(c.status == "fail" for c in checks)
         if as_json:
             emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})

@@ -140,3 +140,14 @@ async def test_the_leak_check_reads_postgresql_rows(tmp_path: Path, pg_database:
         assert not await database_contains(
             home.store, b"never-stored-" + os.urandom(8).hex().encode()
         )
+
+
+def test_doctor_checks_a_postgresql_home(tmp_path: Path, pg_database: str) -> None:
+    root = tmp_path / "home"
+    assert (
+        charter(root, "init", "--owner", "o@example.com", "--database", pg_database).returncode == 0
+    )
+    doctor = charter(root, "doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["home"]["status"] == "ok", checks["home"]  # no charter.db is not "no home"
+    assert checks["ledger"]["status"] == "ok" and checks["database integrity"]["status"] == "ok"
