@@ -30,12 +30,14 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charter.errors import InvalidInput
 from charter.evidence.canonical import MAX_SAFE_INT, canonical_json
 from charter.storage.vault_values import SecretValue
-from charter.tools.vault.redact import Redactor
+
+if TYPE_CHECKING:
+    from charter.tools.vault.redact import Redactor
 
 #: Largest hook payload accepted (a Write of a big file carries the whole file).
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -323,7 +325,7 @@ def summarize_tool_input(
     :data:`SUMMARY_MAX_DEPTH`, and a summary whose canonical JSON still passes
     :data:`SUMMARY_MAX_BYTES` is replaced by its field names and hash.
     """
-    redactor = Redactor(secrets)
+    redactor = _redactor(secrets)
     for max_chars in (SUMMARY_MAX_CHARS, SUMMARY_MAX_CHARS // 4):
         out = _summary(dict(tool_input), redactor, max_chars, 0)
         assert isinstance(out, dict)
@@ -338,7 +340,41 @@ def summarize_tool_input(
     }
 
 
-def _summary(value: Any, redactor: Redactor, max_chars: int, depth: int) -> Any:
+def redacted_text(text: str, secrets: Iterable[SecretValue] = (), *, max_chars: int) -> str:
+    """``text`` as a summary holds a string: vault values redacted, valid Unicode, no NUL,
+    cut after ``max_chars`` characters with the SHA-256 of the whole redacted text."""
+    return _text(_redactor(secrets), text, max_chars)
+
+
+def redacted_hash(value: Any, secrets: Iterable[SecretValue] = ()) -> str:
+    """:func:`content_hash` of ``value`` with every vault value redacted in its strings and
+    keys: what the ledger holds for a tool input or response (a hash of the raw value would
+    let anyone who guesses the rest of it confirm a guess of a secret)."""
+    secrets = list(secrets)
+    if not secrets:
+        return content_hash(value)
+    return content_hash(_redacted(value, _redactor(secrets)))
+
+
+class _NoSecrets:
+    """The redactor of a home whose vault holds no value (and the lean import path)."""
+
+    def redact_text(self, text: str) -> str:
+        return text
+
+
+def _redactor(secrets: Iterable[SecretValue]) -> Redactor | _NoSecrets:
+    values = list(secrets)
+    if not values:
+        return _NoSecrets()
+    # Imported only when there is something to redact: the vault package pulls in pydantic
+    # and HTTP code a hook with an empty vault never needs (issue 23: a lean import path).
+    from charter.tools.vault.redact import Redactor
+
+    return Redactor(values)
+
+
+def _summary(value: Any, redactor: Redactor | _NoSecrets, max_chars: int, depth: int) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -366,7 +402,7 @@ def _summary(value: Any, redactor: Redactor, max_chars: int, depth: int) -> Any:
     return _text(redactor, repr(type(value).__name__), max_chars)
 
 
-def _redacted(value: Any, redactor: Redactor) -> Any:
+def _redacted(value: Any, redactor: Redactor | _NoSecrets) -> Any:
     """``value`` with every string (and key) redacted, otherwise unchanged."""
     if isinstance(value, str):
         return redactor.redact_text(_valid(value))
@@ -379,7 +415,7 @@ def _redacted(value: Any, redactor: Redactor) -> Any:
     return value
 
 
-def _text(redactor: Redactor, value: str, max_chars: int) -> str:
+def _text(redactor: Redactor | _NoSecrets, value: str, max_chars: int) -> str:
     """A string the ledger can hold: redacted, valid Unicode, no NUL, cut with its hash."""
     # Valid Unicode first (lone surrogates become U+FFFD; no secret holds one), then redact.
     clean = redactor.redact_text(_valid(value)).replace("\x00", "\ufffd")
