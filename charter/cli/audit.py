@@ -13,6 +13,7 @@ from rich.table import Table
 from charter.cli._common import common_options, console, emit_json, open_home, run_async
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import LedgerIntegrityError, NotFound
+from charter.home import Home
 from charter.tools import audit
 from charter.tools.audit import EntryOut
 
@@ -26,6 +27,27 @@ def ledger_table(entries: list[EntryOut]) -> Table:
     return table
 
 
+async def _session_entries(h: Home, session: str, start: int) -> list[EntryOut]:
+    """Every entry of ``session`` from seq ``start`` on."""
+    out: list[EntryOut] = []
+    cursor: int | None = start
+    while cursor is not None:
+        page = await audit.query(h, session=session, cursor=cursor, limit=audit.MAX_QUERY_LIMIT)
+        out.extend(page.entries)
+        cursor = page.next_cursor
+    return out
+
+
+async def _session_start(h: Home, session: str, count: int) -> int:
+    """The seq of the ``count``-th last entry of ``session`` (0 if it has fewer)."""
+    entries = await _session_entries(h, session, 0)
+    return (
+        entries[-count].seq
+        if len(entries) >= count and count > 0
+        else (entries[0].seq if entries else 0)
+    )
+
+
 def register(cli: click.Group) -> None:
     """Add the command group."""
 
@@ -36,15 +58,29 @@ def register(cli: click.Group) -> None:
     @audit_group.command("tail")
     @click.option("-n", "count", default=20, show_default=True, help="How many entries.")
     @click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
+    @click.option(
+        "--session",
+        default=None,
+        help="Only this session's entries (e.g. a Claude Code session id), as a timeline: "
+        "prompts, intents, outcomes.",
+    )
     @common_options(as_json=True)
     @run_async
-    async def tail(count: int, follow: bool, home: Path | None, as_json: bool) -> None:
+    async def tail(
+        count: int, follow: bool, session: str | None, home: Path | None, as_json: bool
+    ) -> None:
         """Show the last entries."""
         async with await open_home(home) as h:
             size = await h.read(lambda tx: tx.queries.size())
             start = max(0, size - count)
+            if session is not None:
+                start = await _session_start(h, session, count)
             while True:
-                entries = await audit.entries_from(h, start)
+                entries = await (
+                    audit.entries_from(h, start)
+                    if session is None
+                    else _session_entries(h, session, start)
+                )
                 if entries:
                     if as_json:
                         for e in entries:

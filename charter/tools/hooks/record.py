@@ -198,7 +198,9 @@ def plan(
 ) -> tuple[list[Draft], output.HookResponse]:
     """The entries to append for ``event`` and the answer once they are committed."""
     policy = who.charter.policy
-    hooks = policy.get(POLICY_KEY) if isinstance(policy.get(POLICY_KEY), dict) else {}
+    hooks = policy.get(POLICY_KEY)
+    if not isinstance(hooks, dict):
+        hooks = {}
     if isinstance(event, ev.PreToolUse):
         return _pre_tool(who, event, secrets, rules_of(policy), project_dir)
     if isinstance(event, ev.PostToolUse | ev.PostToolUseFailure):
