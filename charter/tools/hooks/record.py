@@ -38,7 +38,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charter.errors import CharterError, ConfigError, NotFound
 from charter.evidence.canonical import canonical_json
@@ -51,7 +51,9 @@ from charter.storage.vault import Vault
 from charter.storage.vault_values import SecretValue
 from charter.tools.hooks import events as ev
 from charter.tools.hooks import output
-from charter.tools.hooks.rules import OwnerRules, ToolCall, Verdict
+
+if TYPE_CHECKING:
+    from charter.tools.hooks.rules import OwnerRules
 
 #: Where the rules and the prompt setting live in the charter's signed policy.
 POLICY_KEY = "hooks"
@@ -82,6 +84,8 @@ def rules_of(policy: dict[str, Any]) -> OwnerRules:
     Raises:
         RuleError: a stored rule that does not parse (the charter was signed with one).
     """
+    from charter.tools.hooks.rules import OwnerRules  # only when there are rules: lean path
+
     hooks = policy.get(POLICY_KEY)
     if not isinstance(hooks, dict):
         return OwnerRules()
@@ -100,6 +104,8 @@ def with_rules(
     Raises:
         RuleError: a rule that cannot take effect (one line, naming it).
     """
+    from charter.tools.hooks.rules import OwnerRules
+
     current = policy.get(POLICY_KEY)
     hooks = dict(current) if isinstance(current, dict) else {}
     if deny is not None:
@@ -202,7 +208,8 @@ def plan(
     if not isinstance(hooks, dict):
         hooks = {}
     if isinstance(event, ev.PreToolUse):
-        return _pre_tool(who, event, secrets, rules_of(policy), project_dir)
+        rules = rules_of(policy) if hooks.get("deny") or hooks.get("ask") else None
+        return _pre_tool(who, event, secrets, rules, project_dir)
     if isinstance(event, ev.PostToolUse | ev.PostToolUseFailure):
         return [_post_tool(who, event, secrets)], output.proceed()
     if isinstance(event, ev.UserPromptSubmit):
@@ -228,18 +235,21 @@ def _pre_tool(
     who: HookAgent,
     event: ev.PreToolUse,
     secrets: list[SecretValue],
-    rules: OwnerRules,
+    rules: OwnerRules | None,
     project_dir: str | None,
 ) -> tuple[list[Draft], output.HookResponse]:
-    verdict: Verdict = rules.decide(
+    args = _tool_args(event, secrets)
+    if rules is None:  # no owner rule: nothing to decide (and rules.py is not imported)
+        return [_intent(who, event, args, secrets)], output.proceed()
+    from charter.tools.hooks.rules import ToolCall
+
+    verdict = rules.decide(
         ToolCall.from_event(event, project_dir=project_dir, home=os.environ.get("HOME"))
     )
-    args = _tool_args(event, secrets)
     if verdict.decision is not None:
         args["decision"] = verdict.decision
         args["rules"] = [r.text for r in verdict.rules]
-    intent = _draft(who, event, "hook.tool", "intent", args)
-    intent.args_hash = ev.redacted_hash(dict(event.tool_input), secrets)
+    intent = _intent(who, event, args, secrets)
     drafts = [intent]
     if verdict.decision == "deny":
         denied = _draft(who, event, "hook.tool", "outcome", {"tool": event.tool_name})
@@ -247,6 +257,14 @@ def _pre_tool(
         denied.args_hash = intent.args_hash
         drafts.append(denied)
     return drafts, output.for_verdict(verdict)
+
+
+def _intent(
+    who: HookAgent, event: ev.PreToolUse, args: dict[str, Any], secrets: list[SecretValue]
+) -> Draft:
+    intent = _draft(who, event, "hook.tool", "intent", args)
+    intent.args_hash = ev.redacted_hash(dict(event.tool_input), secrets)
+    return intent
 
 
 def _post_tool(
