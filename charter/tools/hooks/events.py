@@ -29,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import FrozenInstanceError
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from charter.errors import InvalidInput
 from charter.evidence.canonical import MAX_SAFE_INT, canonical_json
@@ -60,10 +60,27 @@ class HookInputError(InvalidInput):
     """The hook payload is malformed; the message is one line and holds no value."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class HookEvent:
     """What every hook event carries. ``repr`` shows no content (prompts, inputs, responses
-    may hold secrets), only names and ids."""
+    may hold secrets), only names and ids.
+
+    Frozen value objects built from keyword arguments (every field required). Plain slotted
+    classes rather than dataclasses: creating ten dataclasses costs about 20 ms at import,
+    paid by the hook command on every tool call (issue 23's lean import path).
+    """
+
+    __slots__ = (
+        "agent_id",
+        "agent_type",
+        "cwd",
+        "event",
+        "permission_mode",
+        "session_id",
+        "transcript_path",
+    )
+    #: Fields ``repr`` never shows (content, not ids).
+    _HIDDEN: ClassVar[frozenset[str]] = frozenset()
+    _NAMES: ClassVar[tuple[str, ...]] = ()
 
     event: str
     session_id: str
@@ -74,64 +91,107 @@ class HookEvent:
     agent_id: str | None
     agent_type: str | None
 
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls._NAMES = tuple(
+            n for c in reversed(cls.__mro__) for n in c.__dict__.get("__slots__", ())
+        )
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+    def __init__(self, **values: Any) -> None:
+        names = self._NAMES or HookEvent.__slots__
+        missing = [n for n in names if n not in values]
+        extra = sorted(set(values) - set(names))
+        if missing or extra:
+            raise TypeError(f"{type(self).__name__}: missing {missing}, unexpected {extra}")
+        for name in names:
+            object.__setattr__(self, name, values[name])
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in self._NAMES or HookEvent.__slots__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, HookEvent)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.event, self.session_id, getattr(self, "tool_use_id", None)))
+
+    def __repr__(self) -> str:
+        shown = (n for n in self._NAMES or HookEvent.__slots__ if n not in self._HIDDEN)
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
+
+
 class UserPromptSubmit(HookEvent):
-    prompt: str = field(repr=False)
+    __slots__ = ("prompt",)
+    _HIDDEN = frozenset(__slots__)
+    prompt: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PreToolUse(HookEvent):
+    __slots__ = ("tool_input", "tool_name", "tool_use_id")
+    _HIDDEN = frozenset({"tool_input"})
     tool_name: str
-    tool_input: Mapping[str, Any] = field(hash=False, repr=False)
+    tool_input: Mapping[str, Any]
     tool_use_id: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PostToolUse(HookEvent):
+    __slots__ = ("tool_input", "tool_name", "tool_response", "tool_use_id")
+    _HIDDEN = frozenset({"tool_input", "tool_response"})
     tool_name: str
-    tool_input: Mapping[str, Any] = field(hash=False, repr=False)
+    tool_input: Mapping[str, Any]
     tool_use_id: str | None
-    tool_response: Any = field(hash=False, repr=False)
+    tool_response: Any
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PostToolUseFailure(HookEvent):
+    __slots__ = ("error", "is_interrupt", "tool_input", "tool_name", "tool_use_id")
+    _HIDDEN = frozenset({"tool_input", "error"})
     tool_name: str
-    tool_input: Mapping[str, Any] = field(hash=False, repr=False)
+    tool_input: Mapping[str, Any]
     tool_use_id: str | None
-    error: str = field(repr=False)
+    error: str
     is_interrupt: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionStart(HookEvent):
+    __slots__ = ("model", "source")
     source: str | None
     model: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnd(HookEvent):
+    __slots__ = ("reason",)
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop(HookEvent):
+    __slots__ = ("last_assistant_message", "stop_hook_active")
+    _HIDDEN = frozenset({"last_assistant_message"})
     stop_hook_active: bool
-    last_assistant_message: str | None = field(repr=False)
+    last_assistant_message: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SubagentStop(HookEvent):
+    __slots__ = ("agent_transcript_path", "last_assistant_message", "stop_hook_active")
+    _HIDDEN = frozenset({"last_assistant_message"})
     stop_hook_active: bool
-    last_assistant_message: str | None = field(repr=False)
+    last_assistant_message: str | None
     agent_transcript_path: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class GenericEvent(HookEvent):
     """An event this module does not model: its name, session and field names only."""
 
+    __slots__ = ("fields",)
     fields: tuple[str, ...]
 
 
