@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -25,6 +26,49 @@ def ledger_table(entries: list[EntryOut]) -> Table:
         actor = e.actor.rsplit("/", 1)[-1] if e.actor.startswith("spiffe://") else e.actor
         table.add_row(str(e.seq), e.ts[11:23], actor, e.action, e.phase, e.outcome or "", e.kid[:8])
     return table
+
+
+def session_table(entries: list[EntryOut]) -> Table:
+    """A session as a timeline: each prompt, then each tool's intent and outcome."""
+    table = Table("seq", "time", "actor", "step", "call", "outcome", "what")
+    for e in entries:
+        actor = e.actor.rsplit("/", 1)[-1] if e.actor.startswith("spiffe://") else e.actor
+        step = f"{e.action} {e.phase}" if e.action == "hook.tool" else e.action
+        call = (e.call or "")[:24]
+        # Agent-written text: escaped, so it shows as written and cannot restyle the table.
+        table.add_row(
+            str(e.seq), e.ts[11:23], escape(actor), step, escape(call), e.outcome or "",
+            escape(_what(e)),
+        )  # fmt: skip
+    return table
+
+
+def _what(e: EntryOut) -> str:
+    """One short, already-redacted line on what an entry is about."""
+    args = e.args
+    if e.action == "hook.prompt":
+        return f"prompt sha256:{str(args.get('sha256', ''))[:12]}… ({args.get('chars')} chars)"
+    if e.action == "hook.tool":
+        if e.phase != "intent":
+            status = args.get("exit_status")
+            return " ".join(
+                x for x in (str(args.get("tool", "")), e.reason or "",
+                            "" if status is None else f"exit {status}") if x
+            )  # fmt: skip
+        summary = args.get("input") if isinstance(args.get("input"), dict) else {}
+        assert isinstance(summary, dict)
+        first = next(
+            (
+                summary[k]
+                for k in ("command", "file_path", "url", "pattern", "path")
+                if k in summary
+            ),
+            "",
+        )
+        decision = f" ({args['decision']})" if "decision" in args else ""
+        return f"{args.get('tool', '')}: {str(first)[:80]}{decision}"
+    details = [f"{k}={v}" for k, v in args.items() if k in ("source", "reason", "agent_type")]
+    return " ".join(details) or e.reason or ""
 
 
 async def _session_entries(h: Home, session: str, start: int) -> list[EntryOut]:
@@ -86,7 +130,8 @@ def register(cli: click.Group) -> None:
                         for e in entries:
                             click.echo(e.model_dump_json())
                     else:
-                        console().print(ledger_table(entries))
+                        table = ledger_table if session is None else session_table
+                        console().print(table(entries))
                     start = entries[-1].seq + 1
                 if not follow:
                     return

@@ -299,3 +299,18 @@ async def test_session_filter_reads_one_session_back(hk: Home) -> None:
     assert tail.returncode == 0, tail.stderr
     lines = [json.loads(line) for line in tail.stdout.splitlines()]
     assert [line["seq"] for line in lines] == [e.seq for e in one]
+
+
+async def test_audit_tail_shows_a_session_as_a_timeline(hk: Home) -> None:
+    await set_rules(hk, deny=["Bash(rm:*)"])
+    for name in ("user_prompt_submit", "pre_tool_use_bash_rm", "pre_tool_use_bash_ls"):
+        assert hook(hk, payload(name)).returncode == 0
+    markup = payload("pre_tool_use_bash_ls", tool_input={"command": "echo [red]x[/red]"})
+    assert hook(hk, markup).returncode == 0
+    tail = charter(hk.settings.home, "audit", "tail", "--session", SESSION)
+    assert tail.returncode == 0, tail.stderr
+    text = tail.stdout.decode()
+    assert "hook.prompt" in text and "chars)" in text
+    assert "Bash: rm -rf" in text and "(deny)" in text  # the table may wrap a cell
+    assert "denied" in text and "Bash: ls -la" in text
+    assert "echo [red]x[/red]" in text  # agent-written text is shown, not interpreted
