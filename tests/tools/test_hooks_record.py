@@ -314,3 +314,26 @@ async def test_audit_tail_shows_a_session_as_a_timeline(hk: Home) -> None:
     assert "Bash: rm -rf" in text and "(deny)" in text  # the table may wrap a cell
     assert "denied" in text and "Bash: ls -la" in text
     assert "echo [red]x[/red]" in text  # agent-written text is shown, not interpreted
+
+
+async def test_audit_query_tool_filters_by_session_and_shows_only_own_entries(
+    home: Home, mode: str
+) -> None:
+    from mcp import Client
+
+    from charter.testing import server_for
+    from charter.tools.hooks.events import parse_event
+
+    for agent, session in (("alpha", "s-a"), ("beta", "s-a"), ("alpha", "s-b")):
+        who = await record.load_hook_agent(home, agent)
+        event = parse_event(payload("pre_tool_use_bash_ls", session_id=session))
+        drafts, _ = record.plan(who, event, [])
+        await home.store.append(drafts)
+    async with Client(await server_for(home, "alpha"), mode=mode) as client:
+        result = await client.call_tool("audit_query", {"session": "s-a"})
+    assert not result.is_error
+    page = result.structured_content
+    assert page is not None
+    (entry,) = page["entries"]  # alpha's own, of that session only
+    assert entry["action"] == "hook.tool" and entry["actor"].endswith("/alpha")
+    await assert_valid(home)
