@@ -70,8 +70,12 @@ class LedgerQueries:
                 clauses.append(f"ts {op} ?")
                 params.append(stamp)  # type: ignore[arg-type]
         if session is not None:
+            try:
+                needle = b'"session":' + canonical_json(session)
+            except ValueError:  # outside canonical JSON (a lone surrogate): in no entry
+                return LedgerPage(entries=(), next_cursor=None)
             clauses.append("instr(body, ?) > 0")
-            params.append(b'"session":' + canonical_json(session))  # type: ignore[arg-type]
+            params.append(needle)  # type: ignore[arg-type]
         where = " AND ".join(clauses)
         if session is None:
             sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names

@@ -337,3 +337,9 @@ async def test_audit_query_tool_filters_by_session_and_shows_only_own_entries(
     (entry,) = page["entries"]  # alpha's own, of that session only
     assert entry["action"] == "hook.tool" and entry["actor"].endswith("/alpha")
     await assert_valid(home)
+
+
+async def test_a_session_no_entry_can_hold_finds_nothing(hk: Home) -> None:
+    assert hook(hk, payload("pre_tool_use_bash_ls")).returncode == 0
+    for odd in ("\ud800", "", "a" * 10_000, '"session":"abc123"'):
+        assert (await audit.query(hk, session=odd)).entries == []
