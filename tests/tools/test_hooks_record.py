@@ -343,3 +343,14 @@ async def test_a_session_no_entry_can_hold_finds_nothing(hk: Home) -> None:
     assert hook(hk, payload("pre_tool_use_bash_ls")).returncode == 0
     for odd in ("\ud800", "", "a" * 10_000, '"session":"abc123"'):
         assert (await audit.query(hk, session=odd)).entries == []
+
+
+async def test_an_unknown_event_with_hostile_field_names_is_recorded(hk: Home) -> None:
+    data = json.dumps(
+        {"hook_event_name": "Notification", "session_id": SESSION, "a\u0000b": 1, "\ud800": 2}
+    ).encode()
+    done = hook(hk, data)
+    assert done.returncode == 0, done.stderr
+    (entry,) = await session_entries(hk)
+    assert entry.action == "hook.event" and len(entry.args["fields"]) == 4
+    await assert_valid(hk)

@@ -220,7 +220,9 @@ def plan(
         draft.args_hash = args["sha256"]
         return [draft], output.proceed()
     if isinstance(event, ev.GenericEvent):
-        args = {"event": event.event, "fields": list(event.fields[:64])}
+        # Field names are the payload's own keys: made recordable (no NUL, valid Unicode).
+        names = [ev.redacted_text(f, secrets, max_chars=64) for f in event.fields[:64]]
+        args = {"event": event.event, "fields": names}
         return [_draft(who, event, "hook.event", "event", args, outcome="ok")], output.proceed()
     args = {"event": event.event}
     for attr in ("source", "model", "reason", "agent_id", "agent_type", "stop_hook_active"):
