@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "daemon",
     "demo",
     "doctor",
+    "hook",
     "init",
     "keys",
     "mail",
@@ -33,7 +34,7 @@ COMMAND_MODULES = (
 #: Commands whose module alone defines them completely, so running one imports only that
 #: module. ``charter serve`` starts on every agent launch: it must not import the mail,
 #: vault or HTTP code the rest of the CLI needs.
-_SELF_CONTAINED = {"serve": "serve"}
+_SELF_CONTAINED = {"serve": "serve", "hook": "hook"}
 
 
 class _LazyCli(click.Group):

@@ -23,6 +23,7 @@ from charter.cli._common import (
 from charter.cli.mail import EmailOptions, email_options
 from charter.errors import InvalidInput
 from charter.tools import approvals, identity, lockdown
+from charter.tools.hooks import record as hooks_record
 from charter.tools.identity import AgentInfo
 from charter.tools.os_users import check_os_users, with_os_users
 
@@ -35,6 +36,49 @@ approve_option = click.option(
     help="Calls needing a scope that matches the pattern need a human's approval: client "
     "(asked through the MCP client, the default) or owner (`charter approve ID`). Repeatable.",
 )
+#: ``--hook-deny`` / ``--hook-ask`` (add/update): the owner's rules for the agent's Claude
+#: Code tool calls, in Claude Code's permission syntax, signed into the charter's policy.
+hook_deny_option = click.option(
+    "--hook-deny",
+    "hook_deny",
+    multiple=True,
+    metavar="RULE",
+    help="Claude Code hook: deny tool calls matching RULE, e.g. 'Bash(rm:*)', "
+    "'Edit(./secrets/**)', 'WebFetch', 'mcp__server__tool'. Repeatable; replaces the list.",
+)
+hook_ask_option = click.option(
+    "--hook-ask",
+    "hook_ask",
+    multiple=True,
+    metavar="RULE",
+    help="Claude Code hook: ask the user before tool calls matching RULE. Repeatable; "
+    "replaces the list.",
+)
+hook_prompt_option = click.option(
+    "--hook-prompt-text/--no-hook-prompt-text",
+    "hook_prompt_text",
+    default=None,
+    help="Claude Code hook: record prompts' text (redacted), not only their hash.",
+)
+
+
+def _hook_policy(
+    policy: dict[str, Any],
+    deny: tuple[str, ...],
+    ask: tuple[str, ...],
+    prompt_text: bool | None,
+    *,
+    clear: bool = False,
+) -> dict[str, Any] | None:
+    """``policy`` with the hook options applied, or None when none was given."""
+    if not (deny or ask or clear) and prompt_text is None:
+        return None
+    return hooks_record.with_rules(
+        policy,
+        deny=list(deny) if deny or clear else None,
+        ask=list(ask) if ask or clear else None,
+        prompt_text=prompt_text,
+    )
 
 
 #: ``--os-user`` (add/update): the OS accounts `charter daemon` may serve the agent to.
@@ -122,6 +166,9 @@ def register(cli: click.Group) -> None:
     )
     @approve_option
     @os_user_option
+    @hook_deny_option
+    @hook_ask_option
+    @hook_prompt_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -132,6 +179,9 @@ def register(cli: click.Group) -> None:
         valid_for: str,
         approve: tuple[str, ...],
         os_users: tuple[str, ...],
+        hook_deny: tuple[str, ...],
+        hook_ask: tuple[str, ...],
+        hook_prompt_text: bool | None,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -139,8 +189,9 @@ def register(cli: click.Group) -> None:
     ) -> None:
         """Create agent NAME with its own key and an owner-signed charter."""
         rules = [approvals.parse_rule(r) for r in approve]
+        start = _hook_policy({}, hook_deny, hook_ask, hook_prompt_text) or {}
         async with await open_home(home) as h:
-            policy = await email.apply(h, name, approvals.with_rules({}, rules))
+            policy = await email.apply(h, name, approvals.with_rules(start, rules))
             policy = with_os_users(policy, check_os_users(os_users))
             warnings = await identity.check_settings(
                 h,
@@ -174,6 +225,10 @@ def register(cli: click.Group) -> None:
     @click.option("--no-approvals", is_flag=True, help="Remove every approval rule.")
     @os_user_option
     @no_os_user_option
+    @hook_deny_option
+    @hook_ask_option
+    @hook_prompt_option
+    @click.option("--no-hook-rules", is_flag=True, help="Remove every hook deny/ask rule.")
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -186,6 +241,10 @@ def register(cli: click.Group) -> None:
         no_approvals: bool,
         os_users: tuple[str, ...],
         no_os_user: bool,
+        hook_deny: tuple[str, ...],
+        hook_ask: tuple[str, ...],
+        hook_prompt_text: bool | None,
+        no_hook_rules: bool,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -208,6 +267,14 @@ def register(cli: click.Group) -> None:
                     raise InvalidInput("--os-user and --no-os-user contradict each other")
                 users = check_os_users(os_users)
                 policy = with_os_users(old.policy if policy is None else policy, users)
+            hooked = _hook_policy(
+                old.policy if policy is None else policy,
+                hook_deny,
+                hook_ask,
+                hook_prompt_text,
+                clear=no_hook_rules,
+            )
+            policy = policy if hooked is None else hooked
             warnings = await identity.check_settings(
                 h,
                 scopes=list(scopes) or old.scopes,

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from charter.cli._common import common_options, console, emit_json, open_home, run_async
 from charter.cli.tlog import load_trust, report_json, report_lines, trust_options
 from charter.errors import InvalidInput, LedgerIntegrityError, NotFound
+from charter.home import Home
 from charter.tools import audit, ocsf
 from charter.tools.audit import EntryOut
 
@@ -26,6 +28,70 @@ def ledger_table(entries: list[EntryOut]) -> Table:
     return table
 
 
+def session_table(entries: list[EntryOut]) -> Table:
+    """A session as a timeline: each prompt, then each tool's intent and outcome."""
+    table = Table("seq", "time", "actor", "step", "call", "outcome", "what")
+    for e in entries:
+        actor = e.actor.rsplit("/", 1)[-1] if e.actor.startswith("spiffe://") else e.actor
+        step = f"{e.action} {e.phase}" if e.action == "hook.tool" else e.action
+        call = (e.call or "")[:24]
+        # Agent-written text: escaped, so it shows as written and cannot restyle the table.
+        table.add_row(
+            str(e.seq), e.ts[11:23], escape(actor), step, escape(call), e.outcome or "",
+            escape(_what(e)),
+        )  # fmt: skip
+    return table
+
+
+def _what(e: EntryOut) -> str:
+    """One short, already-redacted line on what an entry is about."""
+    args = e.args
+    if e.action == "hook.prompt":
+        return f"prompt sha256:{str(args.get('sha256', ''))[:12]}… ({args.get('chars')} chars)"
+    if e.action == "hook.tool":
+        if e.phase != "intent":
+            status = args.get("exit_status")
+            return " ".join(
+                x for x in (str(args.get("tool", "")), e.reason or "",
+                            "" if status is None else f"exit {status}") if x
+            )  # fmt: skip
+        summary = args.get("input") if isinstance(args.get("input"), dict) else {}
+        assert isinstance(summary, dict)
+        first = next(
+            (
+                summary[k]
+                for k in ("command", "file_path", "url", "pattern", "path")
+                if k in summary
+            ),
+            "",
+        )
+        decision = f" ({args['decision']})" if "decision" in args else ""
+        return f"{args.get('tool', '')}: {str(first)[:80]}{decision}"
+    details = [f"{k}={v}" for k, v in args.items() if k in ("source", "reason", "agent_type")]
+    return " ".join(details) or e.reason or ""
+
+
+async def _session_entries(h: Home, session: str, start: int) -> list[EntryOut]:
+    """Every entry of ``session`` from seq ``start`` on."""
+    out: list[EntryOut] = []
+    cursor: int | None = start
+    while cursor is not None:
+        page = await audit.query(h, session=session, cursor=cursor, limit=audit.MAX_QUERY_LIMIT)
+        out.extend(page.entries)
+        cursor = page.next_cursor
+    return out
+
+
+async def _session_start(h: Home, session: str, count: int) -> int:
+    """The seq of the ``count``-th last entry of ``session`` (0 if it has fewer)."""
+    entries = await _session_entries(h, session, 0)
+    return (
+        entries[-count].seq
+        if len(entries) >= count and count > 0
+        else (entries[0].seq if entries else 0)
+    )
+
+
 def register(cli: click.Group) -> None:
     """Add the command group."""
 
@@ -36,21 +102,36 @@ def register(cli: click.Group) -> None:
     @audit_group.command("tail")
     @click.option("-n", "count", default=20, show_default=True, help="How many entries.")
     @click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
+    @click.option(
+        "--session",
+        default=None,
+        help="Only this session's entries (e.g. a Claude Code session id), as a timeline: "
+        "prompts, intents, outcomes.",
+    )
     @common_options(as_json=True)
     @run_async
-    async def tail(count: int, follow: bool, home: Path | None, as_json: bool) -> None:
+    async def tail(
+        count: int, follow: bool, session: str | None, home: Path | None, as_json: bool
+    ) -> None:
         """Show the last entries."""
         async with await open_home(home) as h:
             size = await h.read(lambda tx: tx.queries.size())
             start = max(0, size - count)
+            if session is not None:
+                start = await _session_start(h, session, count)
             while True:
-                entries = await audit.entries_from(h, start)
+                entries = await (
+                    audit.entries_from(h, start)
+                    if session is None
+                    else _session_entries(h, session, start)
+                )
                 if entries:
                     if as_json:
                         for e in entries:
                             click.echo(e.model_dump_json())
                     else:
-                        console().print(ledger_table(entries))
+                        table = ledger_table if session is None else session_table
+                        console().print(table(entries))
                     start = entries[-1].seq + 1
                 if not follow:
                     return

@@ -9,7 +9,9 @@ column fails the read instead of steering it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import Entry
 from charter.storage.db import Connection
 from charter.storage.ledger_rows import ROW_COLUMNS, column_error, row_mismatch
@@ -39,12 +41,20 @@ class LedgerQueries:
         outcome: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        session: str | None = None,
     ) -> LedgerPage:
         """At most ``limit`` entries from seq ``cursor`` on that match every filter given.
 
         ``actor``, ``action`` and ``outcome`` match exactly; ``since`` <= ts < ``until``, both
         normalized RFC 3339 stamps as the entries hold them. Uses the (actor, seq) and
         (action, seq) indexes: a page costs O(log n + limit).
+
+        ``session`` matches the signed ``session`` field, which has no column: rows are
+        narrowed in SQLite by the bytes ``"session":<canonical JSON of session>`` in the
+        body (``instr``, a scan of the rows the other filters leave from ``cursor`` on),
+        then each candidate's parsed field is compared. A page then costs a scan up to its
+        last match, O(n) bytes in the worst case (a session with few entries in a large
+        ledger); narrow it with ``actor``/``since``/``cursor``.
 
         Raises:
             LedgerIntegrityError: a row of the page whose columns its signed entry
@@ -59,20 +69,40 @@ class LedgerQueries:
             if stamp is not None:
                 clauses.append(f"ts {op} ?")
                 params.append(stamp)  # type: ignore[arg-type]
-        sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
-        rows = self.conn.execute(sql, (*params, limit + 1)).fetchall()
-        entries = []
-        for row in rows[:limit]:
-            edited = row_mismatch(row)
+        if session is not None:
             try:
-                entry = Entry.from_body(bytes(row[-1]))
-            except ValueError:
-                edited = "body"
-            if edited is not None:
-                raise column_error(int(row[0]), edited)
-            entries.append(entry)
+                needle = b'"session":' + canonical_json(session)
+            except ValueError:  # outside canonical JSON (a lone surrogate): in no entry
+                return LedgerPage(entries=(), next_cursor=None)
+            clauses.append("instr(body, ?) > 0")
+            params.append(needle)  # type: ignore[arg-type]
+        where = " AND ".join(clauses)
+        if session is None:
+            sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608 - fixed column names
+            rows = self.conn.execute(sql, (*params, limit + 1)).fetchall()
+        else:  # candidates only: the signed field decides, read lazily up to limit + 1
+            sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {where} ORDER BY seq"  # noqa: S608 - fixed column names
+            rows = []
+            for row in self.conn.execute(sql, params):
+                if self._checked(row).fields.get("session") == session:
+                    rows.append(row)
+                    if len(rows) > limit:
+                        break
+        entries = [self._checked(row) for row in rows[:limit]]
         nxt = int(rows[limit][0]) if len(rows) > limit else None
         return LedgerPage(entries=tuple(entries), next_cursor=nxt)
+
+    @staticmethod
+    def _checked(row: Any) -> Entry:
+        """The entry of a row whose copied columns agree with its signed body."""
+        edited = row_mismatch(row)
+        try:
+            entry = Entry.from_body(bytes(row[-1]))
+        except ValueError:
+            edited = "body"
+        if edited is not None:
+            raise column_error(int(row[0]), edited)
+        return entry
 
     def size(self) -> int:
         """Number of entries in the ledger (one primary-key probe)."""

@@ -98,10 +98,13 @@ async def query(
     until: str | None = None,
     limit: int = 50,
     cursor: int = 0,
+    session: str | None = None,
 ) -> QueryPage:
     """Entries matching every filter, in seq order, from ``cursor`` on.
 
-    Uses the (actor, seq) and (action, seq) indexes, so a page costs O(log n + limit).
+    Uses the (actor, seq) and (action, seq) indexes, so a page costs O(log n + limit);
+    ``session`` (the signed field, e.g. a Claude Code session id) scans the entries the other
+    filters leave (``LedgerQueries.find_page``).
 
     Raises:
         InvalidInput: for a malformed timestamp or an out-of-range limit.
@@ -121,6 +124,7 @@ async def query(
             outcome=outcome,
             since=start,
             until=end,
+            session=session,
         )
     )
     return QueryPage(entries=[entry_out(e) for e in page.entries], next_cursor=page.next_cursor)

@@ -186,6 +186,15 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/tools/test_hooks_rules.py::test_a_command_no_reading_is_safe_for_is_denied_never_allowed",
         "tests/tools/test_hooks_rules.py::test_a_call_without_the_tested_field_is_denied_never_allowed",
     ),
+    "G-HOOK-2": (
+        "tests/tools/test_hooks_record.py::test_a_session_is_recorded_intent_before_outcome_and_verifies",
+        "tests/tools/test_hooks_record.py::test_hostile_pre_tool_use_fails_closed_with_one_line",
+        "tests/tools/test_hooks_record.py::test_huge_payload_fails_closed_without_reading_it_all",
+        "tests/tools/test_hooks_record.py::test_revoked_agent_fails_closed_and_the_refusal_is_recorded",
+        "tests/tools/test_hooks_record.py::test_unknown_agent_or_home_fails_closed",
+        "tests/tools/test_hooks_record.py::test_deny_rule_denies_rm_and_records_it_and_allows_ls",
+        "tests/tools/test_hooks_record.py::test_vault_values_never_reach_the_ledger",
+    ),
     "G-CANON-1": (
         _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
         _ID + "test_canonical_key_order_is_by_utf16_code_units_like_rfc8785",

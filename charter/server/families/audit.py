@@ -21,7 +21,7 @@ def register(server: CharterServer) -> None:
         "audit_query",
         annotations=READ_ONLY,
         title="Query my audit trail",
-        visible_args=("action", "outcome", "since", "until", "limit", "cursor"),
+        visible_args=("action", "outcome", "since", "until", "limit", "cursor", "session"),
     )
     async def audit_query(
         action: Annotated[
@@ -42,6 +42,14 @@ def register(server: CharterServer) -> None:
             # Bounded: SQLite integers are 64-bit, and a seq is a JSON-safe integer.
             Field(ge=0, le=2**53 - 1, description="`next_cursor` from the previous page."),
         ] = 0,
+        session: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=256,
+                description="Only entries of this session (e.g. a Claude Code session id).",
+            ),
+        ] = None,
     ) -> audit.QueryPage:
         """List this agent's own entries in the signed audit ledger, oldest first.
 
@@ -59,6 +67,7 @@ def register(server: CharterServer) -> None:
             until=until,
             limit=limit,
             cursor=cursor,
+            session=session,
         )
 
     @server.charter_tool("audit_verify", annotations=READ_ONLY, title="Verify the audit ledger")

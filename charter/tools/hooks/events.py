@@ -29,13 +29,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import FrozenInstanceError
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from charter.errors import InvalidInput
 from charter.evidence.canonical import MAX_SAFE_INT, canonical_json
 from charter.storage.vault_values import SecretValue
-from charter.tools.vault.redact import Redactor
+
+if TYPE_CHECKING:
+    from charter.tools.vault.redact import Redactor
 
 #: Largest hook payload accepted (a Write of a big file carries the whole file).
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -58,10 +60,27 @@ class HookInputError(InvalidInput):
     """The hook payload is malformed; the message is one line and holds no value."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class HookEvent:
     """What every hook event carries. ``repr`` shows no content (prompts, inputs, responses
-    may hold secrets), only names and ids."""
+    may hold secrets), only names and ids.
+
+    Frozen value objects built from keyword arguments (every field required). Plain slotted
+    classes rather than dataclasses: creating ten dataclasses costs about 20 ms at import,
+    paid by the hook command on every tool call (issue 23's lean import path).
+    """
+
+    __slots__ = (
+        "agent_id",
+        "agent_type",
+        "cwd",
+        "event",
+        "permission_mode",
+        "session_id",
+        "transcript_path",
+    )
+    #: Fields ``repr`` never shows (content, not ids).
+    _HIDDEN: ClassVar[frozenset[str]] = frozenset()
+    _NAMES: ClassVar[tuple[str, ...]] = ()
 
     event: str
     session_id: str
@@ -72,64 +91,107 @@ class HookEvent:
     agent_id: str | None
     agent_type: str | None
 
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls._NAMES = tuple(
+            n for c in reversed(cls.__mro__) for n in c.__dict__.get("__slots__", ())
+        )
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+    def __init__(self, **values: Any) -> None:
+        names = self._NAMES or HookEvent.__slots__
+        missing = [n for n in names if n not in values]
+        extra = sorted(set(values) - set(names))
+        if missing or extra:
+            raise TypeError(f"{type(self).__name__}: missing {missing}, unexpected {extra}")
+        for name in names:
+            object.__setattr__(self, name, values[name])
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in self._NAMES or HookEvent.__slots__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, HookEvent)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.event, self.session_id, getattr(self, "tool_use_id", None)))
+
+    def __repr__(self) -> str:
+        shown = (n for n in self._NAMES or HookEvent.__slots__ if n not in self._HIDDEN)
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
+
+
 class UserPromptSubmit(HookEvent):
-    prompt: str = field(repr=False)
+    __slots__ = ("prompt",)
+    _HIDDEN = frozenset(__slots__)
+    prompt: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PreToolUse(HookEvent):
+    __slots__ = ("tool_input", "tool_name", "tool_use_id")
+    _HIDDEN = frozenset({"tool_input"})
     tool_name: str
-    tool_input: Mapping[str, Any] = field(hash=False, repr=False)
+    tool_input: Mapping[str, Any]
     tool_use_id: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PostToolUse(HookEvent):
+    __slots__ = ("tool_input", "tool_name", "tool_response", "tool_use_id")
+    _HIDDEN = frozenset({"tool_input", "tool_response"})
     tool_name: str
-    tool_input: Mapping[str, Any] = field(hash=False, repr=False)
+    tool_input: Mapping[str, Any]
     tool_use_id: str | None
-    tool_response: Any = field(hash=False, repr=False)
+    tool_response: Any
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PostToolUseFailure(HookEvent):
+    __slots__ = ("error", "is_interrupt", "tool_input", "tool_name", "tool_use_id")
+    _HIDDEN = frozenset({"tool_input", "error"})
     tool_name: str
-    tool_input: Mapping[str, Any] = field(hash=False, repr=False)
+    tool_input: Mapping[str, Any]
     tool_use_id: str | None
-    error: str = field(repr=False)
+    error: str
     is_interrupt: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionStart(HookEvent):
+    __slots__ = ("model", "source")
     source: str | None
     model: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnd(HookEvent):
+    __slots__ = ("reason",)
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Stop(HookEvent):
+    __slots__ = ("last_assistant_message", "stop_hook_active")
+    _HIDDEN = frozenset({"last_assistant_message"})
     stop_hook_active: bool
-    last_assistant_message: str | None = field(repr=False)
+    last_assistant_message: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SubagentStop(HookEvent):
+    __slots__ = ("agent_transcript_path", "last_assistant_message", "stop_hook_active")
+    _HIDDEN = frozenset({"last_assistant_message"})
     stop_hook_active: bool
-    last_assistant_message: str | None = field(repr=False)
+    last_assistant_message: str | None
     agent_transcript_path: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class GenericEvent(HookEvent):
     """An event this module does not model: its name, session and field names only."""
 
+    __slots__ = ("fields",)
     fields: tuple[str, ...]
 
 
@@ -323,7 +385,7 @@ def summarize_tool_input(
     :data:`SUMMARY_MAX_DEPTH`, and a summary whose canonical JSON still passes
     :data:`SUMMARY_MAX_BYTES` is replaced by its field names and hash.
     """
-    redactor = Redactor(secrets)
+    redactor = _redactor(secrets)
     for max_chars in (SUMMARY_MAX_CHARS, SUMMARY_MAX_CHARS // 4):
         out = _summary(dict(tool_input), redactor, max_chars, 0)
         assert isinstance(out, dict)
@@ -338,7 +400,41 @@ def summarize_tool_input(
     }
 
 
-def _summary(value: Any, redactor: Redactor, max_chars: int, depth: int) -> Any:
+def redacted_text(text: str, secrets: Iterable[SecretValue] = (), *, max_chars: int) -> str:
+    """``text`` as a summary holds a string: vault values redacted, valid Unicode, no NUL,
+    cut after ``max_chars`` characters with the SHA-256 of the whole redacted text."""
+    return _text(_redactor(secrets), text, max_chars)
+
+
+def redacted_hash(value: Any, secrets: Iterable[SecretValue] = ()) -> str:
+    """:func:`content_hash` of ``value`` with every vault value redacted in its strings and
+    keys: what the ledger holds for a tool input or response (a hash of the raw value would
+    let anyone who guesses the rest of it confirm a guess of a secret)."""
+    secrets = list(secrets)
+    if not secrets:
+        return content_hash(value)
+    return content_hash(_redacted(value, _redactor(secrets)))
+
+
+class _NoSecrets:
+    """The redactor of a home whose vault holds no value (and the lean import path)."""
+
+    def redact_text(self, text: str) -> str:
+        return text
+
+
+def _redactor(secrets: Iterable[SecretValue]) -> Redactor | _NoSecrets:
+    values = list(secrets)
+    if not values:
+        return _NoSecrets()
+    # Imported only when there is something to redact: the vault package pulls in pydantic
+    # and HTTP code a hook with an empty vault never needs (issue 23: a lean import path).
+    from charter.tools.vault.redact import Redactor
+
+    return Redactor(values)
+
+
+def _summary(value: Any, redactor: Redactor | _NoSecrets, max_chars: int, depth: int) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -366,7 +462,7 @@ def _summary(value: Any, redactor: Redactor, max_chars: int, depth: int) -> Any:
     return _text(redactor, repr(type(value).__name__), max_chars)
 
 
-def _redacted(value: Any, redactor: Redactor) -> Any:
+def _redacted(value: Any, redactor: Redactor | _NoSecrets) -> Any:
     """``value`` with every string (and key) redacted, otherwise unchanged."""
     if isinstance(value, str):
         return redactor.redact_text(_valid(value))
@@ -379,7 +475,7 @@ def _redacted(value: Any, redactor: Redactor) -> Any:
     return value
 
 
-def _text(redactor: Redactor, value: str, max_chars: int) -> str:
+def _text(redactor: Redactor | _NoSecrets, value: str, max_chars: int) -> str:
     """A string the ledger can hold: redacted, valid Unicode, no NUL, cut with its hash."""
     # Valid Unicode first (lone surrogates become U+FFFD; no secret holds one), then redact.
     clean = redactor.redact_text(_valid(value)).replace("\x00", "\ufffd")

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from charter.tools.hooks.rules import Decision, Verdict
+if TYPE_CHECKING:  # not imported at run time: the hook's lean import path (issue 23)
+    from charter.tools.hooks.rules import Decision, Verdict
 
 MAX_REASON_CHARS = 500
 #: Events for which exit code 2 blocks what is about to happen, so failing closed is exit 2.
