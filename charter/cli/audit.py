@@ -24,7 +24,11 @@ def ledger_table(entries: list[EntryOut]) -> Table:
     table = Table("seq", "time", "actor", "action", "phase", "outcome", "signer")
     for e in entries:
         actor = e.actor.rsplit("/", 1)[-1] if e.actor.startswith("spiffe://") else e.actor
-        table.add_row(str(e.seq), e.ts[11:23], actor, e.action, e.phase, e.outcome or "", e.kid[:8])
+        # Recorded text (an owner's address, a refusal's actor): escaped, shown as written.
+        table.add_row(
+            str(e.seq), e.ts[11:23], escape(actor), escape(e.action), e.phase, e.outcome or "",
+            e.kid[:8],
+        )  # fmt: skip
     return table
 
 
