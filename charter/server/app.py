@@ -29,7 +29,6 @@ from charter.evidence.charters import check_validity
 from charter.server import calls, telemetry
 from charter.server.approvals import InputRequired
 from charter.server.deps import Deps
-from charter.storage.ports import Draft
 from charter.tools.identity import AgentContext
 
 log = logging.getLogger("charter.server")
@@ -183,18 +182,12 @@ class CharterServer(MCPServer[Any]):
         self, spec: ToolSpec, arguments: dict[str, Any], exc: CharterError
     ) -> None:
         """Record a call refused before any agent could be resolved (log-key signed)."""
-        home = self.deps.home
-        draft = Draft(
-            actor="unknown",
-            owner=home.owner_id,
+        draft = calls.refusal_draft(
+            self.deps.home,
             action=spec.action,
-            phase="call",
-            signer=home.log_key,
-            session=self.deps.session_id,
-            call=secrets.token_hex(8),
             args=calls.summarize(arguments, spec.visible_args),
             args_hash=calls.hash_value(arguments),
-            outcome="denied",
+            session=self.deps.session_id,
             reason=exc.public_message,
         )
         try:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from charter.errors import InvalidInput, ScopeDenied
 from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import Entry
+from charter.home import Home
 from charter.scopes import grants, require
 from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
@@ -56,6 +57,26 @@ def hash_value(value: Any) -> str:
             "utf-8", "surrogatepass"
         )
     return hashlib.sha256(data).hexdigest()
+
+
+def refusal_draft(
+    home: Home, *, action: str, args: dict[str, Any], args_hash: str, session: str, reason: str
+) -> Draft:
+    """A refusal of a caller no agent could be resolved for (``actor`` unknown), signed by the
+    log key: the gate's unresolved calls and the daemon's refused connections."""
+    return Draft(
+        actor="unknown",
+        owner=home.owner_id,
+        action=action,
+        phase="call",
+        signer=home.log_key,
+        session=session,
+        call=secrets.token_hex(8),
+        args=args,
+        args_hash=args_hash,
+        outcome="denied",
+        reason=reason,
+    )
 
 
 def summarize(arguments: dict[str, Any], visible: frozenset[str]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -35,12 +34,11 @@ from typing import Any, cast
 from mcp.server.stdio import stdio_server
 
 from charter.errors import AgentRevoked, CharterError, ConfigError, NotFound
-from charter.evidence.canonical import canonical_json
 from charter.home import Home
+from charter.server.calls import hash_value, refusal_draft
 from charter.server.deps import Deps
 from charter.server.stdio import MAX_LINE, PipeLines
 from charter.server.wiring import build_server
-from charter.storage.ports import Draft
 from charter.tools.identity import AgentContext, load_agent
 from charter.tools.os_users import bound_users
 
@@ -182,22 +180,16 @@ class Daemon:
     ) -> None:
         log.warning("refused OS account %s (pid %d): %s", peer.user, peer.pid, reason)
         args: dict[str, Any] = {"os_user": peer.user, "uid": peer.uid, "agent": name}
-        home = self.home
-        draft = Draft(
-            actor="unknown",
-            owner=home.owner_id,
+        draft = refusal_draft(
+            self.home,
             action="daemon.connect",
-            phase="call",
-            signer=home.log_key,
-            session=f"daemon-{secrets.token_hex(4)}",
-            call=secrets.token_hex(8),
             args=args,
-            args_hash=hashlib.sha256(canonical_json(args)).hexdigest(),
-            outcome="denied",
+            args_hash=hash_value(args),
+            session=f"daemon-{secrets.token_hex(4)}",
             reason=reason,
         )
         try:
-            await home.store.append([draft])
+            await self.home.store.append([draft])
         except CharterError:
             log.exception("could not record a refused connection")
         with contextlib.suppress(ConnectionError):

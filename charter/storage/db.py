@@ -52,6 +52,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
                 raise ConfigError(f"database {path.name} cannot use WAL mode ({mode})")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Rows freed by deletes and vault key rotations are zeroed: no old ciphertext lingers
+        # in the file's free pages (set once per connection, for every unit of work on it).
+        conn.execute("PRAGMA secure_delete=ON")
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"database {path.name} cannot be opened: {exc}") from exc
     return conn

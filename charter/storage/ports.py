@@ -138,10 +138,6 @@ class Tx(Protocol):
         ...
 
 
-#: A unit of work: runs on the backend's thread, inside one transaction.
-Work = Callable[[Tx], T]
-
-
 class Store(Protocol):
     """A backend: runs units of work and group-commits ledger appends, off the event loop."""
 

@@ -281,8 +281,3 @@ def _prepare(path: Path, *, create: bool) -> None:
         raise ConfigError(f"database {path.name} is corrupt: {exc}") from exc
     finally:
         close_quietly(conn)
-
-
-def raw_tx(conn: sqlite3.Connection, binding: LedgerBinding | None = None) -> SqliteTx:
-    """A :class:`SqliteTx` over a connection the caller manages (tools that inspect a file)."""
-    return SqliteTx(conn, binding)

@@ -93,10 +93,6 @@ class VaultRepo:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def enable_secure_delete(self) -> None:
-        """Zero rows freed by deletes and rotations, so old ciphertexts do not linger."""
-        self.conn.execute("PRAGMA secure_delete=ON")
-
     # -- secrets ---------------------------------------------------------------------------
 
     def find_kind(self, name: str) -> tuple[int, bool] | None:
@@ -381,7 +377,7 @@ class Vault:
         """
         hosts = check_new_value(name, value, description, allowed_hosts, rate_per_minute, system)
         now = self.clock.now()
-        repo = _repo(tx)
+        repo = tx.vault
         vault_id, key_version, key = self._current_key(repo, create=True)
         kind = repo.find_kind(name)
         if kind is not None and kind[1] != system:
@@ -417,7 +413,7 @@ class Vault:
             NotFound: unknown secret.
         """
         info = self.info(tx, name)
-        _repo(tx).mark_deleted(name, now=self.clock.now())
+        tx.vault.mark_deleted(name, now=self.clock.now())
         return info
 
     # -- reading ---------------------------------------------------------------------------
@@ -428,14 +424,14 @@ class Vault:
         Raises:
             NotFound: unknown (or deleted) secret.
         """
-        info = _repo(tx).get(name)
+        info = tx.vault.get(name)
         if info is None:
             raise NotFound(f"no secret named {name!r}")
         return info
 
     def list(self, tx: Tx, *, include_system: bool = False) -> list[SecretInfo]:
         """Metadata of every secret, by name (system secrets only when asked)."""
-        return _repo(tx).list_secrets(include_system=include_system)
+        return tx.vault.list_secrets(include_system=include_system)
 
     def get(self, tx: Tx, name: str, version: int | None = None) -> SecretValue:
         """Decrypt ``name`` (its current version unless ``version`` is given).
@@ -444,7 +440,7 @@ class Vault:
             NotFound: unknown secret or version.
             ConfigError: wrong or missing master key, or the row fails authentication.
         """
-        repo = _repo(tx)
+        repo = tx.vault
         if version is None:
             version = repo.current_version(name)
             if version is None:
@@ -482,7 +478,7 @@ class Vault:
             ConfigError: the current key is wrong or missing, or a row fails authentication
                 (nothing is changed).
         """
-        new_version, new_key, count = self._reencrypt_all(_repo(tx), new_passphrase)
+        new_version, new_key, count = self._reencrypt_all(tx.vault, new_passphrase)
         self._staged = (new_version, new_key, new_passphrase)
         return new_version, count
 
@@ -547,9 +543,3 @@ class Vault:
 
     def _load_key(self, key_version: int) -> bytes:
         return self.signer.vault_key(key_version, self._passphrase)
-
-
-def _repo(tx: Tx) -> VaultRepo:
-    repo = tx.vault
-    repo.enable_secure_delete()
-    return repo
