@@ -54,6 +54,10 @@ class ToolSpec:
     #: False for tools whose result is a secret: a hash of it would let anyone holding the
     #: ledger test guesses of a weak value offline.
     hash_result: bool = True
+    #: Check revocation before the tool runs (one storage round trip). False only for a tool
+    #: that reads or does nothing outside Charter before its first entry: that entry's own
+    #: check, inside its transaction, refuses a revoked agent (and its result never leaves).
+    precheck: bool = True
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
@@ -87,15 +91,19 @@ class CharterServer(MCPServer[Any]):
         action: str | None = None,
         title: str | None = None,
         hash_result: bool = True,
+        precheck: bool = True,
     ) -> Callable[[F], F]:
         """Register a tool (``<family>_<verb>``) behind the gate.
 
         ``visible_args`` lists the arguments safe to keep in the ledger verbatim; every other
         argument is recorded only as a hash. ``hash_result=False`` keeps even a hash of the
-        result out of the ledger (for tools that reveal a secret).
+        result out of the ledger (for tools that reveal a secret). ``precheck=False`` skips
+        the revocation check before the tool (see :attr:`ToolSpec.precheck`).
         """
         family, _, verb = name.partition("_")
-        spec = ToolSpec(name, action or f"{family}.{verb}", frozenset(visible_args), hash_result)
+        spec = ToolSpec(
+            name, action or f"{family}.{verb}", frozenset(visible_args), hash_result, precheck
+        )
 
         def decorator(fn: F) -> F:
             self.specs[name] = spec
@@ -136,11 +144,12 @@ class CharterServer(MCPServer[Any]):
             arguments=arguments,
             visible_args=spec.visible_args,
             context=context,
+            hash_result=spec.hash_result,
         )
         token = calls.enter(call)
         try:
             try:
-                await _check_agent_active(deps, agent)
+                await _check_agent_active(deps, agent, spec.precheck)
                 if name not in self.specs:
                     raise InvalidInput(f"unknown tool {name!r}")
                 result = await super().call_tool(name, arguments, context)
@@ -168,7 +177,7 @@ class CharterServer(MCPServer[Any]):
 
     async def _finish(self, call: calls.Call, outcome: str, **kw: Any) -> None:
         try:
-            telemetry.note_entry(await call.finish(outcome, **kw), call.intent_entry)
+            entry = await call.finish(outcome, **kw) or call.closing_entry
         except CharterError as exc:
             if call.intent_entry is not None:
                 # NOTE: the action already happened; say so rather than invite a retry.
@@ -177,6 +186,8 @@ class CharterServer(MCPServer[Any]):
                     f"recorded: {exc.public_message}"
                 ) from None
             raise ToolError(exc.public_message) from None
+        if entry is not None:
+            telemetry.note_entry(entry, call.intent_entry)
 
     async def _record_refusal(
         self, spec: ToolSpec, arguments: dict[str, Any], exc: CharterError
@@ -196,11 +207,12 @@ class CharterServer(MCPServer[Any]):
             log.exception("could not record a refused call")
 
 
-async def _check_agent_active(deps: Deps, agent: AgentContext) -> None:
-    name, charter = agent.name, agent.charter.hash
-    refusal = await deps.home.read(lambda tx: tx.agent_refusal(name, charter))
-    if refusal is not None:
-        raise refusal
+async def _check_agent_active(deps: Deps, agent: AgentContext, revocation: bool) -> None:
+    if revocation:
+        name, charter = agent.name, agent.charter.hash
+        refusal = await deps.home.read(lambda tx: tx.agent_refusal(name, charter))
+        if refusal is not None:
+            raise refusal
     check_validity(agent.charter, deps.home.clock.now())
 
 

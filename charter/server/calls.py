@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from charter.errors import InvalidInput, ScopeDenied
+from pydantic import BaseModel
+
+from charter.errors import AgentRevoked, InvalidInput, ScopeDenied
 from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import Entry
 from charter.home import Home
@@ -28,8 +30,9 @@ from charter.scopes import grants, require
 from charter.server.approvals import obtain_approval
 from charter.server.deps import Deps
 from charter.storage.ledger import Draft, Effect
+from charter.storage.ports import Tx
 from charter.tools.identity import AgentContext
-from charter.tools.plan import Plan
+from charter.tools.plan import LocalPlan, Plan
 
 _current: contextvars.ContextVar[Call] = contextvars.ContextVar("charter_call")
 
@@ -154,6 +157,14 @@ class Call:
     #: State changes committed atomically with an ``ok`` outcome entry: set by :meth:`run`
     #: from the plan, once the act succeeded; dropped if the call fails afterwards.
     success_effects: list[Effect] = field(default_factory=list)
+    #: False for tools whose result is a secret (the outcome records no hash of it).
+    hash_result: bool = True
+    #: True once the call's closing entry is written: a local effect's outcome (committed
+    #: with its intent) or the log key's denial in a revoked agent's intent's place. Then
+    #: :meth:`finish` writes nothing more.
+    closed: bool = False
+    #: A local effect's outcome entry (committed with its intent), else None.
+    closing_entry: Entry | None = None
 
     def require(self, scope: str) -> None:
         """Refuse the call unless the agent's charter (and its bearer token, if any) grant it.
@@ -178,14 +189,15 @@ class Call:
         token_scopes = self.agent.token_scopes
         return token_scopes is None or grants(token_scopes, scope)
 
-    async def run(self, plan: Plan[R]) -> R:
+    async def run(self, plan: Plan[R] | LocalPlan[R]) -> R:
         """Perform a side-effecting service's plan: the only way a tool acts.
 
         In one direction: approvals (:func:`obtain_approval`) -> the signed intent with
         ``plan.details``, and ``plan.intent_effects`` in its transaction -> ``plan.act`` (only
         once the intent is durable) -> ``plan.outcome`` and ``plan.success_effects`` of the
         result, staged for the outcome entry (:meth:`finish` commits the effects with an
-        ``ok`` outcome only). Returns the act's result.
+        ``ok`` outcome only). Returns the act's result. A :class:`LocalPlan` commits its
+        intent, effect and ``ok`` outcome in one transaction instead (:meth:`_run_local`).
 
         Raises:
             ApprovalPending / ApprovalRefused / InputRequired: no approval; nothing recorded
@@ -194,6 +206,8 @@ class Call:
                 was not committed; nothing done.
             Whatever the act raises: the intent stands, the outcome is ``error``.
         """
+        if isinstance(plan, LocalPlan):
+            return await self._run_local(plan)
         entry = await self.intent(plan.details, effects=plan.intent_effects)
         result = await plan.act(entry)
         outcome = dict(plan.outcome(result))
@@ -217,6 +231,37 @@ class Call:
             ApprovalPending / ApprovalRefused: no approval (yet); do not act.
             CharterError: an effect refused (e.g. MailDenied); the intent was not committed.
         """
+        draft = await self._intent_draft(details)
+        draft.effects = effects
+        self.intent_entry = await self._append_intent(draft)
+        return self.intent_entry
+
+    async def _run_local(self, plan: LocalPlan[R]) -> R:
+        """Approvals, then one transaction: the intent, ``plan.apply`` and the ``ok`` outcome
+        (with ``plan.outcome``'s facts and the result's hash), chained on the intent draft
+        (:attr:`Draft.follow`), so all three commit together or none does."""
+        draft = await self._intent_draft(plan.details)
+        done: list[tuple[R, Entry]] = []
+
+        def outcome(tx: Tx, intent: Entry) -> Draft:
+            result = plan.apply(tx, intent)
+            closing = self._outcome_draft(intent, "ok", plan.outcome(result))
+            closing.result_hash = hash_value(_structured(result)) if self.hash_result else None
+
+            def keep(_tx: Tx, entry: Entry) -> None:
+                done.append((result, entry))
+
+            closing.follow = keep
+            return closing
+
+        draft.follow = outcome
+        self.intent_entry = await self._append_intent(draft)
+        ((result, self.closing_entry),) = done
+        self.closed = True
+        return result
+
+    async def _intent_draft(self, details: Mapping[str, Any] | None) -> Draft:
+        """The intent's draft, after the approvals the charter's policy demands."""
         if self.intent_entry is not None:
             raise InvalidInput("intent already recorded for this call")
         extra = dict(details or {})
@@ -228,10 +273,15 @@ class Call:
         args = self.summary()
         if extra:
             args = args | {"details": extra}
-        draft = self.draft("intent", args)
-        draft.effects = effects
-        self.intent_entry = await self.deps.writer.append(draft)
-        return self.intent_entry
+        return self.draft("intent", args)
+
+    async def _append_intent(self, draft: Draft) -> Entry:
+        try:
+            return await self.deps.writer.append(draft)
+        except AgentRevoked:
+            # The ledger wrote the log key's denial in the intent's place: the call is closed.
+            self.closed = True
+            raise
 
     @functools.cached_property
     def args_hash(self) -> str:
@@ -248,24 +298,33 @@ class Call:
         *,
         reason: str | None = None,
         result: Any = None,
-    ) -> Entry:
-        """Write the closing entry: ``outcome`` after an intent, else a single ``call`` entry."""
-        args: dict[str, Any]
+    ) -> Entry | None:
+        """Write the closing entry: ``outcome`` after an intent, else a single ``call`` entry;
+        nothing (None) when the call is :attr:`closed` already."""
+        if self.closed:
+            return None
         if self.intent_entry is not None:
-            phase = "outcome"
-            args = {"intent": self.intent_entry.hash}
+            draft = self._outcome_draft(self.intent_entry, outcome, self.outcome_details)
         else:
-            phase = "call"
             args = self.summary()
-        if self.outcome_details:
-            args = args | {"details": self.outcome_details}
-        draft = self.draft(phase, args)
-        draft.outcome = outcome
+            if self.outcome_details:
+                args = args | {"details": self.outcome_details}
+            draft = self.draft("call", args)
+            draft.outcome = outcome
         draft.reason = reason
         draft.result_hash = None if result is None else hash_value(result)
         if outcome == "ok":
             draft.effects = tuple(self.success_effects)
+        self.closed = True
         return await self.deps.writer.append(draft)
+
+    def _outcome_draft(self, intent: Entry, outcome: str, facts: Mapping[str, Any]) -> Draft:
+        args: dict[str, Any] = {"intent": intent.hash}
+        if facts:
+            args["details"] = dict(facts)
+        draft = self.draft("outcome", args)
+        draft.outcome = outcome
+        return draft
 
     def draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:
         """An entry of this call (``action`` defaults to the tool's), signed by its agent and
@@ -285,6 +344,14 @@ class Call:
             require_agent=agent.name,
             charter_view=agent.charter,
         )
+
+
+def _structured(result: Any) -> Any:
+    """A tool result as the SDK sends it as ``structuredContent`` (what ``result_hash``
+    hashes): a model's JSON dump by alias (``func_metadata.convert_result``)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"a local plan must return a pydantic model, not {type(result).__name__}")
 
 
 def enter(call: Call) -> contextvars.Token[Call]:

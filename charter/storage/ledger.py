@@ -118,19 +118,12 @@ class Ledger:
                     if refusal is not None:
                         draft = self._refusal_draft(draft, refusal)
                     try:
-                        entry = sign_entry(_fields(draft, seq, ts, prev), draft.signer)
-                    except ValueError as exc:
-                        results.append(LedgerUnavailable(f"entry cannot be recorded: {exc}"))
+                        chain = self._insert_chain(draft, seq, ts, prev)
+                    except CharterError as exc:
+                        results.append(exc)
                         continue
-                    if draft.effects:
-                        failure = self._insert_with_effects(entry, draft.effects)
-                        if failure is not None:
-                            results.append(failure)
-                            continue
-                    else:
-                        self._insert(entry)
-                    results.append(refusal if refusal is not None else entry)
-                    seq, prev, last_ts = seq + 1, entry.hash, ts
+                    results.append(refusal if refusal is not None else chain[0])
+                    seq, prev, last_ts = seq + len(chain), chain[-1].hash, ts
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"the ledger cannot be written: {exc}") from exc
         return results
@@ -167,27 +160,39 @@ class Ledger:
         for hook in self.hooks:
             hook(self.conn, f["seq"], entry.body)
 
-    def _insert_with_effects(
-        self, entry: Entry, effects: tuple[Effect, ...]
-    ) -> CharterError | None:
-        """Apply ``effects`` and insert ``entry`` under a savepoint: all of them or none.
+    def _insert_chain(self, draft: Draft, seq: int, ts: str, prev: str) -> list[Entry]:
+        """Sign and insert ``draft`` (with its effects) at ``seq``, then every entry its
+        :attr:`~Draft.follow` chain makes, all under one savepoint: all of them or none.
 
-        An effect that raises a :class:`CharterError` (a refusal it checks under the write
-        lock) fails the draft with that error; anything else with ``LedgerUnavailable``.
+        Raises:
+            CharterError: the draft's refusal: an effect or a follower raised it (a refusal
+                checked under the write lock), or ``LedgerUnavailable`` for anything else;
+                nothing of the chain is inserted and the batch goes on.
         """
+        if not draft.effects and draft.follow is None:
+            entry = _signed(draft, seq, ts, prev)
+            self._insert(entry)
+            return [entry]
+        chain: list[Entry] = []
         try:
             with transaction(self.conn):  # nested: a savepoint, so the batch goes on
                 if self.tx is None:
                     raise LedgerUnavailable("effects need a unit of work")
-                for effect in effects:
-                    effect(self.tx)
-                self._insert(entry)
-        except CharterError as exc:
-            return exc
+                current: Draft | None = draft
+                while current is not None:
+                    link = chain[-1].hash if chain else prev
+                    entry = _signed(current, seq + len(chain), ts, link)
+                    for effect in current.effects:
+                        effect(self.tx)
+                    self._insert(entry)
+                    chain.append(entry)
+                    current = None if current.follow is None else current.follow(self.tx, entry)
+        except CharterError:
+            raise
         except Exception:
-            log.exception("a state change recorded with seq %s failed", entry.seq)
-            return LedgerUnavailable("the call's result could not be recorded")
-        return None
+            log.exception("a state change recorded with seq %s failed", seq)
+            raise LedgerUnavailable("the call's result could not be recorded") from None
+        return chain
 
     def _check_agent(self, draft: Draft, ts: str) -> AgentRevoked | None:
         if draft.require_agent is None:
@@ -266,6 +271,18 @@ class Ledger:
 def _sha256_hex(body: bytes) -> str:
     """An entry's hash, from its stored bytes (never from the ``hash`` column, a copy)."""
     return hashlib.sha256(body).hexdigest()
+
+
+def _signed(draft: Draft, seq: int, ts: str, prev: str) -> Entry:
+    """The signed entry of ``draft`` at ``seq``.
+
+    Raises:
+        LedgerUnavailable: the draft holds what canonical JSON cannot (nothing is written).
+    """
+    try:
+        return sign_entry(_fields(draft, seq, ts, prev), draft.signer)
+    except ValueError as exc:
+        raise LedgerUnavailable(f"entry cannot be recorded: {exc}") from None
 
 
 def _fields(draft: Draft, seq: int, ts: str, prev: str) -> dict[str, Any]:

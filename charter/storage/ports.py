@@ -49,6 +49,8 @@ T = TypeVar("T")
 #: A state change committed atomically with one entry (e.g. a token's row with the outcome
 #: that issues it): run inside the append transaction, just before the entry is inserted.
 Effect = Callable[["Tx"], object]
+#: Makes the entry that follows a committed-together entry (see :attr:`Draft.follow`).
+Follow = Callable[["Tx", "Entry"], "Draft | None"]
 
 
 @dataclass(slots=True)
@@ -77,6 +79,11 @@ class Draft:
     charter_view: CharterView | None = None
     #: Committed with this entry or not at all; dropped when the entry is refused.
     effects: tuple[Effect, ...] = ()
+    #: The next entry of the same unit, made once this one is sequenced (given the unit of
+    #: work and this entry; None ends the chain): appended right after it under the same
+    #: savepoint, so every entry of the chain commits or none does. A local effect's intent
+    #: carries its outcome this way (:class:`charter.tools.plan.LocalPlan`).
+    follow: Follow | None = None
 
 
 class LedgerTx(Protocol):

@@ -14,6 +14,12 @@ always in this order:
 
 A failure in step 1 or 2 means no intent and no act; a failure in step 3 or 4 records an
 ``error`` outcome and applies no success effect.
+
+A :class:`LocalPlan` is for an effect that stays inside Charter until it is committed (a
+token's row, a secret handed back, a message put in another agent's mailbox): nothing can
+happen outside between its intent and its outcome, so the gate commits the intent, the
+effect and the ``ok`` outcome in one transaction, one fsync (AUDIT-FORMAT.md, "Intent and
+outcome"): all three exist or none does, and a failure is recorded as one ``call`` entry.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 if TYPE_CHECKING:
     from charter.evidence.entries import Entry
     from charter.storage.ledger import Effect
+    from charter.storage.ports import Tx
 
 R = TypeVar("R")
 
@@ -55,4 +62,19 @@ class Plan(Generic[R]):
     success_effects: Callable[[R], tuple[Effect, ...]] = _no_effects
     #: The non-secret facts the outcome entry carries, given the act's result (e.g. the
     #: SMTP reply, the issuer key's kid).
+    outcome: Callable[[R], Mapping[str, Any]] = _no_facts
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPlan(Generic[R]):
+    """A side effect local to Charter: intent, effect and outcome commit together."""
+
+    #: The effect, run on the store's thread inside the intent's transaction, given the unit
+    #: of work and the intent entry (its ``seq`` is final); returns the call's result, which
+    #: leaves Charter only once the transaction is durable. Raising refuses the whole unit:
+    #: no intent, no effect, no outcome (the gate then records one ``call`` entry).
+    apply: Callable[[Tx, Entry], R]
+    #: Non-secret facts merged into the intent's argument summary (``details``).
+    details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: The non-secret facts the outcome entry carries, given the result.
     outcome: Callable[[R], Mapping[str, Any]] = _no_facts

@@ -17,6 +17,7 @@ from mcp.types import ToolAnnotations
 from charter.errors import TokenInvalid
 from charter.evidence.entries import Entry
 from charter.home import Home
+from charter.server import calls
 from charter.server.app import CharterServer
 from charter.server.calls import current_call
 from charter.storage.ports import Tx
@@ -107,7 +108,10 @@ async def test_no_ok_outcome_no_effect(
     await audit.verify_home(home)
 
 
-async def test_a_token_row_is_committed_in_its_outcome_transaction(home: Home, mode: str) -> None:
+async def test_a_token_is_issued_in_one_transaction_with_its_intent_and_outcome(
+    home: Home, mode: str
+) -> None:
+    """token_issue is a local effect: intent, token row and outcome share one commit."""
     await identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
     server = await server_for(home, "alpha")
     statements: list[str] = []
@@ -119,36 +123,63 @@ async def test_a_token_row_is_committed_in_its_outcome_transaction(home: Home, m
     assert not result.is_error
     token = result.structured_content["token"]
     await tokens.verify(home, token, audience=AUDIENCE)
-    # The outcome's transaction: BEGIN, ..., the token's row, the outcome entry, COMMIT.
-    last_begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE"))
-    txn = statements[last_begin:]
+    begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE"))
+    txn = statements[begin : statements.index("COMMIT", begin) + 1]
+    ledger = [i for i, s in enumerate(txn) if s.startswith("INSERT INTO ledger")]
     insert_token = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO tokens"))
-    insert_entry = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO ledger"))
-    assert insert_token < insert_entry < txn.index("COMMIT")
-    assert "'outcome'" in txn[insert_entry]
+    assert len(ledger) == 2, txn
+    assert "'intent'" in txn[ledger[0]] and "'outcome'" in txn[ledger[1]]
+    assert ledger[0] < insert_token < ledger[1] < len(txn) - 1
+    entries = [f for f in _fields(home) if f["action"] == "token.issue"]
+    assert [e["phase"] for e in entries] == ["intent", "outcome"]
+    # The outcome's result hash is the hash of what the client received.
+    assert entries[1]["result_hash"] == calls.hash_value(result.structured_content)
 
 
-async def test_a_token_whose_outcome_was_not_recorded_never_verifies(
+async def test_a_token_whose_intent_and_outcome_were_not_recorded_never_verifies(
     home: Home, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
     signed: list[str] = []
-    real_sign = tokens.sign
 
-    async def sign_then_revoke(h: Home, request: tokens.TokenRequest) -> tokens.IssuedToken:
-        issued = await real_sign(h, request)
+    def record_then_fail(tx: Tx, request: tokens.TokenRequest, issued: Any) -> None:
         signed.append(issued.token)
-        await identity.revoke_agent(home, "alpha", reason="race")  # before the outcome commits
-        return issued
+        raise RuntimeError("the disk filled up")  # after the token was signed
 
-    # What the plan's act calls (``tokens.issue`` is the function, not the module).
     monkeypatch.setattr(
-        importlib.import_module("charter.tools.tokens.issue"), "sign", sign_then_revoke
+        importlib.import_module("charter.tools.tokens.issue"), "record", record_then_fail
     )
     async with Client(await server_for(home, "alpha"), mode=mode) as client:
         result = await client.call_tool("token_issue", {"audience": AUDIENCE})
     assert result.is_error
-    rows = raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0]
-    assert rows == 0  # the refused outcome took the token's row with it
+    assert "could not be recorded" in result.content[0].text  # type: ignore[union-attr]
+    assert signed[0] not in str(result.content)
+    assert raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
     with pytest.raises(TokenInvalid):
         await tokens.verify(home, signed[0], audience=AUDIENCE)
+    # No intent without its outcome: the failed unit left one `call` entry, nothing else.
+    entries = [f for f in _fields(home) if f["action"] == "token.issue"]
+    assert [(e["phase"], e["outcome"]) for e in entries] == [("call", "error")]
+    await audit.verify_home(home)
+
+
+async def test_a_revoked_agent_is_refused_at_its_intent_once(home: Home, mode: str) -> None:
+    """token_issue skips the gate's pre-check: the intent's own check refuses, and the call
+    is recorded by one denial (log key), not a second one for its closing entry."""
+    await identity.update_agent(home, "alpha", scopes=["audit:read", "token:issue"])
+    server = await server_for(home, "alpha")
+    await identity.revoke_agent(home, "alpha", reason="left the team")
+    async with Client(server, mode=mode) as client:
+        result = await client.call_tool("token_issue", {"audience": AUDIENCE})
+    assert result.is_error
+    assert "revoked" in result.content[0].text  # type: ignore[union-attr]
+    assert raw_db(home).execute("SELECT count(*) FROM tokens").fetchone()[0] == 0
+    entries = [f for f in _fields(home) if f["action"] == "token.issue"]
+    assert [(e["phase"], e["outcome"], e["kid"]) for e in entries] == [
+        ("call", "denied", home.log_key.kid)
+    ]
+    await audit.verify_home(home)
+
+
+def _fields(home: Home) -> list[dict[str, Any]]:
+    return [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()]

@@ -32,7 +32,9 @@ class WhoAmI(BaseModel):
 def register(server: CharterServer) -> None:
     """Register the identity tools."""
 
-    @server.charter_tool("identity_whoami", annotations=READ_ONLY, title="Who am I")
+    # No precheck: nothing is read outside Charter, and the call's entry (checked in its
+    # transaction) must commit before a revoked agent could see the result.
+    @server.charter_tool("identity_whoami", annotations=READ_ONLY, title="Who am I", precheck=False)
     async def identity_whoami() -> WhoAmI:
         """Show this agent's identity: its id, owner, scopes, audiences and charter validity.
 

@@ -26,6 +26,7 @@ def register(server: CharterServer) -> None:
         annotations=ISSUES,
         title="Issue a scoped token",
         visible_args=("audience", "scopes", "ttl_seconds", "dpop_jwk"),
+        precheck=False,  # a local effect: its intent's transaction checks revocation
     )
     async def token_issue(
         audience: Annotated[

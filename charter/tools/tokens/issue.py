@@ -32,10 +32,16 @@ from charter.storage.ports import Tx
 from charter.storage.tokens import NewToken
 from charter.tools.guards import check_reason
 from charter.tools.identity import get_agent, load_agent
-from charter.tools.plan import Plan
+from charter.tools.plan import LocalPlan
 from charter.tools.tokens.codec import encode
 from charter.tools.tokens.dpop import DpopInvalid, binding_thumbprint
-from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer_in, signing_key
+from charter.tools.tokens.keys import (
+    current_kid,
+    ensure_issuer_keys,
+    issuer_in,
+    register_issuer_key,
+    signing_key,
+)
 from charter.tools.tokens.verify import MAX_TTL_SECONDS, claims_digest
 
 if TYPE_CHECKING:
@@ -200,7 +206,10 @@ async def sign(home: Home, request: TokenRequest) -> IssuedToken:
         await ensure_issuer_keys(home)
         found = await home.read(keys)
         assert found is not None
-    kid, iss = found
+    return _signed(home, request, *found)
+
+
+def _signed(home: Home, request: TokenRequest, kid: str, iss: str) -> IssuedToken:
     claims = _claims(iss, request)
     return IssuedToken(
         token=encode(claims, signing_key(home, kid)),
@@ -233,18 +242,22 @@ def record(tx: Tx, request: TokenRequest, issued: IssuedToken) -> None:
     )
 
 
-def issue_plan(home: Home, request: TokenRequest) -> Plan[IssuedToken]:
-    """The ``token_issue`` tool's plan: intent (the request's ledger details), sign, and
-    commit the token's row with the ``ok`` outcome entry (it verifies only if that is on
-    disk), whose details name the issuer key (``kid``)."""
+def issue_plan(home: Home, request: TokenRequest) -> LocalPlan[IssuedToken]:
+    """The ``token_issue`` tool's plan, a local effect: its intent (the request's ledger
+    details), the signature and the token's row, and the ``ok`` outcome naming the issuer
+    key (``kid``) commit in one transaction. The token leaves Charter only once all three are
+    durable, and it verifies only while its row exists."""
 
-    async def act(_intent: Entry) -> IssuedToken:
-        return await sign(home, request)
+    def apply(tx: Tx, _intent: Entry) -> IssuedToken:
+        if not tx.tokens.has_issuer_keys():  # the first token of a new home
+            register_issuer_key(tx, home)
+        issued = _signed(home, request, current_kid(tx.tokens), issuer_in(tx))
+        record(tx, request, issued)
+        return issued
 
-    return Plan(
+    return LocalPlan(
         details=request.ledger_details(),
-        act=act,
-        success_effects=lambda issued: (lambda tx: record(tx, request, issued),),
+        apply=apply,
         outcome=lambda issued: {"kid": issued.kid},
     )
 

@@ -102,14 +102,22 @@ def resource_url(issuer_url: str) -> str:
 
 async def ensure_issuer_keys(home: Home) -> None:
     """Register the issuer key made by ``charter init`` if no issuer key is registered yet."""
-    if await home.read(lambda tx: tx.tokens.has_issuer_keys()):
-        return
+    if not await home.read(lambda tx: tx.tokens.has_issuer_keys()):
+        await home.write(lambda tx: register_issuer_key(tx, home))
+
+
+def register_issuer_key(tx: Tx, home: Home) -> None:
+    """Register the issuer key ``charter init`` made, unless one is (inside a unit of work).
+
+    Raises:
+        ConfigError: the home has no issuer key at all.
+    """
     kid = home.meta.get("issuer_kid")
     if not kid:
         raise ConfigError("this home has no issuer key: was `charter init` interrupted?")
     key = signing_key(home, kid)
     since = home.meta.get("created_at") or rfc3339(home.clock.now())
-    await home.write(lambda tx: tx.tokens.insert_issuer_key_if_absent(kid, key.public_key, since))
+    tx.tokens.insert_issuer_key_if_absent(kid, key.public_key, since)
 
 
 async def jwks(home: Home) -> dict[str, Any]:
