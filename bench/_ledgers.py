@@ -28,13 +28,23 @@ BATCH = 1000
 _cache: dict[int, Path] = {}
 
 
+#: The address of agent ``inbox``, to which ``bench`` may send (the local transport).
+INBOX = "inbox@agents.example.com"
+
+
 async def new_home(root: Path) -> Home:
-    """A new home (system clock) with agent ``bench``: it may read its audit trail and get
-    tokens for ``https://api.example.com``."""
+    """A new home (system clock) with agent ``bench``: it may read its audit trail, get
+    tokens for ``https://api.example.com`` and send email (10,000 an hour) to agent ``inbox``
+    (:data:`INBOX`) through the local transport."""
     home = await make_home(root)
     await identity.add_agent(
-        home, AGENT, scopes=["audit:read", "token:issue"], audiences=["https://api.example.com"]
+        home,
+        AGENT,
+        scopes=["audit:read", "token:issue", f"email:send:{INBOX}"],
+        audiences=["https://api.example.com"],
+        policy={"email": {"address": "bench@agents.example.com", "rate_per_hour": 10_000}},
     )
+    await identity.add_agent(home, "inbox", scopes=[], policy={"email": {"address": INBOX}})
     return home
 
 

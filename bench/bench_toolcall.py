@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 from mcp import Client, StdioServerParameters
 
 from bench._common import INFO, Row, percentile, pick, row, scratch_dir
-from bench._ledgers import AGENT, create_home
+from bench._ledgers import AGENT, INBOX, create_home
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "<= 1.5x"
@@ -192,6 +192,7 @@ def run(quick: bool) -> list[Row]:
         (touch, "bench_noop", {}),
         (touch, "bench_touch", {"note": "x"}),
         (serve, "token_issue", {"audience": AUDIENCE, "scopes": ["audit:read"]}),
+        (serve, "email_send", {"to": INBOX, "subject": "bench", "text": "a short note"}),
         (bare_params(charter_transport=True), "noop", {}),
         (bare_params(charter_transport=True, durable=root.parent / "floor.db"), "noop", {}),
         (bare_params(), "noop", {}),  # calibration: the pairing itself must read 1.00x
@@ -209,17 +210,21 @@ def run(quick: bool) -> list[Row]:
             "bench_touch: commits its intent, acts (no-op)",
         ),
         ("token_issue (intent + token + outcome)", "`charter serve`: a real side effect"),
+        (
+            "email_send, local transport (intent + delivery + outcome)",
+            "`charter serve`: a signed message put in another agent's mailbox",
+        ),
     )
     rows: list[Row] = []
-    for (label, what), (base, subj) in zip(labels, samples[:4], strict=True):
+    for (label, what), (base, subj) in zip(labels, samples[:5], strict=True):
         rows += _rows(label, base, subj, f"{note}; {what}")
-    rows += _rows(calibration[0], *samples[6], f"{note}; {calibration[1]}", target=INFO)
+    rows += _rows(calibration[0], *samples[7], f"{note}; {calibration[1]}", target=INFO)
     if ts_client_available():  # the client the MCP hosts are built on
         ts_note = f"{calls} calls each, alternating, TypeScript SDK Client over stdio"
-        ts_samples = _ts_compare([*subjects[:4], subjects[6]], calls)
-        for (label, what), (base, subj) in zip(labels, ts_samples[:4], strict=True):
+        ts_samples = _ts_compare([*subjects[:5], subjects[7]], calls)
+        for (label, what), (base, subj) in zip(labels, ts_samples[:5], strict=True):
             rows += _rows(label, base, subj, f"{ts_note}; {what}", prefix="toolcall, TS client")
-        base, subj = ts_samples[4]
+        base, subj = ts_samples[5]
         label, what = calibration
         rows += _rows(label, base, subj, f"{ts_note}; {what}", INFO, "toolcall, TS client")
     else:
@@ -228,7 +233,7 @@ def run(quick: bool) -> list[Row]:
     # durability floor (one fsync'd commit per call) under any acknowledged-on-disk server.
     # The subjects ran one after another, each paired with the bare no-op: a comparison of
     # two subjects divides each one's percentile by its own run's bare percentile first.
-    fast, floor, noop = (Run(subj, base) for base, subj in (samples[4], samples[5], samples[1]))
+    fast, floor, noop = (Run(subj, base) for base, subj in (samples[5], samples[6], samples[1]))
     for label, after, before, what in (
         (
             "bare no-op served on Charter's stdio transport",

@@ -570,3 +570,56 @@ async def test_mail_password_lives_only_in_the_vault(smtp_home: Home) -> None:
     assert SMTP_PASSWORD.encode() not in ledger_bytes(smtp_home)
     setup = [e for e in entries(smtp_home) if e["action"] == "mail.setup"]
     assert setup and setup[0]["args"]["username"] == SMTP_USERNAME
+
+
+async def test_a_local_send_commits_intent_delivery_and_outcome_together(
+    agents: Home, mode: str
+) -> None:
+    """The local transport never leaves Charter: the intent, the send's row, the signed copy
+    in the recipient's mailbox and the outcome are one transaction (one fsync)."""
+    server = await server_for(agents, "sender")
+    statements: list[str] = []
+    async with Client(server, mode=mode) as client:
+        await server.deps.writer.store.run(  # type: ignore[attr-defined]
+            lambda conn: conn.set_trace_callback(statements.append)
+        )
+        out = await call(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
+    begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE"))
+    txn = statements[begin : statements.index("COMMIT", begin) + 1]
+    order = [
+        kind
+        for s in txn
+        for kind, prefix in (
+            ("ledger", "INSERT INTO ledger"),
+            ("reserve", "INSERT INTO mail_sent"),
+            ("inbox", "INSERT INTO mail_local_inbox"),
+            ("sent", "UPDATE mail_sent"),
+        )
+        if s.startswith(prefix)
+    ]
+    assert order == ["ledger", "reserve", "inbox", "sent", "ledger"], txn
+    sends = [e for e in entries(agents) if e["action"] == "email.send"]
+    assert [(e["phase"], e["outcome"]) for e in sends] == [("intent", None), ("outcome", "ok")]
+    assert sends[1]["args"]["details"]["reply"] == out["reply"]
+    assert [s.status for s in await mail.outbox(agents)] == ["sent"]
+    await audit.verify_home(agents)
+
+
+async def test_a_local_send_that_fails_inside_leaves_no_intent_and_no_mail(
+    agents: Home, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after the copy was put in the mailbox (in the same transaction) takes the
+    intent, the row and the copy with it: the ledger shows one failed call, nothing else."""
+
+    def fail_after_delivery(*_args: Any, **_kwargs: Any) -> bool:
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(type(raw_tx(agents).mail), "change_status", fail_after_delivery)
+    async with Client(await server_for(agents, "sender"), mode=mode) as client:
+        message = await fail(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
+    assert "could not be recorded" in message
+    assert raw_db(agents).execute("SELECT count(*) FROM mail_local_inbox").fetchone()[0] == 0
+    assert await mail.outbox(agents) == []
+    sends = [e for e in entries(agents) if e["action"] == "email.send"]
+    assert [(e["phase"], e["outcome"]) for e in sends] == [("call", "error")]
+    await audit.verify_home(agents)

@@ -127,6 +127,7 @@ def register(server: CharterServer) -> None:
         action="secret.read",
         visible_args=("name",),
         hash_result=False,  # the result is the secret: not even its hash goes in the ledger
+        precheck=False,  # a local effect: its intent's transaction checks revocation
     )
     async def secret_get(name: SecretName) -> SecretOut:
         """Return a secret's value. Prefer `secret_http_request`, which never reveals it.

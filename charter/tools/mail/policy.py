@@ -13,6 +13,7 @@ from charter.tools.mail.transport import MailDenied
 
 if TYPE_CHECKING:
     from charter.home import Home
+    from charter.storage.ports import Tx
     from charter.tools.identity import AgentContext
 
 DEFAULT_RATE_PER_HOUR = 50
@@ -119,10 +120,16 @@ def _sender_pattern(pattern: str) -> str:
 
 async def agent_addresses(home: Home) -> dict[str, tuple[str, ...]]:
     """Lowercased address -> names of the active agents that have it."""
-    from charter.tools.identity import list_agents
+    return await home.read(lambda tx: addresses_in(home, tx))
+
+
+def addresses_in(home: Home, tx: Tx) -> dict[str, tuple[str, ...]]:
+    """:func:`agent_addresses` inside a unit of work."""
+    from charter.tools.identity import agent_info
 
     out: dict[str, tuple[str, ...]] = {}
-    for info in await list_agents(home):
+    for name in tx.agents.list_names():
+        info = agent_info(home, tx, name)
         if info.status != "active":
             continue
         try:

@@ -18,6 +18,10 @@ only the gate runs, :mod:`charter.tools.plan`):
 5. sign ``Charter-Signature`` over the digest and the intent's seq, then hand the message to
    the transport exactly once; its reply goes into the outcome entry.
 
+A send to other agents of this home (the local transport) never leaves Charter, so steps 4
+and 5 and the outcome are one transaction (:class:`~charter.tools.plan.LocalPlan`): the
+message is in the recipients' mailboxes exactly when its intent and outcome are on disk.
+
 A transport failure after step 4 is an ``error`` outcome and is never retried: an agent's
 retry is a new call with a new Message-ID. Bodies are never stored, only digests.
 """
@@ -38,8 +42,8 @@ from charter.tools.mail import message as mm
 from charter.tools.mail.models import SendResult
 from charter.tools.mail.policy import EmailPolicy, require_policy
 from charter.tools.mail.settings import transport_for
-from charter.tools.mail.transport import Envelope, MailDenied
-from charter.tools.plan import Plan
+from charter.tools.mail.transport import Envelope, LocalTransport, MailDenied
+from charter.tools.plan import LocalPlan, Plan
 
 if TYPE_CHECKING:
     from charter.evidence.entries import Entry
@@ -101,7 +105,9 @@ def prepare_send(
     return PreparedSend(mail, policy)
 
 
-async def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> Plan[SendResult]:
+async def send_plan(
+    home: Home, agent: AgentContext, prepared: PreparedSend
+) -> Plan[SendResult] | LocalPlan[SendResult]:
     """Steps 2 (after the scopes) to 5 of a send, as the plan the gate runs.
 
     Checks the transport and the rate and renders the message here; the plan's intent
@@ -121,8 +127,10 @@ async def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> 
         mail, message_id=message_id, date=mm.format_date(now), agent_id=agent.agent_id
     )
     digest = mm.message_digest(mm.parse(unsigned))
-    # Refuse early; checked again at the intent.
-    await home.read(lambda tx: _check_rate(tx, agent.name, policy, now))
+    if not isinstance(transport, LocalTransport):
+        # Refuse early; checked again at the intent (a local send checks it only there, in
+        # the one transaction that records and delivers it).
+        await home.read(lambda tx: _check_rate(tx, agent.name, policy, now))
     details = {
         "message_id": message_id,
         "from": mail.sender,
@@ -145,6 +153,8 @@ async def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> 
         "transport": transport.name,
     }
     row = _Reservation(agent.name, mail, message_id, digest, transport.name, policy, now)
+    if isinstance(transport, LocalTransport):
+        return _local_send_plan(home, agent, transport, details, row, unsigned)
 
     async def act(entry: Entry) -> SendResult:
         jws = mm.sign(
@@ -174,6 +184,53 @@ async def send_plan(home: Home, agent: AgentContext, prepared: PreparedSend) -> 
         )
 
     return Plan(details=details, act=act, intent_effects=(row.insert,), outcome=_send_facts)
+
+
+def _local_send_plan(
+    home: Home,
+    agent: AgentContext,
+    transport: LocalTransport,
+    details: dict[str, Any],
+    row: _Reservation,
+    unsigned: bytes,
+) -> LocalPlan[SendResult]:
+    """A send to other agents of this home is a local effect (:class:`LocalPlan`): its intent,
+    the ``mail_sent`` row, the signed copy in each recipient's mailbox and the outcome commit
+    in one transaction, so the message is delivered exactly when the ledger says so."""
+    mail, message_id = row.mail, row.message_id
+
+    def apply(tx: Tx, intent: Entry) -> SendResult:
+        row.insert(tx)
+        jws = mm.sign(
+            agent.key,
+            digest=row.digest,
+            seq=intent.seq,
+            ledger=home.origin,
+            agent_id=agent.agent_id,
+            charter_hash=agent.charter.hash,
+        )
+        envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
+        delivery = transport.deliver_in(tx, envelope, mm.add_signature(unsigned, jws))
+        now = rfc3339(home.clock.now())
+        if not tx.mail.change_status(
+            message_id,
+            "sent",
+            expect="reserved",
+            finished_at=now,
+            reply=delivery.reply,
+            intent_seq=intent.seq,
+        ):
+            raise RuntimeError(f"mail_sent row {message_id} is not reserved; refusing to go on")
+        return SendResult(
+            message_id=message_id,
+            recipients=list(mail.recipients),
+            transport="local",
+            reply=delivery.reply,
+            refused=delivery.refused,
+            ledger_seq=intent.seq,
+        )
+
+    return LocalPlan(details=details, apply=apply, outcome=_send_facts)
 
 
 def _send_facts(result: SendResult) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from charter.errors import ConfigError, InvalidInput, NotFound, ServiceError
 from charter.storage.mail import MailSettings as MailSettings  # defined with its table
 from charter.tools.mail import message as mm
 from charter.tools.mail.imap import ImapConfig, check_login
-from charter.tools.mail.policy import agent_addresses
+from charter.tools.mail.policy import addresses_in
 from charter.tools.mail.transport import (
     SETUP_HINT,
     Envelope,
@@ -168,7 +168,7 @@ async def transport_for(home: Home) -> Transport:
     """SMTP when configured, else the local transport."""
     settings = await load_settings(home)
     if settings is None:
-        return LocalTransport(home, lambda: agent_addresses(home))
+        return LocalTransport(home, lambda tx: addresses_in(home, tx))
     return SmtpTransport(
         host=settings.smtp_host,
         port=settings.smtp_port,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import ssl
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -219,9 +219,9 @@ class LocalTransport:
     name = "local"
 
     def __init__(
-        self, home: Home, directory: Callable[[], Awaitable[Mapping[str, tuple[str, ...]]]]
+        self, home: Home, directory: Callable[[Tx], Mapping[str, tuple[str, ...]]]
     ) -> None:
-        """``directory()`` maps each active agent's lowercased address to agent names."""
+        """``directory(tx)`` maps each active agent's lowercased address to agent names."""
         self.home = home
         self.directory = directory
 
@@ -231,7 +231,7 @@ class LocalTransport:
         Raises:
             MailDenied: naming the unknown recipients and how to configure SMTP.
         """
-        known = await self.directory()
+        known = await self.home.read(self.directory)
         unknown = [r for r in recipients if r.lower() not in known]
         if unknown:
             raise MailDenied(
@@ -242,7 +242,15 @@ class LocalTransport:
 
     async def deliver(self, envelope: Envelope, raw: bytes) -> Delivery:
         """Put one copy in each recipient agent's mailbox (one transaction)."""
-        known = await self.directory()
+        return await self.home.write(lambda tx: self.deliver_in(tx, envelope, raw))
+
+    def deliver_in(self, tx: Tx, envelope: Envelope, raw: bytes) -> Delivery:
+        """:meth:`deliver` inside a unit of work (a local send's own transaction).
+
+        Raises:
+            ServiceError: no recipient is an active agent any more.
+        """
+        known = self.directory(tx)
         now = rfc3339(self.home.clock.now())
         refused: dict[str, str] = {}
         boxes: list[str] = []
@@ -255,17 +263,13 @@ class LocalTransport:
             raise ServiceError(
                 f"no recipient is an agent of this home any more ({json.dumps(refused)})"
             )
-
-        def work(tx: Tx) -> None:
-            delivered = tx.mail.deliver_local(
-                boxes,
-                message_id=envelope.message_id,
-                sender_agent=envelope.agent,
-                raw=raw,
-                received_at=now,
-            )
-            if not delivered:
-                raise RuntimeError(f"a mailbox already holds {envelope.message_id}")
-
-        await self.home.write(work)
+        delivered = tx.mail.deliver_local(
+            boxes,
+            message_id=envelope.message_id,
+            sender_agent=envelope.agent,
+            raw=raw,
+            received_at=now,
+        )
+        if not delivered:
+            raise RuntimeError(f"a mailbox already holds {envelope.message_id}")
         return Delivery(reply=f"250 delivered locally to {len(boxes)} mailbox(es)", refused=refused)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from charter.storage.vault import SecretValue, Vault
-from charter.tools.plan import Plan
+from charter.tools.plan import LocalPlan
 from charter.tools.vault.http import granted_info
 
 if TYPE_CHECKING:
@@ -84,9 +84,10 @@ async def read_secret(home: Home, vault: Vault, scopes: Iterable[str], name: str
 
 async def reveal_plan(
     home: Home, vault: Vault, scopes: Iterable[str], name: str
-) -> Plan[SecretOut]:
-    """The ``secret_get`` tool's plan: the read (name and version, never the value) is the
-    intent, and the value is handed back only after it is durable.
+) -> LocalPlan[SecretOut]:
+    """The ``secret_get`` tool's plan, a local effect: the read (name and version, never the
+    value) is the intent, committed with its outcome, and the value is handed back only
+    after both are durable.
 
     Raises:
         InvalidInput / ScopeDenied / NotFound / ConfigError: as :func:`read_secret`, before
@@ -94,11 +95,11 @@ async def reveal_plan(
     """
     value = await read_secret(home, vault, scopes, name)
 
-    async def act(_intent: Entry) -> SecretOut:
+    def apply(_tx: Tx, _intent: Entry) -> SecretOut:
         text, encoding = decode_secret(value.reveal())
         return SecretOut(name=value.name, version=value.version, value=text, encoding=encoding)
 
-    return Plan(details={"name": value.name, "version": value.version}, act=act)
+    return LocalPlan(details={"name": value.name, "version": value.version}, apply=apply)
 
 
 def decode_secret(value: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
