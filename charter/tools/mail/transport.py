@@ -231,7 +231,11 @@ class LocalTransport:
         Raises:
             MailDenied: naming the unknown recipients and how to configure SMTP.
         """
-        known = await self.home.read(self.directory)
+        await self.home.read(lambda tx: self.check_in(tx, recipients))
+
+    def check_in(self, tx: Tx, recipients: tuple[str, ...]) -> None:
+        """:meth:`check` inside a unit of work (a local send checks in its own transaction)."""
+        known = self.directory(tx)
         unknown = [r for r in recipients if r.lower() not in known]
         if unknown:
             raise MailDenied(
