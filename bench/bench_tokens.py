@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._common import (
+    INFO,
     Row,
     ainterleave,
     arate,
@@ -52,7 +54,8 @@ _REGISTERED = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
 
 def run(quick: bool) -> list[Row]:
-    """Two rows: token issue and token verify, each as a ratio to raw PyJWT."""
+    """Three rows: token issue, token verify and a DPoP-bound request's checks, each as a
+    ratio to raw PyJWT."""
     return asyncio.run(_run(quick))
 
 
@@ -140,7 +143,81 @@ async def _measure(home: Home, n: int, rounds: int) -> list[Row]:
             ratio=ratio_of_rounds(subj, base),
         )
     )
+    rows.append(await _dpop_row(home, batch, public, issuer, n, rounds))
     return rows
+
+
+async def _dpop_row(
+    home: Home, batch: list[str], issuer_key: Any, issuer: str, n: int, rounds: int
+) -> Row:
+    """A DPoP request's checks (RFC 9449) against PyJWT decoding the same token and proof.
+
+    Charter: every token check, every proof check (typ, alg, signature with the proof's own
+    key, method, URL, iat window, ath, the key's thumbprint against ``cnf.jkt``) and the
+    proof's jti recorded in the shared replay cache (a write to the store: each request's
+    proof is new). Baseline: ``jwt.decode`` of the token (as above) and of the proof with
+    the key from its header, no replay cache."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from charter.tools.tokens.dpop import make_proof
+
+    client = ec.generate_private_key(ec.SECP256R1())
+    url = "https://charter.example.com/mcp"
+    # Tokens bound to the client's key, and one fresh proof per request and round.
+    agent = await identity.load_agent(home, AGENT)
+    jwk = _p256_jwk(client)
+    bound = []
+    for _ in range(n):
+        request = tokens.prepare(home, agent.name, agent.charter, audience=AUDIENCE, dpop_jwk=jwk)
+        bound.append((await tokens.issue(home, request)).token)
+
+    def proofs() -> list[str]:
+        now = home.clock.now()
+        return [make_proof(client, method="POST", url=url, now=now, access_token=t) for t in bound]
+
+    public = client.public_key()
+
+    async def raw_rate() -> float:
+        fresh = proofs()
+        t0 = time.perf_counter()
+        for token, proof in zip(bound, fresh, strict=True):
+            jwt.decode(token, issuer_key, algorithms=["EdDSA"], audience=AUDIENCE, issuer=issuer)
+            jwt.decode(proof, public, algorithms=["ES256"], options={"verify_aud": False})
+        return n / (time.perf_counter() - t0)
+
+    async def charter_rate() -> float:
+        fresh = proofs()
+        t0 = time.perf_counter()
+        for token, proof in zip(bound, fresh, strict=True):
+            await tokens.verify_with_proof(
+                home, token, proof, method="POST", url=url, audience=AUDIENCE
+            )
+        return n / (time.perf_counter() - t0)
+
+    base, subj = await ainterleave(rounds, raw_rate, charter_rate)
+    return row(
+        "tokens: verify with a DPoP proof (token, proof, replay cache)",
+        median(subj),
+        median(base),
+        "requests/s",
+        INFO,
+        f"{rounds} interleaved rounds of {n} ES256 proofs; Charter records each proof's jti "
+        "in the storage replay cache (one committed write per request, shared by every server "
+        "of a deployment); baseline = PyJWT decode of the token and of the proof, no cache",
+        ratio=ratio_of_rounds(subj, base),
+    )
+
+
+def _p256_jwk(key: Any) -> dict[str, str]:
+    from charter.evidence.jwk import b64url
+
+    numbers = key.public_key().public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64url(numbers.x.to_bytes(32, "big")),
+        "y": b64url(numbers.y.to_bytes(32, "big")),
+    }
 
 
 async def _issue(home: Home, agent: identity.AgentContext) -> str:
