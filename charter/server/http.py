@@ -69,6 +69,11 @@ _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*
 _refusals: ContextVar[list[TokenInvalid] | None] = ContextVar("charter_refusals", default=None)
 #: The token whose DPoP proof the transport accepted for the current request, if any.
 _proven: ContextVar[str | None] = ContextVar("charter_dpop_proven", default=None)
+#: The token this request's authentication verified, and what it found: the agent resolver
+#: of the same request uses it instead of verifying the same token a second time.
+_verified: ContextVar[tuple[str, tokens.VerifiedToken] | None] = ContextVar(
+    "charter_verified", default=None
+)
 
 
 class CharterTokenVerifier(TokenVerifier):
@@ -101,6 +106,7 @@ class CharterTokenVerifier(TokenVerifier):
             verified = await self.check(token)
             if _proven.get() != token:
                 tokens.require_proof(verified)  # a DPoP-bound token without its proof
+            _verified.set((token, verified))
         except TokenInvalid as exc:
             if isinstance(exc, tokens.dpop.DpopInvalid):
                 log_refusal("bearer token", exc)
@@ -140,7 +146,11 @@ class TokenAgentResolver:
         access = get_access_token()
         if access is None:
             raise tokens.errors.MissingToken("no bearer token reached the call")
-        verified = await self.verifier.check(access.token)  # raises the typed reason
+        seen = _verified.get()
+        if seen is not None and seen[0] == access.token:
+            verified = seen[1]  # checked by this request's authentication, moments ago
+        else:
+            verified = await self.verifier.check(access.token)  # raises the typed reason
         # A verified token names an active agent and its current charter.
         cache_key = (verified.agent_name, str(verified.claims["charter"]))
         agent = self._agents.get(cache_key)

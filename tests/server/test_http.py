@@ -7,6 +7,7 @@ clock, real keys, real MCP clients in both protocol generations.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -338,7 +339,8 @@ async def test_the_resolver_rechecks_the_token_at_every_call(site: Site) -> None
     token = await site.token("alpha", scopes=["audit:read"])
     verifier = CharterTokenVerifier(site.home, site.mcp)
     resolve = TokenAgentResolver(verifier)
-    access = await verifier.verify_token(token)
+    # Authenticated in a request of its own (another context): this one's calls re-verify.
+    access = await asyncio.create_task(verifier.verify_token(token))
     assert access is not None
     with pytest.raises(TokenInvalid, match="invalid or expired token"):
         await resolve()  # no token on this request
@@ -649,3 +651,24 @@ class _Lines:
         """After the process exited: let the reader reach EOF, then close the pipe."""
         self.thread.join(15)
         self.stream.close()
+
+
+async def test_a_call_verifies_its_token_once(
+    site: Site, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's authentication verifies the token; the gate's resolver, in the same
+    request, uses that result instead of a second verification (one storage read less)."""
+    checks: list[str] = []
+    real = CharterTokenVerifier.check
+
+    async def counted(self: CharterTokenVerifier, token: str) -> tokens.VerifiedToken:
+        checks.append(sys._getframe(1).f_code.co_qualname)  # who verifies
+        return await real(self, token)
+
+    monkeypatch.setattr(CharterTokenVerifier, "check", counted)
+    token = await site.token("alpha")
+    async with running(site), mcp_client(site, token, mode) as client:
+        checks.clear()
+        result = await client.call_tool("identity_whoami", {})
+        assert not result.is_error
+        assert checks and set(checks) == {"CharterTokenVerifier.verify_token"}, checks
