@@ -17,7 +17,9 @@ from collections.abc import Iterable, Sequence
 
 from charter.errors import InvalidInput, ScopeDenied
 
-PLAIN_SCOPES = frozenset({"token:issue", "email:send", "email:read", "audit:read"})
+PLAIN_SCOPES = frozenset(
+    {"token:issue", "email:send", "email:read", "audit:read", "agent:delegate"}
+)
 #: Families whose scope carries a glob after the family prefix.
 GLOB_FAMILIES = ("secret:read:", "secret:use:", "email:send:")
 _GLOB = re.compile(r"^[A-Za-z0-9_.*?@+\-\[\]!]{1,200}$")
