@@ -210,3 +210,26 @@ async def test_the_verifier_rejects_a_parent_signed_charter_wider_than_the_paren
     bodies = list(raw_tx(home).ledger.iter_bodies())
     with pytest.raises(LedgerIntegrityError, match="widens its parent"):
         verify_entries(home.identity, bodies)
+
+
+async def test_the_export_carries_the_chain_and_charter_evidence_verifies_it(
+    home: Home, tmp_path: Any
+) -> None:
+    import charter
+
+    await _parent(home)
+    assert not (await _delegate(home)).is_error
+    async with Client(await server_for(home, "worker")) as client:
+        assert not (await client.call_tool("identity_whoami", {})).is_error
+    worker = await identity.get_agent(home, "worker")
+    folder = tmp_path / "export"
+    await audit.export(home, folder)
+    saved = json.loads((folder / "charters" / f"{worker.charter_hash}.json").read_text())
+    assert saved["type"] == "delegation" and saved["parent"]["id"].endswith("/planner")
+    keys = json.loads((folder / "keys.json").read_text())
+    assert "agent:worker" in json.dumps(keys)
+    result = charter.verify_export(folder)
+    assert result.valid, result.reason
+    # A delegation charter file that no entry registers is refused.
+    (folder / "charters" / ("0" * 64 + ".json")).write_text(json.dumps(saved))
+    assert not charter.verify_export(folder).valid

@@ -231,3 +231,34 @@ async def test_revoking_the_parent_stops_the_exchanged_token_at_the_next_call(
     assert "agent has been revoked" in later.headers["www-authenticate"]
     assert again.status_code == 400
     await audit.verify_home(site.home)
+
+
+async def test_a_deeper_chain_nests_act_and_still_narrows(site: Site) -> None:
+    mcp = site.mcp
+    await identity.add_agent(
+        site.home, "lead", scopes=["agent:delegate", "audit:read"], audiences=[mcp],
+        policy={"delegation_depth": 2},
+    )  # fmt: skip
+    for parent, child in (("lead", "mid"), ("mid", "leaf")):
+        async with Client(await server_for(site.home, parent)) as client:
+            made = await client.call_tool(
+                "agent_delegate",
+                {"name": child, "scopes": ["agent:delegate", "audit:read"], "audiences": [mcp]},
+            )
+        assert not made.is_error, made.content
+    ids = {n: (await identity.get_agent(site.home, n)).agent_id for n in ("lead", "mid", "leaf")}
+    lead = await site.token("lead", ["audit:read", "agent:delegate"])
+    async with running(site):
+        first = exchange(site, lead, await site.token("mid", ["audit:read"])).json()
+        second = exchange(site, first["access_token"], await site.token("leaf", ["audit:read"]))
+        wider = exchange(
+            site, first["access_token"], await site.token("leaf", ["audit:read"]),
+            scope="agent:delegate",
+        )  # fmt: skip
+    assert second.status_code == 200, second.text
+    claims = claims_of(second.json()["access_token"])
+    assert claims["sub"] == ids["lead"]
+    assert claims["act"] == {"sub": ids["leaf"], "act": {"sub": ids["mid"]}}
+    assert claims["scope"] == "audit:read"
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+    await audit.verify_home(site.home)
