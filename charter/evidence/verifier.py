@@ -426,7 +426,8 @@ def _apply_delegation(seq: int, entry: dict[str, Any], st: VerifyState) -> None:
             _fail(seq, "agent.revoke_delegate names an unknown agent")
         ancestor = target.charter.parent_id
         while ancestor is not None and ancestor != parent.charter.agent_id:
-            ancestor = st.agents_by_id[ancestor].charter.parent_id
+            up = st.agents_by_id.get(ancestor)
+            ancestor = None if up is None else up.charter.parent_id
         if ancestor is None:
             _fail(seq, "agent.revoke_delegate by an agent that is not the target's ancestor")
         target.revoked_at = seq

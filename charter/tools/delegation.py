@@ -132,6 +132,7 @@ async def delegate_plan(
     agent_id = agent_spiffe_id(home.trust_domain, home.owner_id, name)
 
     async def act(_intent: Entry) -> Made:
+        await home.read(check)  # never remove the key of an agent made meanwhile
         home.signer.remove(agent_ref(name))  # a leftover of an interrupted delegation
         key = KeyHandle.of(home.signer, home.signer.create(agent_ref(name)))
         doc = make_delegation(

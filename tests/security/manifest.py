@@ -337,6 +337,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "test_revoking_the_parent_stops_the_exchanged_token_at_the_next_call",
         "tests/cli/test_delegation_cli.py::"
         "test_the_owner_sees_a_tree_and_can_revoke_any_descendant",
+        "tests/server/test_stdio.py::test_a_sub_agent_serves_as_itself_over_stdio",
     ),
     # -- PostgreSQL backend (issue 18) ---------------------------------------------------
     "G-PG-1": (

@@ -233,3 +233,19 @@ async def test_the_export_carries_the_chain_and_charter_evidence_verifies_it(
     # A delegation charter file that no entry registers is refused.
     (folder / "charters" / ("0" * 64 + ".json")).write_text(json.dumps(saved))
     assert not charter.verify_export(folder).valid
+
+
+async def test_the_verifier_rejects_a_revocation_by_a_non_ancestor(home: Home) -> None:
+    from charter.testing import agent_draft
+
+    await _parent(home)
+    planner = await identity.load_agent(home, "planner")
+    alpha = await identity.get_agent(home, "alpha")
+    raw_tx(home).ledger.append_one(
+        agent_draft(
+            planner, action="agent.revoke_delegate", phase="outcome", outcome="ok",
+            args={"intent": "0" * 64, "details": {"agent": "alpha", "agent_id": alpha.agent_id}},
+        )
+    )  # fmt: skip
+    with pytest.raises(LedgerIntegrityError, match="not the target's ancestor"):
+        verify_entries(home.identity, list(raw_tx(home).ledger.iter_bodies()))
