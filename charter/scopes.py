@@ -4,6 +4,7 @@ A charter's scopes are the ceiling; tokens and calls may only narrow them. Known
 
     token:issue   email:send   email:send:<recipient-glob>   email:read
     secret:read:<name-glob>    secret:use:<name-glob>        audit:read
+    agent:delegate (sub-agents, AUDIT-FORMAT §12)
 
 Unknown scopes are refused when a charter is made; an empty list grants nothing; every check
 fails closed.
