@@ -4,6 +4,7 @@ A charter's scopes are the ceiling; tokens and calls may only narrow them. Known
 
     token:issue   email:send   email:send:<recipient-glob>   email:read
     secret:read:<name-glob>    secret:use:<name-glob>        audit:read
+    agent:delegate (sub-agents, AUDIT-FORMAT §12)
 
 Unknown scopes are refused when a charter is made; an empty list grants nothing; every check
 fails closed.
@@ -17,7 +18,9 @@ from collections.abc import Iterable, Sequence
 
 from charter.errors import InvalidInput, ScopeDenied
 
-PLAIN_SCOPES = frozenset({"token:issue", "email:send", "email:read", "audit:read"})
+PLAIN_SCOPES = frozenset(
+    {"token:issue", "email:send", "email:read", "audit:read", "agent:delegate"}
+)
 #: Families whose scope carries a glob after the family prefix.
 GLOB_FAMILIES = ("secret:read:", "secret:use:", "email:send:")
 _GLOB = re.compile(r"^[A-Za-z0-9_.*?@+\-\[\]!]{1,200}$")

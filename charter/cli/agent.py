@@ -113,10 +113,29 @@ def _print_agent(info: AgentInfo) -> None:
     click.echo(f"  audiences: {' '.join(info.audiences) or '(none)'}")
     click.echo(f"  valid:     {info.not_before} .. {info.not_after}")
     click.echo(f"  charter:   {info.charter_hash}")
+    if info.parent:
+        click.echo(f"  parent:    {info.parent} (a sub-agent; its charter is signed by its parent)")
     for line in _policy_lines(info.policy):
         click.echo(f"  {line}")
     if info.revoked_at:
         click.echo(f"  revoked:   {info.revoked_at} {info.revoked_reason or ''}".rstrip())
+
+
+def _tree(agents: list[AgentInfo]) -> list[tuple[int, AgentInfo]]:
+    """The agents in tree order (each sub-agent right under its parent), with their depth."""
+    names = {a.name for a in agents}
+    children: dict[str | None, list[AgentInfo]] = {}
+    for a in agents:
+        children.setdefault(a.parent if a.parent in names else None, []).append(a)
+    out: list[tuple[int, AgentInfo]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for a in children.get(parent, []):
+            out.append((depth, a))
+            walk(a.name, depth + 1)
+
+    walk(None, 0)
+    return out
 
 
 def _policy_lines(policy: dict[str, Any]) -> list[str]:
@@ -169,6 +188,12 @@ def register(cli: click.Group) -> None:
     @hook_deny_option
     @hook_ask_option
     @hook_prompt_option
+    @click.option(
+        "--delegation-depth",
+        type=click.IntRange(0, 8),
+        default=None,
+        help="How deep its sub-agents may delegate (with --scope agent:delegate; default 1).",
+    )
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -177,6 +202,7 @@ def register(cli: click.Group) -> None:
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
         valid_for: str,
+        delegation_depth: int | None,
         approve: tuple[str, ...],
         os_users: tuple[str, ...],
         hook_deny: tuple[str, ...],
@@ -193,6 +219,8 @@ def register(cli: click.Group) -> None:
         async with await open_home(home) as h:
             policy = await email.apply(h, name, approvals.with_rules(start, rules))
             policy = with_os_users(policy, check_os_users(os_users))
+            if delegation_depth is not None:
+                policy = policy | {"delegation_depth": delegation_depth}
             warnings = await identity.check_settings(
                 h,
                 scopes=list(scopes),
@@ -200,6 +228,8 @@ def register(cli: click.Group) -> None:
                 policy=policy,
                 new_rules=tuple(r.pattern for r in rules),
             )
+            if delegation_depth is not None and "agent:delegate" not in scopes:
+                warnings.append("--delegation-depth has no effect without --scope agent:delegate")
             info = await identity.add_agent(
                 h,
                 name,
@@ -316,8 +346,9 @@ def register(cli: click.Group) -> None:
             emit_json([a.model_dump() for a in agents])
             return
         table = Table("name", "status", "scopes", "valid until", "id")
-        for a in agents:
-            table.add_row(a.name, a.status, " ".join(a.scopes), a.not_after, a.agent_id)
+        for depth, a in _tree(agents):  # sub-agents under their parents
+            name = "  " * (depth - 1) + "└─ " + a.name if depth else a.name
+            table.add_row(name, a.status, " ".join(a.scopes), a.not_after, a.agent_id)
         console().print(table)
 
     @agent.command("show")

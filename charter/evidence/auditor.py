@@ -51,6 +51,7 @@ from charter.evidence.c2sp import (
 )
 from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.compact_range import CompactRange
+from charter.evidence.delegation import is_delegation, read_delegation
 from charter.evidence.entries import LedgerIdentity
 from charter.evidence.verifier import VerifyReport, VerifyState, verify_entries
 
@@ -559,9 +560,20 @@ def _decode(value: Any, memo: dict[int, Any], owner_key: bytes) -> Any:
         raise ValueError(f"verifier state has other fields for {qualname}")
     for name, raw in fields.items():
         object.__setattr__(obj, name, _decode(raw, memo, owner_key))
-    if isinstance(obj, CharterView) and verify_charter(obj.doc, owner_key) != obj:
+    if isinstance(obj, CharterView) and _reverify(obj.doc, owner_key) != obj:
         raise ValueError("verifier state holds a charter that does not verify")
     return obj
+
+
+def _reverify(doc: Any, owner_key: bytes) -> CharterView:
+    """An owner charter, or a delegation charter (its parent's signature; the chain itself
+    was checked when the entry registering it was replayed)."""
+    if not is_delegation(doc):
+        return verify_charter(doc, owner_key)
+    view = read_delegation(doc)
+    if view.owner_key != owner_key:
+        raise ValueError("delegation charter names a different owner key")
+    return view
 
 
 __all__ = [

@@ -130,6 +130,23 @@ class CharterView:
         """Extension policy (approvals, email address, limits)."""
         return dict(self.doc.get("policy") or {})
 
+    @property
+    def parent_id(self) -> str | None:
+        """A delegation charter's parent agent id (AUDIT-FORMAT §12); None for an owner's."""
+        return str(self.doc["parent"]["id"]) if self.doc.get("type") == "delegation" else None
+
+    @property
+    def parent_charter(self) -> str | None:
+        """The hash of the parent's charter a delegation was made under; None for an owner's."""
+        if self.doc.get("type") != "delegation":
+            return None
+        return str(self.doc["parent"]["charter"])
+
+    @property
+    def depth(self) -> int:
+        """0 for an owner-signed charter, else the delegation's depth (1 for a child)."""
+        return int(self.doc["depth"]) if self.doc.get("type") == "delegation" else 0
+
 
 def verify_charter(doc: Any, owner_key: bytes | None = None) -> CharterView:
     """Check a charter's shape and owner signature (and that it names ``owner_key`` if given).

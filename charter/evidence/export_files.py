@@ -25,6 +25,8 @@ from charter.evidence.jwk import public_jwk, public_key_from_jwk, thumbprint
 #: Owner actions whose ``args.charter`` registers a charter (AUDIT-FORMAT.md §5).
 CHARTER_ACTIONS = frozenset({"agent.register", "agent.update", "agent.reinstate"})
 CHARTER_DIR = "charters"
+#: The agent-signed outcome that registers a sub-agent's delegation charter (§12).
+_DELEGATED = ("agent.delegate", "outcome", "ok")
 _CHARTER_NAME = re.compile(r"([0-9a-f]{64})\.json")
 
 
@@ -41,6 +43,9 @@ def registered_charters(bodies: Iterable[bytes]) -> dict[str, dict[str, Any]]:
         entry = orjson.loads(body)
         if entry.get("action") in CHARTER_ACTIONS:
             found[str(entry["args"]["charter_hash"])] = entry["args"]["charter"]
+        elif (entry.get("action"), entry.get("phase"), entry.get("outcome")) == _DELEGATED:
+            details = entry["args"]["details"]  # a sub-agent's charter (AUDIT-FORMAT §12)
+            found[str(details["charter_hash"])] = details["charter"]
     return found
 
 
@@ -80,7 +85,7 @@ def _check_charter(path: Path, charters: dict[str, dict[str, Any]]) -> None:
     if hashlib.sha256(text).hexdigest() != match.group(1):
         _tampered(name, "its bytes do not hash to its name (edited)")
     if match.group(1) not in charters:
-        _tampered(name, "no owner-signed entry registers this charter")
+        _tampered(name, "no entry registers this charter")
 
 
 def _check_keys(path: Path, identity: LedgerIdentity, charters: dict[str, dict[str, Any]]) -> None:

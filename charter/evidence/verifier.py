@@ -26,6 +26,7 @@ from charter.clock import parse_rfc3339
 from charter.errors import LedgerIntegrityError
 from charter.evidence.canonical import canonical_json, parse_canonical
 from charter.evidence.charters import CharterView, verify_charter
+from charter.evidence.delegation import verify_delegation
 from charter.evidence.entries import (
     FORMAT_VERSION,
     OUTCOMES,
@@ -61,6 +62,8 @@ OWNER_ONLY_ACTIONS = frozenset(
     }
 )  # fmt: skip
 _CHARTER_ACTIONS = ("agent.register", "agent.update", "agent.reinstate")
+#: Agent-signed outcomes that add or revoke a sub-agent (AUDIT-FORMAT §12).
+_DELEGATION_ACTIONS = ("agent.delegate", "agent.revoke_delegate")
 
 
 @dataclass
@@ -193,6 +196,7 @@ class _Replay:
             agent = st.agents_by_kid[kid]
             signer = agent.charter.agent_key
             _check_agent_entry(seq, entry, agent)
+            _check_ancestors(seq, agent, st)
         else:
             _fail(seq, f"signed by an unknown key {kid!r}")
         if kid != self.owner_kid and entry["action"] in OWNER_ONLY_ACTIONS:
@@ -263,10 +267,12 @@ def _learn_keys(bodies: list[bytes], keys: dict[str, bytes]) -> None:
     only when the replay finds that the key it checked is the entry's authorized signer.
     """
     for body in bodies:
-        if b'"type":"charter"' not in body:
+        delegated = b'"type":"delegation"' in body
+        if b'"type":"charter"' not in body and not delegated:
             continue
         try:
-            jwk = json.loads(body)["args"]["charter"]["agent"]["key"]
+            args = json.loads(body)["args"]
+            jwk = (args["details"] if delegated else args)["charter"]["agent"]["key"]
             key = public_key_from_jwk(jwk)
         except (ValueError, KeyError, TypeError):
             continue
@@ -393,6 +399,54 @@ def _check_agent_entry(seq: int, entry: dict[str, Any], agent: _Agent) -> None:
         _fail(seq, "entry made outside its charter's validity window (expired charter)")
 
 
+def _check_ancestors(seq: int, agent: _Agent, st: VerifyState) -> None:
+    """A sub-agent acts only while every ancestor is unrevoked and still under the charter its
+    delegation names (AUDIT-FORMAT §12): revoking or re-chartering a parent stops the chain."""
+    view = agent.charter
+    while view.parent_id is not None:
+        parent = st.agents_by_id.get(view.parent_id)
+        if parent is None:
+            _fail(seq, "entry by a sub-agent whose parent is unknown (broken chain)")
+        if parent.revoked_at is not None:
+            _fail(seq, f"entry by a sub-agent whose ancestor {parent.charter.agent_id} is revoked")
+        if parent.charter.hash != view.parent_charter:
+            _fail(seq, "entry by a sub-agent whose parent's charter was replaced")
+        view = parent.charter
+
+
+def _apply_delegation(seq: int, entry: dict[str, Any], st: VerifyState) -> None:
+    """``agent.delegate`` and ``agent.revoke_delegate`` outcomes (ok) signed by the parent."""
+    details = entry["args"].get("details")
+    if not isinstance(details, dict):
+        _fail(seq, f"{entry['action']} outcome without details")
+    parent = st.agents_by_id[entry["actor"]]
+    if entry["action"] == "agent.revoke_delegate":
+        target = st.agents_by_id.get(str(details.get("agent_id")))
+        if target is None:
+            _fail(seq, "agent.revoke_delegate names an unknown agent")
+        ancestor = target.charter.parent_id
+        while ancestor is not None and ancestor != parent.charter.agent_id:
+            up = st.agents_by_id.get(ancestor)
+            ancestor = None if up is None else up.charter.parent_id
+        if ancestor is None:
+            _fail(seq, "agent.revoke_delegate by an agent that is not the target's ancestor")
+        target.revoked_at = seq
+        target.by_lockdown = False
+        return
+    try:
+        view = verify_delegation(details.get("charter"), parent.charter)
+    except ValueError as exc:
+        _fail(seq, f"agent.delegate carries an invalid delegation charter: {exc}")
+    if details.get("charter_hash") != view.hash:
+        _fail(seq, "agent.delegate charter hash does not match")
+    kid = thumbprint(view.agent_key)
+    if view.agent_id in st.agents_by_id or kid in st.agents_by_kid:
+        _fail(seq, "agent.delegate for an agent or key already registered")
+    child = _Agent(view)
+    st.agents_by_id[view.agent_id] = child
+    st.agents_by_kid[kid] = child
+
+
 def _apply_owner_event(
     seq: int, entry: dict[str, Any], st: VerifyState, identity: LedgerIdentity
 ) -> None:
@@ -472,7 +526,9 @@ def _apply_owner_decision(seq: int, entry: dict[str, Any], st: VerifyState) -> N
 def _apply_agent_entry(seq: int, entry: dict[str, Any], st: VerifyState) -> None:
     """Approval rules for agent-signed entries: requests, client answers, approved intents."""
     action, args = entry["action"], entry["args"]
-    if action == "approval.request":
+    if action in _DELEGATION_ACTIONS and entry["phase"] == "outcome" and entry["outcome"] == "ok":
+        _apply_delegation(seq, entry, st)
+    elif action == "approval.request":
         approval_id = args.get("approval")
         if not isinstance(approval_id, str) or approval_id in st.approvals:
             _fail(seq, "approval.request without a fresh approval id")

@@ -21,6 +21,9 @@ Endpoints (all relative to the issuer, an origin such as ``http://127.0.0.1:8765
 * ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``:
   issuer metadata (issuer, jwks_uri, introspection_endpoint, algorithms).
 * ``/.well-known/oauth-protected-resource/mcp``: RFC 9728 protected-resource metadata.
+* ``POST /token``: RFC 8693 token exchange for sub-agents (issue 21): ``subject_token`` the
+  parent's token, ``actor_token`` the sub-agent's; the result (``sub`` the parent, ``act.sub``
+  the sub-agent) serves ``/mcp`` as the sub-agent (:mod:`charter.tools.tokens.exchange`).
 * ``POST /introspect``: RFC 7662. The caller authenticates with ``Authorization: Bearer``
   carrying either the owner's introspection secret (for relying parties) or a valid Charter
   token for this server; anything else gets 401, so nobody can probe tokens anonymously.
@@ -56,6 +59,7 @@ from charter.server.deps import Deps
 from charter.server.wiring import build_server
 from charter.tools import tokens
 from charter.tools.identity import AgentContext, load_agent
+from charter.tools.tokens import exchange
 
 log = logging.getLogger("charter.http")
 
@@ -212,6 +216,9 @@ def build_http_app(
         )
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
+    async def token_endpoint(request: Request) -> Response:
+        return await _token_exchange(home, request, issuer_url)
+
     app = server.streamable_http_app(transport_security=_transport_security(issuer_url))
     # Outermost, so it sees the SDK's 401 and the verifier's reasons for the same request.
     app.add_middleware(BearerChallenge, path=tokens.MCP_PATH, resource=resource, verifier=verifier)
@@ -221,6 +228,7 @@ def build_http_app(
             Route("/.well-known/openid-configuration", issuer_configuration, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", issuer_configuration, methods=["GET"]),
             Route("/introspect", introspect, methods=["POST"]),
+            Route("/token", token_endpoint, methods=["POST"]),
         ]
     )
     return app
@@ -411,9 +419,32 @@ def issuer_metadata(issuer_url: str) -> dict[str, Any]:
         "dpop_signing_alg_values_supported": list(tokens.dpop.ALGORITHMS),
         "scopes_supported": sorted(PLAIN_SCOPES),
         "protected_resources": [tokens.resource_url(issuer_url)],
-        "grant_types_supported": [],
+        # RFC 8693 token exchange for sub-agents (issue 21): see _token_exchange.
+        "token_endpoint": f"{issuer_url}/token",
+        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": [exchange.GRANT_TYPE],
         "response_types_supported": [],
     }
+
+
+async def _token_exchange(home: Home, request: Request, issuer_url: str) -> Response:
+    """``POST /token``: RFC 8693 token exchange (the only grant). The actor token
+    authenticates the sub-agent; errors are RFC 6749 §5.2 JSON with status 400."""
+    body = await _read_limited(request, MAX_INTROSPECT_BODY)
+    if body is None:
+        return _error(413, "invalid_request", "request body too large")
+    pairs = parse_qs(body.decode("utf-8", "replace"))
+    if any(len(values) > 1 for values in pairs.values()):
+        return _error(400, "invalid_request", "a parameter was given more than once")
+    form = {k: v[0] for k, v in pairs.items()}
+    if form.get("grant_type") != exchange.GRANT_TYPE:
+        return _error(400, "unsupported_grant_type", f"only {exchange.GRANT_TYPE} is supported")
+    try:
+        issued = await exchange.exchange(home, form, issuer_url=issuer_url)
+    except exchange.ExchangeRefused as exc:
+        log.info("token exchange refused: %s (%s)", exc.error, exc.description)
+        return _error(400, exc.error, exc.description)
+    return JSONResponse(issued.response(), headers={"Cache-Control": "no-store"})
 
 
 def _may_introspect(request: Request, secret_digest: bytes | None) -> bool:

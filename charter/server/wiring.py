@@ -11,12 +11,12 @@ from typing import Any
 
 from charter.server.app import CharterServer
 from charter.server.deps import Deps
-from charter.server.families import audit, email, identity, secret, tlog, token
+from charter.server.families import agent, audit, email, identity, secret, tlog, token
 from charter.tools import tlog as checkpoints
 from charter.tools import witnesses
 
 #: Every agent-facing tool family, in registration order (the order of the tool list).
-FAMILIES = (audit, email, identity, secret, tlog, token)
+FAMILIES = (audit, email, identity, secret, tlog, token, agent)
 
 
 def build_server(deps: Deps, **kwargs: Any) -> CharterServer:

@@ -122,6 +122,31 @@ class AgentRepo:
             (charter_hash, name),
         )
 
+    # -- sub-agents (issue 21) ------------------------------------------------------------------
+
+    def set_parent(self, name: str, *, parent: str, parent_charter: str, depth: int) -> None:
+        """Record that ``name`` was delegated by agent ``parent`` under its charter
+        ``parent_charter`` (a hash), at ``depth``."""
+        self._conn.execute(
+            "UPDATE agents SET parent = ?, parent_charter = ?, depth = ? WHERE name = ?",
+            (parent, parent_charter, depth, name),
+        )
+
+    def parents(self) -> dict[str, str]:
+        """Every sub-agent's parent, by the sub-agent's name."""
+        rows = self._conn.execute("SELECT name, parent FROM agents WHERE parent IS NOT NULL")
+        return {str(name): str(parent) for name, parent in rows}
+
+    def descendants(self, name: str) -> list[str]:
+        """The names of every agent delegated, directly or not, by ``name``."""
+        rows = self._conn.execute(
+            "WITH RECURSIVE d(name) AS (SELECT name FROM agents WHERE parent = ?"
+            " UNION SELECT a.name FROM agents a JOIN d ON a.parent = d.name)"
+            " SELECT name FROM d ORDER BY name",
+            (name,),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def insert_charter(
         self, charter_hash: str, *, agent_name: str, body: bytes, issued_at: str
     ) -> None:

@@ -14,6 +14,7 @@ resolved only after its entry is durable.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -53,14 +54,36 @@ def agent_refusal(conn: sqlite3.Connection, name: str, charter: str | None) -> A
     The one revocation check: the gate runs it before a tool, and every append for an agent
     runs it again inside the write transaction, so a revocation wins every race.
     """
-    row = conn.execute("SELECT status, charter_hash FROM agents WHERE name = ?", (name,)).fetchone()
-    if row is None or row[0] != "active":
+    # One query walks the agent and its ancestors (sub-agents, issue 21): a revoked or
+    # re-chartered parent stops every descendant at its next call.
+    rows = conn.execute(_CHAIN, (name,)).fetchall()
+    if not rows or rows[0][1] != "active":
         return AgentRevoked(f"agent {name!r} has been revoked")
-    if row[1] != charter:
+    if rows[0][2] != charter:
         return AgentRevoked(
             "the agent's charter was replaced; reconnect (stdio: restart the server) to use it"
         )
+    for (_, _, _, named), (parent, status, current, _) in itertools.pairwise(rows):
+        if status != "active":
+            return AgentRevoked(f"agent {name!r} is stopped: its ancestor {parent!r} was revoked")
+        if current != named:
+            return AgentRevoked(
+                f"agent {name!r} is stopped: its ancestor {parent!r} has a new charter"
+            )
+    if rows[-1][3] is not None:  # a parent named but missing: never valid
+        return AgentRevoked(f"agent {name!r} is stopped: its parent is unknown")
     return None
+
+
+#: The agent (level 0) and each ancestor: name, status, charter hash, and the parent charter
+#: its delegation names (NULL at the owner-chartered root).
+_CHAIN = (
+    "WITH RECURSIVE chain(name, status, charter_hash, parent_charter, parent, lvl) AS ("
+    " SELECT name, status, charter_hash, parent_charter, parent, 0 FROM agents WHERE name = ?"
+    " UNION ALL SELECT a.name, a.status, a.charter_hash, a.parent_charter, a.parent, c.lvl + 1"
+    " FROM agents a JOIN chain c ON a.name = c.parent WHERE c.lvl < 16)"
+    " SELECT name, status, charter_hash, parent_charter FROM chain ORDER BY lvl"
+)
 
 
 class Ledger:

@@ -22,6 +22,7 @@ from charter.evidence.charters import (
     validate_agent_name,
     verify_charter,
 )
+from charter.evidence.delegation import is_delegation, verify_delegation
 from charter.evidence.jwk import public_jwk
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
@@ -49,6 +50,8 @@ class AgentInfo(BaseModel):
     created_at: str
     revoked_at: str | None = None
     revoked_reason: str | None = None
+    #: A sub-agent's parent agent (by name); None for an agent the owner chartered.
+    parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +219,14 @@ def successor_charter(
     ``now``, and its hash. ``scopes``, ``audiences`` and ``policy`` left as None keep ``old``'s.
 
     Raises:
-        InvalidInput: an unknown scope, a bad audience or an empty validity window.
+        InvalidInput: an unknown scope, a bad audience or an empty validity window, or
+            ``old`` is a sub-agent's delegation charter (only its parent signs those).
     """
+    if old.parent_id is not None:
+        raise InvalidInput(
+            f"agent {name!r} is a sub-agent: its charter is signed by its parent, so it cannot "
+            "be updated or reinstated (revoke it; its parent may delegate a new one)"
+        )
     charter = make_charter(
         owner_key=owner_key,
         owner_id=home.owner_id,
@@ -407,6 +416,7 @@ def agent_info(home: Home, tx: Tx, name: str) -> AgentInfo:
         created_at=record.created_at,
         revoked_at=record.revoked_at,
         revoked_reason=record.revoked_reason,
+        parent=view.doc["parent"]["id"].rsplit("/", 1)[-1] if view.parent_id else None,
     )
 
 
@@ -425,8 +435,13 @@ def charter_view(home: Home, tx: Tx, h: str) -> CharterView:
     if body is None:
         raise ConfigError(f"charter {h[:12]}… is missing from the database")
     try:
-        view = verify_charter(json.loads(body), home.owner_public_key)
-    except ValueError as exc:
+        doc = json.loads(body)
+        if is_delegation(doc):  # a sub-agent's: verify the chain up to the owner's charter
+            parent = charter_view(home, tx, str(doc["parent"]["charter"]))
+            view = verify_delegation(doc, parent)
+        else:
+            view = verify_charter(doc, home.owner_public_key)
+    except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"stored charter {h[:12]}… is invalid: {exc}") from exc
     if view.hash != h:
         raise ConfigError(f"stored charter {h[:12]}… does not match its hash")
@@ -443,6 +458,9 @@ async def load_agent(home: Home, name: str) -> AgentContext:
     info = await get_agent(home, name)
     if info.status != "active":
         raise AgentRevoked(f"agent {name!r} has been revoked and cannot be served")
+    refusal = await home.read(lambda tx: tx.agent_refusal(name, info.charter_hash))
+    if refusal is not None:  # a sub-agent whose ancestor was revoked or re-chartered
+        raise refusal
     view = await load_charter(home, info.charter_hash)
     check_validity(view, home.clock.now())
     key = KeyHandle.of(home.signer, agent_ref(name))

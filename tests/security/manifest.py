@@ -314,6 +314,32 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _KEYS + "test_keys_passphrase_reseals_everything",
         _KEYS + "test_a_running_server_follows_a_passphrase_change",
     ),
+    # -- sub-agents (issue 21) -------------------------------------------------------------
+    "G-DELEG-1": (
+        "tests/server/test_delegation_mcp.py::test_a_wider_request_is_refused_and_recorded",
+        "tests/server/test_delegation_mcp.py::"
+        "test_without_the_scope_or_beyond_the_depth_nothing_is_delegated",
+        "tests/server/test_delegation_mcp.py::"
+        "test_the_verifier_rejects_a_parent_signed_charter_wider_than_the_parent",
+        "tests/test_delegation.py::test_no_sequence_of_delegations_widens",
+        "tests/test_delegation.py::test_a_charter_signed_by_the_wrong_parent_is_rejected",
+        "tests/test_delegation.py::test_a_child_outliving_its_parent_is_rejected",
+        "tests/test_delegation.py::test_a_broken_link_is_rejected",
+        "tests/server/test_token_exchange.py::test_widening_gets_400_and_strangers_are_refused",
+    ),
+    "G-DELEG-2": (
+        "tests/server/test_delegation_mcp.py::"
+        "test_revoking_the_parent_stops_the_child_at_its_next_call",
+        "tests/server/test_delegation_mcp.py::"
+        "test_a_lockdown_stops_the_chain_and_the_parent_revokes_its_own",
+        "tests/server/test_delegation_mcp.py::"
+        "test_the_verifier_rejects_a_sub_agent_entry_after_its_parent_is_revoked",
+        "tests/server/test_token_exchange.py::"
+        "test_revoking_the_parent_stops_the_exchanged_token_at_the_next_call",
+        "tests/cli/test_delegation_cli.py::"
+        "test_the_owner_sees_a_tree_and_can_revoke_any_descendant",
+        "tests/server/test_stdio.py::test_a_sub_agent_serves_as_itself_over_stdio",
+    ),
     # -- PostgreSQL backend (issue 18) ---------------------------------------------------
     "G-PG-1": (
         _PGC + "test_two_stores_on_one_database_never_fork",

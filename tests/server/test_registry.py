@@ -54,7 +54,7 @@ async def test_every_tool_is_named_annotated_and_documented(home: Home) -> None:
     skill = (ROOT / "skills" / "charter" / "SKILL.md").read_text()
     for tool in await surface(home):
         name = tool["name"]
-        assert re.fullmatch(r"(identity|token|email|secret|audit)_[a-z_]+", name), name
+        assert re.fullmatch(r"(identity|token|email|secret|audit|agent)_[a-z_]+", name), name
         ann = tool["annotations"]
         assert ann is not None, name
         for hint in ("read_only_hint", "destructive_hint", "open_world_hint"):

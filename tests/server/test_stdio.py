@@ -205,3 +205,37 @@ async def test_lines_the_sdk_cannot_read_get_an_error_and_the_server_goes_on(hom
     assert by_id[5]["result"]["structuredContent"]["name"] == "alpha"
     assert "Traceback" not in "".join(lines)
     await audit.verify_home(home)
+
+
+async def test_a_sub_agent_serves_as_itself_over_stdio(home: Home) -> None:
+    """Issue 21: `charter serve --agent <sub-agent>` serves it; whoami shows its parent; once
+    the parent is revoked the sub-agent can no longer be served."""
+    await identity.add_agent(home, "planner", scopes=["agent:delegate", "audit:read"])
+    parent = StdioServerParameters(
+        command=sys.executable, args=["-m", "charter", "serve", "--agent", "planner"],
+        env=_env(home),
+    )  # fmt: skip
+    async with Client(parent) as client:
+        made = await client.call_tool(
+            "agent_delegate", {"name": "worker", "scopes": ["audit:read"], "ttl_seconds": 600}
+        )
+    assert not made.is_error, made.content
+    child = StdioServerParameters(
+        command=sys.executable, args=["-m", "charter", "serve", "--agent", "worker"],
+        env=_env(home),
+    )  # fmt: skip
+    async with Client(child) as client:
+        who = (await client.call_tool("identity_whoami", {})).structured_content
+    assert who is not None and who["name"] == "worker"
+    planner = await identity.get_agent(home, "planner")
+    assert who["chain"] == [home.owner_id, planner.agent_id, who["agent_id"]]
+    last = [Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies()][-1]
+    assert last["actor"] == who["agent_id"] and last["kid"] == who["key_id"]
+    await identity.revoke_agent(home, "planner")
+    proc = subprocess.run(
+        [sys.executable, "-m", "charter", "serve", "--agent", "worker"],
+        input="", capture_output=True, text=True, env=_env(home), timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "ancestor 'planner' was revoked" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    await audit.verify_home(home)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from charter.clock import rfc3339
 from charter.server.app import READ_ONLY
 from charter.server.calls import current_call
+from charter.tools import delegation
 
 if TYPE_CHECKING:
     from charter.server.app import CharterServer
@@ -27,6 +28,11 @@ class WhoAmI(BaseModel):
     not_before: str
     not_after: str
     policy: dict[str, object] = Field(default_factory=dict)
+    chain: list[str] = Field(
+        default_factory=list,
+        description="Who answers for this agent, owner first, then each delegating agent's id "
+        "down to this one (a sub-agent's parent is the one before it).",
+    )
 
 
 def register(server: CharterServer) -> None:
@@ -36,13 +42,16 @@ def register(server: CharterServer) -> None:
     # transaction) must commit before a revoked agent could see the result.
     @server.charter_tool("identity_whoami", annotations=READ_ONLY, title="Who am I", precheck=False)
     async def identity_whoami() -> WhoAmI:
-        """Show this agent's identity: its id, owner, scopes, audiences and charter validity.
+        """Show this agent's identity: its id, owner, scopes, audiences, charter validity and
+        its chain of responsibility (owner → parent agent → this sub-agent).
 
         Use it first, to learn what you may do. Needs no scope. No side effects (the call is
         recorded in the audit ledger, like every call).
         """
-        agent = current_call().agent
+        call = current_call()
+        agent, home = call.agent, call.deps.home
         view = agent.charter
+        chain = await home.read(lambda tx: delegation.chain_of(home, tx, view))
         return WhoAmI(
             agent_id=view.agent_id,
             name=agent.name,
@@ -54,4 +63,5 @@ def register(server: CharterServer) -> None:
             not_before=rfc3339(view.not_before),
             not_after=rfc3339(view.not_after),
             policy=view.policy,
+            chain=chain,
         )

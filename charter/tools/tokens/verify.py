@@ -156,6 +156,11 @@ def _verify_in(
     try:
         _check_claims(claims, now)
         name, dpop_jkt = _check_state(repo, claims, kid, claims_digest(claims))
+        # A sub-agent's token stops with any ancestor (issue 21): the same one-query walk
+        # the gate runs (for an agent the owner chartered it repeats _check_state's check).
+        refusal = tx.agent_refusal(name, claims["charter"])
+        if refusal is not None:
+            raise why.AgentRevokedToken(refusal.public_message)
     except TokenInvalid as exc:
         jti = claims.get("jti")
         exc.jti = jti if isinstance(jti, str) else None
