@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,14 +19,13 @@ from charter.evidence.charters import (
     check_validity,
     make_charter,
     validate_agent_name,
-    verify_charter,
 )
-from charter.evidence.delegation import is_delegation, verify_delegation
 from charter.evidence.jwk import public_jwk
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
 from charter.storage.ports import Draft, Tx
 from charter.tools import approvals, vault
+from charter.tools.charter_views import charter_view
 from charter.tools.guards import check_reason, refuse_during_lockdown
 
 DEFAULT_VALIDITY = dt.timedelta(days=90)
@@ -427,25 +425,6 @@ async def load_charter(home: Home, h: str) -> CharterView:
         ConfigError: the stored charter is missing or fails verification (database tampered).
     """
     return await home.read(lambda tx: charter_view(home, tx, h))
-
-
-def charter_view(home: Home, tx: Tx, h: str) -> CharterView:
-    """:func:`load_charter` inside a unit of work."""
-    body = tx.agents.charter_body(h)
-    if body is None:
-        raise ConfigError(f"charter {h[:12]}… is missing from the database")
-    try:
-        doc = json.loads(body)
-        if is_delegation(doc):  # a sub-agent's: verify the chain up to the owner's charter
-            parent = charter_view(home, tx, str(doc["parent"]["charter"]))
-            view = verify_delegation(doc, parent)
-        else:
-            view = verify_charter(doc, home.owner_public_key)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"stored charter {h[:12]}… is invalid: {exc}") from exc
-    if view.hash != h:
-        raise ConfigError(f"stored charter {h[:12]}… does not match its hash")
-    return view
 
 
 async def load_agent(home: Home, name: str) -> AgentContext:

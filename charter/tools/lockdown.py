@@ -23,11 +23,11 @@ from charter.errors import InvalidInput
 from charter.home import Home
 from charter.storage.ports import Tx
 from charter.tools.approvals import cancel_open
+from charter.tools.charter_views import charter_view
 from charter.tools.guards import check_reason, refuse_during_lockdown
 from charter.tools.identity import (
     AgentInfo,
     agent_info,
-    charter_view,
     record_successor,
     successor_charter,
     successor_event,

@@ -354,3 +354,25 @@ async def test_an_unknown_event_with_hostile_field_names_is_recorded(hk: Home) -
     (entry,) = await session_entries(hk)
     assert entry.action == "hook.event" and len(entry.args["fields"]) == 4
     await assert_valid(hk)
+
+
+async def test_a_sub_agent_records_its_own_session(hk: Home) -> None:
+    """A sub-agent's charter is signed by its parent: the hook verifies that chain up to the
+    owner and records under the sub-agent's own key; revoking the parent stops it."""
+    from mcp import Client
+
+    from charter.testing import server_for
+
+    await identity.update_agent(hk, "cc", scopes=["agent:delegate", "audit:read"])
+    async with Client(await server_for(hk, "cc")) as client:
+        made = await client.call_tool("agent_delegate", {"name": "worker", "scopes": []})
+    assert not made.is_error, made.content
+    done = hook(hk, payload("pre_tool_use_bash_ls"), agent="worker")
+    assert done.returncode == 0, done.stderr
+    (entry,) = await session_entries(hk)
+    worker = await identity.load_agent(hk, "worker")
+    assert (entry.actor, entry.kid) == (worker.agent_id, worker.key.kid)
+    await identity.revoke_agent(hk, "cc", reason="parent gone")
+    refused = hook(hk, payload("pre_tool_use_bash_ls"), agent="worker")
+    assert refused.returncode == 2 and b"revoked" in refused.stderr
+    await assert_valid(hk)

@@ -42,13 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 from charter.errors import CharterError, ConfigError, NotFound
 from charter.evidence.canonical import canonical_json
-from charter.evidence.charters import CharterView, verify_charter
+from charter.evidence.charters import CharterView
 from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
 from charter.storage.ports import Draft, Tx
 from charter.storage.vault import Vault
 from charter.storage.vault_values import SecretValue
+from charter.tools.charter_views import charter_view
 from charter.tools.hooks import events as ev
 from charter.tools.hooks import output
 
@@ -132,16 +133,10 @@ async def load_hook_agent(home: Home, name: str) -> HookAgent:
         record = tx.agents.get(name)
         if record is None:
             raise NotFound(f"no agent named {name!r} (see `charter agent list`)")
-        body = tx.agents.charter_body(record.charter_hash)
-        if body is None:
-            raise ConfigError(f"charter of agent {name!r} is missing from the database")
         try:
-            view = verify_charter(json.loads(body), home.owner_public_key)
-        except ValueError as exc:
-            raise ConfigError(f"stored charter of agent {name!r} is invalid: {exc}") from None
-        if view.hash != record.charter_hash:
-            raise ConfigError(f"stored charter of agent {name!r} does not match its hash")
-        return view
+            return charter_view(home, tx, record.charter_hash)  # a sub-agent's chain too
+        except ConfigError as exc:
+            raise ConfigError(f"stored charter of agent {name!r}: {exc.public_message}") from None
 
     view = await home.read(look)
     key = KeyHandle.of(home.signer, agent_ref(name))
