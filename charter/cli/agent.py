@@ -21,8 +21,9 @@ from charter.cli._common import (
     yes_option,
 )
 from charter.cli.mail import EmailOptions, email_options
+from charter.cli.owner import as_org_option, owner_key_option
 from charter.errors import InvalidInput
-from charter.tools import approvals, identity, lockdown
+from charter.tools import approvals, identity, lockdown, owners
 from charter.tools.hooks import record as hooks_record
 from charter.tools.identity import AgentInfo
 from charter.tools.os_users import check_os_users, with_os_users
@@ -169,6 +170,7 @@ def register(cli: click.Group) -> None:
     @hook_deny_option
     @hook_ask_option
     @hook_prompt_option
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -182,6 +184,7 @@ def register(cli: click.Group) -> None:
         hook_deny: tuple[str, ...],
         hook_ask: tuple[str, ...],
         hook_prompt_text: bool | None,
+        owner_key: Path | None,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -207,7 +210,8 @@ def register(cli: click.Group) -> None:
                 audiences=list(audiences),
                 valid_for=identity.parse_duration(valid_for),
                 policy=policy,
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         if as_json:
             emit_json(info.model_dump() | ({"warnings": warnings} if warnings else {}))
@@ -229,6 +233,7 @@ def register(cli: click.Group) -> None:
     @hook_ask_option
     @hook_prompt_option
     @click.option("--no-hook-rules", is_flag=True, help="Remove every hook deny/ask rule.")
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -245,6 +250,7 @@ def register(cli: click.Group) -> None:
         hook_ask: tuple[str, ...],
         hook_prompt_text: bool | None,
         no_hook_rules: bool,
+        owner_key: Path | None,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -290,7 +296,8 @@ def register(cli: click.Group) -> None:
                 audiences=list(audiences) or None,
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
                 policy=policy,
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         if as_json:
             extra = {"warnings": warnings} if warnings else {}
@@ -334,12 +341,16 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     @reason_option
     @yes_option
+    @owner_key_option
+    @as_org_option
     @common_options(passphrase=True, as_json=True)
     @run_async
     async def revoke(
         name: str,
         reason: str,
         yes: bool,
+        owner_key: Path | None,
+        as_org: bool,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -355,9 +366,9 @@ def register(cli: click.Group) -> None:
         ):
             raise click.Abort
         async with await open_home(home) as h:
-            info = await identity.revoke_agent(
-                h, name, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
-            )
+            pp = owner_passphrase(h, passphrase_file)
+            by = await owners.acting_owner(h, owner_key=owner_key, as_org=as_org, passphrase=pp)
+            info = await identity.revoke_agent(h, name, reason=reason, passphrase=pp, by=by)
         emit_result(info, as_json, f"Revoked {name} at {info.revoked_at}")
 
     @agent.command("reinstate")

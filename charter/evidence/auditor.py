@@ -52,7 +52,12 @@ from charter.evidence.c2sp import (
 from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.compact_range import CompactRange
 from charter.evidence.entries import LedgerIdentity
-from charter.evidence.verifier import VerifyReport, VerifyState, verify_entries
+from charter.evidence.owners import (
+    OwnerCertView,
+    check_charter_signers,
+    verify_owner_certificate,
+)
+from charter.evidence.verifier import VerifyReport, VerifyState, charter_views, verify_entries
 
 STATE_FORMAT = "charter-audit-state/v1"
 #: Where an export keeps its signed checkpoints: ``checkpoints/<size>.note``.
@@ -490,7 +495,11 @@ def _write_state(path: Path, doc: dict[str, Any]) -> None:
 
 # The verifier's state is a graph of dataclasses (agents are shared between two indexes), so
 # it is saved with references, and only dataclasses of these modules are ever rebuilt.
-_STATE_MODULES = ("charter.evidence.verifier", "charter.evidence.charters")
+_STATE_MODULES = (
+    "charter.evidence.verifier",
+    "charter.evidence.charters",
+    "charter.evidence.owners",
+)
 
 
 def _encode(value: Any, memo: dict[int, int]) -> Any:
@@ -559,8 +568,14 @@ def _decode(value: Any, memo: dict[int, Any], owner_key: bytes) -> Any:
         raise ValueError(f"verifier state has other fields for {qualname}")
     for name, raw in fields.items():
         object.__setattr__(obj, name, _decode(raw, memo, owner_key))
-    if isinstance(obj, CharterView) and verify_charter(obj.doc, owner_key) != obj:
+    if isinstance(obj, CharterView) and verify_charter(obj.doc) != obj:
         raise ValueError("verifier state holds a charter that does not verify")
+    if isinstance(obj, OwnerCertView) and (
+        verify_owner_certificate(obj.doc, owner_key, obj.org_id) != obj
+    ):
+        raise ValueError("verifier state holds an owner certificate that does not verify")
+    if isinstance(obj, VerifyState):  # each charter's signer: the pinned key or an owner's
+        check_charter_signers(obj.owners, charter_views(obj), owner_key)
     return obj
 
 

@@ -40,6 +40,13 @@ from charter.evidence.jwk import (
     thumbprint,
     verify_signature,
 )
+from charter.evidence.owners import (
+    OwnerState,
+    apply_org_event,
+    check_org_entry,
+    note_genesis,
+    owner_signer,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -95,6 +102,8 @@ class VerifyState:
     agents_by_id: dict[str, _Agent] = field(default_factory=dict)
     approvals: dict[str, _Approval] = field(default_factory=dict)
     locked_down: bool = False
+    #: Organization ledgers: the certified owners (charter.evidence.owners).
+    owners: OwnerState = field(default_factory=OwnerState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,9 @@ class _Replay:
             signer = identity.owner_key
             if entry["actor"] != identity.owner_id or entry["charter"] is not None:
                 _fail(seq, "owner-signed entry must name the owner as actor and carry no charter")
+            if seq == 0:
+                note_genesis(entry, st.owners)
+            check_org_entry(seq, entry, st.owners)
         elif kid == self.log_kid:
             signer = identity.log_key
             # NOTE: the server's own key may only attest refusals (e.g. of a revoked agent)
@@ -193,10 +205,27 @@ class _Replay:
             agent = st.agents_by_kid[kid]
             signer = agent.charter.agent_key
             _check_agent_entry(seq, entry, agent)
+        elif kid in st.owners.by_kid:  # a certified owner (organization ledgers, owners.py)
+            owner = owner_signer(seq, entry, st.owners, st.agents_by_id, st.approvals)
+            signer = owner.cert.owner_key
         else:
             _fail(seq, f"signed by an unknown key {kid!r}")
-        if kid != self.owner_kid and entry["action"] in OWNER_ONLY_ACTIONS:
+        if (
+            kid != self.owner_kid
+            and kid not in st.owners.by_kid
+            and entry["action"] in OWNER_ONLY_ACTIONS
+        ):
             _fail(seq, f"{entry['action']} must be signed by the owner key")
+        if st.owners.organization is not None:  # the answerable owner (AUDIT-FORMAT §12.3)
+            answerable = identity.owner_id
+            if kid in st.owners.by_kid:
+                answerable = st.owners.by_kid[kid].cert.owner_id
+            elif kid in st.agents_by_kid:
+                answerable = st.agents_by_kid[kid].charter.owner_id
+            # A refusal under the log key may name the refused agent's owner.
+            log_ok = kid == self.log_kid and entry["owner"] in st.owners.by_id
+            if entry["owner"] != answerable and not log_ok:
+                _fail(seq, "entry names a different owner")
         if verdict == _SIG_NOT_B64:
             _fail(seq, "signature is not base64url")
         if verdict in (_SIG_GOOD, _SIG_BAD) and self.keys.get(kid) == signer:
@@ -210,7 +239,12 @@ class _Replay:
         if not valid:
             _fail(seq, "signature does not verify")
         if kid == self.owner_kid:
-            _apply_owner_event(seq, entry, st, identity)
+            others = (self.log_kid, st.agents_by_kid)
+            if not apply_org_event(seq, entry, st, identity.owner_key, others):
+                _apply_owner_event(seq, entry, st, identity)
+        elif kid in st.owners.by_kid:
+            cert = st.owners.by_kid[kid].cert
+            _apply_owner_event(seq, entry, st, identity, cert.owner_key, cert.owner_id)
         elif kid != self.log_kid:
             _apply_agent_entry(seq, entry, st)
         st.size = seq + 1
@@ -372,8 +406,8 @@ def _check_chain(
         _fail(seq, "timestamp is not a valid date and time")
     if entry["ts"] < st.last_ts:
         _fail(seq, "timestamp goes back in time")
-    if entry["owner"] != identity.owner_id:
-        _fail(seq, "entry names a different owner")
+    if entry["owner"] != identity.owner_id and st.owners.organization is None:
+        _fail(seq, "entry names a different owner")  # organizations: see _Replay.step
     if seq == 0 and entry["action"] != "ledger.init":
         _fail(0, "the first entry must be ledger.init")
     if seq != 0 and entry["action"] == "ledger.init":
@@ -394,9 +428,17 @@ def _check_agent_entry(seq: int, entry: dict[str, Any], agent: _Agent) -> None:
 
 
 def _apply_owner_event(
-    seq: int, entry: dict[str, Any], st: VerifyState, identity: LedgerIdentity
+    seq: int,
+    entry: dict[str, Any],
+    st: VerifyState,
+    identity: LedgerIdentity,
+    owner_key: bytes | None = None,
+    owner_id: str | None = None,
 ) -> None:
+    """Apply an event of the owner key, or of a certified owner's (``owner_key``, ``owner_id``)."""
     action, args = entry["action"], entry["args"]
+    owner_key = identity.owner_key if owner_key is None else owner_key
+    owner_id = identity.owner_id if owner_id is None else owner_id
     if action == "ledger.init":
         if (
             args.get("origin") != identity.origin
@@ -408,15 +450,15 @@ def _apply_owner_event(
         if st.locked_down:
             _fail(seq, f"{action} during a lockdown")
         try:
-            view = verify_charter(args.get("charter"), identity.owner_key)
+            view = verify_charter(args.get("charter"), owner_key)
         except ValueError as exc:
             _fail(seq, f"{action} carries an invalid charter: {exc}")
-        if args.get("charter_hash") != view.hash or view.owner_id != identity.owner_id:
+        if args.get("charter_hash") != view.hash or view.owner_id != owner_id:
             _fail(seq, f"{action} charter hash or owner does not match")
         kid = thumbprint(view.agent_key)
         existing = st.agents_by_id.get(view.agent_id)
         if action == "agent.register":
-            if existing is not None or kid in st.agents_by_kid:
+            if existing is not None or kid in st.agents_by_kid or kid in st.owners.ever:
                 _fail(seq, "agent.register for an agent or key already registered")
         elif action == "agent.reinstate":
             if existing is None or existing.revoked_at is None or not existing.by_lockdown:

@@ -1,0 +1,166 @@
+"""Organizations (issue 28): `charter init --org`, `charter owner keygen|add|list|remove`, and
+owner actions that are that owner's, driven through click's runner against real homes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from mcp import Client
+from mcp.types import TextContent
+
+from charter.cli import cli
+from charter.config import Settings
+from charter.evidence.entries import Entry
+from charter.evidence.jwk import public_key_from_jwk, thumbprint
+from charter.home import Home
+from charter.testing import raw_tx, server_for
+from charter.tools import audit
+
+A, B = "alice@example.com", "bob@example.com"
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+async def fail(client: Client, tool: str, args: dict[str, Any]) -> str:
+    result = await client.call_tool(tool, args)
+    assert result.is_error, result.structured_content
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    assert "Traceback" not in first.text
+    return first.text
+
+
+def run(home: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, [*args], env={"CHARTER_HOME": str(home)}, input=input)
+
+
+def ok(home: Path, *args: str) -> Result:
+    result = run(home, *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+async def entries(home: Path) -> list[dict[str, Any]]:
+    async with await Home.open(Settings(home=home)) as h:
+        return [Entry.from_body(b).fields for b in raw_tx(h).ledger.iter_bodies()]
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> tuple[Path, Path]:
+    """An organization home (first owner alice, default key in the home) and bob's key file,
+    made on "his machine" and certified by the administrator."""
+    home = tmp_path / "home"
+    ok(home, "init", "--org", "acme", "--owner", A)
+    bob_key = tmp_path / "bob" / "owner.key"
+    bob_key.parent.mkdir()
+    printed = ok(home, "owner", "keygen", "--out", str(bob_key)).stdout
+    jwk = json.loads(printed)
+    ok(home, "owner", "add", B, "--public-key", printed.strip())
+    assert jwk["kid"] == thumbprint(public_key_from_jwk(jwk)) and "d" not in jwk
+    return home, bob_key
+
+
+async def test_two_owners_each_add_an_agent_both_serve_and_the_ledger_verifies_from_the_org_key(
+    org: tuple[Path, Path],
+) -> None:
+    home, bob_key = org
+    ok(home, "agent", "add", "alpha", "--scope", "audit:read")  # alice, the default owner
+    ok(home, "agent", "add", "beta", "--scope", "audit:read", "--owner-key", str(bob_key))
+    listed = json.loads(ok(home, "owner", "list", "--json").stdout)
+    assert [(o["owner"], o["status"]) for o in listed] == [(A, "active"), (B, "active")]
+    async with await Home.open(Settings(home=home)) as h:
+        assert h.organization == "acme" and h.owner_id == "acme"
+        alpha = await _show(h, "alpha")
+        beta = await _show(h, "beta")
+        assert (alpha["owner"], beta["owner"]) == (A, B)
+        assert "/agent/alice/alpha" in alpha["agent_id"] and "/agent/bob/beta" in beta["agent_id"]
+        for name in ("alpha", "beta"):
+            async with Client(await server_for(h, name)) as client:
+                me = await call(client, "identity_whoami", {})
+                assert me["name"] == name
+        org_kid = thumbprint(h.owner_public_key)
+    # The auditor pins the organization key alone: owners and charters follow from it.
+    out = home.parent / "export"
+    ok(home, "audit", "export", str(out))
+    ok(home, "audit", "verify", "--export", str(out), "--org-key", org_kid)
+    wrong = run(home, "audit", "verify", "--export", str(out), "--org-key", "x" * 43)
+    assert wrong.exit_code != 0
+    ledger = await entries(home)
+    register = {e["args"]["agent"]: e for e in ledger if e["action"] == "agent.register"}
+    assert register["alpha"]["actor"] == A and register["beta"]["actor"] == B
+    assert register["beta"]["kid"] == json.loads(bob_key.read_text())["kid"]
+
+
+async def _show(h: Home, name: str) -> dict[str, Any]:
+    from charter.tools import identity
+
+    return (await identity.get_agent(h, name)).model_dump()
+
+
+async def test_another_owners_revoke_is_refused_and_recorded_the_org_keys_is_accepted(
+    org: tuple[Path, Path],
+) -> None:
+    home, bob_key = org
+    ok(home, "agent", "add", "alpha", "--scope", "audit:read")  # alice's
+    refused = run(home, "agent", "revoke", "alpha", "--yes", "--owner-key", str(bob_key))
+    assert refused.exit_code == 4, refused.output
+    assert "another owner" in refused.output and "Traceback" not in refused.output
+    for verb in (["agent", "update", "alpha", "--scope", "audit:read"],):
+        denied = run(home, *verb, "--owner-key", str(bob_key))
+        assert denied.exit_code == 4, denied.output
+    ledger = await entries(home)
+    refusals = [e for e in ledger if e["action"] == "owner.refusal"]
+    assert [(e["actor"], e["args"]["attempted"], e["outcome"]) for e in refusals] == [
+        (B, "agent.revoke", "denied"),
+        (B, "agent.update", "denied"),
+    ]
+    assert not [e for e in ledger if e["action"] == "agent.revoke"]
+    ok(home, "agent", "revoke", "alpha", "--yes", "--as-org", "--reason", "offboarding")
+    revoke = [e for e in await entries(home) if e["action"] == "agent.revoke"]
+    assert [(e["actor"], e["args"]["agent"]) for e in revoke] == [("acme", "alpha")]
+    async with await Home.open(Settings(home=home)) as h:
+        await audit.verify_home(h)
+
+
+async def test_owner_remove_stops_that_owners_agents_at_their_next_call(
+    org: tuple[Path, Path],
+) -> None:
+    home, bob_key = org
+    ok(home, "agent", "add", "alpha", "--scope", "audit:read")
+    ok(home, "agent", "add", "beta", "--scope", "audit:read", "--owner-key", str(bob_key))
+    async with await Home.open(Settings(home=home)) as h:
+        async with (
+            Client(await server_for(h, "alpha")) as a_client,
+            Client(await server_for(h, "beta")) as b_client,
+        ):
+            await call(a_client, "identity_whoami", {})
+            await call(b_client, "identity_whoami", {})
+            # The administrator removes bob while both servers are running.
+            removed = run(home, "owner", "remove", B, "--yes", "--json")
+            assert removed.exit_code == 0, removed.output
+            assert json.loads(removed.stdout)["agents_revoked"] == ["beta"]
+            message = await fail(b_client, "identity_whoami", {})
+            assert "revoked" in message
+            await call(a_client, "identity_whoami", {})  # alice's agent is untouched
+        await audit.verify_home(h)
+    # Bob's key can no longer act: it is no current owner's.
+    again = run(home, "agent", "add", "gamma", "--scope", "audit:read", "--owner-key", str(bob_key))
+    assert again.exit_code == 4 and "not a current owner" in again.output
+
+
+def test_owner_commands_in_a_single_owner_home_say_so(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(home, "init", "--owner", A)
+    key = tmp_path / "k.key"
+    printed = ok(home, "owner", "keygen", "--out", str(key)).stdout
+    added = run(home, "owner", "add", B, "--public-key", printed.strip())
+    assert added.exit_code == 2 and "no organization" in added.output
