@@ -4,23 +4,26 @@ owner actions that are that owner's, driven through click's runner against real 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 from mcp import Client
-from mcp.types import TextContent
+from mcp.types import TextContent, ToolAnnotations
 
 from charter.cli import cli
 from charter.config import Settings
 from charter.evidence.entries import Entry
 from charter.evidence.jwk import public_key_from_jwk, thumbprint
 from charter.home import Home
+from charter.server.calls import current_call
 from charter.testing import raw_tx, server_for
 from charter.tools import audit
 
 A, B = "alice@example.com", "bob@example.com"
+SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 
 
 async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -164,3 +167,59 @@ def test_owner_commands_in_a_single_owner_home_say_so(tmp_path: Path) -> None:
     printed = ok(home, "owner", "keygen", "--out", str(key)).stdout
     added = run(home, "owner", "add", B, "--public-key", printed.strip())
     assert added.exit_code == 2 and "no organization" in added.output
+
+
+async def _ask(home: Path, agent: str, to: str) -> str:
+    """``agent`` calls a test tool whose scope needs the owner's approval; its message."""
+    async with await Home.open(Settings(home=home)) as h:
+        server = await server_for(h, agent)
+
+        @server.charter_tool("test_mail", annotations=SIDE_EFFECT, visible_args=("to",))
+        async def test_mail(to: str) -> dict[str, str]:
+            """Mail ``to``."""
+            current_call().require(f"email:send:{to}")
+            await current_call().intent()
+            return {"sent": to}
+
+        async with Client(server) as client:
+            result = await client.call_tool("test_mail", {"to": to})
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    return ("ERROR: " if result.is_error else "") + first.text
+
+
+async def test_approvals_go_to_the_agents_owner_and_only_they_decide(
+    org: tuple[Path, Path],
+) -> None:
+    home, bob_key = org
+    ok(home, "agent", "add", "alpha", "--scope", "email:send", "--approve", "email:send=owner")
+    asked = await _ask(home, "alpha", "x@example.com")
+    assert asked.startswith("ERROR: approval pending"), asked
+    match = re.search(r"apr-[0-9a-f]{16}", asked)
+    assert match is not None
+    apr = match.group(0)
+    mine = json.loads(ok(home, "approvals", "--json").stdout)  # alice, the default owner
+    assert [a["id"] for a in mine] == [apr]
+    bobs = json.loads(ok(home, "approvals", "--json", "--owner-key", str(bob_key)).stdout)
+    assert bobs == []
+    refused = run(home, "approve", apr, "--yes", "--owner-key", str(bob_key))
+    assert refused.exit_code == 4 and "another owner" in refused.output
+    assert run(home, "deny", apr, "--owner-key", str(bob_key)).exit_code == 4
+    ok(home, "approve", apr, "--yes")
+    assert json.loads(await _ask(home, "alpha", "x@example.com")) == {"sent": "x@example.com"}
+    ledger = await entries(home)
+    approve = [e for e in ledger if e["action"] == "approval.approve"]
+    assert [(e["actor"], e["owner"]) for e in approve] == [(A, A)]
+    async with await Home.open(Settings(home=home)) as h:
+        await audit.verify_home(h)
+
+
+async def test_whoami_shows_organization_owner_agent(org: tuple[Path, Path]) -> None:
+    home, bob_key = org
+    ok(home, "agent", "add", "beta", "--scope", "audit:read", "--owner-key", str(bob_key))
+    async with (
+        await Home.open(Settings(home=home)) as h,
+        Client(await server_for(h, "beta")) as client,
+    ):
+        me = await call(client, "identity_whoami", {})
+    assert (me["organization"], me["owner"], me["name"]) == ("acme", B, "beta")

@@ -27,6 +27,11 @@ class WhoAmI(BaseModel):
     not_before: str
     not_after: str
     policy: dict[str, object] = Field(default_factory=dict)
+    organization: str | None = Field(
+        default=None,
+        description="The organization that certified the owner (organization -> owner -> "
+        "agent), or null for a home with a single owner.",
+    )
 
 
 def register(server: CharterServer) -> None:
@@ -39,7 +44,8 @@ def register(server: CharterServer) -> None:
         Use it first, to learn what you may do. Needs no scope. No side effects (the call is
         recorded in the audit ledger, like every call).
         """
-        agent = current_call().agent
+        call = current_call()
+        agent = call.agent
         view = agent.charter
         return WhoAmI(
             agent_id=view.agent_id,
@@ -52,4 +58,5 @@ def register(server: CharterServer) -> None:
             not_before=rfc3339(view.not_before),
             not_after=rfc3339(view.not_after),
             policy=view.policy,
+            organization=call.deps.home.organization,
         )
