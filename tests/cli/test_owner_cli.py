@@ -72,7 +72,7 @@ def org(tmp_path: Path) -> tuple[Path, Path]:
     return home, bob_key
 
 
-async def test_two_owners_each_add_an_agent_both_serve_and_the_ledger_verifies_from_the_org_key(
+async def test_two_owners_add_agents_both_serve_ledger_verifies_from_org_key(
     org: tuple[Path, Path],
 ) -> None:
     home, bob_key = org
