@@ -376,6 +376,7 @@ def register(cli: click.Group) -> None:
     @click.option("--scope", "scopes", multiple=True, help="Replace the scopes (repeatable).")
     @click.option("--audience", "audiences", multiple=True, help="Replace the audiences.")
     @click.option("--valid-for", default=None, help="Validity from now (default: as before).")
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @run_async
     async def reinstate(
@@ -383,6 +384,7 @@ def register(cli: click.Group) -> None:
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
         valid_for: str | None,
+        owner_key: Path | None,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -395,6 +397,7 @@ def register(cli: click.Group) -> None:
                 scopes=list(scopes) or None,
                 audiences=list(audiences) or None,
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         _emit_agent(info, as_json)

@@ -117,7 +117,7 @@ async def add_agent(
             raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
 
     await home.read(check)
-    by = await _acting(home, by, passphrase, "agent.register")
+    by = await acting_or_default(home, by, passphrase, "agent.register")
     owner_key: Ed25519Signer = home.owner_key(passphrase) if by is None else by.key
     owner_id = home.owner_id if by is None else by.owner_id
     home.signer.remove(agent_ref(name))  # a leftover of an interrupted add is never reused
@@ -187,7 +187,7 @@ async def update_agent(
     current = await get_agent(home, name)
     if current.status != "active":
         raise AgentRevoked(f"agent {name!r} is revoked; add a new agent instead")
-    by = await _acting(home, by, passphrase, "agent.update")
+    by = await acting_or_default(home, by, passphrase, "agent.update")
     await owners.guarded(home, name, by, "agent.update")
     view = await load_charter(home, current.charter_hash)
     now = home.clock.now()
@@ -301,7 +301,7 @@ async def revoke_agent(
     if info.status == "revoked":
         raise InvalidInput(f"agent {name!r} is already revoked")
     check_reason(reason)
-    by = await _acting(home, by, passphrase, "agent.revoke")
+    by = await acting_or_default(home, by, passphrase, "agent.revoke")
     await owners.guarded(home, name, by, "agent.revoke")
     now = rfc3339(home.clock.now())
     event = home.owner_event(
@@ -489,7 +489,7 @@ def _store_charter(tx: Tx, name: str, charter: dict[str, Any], h: str) -> None:
     )
 
 
-async def _acting(
+async def acting_or_default(
     home: Home, by: ActingOwner | None, passphrase: bytes | None, action: str
 ) -> ActingOwner | None:
     """``by``, or in an organization home the default owner when none is given."""

@@ -223,3 +223,24 @@ async def test_whoami_shows_organization_owner_agent(org: tuple[Path, Path]) -> 
     ):
         me = await call(client, "identity_whoami", {})
     assert (me["organization"], me["owner"], me["name"]) == ("acme", B, "beta")
+
+
+async def test_after_an_organization_lockdown_each_owner_reinstates_only_their_own(
+    org: tuple[Path, Path],
+) -> None:
+    home, bob_key = org
+    ok(home, "agent", "add", "alpha", "--scope", "audit:read")
+    ok(home, "agent", "add", "beta", "--scope", "audit:read", "--owner-key", str(bob_key))
+    ok(home, "lockdown", "--reason", "incident")  # the organization key's kill switch
+    ok(home, "lockdown", "--lift")
+    stolen = run(home, "agent", "reinstate", "alpha", "--owner-key", str(bob_key))
+    assert stolen.exit_code == 4 and "another owner" in stolen.output
+    ok(home, "agent", "reinstate", "beta", "--owner-key", str(bob_key))
+    ok(home, "agent", "reinstate", "alpha")
+    ledger = await entries(home)
+    reinstated = [
+        (e["actor"], e["args"]["agent"]) for e in ledger if e["action"] == "agent.reinstate"
+    ]
+    assert reinstated == [(B, "beta"), (A, "alpha")]
+    async with await Home.open(Settings(home=home)) as h:
+        await audit.verify_home(h)
