@@ -20,9 +20,8 @@ from charter.evidence.charters import (
     check_validity,
     make_charter,
     validate_agent_name,
-    verify_charter,
 )
-from charter.evidence.jwk import Ed25519Signer, public_jwk, thumbprint
+from charter.evidence.jwk import Ed25519Signer, public_jwk
 from charter.home import ActingOwner, Home
 from charter.keys import KeyHandle, agent_ref
 from charter.storage.ports import Draft, Tx
@@ -451,13 +450,7 @@ def charter_view(home: Home, tx: Tx, h: str) -> CharterView:
     if body is None:
         raise ConfigError(f"charter {h[:12]}… is missing from the database")
     try:
-        view = verify_charter(
-            json.loads(body), None if home.organization else home.owner_public_key
-        )
-        if home.organization is not None:  # signed by an owner the organization certified
-            signer = tx.owners.by_kid(thumbprint(view.owner_key))
-            if signer is None or signer.owner_id != view.owner_id:
-                raise ValueError("not signed by a certified owner of the organization")
+        view = owners.verify_stored_charter(home, tx, json.loads(body))
     except ValueError as exc:
         raise ConfigError(f"stored charter {h[:12]}… is invalid: {exc}") from exc
     if view.hash != h:

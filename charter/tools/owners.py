@@ -10,11 +10,13 @@ key (``--owner-key FILE``, or the home's default owner). See AUDIT-FORMAT.md §1
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import InvalidInput, NotFound, ScopeDenied
+from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.jwk import Ed25519Signer, public_jwk, thumbprint
 from charter.home import ActingOwner, Home, check_email
 from charter.keys import KeyHandle
@@ -235,3 +237,18 @@ async def guarded(home: Home, name: str, by: ActingOwner | None, action: str) ->
     message = await home.write(check)
     if message is not None:
         raise ScopeDenied(message)
+
+
+def verify_stored_charter(home: Home, tx: Tx, doc: Any) -> CharterView:
+    """Verify a stored charter: signed by the home's owner key, or in an organization home by
+    an owner the organization certified (current or removed: old charters stay readable).
+
+    Raises:
+        ValueError: it does not verify.
+    """
+    view = verify_charter(doc, None if home.organization else home.owner_public_key)
+    if home.organization is not None:
+        signer = tx.owners.by_kid(thumbprint(view.owner_key))
+        if signer is None or signer.owner_id != view.owner_id:
+            raise ValueError("not signed by a certified owner of the organization")
+    return view

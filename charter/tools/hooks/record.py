@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from charter.errors import CharterError, ConfigError, NotFound
 from charter.evidence.canonical import canonical_json
-from charter.evidence.charters import CharterView, verify_charter
+from charter.evidence.charters import CharterView
 from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.keys import KeyHandle, agent_ref
@@ -51,6 +51,7 @@ from charter.storage.vault import Vault
 from charter.storage.vault_values import SecretValue
 from charter.tools.hooks import events as ev
 from charter.tools.hooks import output
+from charter.tools.owners import verify_stored_charter
 
 if TYPE_CHECKING:
     from charter.tools.hooks.rules import OwnerRules
@@ -136,7 +137,7 @@ async def load_hook_agent(home: Home, name: str) -> HookAgent:
         if body is None:
             raise ConfigError(f"charter of agent {name!r} is missing from the database")
         try:
-            view = verify_charter(json.loads(body), home.owner_public_key)
+            view = verify_stored_charter(home, tx, json.loads(body))
         except ValueError as exc:
             raise ConfigError(f"stored charter of agent {name!r} is invalid: {exc}") from None
         if view.hash != record.charter_hash:
