@@ -244,3 +244,29 @@ async def test_after_an_organization_lockdown_each_owner_reinstates_only_their_o
     assert reinstated == [(B, "beta"), (A, "alpha")]
     async with await Home.open(Settings(home=home)) as h:
         await audit.verify_home(h)
+
+
+async def test_an_organization_on_postgresql(tmp_path: Path, pg_database: str) -> None:
+    """The same flow with the ledger and the owners in PostgreSQL (migration 0014 there)."""
+    home = tmp_path / "home"
+    ok(home, "init", "--org", "acme", "--owner", A, "--database", pg_database)
+    bob_key = tmp_path / "bob.key"
+    printed = ok(home, "owner", "keygen", "--out", str(bob_key)).stdout.strip()
+    ok(home, "owner", "add", B, "--public-key", printed)
+    ok(home, "agent", "add", "alpha", "--scope", "audit:read")
+    ok(home, "agent", "add", "beta", "--scope", "audit:read", "--owner-key", str(bob_key))
+    refused = run(home, "agent", "revoke", "alpha", "--yes", "--owner-key", str(bob_key))
+    assert refused.exit_code == 4, refused.output
+    removed = json.loads(ok(home, "owner", "remove", B, "--yes", "--json").stdout)
+    assert removed["agents_revoked"] == ["beta"]
+    ok(home, "audit", "verify")
+    async with await Home.open(Settings(home=home, database_url=pg_database)) as h:
+        assert not (home / "charter.db").exists()  # really PostgreSQL
+        agents = {a.name: a.status for a in await _agents(h)}
+    assert agents == {"alpha": "active", "beta": "revoked"}
+
+
+async def _agents(h: Home) -> list[Any]:
+    from charter.tools import identity
+
+    return await identity.list_agents(h)
