@@ -17,6 +17,7 @@ from charter.cli._common import (
     yes_option,
 )
 from charter.cli.owner import owner_key_option
+from charter.errors import InvalidInput
 from charter.tools import approvals, lockdown, owners
 from charter.tools.identity import parse_duration
 from charter.tools.lockdown import LockdownState
@@ -51,19 +52,18 @@ def register(cli: click.Group) -> None:
 
     @cli.command("approvals")
     @owner_key_option
-    @common_options(passphrase=True, as_json=True)
+    @common_options(as_json=True)
     @run_async
-    async def approvals_(
-        owner_key: Path | None, home: Path | None, passphrase_file: Path | None, as_json: bool
-    ) -> None:
+    async def approvals_(owner_key: Path | None, home: Path | None, as_json: bool) -> None:
         """List calls waiting for your approval, each with its exact arguments and hash (in an
         organization home: those for your own agents)."""
         async with await open_home(home) as h:
             who = None
             if h.organization is not None:
-                pp = owner_passphrase(h, passphrase_file)
-                who = await owners.acting_owner(h, owner_key=owner_key, passphrase=pp)
-            pending = await approvals.list_pending(h, None if who is None else who.owner_id)
+                who = await owners.owner_of_key(h, owner_key)
+            elif owner_key is not None:
+                raise InvalidInput("--owner-key needs an organization home")
+            pending = await approvals.list_pending(h, who)
         if as_json:
             emit_json([a.model_dump() for a in pending])
             return

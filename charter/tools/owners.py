@@ -20,7 +20,7 @@ from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.jwk import Ed25519Signer, public_jwk, thumbprint
 from charter.home import ActingOwner, Home, check_email
 from charter.keys import KeyHandle
-from charter.keys.owner_files import load_owner_key_file
+from charter.keys.owner_files import load_owner_key_file, owner_public_key_file
 from charter.keys.signer import DEFAULT_OWNER
 from charter.storage.owners import OwnerRecord
 from charter.storage.ports import Draft, Tx
@@ -174,6 +174,24 @@ async def acting_owner(
     if home.clock.now() >= parse_rfc3339(rec.not_after):
         raise ScopeDenied(f"the owner certificate of {rec.owner_id} has expired")
     return ActingOwner(rec.owner_id, signer)
+
+
+async def owner_of_key(home: Home, owner_key: Path | None = None) -> str:
+    """The current owner whose public key is in ``owner_key`` (else the home's default
+    owner's): no passphrase needed, nothing signed (for listings).
+
+    Raises:
+        InvalidInput: no organization.  ScopeDenied: not a current owner's key.
+    """
+    require_org(home)
+    if owner_key is not None:
+        public = owner_public_key_file(owner_key)
+    else:
+        public = home.signer.public_key(DEFAULT_OWNER)
+    rec = await home.read(lambda tx: tx.owners.by_kid(thumbprint(public)))
+    if rec is None or rec.status != "active":
+        raise ScopeDenied("that key is not a current owner's of this organization")
+    return rec.owner_id
 
 
 def check_owns(tx: Tx, home: Home, name: str, by: ActingOwner | None, action: str) -> None:

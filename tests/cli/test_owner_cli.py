@@ -3,6 +3,7 @@ owner actions that are that owner's, driven through click's runner against real 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -216,13 +217,19 @@ async def test_approvals_go_to_the_agents_owner_and_only_they_decide(
 
 async def test_whoami_shows_organization_owner_agent(org: tuple[Path, Path]) -> None:
     home, bob_key = org
-    ok(home, "agent", "add", "beta", "--scope", "audit:read", "--owner-key", str(bob_key))
+    api = "https://api.example.com"
+    ok(home, "agent", "add", "beta", "--scope", "token:issue", "--audience", api,
+       "--owner-key", str(bob_key))  # fmt: skip
     async with (
         await Home.open(Settings(home=home)) as h,
         Client(await server_for(h, "beta")) as client,
     ):
         me = await call(client, "identity_whoami", {})
     assert (me["organization"], me["owner"], me["name"]) == ("acme", B, "beta")
+    token = ok(home, "token", "issue", "--agent", "beta", "--audience", api).stdout.strip()
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert (claims["owner"], claims["sub"]) == (B, me["agent_id"])  # tokens carry the owner
 
 
 async def test_after_an_organization_lockdown_each_owner_reinstates_only_their_own(
