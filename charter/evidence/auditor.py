@@ -52,11 +52,7 @@ from charter.evidence.c2sp import (
 from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.compact_range import CompactRange
 from charter.evidence.entries import LedgerIdentity
-from charter.evidence.owners import (
-    OwnerCertView,
-    check_charter_signers,
-    verify_owner_certificate,
-)
+from charter.evidence.owners import OwnerCertView, check_charter_signers, verify_owner_certificate
 from charter.evidence.verifier import VerifyReport, VerifyState, charter_views, verify_entries
 
 STATE_FORMAT = "charter-audit-state/v1"
