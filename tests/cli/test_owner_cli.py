@@ -277,3 +277,32 @@ async def _agents(h: Home) -> list[Any]:
     from charter.tools import identity
 
     return await identity.list_agents(h)
+
+
+def test_bad_owner_input_gets_one_clear_line(org: tuple[Path, Path]) -> None:
+    home, bob_key = org
+    printed = bob_key.read_text()  # the private key file's JSON, given inline
+    cases = [
+        (["owner", "keygen", "--out", str(bob_key)], "already exists"),
+        (["owner", "add", "carol@example.com", "--public-key", str(bob_key)], "private key"),
+        (["owner", "add", "carol@example.com", "--public-key", printed], "private key"),
+        (["owner", "add", "carol@example.com", "--public-key", "{nope"], "not a JSON Web Key"),
+        (["owner", "add", "not-an-email", "--public-key", str(bob_key) + ".missing"], "cannot"),
+        (["owner", "remove", "nobody@example.com", "--yes"], "not a current owner"),
+        (["agent", "add", "x", "--scope", "audit:read", "--as-org"], "No such option"),
+        (["agent", "revoke", "ghost", "--yes", "--as-org"], "no agent named"),
+    ]
+    for args, says in cases:
+        result = run(home, *args)
+        assert result.exit_code != 0, args
+        assert says in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    keygen_public = ok(home, "owner", "keygen", "--out", str(home.parent / "c.key")).stdout
+    not_email = run(home, "owner", "add", "carol", "--public-key", keygen_public.strip())
+    assert not_email.exit_code == 2 and "must be an email address" in not_email.output
+    twice = run(home, "owner", "add", B, "--public-key", keygen_public.strip())
+    assert twice.exit_code == 2 and "already an owner" in twice.output
+    alice = json.loads(ok(home, "owner", "list", "--json").stdout)[0]
+    same_key = json.dumps({"kty": "OKP", "crv": "Ed25519", "x": alice["public_key"]["x"]})
+    reused = run(home, "owner", "add", "carol@example.com", "--public-key", same_key)
+    assert reused.exit_code == 2 and "already belongs to an owner" in reused.output
