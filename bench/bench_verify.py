@@ -26,7 +26,7 @@ import nacl.signing
 
 from bench._common import Row, interleave, median, pick, rate, ratio_of_rounds, row, tiny
 from bench._ledgers import ledger_of, open_home
-from charter.evidence import verifier
+from charter.evidence import entry_checks, verifier
 from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity
 from charter.evidence.jwk import b64url_decode, thumbprint
 from charter.home import Home
@@ -51,7 +51,7 @@ def raw_verify(triples: list[Triple], workers: int) -> None:
     if workers <= 1:
         _raw_chunk(triples)
         return
-    size = verifier.PARALLEL_CHUNK
+    size = entry_checks.PARALLEL_CHUNK
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = [
@@ -154,7 +154,7 @@ def _incremental(
         "entries/s",
         TARGET,
         "VerifyState after the prefix, then only the new entries; below "
-        f"{verifier.PARALLEL_MIN:,} new entries one process checks them (raw: one core)",
+        f"{entry_checks.PARALLEL_MIN:,} new entries one process checks them (raw: one core)",
         ratio=ratio_of_rounds(subj, base),
     )
 

@@ -332,20 +332,20 @@ async def _ledger(n: int) -> tuple[Home, list[bytes], bytes]:
 
 def verify(n: int) -> None:
     """Per-entry costs of verification, against the signature check they wrap."""
-    from charter.evidence import verifier
+    from charter.evidence import entry_checks, verifier
     from charter.evidence.entries import SIGNING_PREFIX
     from charter.evidence.jwk import b64url_decode, verify_signature
 
     home, bodies, key = asyncio.run(_ledger(n))
     body = bodies[-1]
-    entry = verifier._parse(0, body)
+    entry = entry_checks.parse(0, body)
     sig = b64url_decode(entry["sig"])
-    message = SIGNING_PREFIX + verifier._signed_bytes(entry, body)
+    message = SIGNING_PREFIX + entry_checks.signed_bytes(entry, body)
     _, state = verifier.verify_entries(home.identity, bodies[:-1])
     replay = verifier._Replay(home.identity, state)
     size, head = state.size, state.head
 
-    def step(verdict: verifier.Verdict | None) -> Callable[[], None]:
+    def step(verdict: entry_checks.Verdict | None) -> Callable[[], None]:
         def run() -> None:
             state.size, state.head = size, head
             replay.step(body, verdict)
@@ -354,11 +354,11 @@ def verify(n: int) -> None:
 
     parts: dict[str, Callable[[], object]] = {
         "PyNaCl verify (the baseline's whole work)": lambda: verify_signature(key, message, sig),
-        "parse + canonical-bytes check (orjson)": lambda: verifier._parse(0, body),
-        "signed bytes cut from the body": lambda: verifier._signed_bytes(entry, body),
-        "replay step, signature checked by a worker": step(verifier._SIG_GOOD),
+        "parse + canonical-bytes check (orjson)": lambda: entry_checks.parse(0, body),
+        "signed bytes cut from the body": lambda: entry_checks.signed_bytes(entry, body),
+        "replay step, signature checked by a worker": step(entry_checks.SIG_GOOD),
         "replay step, all in this process": step(None),
-        "worker precheck (parse + signature)": lambda: verifier._precheck(
+        "worker precheck (parse + signature)": lambda: entry_checks.precheck(
             body, {entry["kid"]: key}
         ),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -18,16 +19,41 @@ from charter.errors import ConfigError, InvalidInput
 from charter.evidence.canonical import canonical_json
 from charter.evidence.charters import TRUST_DOMAIN, owner_handle
 from charter.evidence.entries import Entry, LedgerIdentity
-from charter.evidence.jwk import b64url_decode, public_jwk
+from charter.evidence.jwk import Ed25519Signer, b64url_decode, public_jwk, thumbprint
+from charter.evidence.owners import certificate_hash, make_owner_certificate, validate_org_name
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
 from charter.keys import pkcs11 as pkcs11_store
 from charter.keys.files import read_passphrase_file
+from charter.keys.signer import DEFAULT_OWNER
 from charter.storage.backends import open_store
 from charter.storage.ports import Draft, Store, Tx
 
 T = TypeVar("T")
 
 _EMAIL = r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$"
+#: How long an owner certificate is valid (renew by removing and adding the owner again).
+OWNER_CERT_VALIDITY = dt.timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class ActingOwner:
+    """Who signs an owner action in an organization home: a certified owner and their key, or
+    the organization key itself (``owner_id`` then the organization name)."""
+
+    owner_id: str
+    key: Ed25519Signer
+    is_org: bool = False
+
+
+def check_email(owner: str) -> str:
+    """Return ``owner`` if it is an email address.
+
+    Raises:
+        InvalidInput: otherwise.
+    """
+    if not re.match(_EMAIL, owner):
+        raise InvalidInput(f"owner must be an email address, got {owner!r}")
+    return owner
 
 
 @dataclass
@@ -87,8 +113,13 @@ class Home:
         cheap_kdf: bool = False,
         key_store: str | None = None,
         database: str | None = None,
+        organization: str | None = None,
     ) -> Home:
         """Create a new home: folders, database, owner/issuer/log keys and ledger entry 0.
+
+        ``organization``: make an organization home (AUDIT-FORMAT §13): the owner key slot
+        holds the organization key, and ``owner`` is certified as its first owner with a key
+        of their own kept in the home (the default owner).
 
         ``key_store``: an RFC 7512 ``pkcs11:`` URI to make the keys inside that token instead
         of files (:mod:`charter.keys.pkcs11`). ``database``: a ``postgresql://`` URL kept in
@@ -99,8 +130,9 @@ class Home:
             ConfigError: if a home already exists there, or the key store is unusable.
             InvalidInput: for a malformed owner email or trust domain.
         """
-        if not re.match(_EMAIL, owner):
-            raise InvalidInput(f"owner must be an email address, got {owner!r}")
+        check_email(owner)
+        if organization is not None:
+            validate_org_name(organization)
         if not TRUST_DOMAIN.match(trust_domain):
             raise InvalidInput(f"invalid trust domain {trust_domain!r}")
         clock = clock or SystemClock()
@@ -125,6 +157,7 @@ class Home:
                 cheap_kdf,
                 key_store,
                 keep_url=database is not None,
+                organization=organization,
             )
         except BaseException:
             if store is not None:
@@ -144,6 +177,7 @@ class Home:
         key_store: str | None,
         *,
         keep_url: bool,
+        organization: str | None = None,
     ) -> Home:
         layout = settings.layout
         token = None
@@ -175,10 +209,16 @@ class Home:
         owner_key = KeyHandle.of(signer, signer.create(OWNER))
         log_key = KeyHandle.of(signer, signer.create(LOG))
         issuer_key = KeyHandle.of(signer, signer.create(issuer_ref("")))
+        first_owner = owner
+        extra: dict[str, str] = {}
+        if organization is not None:  # the owner slot is the organization's; owner's own key
+            signer.create(DEFAULT_OWNER)
+            owner = organization
+            extra = {"organization": organization, "default_owner": first_owner}
 
         ledger_id = secrets.token_hex(8)
         origin = f"{trust_domain}/charter/{owner_handle(owner)}/{ledger_id}"
-        meta = {
+        meta = extra | {
             "origin": origin,
             "ledger_id": ledger_id,
             "owner_id": owner,
@@ -195,6 +235,9 @@ class Home:
         try:
             await store.write(lambda tx: tx.meta.insert_identity(meta))
             await home._record_genesis(owner, owner_key, issuer_key)
+            if organization is not None:
+                default = KeyHandle.of(signer, DEFAULT_OWNER)
+                await home.write(home.owner_certification(first_owner, default.public_key))
         except BaseException:
             await home.close()
             raise
@@ -205,17 +248,17 @@ class Home:
     ) -> None:
         """Entry 0: ``ledger.init``, signed by the owner."""
         origin, trust_domain, log_key = self.origin, self.trust_domain, self.log_key
-        await self.record_owner_event(
-            "ledger.init",
-            {
-                "origin": origin,
-                "owner": owner,
-                "owner_key": public_jwk(owner_key.public_key),
-                "log_key": public_jwk(log_key.public_key),
-                "issuer_key": public_jwk(issuer_key.public_key),
-                "trust_domain": trust_domain,
-            },
-        )
+        args = {
+            "origin": origin,
+            "owner": owner,
+            "owner_key": public_jwk(owner_key.public_key),
+            "log_key": public_jwk(log_key.public_key),
+            "issuer_key": public_jwk(issuer_key.public_key),
+            "trust_domain": trust_domain,
+        }
+        if self.organization is not None:
+            args |= {"organization": self.organization, "first_owner": self.meta["default_owner"]}
+        await self.record_owner_event("ledger.init", args)
 
     async def close(self) -> None:
         """Close the database (and a PKCS#11 token's session)."""
@@ -242,6 +285,48 @@ class Home:
     def owner_id(self) -> str:
         """The owner's id (their email address)."""
         return self.meta["owner_id"]
+
+    @property
+    def organization(self) -> str | None:
+        """The organization's name in an organization home (then ``owner_id`` too), else None."""
+        return self.meta.get("organization")
+
+    def owner_certification(
+        self, owner_id: str, public_key: bytes, *, passphrase: bytes | None = None
+    ) -> Callable[[Tx], dict[str, Any]]:
+        """The unit of work certifying ``owner_id``'s key: an organization-signed
+        ``owner.certify`` entry and the ``owners`` row (AUDIT-FORMAT §13)."""
+        if self.organization is None:
+            raise InvalidInput("this home has no organization (`charter init --org NAME`)")
+        check_email(owner_id)
+        now = self.clock.now()
+        cert = make_owner_certificate(
+            org_key=self.owner_key(passphrase),
+            org_id=self.organization,
+            owner_id=owner_id,
+            owner_public_key=public_key,
+            not_before=now,
+            not_after=now + OWNER_CERT_VALIDITY,
+        )
+        h = certificate_hash(cert)
+        event = self.owner_event(
+            "owner.certify", {"certificate": cert, "certificate_hash": h}, passphrase=passphrase
+        )
+
+        def certify(tx: Tx) -> dict[str, Any]:
+            tx.owners.insert(
+                kid=thumbprint(public_key),
+                owner_id=owner_id,
+                public_key=public_jwk(public_key)["x"],
+                cert_hash=h,
+                certificate=canonical_json(cert).decode(),
+                not_after=cert["not_after"],
+                added_at=cert["issued_at"],
+            )
+            tx.ledger.append_one(event)
+            return cert
+
+        return certify
 
     @property
     def trust_domain(self) -> str:
@@ -307,15 +392,17 @@ class Home:
         *,
         passphrase: bytes | None = None,
         outcome: str = "ok",
+        by: ActingOwner | None = None,
     ) -> Draft:
         """The draft of an owner action (phase ``event``) signing ``args``; append it in a
-        unit of work (``tx.ledger.append_one``) to commit it with the state it records."""
+        unit of work (``tx.ledger.append_one``) to commit it with the state it records.
+        ``by``: in an organization home, the owner (or the organization) acting."""
         return Draft(
-            actor=self.owner_id,
-            owner=self.owner_id,
+            actor=self.owner_id if by is None else by.owner_id,
+            owner=self.owner_id if by is None or by.is_org else by.owner_id,
             action=action,
             phase="event",
-            signer=self.owner_key(passphrase),
+            signer=self.owner_key(passphrase) if by is None else by.key,
             args=args,
             args_hash=hashlib.sha256(canonical_json(args)).hexdigest(),
             outcome=outcome,

@@ -128,10 +128,17 @@ async def make_home(
     owner: str = "owner@example.com",
     clock: FrozenClock | None = None,
     passphrase: bytes | None = None,
+    organization: str | None = None,
 ) -> Home:
-    """Create a new home at ``root`` (cheap key derivation, for speed)."""
+    """Create a new home at ``root`` (cheap key derivation, for speed); ``organization``:
+    an organization home whose first owner is ``owner``."""
     return await Home.init(
-        Settings(home=root), owner=owner, clock=clock, passphrase=passphrase, cheap_kdf=True
+        Settings(home=root),
+        owner=owner,
+        clock=clock,
+        passphrase=passphrase,
+        cheap_kdf=True,
+        organization=organization,
     )
 
 

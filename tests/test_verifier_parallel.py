@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charter.errors import LedgerIntegrityError
-from charter.evidence import canonical, verifier
+from charter.evidence import canonical, entry_checks, verifier
 from charter.evidence.canonical import MAX_SAFE_INT, canonical_json
 from charter.evidence.entries import SIGNING_PREFIX, LedgerIdentity, sign_entry
 from charter.evidence.jwk import Ed25519Signer, b64url
@@ -135,8 +135,8 @@ async def test_parallel_verdicts_match_sequential_for_every_tamper(
 ) -> None:
     identity_, bodies = ledger
     # Small chunks so a 60-entry ledger spreads over many worker tasks.
-    monkeypatch.setattr(verifier, "PARALLEL_MIN", 8)
-    monkeypatch.setattr(verifier, "PARALLEL_CHUNK", 7)
+    monkeypatch.setattr(entry_checks, "PARALLEL_MIN", 8)
+    monkeypatch.setattr(entry_checks, "PARALLEL_CHUNK", 7)
     for name, (copy, bad_seq) in (await _tampers(home, bodies)).items():
         sequential = _outcome(identity_, copy, workers=1)
         if bad_seq is None:
@@ -150,8 +150,8 @@ def test_resuming_from_a_state_in_parallel_matches(
     ledger: tuple[LedgerIdentity, list[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     identity_, bodies = ledger
-    monkeypatch.setattr(verifier, "PARALLEL_MIN", 4)
-    monkeypatch.setattr(verifier, "PARALLEL_CHUNK", 5)
+    monkeypatch.setattr(entry_checks, "PARALLEL_MIN", 4)
+    monkeypatch.setattr(entry_checks, "PARALLEL_CHUNK", 5)
     full, _ = verifier.verify_entries(identity_, bodies)
     _, state = verifier.verify_entries(identity_, bodies[:25])
     resumed, _ = verifier.verify_entries(identity_, bodies[25:], state, workers=2)
@@ -187,7 +187,7 @@ def test_signed_bytes_are_the_canonical_bytes_without_the_signature(
     }  # fmt: skip
     entry = sign_entry(fields, key)
     unsigned = {k: v for k, v in entry.fields.items() if k != "sig"}
-    assert verifier._signed_bytes(entry.fields, entry.body) == canonical_json(unsigned)
+    assert entry_checks.signed_bytes(entry.fields, entry.body) == canonical_json(unsigned)
     # ...and they are what the stored signature signs.
     assert entry.fields["sig"] == b64url(key.sign(SIGNING_PREFIX + canonical_json(unsigned)))
 
@@ -260,8 +260,8 @@ async def test_home_audit_with_workers_matches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`charter audit verify` (every core) reports what the sequential audit does."""
-    monkeypatch.setattr(verifier, "PARALLEL_MIN", 8)
-    monkeypatch.setattr(verifier, "PARALLEL_CHUNK", 7)
+    monkeypatch.setattr(entry_checks, "PARALLEL_MIN", 8)
+    monkeypatch.setattr(entry_checks, "PARALLEL_CHUNK", 7)
     sequential = await audit.verify_home(home)
     parallel = await audit.verify_home(home, workers=2)
     assert (parallel.size, parallel.head) == (sequential.size, sequential.head)

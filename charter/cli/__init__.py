@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "init",
     "keys",
     "mail",
+    "owner",
     "secret",
     "serve",
     "tlog",

@@ -21,8 +21,9 @@ from charter.cli._common import (
     yes_option,
 )
 from charter.cli.mail import EmailOptions, email_options
+from charter.cli.owner import as_org_option, owner_key_option
 from charter.errors import InvalidInput
-from charter.tools import approvals, identity, lockdown
+from charter.tools import approvals, identity, lockdown, owners
 from charter.tools.hooks import record as hooks_record
 from charter.tools.identity import AgentInfo
 from charter.tools.os_users import check_os_users, with_os_users
@@ -194,6 +195,7 @@ def register(cli: click.Group) -> None:
         default=None,
         help="How deep its sub-agents may delegate (with --scope agent:delegate; default 1).",
     )
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -208,6 +210,7 @@ def register(cli: click.Group) -> None:
         hook_deny: tuple[str, ...],
         hook_ask: tuple[str, ...],
         hook_prompt_text: bool | None,
+        owner_key: Path | None,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -237,7 +240,8 @@ def register(cli: click.Group) -> None:
                 audiences=list(audiences),
                 valid_for=identity.parse_duration(valid_for),
                 policy=policy,
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         if as_json:
             emit_json(info.model_dump() | ({"warnings": warnings} if warnings else {}))
@@ -259,6 +263,7 @@ def register(cli: click.Group) -> None:
     @hook_ask_option
     @hook_prompt_option
     @click.option("--no-hook-rules", is_flag=True, help="Remove every hook deny/ask rule.")
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @email_options
     @run_async
@@ -275,6 +280,7 @@ def register(cli: click.Group) -> None:
         hook_ask: tuple[str, ...],
         hook_prompt_text: bool | None,
         no_hook_rules: bool,
+        owner_key: Path | None,
         email: EmailOptions,
         home: Path | None,
         passphrase_file: Path | None,
@@ -320,7 +326,8 @@ def register(cli: click.Group) -> None:
                 audiences=list(audiences) or None,
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
                 policy=policy,
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         if as_json:
             extra = {"warnings": warnings} if warnings else {}
@@ -365,12 +372,16 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     @reason_option
     @yes_option
+    @owner_key_option
+    @as_org_option
     @common_options(passphrase=True, as_json=True)
     @run_async
     async def revoke(
         name: str,
         reason: str,
         yes: bool,
+        owner_key: Path | None,
+        as_org: bool,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -386,9 +397,9 @@ def register(cli: click.Group) -> None:
         ):
             raise click.Abort
         async with await open_home(home) as h:
-            info = await identity.revoke_agent(
-                h, name, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
-            )
+            pp = owner_passphrase(h, passphrase_file)
+            by = await owners.acting_owner(h, owner_key=owner_key, as_org=as_org, passphrase=pp)
+            info = await identity.revoke_agent(h, name, reason=reason, passphrase=pp, by=by)
         emit_result(info, as_json, f"Revoked {name} at {info.revoked_at}")
 
     @agent.command("reinstate")
@@ -396,6 +407,7 @@ def register(cli: click.Group) -> None:
     @click.option("--scope", "scopes", multiple=True, help="Replace the scopes (repeatable).")
     @click.option("--audience", "audiences", multiple=True, help="Replace the audiences.")
     @click.option("--valid-for", default=None, help="Validity from now (default: as before).")
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @run_async
     async def reinstate(
@@ -403,6 +415,7 @@ def register(cli: click.Group) -> None:
         scopes: tuple[str, ...],
         audiences: tuple[str, ...],
         valid_for: str | None,
+        owner_key: Path | None,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -415,6 +428,7 @@ def register(cli: click.Group) -> None:
                 scopes=list(scopes) or None,
                 audiences=list(audiences) or None,
                 valid_for=identity.parse_duration(valid_for) if valid_for else None,
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         _emit_agent(info, as_json)

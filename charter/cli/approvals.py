@@ -16,7 +16,9 @@ from charter.cli._common import (
     run_async,
     yes_option,
 )
-from charter.tools import approvals, lockdown
+from charter.cli.owner import owner_key_option
+from charter.errors import InvalidInput
+from charter.tools import approvals, lockdown, owners
 from charter.tools.identity import parse_duration
 from charter.tools.lockdown import LockdownState
 
@@ -49,12 +51,19 @@ def register(cli: click.Group) -> None:
     """Add the commands."""
 
     @cli.command("approvals")
+    @owner_key_option
     @common_options(as_json=True)
     @run_async
-    async def approvals_(home: Path | None, as_json: bool) -> None:
-        """List calls waiting for your approval, each with its exact arguments and hash."""
+    async def approvals_(owner_key: Path | None, home: Path | None, as_json: bool) -> None:
+        """List calls waiting for your approval, each with its exact arguments and hash (in an
+        organization home: those for your own agents)."""
         async with await open_home(home) as h:
-            pending = await approvals.list_pending(h)
+            who = None
+            if h.organization is not None:
+                who = await owners.owner_of_key(h, owner_key)
+            elif owner_key is not None:
+                raise InvalidInput("--owner-key needs an organization home")
+            pending = await approvals.list_pending(h, who)
         if as_json:
             emit_json([a.model_dump() for a in pending])
             return
@@ -74,12 +83,14 @@ def register(cli: click.Group) -> None:
         help="How long the agent has to retry the approved call.",
     )
     @yes_option
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @run_async
     async def approve(
         approval_id: str,
         valid_for: str,
         yes: bool,
+        owner_key: Path | None,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
@@ -95,7 +106,8 @@ def register(cli: click.Group) -> None:
                 h,
                 approval_id,
                 valid_for=parse_duration(valid_for),
-                passphrase=owner_passphrase(h, passphrase_file),
+                passphrase=(pp := owner_passphrase(h, passphrase_file)),
+                by=await owners.acting_owner(h, owner_key=owner_key, passphrase=pp),
             )
         emit_result(
             decided,
@@ -107,20 +119,22 @@ def register(cli: click.Group) -> None:
     @cli.command("deny")
     @click.argument("approval_id")
     @reason_option
+    @owner_key_option
     @common_options(passphrase=True, as_json=True)
     @run_async
     async def deny(
         approval_id: str,
         reason: str,
+        owner_key: Path | None,
         home: Path | None,
         passphrase_file: Path | None,
         as_json: bool,
     ) -> None:
         """Deny APPROVAL_ID: sign the refusal with your owner key."""
         async with await open_home(home) as h:
-            decided = await approvals.deny(
-                h, approval_id, reason=reason, passphrase=owner_passphrase(h, passphrase_file)
-            )
+            pp = owner_passphrase(h, passphrase_file)
+            by = await owners.acting_owner(h, owner_key=owner_key, passphrase=pp)
+            decided = await approvals.deny(h, approval_id, reason=reason, passphrase=pp, by=by)
         emit_result(decided, as_json, f"Denied {decided.id}.")
 
     @cli.command("lockdown")

@@ -163,8 +163,11 @@ def register(cli: click.Group) -> None:
     )
     @click.option(
         "--owner-key",
+        "--org-key",
+        "owner_key",
         default=None,
-        help="Pin the owner key (JWK thumbprint) when verifying an export.",
+        help="Pin the owner key (JWK thumbprint) when verifying an export; in an organization "
+        "ledger, the organization key (owners and charters are checked from it).",
     )
     @trust_options
     @common_options(as_json=True)

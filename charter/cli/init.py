@@ -49,10 +49,20 @@ def register(cli: click.Group) -> None:
         "(postgresql://...; kept in the home's config.json, which then holds no database "
         "file) instead of the home's SQLite file. Needs pip install 'charter[postgres]'.",
     )
+    @click.option(
+        "--org",
+        "org",
+        default=None,
+        metavar="NAME",
+        help="Make an organization home: the owner key becomes the organization key (kept by "
+        "the administrator) and --owner its first owner, with a key of their own "
+        "(`charter owner add` certifies more).",
+    )
     @common_options(as_json=True)
     @run_async
     async def init(
         owner: str,
+        org: str | None,
         trust_domain: str,
         issuer: str | None,
         passphrase_file: Path | None,
@@ -72,6 +82,7 @@ def register(cli: click.Group) -> None:
             passphrase=passphrase,
             key_store=key_store,
             database=database,
+            organization=org,
         ) as h:
             if issuer_url is not None:
                 await tokens.set_issuer(h, issuer_url)
@@ -84,11 +95,13 @@ def register(cli: click.Group) -> None:
                 "issuer": await tokens.issuer(h),
                 "key_store": "pkcs11" if key_store else "file",
                 "database": "postgresql" if h.settings.database_url else "sqlite",
-            }
+            } | ({"organization": org, "first_owner": owner} if org else {})
         if as_json:
             emit_json(info)
             return
         click.echo(f"Created Charter home at {s.home}")
+        if org is not None:
+            click.echo(f"  organization: {org} (its key is the home's owner key)")
         click.echo(f"  owner:  {owner}")
         click.echo(f"  ledger: {info['origin']}")
         if issuer_url is not None:

@@ -53,7 +53,8 @@ from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.compact_range import CompactRange
 from charter.evidence.delegation import is_delegation, read_delegation
 from charter.evidence.entries import LedgerIdentity
-from charter.evidence.verifier import VerifyReport, VerifyState, verify_entries
+from charter.evidence.owners import OwnerCertView, check_charter_signers, verify_owner_certificate
+from charter.evidence.verifier import VerifyReport, VerifyState, charter_views, verify_entries
 
 STATE_FORMAT = "charter-audit-state/v1"
 #: Where an export keeps its signed checkpoints: ``checkpoints/<size>.note``.
@@ -491,7 +492,11 @@ def _write_state(path: Path, doc: dict[str, Any]) -> None:
 
 # The verifier's state is a graph of dataclasses (agents are shared between two indexes), so
 # it is saved with references, and only dataclasses of these modules are ever rebuilt.
-_STATE_MODULES = ("charter.evidence.verifier", "charter.evidence.charters")
+_STATE_MODULES = (
+    "charter.evidence.verifier",
+    "charter.evidence.charters",
+    "charter.evidence.owners",
+)
 
 
 def _encode(value: Any, memo: dict[int, int]) -> Any:
@@ -560,20 +565,22 @@ def _decode(value: Any, memo: dict[int, Any], owner_key: bytes) -> Any:
         raise ValueError(f"verifier state has other fields for {qualname}")
     for name, raw in fields.items():
         object.__setattr__(obj, name, _decode(raw, memo, owner_key))
-    if isinstance(obj, CharterView) and _reverify(obj.doc, owner_key) != obj:
+    if isinstance(obj, CharterView) and _reverify(obj.doc) != obj:
         raise ValueError("verifier state holds a charter that does not verify")
+    if isinstance(obj, OwnerCertView) and (
+        verify_owner_certificate(obj.doc, owner_key, obj.org_id) != obj
+    ):
+        raise ValueError("verifier state holds an owner certificate that does not verify")
+    if isinstance(obj, VerifyState):  # each charter's signer: the pinned key or an owner's
+        check_charter_signers(obj.owners, charter_views(obj), owner_key)
     return obj
 
 
-def _reverify(doc: Any, owner_key: bytes) -> CharterView:
-    """An owner charter, or a delegation charter (its parent's signature; the chain itself
-    was checked when the entry registering it was replayed)."""
-    if not is_delegation(doc):
-        return verify_charter(doc, owner_key)
-    view = read_delegation(doc)
-    if view.owner_key != owner_key:
-        raise ValueError("delegation charter names a different owner key")
-    return view
+def _reverify(doc: Any) -> CharterView:
+    """An owner charter (its own signature; who signed it is checked against the pinned key
+    and the certified owners with the whole state), or a delegation charter (its parent's
+    signature; the chain itself was checked when the entry registering it was replayed)."""
+    return read_delegation(doc) if is_delegation(doc) else verify_charter(doc)
 
 
 __all__ = [

@@ -8,49 +8,47 @@ It needs nothing but public keys: it is what an auditor runs on an export.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import hashlib
-import itertools
-import json
 import os
 import re
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
 import orjson
 
 from charter.clock import parse_rfc3339
-from charter.errors import LedgerIntegrityError
-from charter.evidence.canonical import canonical_json, parse_canonical
 from charter.evidence.charters import CharterView, verify_charter
 from charter.evidence.delegation import verify_delegation
 from charter.evidence.entries import (
-    FORMAT_VERSION,
-    OUTCOMES,
-    PHASES,
     SIGNING_PREFIX,
     LedgerIdentity,
 )
+from charter.evidence.entry_checks import (
+    SIG_BAD,
+    SIG_GOOD,
+    SIG_NOT_B64,
+    Verdict,
+    parse,
+    signed_bytes,
+    verify_parallel,
+)
+from charter.evidence.entry_checks import fail as _fail
 from charter.evidence.jwk import (
     b64url_decode,
     public_jwk,
-    public_key_from_jwk,
     thumbprint,
     verify_signature,
 )
+from charter.evidence.owners import (
+    OwnerState,
+    apply_org_event,
+    check_org_entry,
+    note_genesis,
+    owner_signer,
+)
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-ENTRY_FIELDS = frozenset(
-    {
-        "v", "seq", "ts", "prev", "actor", "owner", "charter", "session", "call", "phase",
-        "action", "args", "args_hash", "outcome", "reason", "result_hash", "kid", "sig",
-    }
-)  # fmt: skip
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 #: Owner actions that revoke every agent at once (the kill switch).
 LOCKDOWN_ACTIONS = frozenset({"owner.lockdown"})
@@ -98,6 +96,8 @@ class VerifyState:
     agents_by_id: dict[str, _Agent] = field(default_factory=dict)
     approvals: dict[str, _Approval] = field(default_factory=dict)
     locked_down: bool = False
+    #: Organization ledgers: the certified owners (charter.evidence.owners).
+    owners: OwnerState = field(default_factory=OwnerState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +125,7 @@ def verify_entries(
         state: what an earlier verification of the prefix returned (resume from it).
         workers: processes checking entries and signatures in parallel while this process
             replays the chain; ``None`` uses every core. The pool starts only when more than
-            :data:`PARALLEL_MIN` entries are to be checked. The result, and the first failing
+            :data:`~charter.evidence.entry_checks.PARALLEL_MIN` entries are to be checked. The result, and the first failing
             entry and reason, are the same whatever ``workers`` is.
 
     Raises:
@@ -135,23 +135,13 @@ def verify_entries(
     replay = _Replay(identity, st)
     count = (os.cpu_count() or 1) if workers is None else workers
     if count > 1:
-        _verify_parallel(replay, iter(bodies), count)
+        verify_parallel(replay.step, replay.keys, iter(bodies), count)
     else:
         for body in bodies:
             replay.step(body, None)
     agents = {id(a): a for a in st.agents_by_id.values()}
     revoked = sum(1 for a in agents.values() if a.revoked_at is not None)
     return VerifyReport(st.size, st.head, len(agents), revoked), st
-
-
-#: Entries read ahead before deciding to start worker processes (fewer: checked in process).
-PARALLEL_MIN = 16_384
-#: Entries per task sent to a worker process.
-PARALLEL_CHUNK = 2_048
-
-# What a worker found for an entry that parsed (a ``str`` is the reason it did not).
-_SIG_UNCHECKED, _SIG_GOOD, _SIG_BAD, _SIG_NOT_B64 = 0, 1, 2, 3
-Verdict = str | int
 
 
 class _Replay:
@@ -162,7 +152,7 @@ class _Replay:
         self.st = st
         self.owner_kid = thumbprint(identity.owner_key)
         self.log_kid = thumbprint(identity.log_key)
-        #: Key id -> key, for workers: every key that may sign (candidates; see _learn_keys).
+        #: Key id -> key, for workers: every key that may sign (candidates: learn_keys).
         self.keys: dict[str, bytes] = {
             self.owner_kid: identity.owner_key,
             self.log_kid: identity.log_key,
@@ -175,17 +165,20 @@ class _Replay:
         st, identity = self.st, self.identity
         seq = st.size
         if verdict is None:
-            entry = _parse(seq, body)
+            entry = parse(seq, body)
         elif isinstance(verdict, str):
             _fail(seq, verdict)
         else:
-            entry = orjson.loads(body)  # a worker ran every _parse check on these bytes
+            entry = orjson.loads(body)  # a worker ran every parse check on these bytes
         _check_chain(seq, entry, st, identity)
         kid = entry["kid"]
         if kid == self.owner_kid:
             signer = identity.owner_key
             if entry["actor"] != identity.owner_id or entry["charter"] is not None:
                 _fail(seq, "owner-signed entry must name the owner as actor and carry no charter")
+            if seq == 0:
+                note_genesis(entry, st.owners)
+            check_org_entry(seq, entry, st.owners)
         elif kid == self.log_kid:
             signer = identity.log_key
             # NOTE: the server's own key may only attest refusals (e.g. of a revoked agent)
@@ -197,169 +190,51 @@ class _Replay:
             signer = agent.charter.agent_key
             _check_agent_entry(seq, entry, agent)
             _check_ancestors(seq, agent, st)
+        elif kid in st.owners.by_kid:  # a certified owner (organization ledgers, owners.py)
+            owner = owner_signer(seq, entry, st.owners, st.agents_by_id, st.approvals)
+            signer = owner.cert.owner_key
         else:
             _fail(seq, f"signed by an unknown key {kid!r}")
-        if kid != self.owner_kid and entry["action"] in OWNER_ONLY_ACTIONS:
+        if (
+            kid != self.owner_kid
+            and kid not in st.owners.by_kid
+            and entry["action"] in OWNER_ONLY_ACTIONS
+        ):
             _fail(seq, f"{entry['action']} must be signed by the owner key")
-        if verdict == _SIG_NOT_B64:
+        if st.owners.organization is not None:  # the answerable owner (AUDIT-FORMAT §13.3)
+            answerable = identity.owner_id
+            if kid in st.owners.by_kid:
+                answerable = st.owners.by_kid[kid].cert.owner_id
+            elif kid in st.agents_by_kid:
+                answerable = st.agents_by_kid[kid].charter.owner_id
+            # A refusal under the log key may name the refused agent's owner.
+            log_ok = kid == self.log_kid and entry["owner"] in st.owners.by_id
+            if entry["owner"] != answerable and not log_ok:
+                _fail(seq, "entry names a different owner")
+        if verdict == SIG_NOT_B64:
             _fail(seq, "signature is not base64url")
-        if verdict in (_SIG_GOOD, _SIG_BAD) and self.keys.get(kid) == signer:
-            valid = verdict == _SIG_GOOD  # checked by a worker under this very key
+        if verdict in (SIG_GOOD, SIG_BAD) and self.keys.get(kid) == signer:
+            valid = verdict == SIG_GOOD  # checked by a worker under this very key
         else:
             try:
                 sig = b64url_decode(entry["sig"])
             except ValueError:
                 _fail(seq, "signature is not base64url")
-            valid = verify_signature(signer, SIGNING_PREFIX + _signed_bytes(entry, body), sig)
+            valid = verify_signature(signer, SIGNING_PREFIX + signed_bytes(entry, body), sig)
         if not valid:
             _fail(seq, "signature does not verify")
         if kid == self.owner_kid:
-            _apply_owner_event(seq, entry, st, identity)
+            others = (self.log_kid, st.agents_by_kid)
+            if not apply_org_event(seq, entry, st, identity.owner_key, others):
+                _apply_owner_event(seq, entry, st, identity)
+        elif kid in st.owners.by_kid:
+            cert = st.owners.by_kid[kid].cert
+            _apply_owner_event(seq, entry, st, identity, cert.owner_key, cert.owner_id)
         elif kid != self.log_kid:
             _apply_agent_entry(seq, entry, st)
         st.size = seq + 1
         st.head = hashlib.sha256(body).hexdigest()
         st.last_ts = entry["ts"]
-
-
-def _signed_bytes(entry: dict[str, Any], body: bytes) -> bytes:
-    """``canonical(entry without "sig")``, cut out of the entry's canonical ``body``.
-
-    Members are serialized independently in sorted key order, so removing the ``sig``
-    member from the canonical bytes gives the canonical bytes without it. Only ``ts`` (a
-    string) and ``v`` (an integer) follow ``sig``, so its last occurrence is the top-level
-    member. ``body`` must have passed :func:`_parse`.
-    """
-    member = b',"sig":' + orjson.dumps(entry["sig"])
-    start = body.rfind(member)
-    end = start + len(member)
-    if start < 0 or not body.startswith(b',"ts":', end):  # never, for a parsed entry
-        return canonical_json({k: v for k, v in entry.items() if k != "sig"})
-    return body[:start] + body[end:]
-
-
-def _precheck(body: bytes, keys: dict[str, bytes]) -> Verdict:
-    """The stateless checks of one entry (run in a worker): a ``_parse`` failure reason, or
-    the signature's verdict under ``keys[kid]`` (``_SIG_UNCHECKED`` if the kid is unknown)."""
-    try:
-        entry = _parse(0, body)  # the reasons _parse gives do not depend on seq
-    except LedgerIntegrityError as exc:
-        return exc.reason
-    key = keys.get(entry["kid"])
-    if key is None:
-        return _SIG_UNCHECKED
-    try:
-        sig = b64url_decode(entry["sig"])
-    except ValueError:
-        return _SIG_NOT_B64
-    ok = verify_signature(key, SIGNING_PREFIX + _signed_bytes(entry, body), sig)
-    return _SIG_GOOD if ok else _SIG_BAD
-
-
-def _precheck_chunk(bodies: list[bytes], keys: dict[str, bytes]) -> list[Verdict]:
-    return [_precheck(body, keys) for body in bodies]
-
-
-def _learn_keys(bodies: list[bytes], keys: dict[str, bytes]) -> None:
-    """Add the agent keys of any charters in ``bodies`` to ``keys``, by thumbprint.
-
-    These are only candidates (the entries are not verified yet): a worker's verdict is used
-    only when the replay finds that the key it checked is the entry's authorized signer.
-    """
-    for body in bodies:
-        delegated = b'"type":"delegation"' in body
-        if b'"type":"charter"' not in body and not delegated:
-            continue
-        try:
-            args = json.loads(body)["args"]
-            jwk = (args["details"] if delegated else args)["charter"]["agent"]["key"]
-            key = public_key_from_jwk(jwk)
-        except (ValueError, KeyError, TypeError):
-            continue
-        keys.setdefault(thumbprint(key), key)
-
-
-def _verify_parallel(replay: _Replay, bodies: Iterator[bytes], workers: int) -> None:
-    """Workers run the stateless checks chunk by chunk; this process replays in order."""
-    head = list(itertools.islice(bodies, PARALLEL_MIN + 1))
-    if len(head) <= PARALLEL_MIN:  # not worth starting processes
-        for body in head:
-            replay.step(body, None)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunks = itertools.chain(_chunks(iter(head)), _chunks(bodies))
-    # NOTE: fork only a single-threaded process (a threaded server must spawn), and fork
-    # where possible: it starts at once and does not re-import the caller's __main__.
-    single = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if single else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context)
-    pending: collections.deque[tuple[list[bytes], Future[list[Verdict]]]] = collections.deque()
-    try:
-        for chunk in chunks:
-            _learn_keys(chunk, replay.keys)
-            pending.append((chunk, pool.submit(_precheck_chunk, chunk, dict(replay.keys))))
-            if len(pending) >= 2 * workers:
-                _replay_chunk(replay, *pending.popleft())
-        while pending:
-            _replay_chunk(replay, *pending.popleft())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _chunks(bodies: Iterator[bytes]) -> Iterator[list[bytes]]:
-    while chunk := list(itertools.islice(bodies, PARALLEL_CHUNK)):
-        yield chunk
-
-
-def _replay_chunk(replay: _Replay, chunk: list[bytes], verdicts: Future[list[Verdict]]) -> None:
-    for body, verdict in zip(chunk, verdicts.result(), strict=True):
-        replay.step(body, verdict)
-
-
-def _fail(seq: int | None, reason: str) -> NoReturn:
-    raise LedgerIntegrityError(seq, reason)
-
-
-def _parse(seq: int, body: bytes) -> dict[str, Any]:
-    entry = parse_canonical(body)
-    if not isinstance(entry, dict) or entry.keys() != ENTRY_FIELDS:
-        entry = _parse_slowly(seq, body)  # says exactly what is wrong, or agrees
-    if entry["v"] != FORMAT_VERSION:
-        _fail(seq, f"unsupported format version {entry['v']!r}")
-    for name in ("ts", "prev", "actor", "owner", "phase", "action", "kid", "sig"):
-        if not isinstance(entry[name], str):
-            _fail(seq, f"field {name!r} must be a string")
-    if not isinstance(entry["args"], dict):
-        _fail(seq, "field 'args' must be an object")
-    if entry["phase"] not in PHASES:
-        _fail(seq, f"unknown phase {entry['phase']!r}")
-    if entry["outcome"] is not None and entry["outcome"] not in OUTCOMES:
-        _fail(seq, f"unknown outcome {entry['outcome']!r}")
-    return entry
-
-
-def _parse_slowly(seq: int, body: bytes) -> dict[str, Any]:
-    """The first checks of :func:`_parse` one by one, with the standard library's parser."""
-    try:
-        entry = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        _fail(seq, "entry is not valid UTF-8 JSON")
-    if not isinstance(entry, dict):
-        _fail(seq, "entry is not a JSON object")
-    if set(entry) != ENTRY_FIELDS:
-        missing, extra = ENTRY_FIELDS - set(entry), set(entry) - ENTRY_FIELDS
-        _fail(
-            seq, f"entry fields are wrong (missing {sorted(missing)}, unexpected {sorted(extra)})"
-        )
-    try:
-        canonical = canonical_json(entry)
-    except ValueError as exc:
-        _fail(seq, f"entry cannot be canonicalized: {exc}")
-    if canonical != body:
-        _fail(seq, "entry bytes are not canonical JSON (RFC 8785)")
-    return entry
 
 
 def _check_chain(
@@ -378,8 +253,8 @@ def _check_chain(
         _fail(seq, "timestamp is not a valid date and time")
     if entry["ts"] < st.last_ts:
         _fail(seq, "timestamp goes back in time")
-    if entry["owner"] != identity.owner_id:
-        _fail(seq, "entry names a different owner")
+    if entry["owner"] != identity.owner_id and st.owners.organization is None:
+        _fail(seq, "entry names a different owner")  # organizations: see _Replay.step
     if seq == 0 and entry["action"] != "ledger.init":
         _fail(0, "the first entry must be ledger.init")
     if seq != 0 and entry["action"] == "ledger.init":
@@ -448,9 +323,17 @@ def _apply_delegation(seq: int, entry: dict[str, Any], st: VerifyState) -> None:
 
 
 def _apply_owner_event(
-    seq: int, entry: dict[str, Any], st: VerifyState, identity: LedgerIdentity
+    seq: int,
+    entry: dict[str, Any],
+    st: VerifyState,
+    identity: LedgerIdentity,
+    owner_key: bytes | None = None,
+    owner_id: str | None = None,
 ) -> None:
+    """Apply an event of the owner key, or of a certified owner's (``owner_key``, ``owner_id``)."""
     action, args = entry["action"], entry["args"]
+    owner_key = identity.owner_key if owner_key is None else owner_key
+    owner_id = identity.owner_id if owner_id is None else owner_id
     if action == "ledger.init":
         if (
             args.get("origin") != identity.origin
@@ -462,15 +345,15 @@ def _apply_owner_event(
         if st.locked_down:
             _fail(seq, f"{action} during a lockdown")
         try:
-            view = verify_charter(args.get("charter"), identity.owner_key)
+            view = verify_charter(args.get("charter"), owner_key)
         except ValueError as exc:
             _fail(seq, f"{action} carries an invalid charter: {exc}")
-        if args.get("charter_hash") != view.hash or view.owner_id != identity.owner_id:
+        if args.get("charter_hash") != view.hash or view.owner_id != owner_id:
             _fail(seq, f"{action} charter hash or owner does not match")
         kid = thumbprint(view.agent_key)
         existing = st.agents_by_id.get(view.agent_id)
         if action == "agent.register":
-            if existing is not None or kid in st.agents_by_kid:
+            if existing is not None or kid in st.agents_by_kid or kid in st.owners.ever:
                 _fail(seq, "agent.register for an agent or key already registered")
         elif action == "agent.reinstate":
             if existing is None or existing.revoked_at is None or not existing.by_lockdown:

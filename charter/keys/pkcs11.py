@@ -421,7 +421,8 @@ class Pkcs11Signer:
 
 def _check_ref(ref: str) -> None:
     kind, _, name = ref.partition(":")
-    if ref in ("owner", "log", "issuer:") or (kind in ("issuer", "agent") and name):
+    fixed = ("owner", "log", "issuer:", "owner:default")
+    if ref in fixed or (kind in ("issuer", "agent") and name):
         return
     raise ConfigError(f"unknown key reference {ref!r}")
 

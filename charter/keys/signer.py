@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 OWNER = "owner"
 LOG = "log"
+#: An organization home's default owner (the first owner ``charter init --org`` certified);
+#: in such a home ``OWNER`` is the organization key.
+DEFAULT_OWNER = "owner:default"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -295,6 +298,8 @@ class FileSigner:
             return self._layout.owner_key
         if ref == LOG:
             return self._layout.log_key
+        if ref == DEFAULT_OWNER:
+            return self._layout.keys / "default-owner.key"
         if kind == "issuer" and _NAME.match(name):
             return self._layout.issuer_key(name)
         if kind == "agent" and _NAME.match(name):

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from charter.storage.lockdown import LockdownRepo
     from charter.storage.mail import MailRepo
     from charter.storage.meta import MetaRepo
+    from charter.storage.owners import OwnerRepo
     from charter.storage.queries import LedgerQueries
     from charter.storage.tlog import CheckpointLog, TreeStore
     from charter.storage.tokens import TokenRepo
@@ -117,6 +118,8 @@ class Tx(Protocol):
     def mail(self) -> MailRepo: ...
     @property
     def meta(self) -> MetaRepo: ...
+    @property
+    def owners(self) -> OwnerRepo: ...
     @property
     def tokens(self) -> TokenRepo: ...
     @property

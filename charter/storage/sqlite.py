@@ -39,6 +39,7 @@ from charter.storage.ledger import Draft, Ledger, agent_refusal
 from charter.storage.lockdown import LockdownRepo
 from charter.storage.mail import MailRepo
 from charter.storage.meta import MetaRepo, close_quietly
+from charter.storage.owners import OwnerRepo
 from charter.storage.queries import LedgerQueries
 from charter.storage.tokens import TokenRepo
 from charter.storage.vault import VaultRepo
@@ -86,6 +87,10 @@ class SqliteTx:
     @functools.cached_property
     def meta(self) -> MetaRepo:
         return MetaRepo(self.conn)
+
+    @functools.cached_property
+    def owners(self) -> OwnerRepo:
+        return OwnerRepo(self.conn)
 
     @functools.cached_property
     def tokens(self) -> TokenRepo:

@@ -33,9 +33,10 @@ from charter.errors import AgentRevoked, CharterError, ConfigError, InvalidInput
 from charter.evidence.canonical import canonical_json
 from charter.evidence.entries import SIGNING_PREFIX, Entry
 from charter.evidence.jwk import b64url_decode, thumbprint, verify_signature
-from charter.home import Home
+from charter.home import ActingOwner, Home
 from charter.storage.approvals import ApprovalRecord
 from charter.storage.ports import Tx
+from charter.tools import owners
 from charter.tools.guards import check_reason
 
 Mode = Literal["client", "owner"]
@@ -256,10 +257,16 @@ def latest_for_call(tx: Tx, agent: str, tool: str, args_hash: str, mode: Mode) -
     return None if record is None else _approval(record)
 
 
-async def list_pending(home: Home) -> list[Approval]:
-    """Owner requests waiting for a decision (unexpired), oldest first."""
+async def list_pending(home: Home, owner: str | None = None) -> list[Approval]:
+    """Owner requests waiting for a decision (unexpired), oldest first; ``owner``: only those
+    for that owner's agents (organization homes)."""
     now = rfc3339(home.clock.now())
-    return await home.read(lambda tx: [_approval(r) for r in tx.approvals.list_pending_owner(now)])
+
+    def work(tx: Tx) -> list[Approval]:
+        found = [_approval(r) for r in tx.approvals.list_pending_owner(now)]
+        return [a for a in found if owner is None or tx.owners.agent_owner(a.agent) == owner]
+
+    return await home.read(work)
 
 
 def claim(tx: Tx, approval_id: str, *, status: str, call_id: str, now: str) -> bool:
@@ -289,6 +296,7 @@ async def approve(
     *,
     valid_for: dt.timedelta = DEFAULT_USE_WINDOW,
     passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> Approval:
     """Approve a pending owner request: an owner-signed ``approval.approve`` entry.
 
@@ -299,12 +307,17 @@ async def approve(
         AgentRevoked: the agent was revoked meanwhile.  ConfigError: wrong passphrase.
     """
     return await _decide(
-        home, approval_id, approved=True, valid_for=valid_for, passphrase=passphrase
+        home, approval_id, approved=True, valid_for=valid_for, passphrase=passphrase, by=by
     )
 
 
 async def deny(
-    home: Home, approval_id: str, *, reason: str = "", passphrase: bytes | None = None
+    home: Home,
+    approval_id: str,
+    *,
+    reason: str = "",
+    passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> Approval:
     """Deny a pending owner request: an owner-signed ``approval.deny`` entry.
 
@@ -312,7 +325,9 @@ async def deny(
         NotFound / InvalidInput / ConfigError: as for :func:`approve`.
     """
     check_reason(reason)
-    return await _decide(home, approval_id, approved=False, reason=reason, passphrase=passphrase)
+    return await _decide(
+        home, approval_id, approved=False, reason=reason, passphrase=passphrase, by=by
+    )
 
 
 async def _decide(
@@ -323,8 +338,17 @@ async def _decide(
     valid_for: dt.timedelta = DEFAULT_USE_WINDOW,
     reason: str = "",
     passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> Approval:
-    home.owner_key(passphrase)  # a wrong passphrase fails here, before anything is read
+    action = "approval.approve" if approved else "approval.deny"
+    if home.organization is None:
+        home.owner_key(passphrase)  # a wrong passphrase fails here, before anything is read
+    else:  # organizations: the agent's own owner decides (AUDIT-FORMAT §13)
+        by = by or await owners.acting_owner(home, passphrase=passphrase)
+        if by is None or by.is_org:
+            raise InvalidInput("the agent's owner decides its approvals, not the organization")
+        agent = (await home.read(lambda tx: get_approval(tx, approval_id))).agent
+        await owners.guarded(home, agent, by, action)
     now = home.clock.now()
 
     def work(tx: Tx) -> Approval:
@@ -350,16 +374,12 @@ async def _decide(
             "request": current.request_entry,
         }
         args |= {"expires_at": expires_at} if approved else {"reason": reason}
-        entry = tx.ledger.append_one(
-            home.owner_event(
-                "approval.approve" if approved else "approval.deny", args, passphrase=passphrase
-            )
-        )
+        entry = tx.ledger.append_one(home.owner_event(action, args, passphrase=passphrase, by=by))
         tx.approvals.record_decision(
             current.id,
             status="approved" if approved else "denied",
             decided_at=rfc3339(now),
-            decided_by=home.owner_id,
+            decided_by=home.owner_id if by is None else by.owner_id,
             decision_seq=entry.seq,
             expires_at=expires_at,
             reason=reason or None,
@@ -385,15 +405,22 @@ def genuine_decision(home: Home, tx: Tx, approval: Approval) -> Entry | None:
         sig = b64url_decode(f["sig"])
     except (KeyError, ValueError):
         return None
+    key = home.owner_public_key
+    if home.organization is not None:  # signed by the agent's own (current) owner
+        owner = tx.owners.agent_owner(approval.agent)
+        record = None if owner is None else tx.owners.active(owner)
+        if record is None:
+            return None
+        key = b64url_decode(record.public_key)
     genuine = (
-        f.get("kid") == thumbprint(home.owner_public_key)
+        f.get("kid") == thumbprint(key)
         and f.get("action") == "approval.approve"
         and args.get("approval") == approval.id
         and args.get("call_args_hash") == approval.args_hash
         and args.get("agent_id") == approval.agent_id
         and args.get("tool") == approval.tool
         and args.get("expires_at") == approval.expires_at
-        and verify_signature(home.owner_public_key, SIGNING_PREFIX + canonical_json(unsigned), sig)
+        and verify_signature(key, SIGNING_PREFIX + canonical_json(unsigned), sig)
     )
     return entry if genuine else None
 

@@ -232,6 +232,14 @@ async def revoke_delegate_plan(
     )
 
 
+async def chain(home: Home, view: CharterView) -> list[str]:
+    """:func:`chain_of`, reading storage only for a sub-agent (an owner-chartered agent's
+    chain is its owner and itself)."""
+    if view.parent_id is None:
+        return [home.owner_id, view.agent_id]
+    return await home.read(lambda tx: chain_of(home, tx, view))
+
+
 def chain_of(home: Home, tx: Tx, view: CharterView) -> list[str]:
     """The chain of responsibility, owner first: owner id, then each agent id down to
     ``view``'s (every link was verified when ``view`` was loaded)."""

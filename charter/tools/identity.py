@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from charter.clock import rfc3339
-from charter.errors import AgentRevoked, ConfigError, InvalidInput, NotFound
+from charter.errors import AgentRevoked, ConfigError, InvalidInput, NotFound, ScopeDenied
 from charter.evidence.canonical import canonical_json
 from charter.evidence.charters import (
     CharterView,
@@ -20,11 +20,11 @@ from charter.evidence.charters import (
     make_charter,
     validate_agent_name,
 )
-from charter.evidence.jwk import public_jwk
-from charter.home import Home
+from charter.evidence.jwk import Ed25519Signer, public_jwk
+from charter.home import ActingOwner, Home
 from charter.keys import KeyHandle, agent_ref
 from charter.storage.ports import Draft, Tx
-from charter.tools import approvals, vault
+from charter.tools import approvals, owners, vault
 from charter.tools.charter_views import charter_view
 from charter.tools.guards import check_reason, refuse_during_lockdown
 
@@ -99,8 +99,12 @@ async def add_agent(
     valid_for: dt.timedelta = DEFAULT_VALIDITY,
     policy: dict[str, Any] | None = None,
     passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> AgentInfo:
     """Create an agent's key and owner-signed charter, and record ``agent.register``.
+
+    ``by``: in an organization home, the owner registering it (default: the home's default
+    owner); the agent is theirs.
 
     Raises:
         InvalidInput: bad name, unknown scope, bad audience, or a lockdown is in effect.
@@ -114,14 +118,16 @@ async def add_agent(
             raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
 
     await home.read(check)
-    owner_key = home.owner_key(passphrase)
+    by = await acting_or_default(home, by, passphrase, "agent.register")
+    owner_key: Ed25519Signer = home.owner_key(passphrase) if by is None else by.key
+    owner_id = home.owner_id if by is None else by.owner_id
     home.signer.remove(agent_ref(name))  # a leftover of an interrupted add is never reused
     key = KeyHandle.of(home.signer, home.signer.create(agent_ref(name)))
     now = home.clock.now()
-    agent_id = agent_spiffe_id(home.trust_domain, home.owner_id, name)
+    agent_id = agent_spiffe_id(home.trust_domain, owner_id, name)
     charter = make_charter(
         owner_key=owner_key,
-        owner_id=home.owner_id,
+        owner_id=owner_id,
         agent_id=agent_id,
         agent_name=name,
         agent_public_key=key.public_key,
@@ -136,10 +142,13 @@ async def add_agent(
         "agent.register",
         {"agent": name, "agent_id": agent_id, "charter": charter, "charter_hash": h},
         passphrase=passphrase,
+        by=by,
     )
 
     def store(tx: Tx) -> AgentInfo:
         refuse_during_lockdown(tx)
+        if by is not None and tx.owners.active(by.owner_id) is None:
+            raise ScopeDenied(f"{by.owner_id} is no longer an owner of this organization")
         if not tx.agents.insert(
             name=name,
             agent_id=agent_id,
@@ -149,6 +158,8 @@ async def add_agent(
             created_at=rfc3339(now),
         ):
             raise InvalidInput(f"agent {name!r} already exists (use `charter agent update`)")
+        if by is not None:
+            tx.owners.set_agent_owner(name, by.owner_id)
         _store_charter(tx, name, charter, h)
         tx.ledger.append_one(event)
         return agent_info(home, tx, name)
@@ -165,6 +176,7 @@ async def update_agent(
     valid_for: dt.timedelta | None = None,
     policy: dict[str, Any] | None = None,
     passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> AgentInfo:
     """Re-issue an agent's charter with new grants (same key); record ``agent.update``.
 
@@ -176,13 +188,15 @@ async def update_agent(
     current = await get_agent(home, name)
     if current.status != "active":
         raise AgentRevoked(f"agent {name!r} is revoked; add a new agent instead")
+    by = await acting_or_default(home, by, passphrase, "agent.update")
+    await owners.guarded(home, name, by, "agent.update")
     view = await load_charter(home, current.charter_hash)
     now = home.clock.now()
     charter, h = successor_charter(
         home,
         name,
         view,
-        owner_key=home.owner_key(passphrase),
+        owner_key=home.owner_key(passphrase) if by is None else by.key,
         now=now,
         not_after=now + valid_for
         if valid_for
@@ -191,7 +205,9 @@ async def update_agent(
         audiences=audiences,
         policy=policy,
     )
-    event = successor_event(home, "agent.update", name, view, charter, h, passphrase=passphrase)
+    event = successor_event(
+        home, "agent.update", name, view, charter, h, passphrase=passphrase, by=by
+    )
 
     def store(tx: Tx) -> AgentInfo:
         tx.agents.set_charter(name, h)
@@ -206,7 +222,7 @@ def successor_charter(
     name: str,
     old: CharterView,
     *,
-    owner_key: KeyHandle,
+    owner_key: Ed25519Signer,
     now: dt.datetime,
     not_after: dt.datetime,
     scopes: list[str] | None = None,
@@ -227,7 +243,7 @@ def successor_charter(
         )
     charter = make_charter(
         owner_key=owner_key,
-        owner_id=home.owner_id,
+        owner_id=old.owner_id if home.organization else home.owner_id,
         agent_id=old.agent_id,
         agent_name=name,
         agent_public_key=old.agent_key,
@@ -258,6 +274,7 @@ def successor_event(
     h: str,
     *,
     passphrase: bytes | None,
+    by: ActingOwner | None = None,
 ) -> Draft:
     """The owner's ``action`` entry for a :func:`successor_charter` (it replaces ``old``)."""
     return home.owner_event(
@@ -270,11 +287,17 @@ def successor_event(
             "replaces": old.hash,
         },
         passphrase=passphrase,
+        by=by,
     )
 
 
 async def revoke_agent(
-    home: Home, name: str, *, reason: str = "", passphrase: bytes | None = None
+    home: Home,
+    name: str,
+    *,
+    reason: str = "",
+    passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> AgentInfo:
     """Revoke an agent: an owner-signed ``agent.revoke`` entry; all its later calls are refused.
 
@@ -285,6 +308,8 @@ async def revoke_agent(
     if info.status == "revoked":
         raise InvalidInput(f"agent {name!r} is already revoked")
     check_reason(reason)
+    by = await acting_or_default(home, by, passphrase, "agent.revoke")
+    await owners.guarded(home, name, by, "agent.revoke")
     now = rfc3339(home.clock.now())
     event = home.owner_event(
         "agent.revoke",
@@ -295,6 +320,7 @@ async def revoke_agent(
             "reason": reason,
         },
         passphrase=passphrase,
+        by=by,
     )
 
     def store(tx: Tx) -> AgentInfo:
@@ -452,3 +478,14 @@ def _store_charter(tx: Tx, name: str, charter: dict[str, Any], h: str) -> None:
     tx.agents.insert_charter(
         h, agent_name=name, body=canonical_json(charter), issued_at=charter["issued_at"]
     )
+
+
+async def acting_or_default(
+    home: Home, by: ActingOwner | None, passphrase: bytes | None, action: str
+) -> ActingOwner | None:
+    """``by``, or in an organization home the default owner when none is given."""
+    if by is not None and by.is_org and action != "agent.revoke":
+        raise InvalidInput("the organization key does not sign charters: an owner does that")
+    if by is None and home.organization is not None:
+        return await owners.acting_owner(home, passphrase=passphrase)
+    return by

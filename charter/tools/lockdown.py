@@ -20,13 +20,16 @@ from pydantic import BaseModel
 
 from charter.clock import rfc3339
 from charter.errors import InvalidInput
-from charter.home import Home
+from charter.evidence.jwk import Ed25519Signer
+from charter.home import ActingOwner, Home
 from charter.storage.ports import Tx
+from charter.tools import owners
 from charter.tools.approvals import cancel_open
 from charter.tools.charter_views import charter_view
 from charter.tools.guards import check_reason, refuse_during_lockdown
 from charter.tools.identity import (
     AgentInfo,
+    acting_or_default,
     agent_info,
     record_successor,
     successor_charter,
@@ -140,8 +143,10 @@ async def reinstate_agent(
     audiences: list[str] | None = None,
     valid_for: dt.timedelta | None = None,
     passphrase: bytes | None = None,
+    by: ActingOwner | None = None,
 ) -> AgentInfo:
-    """Re-approve an agent a lockdown revoked: a new owner-signed charter for the same key.
+    """Re-approve an agent a lockdown revoked: a new owner-signed charter for the same key
+    (in an organization home, signed by the agent's own owner: ``by``, else the default one).
 
     Fields left as None keep the old charter's value (the validity window restarts now, for
     the old window's length unless ``valid_for`` is given); the policy is kept.
@@ -150,7 +155,10 @@ async def reinstate_agent(
         NotFound: unknown agent.  InvalidInput: locked down, not revoked by a lockdown, or
         already reinstated.  ConfigError: wrong owner passphrase.
     """
-    owner_key = home.owner_key(passphrase)
+    by = await acting_or_default(home, by, passphrase, "agent.reinstate")
+    if by is not None:
+        await owners.guarded(home, name, by, "agent.reinstate")
+    owner_key: Ed25519Signer = home.owner_key(passphrase) if by is None else by.key
 
     def work(tx: Tx) -> AgentInfo:
         refuse_during_lockdown(tx)
@@ -176,7 +184,7 @@ async def reinstate_agent(
         tx.agents.mark_active(name, h)
         lockdowns.mark_reinstated(name, at=rfc3339(now))
         event = successor_event(
-            home, "agent.reinstate", name, old, charter, h, passphrase=passphrase
+            home, "agent.reinstate", name, old, charter, h, passphrase=passphrase, by=by
         )
         record_successor(tx, event, name, charter, h)
         return agent_info(home, tx, name)

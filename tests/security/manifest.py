@@ -24,6 +24,8 @@ _TVAULT = "tests/tools/test_vault.py::"
 _KEYS = "tests/security/test_keys_at_rest.py::"
 _PGC = "tests/storage/test_store_contract.py::"
 _PGS = "tests/storage/test_pg_selection.py::"
+_ORG = "tests/security/test_organizations.py::"
+_ORGC = "tests/cli/test_owner_cli.py::"
 
 GUARANTEES: dict[str, tuple[str, ...]] = {
     # -- a prompt-injected agent ------------------------------------------------------------
@@ -350,5 +352,32 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _PGS + "test_a_bad_database_url_gets_one_clear_line_without_its_password",
         _PGS + "test_init_refuses_a_database_that_already_holds_a_ledger",
         _PGS + "test_init_database_is_kept_and_every_command_uses_it",
+    ),
+    # -- Organizations: many owners (issue 28) -----------------------------------------
+    "G-ORG-1": (
+        _ORGC + "test_another_owners_revoke_is_refused_and_recorded_the_org_keys_is_accepted",
+        _ORGC + "test_approvals_go_to_the_agents_owner_and_only_they_decide",
+        _ORG + "test_one_owner_revoking_anothers_agent_fails_verification",
+        _ORG + "test_one_owner_updating_anothers_agent_fails_verification",
+        _ORG + "test_the_organization_key_revokes_any_agent_and_the_ledger_says_who",
+    ),
+    "G-ORG-2": (
+        _ORGC + "test_two_owners_add_agents_both_serve_ledger_verifies_from_org_key",
+        _ORG + "test_a_certificate_not_signed_by_the_organization_key_fails",
+        _ORG + "test_an_owner_certify_signed_by_another_key_fails",
+        _ORG + "test_an_owner_key_used_before_its_certificate_fails",
+        _ORG + "test_an_owner_key_used_after_its_removal_fails",
+        _ORG + "test_a_charter_signed_by_the_wrong_owner_fails",
+        _ORG + "test_a_charter_naming_an_owner_but_signed_by_another_key_fails",
+        _ORG + "test_the_organization_key_does_not_sign_charters",
+        _ORG + "test_tampering_with_an_organization_ledger_is_caught",
+    ),
+    "G-ORG-3": (
+        _ORGC + "test_owner_remove_stops_that_owners_agents_at_their_next_call",
+        _ORG + "test_an_agent_of_a_removed_owner_cannot_sign",
+    ),
+    "G-ORG-4": (
+        "tests/cli/test_home_before_organizations.py::"
+        "test_a_home_made_before_organizations_opens_serves_and_verifies",
     ),
 }

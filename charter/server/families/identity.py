@@ -33,6 +33,11 @@ class WhoAmI(BaseModel):
         description="Who answers for this agent, owner first, then each delegating agent's id "
         "down to this one (a sub-agent's parent is the one before it).",
     )
+    organization: str | None = Field(
+        default=None,
+        description="The organization that certified the owner (organization -> owner -> "
+        "agent), or null for a home with a single owner.",
+    )
 
 
 def register(server: CharterServer) -> None:
@@ -51,7 +56,7 @@ def register(server: CharterServer) -> None:
         call = current_call()
         agent, home = call.agent, call.deps.home
         view = agent.charter
-        chain = await home.read(lambda tx: delegation.chain_of(home, tx, view))
+        chain = await delegation.chain(home, view)
         return WhoAmI(
             agent_id=view.agent_id,
             name=agent.name,
@@ -64,4 +69,5 @@ def register(server: CharterServer) -> None:
             not_after=rfc3339(view.not_after),
             policy=view.policy,
             chain=chain,
+            organization=call.deps.home.organization,
         )
