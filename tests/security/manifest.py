@@ -250,6 +250,8 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_http_dpop.py::test_each_misuse_of_a_dpop_token_is_refused_with_a_dpop_challenge",
         "tests/server/test_http_dpop.py::test_two_proof_headers_are_refused",
         "tests/server/test_http_dpop.py::test_mcp_calls_with_proofs_made_by_node_jose_succeed",
+        "tests/server/test_http_dpop_node.py::"
+        "test_mcp_calls_with_proofs_made_by_npm_dpop_succeed_and_misuse_is_refused",
     ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (
