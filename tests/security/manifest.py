@@ -253,6 +253,13 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_http_dpop_node.py::"
         "test_mcp_calls_with_proofs_made_by_npm_dpop_succeed_and_misuse_is_refused",
     ),
+    "G-DPOP-2": (
+        "tests/tools/test_dpop_nonce.py::test_a_nonce_lives_one_to_two_windows_and_only_under_its_key",
+        "tests/tools/test_dpop_nonce.py::test_every_handle_on_the_home_shares_one_key",
+        "tests/tools/test_dpop_nonce.py::test_with_nonces_required_a_proof_needs_a_current_one",
+        "tests/server/test_http_dpop.py::test_with_dpop_nonce_a_proof_needs_a_nonce_of_the_home",
+        "tests/server/test_http_dpop_node.py::test_the_npm_dpop_client_follows_the_server_nonce",
+    ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (
         _CRASH + "test_kill_9_at_random_moments_loses_nothing_acknowledged",

@@ -38,6 +38,7 @@ from mcp.client.streamable_http import streamable_http_client
 from charter.testing import raw_tx
 from charter.tools import tokens
 from charter.tools.tokens.dpop import make_proof
+from charter.tools.tokens.nonce import DpopNonces
 
 
 @pytest.fixture
@@ -216,3 +217,27 @@ async def test_metadata_and_introspection_speak_dpop(site: Site) -> None:
     answer = await tokens.introspect(site.home, token)
     assert answer["active"] is True and answer["token_type"] == "DPoP"
     assert answer["cnf"] == {"jkt": tokens.dpop.jwk_thumbprint(public_jwk(site.key))}
+
+
+async def test_with_dpop_nonce_a_proof_needs_a_nonce_of_the_home(site: Site) -> None:
+    token = await site.token()
+    async with running(site, dpop_nonce=True):
+        refused = post(site, {"Authorization": f"DPoP {token}", "DPoP": site.proof(token)})
+        assert_refused(refused, "use_dpop_nonce")
+        handed = refused.headers["dpop-nonce"]  # RFC 9449 §8: the nonce comes with the 401
+        ok = post(site, {"Authorization": f"DPoP {token}", "DPoP": site.proof(token, nonce=handed)})
+        assert ok.status_code == 200 and ok.headers["dpop-nonce"]
+        # A nonce made by another server of this home (the key is in the home's storage).
+        other = (await DpopNonces.for_home(site.home)).current()
+        assert other == handed
+        again = post(
+            site, {"Authorization": f"DPoP {token}", "DPoP": site.proof(token, nonce=other)}
+        )
+        assert again.status_code == 200
+        # One made under another key is refused, and so is a proof without one.
+        forged = DpopNonces(b"\x01" * 32, site.home.clock).current()
+        for nonce in (forged, None):
+            proof = site.proof(token, nonce=nonce)
+            assert_refused(
+                post(site, {"Authorization": f"DPoP {token}", "DPoP": proof}), "use_dpop_nonce"
+            )

@@ -157,3 +157,17 @@ async def test_mcp_calls_with_proofs_made_by_npm_dpop_succeed_and_misuse_is_refu
     # No nonce was asked for: no call was retried, no nonce was handed out.
     assert not any(isinstance(a, dict) and a.get("retried") for a in out.values())
     assert out["whoami"]["nonce"] is None
+
+
+async def test_the_npm_dpop_client_follows_the_server_nonce(site: Site, tmp_path: Path) -> None:
+    key = private_jwk(ec.generate_private_key(ec.SECP256R1()))
+    out = await run_dpop_client(site, tmp_path, key, dpop_nonce=True)
+    # The first call, without a nonce: 401 use_dpop_nonce with one in DPoP-Nonce (§8).
+    first = out["init"]["retried"]
+    assert first["status"] == 401 and first["nonce"], first
+    assert 'error="use_dpop_nonce"' in first["challenge"]
+    # With it, dpop.generateProof(..., nonce, ...) proofs are accepted; later calls reuse the
+    # nonce every answer hands out and need no retry; misuse is refused as without nonces.
+    assert_accepted_and_refused(out)
+    assert "retried" not in out["whoami"] and "retried" not in out["again"]
+    assert out["whoami"]["nonce"]
