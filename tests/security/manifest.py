@@ -252,6 +252,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_http_dpop.py::test_mcp_calls_with_proofs_made_by_node_jose_succeed",
         "tests/server/test_http_dpop_node.py::"
         "test_mcp_calls_with_proofs_made_by_npm_dpop_succeed_and_misuse_is_refused",
+        "tests/server/test_http_dpop.py::test_introspection_over_http_returns_the_binding",
     ),
     "G-DPOP-2": (
         "tests/tools/test_dpop_nonce.py::test_a_nonce_lives_one_to_two_windows_and_only_under_its_key",

@@ -241,3 +241,19 @@ async def test_with_dpop_nonce_a_proof_needs_a_nonce_of_the_home(site: Site) -> 
             assert_refused(
                 post(site, {"Authorization": f"DPoP {token}", "DPoP": proof}), "use_dpop_nonce"
             )
+
+
+async def test_introspection_over_http_returns_the_binding(site: Site) -> None:
+    token = await site.token()
+    secret = "relying-party-introspection-secret"
+    async with running(site, introspection_secret=secret.encode()):
+        answer = httpx2.post(
+            f"{site.issuer}/introspect",
+            data={"token": token},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["active"] is True and body["token_type"] == "DPoP"
+    assert body["cnf"] == {"jkt": tokens.dpop.jwk_thumbprint(public_jwk(site.key))}
