@@ -261,6 +261,15 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_http_dpop.py::test_with_dpop_nonce_a_proof_needs_a_nonce_of_the_home",
         "tests/server/test_http_dpop_node.py::test_the_npm_dpop_client_follows_the_server_nonce",
     ),
+    "G-DPOP-3": (
+        "tests/server/test_token_http_request.py::"
+        "test_the_relying_party_accepts_it_and_the_model_never_sees_the_token",
+        "tests/server/test_token_http_request.py::test_an_echoed_token_or_proof_comes_back_redacted",
+        "tests/server/test_token_http_request.py::"
+        "test_a_request_outside_the_charter_is_refused_before_any_intent",
+        "tests/server/test_token_http_request.py::test_the_url_must_be_under_the_audience",
+        "tests/server/test_token_http_request.py::test_the_tool_needs_token_issue",
+    ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (
         _CRASH + "test_kill_9_at_random_moments_loses_nothing_acknowledged",

@@ -201,6 +201,11 @@ async def sign(home: Home, request: TokenRequest) -> IssuedToken:
         found = await home.read(keys)
         assert found is not None
     kid, iss = found
+    return sign_as(home, kid, iss, request)
+
+
+def sign_as(home: Home, kid: str, iss: str, request: TokenRequest) -> IssuedToken:
+    """Sign ``request`` as issuer ``iss`` with issuer key ``kid`` (see :func:`sign`)."""
     claims = _claims(iss, request)
     return IssuedToken(
         token=encode(claims, signing_key(home, kid)),
