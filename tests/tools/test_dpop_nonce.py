@@ -8,6 +8,7 @@ accepted once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,3 +123,20 @@ def test_dpop_nonce_without_http_is_refused(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "--dpop-nonce is for --http" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_servers_starting_at_once_agree_on_one_key(
+    tmp_path: Path, clock: FrozenClock, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = str(request.getfixturevalue("pg_database")) if backend == "postgresql" else None
+    settings = Settings(home=tmp_path / "home", database_url=url)
+    first = await Home.init(settings, owner="owner@example.com", clock=clock, cheap_kdf=True)
+    others = [await Home.open(settings, clock=clock) for _ in range(3)]
+    try:
+        made = await asyncio.gather(*(DpopNonces.for_home(h) for h in (first, *others)))
+    finally:
+        for h in (first, *others):
+            await h.close()
+    assert len({n.current() for n in made}) == 1  # one key: each server's nonce is everyone's
+    assert all(n.accepts(made[-1].current()) for n in made)

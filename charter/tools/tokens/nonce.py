@@ -10,8 +10,9 @@ nonce lives between :data:`WINDOW_S` and twice that. Nothing is stored per nonce
 of the deployment checks any nonce another one handed out.
 
 The key is 32 random bytes kept in the home's storage (``meta`` key ``dpop_nonce_key``),
-made by the first server that needs it, inside one write transaction, so every server of a
-deployment (SQLite file or PostgreSQL database) reads the same key. It is not a signing key:
+made by the first server that needs it (insert-if-absent, then read back: when two servers
+start at once, both keep the first committed key), so every server of a deployment (SQLite
+file or PostgreSQL database) reads the same key. It is not a signing key:
 whoever can read the database can mint nonces, which only lets them skip the freshness step;
 every other check of a proof (signature, key, ``ath``, ``htm``/``htu``, ``iat`` window,
 replay) still applies.
@@ -85,8 +86,4 @@ class DpopNonces:
 
 
 def _key_in(tx: Tx) -> str:
-    key = tx.meta.get(META_KEY)
-    if key is None:
-        key = secrets.token_hex(32)
-        tx.meta.set(META_KEY, key)
-    return key
+    return tx.meta.set_default(META_KEY, secrets.token_hex(32))
