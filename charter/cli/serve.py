@@ -56,6 +56,12 @@ def register(cli: click.Group) -> None:
         help="Admit only tokens carrying this scope (HTTP 403 otherwise; repeatable).",
     )
     @click.option(
+        "--dpop-nonce",
+        is_flag=True,
+        help="HTTP: DPoP proofs must carry a server nonce (RFC 9449 §8), handed out in "
+        "DPoP-Nonce; every server of the home accepts the others' nonces.",
+    )
+    @click.option(
         "--connect",
         "connect",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -76,6 +82,7 @@ def register(cli: click.Group) -> None:
         allow_remote: bool,
         introspection_secret_file: Path | None,
         required_scopes: tuple[str, ...],
+        dpop_nonce: bool,
         connect: Path | None,
         home: Path | None,
     ) -> None:
@@ -87,6 +94,8 @@ def register(cli: click.Group) -> None:
             level=log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if dpop_nonce and not http:
+            raise ConfigError("--dpop-nonce is for --http (stdio and --connect take no tokens)")
         if connect is not None:
             await _relay(connect, agent, http=http)
             return
@@ -104,6 +113,7 @@ def register(cli: click.Group) -> None:
                     secret=resolve_passphrase(introspection_secret_file),
                     required_scopes=validate_scopes(required_scopes),
                     log_level=log_level,
+                    dpop_nonce=dpop_nonce,
                 )
             return
         s = settings(home, agent)
@@ -126,6 +136,7 @@ async def run_http(
     secret: bytes | None,
     required_scopes: list[str],
     log_level: str,
+    dpop_nonce: bool = False,
 ) -> None:
     """Serve streamable HTTP as the home's issuer (tokens must carry it as ``iss``).
 
@@ -178,6 +189,7 @@ async def run_http(
         introspection_secret=secret,
         required_scopes=required_scopes,
         log_level=log_level,
+        dpop_nonce=dpop_nonce,
     )
 
 

@@ -125,8 +125,8 @@ def verify_entries(
         state: what an earlier verification of the prefix returned (resume from it).
         workers: processes checking entries and signatures in parallel while this process
             replays the chain; ``None`` uses every core. The pool starts only when more than
-            :data:`~charter.evidence.entry_checks.PARALLEL_MIN` entries are to be checked. The result, and the first failing
-            entry and reason, are the same whatever ``workers`` is.
+            ``entry_checks.PARALLEL_MIN`` entries are to be checked. The result, and the first
+            failing entry and reason, are the same whatever ``workers`` is.
 
     Raises:
         LedgerIntegrityError: at the first entry that breaks any rule.

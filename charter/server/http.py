@@ -16,7 +16,9 @@ Endpoints (all relative to the issuer, an origin such as ``http://127.0.0.1:8765
   ``cnf.jkt``; each ``jti`` accepted once, in a replay cache in the home's storage shared by
   every server). A token bound to a client key (``--dpop-jwk``) is refused as a bearer token.
   A refused DPoP request gets 401 with ``WWW-Authenticate: DPoP error="invalid_dpop_proof"``
-  (or ``invalid_token`` for the token itself) and the accepted ``algs``.
+  (or ``invalid_token`` for the token itself) and the accepted ``algs``. With ``dpop_nonce``
+  (``charter serve --http --dpop-nonce``) proofs must carry a current server nonce, handed
+  out in ``DPoP-Nonce`` on every answer; without one: 401 ``use_dpop_nonce``.
 * ``/.well-known/jwks.json``: the issuer's public keys (RFC 8037 OKP JWKS).
 * ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``:
   issuer metadata (issuer, jwks_uri, introspection_endpoint, algorithms).
@@ -36,7 +38,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -170,10 +172,14 @@ def build_http_app(
     issuer_url: str,
     introspection_secret: bytes | None = None,
     required_scopes: Sequence[str] = (),
+    dpop_nonce: bool = False,
 ) -> Starlette:
     """The ASGI app serving MCP and the token endpoints for ``issuer_url``.
 
     ``issuer_url`` must be the home's issuer (see :func:`charter.tools.tokens.set_issuer`).
+    With ``dpop_nonce``, DPoP proofs must carry a server nonce (RFC 9449 §8,
+    :mod:`charter.tools.tokens.nonce`): every ``/mcp`` answer hands out the current one in
+    ``DPoP-Nonce``, and a proof without a current one gets 401 ``use_dpop_nonce``.
     """
     issuer_url = tokens.normalize_issuer(issuer_url)
     resource = tokens.resource_url(issuer_url)
@@ -221,7 +227,13 @@ def build_http_app(
 
     app = server.streamable_http_app(transport_security=_transport_security(issuer_url))
     # Outermost, so it sees the SDK's 401 and the verifier's reasons for the same request.
-    app.add_middleware(BearerChallenge, path=tokens.MCP_PATH, resource=resource, verifier=verifier)
+    app.add_middleware(
+        BearerChallenge,
+        path=tokens.MCP_PATH,
+        resource=resource,
+        verifier=verifier,
+        nonces=_nonce_loader(home) if dpop_nonce else None,
+    )
     app.router.routes.extend(
         [
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
@@ -254,9 +266,16 @@ class BearerChallenge:
     """
 
     def __init__(
-        self, app: ASGIApp, *, path: str, resource: str, verifier: CharterTokenVerifier
+        self,
+        app: ASGIApp,
+        *,
+        path: str,
+        resource: str,
+        verifier: CharterTokenVerifier,
+        nonces: Callable[[], Awaitable[tokens.nonce.DpopNonces]] | None = None,
     ) -> None:
         self.app = app
+        self.nonces = nonces
         self.path = path
         self.metadata = f'resource_metadata="{_metadata_url(resource)}"'
         self.verifier = verifier
@@ -267,10 +286,13 @@ class BearerChallenge:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
             await self.app(scope, receive, send)
             return
+        nonces = None if self.nonces is None else await self.nonces()
+        if nonces is not None:
+            send = _with_nonce(send, nonces)
         header = Request(scope).headers.get("authorization")
         scheme, _, credential = (header or "").strip().partition(" ")
         if scheme.lower() == "dpop":
-            proven = await self._check_dpop(scope, credential.strip())
+            proven = await self._check_dpop(scope, credential.strip(), nonces)
             if isinstance(proven, Response):
                 await proven(scope, receive, send)
                 return
@@ -292,7 +314,9 @@ class BearerChallenge:
             return
         await self._bearer(scope, receive, send, has_token=has_token)
 
-    async def _check_dpop(self, scope: Scope, token: str) -> Scope | Response:
+    async def _check_dpop(
+        self, scope: Scope, token: str, nonces: tokens.nonce.DpopNonces | None
+    ) -> Scope | Response:
         """The request's scope with ``Authorization: Bearer <token>`` once its DPoP token and
         proof are accepted; else the 400 or 401 to answer."""
         if not _is_b64token(token):
@@ -315,6 +339,7 @@ class BearerChallenge:
                 url=self.origin + scope["path"],
                 audience=verifier.audience,
                 issuer_url=verifier.issuer,
+                nonces=nonces,
             )
         except TokenInvalid as exc:
             log_refusal("DPoP request", exc)
@@ -366,6 +391,31 @@ class BearerChallenge:
             await send(message)
 
         return send_wrapper
+
+
+def _nonce_loader(home: Home) -> Callable[[], Awaitable[tokens.nonce.DpopNonces]]:
+    """The home's DPoP nonces, loaded (their key made if need be) at the first request."""
+    loaded: list[tokens.nonce.DpopNonces] = []
+
+    async def load() -> tokens.nonce.DpopNonces:
+        if not loaded:
+            loaded.append(await tokens.nonce.DpopNonces.for_home(home))
+        return loaded[0]
+
+    return load
+
+
+def _with_nonce(send: Send, nonces: tokens.nonce.DpopNonces) -> Send:
+    """``send`` adding ``DPoP-Nonce: <current nonce>`` to the response (RFC 9449 §8.1)."""
+
+    async def send_with_nonce(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"dpop-nonce"]
+            headers.append((b"dpop-nonce", nonces.current().encode("ascii")))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_nonce
 
 
 def _is_b64token(value: str) -> bool:
@@ -500,6 +550,7 @@ async def serve_http(
     introspection_secret: bytes | None = None,
     required_scopes: Sequence[str] = (),
     log_level: str = "warning",
+    dpop_nonce: bool = False,
 ) -> None:
     """Run the HTTP server until interrupted.
 
@@ -513,6 +564,7 @@ async def serve_http(
         issuer_url=issuer_url,
         introspection_secret=introspection_secret,
         required_scopes=required_scopes,
+        dpop_nonce=dpop_nonce,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())
     await uvicorn.Server(config).serve()

@@ -38,6 +38,13 @@ class MetaRepo:
         """Set one value, replacing any earlier one."""
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def set_default(self, key: str, value: str) -> str:
+        """The value of ``key``, setting it to ``value`` first when it is not set (once, even
+        when several servers try at the same time: the first committed value wins)."""
+        self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
+
     def update(self, key: str, value: str) -> bool:
         """Change the value of a key that is set; False (nothing written) when it is not."""
         cur = self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))

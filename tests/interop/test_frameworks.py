@@ -35,6 +35,7 @@ FRAMEWORKS = ["langchain", "pydantic_ai", "openai_agents", "fastmcp"]
 TOOLS = {
     "identity_whoami",
     "token_issue",
+    "token_http_request",
     "audit_query",
     "audit_verify",
     "audit_checkpoint",

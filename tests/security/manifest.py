@@ -253,6 +253,25 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_http_dpop.py::test_each_misuse_of_a_dpop_token_is_refused_with_a_dpop_challenge",
         "tests/server/test_http_dpop.py::test_two_proof_headers_are_refused",
         "tests/server/test_http_dpop.py::test_mcp_calls_with_proofs_made_by_node_jose_succeed",
+        "tests/server/test_http_dpop_node.py::"
+        "test_mcp_calls_with_proofs_made_by_npm_dpop_succeed_and_misuse_is_refused",
+        "tests/server/test_http_dpop.py::test_introspection_over_http_returns_the_binding",
+    ),
+    "G-DPOP-2": (
+        "tests/tools/test_dpop_nonce.py::test_a_nonce_lives_one_to_two_windows_and_only_under_its_key",
+        "tests/tools/test_dpop_nonce.py::test_every_handle_on_the_home_shares_one_key",
+        "tests/tools/test_dpop_nonce.py::test_with_nonces_required_a_proof_needs_a_current_one",
+        "tests/server/test_http_dpop.py::test_with_dpop_nonce_a_proof_needs_a_nonce_of_the_home",
+        "tests/server/test_http_dpop_node.py::test_the_npm_dpop_client_follows_the_server_nonce",
+    ),
+    "G-DPOP-3": (
+        "tests/server/test_token_http_request.py::"
+        "test_the_relying_party_accepts_it_and_the_model_never_sees_the_token",
+        "tests/server/test_token_http_request.py::test_an_echoed_token_or_proof_comes_back_redacted",
+        "tests/server/test_token_http_request.py::"
+        "test_a_request_outside_the_charter_is_refused_before_any_intent",
+        "tests/server/test_token_http_request.py::test_the_url_must_be_under_the_audience",
+        "tests/server/test_token_http_request.py::test_the_tool_needs_token_issue",
     ),
     # -- crashes, concurrency and resource faults ---------------------------------------------
     "G-CRASH-1": (

@@ -11,118 +11,40 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Generator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
+from dpophttp import (
+    INIT,
+    MCP_HEADERS,
+    NODE_MODULES,
+    Site,
+    assert_refused,
+    make_site,
+    node_with,
+    post,
+    private_jwk,
+    public_jwk,
+    running,
+)
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from charter.config import Settings
-from charter.evidence.jwk import b64url
-from charter.home import Home
-from charter.server.http import build_http_app
-from charter.testing import make_home, raw_tx
-from charter.tools import identity, tokens
+from charter.testing import raw_tx
+from charter.tools import tokens
 from charter.tools.tokens.dpop import make_proof
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-NODE_MODULES = Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules"
-
-
-def public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
-    numbers = key.public_key().public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url(numbers.x.to_bytes(32, "big")),
-        "y": b64url(numbers.y.to_bytes(32, "big")),
-    }
-
-
-@dataclass
-class Site:
-    home: Home
-    sock: socket.socket
-    issuer: str
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def mcp(self) -> str:
-        return tokens.resource_url(self.issuer)
-
-    async def token(self, jwk: dict[str, str] | None = None) -> str:
-        issued = await tokens.issue_for_owner(
-            self.home, "alpha", audience=self.mcp, dpop_jwk=jwk or public_jwk(self.key)
-        )
-        assert issued.token_type == "DPoP"
-        return issued.token
-
-    def proof(self, token: str, method: str = "POST", url: str | None = None, **kw: Any) -> str:
-        now = dt.datetime.now(dt.UTC)
-        return make_proof(
-            self.key, method=method, url=url or self.mcp, now=now, access_token=token, **kw
-        )
+from charter.tools.tokens.nonce import DpopNonces
 
 
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    home = await make_home(tmp_path / "home")  # the real clock: the server runs on it too
-    await tokens.set_issuer(home, issuer)
-    await identity.add_agent(
-        home, "alpha", scopes=["audit:read"], audiences=[tokens.resource_url(issuer)]
-    )
-    yield Site(home, sock, issuer, ec.generate_private_key(ec.SECP256R1()))
-    await home.close()
-    sock.close()
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@asynccontextmanager
-async def running(site: Site) -> AsyncIterator[None]:
-    server_home = await Home.open(Settings(home=site.home.settings.home))
-    app = build_http_app(server_home, issuer_url=site.issuer)
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [site.sock]}, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(15), "the HTTP server did not start"
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        await server_home.close()
+    async with make_site(tmp_path / "home") as made:
+        yield made
 
 
 class DpopAuth(httpx2.Auth):
@@ -136,19 +58,6 @@ class DpopAuth(httpx2.Auth):
         request.headers["DPoP"] = self.site.proof(self.token, request.method, str(request.url))
         self.proofs += 1
         yield request
-
-
-def post(site: Site, headers: dict[str, str]) -> httpx2.Response:
-    return httpx2.post(site.mcp, json=INIT, headers=MCP_HEADERS | headers, timeout=10)
-
-
-def assert_refused(response: httpx2.Response, error: str) -> None:
-    assert response.status_code == 401, response.text
-    challenge = response.headers["www-authenticate"]
-    assert challenge.startswith("DPoP "), challenge
-    assert f'error="{error}"' in challenge, challenge
-    assert 'algs="ES256 EdDSA Ed25519"' in challenge
-    assert "Traceback" not in response.text
 
 
 # -- accepted --------------------------------------------------------------------------------
@@ -209,17 +118,9 @@ console.log(JSON.stringify(out));
 
 
 async def test_mcp_calls_with_proofs_made_by_node_jose_succeed(site: Site, tmp_path: Path) -> None:
-    node = NODE_MODULES / ".bin" / "node"
-    if not (node.exists() and (NODE_MODULES / "jose" / "package.json").exists()):
-        why = "Node or the npm jose package missing under .ci/node"
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}: .ci/install-inspector should have installed them")
-        pytest.skip(f"{why}; run `bash .ci/install-inspector` to enable this test")
-    numbers = site.key.private_numbers()
+    node = node_with("jose")
     key_file = tmp_path / "client.jwk"
-    key_file.write_text(
-        json.dumps(public_jwk(site.key) | {"d": b64url(numbers.private_value.to_bytes(32, "big"))})
-    )
+    key_file.write_text(json.dumps(private_jwk(site.key)))
     script = tmp_path / "client.mjs"
     script.write_text(JOSE_CLIENT)
     token = await site.token()
@@ -316,3 +217,43 @@ async def test_metadata_and_introspection_speak_dpop(site: Site) -> None:
     answer = await tokens.introspect(site.home, token)
     assert answer["active"] is True and answer["token_type"] == "DPoP"
     assert answer["cnf"] == {"jkt": tokens.dpop.jwk_thumbprint(public_jwk(site.key))}
+
+
+async def test_with_dpop_nonce_a_proof_needs_a_nonce_of_the_home(site: Site) -> None:
+    token = await site.token()
+    async with running(site, dpop_nonce=True):
+        refused = post(site, {"Authorization": f"DPoP {token}", "DPoP": site.proof(token)})
+        assert_refused(refused, "use_dpop_nonce")
+        handed = refused.headers["dpop-nonce"]  # RFC 9449 §8: the nonce comes with the 401
+        ok = post(site, {"Authorization": f"DPoP {token}", "DPoP": site.proof(token, nonce=handed)})
+        assert ok.status_code == 200 and ok.headers["dpop-nonce"]
+        # A nonce made by another server of this home (the key is in the home's storage).
+        other = (await DpopNonces.for_home(site.home)).current()
+        assert other == handed
+        again = post(
+            site, {"Authorization": f"DPoP {token}", "DPoP": site.proof(token, nonce=other)}
+        )
+        assert again.status_code == 200
+        # One made under another key is refused, and so is a proof without one.
+        forged = DpopNonces(b"\x01" * 32, site.home.clock).current()
+        for nonce in (forged, None):
+            proof = site.proof(token, nonce=nonce)
+            assert_refused(
+                post(site, {"Authorization": f"DPoP {token}", "DPoP": proof}), "use_dpop_nonce"
+            )
+
+
+async def test_introspection_over_http_returns_the_binding(site: Site) -> None:
+    token = await site.token()
+    secret = "relying-party-introspection-secret"
+    async with running(site, introspection_secret=secret.encode()):
+        answer = httpx2.post(
+            f"{site.issuer}/introspect",
+            data={"token": token},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["active"] is True and body["token_type"] == "DPoP"
+    assert body["cnf"] == {"jkt": tokens.dpop.jwk_thumbprint(public_jwk(site.key))}

@@ -6,12 +6,13 @@
 * :mod:`~charter.tools.tokens.errors`: the typed reasons a token is refused;
 * :mod:`~charter.tools.tokens.codec`: the JWT itself, through PyJWT and the signer seam;
 * :mod:`~charter.tools.tokens.dpop`: DPoP proofs (RFC 9449), checked and made;
-* :mod:`~charter.tools.tokens.proof`: a token with its DPoP proof, replay included.
+* :mod:`~charter.tools.tokens.proof`: a token with its DPoP proof, replay included;
+* :mod:`~charter.tools.tokens.nonce`: stateless server nonces for DPoP proofs (RFC 9449 §8).
 
 Callers use ``tokens.<name>`` for all of them.
 """
 
-from charter.tools.tokens import dpop, errors
+from charter.tools.tokens import dpop, errors, nonce
 from charter.tools.tokens.codec import ALGORITHM, TOKEN_TYPE
 from charter.tools.tokens.issue import (
     DEFAULT_TTL_SECONDS,
@@ -74,6 +75,7 @@ __all__ = [
     "issue_plan",
     "issuer",
     "jwks",
+    "nonce",
     "normalize_issuer",
     "prepare",
     "record",

@@ -184,13 +184,17 @@ class NonceRequired(DpopInvalid):
 @dataclasses.dataclass(frozen=True)
 class DpopProof:
     """A proof that passed every check: its key's thumbprint (``jkt``), its id (``jti``, for
-    the caller's replay cache), its creation time and the method and URL it was made for."""
+    the caller's replay cache), its creation time, the method and URL it was made for, and
+    its nonce (for a caller that checks nonces of its own, such as
+    :class:`~charter.tools.tokens.nonce.DpopNonces`)."""
 
     jkt: str
     jti: str
     iat: dt.datetime
     htm: str
     htu: str
+    #: The ``nonce`` claim, when the proof carries one (RFC 9449 §8).
+    nonce: str | None = None
 
 
 def check_proof(
@@ -256,7 +260,15 @@ def check_proof(
     jkt = jwk_thumbprint(jwk)
     if expected_jkt is not None and not _equal(jkt, expected_jkt):
         raise KeyMismatch("the proof is not signed by the key the token is bound to")
-    return DpopProof(jkt=jkt, jti=jti, iat=issued, htm=htm, htu=htu)
+    claimed_nonce = payload.get("nonce")
+    return DpopProof(
+        jkt=jkt,
+        jti=jti,
+        iat=issued,
+        htm=htm,
+        htu=htu,
+        nonce=claimed_nonce if isinstance(claimed_nonce, str) else None,
+    )
 
 
 def _split(proof: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

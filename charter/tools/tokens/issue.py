@@ -206,10 +206,12 @@ async def sign(home: Home, request: TokenRequest) -> IssuedToken:
         await ensure_issuer_keys(home)
         found = await home.read(keys)
         assert found is not None
-    return _signed(home, request, *found)
+    kid, iss = found
+    return sign_as(home, kid, iss, request)
 
 
-def _signed(home: Home, request: TokenRequest, kid: str, iss: str) -> IssuedToken:
+def sign_as(home: Home, kid: str, iss: str, request: TokenRequest) -> IssuedToken:
+    """Sign ``request`` as issuer ``iss`` with issuer key ``kid`` (see :func:`sign`)."""
     claims = _claims(iss, request)
     return IssuedToken(
         token=encode(claims, signing_key(home, kid)),
@@ -251,7 +253,7 @@ def issue_plan(home: Home, request: TokenRequest) -> LocalPlan[IssuedToken]:
     def apply(tx: Tx, _intent: Entry) -> IssuedToken:
         if not tx.tokens.has_issuer_keys():  # the first token of a new home
             register_issuer_key(tx, home)
-        issued = _signed(home, request, current_kid(tx.tokens), issuer_in(tx))
+        issued = sign_as(home, current_kid(tx.tokens), issuer_in(tx), request)
         record(tx, request, issued)
         return issued
 

@@ -16,7 +16,14 @@ import datetime as dt
 
 from charter.clock import rfc3339
 from charter.home import Home
-from charter.tools.tokens.dpop import LEEWAY_S, MAX_AGE_S, DpopInvalid, check_proof
+from charter.tools.tokens.dpop import (
+    LEEWAY_S,
+    MAX_AGE_S,
+    DpopInvalid,
+    NonceRequired,
+    check_proof,
+)
+from charter.tools.tokens.nonce import DpopNonces
 from charter.tools.tokens.verify import VerifiedToken, verify
 
 #: How long a proof's ``jti`` is remembered after its ``iat``: as long as it could be accepted.
@@ -66,12 +73,15 @@ async def verify_with_proof(
     url: str,
     audience: str | None,
     issuer_url: str | None = None,
+    nonces: DpopNonces | None = None,
 ) -> VerifiedToken:
     """Check ``token`` presented with DPoP ``proof`` on a ``method`` request to ``url``, and
     record the proof as used.
 
     Any Charter token may be presented this way (its ``cnf.jkt`` names the key: the client's
-    for a DPoP-bound token, the agent's own otherwise).
+    for a DPoP-bound token, the agent's own otherwise). With ``nonces`` the proof must also
+    carry a nonce they accept (RFC 9449 §8), else ``NonceRequired`` (``use_dpop_nonce``);
+    a refused proof is not recorded as used.
 
     Raises:
         TokenInvalid: the token's reason (:mod:`charter.tools.tokens.errors`), or the proof's
@@ -92,6 +102,9 @@ async def verify_with_proof(
         )
     except DpopInvalid as exc:
         raise _tagged(exc, verified) from None
+    if nonces is not None and not nonces.accepts(checked.nonce):
+        missing = "carry the nonce" if checked.nonce is None else "carry a current nonce"
+        raise _tagged(NonceRequired(f"the proof must {missing} (see DPoP-Nonce)"), verified)
     until = rfc3339(checked.iat + dt.timedelta(seconds=REPLAY_WINDOW_S))
     first = await home.write(
         lambda tx: tx.dpop.remember(checked.jkt, checked.jti, expires_at=until, now=rfc3339(now))
