@@ -239,6 +239,7 @@ def build_app(console: Console) -> ASGIApp:
         Route("/lockdown", lockdown_act, methods=["POST"]),
         Route("/lockdown/lift", lockdown_act, methods=["POST"]),
         Route("/static/console.css", css),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
     ]
     return Guard(Starlette(routes=routes), console)
 
