@@ -52,7 +52,7 @@ async def running_console(
         OSError: the port is taken.
     """
     sock = bind(port)
-    actual = sock.getsockname()[1]
+    address, actual = sock.getsockname()[:2]
     auth = ConsoleAuth()
     app = build_app(Console(home=home, passphrase=passphrase, auth=auth, port=actual))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -63,7 +63,7 @@ async def running_console(
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        base = f"http://{HOST}:{actual}"
+        base = f"http://{address}:{actual}"
         yield Running(base=base, login_url=f"{base}/login?token={auth.login_token}", auth=auth)
     finally:
         server.should_exit = True

@@ -194,3 +194,24 @@ def test_a_console_url_that_cannot_work_is_refused(url: str) -> None:
 def test_a_loopback_console_url_is_accepted() -> None:
     assert console_link.check_console_url("http://127.0.0.1:8766/") == "http://127.0.0.1:8766"
     assert console_link.check_console_url("http://[::1]:9000") == "http://[::1]:9000"
+
+
+async def test_the_clients_accept_alone_runs_nothing(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The human accepting to open the page is not an approval: with no owner decision the
+    call is left pending when the wait ends (shortened here), and nothing ran."""
+    monkeypatch.setattr(console_link, "URL_APPROVAL_WAIT", 0.5)
+    acted: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept")
+
+    async with running_console(home, port=0) as console:
+        server = await serve(home, acted, console.base)
+        async with Client(server, mode="legacy", elicitation_callback=answer) as client:
+            result = await client.call_tool("test_mail", {"to": "bob@example.com", "body": "hi"})
+    assert result.is_error and "approval pending" in str(result.content[0].text)  # type: ignore[union-attr]
+    assert acted == []
+    (pending,) = await approvals.list_pending(home)
+    assert pending.status == "pending"
