@@ -31,6 +31,8 @@ from charter.tools import approvals, audit, lockdown
 from charter.tools.identity import parse_duration
 
 HERE = Path(__file__).parent
+#: The largest form a POST may carry (the console's forms are a few fields).
+MAX_FORM_BYTES = 16 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -93,7 +95,14 @@ class Guard:
             )(scope, receive, send_secure)
             return
         if scope["method"] not in ("GET", "HEAD"):
+            declared = request.headers.get("content-length") or "0"
+            if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
+                await _plain(413, "form too large")(scope, receive, send_secure)
+                return
             body = await request.body()
+            if len(body) > MAX_FORM_BYTES:
+                await _plain(413, "form too large")(scope, receive, send_secure)
+                return
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
             sent = next(iter(form.get("csrf") or []), None)
             if not self.console.auth.check_csrf(sid, sent):

@@ -181,3 +181,12 @@ def test_charter_console_prints_a_login_url_and_answers_401_without_it(tmp_path:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     assert "Traceback" not in err, err
+
+
+async def test_an_oversized_form_is_refused_before_it_is_read(home: Home) -> None:
+    async with running_console(home, port=0) as console, httpx.AsyncClient() as web:
+        await logged_in(web, console.login_url)
+        csrf = csrf_of((await web.get(console.base + "/lockdown")).text)
+        big = {"csrf": csrf, "confirm": "yes", "reason": "x" * 20_000}
+        assert (await web.post(console.base + "/lockdown", data=big)).status_code == 413
+    assert not (await lockdown.get_state(home)).active

@@ -7,7 +7,10 @@ session cookie and CSRF token here, a real browser in tests/console/test_console
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx2 as httpx
@@ -215,3 +218,28 @@ async def test_the_clients_accept_alone_runs_nothing(
     assert acted == []
     (pending,) = await approvals.list_pending(home)
     assert pending.status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--agent", "clerk", "--console-url", "https://example.com:1"], "cannot reach"),
+        (["--http", "--console-url", "http://127.0.0.1:8766"], "works with a stdio server"),
+    ],
+)
+def test_serve_refuses_a_console_url_that_cannot_work_in_one_line(
+    tmp_path: Any, extra: list[str], expected: str
+) -> None:
+    env = {**os.environ, "CHARTER_HOME": str(tmp_path / "h")}
+    charter = [sys.executable, "-m", "charter"]
+    subprocess.run([*charter, "init", "--owner", "me@example.com"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run([*charter, "agent", "add", "clerk", "--scope", "email:send"], env=env,
+                   check=True, capture_output=True)  # fmt: skip
+    done = subprocess.run(
+        [*charter, "serve", *extra], env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
