@@ -190,3 +190,34 @@ async def test_an_oversized_form_is_refused_before_it_is_read(home: Home) -> Non
         big = {"csrf": csrf, "confirm": "yes", "reason": "x" * 20_000}
         assert (await web.post(console.base + "/lockdown", data=big)).status_code == 413
     assert not (await lockdown.get_state(home)).active
+
+
+def test_a_sealed_home_unlocks_when_the_console_starts_or_it_refuses_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """The owner key is unlocked at start (as `charter approve` does): no passphrase or a
+    wrong one is one line and no console; the right one serves."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("correct horse battery staple\n")
+    bad.write_text("wrong\n")
+    home = {**os.environ, "CHARTER_HOME": str(tmp_path / "h")}
+    home.pop("CHARTER_PASSPHRASE_FILE", None)
+    charter = [sys.executable, "-m", "charter"]
+    sealed = home | {"CHARTER_PASSPHRASE_FILE": str(good)}
+    subprocess.run([*charter, "init", "--owner", "me@example.com"], check=True, env=sealed,
+                   capture_output=True)  # fmt: skip
+    console = [*charter, "console", "--no-browser", "--port", "0"]
+    for env, expected in ((home, "locked"), (home | {"CHARTER_PASSPHRASE_FILE": str(bad)}, "")):
+        done = subprocess.run(console, env=env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+        assert done.returncode != 0 and "http://" not in done.stdout
+        assert expected in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    proc = subprocess.Popen(console, env=sealed,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "/login?token=" in proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
