@@ -19,7 +19,9 @@ needed matches a rule of the charter's ``approvals`` policy:
   pending request's console page is sent to the client (``elicitation/create``, mode
   ``url``); once the human accepts to open it, the call waits (up to
   :data:`URL_APPROVAL_WAIT` seconds) for the owner's signed decision there, then proceeds
-  exactly as on a retry after ``charter approve`` (:mod:`charter.server.console_link`).
+  exactly as on a retry after ``charter approve`` (:mod:`charter.server.console_link`). On
+  2026-07-28 (no back-channel) the call ends with ``URLElicitationRequired`` (-32042) naming
+  the page (the refusal recorded as for a pending call); the retry runs once approved.
 
 Ledger entries (agent-signed, phase ``event``, ``args_hash`` = the call's): ``approval.request``
 and ``approval.answer``; the owner's decisions are ``approval.approve`` / ``approval.deny``
@@ -80,6 +82,10 @@ class Call(Protocol):
         """An entry of this call, signed by its agent."""
         ...
 
+    async def finish(self, outcome: str, *, reason: str | None = None) -> Entry:
+        """Write the call's closing entry."""
+        ...
+
 
 #: First protocol revision where a tool asks through ``InputRequiredResult`` (no back-channel).
 INPUT_REQUIRED_VERSION = "2026-07-28"
@@ -135,6 +141,11 @@ async def obtain_approval(call: Call, details: dict[str, Any]) -> dict[str, Any]
             url = call.deps.console_url
             if url is None or not await console_link.usable(url, call.context):
                 raise
+            if console_link.without_back_channel(call.context):
+                required = console_link.url_required(url, pending.approval)
+                # The JSON-RPC error passes the gate's handlers: record the refusal here.
+                await call.finish("denied", reason=required.error.message)
+                raise required from None
             await console_link.send_and_wait(call.deps.home, url, call.context, pending.approval)
             return await _owner_approval(call, matched, details)
     return await _client_approval(call, matched, details)

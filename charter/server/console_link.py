@@ -11,8 +11,10 @@ for that decision (polling the approvals table, :data:`URL_APPROVAL_WAIT` second
 tells the client the elicitation is complete, and proceeds; on a decline, a timeout or a
 console that does not answer, the call is left pending as before (today's message).
 
-Clients without URL-mode support, and 2026-07-28 connections (no back-channel), keep the
-flow of :mod:`charter.server.approvals`.
+On a 2026-07-28 connection (no back-channel) the call ends at once with the JSON-RPC error
+``URLElicitationRequired`` (-32042) naming the same page; the client sends its human there
+and retries the same call, which runs once the owner has approved (as after ``charter
+approve``). Clients without URL-mode support keep the flow of :mod:`charter.server.approvals`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import logging
 import urllib.parse
 from typing import Any
 
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp_types import ElicitRequestURLParams
 from mcp_types.version import is_version_at_least
 
 from charter.errors import CharterError, ConfigError
@@ -97,12 +100,37 @@ async def usable(url: str, ctx: Any) -> bool:
     """Whether this call's client can be sent to the console, and the console answers."""
     if ctx is None or ctx.protocol_version is None or not _can_elicit_url(ctx):
         return False
-    if is_version_at_least(ctx.protocol_version, _NO_BACK_CHANNEL):
-        return False
     if not await console_answers(url):
         log.warning("the owner's console at %s does not answer: approval left pending", url)
         return False
     return True
+
+
+def without_back_channel(ctx: Any) -> bool:
+    """A 2026-07-28 connection: the server cannot send a request in the middle of a call."""
+    return bool(is_version_at_least(ctx.protocol_version, _NO_BACK_CHANNEL))
+
+
+def url_required(url: str, approval: Approval) -> UrlElicitationRequiredError:
+    """The JSON-RPC error (-32042) naming the console's page, for a connection without a
+    back-channel: the client sends its human there and retries the same call afterwards."""
+    return UrlElicitationRequiredError(
+        [
+            ElicitRequestURLParams(
+                message=_message(approval), url=approval_url(url, approval),
+                elicitation_id=approval.id,
+            )
+        ],
+        f"approval pending: your owner approves this call in the Charter console "
+        f"(approval {approval.id}); retry exactly the same call afterwards",
+    )  # fmt: skip
+
+
+def _message(approval: Approval) -> str:
+    return (
+        f"Your owner's approval is needed for {approval.tool} (approval {approval.id}). "
+        "Open the Charter console to approve or deny this exact call."
+    )
 
 
 def approval_url(url: str, approval: Approval) -> str:
@@ -116,13 +144,9 @@ async def send_and_wait(home: Home, url: str, ctx: Any, approval: Approval) -> N
     Returns when the request is no longer pending (or the wait is over, or the human did not
     accept to open the page); the caller then checks the decision as on any retry.
     """
-    message = (
-        f"Your owner's approval is needed for {approval.tool} (approval {approval.id}). "
-        "Open the Charter console to approve or deny this exact call."
-    )
     try:
         answer = await ctx.session.elicit_url(
-            message=message,
+            message=_message(approval),
             url=approval_url(url, approval),
             elicitation_id=approval.id,
             related_request_id=ctx.request_id,

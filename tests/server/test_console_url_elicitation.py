@@ -16,15 +16,23 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from mcp import Client
-from mcp.types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ToolAnnotations
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp.types import (
+    URL_ELICITATION_REQUIRED,
+    ElicitRequestParams,
+    ElicitRequestURLParams,
+    ElicitResult,
+    ToolAnnotations,
+)
 
 from charter.console.run import running_console
 from charter.errors import ConfigError
+from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server import console_link
 from charter.server.app import CharterServer
 from charter.server.calls import current_call
-from charter.testing import FrozenClock, make_home, server_for
+from charter.testing import FrozenClock, make_home, raw_tx, server_for
 from charter.tools import approvals, audit, identity
 
 SIDE_EFFECT = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
@@ -243,3 +251,42 @@ def test_serve_refuses_a_console_url_that_cannot_work_in_one_line(
     assert done.returncode != 0
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_on_2026_07_28_the_call_names_the_url_and_the_retry_runs_once_approved(
+    home: Home,
+) -> None:
+    """No back-channel: the call ends with URLElicitationRequired (-32042) naming the page;
+    after the owner approves there, the same call runs (and only then)."""
+    acted: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept")
+
+    args = {"to": "bob@example.com", "body": "hi"}
+    async with running_console(home, port=0) as console:
+        server = await serve(home, acted, console.base)
+        async with Client(server, mode="auto", elicitation_callback=answer) as client:
+            with pytest.raises(MCPError) as raised:
+                await client.call_tool("test_mail", args)
+            assert raised.value.error.code == URL_ELICITATION_REQUIRED
+            (params,) = UrlElicitationRequiredError.from_error(raised.value.error).elicitations
+            assert params.url.startswith(console.base + "/approvals/apr-")
+            assert acted == []
+            with pytest.raises(MCPError):  # not approved yet: asked again, nothing ran
+                await client.call_tool("test_mail", args)
+            assert acted == []
+            status = await console_click(console.base, console.login_url, params.url, "approve")
+            assert status == 303
+            result = await client.call_tool("test_mail", args)
+    assert not result.is_error, result.content
+    assert acted == ["bob@example.com"]
+    assert params.elicitation_id == params.url.rpartition("/")[2]
+    assert (await approvals.find(home, params.url.rpartition("/")[2])).status == "used"
+    closing = [
+        (f["phase"], f["outcome"])
+        for f in (Entry.from_body(b).fields for b in raw_tx(home).ledger.iter_bodies())
+        if f["action"] == "test.mail" and f["phase"] in ("call", "outcome")
+    ]
+    assert closing == [("call", "denied"), ("call", "denied"), ("outcome", "ok")]
+    assert (await audit.verify_out(home)).valid
