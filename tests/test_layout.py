@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("charter.witness",),
     ("charter.home",),
     ("charter.tools",),
-    ("charter.server",),
+    ("charter.server", "charter.console"),
     ("charter.cli", "charter.testing", "charter.__main__"),
 )
 #: The package root itself re-exports the evidence library's public face

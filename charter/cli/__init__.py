@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "agent",
     "approvals",
     "audit",
+    "console",
     "daemon",
     "demo",
     "doctor",

@@ -70,6 +70,13 @@ def register(cli: click.Group) -> None:
         help="Relay stdio to a Charter daemon's socket (`charter daemon`): no home needed "
         "(default: $CHARTER_CONNECT).",
     )
+    @click.option(
+        "--console-url",
+        default=None,
+        envvar="CHARTER_CONSOLE_URL",
+        help="The owner's console (`charter console`), e.g. http://127.0.0.1:8766: clients "
+        "that support URL-mode elicitation are sent there for owner approvals (stdio).",
+    )
     @common_options()
     @run_async
     async def serve(
@@ -84,6 +91,7 @@ def register(cli: click.Group) -> None:
         required_scopes: tuple[str, ...],
         dpop_nonce: bool,
         connect: Path | None,
+        console_url: str | None,
         home: Path | None,
     ) -> None:
         """Serve MCP over stdio as one agent (stdout carries only JSON-RPC; logs go to stderr),
@@ -96,6 +104,11 @@ def register(cli: click.Group) -> None:
         )
         if dpop_nonce and not http:
             raise ConfigError("--dpop-nonce is for --http (stdio and --connect take no tokens)")
+        if console_url is not None and (http or connect is not None):
+            raise ConfigError(
+                "--console-url works with a stdio server of a home (not --http or --connect "
+                "yet): owner approvals there stay `charter approve ID`"
+            )
         if connect is not None:
             await _relay(connect, agent, http=http)
             return
@@ -123,7 +136,7 @@ def register(cli: click.Group) -> None:
             # A sealed home is unlocked now (CHARTER_PASSPHRASE_FILE), or the server refuses
             # to start with one line, rather than failing at its first signature.
             h.check_unlocked()
-            await run_stdio(h, await load_agent(h, s.agent))
+            await run_stdio(h, await load_agent(h, s.agent), console_url=console_url)
 
 
 async def run_http(
@@ -214,8 +227,12 @@ def _is_loopback_ip(host: str) -> bool:
         return False
 
 
-async def run_stdio(home: Home, agent: AgentContext) -> None:
-    """Serve ``agent`` over stdio until the client disconnects."""
+async def run_stdio(home: Home, agent: AgentContext, *, console_url: str | None = None) -> None:
+    """Serve ``agent`` over stdio until the client disconnects.
+
+    ``console_url``: the owner's console, for URL-mode owner approvals (refused if it cannot
+    name a local console; a warning if nothing answers there now).
+    """
     # NOTE: imported here: every other CLI command loads this module too, and none of them
     # needs the MCP SDK (about 0.35 s of imports).
     from charter.server.deps import Deps
@@ -225,4 +242,16 @@ async def run_stdio(home: Home, agent: AgentContext) -> None:
     async def resolve() -> AgentContext:
         return agent
 
-    await serve_stdio(build_server(Deps(home=home, resolve_agent=resolve)))
+    url = None
+    if console_url is not None:
+        from charter.server.console_link import check_console_url, console_answers
+
+        url = check_console_url(console_url)
+        if not await console_answers(url):
+            log.warning(
+                "nothing answers at the console URL %s: start `charter console --port %s`; "
+                "until then owner approvals stay `charter approve ID`",
+                url,
+                url.rpartition(":")[2],
+            )
+    await serve_stdio(build_server(Deps(home=home, resolve_agent=resolve, console_url=url)))

@@ -14,6 +14,14 @@ needed matches a rule of the charter's ``approvals`` policy:
   ``InputRequiredResult`` out of the tool (the gate returns it); the client asks its human and
   retries the same call with the answer, and this module matches the answer to the stored
   request (same agent, tool and arguments hash, still pending, unexpired, answered once).
+- ``owner`` through the console (URL-mode elicitation): when the server knows the owner's
+  console (``Deps.console_url``) and a handshake client declared ``elicitation.url``, the
+  pending request's console page is sent to the client (``elicitation/create``, mode
+  ``url``); once the human accepts to open it, the call waits (up to
+  :data:`URL_APPROVAL_WAIT` seconds) for the owner's signed decision there, then proceeds
+  exactly as on a retry after ``charter approve`` (:mod:`charter.server.console_link`). On
+  2026-07-28 (no back-channel) the call ends with ``URLElicitationRequired`` (-32042) naming
+  the page (the refusal recorded as for a pending call); the retry runs once approved.
 
 Ledger entries (agent-signed, phase ``event``, ``args_hash`` = the call's): ``approval.request``
 and ``approval.answer``; the owner's decisions are ``approval.approve`` / ``approval.deny``
@@ -35,6 +43,7 @@ from pydantic import BaseModel, Field
 from charter.clock import parse_rfc3339, rfc3339
 from charter.errors import NotFound
 from charter.evidence.entries import Entry
+from charter.server import console_link
 from charter.storage.ports import Tx
 from charter.tools import approvals as store
 from charter.tools.approvals import Approval, ApprovalPending, ApprovalRefused, Mode
@@ -71,6 +80,10 @@ class Call(Protocol):
 
     def draft(self, phase: str, args: dict[str, Any], action: str | None = None) -> Draft:
         """An entry of this call, signed by its agent."""
+        ...
+
+    async def finish(self, outcome: str, *, reason: str | None = None) -> Entry | None:
+        """Write the call's closing entry."""
         ...
 
 
@@ -122,7 +135,19 @@ async def obtain_approval(call: Call, details: dict[str, Any]) -> dict[str, Any]
     if mode is None:
         return None
     if mode == "owner":
-        return await _owner_approval(call, matched, details)
+        try:
+            return await _owner_approval(call, matched, details)
+        except _Pending as pending:
+            url = call.deps.console_url
+            if url is None or not await console_link.usable(url, call.context):
+                raise
+            if console_link.without_back_channel(call.context):
+                required = console_link.url_required(url, pending.approval)
+                # The JSON-RPC error passes the gate's handlers: record the refusal here.
+                await call.finish("denied", reason=required.error.message)
+                raise required from None
+            await console_link.send_and_wait(call.deps.home, url, call.context, pending.approval)
+            return await _owner_approval(call, matched, details)
     return await _client_approval(call, matched, details)
 
 
@@ -158,7 +183,7 @@ async def _owner_approval(
             ):
                 return _link(latest, decision=decision.hash)
         if latest.status == "pending" and not expired:
-            raise ApprovalPending(_pending_message(latest))
+            raise _Pending(latest, _pending_message(latest))
         if latest.status == "denied" and not expired:
             raise ApprovalRefused(
                 f"the owner denied this exact call (approval {latest.id}); it was not run"
@@ -170,7 +195,15 @@ async def _owner_approval(
                 else f" (approval {latest.id} expired at {latest.expires_at})"
             )
     request = await _record_request(call, "owner", matched, details)
-    raise ApprovalPending(_pending_message(request) + note)
+    raise _Pending(request, _pending_message(request) + note)
+
+
+class _Pending(ApprovalPending):
+    """:class:`ApprovalPending` naming its request (for the console link)."""
+
+    def __init__(self, approval: Approval, message: str) -> None:
+        super().__init__(message)
+        self.approval = approval
 
 
 def _pending_message(approval: Approval) -> str:

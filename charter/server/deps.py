@@ -27,6 +27,9 @@ class Deps:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: Given to the ledger writer: run after commits (e.g. checkpoints).
     after_commit: list[AfterCommit] = field(default_factory=list)
+    #: The owner's console (``charter serve --console-url``): owner approvals are sent there
+    #: to clients that support URL-mode elicitation (server/approvals.py). None: not used.
+    console_url: str | None = None
     _writer: LedgerWriter | None = None
     _writer_store: Store | None = None
 

@@ -114,5 +114,87 @@ class LedgerQueries:
         row = self.conn.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    # -- the owner's console (charter/console): newest first, activity ------------------------
+
+    def find_older(
+        self,
+        *,
+        before: int | None,
+        limit: int,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> LedgerPage:
+        """At most ``limit`` entries with seq < ``before`` (None: from the head), newest
+        first, matching every filter; ``next_cursor`` is the ``before`` of the next page.
+
+        Keyset paging on the primary key, or on the (actor, seq) and (action, seq) indexes
+        when those filters are given: a page costs O(log n + limit) at any depth (the time
+        filters narrow the rows the index walk reads; they have no index of their own).
+        Every row served is checked against its signed entry, as in :meth:`find_page`.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if before is not None:
+            clauses.append("seq < ?")
+            params.append(before)
+        for column, value in (("actor", actor), ("action", action), ("outcome", outcome)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        for op, stamp in ((">=", since), ("<", until)):
+            if stamp is not None:
+                clauses.append(f"ts {op} ?")
+                params.append(stamp)
+        where = " AND ".join(clauses) or "1"
+        sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {where} ORDER BY seq DESC LIMIT ?"  # noqa: S608 - fixed column names
+        rows = self.conn.execute(sql, (*params, limit + 1)).fetchall()
+        entries = [self._checked(row) for row in rows[:limit]]
+        nxt = int(rows[limit - 1][0]) if len(rows) > limit else None
+        return LedgerPage(entries=tuple(entries), next_cursor=nxt)
+
+    def last_activity(self, actor: str) -> str | None:
+        """The time of ``actor``'s latest entry (one probe of the (actor, seq) index)."""
+        row = self.conn.execute(
+            "SELECT ts FROM ledger WHERE actor = ? ORDER BY seq DESC LIMIT 1", (actor,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def calls_per_actor(self, since_seq: int, bucket_chars: int) -> list[tuple[str, str, int]]:
+        """(actor, time bucket, calls) of the entries from ``since_seq`` on that close a call
+        (phase ``call`` or ``outcome``: one per call); a bucket is the first
+        ``bucket_chars`` characters of the RFC 3339 stamp (13: the hour)."""
+        rows = self.conn.execute(
+            "SELECT actor, substr(ts, 1, ?), count(*) FROM ledger"
+            " WHERE seq >= ? AND phase IN ('call', 'outcome') GROUP BY 1, 2 ORDER BY 2",
+            (bucket_chars, since_seq),
+        ).fetchall()
+        return [(str(a), str(b), int(n)) for a, b, n in rows]
+
+    def first_seq_at(self, stamp: str) -> int:
+        """The first seq whose ``ts`` is >= ``stamp`` (the size when none): a binary search
+        on seq, since entries are appended in time order (O(log n) probes)."""
+        lo, hi = 0, self.size()
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self.conn.execute("SELECT ts FROM ledger WHERE seq = ?", (mid,)).fetchone()
+            if row is not None and str(row[0]) < stamp:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def call_partner(self, actor: str, call_id: str, seq: int, window: int = 5000) -> list[int]:
+        """The seqs of ``actor``'s entries of call ``call_id`` within ``window`` entries of
+        ``seq`` (an intent and its outcome sit close together): the (actor, seq) index."""
+        rows = self.conn.execute(
+            "SELECT seq FROM ledger WHERE actor = ? AND seq BETWEEN ? AND ? AND call_id = ?"
+            " ORDER BY seq",
+            (actor, seq - window, seq + window, call_id),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
 
 __all__ = ["LedgerPage", "LedgerQueries"]

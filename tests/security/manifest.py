@@ -399,4 +399,24 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/cli/test_home_before_organizations.py::"
         "test_a_home_made_before_organizations_opens_serves_and_verifies",
     ),
+    # -- the owner's console (issue 24) ---------------------------------------------------
+    "G-CONSOLE-1": ("tests/console/test_console_http.py::test_only_the_loopback_host_is_answered",),
+    "G-CONSOLE-2": (
+        "tests/console/test_console_http.py::test_every_page_needs_the_session_and_the_login_token_works_once",
+        "tests/console/test_console_http.py::test_the_session_cookie_is_httponly_and_samesite_strict",
+        "tests/console/test_console_http.py::test_charter_console_prints_a_login_url_and_answers_401_without_it",
+    ),
+    "G-CONSOLE-3": (
+        "tests/console/test_console_http.py::test_a_post_without_the_csrf_token_changes_nothing",
+        "tests/console/test_console_http.py::test_lockdown_needs_its_confirmation",
+        "tests/console/test_console_browser.py::test_refused_without_the_csrf_token_in_the_browser",
+    ),
+    "G-CONSOLE-4": (
+        "tests/console/test_console_http.py::test_every_response_carries_the_csp_and_no_framing",
+        "tests/console/test_console_http.py::test_recorded_text_is_escaped_on_the_approval_page",
+    ),
+    "G-CONSOLE-5": (
+        "tests/server/test_console_url_elicitation.py::test_the_clients_accept_alone_runs_nothing",
+        "tests/server/test_console_url_elicitation.py::test_a_console_url_that_cannot_work_is_refused",
+    ),
 }
