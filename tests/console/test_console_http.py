@@ -221,3 +221,22 @@ def test_a_sealed_home_unlocks_when_the_console_starts_or_it_refuses_in_one_line
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
+
+
+async def test_the_overview_shows_sub_agents_under_their_parent(home: Home) -> None:
+    from mcp import Client
+
+    from charter.testing import server_for
+
+    await identity.add_agent(home, "planner", scopes=["agent:delegate", "audit:read"])
+    await identity.add_agent(home, "zeta", scopes=["audit:read"])
+    async with Client(await server_for(home, "planner")) as client:
+        made = await client.call_tool("agent_delegate", {"name": "worker", "scopes": []})
+    assert not made.is_error, made.content
+    async with running_console(home, port=0) as console, httpx.AsyncClient() as web:
+        await logged_in(web, console.login_url)
+        html = (await web.get(f"{console.base}/")).text
+    order = re.findall(r'<li class="agent depth-(\d)" id="agent-([a-z]+)"', html)
+    # Tree order: the owner's agents by name, each sub-agent right under its parent.
+    assert order == [("1", "clerk"), ("1", "planner"), ("2", "worker"), ("1", "zeta")]
+    assert "sub-agent of planner" in html
