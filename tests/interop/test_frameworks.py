@@ -34,6 +34,8 @@ OWNER = "owner@example.com"
 FRAMEWORKS = ["langchain", "pydantic_ai", "openai_agents", "fastmcp"]
 TOOLS = {
     "identity_whoami",
+    "agent_delegate",
+    "agent_revoke_delegate",
     "token_issue",
     "token_http_request",
     "audit_query",

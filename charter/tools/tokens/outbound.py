@@ -21,7 +21,6 @@ host, port), never the token or the proof; the tool's result never holds either.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import re
 import urllib.parse
@@ -39,6 +38,7 @@ from charter.tools.plan import Plan
 from charter.tools.tokens.dpop import make_proof
 from charter.tools.tokens.issue import IssuedToken, TokenRequest, prepare, record, sign_as
 from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer_in
+from charter.tools.vault import replies
 from charter.tools.vault.redact import Redactor
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ _FORBIDDEN_HEADERS = frozenset(
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 
 class ResponseHeader(BaseModel):
@@ -264,8 +263,10 @@ async def _send(
                 outgoing = client.build_request(method, url, headers=headers, content=content)
                 response = await client.send(outgoing, stream=True)
                 try:
-                    compressed = _refuse_undecodable(response, host)
-                    data, truncated = await _read_capped(response, redactor.max_length)
+                    compressed = replies.refuse_undecodable(response, host, "the token")
+                    data, truncated = await replies.read_capped(
+                        response, MAX_RESPONSE_BYTES, redactor.max_length
+                    )
                 finally:
                     await response.aclose()
     except TimeoutError:
@@ -277,53 +278,16 @@ async def _send(
     except httpx2.HTTPError as exc:
         # NOTE: never the exception text: it may quote a header, and so the token.
         raise ServiceError(f"request to {host} failed ({type(exc).__name__})") from None
-    body = redactor.redact(data, MAX_RESPONSE_BYTES if truncated else None)
-    try:
-        text, encoding = body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+    text, encoding = replies.redacted_body(redactor, data, truncated, MAX_RESPONSE_BYTES)
     return TokenHttpResponseOut(
         status=response.status_code,
-        reason=redactor.redact(response.reason_phrase.encode("latin-1", "replace")).decode(
-            "latin-1"
-        ),
+        reason=replies.redacted_reason(response, redactor),
         headers=[
-            ResponseHeader(
-                name=redactor.redact(k).decode("latin-1"),
-                value=redactor.redact(v).decode("latin-1"),
-            )
-            for k, v in response.headers.raw
-            if not (compressed and k.lower() == b"content-length")
+            ResponseHeader(name=k, value=v)
+            for k, v in replies.redacted_headers(response, redactor, compressed)
         ],
         body=text,
         body_encoding=encoding,
         truncated=truncated,
         token_jti=jti,
     )
-
-
-def _refuse_undecodable(response: httpx2.Response, host: str) -> bool:
-    """True when the body is compressed in a way the client decodes; a body it would hand
-    back still encoded (so unredactable) is refused."""
-    codings = [
-        c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)
-    ]
-    if any(c not in _DECODABLE for c in codings):
-        raise ServiceError(
-            f"the response from {host} uses a Content-Encoding Charter cannot decode, so it "
-            "cannot be checked for the token: nothing of it is returned"
-        )
-    return any(c not in ("", "identity") for c in codings)
-
-
-async def _read_capped(response: httpx2.Response, margin: int) -> tuple[bytes, bool]:
-    """All of the (decoded) body, or the cap plus ``margin`` bytes and True when longer (the
-    margin lets redaction see whole occurrences across the cap)."""
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES + margin:
-            break
-    data = b"".join(chunks)
-    return data[: MAX_RESPONSE_BYTES + margin], len(data) > MAX_RESPONSE_BYTES

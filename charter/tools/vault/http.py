@@ -12,7 +12,6 @@ value online (SECURITY.md G-AGENT-4); each decision below that touches this says
 
 from __future__ import annotations
 
-import base64
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ from charter.storage.ports import Tx
 from charter.storage.vault import NAME_RE, SecretInfo, Vault
 from charter.storage.vault_hosts import DEFAULT_PORTS, allows, is_loopback, normalize_host
 from charter.tools.plan import Plan
+from charter.tools.vault import replies
 from charter.tools.vault.limits import RateLimit, VaultDenied, block, check_blocked
 from charter.tools.vault.redact import Redactor
 
@@ -61,8 +61,6 @@ _FORBIDDEN_HEADERS = frozenset(
 #: is right (BREACH), and Content-Length would show it. A server that compresses anyway
 #: with an encoding the client decodes is decoded, and its Content-Length is not returned.
 ACCEPT_ENCODING = b"identity"
-#: The encodings the HTTP client decodes itself; any other is refused.
-_DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 
@@ -466,17 +464,14 @@ async def _exchange(
                         content = None
                         headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
                     continue
-            compressed = _refuse_undecodable(response, url)
-            data, truncated = await _read_capped(response, MAX_RESPONSE_BYTES, redactor.max_length)
+            host = url.raw_host.decode("ascii", "replace")
+            compressed = replies.refuse_undecodable(response, host, "secrets")
+            data, truncated = await replies.read_capped(
+                response, MAX_RESPONSE_BYTES, redactor.max_length
+            )
         finally:
             await response.aclose()
-        # NOTE: redact the whole window read, then cut at the cap: an occurrence across the
-        # cap is cut off whole, so where the body ends never depends on part of a value.
-        body = redactor.redact(data, MAX_RESPONSE_BYTES if truncated else None)
-        try:
-            text, encoding = body.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+        text, encoding = replies.redacted_body(redactor, data, truncated, MAX_RESPONSE_BYTES)
         if hop:
             shown_text = str(shown)
             for token, name in tokens.items():
@@ -484,17 +479,11 @@ async def _exchange(
             shown_text = redactor.redact_text(shown_text)  # the server's Location may echo it
         out = HttpResponseOut(
             status=response.status_code,
-            reason=redactor.redact(response.reason_phrase.encode("latin-1", "replace")).decode(
-                "latin-1"
-            ),
+            reason=replies.redacted_reason(response, redactor),
             url=shown_text,
             headers=[
-                Header(
-                    name=redactor.redact(k).decode("latin-1"),
-                    value=redactor.redact(v).decode("latin-1"),
-                )
-                for k, v in response.headers.raw
-                if not (compressed and k.lower() == b"content-length")
+                Header(name=k, value=v)
+                for k, v in replies.redacted_headers(response, redactor, compressed)
             ],
             body=text,
             body_encoding=encoding,
@@ -516,23 +505,6 @@ async def _exchange(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _refuse_undecodable(response: httpx2.Response, url: httpx2.URL) -> bool:
-    """Refuse a body the HTTP client would hand back still encoded (so unredactable);
-    True when the body is compressed (and will be decoded).
-
-    Raises:
-        ServiceError: naming the host, never the (server-chosen) encoding.
-    """
-    codings = response.headers.get_list("content-encoding", split_commas=True)
-    if any(c.strip().lower() not in _DECODABLE for c in codings):
-        host = url.raw_host.decode("ascii", "replace")
-        raise ServiceError(
-            f"the response from {host} uses a Content-Encoding Charter cannot decode, so it "
-            "cannot be checked for secrets: nothing of it is returned"
-        )
-    return any(c.strip().lower() not in ("", "identity") for c in codings)
-
-
 def _redirect_refusal(
     httpx2: Any, url: httpx2.URL, location: str, infos: dict[str, SecretInfo]
 ) -> str | None:
@@ -542,18 +514,3 @@ def _redirect_refusal(
     except (InvalidInput, ScopeDenied, UnicodeDecodeError, ValueError, httpx2.InvalidURL):
         return "the redirect leaves the hosts the injected secrets are allowed on"
     return None
-
-
-async def _read_capped(
-    response: httpx2.Response, max_bytes: int, margin: int
-) -> tuple[bytes, bool]:
-    """Read the (decoded) body: all of it, or ``max_bytes + margin`` bytes and True when it
-    is longer than ``max_bytes`` (the margin lets redaction see whole occurrences)."""
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > max_bytes + margin:
-            break
-    data = b"".join(chunks)
-    return data[: max_bytes + margin], len(data) > max_bytes
