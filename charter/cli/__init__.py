@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "approvals",
     "audit",
     "daemon",
+    "db",
     "demo",
     "doctor",
     "hook",
