@@ -122,6 +122,11 @@ class PgCursor:
 _EMPTY = PgCursor([], -1, None)
 
 
+class StaleConnection(sqlite3.OperationalError):
+    """A transaction's ``BEGIN`` found the connection dead (PostgreSQL restarted since its
+    last use): nothing of the unit ran, so the store may run it again on a new connection."""
+
+
 def _error(exc: psycopg.Error) -> sqlite3.Error:
     """The sqlite3 error a repository expects for ``exc`` (its first line, no URL)."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -200,7 +205,10 @@ class PgConnection:
                 rows = cur.fetchall() if cur.description is not None else []
                 count = cur.rowcount
         except psycopg.Error as exc:
-            raise _error(exc) from exc
+            error = _error(exc)
+            if text.startswith("BEGIN") and self.broken:
+                raise StaleConnection(*error.args) from exc
+            raise error from exc
         lastrowid = int(rows[0][0]) if text.endswith(" RETURNING id") and rows else None
         return PgCursor(rows, count, lastrowid)
 
