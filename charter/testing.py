@@ -41,6 +41,7 @@ class FrozenClock:
 T = TypeVar("T")
 
 _RAW: dict[tuple[Path, int], Connection] = {}
+_ADMIN: list[Connection] = []
 
 #: When set (``use_postgresql``), :func:`make_home` puts each home on a database of its own.
 _SCRATCH: Any = None
@@ -89,6 +90,25 @@ def raw_db(home: Home) -> Connection:
     return _RAW[key]
 
 
+def admin_db(home: Home) -> Connection:
+    """A connection of its own with the append-only triggers off, as someone who owns the
+    database has (the tampering tests): the SQLite file with its triggers dropped, or a
+    PostgreSQL session with ``session_replication_role = replica`` (triggers do not fire).
+    The caller closes it."""
+    url = home.settings.database_url
+    if url is None:
+        conn = connect(home.layout.db)
+        conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS ledger_no_delete")
+        return conn
+    from charter.storage.pg import connect_pg
+
+    pg = connect_pg(url)
+    pg.raw.execute("SET session_replication_role = replica")
+    _ADMIN.append(cast(Connection, pg))  # closed with the raw connections after the test
+    return cast(Connection, pg)
+
+
 def raw_tx(home: Home) -> Tx:
     """The repositories (and ledger) over :func:`raw_db`, outside the home's store: a
     blocking unit of work for tests (each statement commits on its own unless wrapped in
@@ -108,6 +128,8 @@ def close_raw_dbs() -> None:
     while _RAW:
         _, conn = _RAW.popitem()
         close_quietly(conn)
+    while _ADMIN:
+        close_quietly(_ADMIN.pop())
 
 
 class BlockingVault:
