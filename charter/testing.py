@@ -109,6 +109,16 @@ def admin_db(home: Home) -> Connection:
     return cast(Connection, pg)
 
 
+def other_db(home: Home) -> Connection:
+    """A new connection to a PostgreSQL home's database, as another process would open it
+    (autocommit; the caller closes it). SQLite tests open the file with ``sqlite3``."""
+    from charter.storage.pg import connect_pg
+
+    url = home.settings.database_url
+    assert url is not None, "a PostgreSQL home"
+    return cast(Connection, connect_pg(url))
+
+
 def raw_tx(home: Home) -> Tx:
     """The repositories (and ledger) over :func:`raw_db`, outside the home's store: a
     blocking unit of work for tests (each statement commits on its own unless wrapped in

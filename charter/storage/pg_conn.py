@@ -12,6 +12,7 @@ backends. What it translates (once per statement text, cached):
   ``INSERT … ON CONFLICT (primary key) DO UPDATE`` (the tables that use it are listed);
 - ``lastrowid``: an INSERT into a table with a generated key gets ``RETURNING id``;
 - ``rowid`` (an insertion-order tie-break) to ``ctid``;
+- ``instr(column, ?)`` to ``position(? IN column)`` (the same 1-based index, 0 when absent);
 - ``BEGIN IMMEDIATE`` (a writer) to ``BEGIN`` + ``SELECT … FROM ledger_head … FOR UPDATE``:
   every write transaction holds the one-row head's lock until it commits, so writers run one
   at a time exactly as under SQLite's database write lock (see charter/storage/pg.py);
@@ -47,6 +48,7 @@ _MAY_COLLIDE = frozenset({"agents", "charters", "mail_sent", "mail_local_inbox"}
 #: What a writer's ``BEGIN IMMEDIATE`` becomes (see the module docstring).
 LOCK_HEAD = "SELECT id FROM ledger_head WHERE id = 1 FOR UPDATE"
 
+_INSTR = re.compile(r"\binstr\((\w+),\s*%s\)", re.I)
 _INSERT = re.compile(r"^\s*INSERT\s+(OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(\w+)\s*", re.I)
 
 
@@ -69,6 +71,7 @@ def translate(sql: str) -> tuple[str, str | None, bool]:
             out = f"{out.rstrip().rstrip(';')} RETURNING id"
             returns_id = True
     out = re.sub(r"\browid\b", "ctid", out)
+    out = _INSTR.sub(r"position(%s IN \1)", out)  # SQLite's instr(haystack, needle)
     return out, table, returns_id
 
 
@@ -227,6 +230,9 @@ class PgConnection:
             self._run("SELECT 1", None)  # the connection answers
             return PgCursor([("ok",)], 1, None)
         return _EMPTY
+
+    def commit(self) -> None:
+        """Nothing to do: outside ``BEGIN`` every statement commits on its own (autocommit)."""
 
     def close(self) -> None:
         self.raw.close()
