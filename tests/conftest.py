@@ -54,9 +54,10 @@ def _suite_database(request: pytest.FixtureRequest) -> Iterator[None]:
         testing.use_postgresql(None)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _drop_scratch_databases() -> Iterator[None]:
-    """The PostgreSQL run's per-home databases are dropped after each test."""
+    """The PostgreSQL run's per-home databases are dropped after each module (a module's
+    fixtures may keep a home across its tests)."""
     yield
     if ON_POSTGRESQL:
         close_raw_dbs()

@@ -16,6 +16,7 @@ backends. What it translates (once per statement text, cached):
 - ``BEGIN IMMEDIATE`` (a writer) to ``BEGIN`` + ``SELECT … FROM ledger_head … FOR UPDATE``:
   every write transaction holds the one-row head's lock until it commits, so writers run one
   at a time exactly as under SQLite's database write lock (see charter/storage/pg.py);
+- ``DROP TRIGGER [IF EXISTS] name`` (tests dropping a guard) to ``DROP TRIGGER name ON table``;
 - ``PRAGMA``: ``integrity_check`` answers ``ok`` (PostgreSQL checks its own pages; what a
   Charter check means is the ledger's verification), the others are SQLite tuning: no-ops.
 
@@ -48,6 +49,7 @@ _MAY_COLLIDE = frozenset({"agents", "charters", "mail_sent", "mail_local_inbox"}
 #: What a writer's ``BEGIN IMMEDIATE`` becomes (see the module docstring).
 LOCK_HEAD = "SELECT id FROM ledger_head WHERE id = 1 FOR UPDATE"
 
+_DROP_TRIGGER = re.compile(r"^\s*DROP\s+TRIGGER\s+(IF\s+EXISTS\s+)?(\w+)\s*;?\s*$", re.I)
 _INSTR = re.compile(r"\binstr\((\w+),\s*%s\)", re.I)
 _INSERT = re.compile(r"^\s*INSERT\s+(OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(\w+)\s*", re.I)
 
@@ -162,6 +164,8 @@ class PgConnection:
             return self._pragma(sql)
         if head.startswith("BEGIN IMMEDIATE"):
             return self._begin_write()
+        if head.startswith("DROP TRIGGER"):
+            return self._drop_trigger(sql)
         text, table, _ = translate(sql)
         guard = table in _MAY_COLLIDE and self.in_transaction
         try:
@@ -223,6 +227,23 @@ class PgConnection:
             if not self.broken:
                 self._run("ROLLBACK", None)
             raise
+        return _EMPTY
+
+    def _drop_trigger(self, sql: str) -> PgCursor:
+        """SQLite's ``DROP TRIGGER [IF EXISTS] name``: PostgreSQL names the table too."""
+        match = _DROP_TRIGGER.match(sql)
+        if match is None:
+            raise sqlite3.OperationalError(f"cannot translate: {sql.strip()[:80]}")
+        name = match.group(2)
+        rows = self._run(
+            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s", (name,)
+        ).fetchall()
+        if not rows:
+            if match.group(1):
+                return _EMPTY
+            raise sqlite3.OperationalError(f"no such trigger: {name}")
+        for (table,) in rows:
+            self._run(f'DROP TRIGGER "{name}" ON {table}', None)
         return _EMPTY
 
     def _pragma(self, sql: str) -> PgCursor:
