@@ -16,12 +16,18 @@ after the other for each writer count, on the same server:
 
 Rows: entries per second (charter / baseline; issue 18's goal is >= 0.7x with 1, 4 and 8
 writers) and the p50/p99 latency of one append (submit to acknowledgement).
+
+``--http S`` instead: tool calls over HTTP (``charter serve --http``, the harness of
+bench/bench_http_load.py) with S concurrent sessions, the same home made once on SQLite and
+once on PostgreSQL: calls per second and p50/p99 of ``identity_whoami`` (read-only: one entry)
+and ``token_issue`` (side-effecting: intent and outcome) on each backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -128,11 +134,53 @@ async def run(create: Callable[[str], str], writers: list[int], seconds: float) 
         await home.close()
 
 
+async def http_compare(admin_url: str, sessions: int, seconds: float) -> None:
+    """Tool calls over HTTP on a SQLite home, then on a PostgreSQL one: one row per tool."""
+    import subprocess
+
+    from bench.bench_http_load import CALLS, _charter_site, _drive, _wait_port
+    from charter import testing
+
+    measured: dict[str, dict[str, tuple[float, list[float]]]] = {}
+    for backend in ("sqlite", "postgresql"):
+        testing.use_postgresql(admin_url if backend == "postgresql" else None)
+        root = Path(tempfile.mkdtemp(prefix=f"charter-bench-{backend}-")) / "home"
+        port, token = await _charter_site(root)
+        testing.use_postgresql(None)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTER_")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port)],
+            env={**env, "CHARTER_HOME": str(root)},
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await _wait_port(port, proc)
+            url = f"http://127.0.0.1:{port}/mcp"
+            measured[backend] = {
+                kind: await _drive(url, token, tool, args, sessions, seconds)
+                for kind, (tool, args) in CALLS.items()
+            }
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    print(f"| call ({sessions} sessions) | SQLite calls/s | PostgreSQL calls/s "
+          "| p50 SQLite / PostgreSQL ms | p99 SQLite / PostgreSQL ms |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for kind in CALLS:
+        (s_rate, s_lat), (p_rate, p_lat) = measured["sqlite"][kind], measured["postgresql"][kind]
+        print(
+            f"| {kind} | {s_rate:.0f} | {p_rate:.0f} | {pct(s_lat, 50):.2f} / "
+            f"{pct(p_lat, 50):.2f} | {pct(s_lat, 99):.2f} / {pct(p_lat, 99):.2f} |",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--writers", default="1,4,8")
     parser.add_argument("--dsn", default=None, help="a superuser URL of an existing server")
+    parser.add_argument("--http", type=int, default=0, metavar="SESSIONS")
     args = parser.parse_args(argv)
     writers = [int(w) for w in args.writers.split(",")]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
@@ -149,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run(create, writers, args.seconds))
         return
     with pg.PgCluster() as cluster:
+        if args.http:
+            asyncio.run(http_compare(cluster.dsn(), args.http, args.seconds))
+            return
         asyncio.run(run(cluster.create_database, writers, args.seconds))
 
 
