@@ -1,6 +1,6 @@
 """Charter's ledger append on PostgreSQL against a raw INSERT + COMMIT baseline (issue 18).
 
-    python -m bench.bench_pg [--seconds 3] [--writers 1,4,8] [--dsn URL]
+    python -m bench.pg_append [--seconds 3] [--writers 1,4,8] [--dsn URL]
 
 Without ``--dsn`` it starts a private cluster (tests/support/pg.py: loopback, ``fsync=on``,
 ``synchronous_commit=on``) and removes it at the end. Both sides run in this process, one
