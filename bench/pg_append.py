@@ -17,6 +17,10 @@ after the other for each writer count, on the same server:
 Rows: entries per second (charter / baseline; issue 18's goal is >= 0.7x with 1, 4 and 8
 writers) and the p50/p99 latency of one append (submit to acknowledgement).
 
+``--growth N`` instead: one PostgreSQL ledger grown to 10^3, 10^4, ... up to N entries (in
+batches of 256); at each size the p50 of 30 single appends and of 30 audit queries (an
+agent's first page of 50 entries, by the (actor, seq) index).
+
 ``--http S`` instead: tool calls over HTTP (``charter serve --http``, the harness of
 bench/bench_http_load.py) with S concurrent sessions, the same home made once on SQLite and
 once on PostgreSQL: calls per second and p50/p99 of ``identity_whoami`` (read-only: one entry)
@@ -175,12 +179,54 @@ async def http_compare(admin_url: str, sessions: int, seconds: float) -> None:
         )
 
 
+async def growth(create: Callable[[str], str], top: int) -> None:
+    """Append and query cost as the ledger grows (one row per size)."""
+    url = create("bench_growth")
+    root = Path(tempfile.mkdtemp(prefix="charter-bench-growth-")) / "home"
+    home = await Home.init(
+        Settings(home=root, database_url=url), owner="bench@example.com", cheap_kdf=True
+    )
+    await identity.add_agent(home, "bench", scopes=["audit:read"])
+    agent = await load_agent(home, "bench")
+    print("| entries | append p50 ms | query p50 ms | build s |")
+    print("|---|---|---|---|")
+    size, i, size_target = 2, 0, 1000
+    try:
+        while size_target <= top:
+            t0 = time.perf_counter()
+            while size < size_target:
+                n = min(256, size_target - size)
+                await home.store.append([call_draft(agent, "g", i + k) for k in range(n)])
+                size, i = size + n, i + n
+            built = time.perf_counter() - t0
+            appends, queries = [], []
+            for k in range(30):
+                t1 = time.perf_counter()
+                await home.store.append([call_draft(agent, "p", i + k)])
+                appends.append(time.perf_counter() - t1)
+                t1 = time.perf_counter()
+                await home.read(
+                    lambda tx: tx.queries.find_page(cursor=0, limit=50, actor=agent.agent_id)
+                )
+                queries.append(time.perf_counter() - t1)
+            size, i = size + 30, i + 30
+            print(
+                f"| {size_target} | {pct(appends, 50):.2f} | {pct(queries, 50):.2f} | "
+                f"{built:.1f} |",
+                flush=True,
+            )
+            size_target *= 10
+    finally:
+        await home.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--writers", default="1,4,8")
     parser.add_argument("--dsn", default=None, help="a superuser URL of an existing server")
     parser.add_argument("--http", type=int, default=0, metavar="SESSIONS")
+    parser.add_argument("--growth", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
     writers = [int(w) for w in args.writers.split(",")]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
@@ -197,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run(create, writers, args.seconds))
         return
     with pg.PgCluster() as cluster:
+        if args.growth:
+            asyncio.run(growth(cluster.create_database, args.growth))
+            return
         if args.http:
             asyncio.run(http_compare(cluster.dsn(), args.http, args.seconds))
             return
