@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from charter.clock import Clock, SystemClock, rfc3339
-from charter.config import HomeLayout, Settings, check_database_url, write_database_url
+from charter.config import (
+    HomeLayout,
+    Settings,
+    check_database_url,
+    read_database_url,
+    write_database_url,
+)
 from charter.errors import ConfigError, InvalidInput
 from charter.evidence.canonical import canonical_json
 from charter.evidence.charters import TRUST_DOMAIN, owner_handle
@@ -80,6 +86,8 @@ class Home:
             ConfigError: if the home is missing, unsafe, or its database or keys are corrupt.
         """
         layout = settings.layout
+        if settings.database_url is None:  # a home made by `charter init --database URL`
+            settings = replace(settings, database_url=read_database_url(layout.root))
         layout.check(external_db=settings.database_url is not None)
         store = await open_store(settings)
         try:

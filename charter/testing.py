@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from charter.config import Settings
 from charter.home import Home
@@ -18,7 +18,7 @@ from charter.storage.db import Connection, connect, read_snapshot, transaction
 from charter.storage.ledger import Draft
 from charter.storage.meta import close_quietly
 from charter.storage.ports import Tx
-from charter.storage.sqlite import SqliteStore, SqliteTx
+from charter.storage.sqlite import SqliteTx
 from charter.storage.vault import SecretInfo, SecretValue, Vault
 from charter.tools.identity import AgentContext, load_agent
 
@@ -41,23 +41,89 @@ class FrozenClock:
 T = TypeVar("T")
 
 _RAW: dict[tuple[Path, int], Connection] = {}
+_ADMIN: list[Connection] = []
+
+#: When set (``use_postgresql``), :func:`make_home` puts each home on a database of its own.
+_SCRATCH: Any = None
+
+
+def use_postgresql(admin_url: str | None) -> None:
+    """Make :func:`make_home` create every home on a new PostgreSQL database of the cluster
+    ``admin_url`` reaches (``None``: back to SQLite files). The test suite's PostgreSQL run
+    (``CHARTER_TEST_DATABASE=postgresql``) calls it once per session."""
+    global _SCRATCH
+    if admin_url is None:
+        _SCRATCH = None
+        return
+    from charter.storage.pg_scratch import ScratchDatabases
+
+    _SCRATCH = ScratchDatabases(admin_url)
+
+
+def drop_scratch_databases() -> None:
+    """Drop the databases :func:`make_home` created on PostgreSQL (after each test)."""
+    if _SCRATCH is not None:
+        _SCRATCH.drop_all()
+
+
+def on_postgresql() -> bool:
+    """Whether :func:`make_home` creates homes on PostgreSQL (see :func:`use_postgresql`)."""
+    return _SCRATCH is not None
 
 
 def raw_db(home: Home) -> Connection:
     """A blocking connection of its own to ``home``'s database, for tests that read, tamper
-    with or inspect rows directly (one per database, kept until :func:`close_raw_dbs`)."""
+    with or inspect rows directly (one per database, kept until :func:`close_raw_dbs`).
+
+    On PostgreSQL: a :class:`~charter.storage.pg_conn.PgConnection` (autocommit, the
+    ``sqlite3`` surface the repositories use: ``?`` placeholders, ``execute``/``fetchone``,
+    ``charter.storage.db.transaction``), so the same raw reads and tampering run there."""
     key = (home.layout.db, id(home.store))  # a home reopened on a replaced file: a new one
     if key not in _RAW:
-        _RAW[key] = connect(home.layout.db)
+        url = home.settings.database_url
+        if url is None:
+            _RAW[key] = connect(home.layout.db)
+        else:
+            from charter.storage.pg import connect_pg
+
+            _RAW[key] = cast(Connection, connect_pg(url))
     return _RAW[key]
+
+
+def admin_db(home: Home) -> Connection:
+    """A connection of its own with the append-only triggers off, as someone who owns the
+    database has (the tampering tests): the SQLite file with its triggers dropped, or a
+    PostgreSQL session with ``session_replication_role = replica`` (triggers do not fire).
+    The caller closes it."""
+    url = home.settings.database_url
+    if url is None:
+        conn = connect(home.layout.db)
+        conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS ledger_no_delete")
+        return conn
+    from charter.storage.pg import connect_pg
+
+    pg = connect_pg(url)
+    pg.raw.execute("SET session_replication_role = replica")
+    _ADMIN.append(cast(Connection, pg))  # closed with the raw connections after the test
+    return cast(Connection, pg)
+
+
+def other_db(home: Home) -> Connection:
+    """A new connection to a PostgreSQL home's database, as another process would open it
+    (autocommit; the caller closes it). SQLite tests open the file with ``sqlite3``."""
+    from charter.storage.pg import connect_pg
+
+    url = home.settings.database_url
+    assert url is not None, "a PostgreSQL home"
+    return cast(Connection, connect_pg(url))
 
 
 def raw_tx(home: Home) -> Tx:
     """The repositories (and ledger) over :func:`raw_db`, outside the home's store: a
     blocking unit of work for tests (each statement commits on its own unless wrapped in
     ``charter.storage.db.transaction(raw_db(home))``)."""
-    store = home.store
-    binding = store.binding if isinstance(store, SqliteStore) else None
+    binding = getattr(home.store, "binding", None)
     return SqliteTx(raw_db(home), binding)
 
 
@@ -72,6 +138,8 @@ def close_raw_dbs() -> None:
     while _RAW:
         _, conn = _RAW.popitem()
         close_quietly(conn)
+    while _ADMIN:
+        close_quietly(_ADMIN.pop())
 
 
 class BlockingVault:
@@ -132,6 +200,7 @@ async def make_home(
 ) -> Home:
     """Create a new home at ``root`` (cheap key derivation, for speed); ``organization``:
     an organization home whose first owner is ``owner``."""
+    database = _SCRATCH.create() if _SCRATCH is not None else None
     return await Home.init(
         Settings(home=root),
         owner=owner,
@@ -139,6 +208,7 @@ async def make_home(
         passphrase=passphrase,
         cheap_kdf=True,
         organization=organization,
+        database=database,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from charter import testing
 from charter.home import Home
 from charter.testing import FrozenClock, close_raw_dbs, make_home
 from charter.tools import identity
@@ -21,6 +22,46 @@ if _SUPPORT not in sys.path:
 
 # The private PostgreSQL cluster's fixtures (tests/support/pgfixtures.py), for every test.
 from pgfixtures import pg_cluster, pg_database, pg_own_cluster  # noqa: E402, F401
+
+#: ``CHARTER_TEST_DATABASE=postgresql``: the whole suite over PostgreSQL (issue 18). Every home
+#: ``make_home`` (and so the ``home`` fixture) creates lives on a database of its own on one
+#: session cluster (tests/support/pg.py); tests SQLite-specific by nature carry
+#: ``@pytest.mark.sqlite_only("why")`` and are skipped on that run with their reason.
+ON_POSTGRESQL = os.environ.get("CHARTER_TEST_DATABASE", "sqlite") == "postgresql"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ON_POSTGRESQL:
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "SQLite-specific"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On the PostgreSQL run: homes go to the session cluster (see ``ON_POSTGRESQL``)."""
+    if not ON_POSTGRESQL:
+        yield
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    testing.use_postgresql(cluster.dsn())
+    try:
+        yield
+    finally:
+        testing.use_postgresql(None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_scratch_databases() -> Iterator[None]:
+    """The PostgreSQL run's per-home databases are dropped after each module (a module's
+    fixtures may keep a home across its tests)."""
+    yield
+    if ON_POSTGRESQL:
+        close_raw_dbs()
+        testing.drop_scratch_databases()
 
 
 @pytest.fixture(autouse=True)

@@ -134,6 +134,7 @@ async def test_a_truncated_export_passes_alone_but_fails_against_a_kept_checkpoi
     assert e.value.seq == old
 
 
+@pytest.mark.sqlite_only("forks a home by copying its database file")
 async def test_a_forked_history_fails_against_a_checkpoint_kept_from_the_other_fork(
     forks: tuple[Home, Home], tmp_path: Path
 ) -> None:
@@ -155,6 +156,7 @@ async def test_a_forked_history_fails_against_a_checkpoint_kept_from_the_other_f
         merkle.verify_consistency(cp_a.size, cp_b.size, cp_a.root, cp_b.root, proof)
 
 
+@pytest.mark.sqlite_only("forks a home by copying its database file")
 async def test_a_kept_checkpoint_of_the_same_fork_is_extended(forks: tuple[Home, Home]) -> None:
     a, _ = forks
     note = await kept(a)
@@ -299,6 +301,7 @@ async def test_a_home_whose_tail_was_deleted_is_caught_by_its_own_checkpoint(hom
         await audit.verify_home(home)
 
 
+@pytest.mark.sqlite_only("tampers in SQLite SQL (bit shifts on BIGINT)")
 async def test_an_entry_error_wins_over_a_tree_error(home: Home) -> None:
     await grow(home, 5)
     await tools_tlog.checkpoint(home)
@@ -424,6 +427,7 @@ async def test_a_resumed_state_matches_a_full_verification(home: Home, tmp_path:
         assert restored.agents_by_kid[thumbprint(agent.charter.agent_key)] is agent
 
 
+@pytest.mark.sqlite_only("forks a home by copying its database file")
 async def test_a_state_from_one_fork_exposes_the_other(
     forks: tuple[Home, Home], tmp_path: Path
 ) -> None:

@@ -15,6 +15,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.sqlite_only("the benchmarks build their own SQLite homes")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -7,6 +7,8 @@ import pytest
 from bench import bench_tlog
 from bench._common import ROW_KEYS, TINY_ENV
 
+pytestmark = pytest.mark.sqlite_only("the benchmarks build their own SQLite homes")
+
 
 def test_bench_tlog_reports_one_row_per_operation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TINY_ENV, "1")

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "audit",
     "console",
     "daemon",
+    "db",
     "demo",
     "doctor",
     "hook",

@@ -54,7 +54,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from charter.errors import TokenInvalid
+from charter.errors import LedgerUnavailable, TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
 from charter.server.deps import Deps
@@ -352,9 +352,22 @@ class BearerChallenge:
     async def _bearer(self, scope: Scope, receive: Receive, send: Send, *, has_token: bool) -> None:
         refusals: list[TokenInvalid] = []
         handle = _refusals.set(refusals)
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            rewrite = self._rewrite_401(scope, receive, send, has_token, refusals)
+            rewrite = self._rewrite_401(scope, receive, watched, has_token, refusals)
             await self.app(scope, receive, rewrite)
+        except LedgerUnavailable as exc:
+            if started:
+                raise
+            # The database is down (PostgreSQL restarting): a clear 503, not a 500.
+            log.warning("refused a request: %s", exc)
+            await _error(503, "temporarily_unavailable", str(exc))(scope, receive, send)
         finally:
             _refusals.reset(handle)
 

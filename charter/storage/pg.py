@@ -47,7 +47,7 @@ from charter.errors import CharterError, ConfigError, LedgerUnavailable
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage.db import BUSY_TIMEOUT_MS, transaction
-from charter.storage.pg_conn import PgConnection
+from charter.storage.pg_conn import PgConnection, StaleConnection
 from charter.storage.sqlite import LedgerBinding, SqliteTx
 
 if TYPE_CHECKING:
@@ -221,7 +221,15 @@ class PgStore:
 
     def _guarded(self, fn: Callable[[PgConnection], T]) -> T:
         try:
-            return fn(self._conn())
+            try:
+                return fn(self._conn())
+            except Exception as exc:
+                if not _stale(exc):
+                    raise
+                # PostgreSQL restarted since this connection's last use: its BEGIN failed,
+                # nothing ran. Once more on a new connection (which fails if it is still down).
+                log.info("PostgreSQL connection lost since its last use; reconnecting")
+                return fn(self._conn())
         except sqlite3.Error as exc:  # outside a transaction helper: say it plainly
             raise LedgerUnavailable(f"the database cannot be used: {exc}") from exc
 
@@ -290,6 +298,16 @@ class PgStore:
             conns, self._conns = self._conns, []
         for conn in conns:
             conn.close()
+
+
+def _stale(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a :class:`StaleConnection`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StaleConnection):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 class PgWorker:

@@ -12,9 +12,11 @@ backends. What it translates (once per statement text, cached):
   ``INSERT … ON CONFLICT (primary key) DO UPDATE`` (the tables that use it are listed);
 - ``lastrowid``: an INSERT into a table with a generated key gets ``RETURNING id``;
 - ``rowid`` (an insertion-order tie-break) to ``ctid``;
+- ``instr(column, ?)`` to ``position(? IN column)`` (the same 1-based index, 0 when absent);
 - ``BEGIN IMMEDIATE`` (a writer) to ``BEGIN`` + ``SELECT … FROM ledger_head … FOR UPDATE``:
   every write transaction holds the one-row head's lock until it commits, so writers run one
   at a time exactly as under SQLite's database write lock (see charter/storage/pg.py);
+- ``DROP TRIGGER [IF EXISTS] name`` (tests dropping a guard) to ``DROP TRIGGER name ON table``;
 - ``PRAGMA``: ``integrity_check`` answers ``ok`` (PostgreSQL checks its own pages; what a
   Charter check means is the ledger's verification), the others are SQLite tuning: no-ops.
 
@@ -47,6 +49,8 @@ _MAY_COLLIDE = frozenset({"agents", "charters", "mail_sent", "mail_local_inbox"}
 #: What a writer's ``BEGIN IMMEDIATE`` becomes (see the module docstring).
 LOCK_HEAD = "SELECT id FROM ledger_head WHERE id = 1 FOR UPDATE"
 
+_DROP_TRIGGER = re.compile(r"^\s*DROP\s+TRIGGER\s+(IF\s+EXISTS\s+)?(\w+)\s*;?\s*$", re.I)
+_INSTR = re.compile(r"\binstr\((\w+),\s*%s\)", re.I)
 _INSERT = re.compile(r"^\s*INSERT\s+(OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(\w+)\s*", re.I)
 
 
@@ -69,6 +73,7 @@ def translate(sql: str) -> tuple[str, str | None, bool]:
             out = f"{out.rstrip().rstrip(';')} RETURNING id"
             returns_id = True
     out = re.sub(r"\browid\b", "ctid", out)
+    out = _INSTR.sub(r"position(%s IN \1)", out)  # SQLite's instr(haystack, needle)
     return out, table, returns_id
 
 
@@ -122,6 +127,11 @@ class PgCursor:
 _EMPTY = PgCursor([], -1, None)
 
 
+class StaleConnection(sqlite3.OperationalError):
+    """A transaction's ``BEGIN`` found the connection dead (PostgreSQL restarted since its
+    last use): nothing of the unit ran, so the store may run it again on a new connection."""
+
+
 def _error(exc: psycopg.Error) -> sqlite3.Error:
     """The sqlite3 error a repository expects for ``exc`` (its first line, no URL)."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -154,6 +164,8 @@ class PgConnection:
             return self._pragma(sql)
         if head.startswith("BEGIN IMMEDIATE"):
             return self._begin_write()
+        if head.startswith("DROP TRIGGER"):
+            return self._drop_trigger(sql)
         text, table, _ = translate(sql)
         guard = table in _MAY_COLLIDE and self.in_transaction
         try:
@@ -200,7 +212,10 @@ class PgConnection:
                 rows = cur.fetchall() if cur.description is not None else []
                 count = cur.rowcount
         except psycopg.Error as exc:
-            raise _error(exc) from exc
+            error = _error(exc)
+            if text.startswith("BEGIN") and self.broken:
+                raise StaleConnection(*error.args) from exc
+            raise error from exc
         lastrowid = int(rows[0][0]) if text.endswith(" RETURNING id") and rows else None
         return PgCursor(rows, count, lastrowid)
 
@@ -214,11 +229,31 @@ class PgConnection:
             raise
         return _EMPTY
 
+    def _drop_trigger(self, sql: str) -> PgCursor:
+        """SQLite's ``DROP TRIGGER [IF EXISTS] name``: PostgreSQL names the table too."""
+        match = _DROP_TRIGGER.match(sql)
+        if match is None:
+            raise sqlite3.OperationalError(f"cannot translate: {sql.strip()[:80]}")
+        name = match.group(2)
+        rows = self._run(
+            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = %s", (name,)
+        ).fetchall()
+        if not rows:
+            if match.group(1):
+                return _EMPTY
+            raise sqlite3.OperationalError(f"no such trigger: {name}")
+        for (table,) in rows:
+            self._run(f'DROP TRIGGER "{name}" ON {table}', None)
+        return _EMPTY
+
     def _pragma(self, sql: str) -> PgCursor:
         if "integrity_check" in sql.lower():
             self._run("SELECT 1", None)  # the connection answers
             return PgCursor([("ok",)], 1, None)
         return _EMPTY
+
+    def commit(self) -> None:
+        """Nothing to do: outside ``BEGIN`` every statement commits on its own (autocommit)."""
 
     def close(self) -> None:
         self.raw.close()

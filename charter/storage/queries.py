@@ -61,6 +61,9 @@ class LedgerQueries:
                 contradicts (say, another agent's entry relabelled as this actor's).
         """
         clauses, params = ["seq >= ?"], [cursor]
+        if any(v is not None and "\x00" in v for v in (actor, action, outcome, since, until)):
+            # No stored column holds a NUL (PostgreSQL text cannot): nothing matches.
+            return LedgerPage(entries=(), next_cursor=None)
         for column, value in (("actor", actor), ("action", action), ("outcome", outcome)):
             if value is not None:
                 clauses.append(f"{column} = ?")

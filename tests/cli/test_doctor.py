@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from charter.cli import cli
@@ -51,6 +52,9 @@ async def test_loose_permissions_fail_with_the_chmod_to_run(tmp_path: Path) -> N
     assert "chmod 600" in report(result)["key file modes"]["fix"]
 
 
+@pytest.mark.sqlite_only(
+    "edits the SQLite file with sqlite3; doctor on PostgreSQL: test_pg_selection "
+)
 async def test_tampered_ledger_fails_naming_the_entry(tmp_path: Path) -> None:
     home = await _home(tmp_path)
     conn = sqlite3.connect(home / "charter.db")

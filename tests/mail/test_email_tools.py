@@ -572,6 +572,7 @@ async def test_mail_password_lives_only_in_the_vault(smtp_home: Home) -> None:
     assert setup and setup[0]["args"]["username"] == SMTP_USERNAME
 
 
+@pytest.mark.sqlite_only("traces the writer's statements with sqlite3's set_trace_callback")
 async def test_a_local_send_commits_intent_delivery_and_outcome_together(
     agents: Home, mode: str
 ) -> None:

@@ -419,4 +419,17 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/server/test_console_url_elicitation.py::test_the_clients_accept_alone_runs_nothing",
         "tests/server/test_console_url_elicitation.py::test_a_console_url_that_cannot_work_is_refused",
     ),
+    "G-PG-3": (
+        "tests/security/test_pg_dba.py::test_a_dba_edit_delete_insert_or_reorder_is_caught",
+        "tests/security/test_pg_dba.py::"
+        "test_a_dba_cutting_the_tail_with_its_checkpoints_is_caught_by_a_kept_one",
+    ),
+    "G-PG-4": (
+        "tests/storage/test_pg_team.py::"
+        "test_two_http_servers_and_a_stdio_server_act_as_one_charter",
+        "tests/storage/test_pg_migrate.py::"
+        "test_migrate_copies_the_home_exactly_and_refuses_a_second_run",
+        "tests/storage/test_pg_migrate.py::test_migrate_refuses_a_database_that_holds_a_ledger",
+        "tests/storage/test_pg_join.py::test_joining_with_another_deployments_keys_is_refused",
+    ),
 }

@@ -228,6 +228,10 @@ async def writer_home(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.sqlite_only(
+    "its child drives a SqliteStore of its own;"
+    " kill -9 on PostgreSQL: tests/storage/test_pg_team.py"
+)
 @pytest.mark.parametrize("trial", range(4))
 async def test_an_acknowledged_ledger_writer_append_survives_kill_9(
     writer_home: Path, trial: int

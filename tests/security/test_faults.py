@@ -39,6 +39,11 @@ from charter.storage import db
 from charter.testing import make_home, server_for
 from charter.tools import vault as vault_tools
 
+pytestmark = pytest.mark.sqlite_only(
+    "faults of the SQLite file (full disk, read-only file, file size, its lock, its mode);"
+    " PostgreSQL faults: tests/storage/test_pg_faults.py"
+)
+
 API = "https://api.example.com"
 CANARY = "canary-faults-41c9e07d"
 #: One call of each kind: an email, a token, a secret read, a read-only call.

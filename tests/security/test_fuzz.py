@@ -36,7 +36,7 @@ from mcp import Client
 from mcp.types import CallToolResult, Tool
 
 from charter.home import Home
-from charter.testing import make_home, raw_db, raw_tx, server_for
+from charter.testing import make_home, other_db, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, tokens
 from charter.tools import vault as vault_tools
 
@@ -301,11 +301,15 @@ class Tally:
     results: int = 0
     errors: int = 0
     size: int = 0
+    home: Home | None = None  # a PostgreSQL home: counted over a connection of its own
 
     def record(self, result: CallToolResult) -> None:
         self.results += 1
         self.errors += bool(result.is_error)
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        if self.home is not None and self.home.settings.database_url is not None:
+            conn = other_db(self.home)
+        else:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         try:
             size = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
         finally:
@@ -373,7 +377,7 @@ async def test_every_tool_survives_hostile_arguments(
 ) -> None:
     secrets = never_shown(fuzz_home)
     before = raw_tx(fuzz_home).ledger.head()[0]
-    tally = Tally(fuzz_home.layout.db, size=before)
+    tally = Tally(fuzz_home.layout.db, size=before, home=fuzz_home)
     with start_blocking_portal() as portal:
         client = portal.wrap_async_context_manager(
             Client(await server_for(fuzz_home, "fuzzer"), mode=mode)
@@ -414,7 +418,7 @@ async def test_injection_strings_in_every_string_argument(
 ) -> None:
     secrets = never_shown(fuzz_home)
     before = raw_tx(fuzz_home).ledger.head()[0]
-    tally = Tally(fuzz_home.layout.db, size=before)
+    tally = Tally(fuzz_home.layout.db, size=before, home=fuzz_home)
     with start_blocking_portal() as portal:
         client = portal.wrap_async_context_manager(
             Client(await server_for(fuzz_home, "fuzzer"), mode="legacy")

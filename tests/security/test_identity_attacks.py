@@ -35,7 +35,7 @@ from charter.home import Home
 from charter.keys import KeyPair
 from charter.keys.files import read_key_file
 from charter.storage.ledger import Draft
-from charter.testing import FrozenClock, make_home, raw_tx, server_for
+from charter.testing import FrozenClock, admin_db, make_home, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, tlog, tokens
 from charter.tools import vault as vault_tools
 
@@ -212,6 +212,8 @@ async def test_another_agents_secret_is_refused_and_recorded(site: Home, mode: s
 
 def admin(home: Home) -> sqlite3.Connection:
     """A raw connection, as an admin with the database file would have (triggers dropped)."""
+    if home.settings.database_url is not None:  # PostgreSQL: a session with triggers off
+        return admin_db(home)
     conn = sqlite3.connect(home.layout.db, isolation_level=None)
     conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
     conn.execute("DROP TRIGGER IF EXISTS ledger_no_delete")
@@ -337,12 +339,14 @@ async def agent_seq(home: Home, name: str, nth: int = 0) -> int:
 
 
 async def test_the_database_refuses_updates_and_deletes_of_the_ledger(busy: Home) -> None:
-    conn = sqlite3.connect(busy.layout.db, isolation_level=None)
+    on_pg = busy.settings.database_url is not None  # PostgreSQL: its triggers, same words
+    conn = raw_db(busy) if on_pg else sqlite3.connect(busy.layout.db, isolation_level=None)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("UPDATE ledger SET outcome = 'ok' WHERE seq = 3")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("DELETE FROM ledger WHERE seq = 3")
-    conn.close()
+    if not on_pg:
+        conn.close()
     await audit.verify_home(busy)
 
 
@@ -527,9 +531,11 @@ def cut_tail(home: Home, size: int) -> None:
     nodes covering them and every checkpoint that counted them."""
     conn = admin(home)
     for table in ("merkle_nodes", "checkpoints"):
-        conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
+        if home.settings.database_url is None:  # PostgreSQL: admin() has triggers off
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
     conn.execute("DELETE FROM ledger WHERE seq >= ?", (size,))
-    conn.execute("DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > ?", (size,))
+    level = "level" if home.settings.database_url is None else "level::integer"  # PostgreSQL
+    conn.execute(f"DELETE FROM merkle_nodes WHERE ((idx + 1) << {level}) > ?", (size,))
     conn.execute("DELETE FROM checkpoints WHERE size > ?", (size,))
     conn.close()
 

@@ -20,7 +20,7 @@ from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.calls import current_call
 from charter.storage.ports import Tx
-from charter.testing import conn_of, raw_db, raw_tx, server_for
+from charter.testing import conn_of, other_db, raw_db, raw_tx, server_for
 from charter.tools import approvals, audit, identity
 from charter.tools.plan import Plan
 
@@ -59,7 +59,8 @@ async def _serve(home: Home, agent: str, acted: list[dict[str, Any]]) -> Charter
 
         async def act(intent: Entry) -> dict[str, int]:
             # What another process sees now: the intent must already be durable.
-            other = sqlite3.connect(home.layout.db)
+            pg = home.settings.database_url is not None
+            other = other_db(home) if pg else sqlite3.connect(home.layout.db)
             try:
                 durable = other.execute(
                     "SELECT count(*) FROM ledger WHERE seq = ? AND phase = 'intent'",

@@ -23,7 +23,8 @@ from charter.evidence.entries import Entry
 from charter.home import Home
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.testing import FrozenClock, raw_db, raw_tx, server_for
+from charter.storage.backends import database_contains
+from charter.testing import FrozenClock, other_db, raw_db, raw_tx, server_for
 from charter.tools import audit, identity
 from charter.tools import vault as vault_tools
 from charter.tools.vault import http as vault_http
@@ -221,7 +222,8 @@ async def test_the_intent_is_committed_before_the_request_and_holds_no_value(
     db = vhome.layout.db
 
     def last_intent() -> dict[str, Any] | None:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        pg = vhome.settings.database_url is not None
+        conn = other_db(vhome) if pg else sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             row = conn.execute(
                 "SELECT body FROM ledger WHERE phase='intent' ORDER BY seq DESC LIMIT 1"
@@ -562,7 +564,12 @@ async def test_the_canary_secret_never_leaks(
     for path in exported:
         assert_clean(f"the export ({path.name})", path.read_bytes())
     files = {p.name: p for p in vhome.layout.root.rglob("*") if p.is_file()}
-    assert {"charter.db", "charter.db-wal", "vault.key"} <= set(files)
+    if vhome.settings.database_url is None:
+        assert {"charter.db", "charter.db-wal", "vault.key"} <= set(files)
+    else:  # PostgreSQL: every text and bytea column of every table
+        assert "vault.key" in files
+        for form in forms:
+            assert not await database_contains(vhome.store, form), "the secret leaked into rows"
     for name, path in files.items():
         assert_clean(name, path.read_bytes())
     await audit.verify_home(vhome)
@@ -801,7 +808,7 @@ async def test_a_readable_value_written_into_the_url_is_refused_not_recorded(
     )
     assert result.is_error and "write {{secret:API_KEY}} instead" in text_of(result)
     assert len(echo.seen) == before
-    assert CANARY.encode() not in vhome.layout.db.read_bytes()
+    assert not await database_contains(vhome.store, CANARY.encode())
     again = await call(
         vhome,
         mode,

@@ -22,7 +22,7 @@ from charter.server.app import CharterServer
 from charter.server.calls import current_call
 from charter.storage.ports import Tx
 from charter.storage.sqlite import SqliteStore
-from charter.testing import conn_of, raw_db, raw_tx, server_for
+from charter.testing import conn_of, other_db, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, tokens
 from charter.tools.plan import Plan
 
@@ -54,7 +54,8 @@ async def _server(home: Home) -> CharterServer:
 
         async def act(_intent: Entry) -> str:
             if how == "revoked meanwhile":
-                other = sqlite3.connect(home.layout.db)  # the owner, from another process
+                pg = home.settings.database_url is not None  # the owner, from another process
+                other = other_db(home) if pg else sqlite3.connect(home.layout.db)
                 other.execute("UPDATE agents SET status = 'revoked' WHERE name = 'alpha'")
                 other.commit()
                 other.close()
@@ -108,6 +109,7 @@ async def test_no_ok_outcome_no_effect(
     await audit.verify_home(home)
 
 
+@pytest.mark.sqlite_only("traces the writer's statements with sqlite3's set_trace_callback")
 async def test_a_token_is_issued_in_one_transaction_with_its_intent_and_outcome(
     home: Home, mode: str
 ) -> None:

@@ -28,6 +28,11 @@ from charter.storage.writer import AfterCommit, LedgerWriter
 from charter.testing import agent_draft, conn_of, raw_db, raw_tx
 from charter.tools import audit, identity
 
+pytestmark = pytest.mark.sqlite_only(
+    "drives a SqliteStore of its own (commit traces); the store contract suite covers the"
+    " writer's PostgreSQL store"
+)
+
 
 def _draft(agent: identity.AgentContext, i: int) -> Draft:
     return agent_draft(

@@ -61,6 +61,7 @@ def _ledger_rows(db: Path) -> list[tuple[object, ...]]:
         conn.close()
 
 
+@pytest.mark.sqlite_only("SQLite migrations (sqlite_master)")
 async def test_lean_ledger_migration_keeps_every_entry_and_the_guards(home: Home) -> None:
     agent = await identity.load_agent(home, "alpha")
     root = home.settings.layout.root

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from charter import testing
 from charter.cli import cli
 from charter.config import Settings
 from charter.home import Home
@@ -151,3 +152,12 @@ def test_doctor_checks_a_postgresql_home(tmp_path: Path, pg_database: str) -> No
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["home"]["status"] == "ok", checks["home"]  # no charter.db is not "no home"
     assert checks["ledger"]["status"] == "ok" and checks["database integrity"]["status"] == "ok"
+
+
+async def test_the_suite_puts_its_homes_on_the_backend_it_runs_over(home: Home) -> None:
+    # CHARTER_TEST_DATABASE=postgresql (.ci/run's second run): every home on PostgreSQL, no
+    # file; otherwise the SQLite file, as before.
+    on_pg = testing.on_postgresql()
+    assert (home.settings.database_url is not None) == on_pg
+    assert home.layout.db.exists() != on_pg
+    assert (type(home.store).__name__ == "PgStore") == on_pg

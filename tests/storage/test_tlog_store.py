@@ -238,6 +238,7 @@ def _owner_draft(home: Home, owner: Ed25519Signer, i: int) -> Draft:
     )  # fmt: skip
 
 
+@pytest.mark.sqlite_only("rebuilds a pre-tree SQLite schema (DROP TABLE, SQLite SQL)")
 async def test_a_home_created_before_the_tree_is_backfilled(tmp_path: Path) -> None:
     root = tmp_path / "old"
     home = await make_home(root)
@@ -331,6 +332,10 @@ async def test_the_log_refuses_to_sign_a_tree_that_differs_from_the_ledger(home:
         checkpoints.sign()
 
 
+@pytest.mark.sqlite_only(
+    "tampers in SQLite SQL (CAST AS BLOB); the PostgreSQL tampering tests are "
+    "test_identity_attacks and test_pg_dba"
+)
 async def test_the_log_refuses_to_sign_over_a_rewritten_entry(home: Home) -> None:
     await fill(home, 6)
     checkpoints = _log(home)
@@ -344,6 +349,10 @@ async def test_the_log_refuses_to_sign_over_a_rewritten_entry(home: Home) -> Non
     assert checkpoints.latest() == first
 
 
+@pytest.mark.sqlite_only(
+    "tampers in SQLite SQL (CAST AS BLOB); the PostgreSQL tampering tests are "
+    "test_identity_attacks and test_pg_dba"
+)
 async def test_a_rewrite_under_a_signed_checkpoint_does_not_move_the_tree(home: Home) -> None:
     await fill(home, 6)
     checkpoints = _log(home)
@@ -362,6 +371,10 @@ async def test_a_rewrite_under_a_signed_checkpoint_does_not_move_the_tree(home: 
     assert sibling_of_2 == merkle.leaf_hash(original) != merkle.leaf_hash(b"{}")
 
 
+@pytest.mark.sqlite_only(
+    "tampers in SQLite SQL (bit shifts on BIGINT); the PostgreSQL tail-cut tests are "
+    "test_identity_attacks and test_pg_dba"
+)
 async def test_the_log_refuses_to_sign_a_shorter_ledger(home: Home) -> None:
     await fill(home, 6)
     checkpoints = _log(home)
@@ -391,6 +404,9 @@ async def test_a_tampered_stored_checkpoint_stops_the_log(home: Home) -> None:
         checkpoints.sign()
 
 
+@pytest.mark.sqlite_only(
+    "tampers in SQLite SQL (CAST AS BLOB); concurrent signing on PostgreSQL: test_store_contract"
+)
 async def test_two_connections_signing_at_once_agree(home: Home) -> None:
     other = connect(home.layout.db)
     try:

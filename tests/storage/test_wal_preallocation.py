@@ -25,6 +25,8 @@ from charter.testing import agent_draft, make_home, raw_db, raw_tx
 from charter.tools import audit, identity
 from charter.tools.identity import AgentContext
 
+pytestmark = pytest.mark.sqlite_only("SQLite's write-ahead log file")
+
 
 def _working_size(conn: sqlite3.Connection) -> int:
     page = conn.execute("PRAGMA page_size").fetchone()[0]
