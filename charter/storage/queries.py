@@ -151,7 +151,7 @@ class LedgerQueries:
             if stamp is not None:
                 clauses.append(f"ts {op} ?")
                 params.append(stamp)
-        where = " AND ".join(clauses) or "1"
+        where = " AND ".join(clauses) or "TRUE"
         sql = f"SELECT {ROW_COLUMNS} FROM ledger WHERE {where} ORDER BY seq DESC LIMIT ?"  # noqa: S608 - fixed column names
         rows = self.conn.execute(sql, (*params, limit + 1)).fetchall()
         entries = [self._checked(row) for row in rows[:limit]]

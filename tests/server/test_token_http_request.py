@@ -33,7 +33,7 @@ from charter.evidence.entries import Entry
 from charter.evidence.jwk import b64url_decode, thumbprint
 from charter.home import Home
 from charter.server.http import build_http_app
-from charter.testing import make_home, raw_tx, server_for
+from charter.testing import make_home, on_postgresql, other_db, raw_tx, server_for
 from charter.tools import identity, tokens
 from charter.tools.tokens.proof import ProofRequired
 
@@ -92,7 +92,12 @@ class Service:
     intents: list[dict[str, Any] | None] = field(default_factory=list)
 
     def last_intent(self) -> dict[str, Any] | None:
-        conn = sqlite3.connect(f"file:{self.home.layout.db}?mode=ro", uri=True)
+        """Read from another connection, as the relying party's side of the world would."""
+        conn: Any = (
+            other_db(self.home)
+            if on_postgresql()
+            else sqlite3.connect(f"file:{self.home.layout.db}?mode=ro", uri=True)
+        )
         try:
             row = conn.execute(
                 "SELECT body FROM ledger WHERE phase='intent' ORDER BY seq DESC LIMIT 1"
