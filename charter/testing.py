@@ -7,14 +7,15 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from charter.config import Settings
 from charter.home import Home
 from charter.server.app import CharterServer
 from charter.server.deps import Deps
 from charter.server.wiring import build_server
-from charter.storage.db import Connection, connect, read_snapshot, transaction
+from charter.storage.db import Connection, read_snapshot, transaction
+from charter.storage.direct import open_admin, open_direct
 from charter.storage.ledger import Draft
 from charter.storage.meta import close_quietly
 from charter.storage.ports import Tx
@@ -80,13 +81,7 @@ def raw_db(home: Home) -> Connection:
     ``charter.storage.db.transaction``), so the same raw reads and tampering run there."""
     key = (home.layout.db, id(home.store))  # a home reopened on a replaced file: a new one
     if key not in _RAW:
-        url = home.settings.database_url
-        if url is None:
-            _RAW[key] = connect(home.layout.db)
-        else:
-            from charter.storage.pg import connect_pg
-
-            _RAW[key] = cast(Connection, connect_pg(url))
+        _RAW[key] = open_direct(home.layout.db, home.settings.database_url)
     return _RAW[key]
 
 
@@ -95,28 +90,18 @@ def admin_db(home: Home) -> Connection:
     database has (the tampering tests): the SQLite file with its triggers dropped, or a
     PostgreSQL session with ``session_replication_role = replica`` (triggers do not fire).
     The caller closes it."""
-    url = home.settings.database_url
-    if url is None:
-        conn = connect(home.layout.db)
-        conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS ledger_no_delete")
-        return conn
-    from charter.storage.pg import connect_pg
-
-    pg = connect_pg(url)
-    pg.raw.execute("SET session_replication_role = replica")
-    _ADMIN.append(cast(Connection, pg))  # closed with the raw connections after the test
-    return cast(Connection, pg)
+    conn = open_admin(home.layout.db, home.settings.database_url)
+    if home.settings.database_url is not None:
+        _ADMIN.append(conn)  # closed with the raw connections after the test
+    return conn
 
 
 def other_db(home: Home) -> Connection:
     """A new connection to a PostgreSQL home's database, as another process would open it
     (autocommit; the caller closes it). SQLite tests open the file with ``sqlite3``."""
-    from charter.storage.pg import connect_pg
-
     url = home.settings.database_url
     assert url is not None, "a PostgreSQL home"
-    return cast(Connection, connect_pg(url))
+    return open_direct(home.layout.db, url)
 
 
 def raw_tx(home: Home) -> Tx:
