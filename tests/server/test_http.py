@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from click.testing import CliRunner
+from httpthread import serving
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
@@ -103,16 +103,6 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     sock.close()
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @asynccontextmanager
 async def running(site: Site, required_scopes: Sequence[str] = ()) -> AsyncIterator[str]:
     """Serve ``site`` until the block ends; yield the issuer URL."""
@@ -123,15 +113,10 @@ async def running(site: Site, required_scopes: Sequence[str] = ()) -> AsyncItera
         introspection_secret=SECRET,
         required_scopes=required_scopes,
     )
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [site.sock]}, daemon=True)
-    thread.start()
     try:
-        assert server.ready.wait(15), "the HTTP server did not start"
-        yield site.issuer
+        with serving(app, site.sock):
+            yield site.issuer
     finally:
-        server.should_exit = True
-        thread.join(15)
         await server_home.close()
 
 

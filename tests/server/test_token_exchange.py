@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
+from httpthread import serving
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -75,29 +74,14 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     sock.close()
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @asynccontextmanager
 async def running(site: Site) -> AsyncIterator[None]:
     server_home = await Home.open(Settings(home=site.home.settings.home))
     app = build_http_app(server_home, issuer_url=site.issuer)
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [site.sock]}, daemon=True)
-    thread.start()
     try:
-        assert server.ready.wait(15), "the HTTP server did not start"
-        yield
+        with serving(app, site.sock):
+            yield
     finally:
-        server.should_exit = True
-        thread.join(15)
         await server_home.close()
 
 

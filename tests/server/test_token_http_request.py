@@ -14,16 +14,14 @@ import base64
 import json
 import socket
 import sqlite3
-import threading
 import types
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from httpthread import serving
 from mcp import Client
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -51,29 +49,6 @@ def snippet_app(issuer: str, audience: str, monkeypatch: pytest.MonkeyPatch) -> 
     module = types.ModuleType("dpop_snippet")
     exec(compile(blocks[0], str(DOC), "exec"), module.__dict__)
     return module.app
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@contextmanager
-def serving(app: Any, sock: socket.socket) -> Iterator[None]:
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(15), "server did not start"
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def free_socket() -> tuple[socket.socket, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
+from httpthread import serving
 
 from charter.config import Settings
 from charter.evidence.jwk import b64url
@@ -114,31 +113,16 @@ async def make_site(folder: Path) -> AsyncIterator[Site]:
         sock.close()
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @asynccontextmanager
 async def running(site: Site, **options: Any) -> AsyncIterator[None]:
     """``charter serve --http`` for the site's home on its socket (``options`` go to
     :func:`~charter.server.http.build_http_app`), in a thread, until the block ends."""
     server_home = await Home.open(Settings(home=site.home.settings.home))
     app = build_http_app(server_home, issuer_url=site.issuer, **options)
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [site.sock]}, daemon=True)
-    thread.start()
     try:
-        assert server.ready.wait(15), "the HTTP server did not start"
-        yield
+        with serving(app, site.sock):
+            yield
     finally:
-        server.should_exit = True
-        thread.join(15)
         await server_home.close()
 
 

@@ -12,17 +12,13 @@ import datetime as dt
 import json
 import re
 import socket
-import threading
 import types
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
+from httpthread import serving
 
 from charter.config import Settings
 from charter.evidence.jwk import b64url, b64url_decode
@@ -39,29 +35,6 @@ def snippet() -> str:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
     assert len(blocks) == 1
     return str(blocks[0])
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@contextmanager
-def serving(app: Any, sock: socket.socket) -> Iterator[None]:
-    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(15), "server did not start"
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def free_socket() -> tuple[socket.socket, str]:
