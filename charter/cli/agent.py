@@ -122,23 +122,6 @@ def _print_agent(info: AgentInfo) -> None:
         click.echo(f"  revoked:   {info.revoked_at} {info.revoked_reason or ''}".rstrip())
 
 
-def _tree(agents: list[AgentInfo]) -> list[tuple[int, AgentInfo]]:
-    """The agents in tree order (each sub-agent right under its parent), with their depth."""
-    names = {a.name for a in agents}
-    children: dict[str | None, list[AgentInfo]] = {}
-    for a in agents:
-        children.setdefault(a.parent if a.parent in names else None, []).append(a)
-    out: list[tuple[int, AgentInfo]] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for a in children.get(parent, []):
-            out.append((depth, a))
-            walk(a.name, depth + 1)
-
-    walk(None, 0)
-    return out
-
-
 def _policy_lines(policy: dict[str, Any]) -> list[str]:
     """The charter's policy as ``key: value`` lines a human reads (not a Python dict)."""
     lines = []
@@ -353,7 +336,7 @@ def register(cli: click.Group) -> None:
             emit_json([a.model_dump() for a in agents])
             return
         table = Table("name", "status", "scopes", "valid until", "id")
-        for depth, a in _tree(agents):  # sub-agents under their parents
+        for depth, a in identity.tree_order(agents):  # sub-agents under their parents
             name = "  " * (depth - 1) + "└─ " + a.name if depth else a.name
             table.add_row(name, a.status, " ".join(a.scopes), a.not_after, a.agent_id)
         console().print(table)

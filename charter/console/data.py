@@ -24,7 +24,7 @@ from charter.home import Home
 from charter.storage.ports import Tx
 from charter.tools import tlog
 from charter.tools.charter_views import charter_view
-from charter.tools.identity import AgentInfo, agent_info
+from charter.tools.identity import AgentInfo, agent_info, tree_order
 
 #: Entries per ledger page.
 PAGE_SIZE = 50
@@ -113,26 +113,6 @@ class LedgerView:
 # -- overview ----------------------------------------------------------------------------------
 
 
-def _tree(rows: list[AgentRow]) -> list[AgentRow]:
-    """``rows`` in tree order (each sub-agent right under its parent) with their depth: the
-    owner's agents are depth 1, their sub-agents 2, and so on."""
-    children: dict[str | None, list[AgentRow]] = {}
-    known = {r.info.name for r in rows}
-    for r in rows:  # a sub-agent whose parent is gone is shown at the top level
-        parent = r.info.parent if r.info.parent in known else None
-        children.setdefault(parent, []).append(r)
-    out: list[AgentRow] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for r in children.get(parent, []):
-            out.append(AgentRow(r.info, r.last_activity, depth))
-            if depth < 16:  # parents are older than their sub-agents: no cycle; bounded anyway
-                walk(r.info.name, depth + 1)
-
-    walk(None, 1)
-    return out
-
-
 async def overview(home: Home, *, hours: int = 24) -> Overview:
     """Agents (with last activity), the verification state and calls per agent per hour."""
     now = home.clock.now()
@@ -141,7 +121,10 @@ async def overview(home: Home, *, hours: int = 24) -> Overview:
 
     def work(tx: Tx) -> Overview:
         infos = [agent_info(home, tx, name) for name in tx.agents.list_names()]
-        rows = _tree([AgentRow(i, tx.queries.last_activity(i.agent_id)) for i in infos])
+        rows = [
+            AgentRow(i, tx.queries.last_activity(i.agent_id), depth + 1)
+            for depth, i in tree_order(infos)
+        ]
         names = {i.agent_id: i.name for i in infos}
         counts = tx.queries.calls_per_actor(tx.queries.first_seq_at(rfc3339(start)), 13)
         series = {i.name: [0] * hours for i in infos}

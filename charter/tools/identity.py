@@ -405,6 +405,24 @@ async def check_settings(
     return warnings
 
 
+def tree_order(agents: list[AgentInfo]) -> list[tuple[int, AgentInfo]]:
+    """``agents`` in tree order (each sub-agent right under its parent) with their depth (0:
+    an agent the owner chartered; a sub-agent whose parent is not listed counts as one)."""
+    names = {a.name for a in agents}
+    children: dict[str | None, list[AgentInfo]] = {}
+    for a in agents:
+        children.setdefault(a.parent if a.parent in names else None, []).append(a)
+    out: list[tuple[int, AgentInfo]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for a in children.get(parent, []):
+            out.append((depth, a))
+            walk(a.name, depth + 1)
+
+    walk(None, 0)
+    return out
+
+
 async def list_agents(home: Home) -> list[AgentInfo]:
     """Every agent of this home, by name."""
     return await home.read(lambda tx: [agent_info(home, tx, n) for n in tx.agents.list_names()])
