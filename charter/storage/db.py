@@ -9,6 +9,7 @@ Writes go through :func:`transaction`, which takes the write lock up front with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -46,6 +47,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # The ledger's link trigger (migration 0015) hashes the previous entry's bytes.
+        conn.create_function("charter_sha256", 1, _sha256_hex, deterministic=True)
         if not readonly:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -58,6 +61,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"database {path.name} cannot be opened: {exc}") from exc
     return conn
+
+
+def _sha256_hex(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager

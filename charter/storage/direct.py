@@ -31,6 +31,7 @@ def open_admin(db_file: Path, database_url: str | None) -> Connection:
         conn = connect(db_file)
         conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
         conn.execute("DROP TRIGGER IF EXISTS ledger_no_delete")
+        conn.execute("DROP TRIGGER IF EXISTS ledger_links")  # may insert rows a fork makes
         return conn
     from charter.storage.pg import connect_pg
 

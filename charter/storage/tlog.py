@@ -1,7 +1,9 @@
 """The ledger's RFC 9162 Merkle tree and the log's signed checkpoints, stored next to it.
 
 **Tree.** ``merkle_nodes`` holds every perfect subtree of the ledger (see
-:mod:`charter.evidence.merkle`): leaf ``i`` is ``SHA-256(0x00 || entry i bytes)``.
+:mod:`charter.evidence.merkle`): leaf ``i`` is ``SHA-256(0x00 || entry i bytes)``. A node is
+keyed by its position (:func:`position`: the last leaf it covers, then its level), so the
+nodes one append writes are neighbours at the end of the table: one page per append.
 :func:`append_leaf` is a ledger append hook: inside the append transaction it reads the new
 leaf's left siblings and writes the leaf and the parents it completes, in one indexed
 ``SELECT`` and one ``INSERT``. :class:`TreeStore` answers roots, inclusion and consistency
@@ -44,14 +46,35 @@ _T = TypeVar("_T")
 _SYNC_BATCH = 5000
 
 
+#: Node positions looked up per query (SQLite's default limit on placeholders is far above).
+_FETCH_BATCH = 500
+
+
+def position(level: int, index: int) -> int:
+    """The storage key of node ``(level, index)``: the last leaf it covers, times 64, plus
+    its level (migration 0015). Nodes completed by one leaf get consecutive keys."""
+    return ((((index + 1) << level) - 1) << 6) + level
+
+
 def _fetch(conn: sqlite3.Connection, addresses: Sequence[Address]) -> dict[Address, bytes]:
-    """Read the given nodes with one query (each term is a primary-key lookup)."""
-    if not addresses:
-        return {}
-    where = " OR ".join(["(level = ? AND idx = ?)"] * len(addresses))
-    params = [value for address in addresses for value in address]
-    rows = conn.execute(f"SELECT level, idx, hash FROM merkle_nodes WHERE {where}", params)  # noqa: S608 - placeholders only
-    return {(int(level), int(idx)): bytes(value) for level, idx, value in rows}
+    """Read the given nodes (primary-key lookups, one query per 500)."""
+    found: dict[Address, bytes] = {}
+    for start in range(0, len(addresses), _FETCH_BATCH):
+        keys = [position(*address) for address in addresses[start : start + _FETCH_BATCH]]
+        marks = ",".join("?" * len(keys))
+        rows = conn.execute(
+            f"SELECT level, idx, hash FROM merkle_nodes WHERE pos IN ({marks})",  # noqa: S608 - placeholders only
+            keys,
+        )
+        found.update({(int(level), int(idx)): bytes(value) for level, idx, value in rows})
+    return found
+
+
+def _insert_nodes(conn: sqlite3.Connection, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+    conn.executemany(
+        "INSERT INTO merkle_nodes(pos, level, idx, hash) VALUES (?,?,?,?)",
+        [(position(level, index), level, index, value) for level, index, value in nodes],
+    )
 
 
 def _getter(nodes: dict[Address, bytes]) -> merkle.NodeGetter:
@@ -67,11 +90,10 @@ def _getter(nodes: dict[Address, bytes]) -> merkle.NodeGetter:
 
 
 def tree_size(conn: sqlite3.Connection) -> int:
-    """Number of leaves in the stored tree (one primary-key probe)."""
-    row = conn.execute(
-        "SELECT idx FROM merkle_nodes WHERE level = 0 ORDER BY idx DESC LIMIT 1"
-    ).fetchone()
-    return 0 if row is None else int(row[0]) + 1
+    """Number of leaves in the stored tree: one past the last leaf any node covers (the
+    greatest key, read from the end of the primary key)."""
+    row = conn.execute("SELECT max(pos) FROM merkle_nodes").fetchone()
+    return 0 if row is None or row[0] is None else (int(row[0]) >> 6) + 1
 
 
 def ledger_size(conn: sqlite3.Connection) -> int:
@@ -146,9 +168,9 @@ def sync_tree(conn: sqlite3.Connection, upto: int | None = None) -> int:
     for body in ledger_bodies(conn, have, target):
         batch.extend(edge.append(merkle.leaf_hash(body)))
         if len(batch) >= _SYNC_BATCH:
-            conn.executemany("INSERT INTO merkle_nodes(level, idx, hash) VALUES (?,?,?)", batch)
+            _insert_nodes(conn, batch)
             batch.clear()
-    conn.executemany("INSERT INTO merkle_nodes(level, idx, hash) VALUES (?,?,?)", batch)
+    _insert_nodes(conn, batch)
     return target
 
 
@@ -176,26 +198,19 @@ def append_leaf(conn: sqlite3.Connection, seq: int, body: bytes) -> None:
         sync_tree(conn, upto=seq)
         nodes = _fetch(conn, siblings)
     created = merkle.append_nodes(seq, merkle.leaf_hash(body), _getter(nodes))
-    conn.executemany("INSERT INTO merkle_nodes(level, idx, hash) VALUES (?,?,?)", created)
+    _insert_nodes(conn, created)
 
 
 def mismatched_node(
     conn: sqlite3.Connection, expected: Sequence[tuple[int, int, bytes]]
 ) -> Address | None:
-    """The first of ``expected`` nodes the store lacks or holds differently (one range query
-    per level), or None."""
-    by_level: dict[int, dict[int, bytes]] = {}
-    for level, index, value in expected:
-        by_level.setdefault(level, {})[index] = value
-    for level, nodes in sorted(by_level.items()):
-        rows = conn.execute(
-            "SELECT idx, hash FROM merkle_nodes WHERE level = ? AND idx BETWEEN ? AND ?",
-            (level, min(nodes), max(nodes)),
-        )
-        stored = {int(index): bytes(value) for index, value in rows}
-        for index, value in sorted(nodes.items()):
-            if stored.get(index) != value:
-                return level, index
+    """The first of ``expected`` nodes (by level, then index) the store lacks or holds
+    differently, or None. Read in key order, 500 nodes per query."""
+    wanted = sorted(((level, index) for level, index, _ in expected), key=lambda a: position(*a))
+    stored = _fetch(conn, wanted)
+    for level, index, value in sorted(expected):
+        if stored.get((level, index)) != value:
+            return level, index
     return None
 
 

@@ -212,12 +212,7 @@ async def test_another_agents_secret_is_refused_and_recorded(site: Home, mode: s
 
 def admin(home: Home) -> sqlite3.Connection:
     """A raw connection, as an admin with the database file would have (triggers dropped)."""
-    if home.settings.database_url is not None:  # PostgreSQL: a session with triggers off
-        return admin_db(home)
-    conn = sqlite3.connect(home.layout.db, isolation_level=None)
-    conn.execute("DROP TRIGGER IF EXISTS ledger_no_update")
-    conn.execute("DROP TRIGGER IF EXISTS ledger_no_delete")
-    return conn
+    return admin_db(home)  # SQLite: the file with its triggers dropped; PostgreSQL: triggers off
 
 
 async def widen_charter_row(home: Home, name: str, scopes: list[str]) -> None:

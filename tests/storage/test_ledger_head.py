@@ -39,3 +39,24 @@ async def test_an_edited_hash_column_steers_neither_head_nor_the_next_entry(home
     # ...and once it is put back, the whole chain, new entry included, verifies.
     set_hash_column(home, size - 1, true_head)
     assert (await audit.verify_home(home)).size == size + 1
+
+
+async def test_the_database_refuses_an_entry_that_does_not_link_to_the_one_before(
+    home: Home,
+) -> None:
+    """A fork or a gap is refused by the database itself (trigger ledger_links, 0015), even
+    from a writer that bypasses Charter: the link is checked against the previous entry's
+    bytes, not its ``hash`` column."""
+    await home.record_owner_event("test.event", {})
+    size, head = raw_tx(home).ledger.head()
+    insert = (
+        "INSERT INTO ledger(seq, prev, hash, ts, actor, action, phase, body)"
+        " VALUES (?, ?, 'h', 't', 'a', 'x', 'call', ?)"
+    )
+    set_hash_column(home, size - 1, "f" * 64)  # an edited copy does not make a link
+    for seq, prev in ((size, "f" * 64), (size + 1, head)):  # a wrong link; a gap
+        with pytest.raises(Exception, match="must link"), transaction(raw_db(home)):
+            raw_db(home).execute(insert, (seq, prev, b"{}"))
+    assert raw_tx(home).ledger.head() == (size, head)
+    with transaction(raw_db(home)):
+        raw_db(home).execute(insert, (size, head, b"{}"))  # the true link is accepted

@@ -10,6 +10,7 @@ the log sound must refuse what they refuse in SQLite.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -213,7 +214,7 @@ ZERO32 = "decode(repeat('00', 32), 'hex')"
         (
             "merkle_nodes",
             "the Merkle tree is append-only",
-            f"INSERT INTO merkle_nodes VALUES (0, 0, {ZERO32})",
+            f"INSERT INTO merkle_nodes(pos, level, idx, hash) VALUES (0, 0, 0, {ZERO32})",
         ),
         (
             "checkpoints",
@@ -246,20 +247,30 @@ async def test_cosignatures_refuse_update(migrated: asyncpg.Connection) -> None:
 
 
 async def test_the_ledger_refuses_a_fork(migrated: asyncpg.Connection) -> None:
-    await migrated.execute(LEDGER_ROW, 0, "genesis", "h0")
-    await migrated.execute(LEDGER_ROW, 1, "h0", "h1")
-    # a second entry on the same predecessor: a fork
-    assert "ledger_prev_key" in await _refused(migrated, LEDGER_ROW, 2, "h0", "h2")
-    assert "seq" in await _refused(migrated, LEDGER_ROW, -1, "x", "y")
-    # hash is no longer unique (0007), as in SQLite
-    await migrated.execute(LEDGER_ROW, 2, "h1", "h1")
+    row = (
+        "INSERT INTO ledger(seq, prev, hash, ts, actor, action, phase, body)"
+        " VALUES ($1, $2, 'h', 't', 'a', 'x', 'done', $3)"
+    )
+    bodies = [b"{}", b'{"n":1}', b'{"n":2}']
+    links = [hashlib.sha256(body).hexdigest() for body in bodies]
+    await migrated.execute(row, 0, "genesis", bodies[0])
+    await migrated.execute(row, 1, links[0], bodies[1])
+    # a second entry on the same predecessor: a fork (0015: refused by its links)
+    assert "must link" in await _refused(migrated, row, 2, links[0], bodies[2])
+    # a gap: an entry whose predecessor is missing
+    assert "must link" in await _refused(migrated, row, 3, links[1], bodies[2])
+    assert "seq" in await _refused(migrated, row, -1, "x", bodies[2])
+    await migrated.execute(row, 2, links[1], bodies[2])  # the next link is accepted
 
 
 async def test_checks_that_keep_the_tree_and_keys_sound(migrated: asyncpg.Connection) -> None:
-    short = "INSERT INTO merkle_nodes VALUES (0, 0, decode(repeat('00', 31), 'hex'))"
-    assert "merkle_nodes_hash_check" in await _refused(migrated, short)
-    too_high = f"INSERT INTO merkle_nodes VALUES (64, 0, {ZERO32})"
-    assert "merkle_nodes_level_check" in await _refused(migrated, too_high)
+    node = "INSERT INTO merkle_nodes(pos, level, idx, hash) VALUES ($1, $2, $3, {})"
+    short = node.format("decode(repeat('00', 31), 'hex')")
+    assert "merkle_nodes_hash_check" in await _refused(migrated, short, 0, 0, 0)
+    assert "merkle_nodes_level_check" in await _refused(migrated, node.format(ZERO32), 64, 64, 0)
+    # the key must be the node's position (0015): (level 1, idx 2) covers leaves 4..5
+    assert "merkle_nodes_pos_check" in await _refused(migrated, node.format(ZERO32), 5, 1, 2)
+    await migrated.execute(node.format(ZERO32), 5 * 64 + 1, 1, 2)
     await migrated.execute("INSERT INTO issuer_keys VALUES ('k1', 'p1', 't', NULL)")
     second = "INSERT INTO issuer_keys VALUES ('k2', 'p2', 't', NULL)"
     assert "issuer_keys_one_current" in await _refused(migrated, second)

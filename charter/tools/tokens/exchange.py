@@ -14,7 +14,6 @@ active; it is recorded as a ``token.exchange`` entry signed by the sub-agent's k
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,7 @@ from charter.storage.ports import Draft, Tx
 from charter.storage.tokens import NewToken
 from charter.tools.identity import AgentContext, load_agent
 from charter.tools.tokens.codec import encode
-from charter.tools.tokens.issue import _from_epoch
+from charter.tools.tokens.issue import _from_epoch, new_jti
 from charter.tools.tokens.keys import current_kid, ensure_issuer_keys, issuer_in, signing_key
 from charter.tools.tokens.verify import MAX_TTL_SECONDS, VerifiedToken, claims_digest, verify
 
@@ -124,7 +123,7 @@ async def exchange(
         "iat": now,
         "nbf": now,
         "exp": exp,
-        "jti": secrets.token_hex(16),
+        "jti": new_jti(now),
         "cnf": {"jkt": thumbprint(child.charter.agent_key)},
         "act": act,
     }

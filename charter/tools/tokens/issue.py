@@ -179,9 +179,7 @@ def prepare(
         charter=charter,
         audience=audience,
         scopes=tuple(wanted),
-        jti=secrets.token_hex(
-            16
-        ),  # hex: never starts with "-", which a shell would take for an option
+        jti=new_jti(home.clock.now().timestamp()),
         issued_at=now,
         expires_at=expires_at,
         dpop_jkt=dpop_jkt,
@@ -208,6 +206,18 @@ async def sign(home: Home, request: TokenRequest) -> IssuedToken:
         assert found is not None
     kid, iss = found
     return sign_as(home, kid, iss, request)
+
+
+def new_jti(at: float) -> str:
+    """A new token id for a token issued at ``at`` (epoch seconds): 48 bits of milliseconds,
+    then 80 random bits, in 32 hex digits (hex never starts with "-", which a shell would
+    take for an option).
+
+    Ids issued later sort later, so a new token's row lands at the end of the tokens table,
+    one page per issue instead of a random one (a commit's cost grows with the pages it
+    writes); the random part keeps ids unique and unpredictable.
+    """
+    return f"{int(at * 1000) & (1 << 48) - 1:012x}{secrets.token_hex(10)}"
 
 
 def sign_as(home: Home, kid: str, iss: str, request: TokenRequest) -> IssuedToken:
