@@ -43,6 +43,7 @@ from charter.storage.owners import OwnerRepo
 from charter.storage.queries import LedgerQueries
 from charter.storage.tokens import TokenRepo
 from charter.storage.vault import VaultRepo
+from charter.storage.wal import Checkpointer
 from charter.storage.witnesses import WitnessRepo
 
 if TYPE_CHECKING:
@@ -166,6 +167,8 @@ class SqliteStore:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        #: Checkpoints the log off this connection's commits (started by :meth:`warm`).
+        self._checkpointer: Checkpointer | None = None
         self.binding: LedgerBinding | None = None
         self._closed = False
 
@@ -233,13 +236,21 @@ class SqliteStore:
         binding = self.binding
 
         def unit(conn: sqlite3.Connection) -> list[Entry | CharterError]:
-            return SqliteTx(conn, binding).ledger.append(drafts, lock_wait=lock_wait)
+            results = SqliteTx(conn, binding).ledger.append(drafts, lock_wait=lock_wait)
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
+            return results
 
         return await self.run(unit)
 
     async def warm(self) -> None:
+        """Grow the write-ahead log to its working size, and copy it back to the database on
+        a thread of its own as it fills (:mod:`charter.storage.wal`): a server's writer store
+        appends a stream of entries."""
         try:
             await self.run(preallocate_wal)
+            if self._checkpointer is None:
+                self._checkpointer = Checkpointer(self.path)
         except Exception:  # only an optimization: the store must still serve
             log.exception("write-ahead log preallocation failed")
 
@@ -250,6 +261,9 @@ class SqliteStore:
         if not self._closed:
             self._closed = True
             await self._db.close()
+            if self._checkpointer is not None:
+                await asyncio.to_thread(self._checkpointer.close)
+                self._checkpointer = None
 
 
 class SqliteWorker:

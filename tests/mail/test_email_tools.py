@@ -586,7 +586,9 @@ async def test_a_local_send_commits_intent_delivery_and_outcome_together(
         )
         out = await call(client, "email_send", {"to": READER, "subject": "s", "text": "t"})
     begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE"))
-    txn = statements[begin : statements.index("COMMIT", begin) + 1]
+    traced = statements[begin : statements.index("COMMIT", begin) + 1]
+    # SQLite traces a statement a second time when a trigger of it runs (ledger_links)
+    txn = [s for i, s in enumerate(traced) if i == 0 or s != traced[i - 1]]
     order = [
         kind
         for s in txn

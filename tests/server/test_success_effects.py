@@ -126,7 +126,9 @@ async def test_a_token_is_issued_in_one_transaction_with_its_intent_and_outcome(
     token = result.structured_content["token"]
     await tokens.verify(home, token, audience=AUDIENCE)
     begin = max(i for i, s in enumerate(statements) if s.startswith("BEGIN IMMEDIATE"))
-    txn = statements[begin : statements.index("COMMIT", begin) + 1]
+    traced = statements[begin : statements.index("COMMIT", begin) + 1]
+    # SQLite traces a statement a second time when a trigger of it runs (ledger_links)
+    txn = [s for i, s in enumerate(traced) if i == 0 or s != traced[i - 1]]
     ledger = [i for i, s in enumerate(txn) if s.startswith("INSERT INTO ledger")]
     insert_token = next(i for i, s in enumerate(txn) if s.startswith("INSERT INTO tokens"))
     assert len(ledger) == 2, txn
