@@ -14,6 +14,8 @@ each measured by switching one part off, to back the explanations in ``BENCHMARK
   (group commit on a ``SqliteStore`` of its own, one caller). This replaces the old writer's
   inline-vs-thread-mode comparison: there is one mode now.
 * ``verify``: the per-entry costs of verification against the PyNaCl signature check.
+* ``pages``: the database pages (write-ahead log frames) one call of each tool writes, by
+  table (:mod:`bench._pages`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 from bench._common import scratch_dir
 from bench._ledgers import AGENT, ledger_of, new_home, open_home
+from bench._pages import pages
 from charter.home import Home
 from charter.server.app import READ_ONLY, CharterServer
 from charter.server.deps import Deps
@@ -379,12 +382,16 @@ def _print_steps(p50: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.diagnose", description=__doc__)
-    parser.add_argument("what", nargs="*", default=["toolcall", "stdio", "append", "verify"])
+    parser.add_argument(
+        "what", nargs="*", default=["toolcall", "stdio", "append", "verify", "pages"]
+    )
     parser.add_argument("-n", type=int, default=1000, help="samples per measurement")
     args = parser.parse_args(argv)
     for what in args.what:
         print(f"== {what}")
-        {"toolcall": toolcall, "stdio": stdio, "append": append, "verify": verify}[what](args.n)
+        {"toolcall": toolcall, "stdio": stdio, "append": append, "verify": verify, "pages": pages}[
+            what
+        ](args.n)
     return 0
 
 

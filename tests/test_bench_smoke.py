@@ -73,5 +73,5 @@ def test_diagnose_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     diagnose = _bench(monkeypatch, "diagnose")
     assert diagnose.main(["-n", "5"]) == 0
     out = capsys.readouterr().out
-    for section in ("== toolcall", "== append", "== verify", "PyNaCl verify", "COMMIT"):
+    for section in ("== toolcall", "== append", "== verify", "PyNaCl verify", "COMMIT", "== pages"):
         assert section in out

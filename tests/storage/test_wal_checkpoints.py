@@ -63,3 +63,23 @@ async def test_the_writer_never_checkpoints_in_a_commit_and_the_log_stays_bounde
         await store.close()
     assert not checkpointer._thread.is_alive()  # closing the store stops its thread
     assert (await audit.verify_home(home)).size >= 600
+
+
+async def test_a_token_issue_writes_few_pages_and_one_merkle_page() -> None:
+    """The schema keeps an append's pages few (0015): what a token_issue's commit writes, read
+    from the write-ahead log itself. Fails if the Merkle tree goes back to a page per level,
+    or a random-key index comes back on the ledger or the tokens."""
+    from bench._pages import frames_per_call
+    from bench.bench_toolcall import AUDIENCE
+
+    commits, tables = await frames_per_call("token_issue", {"audience": AUDIENCE}, 60)
+    assert len(commits) == 60
+    per_table: dict[str, int] = {}
+    for commit in commits:
+        for page in commit:
+            name = tables.get(page, "?")
+            per_table[name] = per_table.get(name, 0) + 1
+    assert sum(map(len, commits)) / 60 <= 11, per_table
+    assert per_table["merkle_nodes"] / 60 <= 1.3, per_table
+    assert not [name for name in per_table if name.startswith("sqlite_autoindex_ledger")]
+    assert not [name for name in per_table if name.startswith("sqlite_autoindex_tokens")]
