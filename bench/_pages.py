@@ -90,8 +90,46 @@ async def frames_per_call(
         await home.close()
 
 
+def commit_cost(pages: list[int], n: int) -> dict[int, float]:
+    """p50 microseconds of a durable commit that rewrites ``k`` random pages of a table, for
+    each ``k`` in ``pages``, in alternating rounds (Charter's pragmas: WAL, synchronous=FULL,
+    the log preallocated)."""
+    import os
+    import random
+    import statistics
+    import time
+
+    from charter.storage.db import connect, preallocate_wal
+
+    db = connect(scratch_dir("commit-cost") / "pages.db")
+    db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO t VALUES (?, ?)", ((i, os.urandom(400)) for i in range(20_000)))
+    db.execute("COMMIT")
+    preallocate_wal(db)
+    samples: dict[int, list[float]] = {k: [] for k in pages}
+    for _ in range(max(n // 20, 1)):
+        for k in pages:
+            for _ in range(20):
+                keys = random.sample(range(0, 20_000, 10), k)  # ~10 rows a page: k pages
+                started = time.perf_counter()
+                db.execute("BEGIN IMMEDIATE")
+                for key in keys:
+                    db.execute("UPDATE t SET v = ? WHERE k = ?", (os.urandom(400), key))
+                db.execute("COMMIT")
+                samples[k].append(time.perf_counter() - started)
+    db.close()
+    return {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+
+
 def pages(n: int) -> None:
-    """Print the mean pages per call of each tool, and which tables they belong to."""
+    """Print what a commit costs by the pages it writes, then the mean pages per call of each
+    tool and which tables they belong to."""
+    cost = commit_cost([1, 2, 4, 6, 8, 10, 13, 16, 20], n)
+    print(
+        "  p50 of a durable commit by pages written: "
+        + ", ".join(f"{k}: {us:,.0f} us" for k, us in cost.items())
+    )
     for tool, args in CALLS:
         commits, names = asyncio.run(frames_per_call(tool, args, n))
         by_table = collections.Counter(names.get(p, "?") for c in commits for p in c)
