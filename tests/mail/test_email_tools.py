@@ -496,6 +496,26 @@ async def test_intent_refused_means_nothing_is_sent(
 # -- the local transport ------------------------------------------------------------------------
 
 
+async def test_the_local_directory_follows_revocations_and_new_charters(
+    agents: Home, mode: str
+) -> None:
+    """The local transport verifies each charter once per process (its address cached by
+    charter hash), but reads the agents' states and current charters in every send: a
+    recipient revoked or given a new address after a first send is out of reach at once."""
+    home = agents
+    args = {"subject": "s", "text": "t"}
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
+        await call(client, "email_send", args | {"to": READER})  # caches reader's charter
+        policy = (await identity.get_agent(home, "reader")).policy
+        new = "reader2@agents.example.com"
+        await identity.update_agent(home, "reader", policy=policy | {"email": {"address": new}})
+        assert "is not one" in await fail(client, "email_send", args | {"to": READER})
+        assert (await call(client, "email_send", args | {"to": new}))["recipients"] == [new]
+        await identity.revoke_agent(home, "reader", reason="test")
+        assert "is not one" in await fail(client, "email_send", args | {"to": new})
+    await audit.verify_home(home)
+
+
 async def test_local_round_trip_between_two_agents(agents: Home, mode: str) -> None:
     home = agents
     async with Client(await server_for(home, "sender"), mode=mode) as client:

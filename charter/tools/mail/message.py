@@ -425,6 +425,35 @@ def message_digest(msg: Message) -> str:
     return hashlib.sha256(canonical_json(digest_document(msg))).hexdigest()
 
 
+def outgoing_digest(mail: OutgoingMail, *, message_id: str, date: str, unsigned: bytes) -> str:
+    """:func:`message_digest` of the message :func:`render` wrote (``unsigned``), computed
+    from the validated fields it was rendered from instead of parsing it back.
+
+    It is the same value: what :func:`render` writes parses back to exactly these fields
+    (addresses are bare ASCII addr-specs, the subject survives its encoding and folding, the
+    text its quoted-printable encoding up to what :func:`canonical_text` drops); the tests
+    compare both ways over generated messages. A message with attachments is parsed back
+    (their names and types go through :mod:`email`'s own encoding): the rare, large case.
+    """
+    if mail.attachments:
+        return message_digest(parse(unsigned))
+    document = {
+        "attachments": [],
+        "cc": sorted(a.lower() for a in mail.cc),
+        "date": int(email.utils.parsedate_to_datetime(date).timestamp()),
+        "from": mail.sender.lower(),
+        "in_reply_to": mail.in_reply_to,
+        "message_id": message_id,
+        "reply_to": sorted(a.lower() for a in mail.reply_to),
+        "subject": _WS_RUN.sub(" ", mail.subject).strip(" "),
+        "text_sha256": hashlib.sha256(canonical_text(mail.text).encode("utf-8")).hexdigest(),
+        "to": sorted(a.lower() for a in mail.to),
+        "type": "charter-email",
+        "v": DIGEST_VERSION,
+    }
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
 def _single(msg: Message, name: str) -> str | None:
     values = msg.get_all(name) or []
     if len(values) > 1:

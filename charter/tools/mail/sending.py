@@ -124,10 +124,9 @@ async def send_plan(
         await transport.check(mail.recipients)
     now = home.clock.now()
     message_id = mm.new_message_id(mail.sender)
-    unsigned = mm.render(
-        mail, message_id=message_id, date=mm.format_date(now), agent_id=agent.agent_id
-    )
-    digest = mm.message_digest(mm.parse(unsigned))
+    date = mm.format_date(now)
+    unsigned = mm.render(mail, message_id=message_id, date=date, agent_id=agent.agent_id)
+    digest = mm.outgoing_digest(mail, message_id=message_id, date=date, unsigned=unsigned)
     if not isinstance(transport, LocalTransport):
         # Refuse early; checked again at the intent (a local send checks it only there, in
         # the one transaction that records and delivers it).
@@ -201,7 +200,9 @@ def _local_send_plan(
     mail, message_id = row.mail, row.message_id
 
     def apply(tx: Tx, intent: Entry) -> SendResult:
-        transport.check_in(tx, mail.recipients)  # MailDenied refuses the unit: one denied call
+        # MailDenied refuses the unit: one denied call. The directory it reads serves the
+        # delivery too (same transaction: nothing can change in between).
+        known = transport.check_in(tx, mail.recipients)
         row.insert(tx)
         jws = mm.sign(
             agent.key,
@@ -212,7 +213,7 @@ def _local_send_plan(
             charter_hash=agent.charter.hash,
         )
         envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
-        delivery = transport.deliver_in(tx, envelope, mm.add_signature(unsigned, jws))
+        delivery = transport.deliver_in(tx, envelope, mm.add_signature(unsigned, jws), known)
         now = rfc3339(home.clock.now())
         if not tx.mail.change_status(
             message_id,
