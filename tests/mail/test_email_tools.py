@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from recipient import verify as recipient_verify
 from charter.errors import AgentRevoked
 from charter.home import Home
 from charter.storage.db import transaction
+from charter.storage.mail import NewSend
 from charter.testing import BlockingVault, FrozenClock, agent_draft, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, mail
 from charter.tools.mail import message as mm
@@ -644,3 +646,61 @@ async def test_a_local_send_that_fails_inside_leaves_no_intent_and_no_mail(
     sends = [e for e in entries(agents) if e["action"] == "email.send"]
     assert [(e["phase"], e["outcome"]) for e in sends] == [("call", "error")]
     await audit.verify_home(agents)
+
+
+async def test_a_send_log_row_moves_only_when_exactly_one_row_matches(home: Home) -> None:
+    """The send log has no unique index on Message-ID (migration 0016: one page less per
+    send): a row changes state only when its (agent, time, Message-ID) names exactly one row,
+    so two rows with one Message-ID (a copy planted in the database) stop the send."""
+    send = NewSend(
+        message_id="<dup@agents.example.com>",
+        agent="sender",
+        sender=SENDER,
+        to=(READER,),
+        cc=(),
+        bcc=(),
+        subject="s",
+        digest="0" * 64,
+        size=1,
+        transport="local",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    tx = raw_tx(home)
+
+    def move(status: str, expect: str) -> bool:
+        return tx.mail.change_status(
+            send.message_id,
+            status,
+            agent="sender",
+            created_at=send.created_at,
+            expect=expect,
+            finished_at="t",
+        )
+
+    with transaction(raw_db(home)):
+        assert tx.mail.reserve(send)
+        assert move("sending", "reserved")
+        assert not move("sending", "reserved")
+        assert move("sent", "sending")
+        assert tx.mail.reserve(send)
+        assert tx.mail.reserve(send)  # a second row with the same Message-ID
+        with pytest.raises(sqlite3.IntegrityError):
+            move("sending", "reserved")
+
+
+@pytest.mark.sqlite_only("reads SQLite's query plans")
+async def test_the_rate_count_and_state_changes_use_the_send_logs_index(home: Home) -> None:
+    """A send's rate check counts the agent's rows of the last hour from the index alone, and
+    its state changes find the row through the same index: neither reads the whole log."""
+    conn = raw_db(home)
+    count = "SELECT count(*) FROM mail_sent WHERE agent = ? AND created_at > ?"
+    rate = conn.execute(
+        f"EXPLAIN QUERY PLAN {count} AND status != 'aborted'", ("a", "t")
+    ).fetchall()
+    assert "COVERING INDEX mail_sent_agent_time" in str(rate)
+    update = conn.execute(
+        "EXPLAIN QUERY PLAN UPDATE mail_sent SET status = 'sent' WHERE agent = ? AND"
+        " created_at = ? AND message_id = ? AND status = ?",
+        ("a", "t", "m", "reserved"),
+    ).fetchall()
+    assert "INDEX mail_sent_agent_time" in str(update)

@@ -165,15 +165,15 @@ async def send_plan(
             agent_id=agent.agent_id,
             charter_hash=agent.charter.hash,
         )
-        await _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
+        await _finish(home, row, "sending", None, expect="reserved", seq=entry.seq)
         envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
         try:
             delivery = await transport.deliver(envelope, mm.add_signature(unsigned, jws))
         except BaseException as exc:
             reason = getattr(exc, "public_message", None) or "internal error"
-            await _finish(home, message_id, "failed", reason, expect="sending")
+            await _finish(home, row, "failed", reason, expect="sending")
             raise
-        await _finish(home, message_id, "sent", delivery.reply, expect="sending")
+        await _finish(home, row, "sent", delivery.reply, expect="sending")
         return SendResult(
             message_id=message_id,
             recipients=list(mail.recipients),
@@ -218,6 +218,8 @@ def _local_send_plan(
         if not tx.mail.change_status(
             message_id,
             "sent",
+            agent=row.agent,
+            created_at=rfc3339(row.now),
             expect="reserved",
             finished_at=now,
             reply=delivery.reply,
@@ -297,7 +299,7 @@ class _Reservation:
 
 async def _finish(
     home: Home,
-    message_id: str,
+    row: _Reservation,
     status: str,
     reply: str | None,
     *,
@@ -308,11 +310,18 @@ async def _finish(
     now = rfc3339(home.clock.now())
     moved = await home.write(
         lambda tx: tx.mail.change_status(
-            message_id, status, expect=expect, finished_at=now, reply=reply, intent_seq=seq
+            row.message_id,
+            status,
+            agent=row.agent,
+            created_at=rfc3339(row.now),
+            expect=expect,
+            finished_at=now,
+            reply=reply,
+            intent_seq=seq,
         )
     )
     if not moved:
-        raise RuntimeError(f"mail_sent row {message_id} is not {expect!r}; refusing to go on")
+        raise RuntimeError(f"mail_sent row {row.message_id} is not {expect!r}; refusing to go on")
 
 
 # -- the outbox -------------------------------------------------------------------------------
