@@ -511,3 +511,20 @@ def test_the_digest_from_the_fields_matches_on_edge_cases(subject: str, text: st
     assert mm.outgoing_digest(
         mail, message_id="<m@x.example>", date=mm.format_date(DATE), unsigned=unsigned
     ) == mm.message_digest(mm.parse(unsigned))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=_BODY)
+def test_a_text_body_is_written_byte_for_byte_as_the_email_package_writes_it(text: str) -> None:
+    """The text/plain body of a message without attachments is written without the email
+    package's header machinery, and is the same bytes."""
+    mail = _mail(text=text, attachments=None)
+    assert mm._mime_body(mail) == mm._email_mime_body(mail)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "\n", "a\r\nb\rc", " \t\n", "x" * 200, "é" * 100 + "\n" + "=" * 80, "a\x0bb\x85"]
+)
+def test_text_bodies_on_edge_cases_are_the_email_packages(text: str) -> None:
+    mail = _mail(text=text, attachments=None)
+    assert mm._mime_body(mail) == mm._email_mime_body(mail)

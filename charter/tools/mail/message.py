@@ -281,7 +281,32 @@ def add_signature(unsigned: bytes, jws: str) -> bytes:
     return f"{SIGNATURE_HEADER}: {folded}\r\n".encode("ascii") + unsigned
 
 
+#: The MIME headers :mod:`email` writes for a text/plain part in quoted-printable UTF-8.
+_TEXT_PART_HEADERS = (
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\nMIME-Version: 1.0\r\n\r\n"
+)
+
+
+def _text_body(text: str) -> bytes:
+    """The bytes :func:`_mime_body` gets from :mod:`email` for a message without attachments,
+    written directly: the same quoted-printable encoder (``email.quoprimime``, 78-character
+    lines as ``email.policy.SMTP``), without the header registry that parses back every
+    header it sets. The tests compare both byte for byte."""
+    from email import quoprimime
+
+    lines = text.encode("utf-8").splitlines()
+    encoded = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), 78)
+    return _TEXT_PART_HEADERS + encoded.replace("\n", "\r\n").encode("ascii")
+
+
 def _mime_body(mail: OutgoingMail) -> bytes:
+    if not mail.attachments:
+        return _text_body(mail.text)
+    return _email_mime_body(mail)
+
+
+def _email_mime_body(mail: OutgoingMail) -> bytes:
     import email.policy  # here: its header machinery is not needed to start `charter serve`
 
     body = EmailMessage(policy=email.policy.SMTP)
