@@ -130,12 +130,14 @@ class MailRepo:
 
     # -- the send log -------------------------------------------------------------------------
 
-    def count_sent_since(self, agent: str, since: str) -> int:
-        """How many messages ``agent`` logged after ``since`` (``aborted`` rows excepted)."""
+    def count_sent_since(self, agent: str, since: str, *, limit: int) -> int:
+        """How many messages ``agent`` logged after ``since`` (``aborted`` rows excepted),
+        counting no further than ``limit`` (a rate check needs no more)."""
         (count,) = self.conn.execute(
-            "SELECT count(*) FROM mail_sent WHERE agent = ? AND created_at > ?"
-            " AND status != 'aborted'",  # rows of earlier versions: their intent never committed
-            (agent, since),
+            "SELECT count(*) FROM (SELECT 1 FROM mail_sent WHERE agent = ? AND created_at > ?"
+            " AND status != 'aborted'"  # rows of earlier versions: their intent never committed
+            " LIMIT ?) AS recent",
+            (agent, since, limit),
         ).fetchone()
         return int(count)
 

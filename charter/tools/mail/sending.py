@@ -252,7 +252,8 @@ def _check_rate(tx: Tx, agent: str, policy: EmailPolicy, now: dt.datetime) -> No
     Raises:
         MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
     """
-    count = tx.mail.count_sent_since(agent, rfc3339(now - dt.timedelta(hours=1)))
+    since = rfc3339(now - dt.timedelta(hours=1))
+    count = tx.mail.count_sent_since(agent, since, limit=policy.rate_per_hour)
     if count >= policy.rate_per_hour:
         raise MailDenied(
             f"rate limit: this agent may send {policy.rate_per_hour} messages per hour and "
