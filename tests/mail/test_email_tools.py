@@ -704,3 +704,31 @@ async def test_the_rate_count_and_state_changes_use_the_send_logs_index(home: Ho
         ("a", "t", "m", "reserved"),
     ).fetchall()
     assert "INDEX mail_sent_agent_time" in str(update)
+
+
+async def test_a_mail_server_configured_by_another_process_is_used_from_the_next_send(
+    agents: Home, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial, mode: str
+) -> None:
+    """A running server remembers that its home has no mail server (no settings read per
+    send); when another process configures one, the local send in flight is refused with
+    nothing delivered, and the next send goes to the mail server, never to a local mailbox."""
+    home = agents
+    args = {"subject": "s", "text": "t"}
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
+        assert (await call(client, "email_send", args | {"to": READER}))["transport"] == "local"
+        await configure(
+            home,
+            username=SMTP_USERNAME,
+            password=SMTP_PASSWORD,
+            smtp_port=smtp_server_auth_starttls.port,
+            ca_pem=tls_material.ca_pem.read_text(),
+        )
+        # What `charter mail setup` in another process leaves this one knowing: nothing.
+        mail.settings._LOCAL_HOMES.add(home.origin)
+        refused = await fail(client, "email_send", args | {"to": READER})
+        assert "configured a mail server" in refused and "nothing was sent" in refused
+        assert (await call(client, "email_send", args | {"to": READER}))["transport"] == "smtp"
+    assert len(smtp_server_auth_starttls.messages) == 1
+    (delivered,) = raw_db(home).execute("SELECT count(*) FROM mail_local_inbox").fetchone()
+    assert delivered == 1
+    await audit.verify_home(home)

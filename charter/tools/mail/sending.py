@@ -41,7 +41,7 @@ from charter.storage.ports import Tx
 from charter.tools.mail import message as mm
 from charter.tools.mail.models import SendResult
 from charter.tools.mail.policy import EmailPolicy, require_policy
-from charter.tools.mail.settings import transport_for
+from charter.tools.mail.settings import settings_changed, transport_for
 from charter.tools.mail.transport import Envelope, LocalTransport, MailDenied
 from charter.tools.plan import LocalPlan, Plan
 
@@ -200,6 +200,9 @@ def _local_send_plan(
     mail, message_id = row.mail, row.message_id
 
     def apply(tx: Tx, intent: Entry) -> SendResult:
+        changed = settings_changed(home, tx)
+        if changed is not None:
+            raise changed
         # MailDenied refuses the unit: one denied call. The directory it reads serves the
         # delivery too (same transaction: nothing can change in between).
         known = transport.check_in(tx, mail.recipients)
