@@ -130,18 +130,22 @@ class MailRepo:
 
     # -- the send log -------------------------------------------------------------------------
 
-    def count_sent_since(self, agent: str, since: str) -> int:
-        """How many messages ``agent`` logged after ``since`` (``aborted`` rows excepted)."""
+    def count_sent_since(self, agent: str, since: str, *, limit: int) -> int:
+        """How many messages ``agent`` logged after ``since`` (``aborted`` rows excepted),
+        counting no further than ``limit`` (a rate check needs no more)."""
         (count,) = self.conn.execute(
-            "SELECT count(*) FROM mail_sent WHERE agent = ? AND created_at > ?"
-            " AND status != 'aborted'",  # rows of earlier versions: their intent never committed
-            (agent, since),
+            "SELECT count(*) FROM (SELECT 1 FROM mail_sent WHERE agent = ? AND created_at > ?"
+            " AND status != 'aborted'"  # rows of earlier versions: their intent never committed
+            " LIMIT ?) AS recent",
+            (agent, since, limit),
         ).fetchone()
         return int(count)
 
     def reserve(self, send: NewSend) -> bool:
-        """Log ``send`` as ``reserved``; False (nothing written) when its Message-ID is
-        already in the log or the row breaks a constraint."""
+        """Log ``send`` as ``reserved``; False (nothing written) when the row breaks a
+        constraint. Its Message-ID is not checked for uniqueness here (migration 0016): Charter
+        makes each one from 128 random bits, and :meth:`change_status` moves a row only when
+        exactly one matches."""
         recipients = json.dumps({"to": send.to, "cc": send.cc, "bcc": send.bcc})
         try:
             self.conn.execute(
@@ -168,19 +172,24 @@ class MailRepo:
         message_id: str,
         status: str,
         *,
+        agent: str,
+        created_at: str,
         expect: str,
         finished_at: str,
         reply: str | None = None,
         intent_seq: int | None = None,
     ) -> bool:
-        """Move a row from ``expect`` to ``status`` (keeping its reply and intent seq unless
-        given); False when no row with that Message-ID is in ``expect``."""
+        """Move the row of ``message_id`` (sent by ``agent``, logged at ``created_at``) from
+        ``expect`` to ``status``, keeping its reply and intent seq unless given; False (and
+        nothing changed) unless exactly one such row is in ``expect``."""
         cur = self.conn.execute(
             "UPDATE mail_sent SET status = ?, reply = coalesce(?, reply),"
             " intent_seq = coalesce(?, intent_seq), finished_at = ?"
-            " WHERE message_id = ? AND status = ?",
-            (status, reply, intent_seq, finished_at, message_id, expect),
+            " WHERE agent = ? AND created_at = ? AND message_id = ? AND status = ?",
+            (status, reply, intent_seq, finished_at, agent, created_at, message_id, expect),
         )
+        if cur.rowcount > 1:
+            raise sqlite3.IntegrityError(f"{cur.rowcount} send-log rows hold {message_id}")
         return cur.rowcount == 1
 
     def list_sent(self, *, agent: str | None = None, limit: int = 50) -> list[SentMessage]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from recipient import verify as recipient_verify
 from charter.errors import AgentRevoked
 from charter.home import Home
 from charter.storage.db import transaction
+from charter.storage.mail import NewSend
 from charter.testing import BlockingVault, FrozenClock, agent_draft, raw_db, raw_tx, server_for
 from charter.tools import audit, identity, mail
 from charter.tools.mail import message as mm
@@ -496,6 +498,26 @@ async def test_intent_refused_means_nothing_is_sent(
 # -- the local transport ------------------------------------------------------------------------
 
 
+async def test_the_local_directory_follows_revocations_and_new_charters(
+    agents: Home, mode: str
+) -> None:
+    """The local transport verifies each charter once per process (its address cached by
+    charter hash), but reads the agents' states and current charters in every send: a
+    recipient revoked or given a new address after a first send is out of reach at once."""
+    home = agents
+    args = {"subject": "s", "text": "t"}
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
+        await call(client, "email_send", args | {"to": READER})  # caches reader's charter
+        policy = (await identity.get_agent(home, "reader")).policy
+        new = "reader2@agents.example.com"
+        await identity.update_agent(home, "reader", policy=policy | {"email": {"address": new}})
+        assert "is not one" in await fail(client, "email_send", args | {"to": READER})
+        assert (await call(client, "email_send", args | {"to": new}))["recipients"] == [new]
+        await identity.revoke_agent(home, "reader", reason="test")
+        assert "is not one" in await fail(client, "email_send", args | {"to": new})
+    await audit.verify_home(home)
+
+
 async def test_local_round_trip_between_two_agents(agents: Home, mode: str) -> None:
     home = agents
     async with Client(await server_for(home, "sender"), mode=mode) as client:
@@ -626,3 +648,89 @@ async def test_a_local_send_that_fails_inside_leaves_no_intent_and_no_mail(
     sends = [e for e in entries(agents) if e["action"] == "email.send"]
     assert [(e["phase"], e["outcome"]) for e in sends] == [("call", "error")]
     await audit.verify_home(agents)
+
+
+async def test_a_send_log_row_moves_only_when_exactly_one_row_matches(home: Home) -> None:
+    """The send log has no unique index on Message-ID (migration 0016: one page less per
+    send): a row changes state only when its (agent, time, Message-ID) names exactly one row,
+    so two rows with one Message-ID (a copy planted in the database) stop the send."""
+    send = NewSend(
+        message_id="<dup@agents.example.com>",
+        agent="sender",
+        sender=SENDER,
+        to=(READER,),
+        cc=(),
+        bcc=(),
+        subject="s",
+        digest="0" * 64,
+        size=1,
+        transport="local",
+        created_at="2026-01-01T00:00:00Z",
+    )
+    tx = raw_tx(home)
+
+    def move(status: str, expect: str) -> bool:
+        return tx.mail.change_status(
+            send.message_id,
+            status,
+            agent="sender",
+            created_at=send.created_at,
+            expect=expect,
+            finished_at="t",
+        )
+
+    with transaction(raw_db(home)):
+        assert tx.mail.reserve(send)
+        assert move("sending", "reserved")
+        assert not move("sending", "reserved")
+        assert move("sent", "sending")
+        assert tx.mail.reserve(send)
+        assert tx.mail.reserve(send)  # a second row with the same Message-ID
+        with pytest.raises(sqlite3.IntegrityError):
+            move("sending", "reserved")
+
+
+@pytest.mark.sqlite_only("reads SQLite's query plans")
+async def test_the_rate_count_and_state_changes_use_the_send_logs_index(home: Home) -> None:
+    """A send's rate check counts the agent's rows of the last hour from the index alone, and
+    its state changes find the row through the same index: neither reads the whole log."""
+    conn = raw_db(home)
+    count = "SELECT count(*) FROM mail_sent WHERE agent = ? AND created_at > ?"
+    rate = conn.execute(
+        f"EXPLAIN QUERY PLAN {count} AND status != 'aborted'", ("a", "t")
+    ).fetchall()
+    assert "COVERING INDEX mail_sent_agent_time" in str(rate)
+    update = conn.execute(
+        "EXPLAIN QUERY PLAN UPDATE mail_sent SET status = 'sent' WHERE agent = ? AND"
+        " created_at = ? AND message_id = ? AND status = ?",
+        ("a", "t", "m", "reserved"),
+    ).fetchall()
+    assert "INDEX mail_sent_agent_time" in str(update)
+
+
+async def test_a_mail_server_configured_by_another_process_is_used_from_the_next_send(
+    agents: Home, smtp_server_auth_starttls: SmtpServer, tls_material: TlsMaterial, mode: str
+) -> None:
+    """A running server remembers that its home has no mail server (no settings read per
+    send); when another process configures one, the local send in flight is refused with
+    nothing delivered, and the next send goes to the mail server, never to a local mailbox."""
+    home = agents
+    args = {"subject": "s", "text": "t"}
+    async with Client(await server_for(home, "sender"), mode=mode) as client:
+        assert (await call(client, "email_send", args | {"to": READER}))["transport"] == "local"
+        await configure(
+            home,
+            username=SMTP_USERNAME,
+            password=SMTP_PASSWORD,
+            smtp_port=smtp_server_auth_starttls.port,
+            ca_pem=tls_material.ca_pem.read_text(),
+        )
+        # What `charter mail setup` in another process leaves this one knowing: nothing.
+        mail.settings._LOCAL_HOMES.add(home.origin)
+        refused = await fail(client, "email_send", args | {"to": READER})
+        assert "configured a mail server" in refused and "nothing was sent" in refused
+        assert (await call(client, "email_send", args | {"to": READER}))["transport"] == "smtp"
+    assert len(smtp_server_auth_starttls.messages) == 1
+    (delivered,) = raw_db(home).execute("SELECT count(*) FROM mail_local_inbox").fetchone()
+    assert delivered == 1
+    await audit.verify_home(home)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recipient import NotVerified
 from recipient import verify as recipient_verify
 
@@ -440,3 +442,89 @@ def test_the_worked_example_in_the_document_runs(
     tampered = raw.replace(b"numbers are", b"numbers aren")
     with pytest.raises(AssertionError):
         exec(example, {"raw": tampered, "charter": charter, "trusted_owner_jwk": owner.jwk()})
+
+
+# -- the digest computed from the fields (no parse) -----------------------------------------------
+
+_HEADER_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Zl", "Zp", "Cs")), max_size=200
+)
+_BODY = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=400).map(
+    lambda t: t.replace("\x00", "")
+)
+_ADDRESS_LIST = st.lists(
+    st.sampled_from(["Bob@Example.com", "carol@example.org", "d.e+f@sub.example.net", "X@Y.IO"]),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    subject=_HEADER_TEXT,
+    text=_BODY,
+    to=_ADDRESS_LIST,
+    cc=_ADDRESS_LIST,
+    reply_to=_ADDRESS_LIST,
+    in_reply_to=st.sampled_from([None, "<a.b@c.example>", "<x$y@z-1.example>"]),
+    moment=st.datetimes(
+        min_value=dt.datetime(1990, 1, 1),
+        max_value=dt.datetime(2100, 1, 1),
+        timezones=st.just(dt.UTC),
+    ),
+)
+def test_the_digest_from_the_fields_is_the_digest_a_recipient_parses(
+    subject: str,
+    text: str,
+    to: list[str],
+    cc: list[str],
+    reply_to: list[str],
+    in_reply_to: str | None,
+    moment: dt.datetime,
+) -> None:
+    """``outgoing_digest`` (what a send signs, computed without parsing the message back) is
+    the digest of what a recipient parses: any difference would make every such message
+    fail verification at the recipient."""
+    mail = mm.validate(
+        sender="Bot@Agents.Example.com",
+        to=to or ["bob@example.com"],
+        cc=cc,
+        reply_to=reply_to,
+        in_reply_to=in_reply_to,
+        subject=subject,
+        text=text,
+    )
+    message_id, date = "<0123abcd@agents.example.com>", mm.format_date(moment)
+    unsigned = mm.render(mail, message_id=message_id, date=date, agent_id=AGENT_ID)
+    parsed = mm.message_digest(mm.parse(unsigned))
+    assert mm.outgoing_digest(mail, message_id=message_id, date=date, unsigned=unsigned) == parsed
+
+
+@pytest.mark.parametrize(
+    "subject", ["", " x ", "a  b\u00a0 c", "=?utf-8?q?x?=", "日本語 " * 40, "\u200bz", "w" * 90]
+)
+@pytest.mark.parametrize(
+    "text", ["", "  \n\n", "a\x0bb\x0cc\x1cd\u2028e\x85f", "=\n.\nFrom x", "é" * 300]
+)
+def test_the_digest_from_the_fields_matches_on_edge_cases(subject: str, text: str) -> None:
+    mail = _mail(subject=subject, text=text, attachments=None)
+    unsigned = mm.render(mail, message_id="<m@x.example>", date=mm.format_date(DATE), agent_id=None)
+    assert mm.outgoing_digest(
+        mail, message_id="<m@x.example>", date=mm.format_date(DATE), unsigned=unsigned
+    ) == mm.message_digest(mm.parse(unsigned))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=_BODY)
+def test_a_text_body_is_written_byte_for_byte_as_the_email_package_writes_it(text: str) -> None:
+    """The text/plain body of a message without attachments is written without the email
+    package's header machinery, and is the same bytes."""
+    mail = _mail(text=text, attachments=None)
+    assert mm._mime_body(mail) == mm._email_mime_body(mail)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "\n", "a\r\nb\rc", " \t\n", "x" * 200, "é" * 100 + "\n" + "=" * 80, "a\x0bb\x85"]
+)
+def test_text_bodies_on_edge_cases_are_the_email_packages(text: str) -> None:
+    mail = _mail(text=text, attachments=None)
+    assert mm._mime_body(mail) == mm._email_mime_body(mail)

@@ -83,6 +83,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _MAIL + "test_recipient_patterns_narrow_every_recipient",
         _MAIL + "test_recipient_patterns_hold_reply_to_too",
         _MAIL + "test_rate_limit_is_a_recorded_denial_per_rolling_hour",
+        _MAIL + "test_the_local_directory_follows_revocations_and_new_charters",
         _FUZZ + "test_injection_strings_in_every_string_argument",
     ),
     "G-AGENT-7": (

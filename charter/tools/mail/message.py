@@ -281,7 +281,32 @@ def add_signature(unsigned: bytes, jws: str) -> bytes:
     return f"{SIGNATURE_HEADER}: {folded}\r\n".encode("ascii") + unsigned
 
 
+#: The MIME headers :mod:`email` writes for a text/plain part in quoted-printable UTF-8.
+_TEXT_PART_HEADERS = (
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\nMIME-Version: 1.0\r\n\r\n"
+)
+
+
+def _text_body(text: str) -> bytes:
+    """The bytes :func:`_mime_body` gets from :mod:`email` for a message without attachments,
+    written directly: the same quoted-printable encoder (``email.quoprimime``, 78-character
+    lines as ``email.policy.SMTP``), without the header registry that parses back every
+    header it sets. The tests compare both byte for byte."""
+    from email import quoprimime
+
+    lines = text.encode("utf-8").splitlines()
+    encoded = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), 78)
+    return _TEXT_PART_HEADERS + encoded.replace("\n", "\r\n").encode("ascii")
+
+
 def _mime_body(mail: OutgoingMail) -> bytes:
+    if not mail.attachments:
+        return _text_body(mail.text)
+    return _email_mime_body(mail)
+
+
+def _email_mime_body(mail: OutgoingMail) -> bytes:
     import email.policy  # here: its header machinery is not needed to start `charter serve`
 
     body = EmailMessage(policy=email.policy.SMTP)
@@ -423,6 +448,35 @@ def digest_document(msg: Message) -> dict[str, Any]:
 def message_digest(msg: Message) -> str:
     """Hex SHA-256 of the RFC 8785 bytes of :func:`digest_document`."""
     return hashlib.sha256(canonical_json(digest_document(msg))).hexdigest()
+
+
+def outgoing_digest(mail: OutgoingMail, *, message_id: str, date: str, unsigned: bytes) -> str:
+    """:func:`message_digest` of the message :func:`render` wrote (``unsigned``), computed
+    from the validated fields it was rendered from instead of parsing it back.
+
+    It is the same value: what :func:`render` writes parses back to exactly these fields
+    (addresses are bare ASCII addr-specs, the subject survives its encoding and folding, the
+    text its quoted-printable encoding up to what :func:`canonical_text` drops); the tests
+    compare both ways over generated messages. A message with attachments is parsed back
+    (their names and types go through :mod:`email`'s own encoding): the rare, large case.
+    """
+    if mail.attachments:
+        return message_digest(parse(unsigned))
+    document = {
+        "attachments": [],
+        "cc": sorted(a.lower() for a in mail.cc),
+        "date": int(email.utils.parsedate_to_datetime(date).timestamp()),
+        "from": mail.sender.lower(),
+        "in_reply_to": mail.in_reply_to,
+        "message_id": message_id,
+        "reply_to": sorted(a.lower() for a in mail.reply_to),
+        "subject": _WS_RUN.sub(" ", mail.subject).strip(" "),
+        "text_sha256": hashlib.sha256(canonical_text(mail.text).encode("utf-8")).hexdigest(),
+        "to": sorted(a.lower() for a in mail.to),
+        "type": "charter-email",
+        "v": DIGEST_VERSION,
+    }
+    return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 def _single(msg: Message, name: str) -> str | None:

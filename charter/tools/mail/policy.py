@@ -124,22 +124,48 @@ async def agent_addresses(home: Home) -> dict[str, tuple[str, ...]]:
 
 
 def addresses_in(home: Home, tx: Tx) -> dict[str, tuple[str, ...]]:
-    """:func:`agent_addresses` inside a unit of work."""
-    from charter.tools.identity import agent_info
+    """:func:`agent_addresses` inside a unit of work.
 
+    Each active agent's address comes from its owner-signed charter, verified once per
+    process and charter hash (:func:`_charter_address`): a local send reads this directory
+    in its own transaction, and re-verifying every agent's charter there cost one Ed25519
+    verification per agent of the home per send. The agents' states are read each time.
+    """
     out: dict[str, tuple[str, ...]] = {}
     for name in tx.agents.list_names():
-        info = agent_info(home, tx, name)
-        if info.status != "active":
+        record = tx.agents.get(name)
+        if record is None or record.status != "active":
             continue
-        try:
-            policy = email_policy(info.policy)
-        except ConfigError:
-            continue  # a malformed policy makes that agent unreachable, not everyone
-        if policy is not None:
-            key = policy.address.lower()
-            out[key] = (*out.get(key, ()), info.name)
+        key = _charter_address(home, tx, record.charter_hash)
+        if key is not None:
+            out[key] = (*out.get(key, ()), name)
     return out
+
+
+#: Lowercased address (or None: no address, or an unreadable policy) of each charter this
+#: process verified, by (home origin, owner key, charter hash). A charter is immutable and
+#: named by its hash, so its verified policy stays true; a tampered row is a different body
+#: or hash and is verified afresh. Bounded: cleared when full.
+_ADDRESSES: dict[tuple[str, bytes, str], str | None] = {}
+_ADDRESSES_MAX = 4096
+
+
+def _charter_address(home: Home, tx: Tx, charter_hash: str) -> str | None:
+    from charter.tools.charter_views import charter_view
+
+    key = (home.origin, home.owner_public_key, charter_hash)
+    if key in _ADDRESSES:
+        return _ADDRESSES[key]
+    view = charter_view(home, tx, charter_hash)  # ConfigError (tampered) is not cached
+    try:
+        policy = email_policy(view.policy)
+    except ConfigError:
+        policy = None  # a malformed policy makes that agent unreachable, not everyone
+    address = None if policy is None else policy.address.lower()
+    if len(_ADDRESSES) >= _ADDRESSES_MAX:
+        _ADDRESSES.clear()
+    _ADDRESSES[key] = address
+    return address
 
 
 async def check_address_free(home: Home, address: str, agent: str) -> None:

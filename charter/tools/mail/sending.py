@@ -41,7 +41,7 @@ from charter.storage.ports import Tx
 from charter.tools.mail import message as mm
 from charter.tools.mail.models import SendResult
 from charter.tools.mail.policy import EmailPolicy, require_policy
-from charter.tools.mail.settings import transport_for
+from charter.tools.mail.settings import settings_changed, transport_for
 from charter.tools.mail.transport import Envelope, LocalTransport, MailDenied
 from charter.tools.plan import LocalPlan, Plan
 
@@ -124,10 +124,9 @@ async def send_plan(
         await transport.check(mail.recipients)
     now = home.clock.now()
     message_id = mm.new_message_id(mail.sender)
-    unsigned = mm.render(
-        mail, message_id=message_id, date=mm.format_date(now), agent_id=agent.agent_id
-    )
-    digest = mm.message_digest(mm.parse(unsigned))
+    date = mm.format_date(now)
+    unsigned = mm.render(mail, message_id=message_id, date=date, agent_id=agent.agent_id)
+    digest = mm.outgoing_digest(mail, message_id=message_id, date=date, unsigned=unsigned)
     if not isinstance(transport, LocalTransport):
         # Refuse early; checked again at the intent (a local send checks it only there, in
         # the one transaction that records and delivers it).
@@ -166,15 +165,15 @@ async def send_plan(
             agent_id=agent.agent_id,
             charter_hash=agent.charter.hash,
         )
-        await _finish(home, message_id, "sending", None, expect="reserved", seq=entry.seq)
+        await _finish(home, row, "sending", None, expect="reserved", seq=entry.seq)
         envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
         try:
             delivery = await transport.deliver(envelope, mm.add_signature(unsigned, jws))
         except BaseException as exc:
             reason = getattr(exc, "public_message", None) or "internal error"
-            await _finish(home, message_id, "failed", reason, expect="sending")
+            await _finish(home, row, "failed", reason, expect="sending")
             raise
-        await _finish(home, message_id, "sent", delivery.reply, expect="sending")
+        await _finish(home, row, "sent", delivery.reply, expect="sending")
         return SendResult(
             message_id=message_id,
             recipients=list(mail.recipients),
@@ -201,7 +200,12 @@ def _local_send_plan(
     mail, message_id = row.mail, row.message_id
 
     def apply(tx: Tx, intent: Entry) -> SendResult:
-        transport.check_in(tx, mail.recipients)  # MailDenied refuses the unit: one denied call
+        changed = settings_changed(home, tx)
+        if changed is not None:
+            raise changed
+        # MailDenied refuses the unit: one denied call. The directory it reads serves the
+        # delivery too (same transaction: nothing can change in between).
+        known = transport.check_in(tx, mail.recipients)
         row.insert(tx)
         jws = mm.sign(
             agent.key,
@@ -212,11 +216,13 @@ def _local_send_plan(
             charter_hash=agent.charter.hash,
         )
         envelope = Envelope(message_id, mail.sender, mail.recipients, agent.agent_id)
-        delivery = transport.deliver_in(tx, envelope, mm.add_signature(unsigned, jws))
+        delivery = transport.deliver_in(tx, envelope, mm.add_signature(unsigned, jws), known)
         now = rfc3339(home.clock.now())
         if not tx.mail.change_status(
             message_id,
             "sent",
+            agent=row.agent,
+            created_at=rfc3339(row.now),
             expect="reserved",
             finished_at=now,
             reply=delivery.reply,
@@ -249,7 +255,8 @@ def _check_rate(tx: Tx, agent: str, policy: EmailPolicy, now: dt.datetime) -> No
     Raises:
         MailDenied: the agent already sent ``rate_per_hour`` messages in the last hour.
     """
-    count = tx.mail.count_sent_since(agent, rfc3339(now - dt.timedelta(hours=1)))
+    since = rfc3339(now - dt.timedelta(hours=1))
+    count = tx.mail.count_sent_since(agent, since, limit=policy.rate_per_hour)
     if count >= policy.rate_per_hour:
         raise MailDenied(
             f"rate limit: this agent may send {policy.rate_per_hour} messages per hour and "
@@ -296,7 +303,7 @@ class _Reservation:
 
 async def _finish(
     home: Home,
-    message_id: str,
+    row: _Reservation,
     status: str,
     reply: str | None,
     *,
@@ -307,11 +314,18 @@ async def _finish(
     now = rfc3339(home.clock.now())
     moved = await home.write(
         lambda tx: tx.mail.change_status(
-            message_id, status, expect=expect, finished_at=now, reply=reply, intent_seq=seq
+            row.message_id,
+            status,
+            agent=row.agent,
+            created_at=rfc3339(row.now),
+            expect=expect,
+            finished_at=now,
+            reply=reply,
+            intent_seq=seq,
         )
     )
     if not moved:
-        raise RuntimeError(f"mail_sent row {message_id} is not {expect!r}; refusing to go on")
+        raise RuntimeError(f"mail_sent row {row.message_id} is not {expect!r}; refusing to go on")
 
 
 # -- the outbox -------------------------------------------------------------------------------

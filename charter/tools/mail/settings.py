@@ -128,6 +128,7 @@ async def save_settings(
         tx.ledger.append_one(event)
 
     await home.write(work)
+    _LOCAL_HOMES.discard(home.origin)  # other processes find out in their next send
 
 
 async def clear_settings(home: Home, *, passphrase: bytes | None = None) -> None:
@@ -164,10 +165,20 @@ async def mail_password(home: Home) -> str:
         ) from None
 
 
+#: Homes (by ledger origin) whose mail settings this process last found absent: a send
+#: there takes the local transport without reading them again (one trip to the store's
+#: thread less per send), and the local send's own transaction checks that they are still
+#: absent (:func:`settings_changed`).
+_LOCAL_HOMES: set[str] = set()
+
+
 async def transport_for(home: Home) -> Transport:
     """SMTP when configured, else the local transport."""
+    if home.origin in _LOCAL_HOMES:
+        return LocalTransport(home, lambda tx: addresses_in(home, tx))
     settings = await load_settings(home)
     if settings is None:
+        _LOCAL_HOMES.add(home.origin)
         return LocalTransport(home, lambda tx: addresses_in(home, tx))
     return SmtpTransport(
         host=settings.smtp_host,
@@ -177,6 +188,19 @@ async def transport_for(home: Home) -> Transport:
         password=await mail_password(home),
         ca_pem=settings.ca_pem,
         timeout=float(settings.timeout_s),
+    )
+
+
+def settings_changed(home: Home, tx: Tx) -> ServiceError | None:
+    """Inside a local send's transaction: the error that refuses it when the owner configured
+    a mail server since :func:`transport_for` chose the local transport (which it then no
+    longer chooses), else None."""
+    if tx.mail.get_settings() is None:
+        return None
+    _LOCAL_HOMES.discard(home.origin)
+    return ServiceError(
+        "the owner configured a mail server while this message was being sent; nothing was "
+        "sent: send it again"
     )
 
 

@@ -233,8 +233,9 @@ class LocalTransport:
         """
         await self.home.read(lambda tx: self.check_in(tx, recipients))
 
-    def check_in(self, tx: Tx, recipients: tuple[str, ...]) -> None:
-        """:meth:`check` inside a unit of work (a local send checks in its own transaction)."""
+    def check_in(self, tx: Tx, recipients: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
+        """:meth:`check` inside a unit of work (a local send checks in its own transaction);
+        returns the directory it read, for :meth:`deliver_in` in the same transaction."""
         known = self.directory(tx)
         unknown = [r for r in recipients if r.lower() not in known]
         if unknown:
@@ -243,18 +244,27 @@ class LocalTransport:
                 f"home, and {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not one. "
                 + SETUP_HINT
             )
+        return known
 
     async def deliver(self, envelope: Envelope, raw: bytes) -> Delivery:
         """Put one copy in each recipient agent's mailbox (one transaction)."""
         return await self.home.write(lambda tx: self.deliver_in(tx, envelope, raw))
 
-    def deliver_in(self, tx: Tx, envelope: Envelope, raw: bytes) -> Delivery:
-        """:meth:`deliver` inside a unit of work (a local send's own transaction).
+    def deliver_in(
+        self,
+        tx: Tx,
+        envelope: Envelope,
+        raw: bytes,
+        known: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> Delivery:
+        """:meth:`deliver` inside a unit of work (a local send's own transaction); ``known`` is
+        the directory :meth:`check_in` read in this same transaction (else it is read here).
 
         Raises:
             ServiceError: no recipient is an active agent any more.
         """
-        known = self.directory(tx)
+        if known is None:
+            known = self.directory(tx)
         now = rfc3339(self.home.clock.now())
         refused: dict[str, str] = {}
         boxes: list[str] = []
