@@ -31,22 +31,22 @@ from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage import ledger_hooks, tlog
 from charter.storage.agents import AgentRepo
-from charter.storage.approvals import ApprovalRepo
 from charter.storage.db import connect, migrate, preallocate_wal, read_snapshot, transaction
-from charter.storage.dpop import DpopReplayRepo
-from charter.storage.health import HealthRepo
 from charter.storage.ledger import Draft, Ledger, agent_refusal
-from charter.storage.lockdown import LockdownRepo
-from charter.storage.mail import MailRepo
 from charter.storage.meta import MetaRepo, close_quietly
-from charter.storage.owners import OwnerRepo
-from charter.storage.queries import LedgerQueries
-from charter.storage.tokens import TokenRepo
-from charter.storage.vault import VaultRepo
-from charter.storage.witnesses import WitnessRepo
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the repositories a unit of work does not use are never imported (start-up)
+    from charter.storage.approvals import ApprovalRepo
+    from charter.storage.dpop import DpopReplayRepo
+    from charter.storage.health import HealthRepo
+    from charter.storage.lockdown import LockdownRepo
+    from charter.storage.mail import MailRepo
+    from charter.storage.owners import OwnerRepo
     from charter.storage.ports import Tx
+    from charter.storage.queries import LedgerQueries
+    from charter.storage.tokens import TokenRepo
+    from charter.storage.vault import VaultRepo
+    from charter.storage.witnesses import WitnessRepo
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -74,14 +74,20 @@ class SqliteTx:
 
     @functools.cached_property
     def approvals(self) -> ApprovalRepo:
+        from charter.storage.approvals import ApprovalRepo
+
         return ApprovalRepo(self.conn)
 
     @functools.cached_property
     def lockdown(self) -> LockdownRepo:
+        from charter.storage.lockdown import LockdownRepo
+
         return LockdownRepo(self.conn)
 
     @functools.cached_property
     def mail(self) -> MailRepo:
+        from charter.storage.mail import MailRepo
+
         return MailRepo(self.conn)
 
     @functools.cached_property
@@ -90,30 +96,44 @@ class SqliteTx:
 
     @functools.cached_property
     def owners(self) -> OwnerRepo:
+        from charter.storage.owners import OwnerRepo
+
         return OwnerRepo(self.conn)
 
     @functools.cached_property
     def tokens(self) -> TokenRepo:
+        from charter.storage.tokens import TokenRepo
+
         return TokenRepo(self.conn)
 
     @functools.cached_property
     def vault(self) -> VaultRepo:
+        from charter.storage.vault import VaultRepo
+
         return VaultRepo(self.conn)
 
     @functools.cached_property
     def witnesses(self) -> WitnessRepo:
+        from charter.storage.witnesses import WitnessRepo
+
         return WitnessRepo(self.conn)
 
     @functools.cached_property
     def dpop(self) -> DpopReplayRepo:
+        from charter.storage.dpop import DpopReplayRepo
+
         return DpopReplayRepo(self.conn)
 
     @functools.cached_property
     def health(self) -> HealthRepo:
+        from charter.storage.health import HealthRepo
+
         return HealthRepo(self.conn)
 
     @functools.cached_property
     def queries(self) -> LedgerQueries:
+        from charter.storage.queries import LedgerQueries
+
         return LedgerQueries(self.conn)
 
     @functools.cached_property
