@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import click
 
+    #: The click group of every command (built on first use: see :func:`_build`).
+    cli: click.Group
+
 #: Every command module, each adding its command (group) through ``register(cli)``, in the
 #: order they are registered (a module may add subcommands to an earlier one's group).
 COMMAND_MODULES = (
