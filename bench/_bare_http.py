@@ -17,14 +17,25 @@ database unless asked, no ledger, no policy), served by uvicorn exactly as ``cha
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 #: The issuer and audience of the bare exchange's tokens.
 ISSUER = "https://bare.example"
 AUDIENCE = "https://bare.example/mcp"
+
+
+def spawn(
+    argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A server process with its output discarded."""
+    return subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def jwt_keys(seed: bytes) -> tuple[Any, Any]:

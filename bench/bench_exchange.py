@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx2
 from mcp import Client
 
-from bench._bare_http import bare_token
+from bench._bare_http import bare_token, spawn
 from bench._common import INFO, Row, percentile, pick, row, scratch_dir
 from bench.bench_http_load import REPO, _free_port, _wait_port
 from charter.testing import make_home, server_for
@@ -97,19 +97,16 @@ def run(quick: bool) -> list[Row]:
     seed = secrets.token_bytes(32)
     bare_form = _form(bare_token(seed, "planner", "audit:read"), bare_token(seed, "worker", "a"))
     env = {**os.environ, "CHARTER_HOME": str(root / "home")}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     bare_argv = [sys.executable, "-m", "bench._bare_http", "exchange"]
     procs = {
-        "charter": subprocess.Popen(
+        "charter": spawn(
             [sys.executable, "-m", "charter", "serve", "--http", "--port", str(port)],
             env=env,
-            **quiet,
         ),
-        "bare": subprocess.Popen([*bare_argv, str(bare_port), seed.hex()], cwd=REPO, **quiet),
-        "durable": subprocess.Popen(
+        "bare": spawn([*bare_argv, str(bare_port), seed.hex()], cwd=REPO),
+        "durable": spawn(
             [*bare_argv, str(durable_port), seed.hex(), "--durable", str(root / "bare.db")],
             cwd=REPO,
-            **quiet,
         ),
     }
     try:

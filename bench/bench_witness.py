@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.request
 
+from bench._bare_http import spawn
 from bench._common import INFO, Row, percentile, pick, row, scratch_dir
 from bench._ledgers import fill, new_home
 from bench.bench_http_load import REPO, _free_port, _wait_port
@@ -75,7 +76,6 @@ async def _run(quick: bool) -> list[Row]:
     folder = root / "witness"
     port, bare_port = _free_port(), _free_port()
     home = await new_home(root / "home")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         log_vkey = tlog.log_verifier(home).vkey
@@ -85,16 +85,14 @@ async def _run(quick: bool) -> list[Row]:
         await witnesses.add_witness(home, f"http://127.0.0.1:{port}", witness_vkey)
         log_public = home.log_key.public_key
         procs.append(
-            subprocess.Popen(
+            spawn(
                 [*CHARTER, "witness", "serve", "--port", str(port), "--home", str(folder)],
-                **quiet,
             )
         )
         procs.append(
-            subprocess.Popen(
+            spawn(
                 [*BARE, str(bare_port), secrets.token_bytes(32).hex(), log_public.hex()],
                 cwd=REPO,
-                **quiet,
             )
         )
         await _wait_port(port, procs[0])
