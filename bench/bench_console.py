@@ -10,7 +10,13 @@ tree and verified), and the intent/outcome pairs linked. Rows:
   of one agent (the (actor, seq) index): each must stay flat (keyset paging, log-depth proofs);
 * the overview (``data.overview``): agents, verification state, and calls per agent per hour
   over the last 24 h: the chart's GROUP BY reads every entry of those 24 h, so it grows with
-  the traffic of a day (every bench entry is from today): an ``info`` row.
+  the traffic of a day (every bench entry is from today): an ``info`` row (at 10^6, seconds
+  a call: 3 rounds of one call);
+* ``GET /ledger`` over loopback HTTP on the real console (``running_console``, signed in):
+  time to the response's first byte, the newest page (issue 26 item 3).
+
+10^6 (``CHARTER_BENCH_CONSOLE_BIG=1``, never in ``--quick``): the ledger is built once per run
+through ``bench/_ledgers.py`` (about 3 minutes here) and kept in ``CHARTER_BENCH_SHARED``.
 
 Both ledgers are built through the real append path (``bench/_ledgers.py``) and a checkpoint
 is signed on each before timing. Run alone with ``python -m bench.bench_console [--quick]``.
