@@ -91,8 +91,13 @@ class Home:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, settings: Settings, clock: Clock | None = None) -> Home:
+    async def open(
+        cls, settings: Settings, clock: Clock | None = None, *, inline: bool = False
+    ) -> Home:
         """Open an existing home.
+
+        ``inline``: a SQLite home's units of work run on the caller's thread, never
+        suspending (:mod:`charter.storage.inline`: for a one-shot command, not a server).
 
         Raises:
             ConfigError: if the home is missing, unsafe, or its database or keys are corrupt.
@@ -101,7 +106,7 @@ class Home:
         if settings.database_url is None:  # a home made by `charter init --database URL`
             settings = replace(settings, database_url=read_database_url(layout.root))
         layout.check(external_db=settings.database_url is not None)
-        store = await open_store(settings)
+        store = await open_store(settings, inline=inline)
         try:
             meta = await store.read(lambda tx: tx.meta.all())
             if "origin" not in meta:

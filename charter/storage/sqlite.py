@@ -14,7 +14,6 @@ it, and tests/storage/test_store_contract.py fails if aiosqlite changes it.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import sqlite3
@@ -22,8 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
-
-import aiosqlite
 
 from charter.clock import Clock
 from charter.errors import AgentRevoked, CharterError, ConfigError, LedgerUnavailable
@@ -35,7 +32,9 @@ from charter.storage.db import connect, migrate, preallocate_wal, read_snapshot,
 from charter.storage.ledger import Draft, Ledger, agent_refusal
 from charter.storage.meta import MetaRepo, close_quietly
 
-if TYPE_CHECKING:  # the repositories a unit of work does not use are never imported (start-up)
+if TYPE_CHECKING:  # imported when used: aiosqlite (asyncio), repositories (start-up time)
+    import aiosqlite
+
     from charter.storage.approvals import ApprovalRepo
     from charter.storage.dpop import DpopReplayRepo
     from charter.storage.health import HealthRepo
@@ -202,6 +201,10 @@ class SqliteStore:
         # Opened, checked and migrated first on a short-lived connection of a worker thread:
         # a file that cannot be opened fails here, with its reason, before aiosqlite's thread
         # exists (its connection then opens a file known to be good).
+        import asyncio
+
+        import aiosqlite
+
         await asyncio.to_thread(_prepare, path, create=create)
         db = aiosqlite.Connection(lambda: connect(path), iter_chunk_size=64)
         # NOTE: a daemon thread, like the ledger writer's thread before it: a process that
