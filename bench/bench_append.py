@@ -54,7 +54,7 @@ from charter.evidence.entries import SIGNING_PREFIX
 from charter.evidence.jwk import b64url
 from charter.keys.files import read_key_file
 from charter.server.deps import Deps
-from charter.storage.db import migrate, preallocate_wal
+from charter.storage.db import migrate, preallocate_wal, register_functions
 from charter.storage.ports import LedgerTx
 from charter.storage.writer import LedgerWriter
 from charter.testing import call_draft, close_raw_dbs, raw_tx
@@ -73,6 +73,7 @@ class RawLedger:
 
     def __init__(self, path: Path, agent: AgentContext, key_file: Path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
+        register_functions(self.conn)  # the schema's ledger_links trigger calls charter_sha256
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         migrate(self.conn)  # the ledger's own table and indexes

@@ -10,7 +10,13 @@ tree and verified), and the intent/outcome pairs linked. Rows:
   of one agent (the (actor, seq) index): each must stay flat (keyset paging, log-depth proofs);
 * the overview (``data.overview``): agents, verification state, and calls per agent per hour
   over the last 24 h: the chart's GROUP BY reads every entry of those 24 h, so it grows with
-  the traffic of a day (every bench entry is from today): an ``info`` row.
+  the traffic of a day (every bench entry is from today): an ``info`` row (at 10^6, seconds
+  a call: 3 rounds of one call);
+* ``GET /ledger`` over loopback HTTP on the real console (``running_console``, signed in):
+  time to the response's first byte, the newest page (issue 26 item 3).
+
+10^6 (``CHARTER_BENCH_CONSOLE_BIG=1``, never in ``--quick``): the ledger is built once per run
+through ``bench/_ledgers.py`` (about 3 minutes here) and kept in ``CHARTER_BENCH_SHARED``.
 
 Both ledgers are built through the real append path (``bench/_ledgers.py``) and a checkpoint
 is signed on each before timing. Run alone with ``python -m bench.bench_console [--quick]``.
@@ -19,14 +25,18 @@ is signed on each before timing. Run alone with ``python -m bench.bench_console 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx2
 
 from bench._common import INFO, Row, ainterleave, median, pick, ratio_of_rounds, row
 from bench._ledgers import ledger_of, open_home
 from charter.console import data
+from charter.console.run import running_console
 from charter.home import Home
 from charter.tools import tlog
 
@@ -50,7 +60,6 @@ async def _run(quick: bool) -> list[Row]:
     try:
         for home in homes.values():
             await tlog.checkpoint(home)
-        kinds = {size: _pages(home, ops) for size, home in homes.items()}
         rows = []
         for name, target in (
             ("newest page", TARGET),
@@ -58,9 +67,13 @@ async def _run(quick: bool) -> list[Row]:
             ("one agent's newest page", TARGET),
             ("overview (24 h chart)", INFO),
         ):
-            await kinds[small][name]()  # warm both
-            await kinds[big][name]()
-            base, subj = await ainterleave(rounds, kinds[small][name], kinds[big][name])
+            # At 10^6 the chart's GROUP BY reads 10^6 entries (seconds): one call a round.
+            slow = name.startswith("overview") and big >= 1_000_000
+            n = 1 if slow else ops
+            small_fn, big_fn = (_pages(homes[size], n)[name] for size in (small, big))
+            await small_fn()  # warm both
+            await big_fn()
+            base, subj = await ainterleave(3 if slow else rounds, small_fn, big_fn)
             rows.append(
                 row(
                     f"console: {name}, {big:,} vs {small:,} entries",
@@ -68,15 +81,64 @@ async def _run(quick: bool) -> list[Row]:
                     median(base),
                     "ms/page",
                     target,
-                    f"{rounds} interleaved rounds of {ops}; 50 entries a page, each signature "
-                    "verified and inclusion proved",
+                    f"{3 if slow else rounds} interleaved rounds of {n}; 50 entries a page, "
+                    "each signature verified and inclusion proved",
                     ratio=ratio_of_rounds(subj, base),
                 )
             )
+        base, subj = await _ttfb_rounds(homes[small], homes[big], rounds, ops)
+        rows.append(
+            row(
+                f"console: GET /ledger time to first byte, {big:,} vs {small:,} entries",
+                median(subj),
+                median(base),
+                "ms",
+                TARGET,
+                f"{rounds} interleaved rounds of {ops}; the real console over loopback HTTP "
+                "(signed in), newest page, until the response's first byte",
+                ratio=ratio_of_rounds(subj, base),
+            )
+        )
         return rows
     finally:
         for home in homes.values():
             await home.close()
+
+
+@contextlib.asynccontextmanager
+async def _signed_in(home: Home) -> AsyncIterator[tuple[httpx2.AsyncClient, str]]:
+    """The console of ``home`` on a free loopback port, and a client signed in to it."""
+    async with running_console(home, port=0) as console, httpx2.AsyncClient() as web:
+        if (await web.get(console.login_url)).status_code != 303:
+            raise RuntimeError("console login failed")
+        yield web, console.base + "/ledger"
+
+
+async def _ttfb(web: httpx2.AsyncClient, url: str, n: int) -> float:
+    """Mean ms from sending ``GET url`` to the first byte of the answer, over ``n`` requests."""
+    total = 0.0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        first = None
+        async with web.stream("GET", url) as answer:
+            async for _chunk in answer.aiter_raw():  # read to the end, timing the first chunk
+                first = first or time.perf_counter()
+        if answer.status_code != 200 or first is None:
+            raise RuntimeError(f"GET /ledger answered {answer.status_code}")
+        total += first - t0
+    return total / n * 1e3
+
+
+async def _ttfb_rounds(
+    small: Home, big: Home, rounds: int, n: int
+) -> tuple[list[float], list[float]]:
+    """Time to first byte of the ledger page of both homes, interleaved round by round."""
+    async with _signed_in(small) as (web_s, url_s), _signed_in(big) as (web_b, url_b):
+        await _ttfb(web_s, url_s, 1)  # warm both
+        await _ttfb(web_b, url_b, 1)
+        return await ainterleave(
+            rounds, lambda: _ttfb(web_s, url_s, n), lambda: _ttfb(web_b, url_b, n)
+        )
 
 
 def _pages(home: Home, n: int) -> dict[str, Callable[[], Awaitable[float]]]:

@@ -26,9 +26,7 @@ from charter.evidence.canonical import canonical_json
 from charter.evidence.charters import TRUST_DOMAIN, owner_handle
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import Ed25519Signer, b64url_decode, public_jwk, thumbprint
-from charter.evidence.owners import certificate_hash, make_owner_certificate, validate_org_name
 from charter.keys import LOG, OWNER, FileSigner, KeyHandle, Signer, issuer_ref
-from charter.keys import pkcs11 as pkcs11_store
 from charter.keys.files import read_passphrase_file
 from charter.keys.signer import DEFAULT_OWNER
 from charter.storage.backends import open_store
@@ -49,6 +47,20 @@ class ActingOwner:
     owner_id: str
     key: Ed25519Signer
     is_org: bool = False
+
+
+def _token_signer(layout: HomeLayout) -> Signer | None:
+    """The PKCS#11 signer the home's config names (``pkcs11.configured_signer``), or None;
+    the PKCS#11 code is imported only for a home that has that config (a hook starts fast)."""
+    try:
+        layout.key_store.stat()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # configured_signer says why it cannot be read
+    from charter.keys import pkcs11
+
+    return pkcs11.configured_signer(layout)
 
 
 def check_email(owner: str) -> str:
@@ -79,8 +91,13 @@ class Home:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, settings: Settings, clock: Clock | None = None) -> Home:
+    async def open(
+        cls, settings: Settings, clock: Clock | None = None, *, inline: bool = False
+    ) -> Home:
         """Open an existing home.
+
+        ``inline``: a SQLite home's units of work run on the caller's thread, never
+        suspending (:mod:`charter.storage.inline`: for a one-shot command, not a server).
 
         Raises:
             ConfigError: if the home is missing, unsafe, or its database or keys are corrupt.
@@ -89,14 +106,14 @@ class Home:
         if settings.database_url is None:  # a home made by `charter init --database URL`
             settings = replace(settings, database_url=read_database_url(layout.root))
         layout.check(external_db=settings.database_url is not None)
-        store = await open_store(settings)
+        store = await open_store(settings, inline=inline)
         try:
             meta = await store.read(lambda tx: tx.meta.all())
             if "origin" not in meta:
                 raise ConfigError(
                     "database has no ledger identity: was `charter init` interrupted?"
                 )
-            signer: Signer = pkcs11_store.configured_signer(layout) or FileSigner(
+            signer: Signer = _token_signer(layout) or FileSigner(
                 layout, passphrase_file=settings.passphrase_file
             )
             log_key = KeyHandle.of(signer, LOG)
@@ -140,6 +157,8 @@ class Home:
         """
         check_email(owner)
         if organization is not None:
+            from charter.evidence.owners import validate_org_name
+
             validate_org_name(organization)
         if not TRUST_DOMAIN.match(trust_domain):
             raise InvalidInput(f"invalid trust domain {trust_domain!r}")
@@ -187,6 +206,8 @@ class Home:
         keep_url: bool,
         organization: str | None = None,
     ) -> Home:
+        from charter.keys import pkcs11 as pkcs11_store
+
         layout = settings.layout
         token = None
         if key_store is not None:  # PKCS#11: check token and PIN before making anything
@@ -273,8 +294,11 @@ class Home:
         try:
             await self.store.close()
         finally:
-            if isinstance(self.signer, pkcs11_store.Pkcs11Signer):
-                self.signer.close()
+            if not isinstance(self.signer, FileSigner):  # else pkcs11 was never imported
+                from charter.keys.pkcs11 import Pkcs11Signer
+
+                if isinstance(self.signer, Pkcs11Signer):
+                    self.signer.close()
 
     async def __aenter__(self) -> Home:
         return self
@@ -307,6 +331,8 @@ class Home:
         if self.organization is None:
             raise InvalidInput("this home has no organization (`charter init --org NAME`)")
         check_email(owner_id)
+        from charter.evidence.owners import certificate_hash, make_owner_certificate
+
         now = self.clock.now()
         cert = make_owner_certificate(
             org_key=self.owner_key(passphrase),

@@ -47,8 +47,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        # The ledger's link trigger (migration 0015) hashes the previous entry's bytes.
-        conn.create_function("charter_sha256", 1, _sha256_hex, deterministic=True)
+        register_functions(conn)
         if not readonly:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -61,6 +60,13 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"database {path.name} cannot be opened: {exc}") from exc
     return conn
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """Give ``conn`` the SQL functions Charter's schema calls: ``charter_sha256(blob)``, with
+    which the ledger's link trigger (migration 0015) hashes the previous entry's bytes. A
+    connection without it cannot append to the ledger."""
+    conn.create_function("charter_sha256", 1, _sha256_hex, deterministic=True)
 
 
 def _sha256_hex(data: bytes | None) -> str | None:

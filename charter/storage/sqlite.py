@@ -14,7 +14,6 @@ it, and tests/storage/test_store_contract.py fails if aiosqlite changes it.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import sqlite3
@@ -23,31 +22,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import aiosqlite
-
 from charter.clock import Clock
 from charter.errors import AgentRevoked, CharterError, ConfigError, LedgerUnavailable
 from charter.evidence.entries import Entry, LedgerIdentity
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage import ledger_hooks, tlog
 from charter.storage.agents import AgentRepo
-from charter.storage.approvals import ApprovalRepo
 from charter.storage.db import connect, migrate, preallocate_wal, read_snapshot, transaction
-from charter.storage.dpop import DpopReplayRepo
-from charter.storage.health import HealthRepo
 from charter.storage.ledger import Draft, Ledger, agent_refusal
-from charter.storage.lockdown import LockdownRepo
-from charter.storage.mail import MailRepo
 from charter.storage.meta import MetaRepo, close_quietly
-from charter.storage.owners import OwnerRepo
-from charter.storage.queries import LedgerQueries
-from charter.storage.tokens import TokenRepo
-from charter.storage.vault import VaultRepo
-from charter.storage.wal import Checkpointer
-from charter.storage.witnesses import WitnessRepo
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when used: aiosqlite (asyncio), repositories (start-up time)
+    import aiosqlite
+
+    from charter.storage.approvals import ApprovalRepo
+    from charter.storage.dpop import DpopReplayRepo
+    from charter.storage.health import HealthRepo
+    from charter.storage.lockdown import LockdownRepo
+    from charter.storage.mail import MailRepo
+    from charter.storage.owners import OwnerRepo
     from charter.storage.ports import Tx
+    from charter.storage.queries import LedgerQueries
+    from charter.storage.tokens import TokenRepo
+    from charter.storage.vault import VaultRepo
+    from charter.storage.wal import Checkpointer
+    from charter.storage.witnesses import WitnessRepo
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -75,14 +74,20 @@ class SqliteTx:
 
     @functools.cached_property
     def approvals(self) -> ApprovalRepo:
+        from charter.storage.approvals import ApprovalRepo
+
         return ApprovalRepo(self.conn)
 
     @functools.cached_property
     def lockdown(self) -> LockdownRepo:
+        from charter.storage.lockdown import LockdownRepo
+
         return LockdownRepo(self.conn)
 
     @functools.cached_property
     def mail(self) -> MailRepo:
+        from charter.storage.mail import MailRepo
+
         return MailRepo(self.conn)
 
     @functools.cached_property
@@ -91,30 +96,44 @@ class SqliteTx:
 
     @functools.cached_property
     def owners(self) -> OwnerRepo:
+        from charter.storage.owners import OwnerRepo
+
         return OwnerRepo(self.conn)
 
     @functools.cached_property
     def tokens(self) -> TokenRepo:
+        from charter.storage.tokens import TokenRepo
+
         return TokenRepo(self.conn)
 
     @functools.cached_property
     def vault(self) -> VaultRepo:
+        from charter.storage.vault import VaultRepo
+
         return VaultRepo(self.conn)
 
     @functools.cached_property
     def witnesses(self) -> WitnessRepo:
+        from charter.storage.witnesses import WitnessRepo
+
         return WitnessRepo(self.conn)
 
     @functools.cached_property
     def dpop(self) -> DpopReplayRepo:
+        from charter.storage.dpop import DpopReplayRepo
+
         return DpopReplayRepo(self.conn)
 
     @functools.cached_property
     def health(self) -> HealthRepo:
+        from charter.storage.health import HealthRepo
+
         return HealthRepo(self.conn)
 
     @functools.cached_property
     def queries(self) -> LedgerQueries:
+        from charter.storage.queries import LedgerQueries
+
         return LedgerQueries(self.conn)
 
     @functools.cached_property
@@ -185,6 +204,10 @@ class SqliteStore:
         # Opened, checked and migrated first on a short-lived connection of a worker thread:
         # a file that cannot be opened fails here, with its reason, before aiosqlite's thread
         # exists (its connection then opens a file known to be good).
+        import asyncio
+
+        import aiosqlite
+
         await asyncio.to_thread(_prepare, path, create=create)
         db = aiosqlite.Connection(lambda: connect(path), iter_chunk_size=64)
         # NOTE: a daemon thread, like the ledger writer's thread before it: a process that
@@ -250,6 +273,8 @@ class SqliteStore:
         try:
             await self.run(preallocate_wal)
             if self._checkpointer is None:
+                from charter.storage.wal import Checkpointer
+
                 self._checkpointer = Checkpointer(self.path)
         except Exception:  # only an optimization: the store must still serve
             log.exception("write-ahead log preallocation failed")
@@ -262,6 +287,8 @@ class SqliteStore:
             self._closed = True
             await self._db.close()
             if self._checkpointer is not None:
+                import asyncio
+
                 await asyncio.to_thread(self._checkpointer.close)
                 self._checkpointer = None
 

@@ -27,16 +27,17 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from charter.clock import Clock, rfc3339
 from charter.errors import InvalidInput, LedgerIntegrityError
 from charter.evidence import merkle
-from charter.evidence.c2sp import Checkpoint, KeySigner, NoteError, open_checkpoint, sign_note
 from charter.evidence.compact_range import CompactRange
 from charter.evidence.jwk import Ed25519Signer
 from charter.storage.db import transaction
-from charter.storage.witnesses import WitnessRepo
+
+if TYPE_CHECKING:  # signed notes and witnesses: imported when a checkpoint is signed or read
+    from charter.evidence.c2sp import KeySigner
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,8 @@ class SignedCheckpoint:
 
 def log_signer(origin: str, log_key: Ed25519Signer) -> KeySigner:
     """The log's signed-note signer: key name = origin, key = the home's log key."""
+    from charter.evidence.c2sp import KeySigner
+
     return KeySigner(origin, log_key)
 
 
@@ -349,6 +352,8 @@ class CheckpointLog:
                         f"signed a checkpoint of {latest.size} (entries were removed)",
                     )
             root = self._checked_root(latest, size)
+            from charter.evidence.c2sp import Checkpoint, sign_note
+
             note = sign_note(Checkpoint(self.origin, size, root).to_text(), [self.signer])
             signed = SignedCheckpoint(size, root, note, rfc3339(self.clock.now()))
             self.conn.execute(
@@ -393,6 +398,8 @@ class CheckpointLog:
             )
 
     def _check_own(self, stored: SignedCheckpoint) -> None:
+        from charter.evidence.c2sp import NoteError, open_checkpoint
+
         try:
             checkpoint, _ = open_checkpoint(stored.note, [self.verifier])
         except NoteError as exc:
@@ -419,6 +426,8 @@ class CheckpointLog:
 
     def _cosigned(self, size: int, root: bytes, note: str, created_at: str) -> SignedCheckpoint:
         """The stored checkpoint with its witnesses' cosignature lines appended."""
+        from charter.storage.witnesses import WitnessRepo
+
         return SignedCheckpoint(
             size, root, note + "".join(WitnessRepo(self.conn).lines(size)), created_at
         )

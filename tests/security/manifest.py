@@ -197,6 +197,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         "tests/tools/test_hooks_record.py::test_unknown_agent_or_home_fails_closed",
         "tests/tools/test_hooks_record.py::test_deny_rule_denies_rm_and_records_it_and_allows_ls",
         "tests/tools/test_hooks_record.py::test_vault_values_never_reach_the_ledger",
+        "tests/cli/test_hook_fast.py::test_a_hook_that_cannot_record_still_fails_closed_on_the_fast_path",
     ),
     "G-CANON-1": (
         _ID + "test_canonical_bytes_equal_rfc8785_on_tricky_strings",
