@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -85,12 +86,17 @@ _verified: ContextVar[tuple[str, tokens.VerifiedToken] | None] = ContextVar(
 class CharterTokenVerifier(TokenVerifier):
     """Accepts a bearer token only if :func:`charter.tools.tokens.verify` does, for this
     server's ``audience`` and the ``issuer`` it advertises (not whatever the home says now).
+
+    A token seen before is not parsed nor its signature checked again, but everything that can
+    change (time, revocation, its agent and charter) is checked at every request
+    (:class:`charter.tools.tokens.VerifiedTokens`).
     """
 
     def __init__(self, home: Home, audience: str, issuer: str | None = None) -> None:
         self.home = home
         self.audience = audience
         self.issuer = issuer
+        self.cache = tokens.VerifiedTokens()
 
     async def check(self, token: str) -> tokens.VerifiedToken:
         """Verify ``token``; a refusal is logged (reason and jti, never the token).
@@ -100,7 +106,7 @@ class CharterTokenVerifier(TokenVerifier):
         """
         try:
             return await tokens.verify(
-                self.home, token, audience=self.audience, issuer_url=self.issuer
+                self.home, token, audience=self.audience, issuer_url=self.issuer, cache=self.cache
             )
         except TokenInvalid as exc:
             log_refusal("bearer token", exc)
@@ -431,11 +437,12 @@ def _with_nonce(send: Send, nonces: tokens.nonce.DpopNonces) -> Send:
     return send_with_nonce
 
 
+#: RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 def _is_b64token(value: str) -> bool:
-    # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    body = value.rstrip("=")
-    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
-    return bool(body) and value.isascii() and all(c in allowed for c in body)
+    return _B64TOKEN.fullmatch(value) is not None
 
 
 def _challenge_response(
