@@ -586,5 +586,9 @@ async def serve_http(
         required_scopes=required_scopes,
         dpop_nonce=dpop_nonce,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())
+    level = log_level.lower()
+    # The access log (one line per request, at INFO) only where it would be shown: building
+    # each line costs the event loop CPU under load even when it is filtered out (issue 26).
+    access_log = level in ("info", "debug", "trace")
+    config = uvicorn.Config(app, host=host, port=port, log_level=level, access_log=access_log)
     await uvicorn.Server(config).serve()
