@@ -48,7 +48,6 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -59,6 +58,7 @@ from charter.errors import LedgerUnavailable, TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
 from charter.server.deps import Deps
+from charter.server.http_transport import handshake_sessions_on_sse, transport_security
 from charter.server.wiring import build_server
 from charter.tools import tokens
 from charter.tools.identity import AgentContext, load_agent
@@ -68,8 +68,6 @@ log = logging.getLogger("charter.http")
 
 #: Largest introspection request body read (a form with one token).
 MAX_INTROSPECT_BODY = 16 * 1024
-_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
 #: The refusals of the current request's bearer token, for its 401 (see BearerChallenge).
@@ -231,7 +229,10 @@ def build_http_app(
     async def token_endpoint(request: Request) -> Response:
         return await _token_exchange(home, request, issuer_url)
 
-    app = server.streamable_http_app(transport_security=_transport_security(issuer_url))
+    app = server.streamable_http_app(
+        transport_security=transport_security(issuer_url), json_response=True
+    )
+    handshake_sessions_on_sse(server.session_manager)
     # Outermost, so it sees the SDK's 401 and the verifier's reasons for the same request.
     app.add_middleware(
         BearerChallenge,
@@ -548,16 +549,6 @@ def _error(status: int, error: str, description: str) -> Response:
         headers["WWW-Authenticate"] = f'Bearer error="{error}"'
     return JSONResponse(
         {"error": error, "error_description": description}, status_code=status, headers=headers
-    )
-
-
-def _transport_security(issuer_url: str) -> TransportSecuritySettings:
-    """DNS-rebinding protection: loopback names plus the issuer's own host."""
-    parts = urlsplit(issuer_url)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[*_LOOPBACK_HOSTS, parts.netloc],
-        allowed_origins=[*_LOOPBACK_ORIGINS, f"{parts.scheme}://{parts.netloc}"],
     )
 
 
