@@ -19,6 +19,7 @@ from charter.testing import FrozenClock, raw_db, server_for
 from charter.tools import identity, tokens
 
 API = "https://api.example.com"
+ISSUER = tokens.DEFAULT_ISSUER  # a server's verifier always names the issuer it advertises
 
 
 async def issue(home: Home, agent: str = "alpha", ttl: int = 300) -> str:
@@ -28,8 +29,8 @@ async def issue(home: Home, agent: str = "alpha", ttl: int = 300) -> str:
 async def primed(home: Home, token: str) -> tokens.VerifiedTokens:
     """A cache holding ``token``, verified twice (a miss, then a hit)."""
     cache = tokens.VerifiedTokens()
-    first = await tokens.verify(home, token, audience=API, cache=cache)
-    again = await tokens.verify(home, token, audience=API, cache=cache)
+    first = await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
+    again = await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
     assert len(cache) == 1 and again == first
     return cache
 
@@ -73,7 +74,7 @@ async def test_a_cached_token_is_refused_at_its_next_use_after_a_change(
     apply, code = CHANGES[change]
     await apply(home, token, clock)
     with pytest.raises(TokenInvalid) as refused:
-        await tokens.verify(home, token, audience=API, cache=cache)
+        await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
     assert refused.value.code == code
     with pytest.raises(TokenInvalid) as cold:  # the same answer as without a cache
         await tokens.verify(home, token, audience=API)
@@ -96,7 +97,7 @@ async def test_a_cached_token_stops_with_its_parent_agent(home: Home) -> None:
     cache = await primed(home, token)
     await identity.revoke_agent(home, "planner", reason="compromised")
     with pytest.raises(TokenInvalid) as refused:
-        await tokens.verify(home, token, audience=API, cache=cache)
+        await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
     assert refused.value.code == "agent_revoked"
 
 
@@ -105,10 +106,12 @@ async def test_only_the_exact_text_hits_and_for_its_audience_only(home: Home) ->
     cache = await primed(home, token)
     tail = "AAAA" if token[-4:] != "AAAA" else "BBBB"
     with pytest.raises(TokenInvalid) as forged:  # same claims, another signature: a miss
-        await tokens.verify(home, token[:-4] + tail, audience=API, cache=cache)
+        await tokens.verify(home, token[:-4] + tail, audience=API, issuer_url=ISSUER, cache=cache)
     assert forged.value.code == "bad_signature"
     with pytest.raises(TokenInvalid) as elsewhere:  # the same token for another audience
-        await tokens.verify(home, token, audience="https://other.example.com", cache=cache)
+        await tokens.verify(
+            home, token, audience="https://other.example.com", issuer_url=ISSUER, cache=cache
+        )
     assert elsewhere.value.code == "wrong_audience"
     assert len(cache) == 1  # the refusals cached nothing; the good entry stays
 
@@ -116,10 +119,10 @@ async def test_only_the_exact_text_hits_and_for_its_audience_only(home: Home) ->
 async def test_what_a_caller_does_to_the_claims_does_not_reach_the_cache(home: Home) -> None:
     token = await issue(home)
     cache = await primed(home, token)
-    seen = await tokens.verify(home, token, audience=API, cache=cache)
+    seen = await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
     seen.claims["scope"] = "audit:read token:issue"
     seen.claims["cnf"]["jkt"] = "someone-else"
-    again = await tokens.verify(home, token, audience=API, cache=cache)
+    again = await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
     assert again.scopes == ("audit:read",)
     assert again.claims == (await tokens.verify(home, token, audience=API)).claims
 
@@ -128,6 +131,18 @@ async def test_the_cache_is_bounded(home: Home) -> None:
     cache = tokens.VerifiedTokens(capacity=2)
     issued = [await issue(home) for _ in range(3)]
     for token in issued:
-        await tokens.verify(home, token, audience=API, cache=cache)
+        await tokens.verify(home, token, audience=API, issuer_url=ISSUER, cache=cache)
     assert len(cache) == 2
-    assert cache.get((issued[0], API, None)) is None  # the least recently used went
+    assert cache.get((issued[0], API, ISSUER)) is None  # the least recently used went
+
+
+async def test_without_a_fixed_issuer_the_homes_issuer_is_checked_every_time(home: Home) -> None:
+    """A verifier that accepts the home's issuer (whatever it is now) caches nothing."""
+    token = await issue(home)
+    cache = tokens.VerifiedTokens()
+    await tokens.verify(home, token, audience=API, cache=cache)
+    await tokens.set_issuer(home, "http://127.0.0.1:18765")
+    with pytest.raises(TokenInvalid) as refused:
+        await tokens.verify(home, token, audience=API, cache=cache)
+    assert refused.value.code == "wrong_issuer"
+    assert len(cache) == 0

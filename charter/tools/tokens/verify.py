@@ -158,16 +158,17 @@ async def verify(
 
     ``issuer_url`` is the issuer to accept (a server passes the one it advertises); by default
     the home's. The header is read here; the rest (key lookup, signature, claims, the token's
-    row and its agent) is one unit of work on the store's thread. With ``cache`` (a server's),
-    a token it verified before is checked again for everything that can change, in one unit
-    of work, without parsing it or checking its signature again (see :class:`VerifiedTokens`).
+    row and its agent) is one unit of work on the store's thread. With ``cache`` (a server's)
+    and ``issuer_url``, a token it verified before is checked again for everything that can
+    change, in one unit of work, without parsing it or checking its signature again (see
+    :class:`VerifiedTokens`).
 
     Raises:
         TokenInvalid: one of the typed reasons in :mod:`charter.tools.tokens.errors`, with
         ``reason`` saying exactly which check failed (and ``jti`` once the payload is read).
     """
     now = home.clock.now().timestamp()
-    if cache is None:
+    if cache is None or issuer_url is None:  # the home's issuer can change: check it each time
         return await _verify(home, token, now, audience, issuer_url)
     key = (token, audience, issuer_url)
     hit = cache.get(key)
