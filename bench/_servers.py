@@ -135,8 +135,16 @@ def bare_http(port: int) -> None:
 
     import uvicorn
 
-    # As `charter serve --http` runs uvicorn: warnings only (no access log on the hot path).
-    uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+    # As `charter serve --http` runs uvicorn: warnings only, no access log, on asyncio's own
+    # event loop (never uvloop, even where it is installed: Charter's server does not use it).
+    uvicorn.run(
+        server.streamable_http_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="asyncio",
+    )
 
 
 if __name__ == "__main__":

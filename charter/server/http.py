@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -47,7 +48,6 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -58,6 +58,7 @@ from charter.errors import LedgerUnavailable, TokenInvalid
 from charter.home import Home
 from charter.scopes import PLAIN_SCOPES
 from charter.server.deps import Deps
+from charter.server.http_transport import handshake_sessions_on_sse, transport_security
 from charter.server.wiring import build_server
 from charter.tools import tokens
 from charter.tools.identity import AgentContext, load_agent
@@ -67,8 +68,6 @@ log = logging.getLogger("charter.http")
 
 #: Largest introspection request body read (a form with one token).
 MAX_INTROSPECT_BODY = 16 * 1024
-_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
 #: The refusals of the current request's bearer token, for its 401 (see BearerChallenge).
@@ -85,12 +84,17 @@ _verified: ContextVar[tuple[str, tokens.VerifiedToken] | None] = ContextVar(
 class CharterTokenVerifier(TokenVerifier):
     """Accepts a bearer token only if :func:`charter.tools.tokens.verify` does, for this
     server's ``audience`` and the ``issuer`` it advertises (not whatever the home says now).
+
+    A token seen before is not parsed nor its signature checked again, but everything that can
+    change (time, revocation, its agent and charter) is checked at every request
+    (:class:`charter.tools.tokens.VerifiedTokens`).
     """
 
     def __init__(self, home: Home, audience: str, issuer: str | None = None) -> None:
         self.home = home
         self.audience = audience
         self.issuer = issuer
+        self.cache = tokens.VerifiedTokens()
 
     async def check(self, token: str) -> tokens.VerifiedToken:
         """Verify ``token``; a refusal is logged (reason and jti, never the token).
@@ -100,7 +104,7 @@ class CharterTokenVerifier(TokenVerifier):
         """
         try:
             return await tokens.verify(
-                self.home, token, audience=self.audience, issuer_url=self.issuer
+                self.home, token, audience=self.audience, issuer_url=self.issuer, cache=self.cache
             )
         except TokenInvalid as exc:
             log_refusal("bearer token", exc)
@@ -225,7 +229,10 @@ def build_http_app(
     async def token_endpoint(request: Request) -> Response:
         return await _token_exchange(home, request, issuer_url)
 
-    app = server.streamable_http_app(transport_security=_transport_security(issuer_url))
+    app = server.streamable_http_app(
+        transport_security=transport_security(issuer_url), json_response=True
+    )
+    handshake_sessions_on_sse(server.session_manager)
     # Outermost, so it sees the SDK's 401 and the verifier's reasons for the same request.
     app.add_middleware(
         BearerChallenge,
@@ -431,11 +438,12 @@ def _with_nonce(send: Send, nonces: tokens.nonce.DpopNonces) -> Send:
     return send_with_nonce
 
 
+#: RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 def _is_b64token(value: str) -> bool:
-    # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    body = value.rstrip("=")
-    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
-    return bool(body) and value.isascii() and all(c in allowed for c in body)
+    return _B64TOKEN.fullmatch(value) is not None
 
 
 def _challenge_response(
@@ -544,16 +552,6 @@ def _error(status: int, error: str, description: str) -> Response:
     )
 
 
-def _transport_security(issuer_url: str) -> TransportSecuritySettings:
-    """DNS-rebinding protection: loopback names plus the issuer's own host."""
-    parts = urlsplit(issuer_url)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[*_LOOPBACK_HOSTS, parts.netloc],
-        allowed_origins=[*_LOOPBACK_ORIGINS, f"{parts.scheme}://{parts.netloc}"],
-    )
-
-
 async def serve_http(
     home: Home,
     *,
@@ -579,5 +577,9 @@ async def serve_http(
         required_scopes=required_scopes,
         dpop_nonce=dpop_nonce,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())
+    level = log_level.lower()
+    # The access log (one line per request, at INFO) only where it would be shown: building
+    # each line costs the event loop CPU under load even when it is filtered out (issue 26).
+    access_log = level in ("info", "debug", "trace")
+    config = uvicorn.Config(app, host=host, port=port, log_level=level, access_log=access_log)
     await uvicorn.Server(config).serve()

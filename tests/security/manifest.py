@@ -232,6 +232,11 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
         _TOKENS + "test_signed_but_never_issued_token_is_refused",
         _TOKENS + "test_scope_escalation_is_refused",
         _TOKENS + "test_a_token_cannot_mint_a_broader_token",
+        # the HTTP server's cache of verified tokens (issue 26): every change still refuses
+        "tests/server/test_http_token_cache.py::test_a_cached_token_is_refused_at_its_next_use_after_a_change",
+        "tests/server/test_http_token_cache.py::test_a_cached_token_stops_with_its_parent_agent",
+        "tests/server/test_http_token_cache.py::test_only_the_exact_text_hits_and_for_its_audience_only",
+        "tests/server/test_http_token_cache.py::test_without_a_fixed_issuer_the_homes_issuer_is_checked_every_time",
         _ID + "test_over_http_the_agent_is_the_token_subject_and_nothing_else",
         # a token wider than its charter by glob semantics (issue 16.6)
         "tests/test_scopes.py::test_glob_within_agrees_with_brute_force",

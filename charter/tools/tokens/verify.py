@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,49 @@ class VerifiedToken:
         return int(self.claims["exp"])
 
 
+class VerifiedTokens:
+    """The claim sets of tokens one verifier has checked completely, by their exact text.
+
+    A token seen again (the same string, for the same audience and issuer) skips what cannot
+    change for that string: parsing, the signature and the claims' shape. What can change is
+    checked again on every use, in one unit of work, by the same code as a first verification:
+    the time claims against the clock, that its issuer key is still published, its row (the
+    digest of the claim set, revocation), its agent and that agent's chain. So a token revoked
+    (or whose agent was revoked, re-chartered, or whose lifetime ended) is refused at its next
+    use, exactly as without the cache. Entries are the canonical claim text the token's row
+    pins by its digest, so the check on a hit is against what was issued, not against a copy
+    that could have been changed in memory. At most ``capacity`` entries (least recently used
+    dropped); an entry is dropped when its token is refused.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, str | None, str | None], tuple[str, str]] = (
+            OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str | None, str | None]) -> tuple[str, str] | None:
+        """(canonical claims text, key id) of ``key`` (token, audience, issuer), or None."""
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple[str, str | None, str | None], verified: VerifiedToken) -> None:
+        """Remember a token that passed every check."""
+        self._entries[key] = (_canonical(verified.claims), verified.kid)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: tuple[str, str | None, str | None]) -> None:
+        """Forget ``key`` (its token was refused)."""
+        self._entries.pop(key, None)
+
+
 # -- verifying -------------------------------------------------------------------------------
 
 
@@ -108,18 +152,40 @@ async def verify(
     *,
     audience: str | None,
     issuer_url: str | None = None,
+    cache: VerifiedTokens | None = None,
 ) -> VerifiedToken:
     """Check ``token`` completely; ``audience=None`` accepts any audience (introspection).
 
     ``issuer_url`` is the issuer to accept (a server passes the one it advertises); by default
     the home's. The header is read here; the rest (key lookup, signature, claims, the token's
-    row and its agent) is one unit of work on the store's thread.
+    row and its agent) is one unit of work on the store's thread. With ``cache`` (a server's)
+    and ``issuer_url``, a token it verified before is checked again for everything that can
+    change, in one unit of work, without parsing it or checking its signature again (see
+    :class:`VerifiedTokens`).
 
     Raises:
         TokenInvalid: one of the typed reasons in :mod:`charter.tools.tokens.errors`, with
         ``reason`` saying exactly which check failed (and ``jti`` once the payload is read).
     """
     now = home.clock.now().timestamp()
+    if cache is None or issuer_url is None:  # the home's issuer can change: check it each time
+        return await _verify(home, token, now, audience, issuer_url)
+    key = (token, audience, issuer_url)
+    hit = cache.get(key)
+    try:
+        if hit is None:
+            verified = await _verify(home, token, now, audience, issuer_url)
+            cache.put(key, verified)
+            return verified
+        return await home.read(lambda tx: _recheck_in(tx, hit, now))
+    except TokenInvalid:
+        cache.drop(key)
+        raise
+
+
+async def _verify(
+    home: Home, token: str, now: float, audience: str | None, issuer_url: str | None
+) -> VerifiedToken:
     header = _header(token)
     alg = header.get("alg")
     if alg != ALGORITHM:
@@ -138,14 +204,7 @@ async def verify(
 def _verify_in(
     tx: Tx, token: str, kid: str, now: float, audience: str | None, issuer_url: str | None
 ) -> VerifiedToken:
-    repo = tx.tokens
-    public_key = repo.published_key(kid, rfc3339(_from_epoch(now)))
-    if public_key is None:
-        raise why.UnknownKey(
-            f"key id {kid!r} was retired and every token it signed has expired"
-            if repo.issuer_key_exists(kid)
-            else f"key id {kid!r} is not a published issuer key"
-        )
+    public_key = _published_key(tx.tokens, kid, now)
     claims = decode(
         token,
         public_key,
@@ -153,9 +212,36 @@ def _verify_in(
         audience=audience,
         issuer=issuer_url or issuer_in(tx),
     )
+    return _check_current(tx, claims, kid, claims_digest(claims), now)
+
+
+def _recheck_in(tx: Tx, entry: tuple[str, str], now: float) -> VerifiedToken:
+    """A cached token (see :class:`VerifiedTokens`): everything that can change, again."""
+    text, kid = entry
+    _published_key(tx.tokens, kid, now)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _check_current(tx, json.loads(text), kid, digest, now)
+
+
+def _published_key(repo: TokenRepo, kid: str, now: float) -> bytes:
+    public_key = repo.published_key(kid, rfc3339(_from_epoch(now)))
+    if public_key is None:
+        raise why.UnknownKey(
+            f"key id {kid!r} was retired and every token it signed has expired"
+            if repo.issuer_key_exists(kid)
+            else f"key id {kid!r} is not a published issuer key"
+        )
+    return public_key
+
+
+def _check_current(
+    tx: Tx, claims: dict[str, Any], kid: str, digest: str, now: float
+) -> VerifiedToken:
+    """The checks of a decoded token that depend on the clock and the home's state."""
+    repo = tx.tokens
     try:
         _check_claims(claims, now)
-        name, dpop_jkt = _check_state(repo, claims, kid, claims_digest(claims))
+        name, dpop_jkt = _check_state(repo, claims, kid, digest)
         # A sub-agent's token stops with any ancestor (issue 21): the same one-query walk
         # the gate runs (for an agent the owner chartered it repeats _check_state's check).
         refusal = tx.agent_refusal(name, claims["charter"])
@@ -237,8 +323,11 @@ def claims_digest(claims: dict[str, Any]) -> str:
 
     Any change to any claim, even re-signed with the issuer key, changes it.
     """
-    text = json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_canonical(claims).encode("utf-8")).hexdigest()
+
+
+def _canonical(claims: dict[str, Any]) -> str:
+    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _check_state(
