@@ -122,13 +122,43 @@ def commit_cost(pages: list[int], n: int) -> dict[int, float]:
     return {k: statistics.median(v) * 1e6 for k, v in samples.items()}
 
 
+def commit_after_idle(gaps_ms: list[float], n: int) -> dict[float, float]:
+    """p50 microseconds of a one-row durable commit made ``gap`` ms after the previous one
+    returned, for each gap: a server's commits come one per call, with the client's round
+    trip in between, not back to back."""
+    import statistics
+    import time
+
+    from charter.storage.db import connect, preallocate_wal
+
+    db = connect(scratch_dir("commit-idle") / "idle.db")
+    db.execute("CREATE TABLE calls (n INTEGER PRIMARY KEY, at REAL NOT NULL)")
+    preallocate_wal(db)
+    samples: dict[float, list[float]] = {gap: [] for gap in gaps_ms}
+    for _ in range(max(n // 20, 1)):
+        for gap in gaps_ms:
+            for _ in range(20):
+                if gap:
+                    time.sleep(gap / 1000)
+                started = time.perf_counter()
+                db.execute("INSERT INTO calls(at) VALUES (?)", (time.time(),))
+                samples[gap].append(time.perf_counter() - started)
+    db.close()
+    return {gap: statistics.median(v) * 1e6 for gap, v in samples.items()}
+
+
 def pages(n: int) -> None:
-    """Print what a commit costs by the pages it writes, then the mean pages per call of each
-    tool and which tables they belong to."""
+    """Print what a commit costs by the pages it writes and by the idle time before it, then
+    the mean pages per call of each tool and which tables they belong to."""
     cost = commit_cost([1, 2, 4, 6, 8, 10, 13, 16, 20], n)
     print(
         "  p50 of a durable commit by pages written: "
         + ", ".join(f"{k}: {us:,.0f} us" for k, us in cost.items())
+    )
+    idle = commit_after_idle([0, 0.2, 1, 5], n)
+    print(
+        "  p50 of a one-row durable commit by the idle time before it: "
+        + ", ".join(f"{gap:g} ms: {us:,.0f} us" for gap, us in idle.items())
     )
     for tool, args in CALLS:
         commits, names = asyncio.run(frames_per_call(tool, args, n))
