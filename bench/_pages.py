@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import random
 import sqlite3
+import statistics
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench._common import scratch_dir
 from bench._ledgers import AGENT, INBOX, new_home
@@ -23,6 +28,8 @@ from charter.server.deps import Deps
 from charter.server.wiring import build_server
 from charter.storage import sqlite as sqlite_backend
 from charter.tools import identity
+
+K = TypeVar("K", int, float)
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     ("identity_whoami", {}),
@@ -90,61 +97,67 @@ async def frames_per_call(
         await home.close()
 
 
-def commit_cost(pages: list[int], n: int) -> dict[int, float]:
-    """p50 microseconds of a durable commit that rewrites ``k`` random pages of a table, for
-    each ``k`` in ``pages``, in alternating rounds (Charter's pragmas: WAL, synchronous=FULL,
-    the log preallocated)."""
-    import os
-    import random
-    import statistics
-    import time
-
+def _commit_p50s(
+    settings: list[K],
+    n: int,
+    prepare: Callable[[sqlite3.Connection], None],
+    timed_commit: Callable[[sqlite3.Connection, K], float],
+) -> dict[K, float]:
+    """p50 microseconds of ``timed_commit(db, setting)`` (it returns the seconds it timed) for
+    each setting, in alternating rounds of 20, on a scratch database that ``prepare`` fills,
+    with Charter's pragmas (WAL, synchronous=FULL) and its log preallocated."""
     from charter.storage.db import connect, preallocate_wal
 
-    db = connect(scratch_dir("commit-cost") / "pages.db")
-    db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-    db.execute("BEGIN")
-    db.executemany("INSERT INTO t VALUES (?, ?)", ((i, os.urandom(400)) for i in range(20_000)))
-    db.execute("COMMIT")
+    db = connect(scratch_dir("commit") / "commit.db")
+    prepare(db)
     preallocate_wal(db)
-    samples: dict[int, list[float]] = {k: [] for k in pages}
+    samples: dict[K, list[float]] = {setting: [] for setting in settings}
     for _ in range(max(n // 20, 1)):
-        for k in pages:
-            for _ in range(20):
-                keys = random.sample(range(0, 20_000, 10), k)  # ~10 rows a page: k pages
-                started = time.perf_counter()
-                db.execute("BEGIN IMMEDIATE")
-                for key in keys:
-                    db.execute("UPDATE t SET v = ? WHERE k = ?", (os.urandom(400), key))
-                db.execute("COMMIT")
-                samples[k].append(time.perf_counter() - started)
+        for setting in settings:
+            samples[setting].extend(timed_commit(db, setting) for _ in range(20))
     db.close()
-    return {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+    return {setting: statistics.median(v) * 1e6 for setting, v in samples.items()}
+
+
+def commit_cost(pages: list[int], n: int) -> dict[int, float]:
+    """p50 microseconds of a durable commit that rewrites ``k`` random pages of a table, for
+    each ``k`` in ``pages``."""
+
+    def prepare(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        db.execute("BEGIN")
+        rows = ((i, os.urandom(400)) for i in range(20_000))
+        db.executemany("INSERT INTO t VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+
+    def rewrite(db: sqlite3.Connection, k: int) -> float:
+        keys = random.sample(range(0, 20_000, 10), k)  # ~10 rows a page: k pages
+        started = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        for key in keys:
+            db.execute("UPDATE t SET v = ? WHERE k = ?", (os.urandom(400), key))
+        db.execute("COMMIT")
+        return time.perf_counter() - started
+
+    return _commit_p50s(pages, n, prepare, rewrite)
 
 
 def commit_after_idle(gaps_ms: list[float], n: int) -> dict[float, float]:
     """p50 microseconds of a one-row durable commit made ``gap`` ms after the previous one
     returned, for each gap: a server's commits come one per call, with the client's round
     trip in between, not back to back."""
-    import statistics
-    import time
 
-    from charter.storage.db import connect, preallocate_wal
+    def prepare(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE calls (n INTEGER PRIMARY KEY, at REAL NOT NULL)")
 
-    db = connect(scratch_dir("commit-idle") / "idle.db")
-    db.execute("CREATE TABLE calls (n INTEGER PRIMARY KEY, at REAL NOT NULL)")
-    preallocate_wal(db)
-    samples: dict[float, list[float]] = {gap: [] for gap in gaps_ms}
-    for _ in range(max(n // 20, 1)):
-        for gap in gaps_ms:
-            for _ in range(20):
-                if gap:
-                    time.sleep(gap / 1000)
-                started = time.perf_counter()
-                db.execute("INSERT INTO calls(at) VALUES (?)", (time.time(),))
-                samples[gap].append(time.perf_counter() - started)
-    db.close()
-    return {gap: statistics.median(v) * 1e6 for gap, v in samples.items()}
+    def insert_after(db: sqlite3.Connection, gap: float) -> float:
+        if gap:
+            time.sleep(gap / 1000)
+        started = time.perf_counter()
+        db.execute("INSERT INTO calls(at) VALUES (?)", (time.time(),))
+        return time.perf_counter() - started
+
+    return _commit_p50s(gaps_ms, n, prepare, insert_after)
 
 
 def pages(n: int) -> None:

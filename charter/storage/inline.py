@@ -19,9 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from charter.errors import CharterError, ConfigError, LedgerUnavailable
-from charter.storage.db import connect, preallocate_wal, read_snapshot, transaction
+from charter.storage.db import connect, preallocate_wal
 from charter.storage.meta import close_quietly
-from charter.storage.sqlite import LedgerBinding, SqliteTx, SqliteWorker, _prepare
+from charter.storage.sqlite import (
+    LedgerBinding,
+    SqliteTx,
+    SqliteWorker,
+    _prepare,
+    read_unit,
+    write_unit,
+)
 
 if TYPE_CHECKING:
     from charter.clock import Clock
@@ -62,14 +69,10 @@ class InlineSqliteStore:
         self.binding = LedgerBinding(identity, clock, log_key)
 
     async def read(self, work: Callable[[Tx], T]) -> T:
-        conn = self._live()
-        with read_snapshot(conn):
-            return work(SqliteTx(conn, self.binding))
+        return read_unit(self._live(), self.binding, work)
 
     async def write(self, work: Callable[[Tx], T], *, lock_wait: float | None = None) -> T:
-        conn = self._live()
-        with transaction(conn, lock_wait=lock_wait):
-            return work(SqliteTx(conn, self.binding))
+        return write_unit(self._live(), self.binding, work, lock_wait=lock_wait)
 
     async def append(
         self, drafts: Sequence[Draft], *, lock_wait: float | None = None

@@ -233,21 +233,11 @@ class SqliteStore:
 
     async def read(self, work: Callable[[Tx], T]) -> T:
         binding = self.binding
-
-        def unit(conn: sqlite3.Connection) -> T:
-            with read_snapshot(conn):
-                return work(SqliteTx(conn, binding))
-
-        return await self.run(unit)
+        return await self.run(lambda conn: read_unit(conn, binding, work))
 
     async def write(self, work: Callable[[Tx], T], *, lock_wait: float | None = None) -> T:
         binding = self.binding
-
-        def unit(conn: sqlite3.Connection) -> T:
-            with transaction(conn, lock_wait=lock_wait):
-                return work(SqliteTx(conn, binding))
-
-        return await self.run(unit)
+        return await self.run(lambda conn: write_unit(conn, binding, work, lock_wait=lock_wait))
 
     async def autocommit(self, work: Callable[[Tx], T]) -> T:
         binding = self.binding
@@ -293,6 +283,27 @@ class SqliteStore:
                 self._checkpointer = None
 
 
+def read_unit(
+    conn: sqlite3.Connection, binding: LedgerBinding | None, work: Callable[[Tx], T]
+) -> T:
+    """Run the unit of work ``work`` on ``conn`` in one read transaction (one snapshot)."""
+    with read_snapshot(conn):
+        return work(SqliteTx(conn, binding))
+
+
+def write_unit(
+    conn: sqlite3.Connection,
+    binding: LedgerBinding | None,
+    work: Callable[[Tx], T],
+    *,
+    lock_wait: float | None = None,
+) -> T:
+    """Run the unit of work ``work`` on ``conn`` under ``BEGIN IMMEDIATE … COMMIT``: all of
+    it or none (``lock_wait``: as for :func:`~charter.storage.db.transaction`)."""
+    with transaction(conn, lock_wait=lock_wait):
+        return work(SqliteTx(conn, binding))
+
+
 class SqliteWorker:
     """A private blocking connection for a thread without an event loop."""
 
@@ -301,12 +312,10 @@ class SqliteWorker:
         self._binding = binding
 
     def read(self, work: Callable[[Tx], T]) -> T:
-        with read_snapshot(self.conn):
-            return work(SqliteTx(self.conn, self._binding))
+        return read_unit(self.conn, self._binding, work)
 
     def write(self, work: Callable[[Tx], T]) -> T:
-        with transaction(self.conn):
-            return work(SqliteTx(self.conn, self._binding))
+        return write_unit(self.conn, self._binding, work)
 
     def close(self) -> None:
         close_quietly(self.conn)
